@@ -1,0 +1,143 @@
+//! The HTTP client side of every command but `server`.
+
+use std::io::Write;
+
+use anyhow::{anyhow, Context};
+use futures::StreamExt;
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    pub fn new(server: &str) -> anyhow::Result<Client> {
+        let base = server.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(anyhow!(
+                "--server {server:?} must be an http:// or https:// URL"
+            ));
+        }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(token) = std::env::var("BATCHCTL_TOKEN") {
+            let value = format!("Bearer {token}")
+                .parse()
+                .context("BATCHCTL_TOKEN is not a valid header value")?;
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()?;
+        Ok(Client { http, base })
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let response = self.send(self.http.get(self.url(path))).await?;
+        Ok(response.json().await?)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let response = self.send(self.http.post(self.url(path)).json(body)).await?;
+        Ok(response.json().await?)
+    }
+
+    pub async fn submit(
+        &self,
+        request: &Value,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<Value> {
+        let mut builder = self.http.post(self.url("/v1/jobs")).json(request);
+        if let Some(key) = idempotency_key {
+            builder = builder.header("Idempotency-Key", key);
+        }
+        Ok(self.send(builder).await?.json().await?)
+    }
+
+    /// Up to `limit` jobs, newest first, following the server's page cursors.
+    pub async fn list_jobs(
+        &self,
+        queue: Option<&str>,
+        status: Option<&str>,
+        limit: u32,
+    ) -> anyhow::Result<Value> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![(
+                "limit",
+                (limit as usize - items.len()).min(1000).to_string(),
+            )];
+            query.extend(queue.map(|q| ("queue", q.to_string())));
+            query.extend(status.map(|s| ("status", s.to_string())));
+            query.extend(cursor.take().map(|c| ("cursor", c)));
+            let page: Value = self
+                .send(self.http.get(self.url("/v1/jobs")).query(&query))
+                .await?
+                .json()
+                .await?;
+            items.extend(page["items"].as_array().cloned().unwrap_or_default());
+            match page["nextCursor"].as_str() {
+                Some(next) if items.len() < limit as usize => cursor = Some(next.to_string()),
+                _ => return Ok(serde_json::json!({ "items": items })),
+            }
+        }
+    }
+
+    /// Copies an attempt's output to standard output as it arrives.
+    pub async fn copy_logs(
+        &self,
+        job_id: &str,
+        attempt: Option<u32>,
+        follow: bool,
+    ) -> anyhow::Result<()> {
+        let mut query = vec![("follow", follow.to_string())];
+        query.extend(attempt.map(|a| ("attempt", a.to_string())));
+        let response = self
+            .send(
+                self.http
+                    .get(self.url(&format!("/v1/jobs/{job_id}/logs")))
+                    .query(&query),
+            )
+            .await?;
+        let mut body = response.bytes_stream();
+        let mut stdout = std::io::stdout().lock();
+        while let Some(chunk) = body.next().await {
+            stdout.write_all(&chunk.context("the log stream broke off")?)?;
+            stdout.flush()?;
+        }
+        Ok(())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Response> {
+        let response = request.send().await.map_err(|error| {
+            anyhow!("cannot reach the batchctl server at {}: {error}; start one with `batchctl server` or pass --server", self.base)
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        let problem: Option<Value> = serde_json::from_str(&body).ok();
+        let detail = problem
+            .as_ref()
+            .and_then(|p| p["detail"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                if body.is_empty() {
+                    status.to_string()
+                } else {
+                    body.clone()
+                }
+            });
+        Err(match status {
+            StatusCode::UNAUTHORIZED => anyhow!("{detail} (set BATCHCTL_TOKEN)"),
+            _ => anyhow!("{detail}"),
+        })
+    }
+}

@@ -1,0 +1,486 @@
+//! `batchctl`: `batchctl server` runs the scheduler; every other command is an HTTP client of it.
+
+mod client;
+mod output;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use client::Client;
+use output::Format;
+
+#[derive(Parser)]
+#[command(
+    name = "batchctl",
+    version,
+    about = "A batch job scheduler and container runner in the spirit of AWS Batch"
+)]
+struct Cli {
+    /// The server's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "BATCHCTL_SERVER",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    server: String,
+    /// How to print results.
+    #[arg(short = 'o', long = "output", global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the scheduler and its HTTP API.
+    Server {
+        #[arg(long, env = "BATCHCTL_LISTEN", default_value = "127.0.0.1:7700")]
+        listen: SocketAddr,
+        /// Where the embedded database, attempt records and logs live.
+        #[arg(long, env = "BATCHCTL_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Use Postgres (postgres://…) instead of the embedded SQLite database.
+        #[arg(long, env = "BATCHCTL_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Seconds between asking an attempt to stop and killing it.
+        #[arg(long, default_value_t = 10)]
+        kill_grace_seconds: u64,
+    },
+    /// Create or update compute environments, job queues and job definitions from a file.
+    Apply {
+        /// A YAML (several documents) or JSON file; `-` reads standard input.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Submit a job.
+    Submit {
+        #[arg(long)]
+        queue: String,
+        /// NAME or NAME:REVISION.
+        #[arg(long)]
+        definition: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// A parameter for Ref:: substitution, KEY=VALUE (repeatable).
+        #[arg(long = "param", value_parser = key_value)]
+        params: Vec<(String, String)>,
+        /// An environment variable override, KEY=VALUE (repeatable).
+        #[arg(long = "env", value_parser = key_value)]
+        env: Vec<(String, String)>,
+        /// Submitting again with the same key returns the same job.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Wait for another job to SUCCEED first: `jobId=ID` (repeatable), as the AWS CLI.
+        #[arg(long = "depends-on", value_parser = dependency)]
+        depends_on: Vec<Value>,
+        /// Block until the job ends; exit 0 only if it SUCCEEDED.
+        #[arg(long)]
+        wait: bool,
+        /// A command overriding the definition's.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Run a one-off command in an image, follow its output, and exit with its exit code.
+    Run {
+        image: String,
+        #[arg(long, default_value = "default")]
+        queue: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// List resources.
+    Get {
+        #[arg(value_enum)]
+        resource: ResourceKind,
+        /// Jobs of this queue only.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Jobs in this status only.
+        #[arg(long)]
+        status: Option<String>,
+        /// The most jobs to list, newest first.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one job in full.
+    Describe {
+        #[arg(value_enum)]
+        resource: DescribeKind,
+        id: String,
+    },
+    /// Print a job attempt's output.
+    Logs {
+        /// Keep printing until the attempt ends.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        id: String,
+        /// Which attempt (1, 2, …); the current or last one by default.
+        #[arg(long)]
+        attempt: Option<u32>,
+    },
+    /// Explain what keeps a job from running: queue position, capacity, dependencies, backoff.
+    Why { id: String },
+    /// Cancel a job that has not started.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Stop a job, killing its work if it is STARTING or RUNNING.
+    Terminate {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// The supervising process of one attempt (started by the server; not for people).
+    #[command(hide = true)]
+    Shim {
+        dir: PathBuf,
+        #[arg(long)]
+        lock_fd: i32,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ResourceKind {
+    #[value(alias = "job")]
+    Jobs,
+    #[value(alias = "queue", alias = "jobqueues")]
+    Queues,
+    #[value(alias = "definition", alias = "jobdefinitions")]
+    Definitions,
+    #[value(alias = "computeenvironment", alias = "ce")]
+    Computeenvironments,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DescribeKind {
+    Job,
+}
+
+/// `jobId=ID[,type=TYPE]` into a JobDependency.
+fn dependency(text: &str) -> Result<Value, String> {
+    let mut dependency = serde_json::Map::new();
+    for part in text.split(',') {
+        match part.split_once('=') {
+            Some(("jobId", id)) if !id.is_empty() => dependency.insert("jobId".into(), json!(id)),
+            Some(("type", kind)) => dependency.insert("type".into(), json!(kind)),
+            _ => return Err(format!("{part:?} is not jobId=ID or type=TYPE")),
+        };
+    }
+    if !dependency.contains_key("jobId") {
+        return Err(format!("{text:?} names no jobId=ID"));
+    }
+    Ok(Value::Object(dependency))
+}
+
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{text:?} is not KEY=VALUE")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Shim { dir, lock_fd } = &cli.command {
+        // The shim must stay small and synchronous: no runtime, no logging set-up.
+        return match batchctl_executor::process::shim::run(dir, *lock_fd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("batchctl shim: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&cli.server)?;
+    let format = cli.output;
+    match cli.command {
+        Command::Server {
+            listen,
+            data_dir,
+            database_url,
+            kill_grace_seconds,
+        } => {
+            serve(listen, data_dir, database_url, kill_grace_seconds).await?;
+        }
+        Command::Apply { file } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let documents = batchctl_scheduler::manifest::documents_from_text(&text)
+                .map_err(|error| anyhow::anyhow!("{}: {error}", file.display()))?;
+            let answer = client
+                .post("/v1/apply", &json!({ "documents": documents }))
+                .await?;
+            output::print_applied(&answer, format)?;
+        }
+        Command::Submit {
+            queue,
+            definition,
+            name,
+            params,
+            env,
+            idempotency_key,
+            depends_on,
+            wait,
+            command,
+        } => {
+            let mut overrides = serde_json::Map::new();
+            if !command.is_empty() {
+                overrides.insert("command".into(), json!(command));
+            }
+            if !env.is_empty() {
+                let env: Vec<Value> = env
+                    .iter()
+                    .map(|(k, v)| json!({"name": k, "value": v}))
+                    .collect();
+                overrides.insert("environment".into(), json!(env));
+            }
+            let mut request = json!({
+                "jobQueue": queue,
+                "jobDefinition": definition,
+                "parameters": params.into_iter().collect::<std::collections::BTreeMap<String, String>>(),
+            });
+            if let Some(name) = name {
+                request["jobName"] = json!(name);
+            }
+            if !overrides.is_empty() {
+                request["containerOverrides"] = Value::Object(overrides);
+            }
+            if !depends_on.is_empty() {
+                request["dependsOn"] = json!(depends_on);
+            }
+            let job = client.submit(&request, idempotency_key.as_deref()).await?;
+            if !wait {
+                output::print_job(&job, format)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            if matches!(format, Format::Table) {
+                eprintln!(
+                    "job {} submitted; waiting for it to finish",
+                    job["jobId"].as_str().unwrap_or_default()
+                );
+            }
+            let job = wait_for_job(&client, job["jobId"].as_str().unwrap_or_default()).await?;
+            output::print_job(&job, format)?;
+            return Ok(exit_for(&job));
+        }
+        Command::Run {
+            image,
+            queue,
+            command,
+        } => return run_one_off(&client, &image, &queue, command).await,
+        Command::Get {
+            resource,
+            queue,
+            status,
+            limit,
+        } => {
+            let list = match resource {
+                ResourceKind::Jobs => {
+                    client
+                        .list_jobs(queue.as_deref(), status.as_deref(), limit)
+                        .await?
+                }
+                ResourceKind::Queues => client.get("/v1/jobqueues").await?,
+                ResourceKind::Definitions => client.get("/v1/jobdefinitions").await?,
+                ResourceKind::Computeenvironments => client.get("/v1/computeenvironments").await?,
+            };
+            match resource {
+                ResourceKind::Jobs => output::print_jobs(&list, format)?,
+                ResourceKind::Queues => output::print_queues(&list, format)?,
+                ResourceKind::Definitions => output::print_definitions(&list, format)?,
+                ResourceKind::Computeenvironments => output::print_environments(&list, format)?,
+            }
+        }
+        Command::Describe {
+            resource: DescribeKind::Job,
+            id,
+        } => {
+            let job = client.get(&format!("/v1/jobs/{id}")).await?;
+            output::describe_job(&job, format)?;
+        }
+        Command::Logs {
+            follow,
+            id,
+            attempt,
+        } => client.copy_logs(&id, attempt, follow).await?,
+        Command::Why { id } => {
+            let answer = client.get(&format!("/v1/jobs/{id}/why")).await?;
+            output::print_why(&answer, format)?;
+        }
+        Command::Cancel { id, reason } => {
+            let job = client
+                .post(
+                    &format!("/v1/jobs/{id}/cancel"),
+                    &json!({ "reason": reason }),
+                )
+                .await?;
+            output::print_job(&job, format)?;
+        }
+        Command::Terminate { id, reason } => {
+            let job = client
+                .post(
+                    &format!("/v1/jobs/{id}/terminate"),
+                    &json!({ "reason": reason }),
+                )
+                .await?;
+            output::print_job(&job, format)?;
+        }
+        Command::Shim { .. } => unreachable!("handled before the runtime starts"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(
+    listen: SocketAddr,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    kill_grace_seconds: u64,
+) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BATCHCTL_LOG")
+                .unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let data_dir = data_dir.unwrap_or_else(default_data_dir);
+    let shim_program =
+        std::env::current_exe().context("cannot find the batchctl executable for attempt shims")?;
+    let config = batchctl_scheduler::server::ServerConfig {
+        listen,
+        data_dir,
+        database_url,
+        shim_program,
+        shim_arguments: vec![OsString::from("shim")],
+        dispatcher: batchctl_scheduler::dispatcher::DispatcherConfig {
+            kill_grace: Duration::from_secs(kill_grace_seconds),
+            ..Default::default()
+        },
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let signal_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!(
+            "shutting down; running attempts keep running and are adopted at the next start"
+        );
+        signal_shutdown.cancel();
+    });
+    batchctl_scheduler::server::run(config, shutdown, |address| {
+        println!("batchctl server listening on http://{address}");
+    })
+    .await?;
+    Ok(())
+}
+
+fn default_data_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("batchctl")
+}
+
+/// Polls until the job ends: every 25 ms for the first 2 s, so short jobs are seen at once, then
+/// backing off to every 500 ms so long waits cost the server little.
+async fn wait_for_job(client: &Client, job_id: &str) -> anyhow::Result<Value> {
+    let started = std::time::Instant::now();
+    let mut delay = Duration::from_millis(25);
+    loop {
+        let job = client.get(&format!("/v1/jobs/{job_id}")).await?;
+        if matches!(job["status"].as_str(), Some("SUCCEEDED" | "FAILED")) {
+            return Ok(job);
+        }
+        tokio::time::sleep(delay).await;
+        if started.elapsed() > Duration::from_secs(2) {
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+}
+
+fn exit_for(job: &Value) -> ExitCode {
+    if job["status"] == "SUCCEEDED" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `batchctl run`: an implicit definition per image (`run-<image>`), the command as an override,
+/// the output followed, and the job's exit code as ours (as `docker run`).
+async fn run_one_off(
+    client: &Client,
+    image: &str,
+    queue: &str,
+    command: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    let name: String = format!("run-{image}")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(128)
+        .collect();
+    let definition = json!({
+        "apiVersion": "batchctl/v1", "kind": "JobDefinition", "metadata": {"name": name},
+        "spec": {"containerProperties": {"image": image, "command": ["true"]}}
+    });
+    client
+        .post("/v1/apply", &json!({ "documents": [definition] }))
+        .await?;
+    let request = json!({"jobQueue": queue, "jobDefinition": name, "jobName": name, "containerOverrides": {"command": command}});
+    let job = client.submit(&request, None).await?;
+    let job_id = job["jobId"].as_str().unwrap_or_default().to_string();
+    eprintln!("job {job_id}");
+    client.copy_logs(&job_id, Some(1), true).await?;
+    let job = wait_for_job(client, &job_id).await?;
+    let exit_code = job["attempts"]
+        .as_array()
+        .and_then(|a| a.last())
+        .and_then(|a| a["exitCode"].as_i64());
+    match (job["status"].as_str(), exit_code) {
+        (Some("SUCCEEDED"), _) => Ok(ExitCode::SUCCESS),
+        (_, Some(code)) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
+        (status, None) => bail!(
+            "job {job_id} ended {}: {}",
+            status.unwrap_or("?"),
+            job["statusReason"].as_str().unwrap_or("")
+        ),
+    }
+}

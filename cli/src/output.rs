@@ -1,0 +1,342 @@
+//! Printing what the server returned: kubectl-style tables, or the JSON/YAML objects themselves.
+
+use std::fmt::Write as _;
+
+use clap::ValueEnum;
+use serde_json::Value;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Yaml,
+}
+
+/// Prints `value` as JSON or YAML; returns false for the table format, which callers render.
+fn print_structured(value: &Value, format: Format) -> anyhow::Result<bool> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Format::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
+        Format::Table => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(text, "{}", line.join("   ").trim_end());
+    }
+    text
+}
+
+/// Prints a list as JSON or YAML, or as a table with one row per item.
+fn print_list(
+    list: &Value,
+    format: Format,
+    header: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+) -> anyhow::Result<()> {
+    if print_structured(list, format)? {
+        return Ok(());
+    }
+    let rows = items(list).iter().map(row).collect();
+    print!("{}", table(header, rows));
+    Ok(())
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn items(list: &Value) -> Vec<Value> {
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// "12s", "5m", "3h", "2d" since an epoch-millisecond time.
+fn age(millis: &Value) -> String {
+    let Some(millis) = millis.as_i64() else {
+        return "-".into();
+    };
+    let seconds = (chrono::Utc::now().timestamp_millis() - millis).max(0) / 1000;
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m", seconds / 60),
+        3600..86400 => format!("{}h", seconds / 3600),
+        _ => format!("{}d", seconds / 86400),
+    }
+}
+
+fn timestamp(millis: &Value) -> String {
+    millis
+        .as_i64()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || "-".into(),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        )
+}
+
+pub fn print_applied(answer: &Value, format: Format) -> anyhow::Result<()> {
+    if print_structured(answer, format)? {
+        return Ok(());
+    }
+    for applied in answer["applied"].as_array().into_iter().flatten() {
+        let kind = applied["kind"].as_str().unwrap_or_default().to_lowercase();
+        let revision = applied["revision"]
+            .as_u64()
+            .map(|r| format!(":{r}"))
+            .unwrap_or_default();
+        println!(
+            "{kind}/{}{revision} {}",
+            text(&applied["name"]),
+            text(&applied["action"])
+        );
+    }
+    Ok(())
+}
+
+pub fn print_job(job: &Value, format: Format) -> anyhow::Result<()> {
+    if print_structured(job, format)? {
+        return Ok(());
+    }
+    print_jobs(&serde_json::json!({ "items": [job] }), format)
+}
+
+pub fn print_jobs(list: &Value, format: Format) -> anyhow::Result<()> {
+    let header = [
+        "JOB ID", "NAME", "QUEUE", "STATUS", "ATTEMPTS", "AGE", "REASON",
+    ];
+    print_list(list, format, &header, |job| {
+        let attempts = job["attempts"].as_array().map_or(0, Vec::len)
+            + usize::from(!job["currentAttempt"].is_null());
+        vec![
+            text(&job["jobId"]),
+            text(&job["jobName"]),
+            text(&job["jobQueue"]),
+            text(&job["status"]),
+            attempts.to_string(),
+            age(&job["createdAt"]),
+            text(&job["statusReason"]),
+        ]
+    })
+}
+
+pub fn print_queues(list: &Value, format: Format) -> anyhow::Result<()> {
+    let header = ["NAME", "PRIORITY", "STATE", "COMPUTE ENVIRONMENTS"];
+    print_list(list, format, &header, |queue| {
+        let spec = &queue["spec"];
+        let mut order: Vec<(i64, String)> = spec["computeEnvironmentOrder"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                (
+                    e["order"].as_i64().unwrap_or(0),
+                    text(&e["computeEnvironment"]),
+                )
+            })
+            .collect();
+        order.sort();
+        let environments: Vec<String> = order.into_iter().map(|(_, name)| name).collect();
+        vec![
+            text(&queue["metadata"]["name"]),
+            text(&spec["priority"]),
+            spec["state"].as_str().unwrap_or("ENABLED").to_string(),
+            environments.join(","),
+        ]
+    })
+}
+
+pub fn print_definitions(list: &Value, format: Format) -> anyhow::Result<()> {
+    let header = ["NAME", "REVISION", "IMAGE", "COMMAND"];
+    print_list(list, format, &header, |definition| {
+        let container = &definition["spec"]["containerProperties"];
+        let command: Vec<String> = container["command"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        vec![
+            text(&definition["metadata"]["name"]),
+            text(&definition["metadata"]["revision"]),
+            text(&container["image"]),
+            command.join(" "),
+        ]
+    })
+}
+
+pub fn print_environments(list: &Value, format: Format) -> anyhow::Result<()> {
+    let header = [
+        "NAME",
+        "TYPE",
+        "STATE",
+        "MAX VCPUS",
+        "MAX MEMORY MIB",
+        "MAX GPUS",
+    ];
+    print_list(list, format, &header, |environment| {
+        let spec = &environment["spec"];
+        vec![
+            text(&environment["metadata"]["name"]),
+            text(&spec["type"]),
+            spec["state"].as_str().unwrap_or("ENABLED").to_string(),
+            text(&spec["maxVcpus"]),
+            text(&spec["maxMemoryMiB"]),
+            spec.get("maxGpus").map_or_else(|| "0".into(), text),
+        ]
+    })
+}
+
+pub fn describe_job(job: &Value, format: Format) -> anyhow::Result<()> {
+    if print_structured(job, format)? {
+        return Ok(());
+    }
+    let container = &job["container"];
+    let command: Vec<String> = container["command"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    let fields = [
+        ("Job ID", text(&job["jobId"])),
+        ("Name", text(&job["jobName"])),
+        ("Queue", text(&job["jobQueue"])),
+        ("Definition", text(&job["jobDefinition"])),
+        ("Status", text(&job["status"])),
+        ("Status reason", text(&job["statusReason"])),
+        ("Created", timestamp(&job["createdAt"])),
+        ("Started", timestamp(&job["startedAt"])),
+        ("Stopped", timestamp(&job["stoppedAt"])),
+        ("Image", text(&container["image"])),
+        ("Command", command.join(" ")),
+        ("Retry attempts", text(&job["retryStrategy"]["attempts"])),
+        (
+            "Timeout",
+            job["timeout"]["attemptDurationSeconds"]
+                .as_u64()
+                .map_or("-".into(), |s| format!("{s}s")),
+        ),
+    ];
+    for (label, value) in fields {
+        println!("{:<16}{value}", format!("{label}:"));
+    }
+    if let Some(reason) = job["stopRequested"].as_str() {
+        println!("{:<16}{reason}", "Stop requested:");
+    }
+    if let Some(current) = job["currentAttempt"].as_object() {
+        println!(
+            "{:<16}#{} on {} since {}",
+            "Current attempt:",
+            text(&current["attemptNumber"]),
+            text(&current["computeEnvironment"]),
+            timestamp(&current.get("startedAt").cloned().unwrap_or(Value::Null))
+        );
+    }
+    let rows: Vec<Vec<String>> = job["attempts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|attempt| {
+            vec![
+                text(&attempt["attemptNumber"]),
+                text(&attempt["computeEnvironment"]),
+                text(&attempt["exitCode"]),
+                timestamp(&attempt["startedAt"]),
+                timestamp(&attempt["stoppedAt"]),
+                text(&attempt["statusReason"]),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        println!("\nAttempts:");
+        print!(
+            "{}",
+            table(
+                &[
+                    "#",
+                    "ENVIRONMENT",
+                    "EXIT CODE",
+                    "STARTED",
+                    "STOPPED",
+                    "REASON"
+                ],
+                rows
+            )
+        );
+    }
+    Ok(())
+}
+
+/// One line per hold, in words, with the numbers.
+pub fn print_why(answer: &Value, format: Format) -> anyhow::Result<()> {
+    if print_structured(answer, format)? {
+        return Ok(());
+    }
+    let amounts = |a: &Value| {
+        format!(
+            "{} vCPU, {} MiB, {} GPU",
+            text(&a["vcpus"]),
+            text(&a["memoryMiB"]),
+            text(&a["gpus"])
+        )
+    };
+    println!(
+        "job {} is {}",
+        text(&answer["jobId"]),
+        text(&answer["status"])
+    );
+    for hold in answer["holds"].as_array().into_iter().flatten() {
+        let environment = text(&hold["computeEnvironment"]);
+        let line = match hold["type"].as_str().unwrap_or_default() {
+            "notWaiting" => "it is not waiting".to_string(),
+            "notYetAdmitted" => "it has not been admitted by the dispatcher yet".to_string(),
+            "waitingForDependencies" => {
+                let jobs: Vec<String> = hold["jobs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|j| format!("{} ({})", text(&j["jobId"]), text(&j["status"])))
+                    .collect();
+                format!("it waits for {} to succeed: {}", jobs.len(), jobs.join(", "))
+            }
+            "backingOff" => format!("it waits out its retry backoff: {}s left", text(&hold["secondsLeft"])),
+            "queuePosition" => format!("{} runnable jobs of its queue are ahead of it", text(&hold["runnableAhead"])),
+            "environmentDisabled" => format!("compute environment {environment} is DISABLED"),
+            "environmentUnavailable" => format!("compute environment {environment} is unavailable: {}", text(&hold["reason"])),
+            "environmentTooSmall" => format!(
+                "compute environment {environment} is too small: the job needs {}, it has {} in all",
+                amounts(&hold["needs"]),
+                amounts(&hold["capacity"])
+            ),
+            "environmentFull" => format!(
+                "compute environment {environment} is full: the job needs {}, {} are free",
+                amounts(&hold["needs"]),
+                amounts(&hold["free"])
+            ),
+            "unknownEnvironment" => format!("compute environment {environment} does not exist"),
+            "unknownQueue" => format!("queue {} does not exist", text(&hold["jobQueue"])),
+            other => format!("{other}: {hold}"),
+        };
+        println!("- {line}");
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! The container an attempt runs in, as the Docker Engine API's create body. Pure: no engine calls.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+
+use crate::AttemptSpec;
+
+pub const LABEL_JOB_ID: &str = "batchctl.job-id";
+pub const LABEL_ATTEMPT: &str = "batchctl.attempt";
+pub const LABEL_COMPUTE_ENVIRONMENT: &str = "batchctl.compute-environment";
+/// The installation that made the container; `list` only sees its own installation's containers.
+pub const LABEL_OWNER: &str = "batchctl.owner";
+/// Processes one container may run: enough for real work, a stop to fork bombs.
+pub const PIDS_LIMIT: i64 = 4096;
+
+/// Secure defaults: no new privileges, every capability dropped except those the job lists, a pids
+/// limit, CPU and memory limits from the job's resource requirements (no swap beyond the memory),
+/// and a log driver that keeps bytes exact.
+pub fn container_body(spec: &AttemptSpec, owner: &str) -> ContainerCreateBody {
+    let memory_bytes = (spec.resources.memory_mib as i64).saturating_mul(1024 * 1024);
+    let labels = HashMap::from([
+        (LABEL_JOB_ID.to_string(), spec.job_id.clone()),
+        (LABEL_ATTEMPT.to_string(), spec.attempt_number.to_string()),
+        (
+            LABEL_COMPUTE_ENVIRONMENT.to_string(),
+            spec.compute_environment.clone(),
+        ),
+        (LABEL_OWNER.to_string(), owner.to_string()),
+    ]);
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: Some(spec.command.clone()),
+        env: Some(
+            spec.environment
+                .iter()
+                .map(|v| format!("{}={}", v.name, v.value))
+                .collect(),
+        ),
+        working_dir: spec.working_dir.clone(),
+        user: spec.user.clone(),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            nano_cpus: Some((spec.resources.vcpu_millis as i64).saturating_mul(1_000_000)),
+            memory: (memory_bytes > 0).then_some(memory_bytes),
+            memory_swap: (memory_bytes > 0).then_some(memory_bytes),
+            pids_limit: Some(PIDS_LIMIT),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            cap_add: (!spec.capabilities.is_empty()).then(|| spec.capabilities.clone()),
+            privileged: Some(spec.privileged),
+            // The `local` driver keeps output bytes as written; `json-file` replaces bytes that are
+            // not UTF-8.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("local".into()),
+                config: None,
+            }),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EnvironmentVariable, ResourceLimits};
+
+    fn spec() -> AttemptSpec {
+        AttemptSpec {
+            attempt_id: "job-1".into(),
+            job_id: "job".into(),
+            attempt_number: 1,
+            compute_environment: "local".into(),
+            image: "busybox".into(),
+            command: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            environment: vec![EnvironmentVariable {
+                name: "A".into(),
+                value: "b=c".into(),
+            }],
+            working_dir: Some("/tmp".into()),
+            user: Some("1000".into()),
+            resources: ResourceLimits {
+                vcpu_millis: 1500,
+                memory_mib: 64,
+                gpus: 0,
+            },
+            image_pull_policy: Default::default(),
+            privileged: false,
+            capabilities: vec![],
+        }
+    }
+
+    #[test]
+    fn limits_labels_and_secure_defaults() {
+        let body = container_body(&spec(), "installation");
+        let host = body.host_config.unwrap();
+        assert_eq!(host.nano_cpus, Some(1_500_000_000));
+        assert_eq!(host.memory, Some(64 * 1024 * 1024));
+        assert_eq!(host.memory_swap, host.memory);
+        assert_eq!(host.pids_limit, Some(PIDS_LIMIT));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges".to_string()])
+        );
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(host.cap_add, None);
+        assert_eq!(host.privileged, Some(false));
+        assert_eq!(host.log_config.unwrap().typ.as_deref(), Some("local"));
+        assert_eq!(body.env, Some(vec!["A=b=c".to_string()]));
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[LABEL_JOB_ID], "job");
+        assert_eq!(labels[LABEL_ATTEMPT], "1");
+        assert_eq!(labels[LABEL_COMPUTE_ENVIRONMENT], "local");
+        assert_eq!(labels[LABEL_OWNER], "installation");
+        assert_eq!(body.user.as_deref(), Some("1000"));
+        assert_eq!(body.working_dir.as_deref(), Some("/tmp"));
+    }
+
+    #[test]
+    fn listed_capabilities_and_privilege_are_passed_on() {
+        let mut spec = spec();
+        spec.capabilities = vec!["NET_ADMIN".into()];
+        spec.privileged = true;
+        let host = container_body(&spec, "installation").host_config.unwrap();
+        assert_eq!(host.cap_add, Some(vec!["NET_ADMIN".to_string()]));
+        assert_eq!(host.privileged, Some(true));
+    }
+}

@@ -1,0 +1,200 @@
+//! The executor contract: how the scheduler starts, watches, reads, stops and rediscovers the work of
+//! one job attempt, whatever runs it.
+//!
+//! The contract is shaped after the models of the backends it serves: a Docker container (create,
+//! start, wait, logs since a timestamp, stop with a grace period, list by label) and a Kubernetes Job
+//! (create, watch, `pods/log?sinceTime`, delete, list by label selector). A local process fits the
+//! same shape through a small supervising shim per attempt (see [`process`]).
+//!
+//! Invariants:
+//! - An executor never decides what happens to a job. It reports what it observed ([`AttemptOutcome`],
+//!   [`ObservedState`]); timeouts, retries and terminations are the scheduler's decisions.
+//! - Every attempt is named by the scheduler ([`AttemptSpec::attempt_id`]) before it starts, so an
+//!   attempt can be found again after a scheduler restart from what the store recorded.
+//! - `start` does not return until the backend holds a durable record of the attempt: after it
+//!   returns, `list` reports the attempt until `remove` is called.
+
+pub mod docker;
+pub mod process;
+
+#[cfg(feature = "fake")]
+pub mod fake;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+/// Everything a backend needs to run one attempt of a job. Built by the scheduler, which has already
+/// applied parameter substitution, overrides and the `BATCH_*` environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptSpec {
+    /// A name unique to this attempt, usable as a directory, container or Kubernetes object name.
+    pub attempt_id: String,
+    pub job_id: String,
+    pub attempt_number: u32,
+    pub compute_environment: String,
+    pub image: String,
+    pub command: Vec<String>,
+    /// Ordered, later entries win; the scheduler has already removed duplicates.
+    pub environment: Vec<EnvironmentVariable>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub resources: ResourceLimits,
+    /// Container backends only; the process backend ignores it.
+    #[serde(default)]
+    pub image_pull_policy: ImagePullPolicy,
+    /// Container backends only: run privileged (the environment must allow it).
+    #[serde(default)]
+    pub privileged: bool,
+    /// Container backends only: Linux capabilities added back after all are dropped.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// When to pull an attempt's image, as Kubernetes' imagePullPolicy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum ImagePullPolicy {
+    #[default]
+    IfNotPresent,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentVariable {
+    pub name: String,
+    pub value: String,
+}
+
+/// What an attempt may use. vCPUs are kept in thousandths so fractional requests (0.25) are exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceLimits {
+    pub vcpu_millis: u64,
+    pub memory_mib: u64,
+    pub gpus: u64,
+}
+
+/// The backend's name for a started attempt, stored by the scheduler and handed back on every call.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AttemptHandle(pub String);
+
+/// How an attempt's work ended, as the backend saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+pub enum AttemptOutcome {
+    /// The work exited by itself or because it was signalled.
+    Exited { exit_code: i32, signal: Option<i32> },
+    /// The backend killed the work because it ran out of memory.
+    OutOfMemory { exit_code: Option<i32> },
+    /// The work could not be started at all (missing command, image not available, bad user).
+    StartFailed { reason: String },
+    /// The backend lost track of the work: it may or may not have run to completion.
+    Lost { reason: String },
+}
+
+/// What a backend knows about an attempt it holds, for reconciliation after a scheduler restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObservedState {
+    Running,
+    Finished(AttemptOutcome),
+    /// The attempt was recorded but its work never began; it is safe to start it again.
+    NeverStarted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedAttempt {
+    pub handle: AttemptHandle,
+    pub job_id: String,
+    pub attempt_number: u32,
+    pub state: ObservedState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// A position in an attempt's output, opaque to the scheduler. It is stored with each chunk so that
+/// log collection resumes where it stopped after a restart. A backend decides what the number means
+/// (a byte offset for processes, a timestamp for containers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+pub struct LogCursor(pub u64);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    pub stream: OutputStream,
+    pub data: Bytes,
+    /// Where to resume to read what follows this chunk.
+    pub next: LogCursor,
+}
+
+/// Errors say whether trying again later could help, so the scheduler can keep a job RUNNABLE when a
+/// backend is briefly unreachable instead of failing it.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("executor unavailable: {reason}")]
+    Unavailable { reason: String },
+    #[error("attempt {handle} is not known to the executor")]
+    UnknownAttempt { handle: String },
+    #[error("executor I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("executor record {path} is unreadable: {reason}")]
+    CorruptRecord { path: String, reason: String },
+    /// The backend answered and will not run the attempt as asked (an image that cannot be had, a
+    /// privileged container where none is allowed). The reason is what the job's status shows.
+    #[error("{reason}")]
+    Refused { reason: String },
+}
+
+impl ExecutorError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ExecutorError::Unavailable { .. } | ExecutorError::Io { .. } => true,
+            ExecutorError::UnknownAttempt { .. }
+            | ExecutorError::CorruptRecord { .. }
+            | ExecutorError::Refused { .. } => false,
+        }
+    }
+}
+
+/// The narrow edge between the scheduler and whatever runs work. Object safe, so a scheduler can hold
+/// one per compute environment behind `Arc<dyn Executor>`.
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Starts the attempt. Failing to start the *work* (a missing command, say) is not an error: it
+    /// is reported by `wait` as [`AttemptOutcome::StartFailed`]. An error means the backend could not
+    /// be asked at all.
+    async fn start(&self, spec: &AttemptSpec) -> Result<AttemptHandle, ExecutorError>;
+
+    /// Resolves when the attempt's work has ended.
+    async fn wait(&self, handle: &AttemptHandle) -> Result<AttemptOutcome, ExecutorError>;
+
+    /// The attempt's output from `from` on. The stream follows a running attempt and ends after the
+    /// attempt has ended and everything it wrote has been read.
+    fn logs(
+        &self,
+        handle: &AttemptHandle,
+        from: LogCursor,
+    ) -> BoxStream<'static, Result<LogChunk, ExecutorError>>;
+
+    /// Asks the work to stop (SIGTERM or the backend's equivalent), and forces it after `grace`.
+    /// Returns once the stop has been forced or the work has ended.
+    async fn kill(&self, handle: &AttemptHandle, grace: Duration) -> Result<(), ExecutorError>;
+
+    /// Every attempt this backend holds a record of, running or not.
+    async fn list(&self) -> Result<Vec<ListedAttempt>, ExecutorError>;
+
+    /// Forgets an attempt whose outcome and logs the scheduler has durably recorded.
+    async fn remove(&self, handle: &AttemptHandle) -> Result<(), ExecutorError>;
+}

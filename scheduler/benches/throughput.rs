@@ -1,0 +1,293 @@
+//! Submit rate, dispatch rate and submit-to-start latency with a no-op executor, on SQLite and
+//! Postgres. A bench binary, not a timed test: `cargo bench -p batchctl-scheduler --bench throughput
+//! -- [--jobs N] [--runs R] [--only sqlite|postgres]`. Postgres comes from
+//! BATCHCTL_TEST_DATABASE_URL (see .ci/postgres). Figures and method: BENCHMARKS.md.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use batchctl_executor::fake::FakeExecutor;
+use batchctl_scheduler::core::model::{
+    DefinitionRef, EnvironmentType, Job, JobId, JobStatus, QueueName,
+};
+use batchctl_scheduler::dispatcher::{Dispatcher, DispatcherConfig, DispatcherHandle, Executors};
+use batchctl_scheduler::manifest::{self, build_job, SubmitContext, SubmitJobRequest};
+use batchctl_scheduler::store::{now_millis, Store, StoreLocation};
+use batchctl_scheduler::submitter::Submitter;
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+const RESOURCES: &str = r#"
+apiVersion: batchctl/v1
+kind: ComputeEnvironment
+metadata: {name: bench}
+spec: {type: process, maxVcpus: 1000000, maxMemoryMiB: 100000000}
+---
+apiVersion: batchctl/v1
+kind: JobQueue
+metadata: {name: bench}
+spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: bench}]}
+---
+apiVersion: batchctl/v1
+kind: JobDefinition
+metadata: {name: noop}
+spec:
+  containerProperties: {image: none, command: ["noop"], resourceRequirements: [{type: VCPU, value: "1"}, {type: MEMORY, value: "1"}]}
+"#;
+
+/// Concurrent submitters, as many HTTP clients would be.
+const SUBMITTERS: usize = 64;
+const LATENCY_SAMPLES: usize = 200;
+
+struct Figures {
+    submit_per_second: f64,
+    baseline_submit_per_second: f64,
+    dispatch_per_second: f64,
+    latency_p50_ms: f64,
+    latency_p99_ms: f64,
+}
+
+#[tokio::main]
+async fn main() {
+    let arguments: Vec<String> = std::env::args().collect();
+    let value = |name: &str| {
+        arguments
+            .iter()
+            .position(|a| a == name)
+            .and_then(|i| arguments.get(i + 1))
+            .cloned()
+    };
+    let jobs: usize = value("--jobs").map_or(20_000, |v| v.parse().expect("--jobs N"));
+    let runs: usize = value("--runs").map_or(3, |v| v.parse().expect("--runs R"));
+    let only = value("--only");
+    println!(
+        "jobs per run: {jobs}, runs: {runs}, submitters: {SUBMITTERS}, cores: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for database in ["sqlite", "postgres"] {
+        if only.as_deref().is_some_and(|o| o != database) {
+            continue;
+        }
+        let mut figures = Vec::new();
+        for run in 0..runs {
+            let Some((location, _dir)) = fresh_location(database).await else {
+                println!("{database}: skipped (BATCHCTL_TEST_DATABASE_URL is not set)");
+                break;
+            };
+            let result = run_once(&location, jobs).await;
+            println!(
+                "{database} run {run}: submit {:.0}/s (one commit per job: {:.0}/s), dispatch {:.0}/s, submit-to-start p50 {:.1} ms p99 {:.1} ms",
+                result.submit_per_second, result.baseline_submit_per_second, result.dispatch_per_second, result.latency_p50_ms, result.latency_p99_ms
+            );
+            figures.push(result);
+        }
+        if figures.is_empty() {
+            continue;
+        }
+        let median = |f: fn(&Figures) -> f64| {
+            let mut values: Vec<f64> = figures.iter().map(f).collect();
+            values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            values[values.len() / 2]
+        };
+        let (submit, baseline) = (
+            median(|f| f.submit_per_second),
+            median(|f| f.baseline_submit_per_second),
+        );
+        let dispatch = median(|f| f.dispatch_per_second);
+        println!(
+            "{database} median: submit {submit:.0}/s = {:.1}x one-commit-per-job ({baseline:.0}/s); dispatch {dispatch:.0}/s = {:.2}x the 10,000/s target; submit-to-start p50 {:.1} ms, p99 {:.1} ms",
+            submit / baseline,
+            dispatch / 10_000.0,
+            median(|f| f.latency_p50_ms),
+            median(|f| f.latency_p99_ms)
+        );
+    }
+}
+
+async fn fresh_location(database: &str) -> Option<(StoreLocation, Option<tempfile::TempDir>)> {
+    match database {
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap();
+            Some((
+                StoreLocation::Sqlite {
+                    path: dir.path().join("bench.db"),
+                },
+                Some(dir),
+            ))
+        }
+        _ => {
+            let admin = std::env::var("BATCHCTL_TEST_DATABASE_URL").ok()?;
+            let name = format!("batchctl_bench_{}", uuid::Uuid::new_v4().simple());
+            let mut connection = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::Executor::execute(&mut connection, format!("CREATE DATABASE {name}").as_str())
+                .await
+                .unwrap();
+            let base = admin.rsplit_once('/').unwrap().0;
+            Some((
+                StoreLocation::Postgres {
+                    url: format!("{base}/{name}"),
+                },
+                None,
+            ))
+        }
+    }
+}
+
+async fn make_jobs(store: &Store, n: usize) -> Vec<Job> {
+    let definition = store
+        .job_definition(&DefinitionRef::parse("noop").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .definition;
+    let queue = store
+        .job_queue(&QueueName::try_from("bench".to_string()).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let environments = store.compute_environments().await.unwrap();
+    let request = SubmitJobRequest {
+        job_queue: "bench".into(),
+        job_definition: "noop".into(),
+        ..SubmitJobRequest::default()
+    };
+    let context = SubmitContext {
+        definition: &definition,
+        queue: &queue,
+        environments: &environments,
+    };
+    (0..n)
+        .map(|_| {
+            build_job(
+                &request,
+                &context,
+                JobId(uuid::Uuid::new_v4().to_string()),
+                None,
+                now_millis(),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+/// Submits `jobs` from SUBMITTERS concurrent tasks through `submit`; returns jobs per second.
+async fn submit_concurrently<F, Fut>(jobs: Vec<Job>, submit: F) -> f64
+where
+    F: Fn(Job) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let n = jobs.len();
+    let mut shares: Vec<Vec<Job>> = (0..SUBMITTERS).map(|_| Vec::new()).collect();
+    for (i, job) in jobs.into_iter().enumerate() {
+        shares[i % SUBMITTERS].push(job);
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = shares
+        .into_iter()
+        .map(|share| {
+            let submit = submit.clone();
+            tokio::spawn(async move {
+                for job in share {
+                    submit(job).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn run_once(location: &StoreLocation, n: usize) -> Figures {
+    let store = Store::open(location).await.unwrap();
+    let documents = manifest::documents_from_text(RESOURCES).unwrap();
+    let valid: Vec<_> = documents
+        .iter()
+        .map(|d| (manifest::parse_document(d).unwrap(), d["spec"].clone()))
+        .collect();
+    store.apply(&valid, now_millis()).await.unwrap();
+
+    // Baseline: every submit its own transaction, as a store without group commit would do it.
+    let baseline_jobs = make_jobs(&store, n / 4).await;
+    let baseline_store = store.clone();
+    let baseline_submit_per_second = submit_concurrently(baseline_jobs, move |job| {
+        let store = baseline_store.clone();
+        async move {
+            store.insert_jobs(&[job]).await.unwrap();
+        }
+    })
+    .await;
+    // Those jobs are not part of the dispatch measurement.
+    store
+        .advance_oldest(
+            JobStatus::Submitted,
+            JobStatus::Failed,
+            u32::MAX,
+            now_millis(),
+        )
+        .await
+        .unwrap();
+
+    let cancel = CancellationToken::new();
+    let submitter = Submitter::start(store.clone(), DispatcherHandle::default(), cancel.clone());
+    let jobs = make_jobs(&store, n).await;
+    let group_submitter = submitter.clone();
+    let submit_per_second = submit_concurrently(jobs, move |job| {
+        let submitter = group_submitter.clone();
+        async move {
+            submitter.submit(job).await.unwrap();
+        }
+    })
+    .await;
+
+    // Dispatch: everything submitted above, from SUBMITTED to SUCCEEDED on the no-op executor.
+    let fake = FakeExecutor::new();
+    let executors = Executors::default().with(EnvironmentType::Process, Arc::new(fake.clone()));
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        executors,
+        DispatcherConfig {
+            log_flush_interval: Duration::from_millis(50),
+            ..DispatcherConfig::default()
+        },
+    );
+    let handle = dispatcher.handle();
+    let started = Instant::now();
+    let dispatch_cancel = cancel.clone();
+    let dispatch_task = tokio::spawn(async move { dispatcher.run(dispatch_cancel).await.unwrap() });
+    handle.notify_work();
+    while store.count_jobs(JobStatus::Succeeded).await.unwrap() < n as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dispatch_per_second = n as f64 / started.elapsed().as_secs_f64();
+
+    // Latency: single submits into an idle dispatcher, from acknowledgement to the executor start.
+    let submitter = Submitter::start(store.clone(), handle.clone(), cancel.clone());
+    let mut latencies = Vec::with_capacity(LATENCY_SAMPLES);
+    for job in make_jobs(&store, LATENCY_SAMPLES).await {
+        let job_id = job.job_id.clone();
+        let acknowledged = Instant::now();
+        let before = fake.started_count();
+        submitter.submit(job).await.unwrap();
+        while fake.started_count() == before {
+            tokio::task::yield_now().await;
+        }
+        latencies.push(acknowledged.elapsed().as_secs_f64() * 1000.0);
+        while store.job(&job_id).await.unwrap().unwrap().status != JobStatus::Succeeded {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    cancel.cancel();
+    dispatch_task.await.unwrap();
+    store.close().await;
+    Figures {
+        submit_per_second,
+        baseline_submit_per_second,
+        dispatch_per_second,
+        latency_p50_ms: latencies[latencies.len() / 2],
+        latency_p99_ms: latencies[latencies.len() * 99 / 100],
+    }
+}

@@ -1,0 +1,584 @@
+//! The HTTP API: JSON under `/v1`, problem+json errors, cursor pagination, `GET /healthz`.
+//!
+//! Invariants:
+//! - Handlers parse and validate input at the edge (`manifest`), then call the store, the submitter
+//!   or `control`; they make no scheduling decision of their own.
+//! - A 2xx to a submit or an apply means the write committed.
+
+mod error;
+pub mod views;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use batchctl_executor::OutputStream;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+use views::{JobView, Page, ResourceView};
+
+use crate::control::{stop_job, StopMode};
+use crate::core::model::{DefinitionName, DefinitionRef, JobId, JobStatus, QueueName};
+use crate::dispatcher::DispatcherHandle;
+use crate::manifest::{self, build_job, FieldError, Kind, SubmitContext, SubmitJobRequest};
+use crate::store::{now_millis, JobFilter, Store};
+use crate::submitter::Submitter;
+
+/// Jobs per page when a list request names no limit, and the most it may ask for.
+const DEFAULT_PAGE_SIZE: u32 = 100;
+const MAX_PAGE_SIZE: u32 = 1000;
+const LOG_FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub submitter: Submitter,
+    pub dispatcher: DispatcherHandle,
+    /// Cancelled at shutdown, so log followers end instead of holding the server open.
+    pub shutdown: CancellationToken,
+    /// This installation's id (the `batchctl.owner` label of its containers).
+    pub installation: String,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/v1/apply", post(apply))
+        .route("/v1/computeenvironments", get(list_compute_environments))
+        .route("/v1/jobqueues", get(list_job_queues))
+        .route("/v1/jobdefinitions", get(list_job_definitions))
+        .route("/v1/jobs", post(submit).get(list_jobs))
+        .route("/v1/jobs/{job_id}", get(describe_job))
+        .route("/v1/jobs/{job_id}/cancel", post(cancel))
+        .route("/v1/jobs/{job_id}/terminate", post(terminate))
+        .route("/v1/jobs/{job_id}/logs", get(logs))
+        .route("/v1/jobs/{job_id}/why", get(why))
+        .fallback(|| async {
+            ApiError::not_found("no such endpoint; see the API section of the README")
+        })
+        .with_state(state)
+}
+
+/// Parses a JSON body strictly, naming the offending field.
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|error| {
+        ApiError::invalid(FieldError::new(
+            "body",
+            format!("is not valid JSON: {error}"),
+        ))
+    })?;
+    manifest::parse_strict(&value).map_err(ApiError::invalid)
+}
+
+/// The server, its database, and each compute environment (`ok`, or why its executor could not
+/// be reached the last time it was used). 503 only when the database does not answer.
+async fn health(State(state): State<AppState>) -> Response {
+    let unhealthy = state.dispatcher.unhealthy_environments();
+    let environments = match state.store.compute_environments().await {
+        Ok(environments) => environments,
+        Err(error) => {
+            let body = serde_json::json!({"status": "unavailable", "database": error.to_string()});
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+        }
+    };
+    let health: serde_json::Map<String, serde_json::Value> = environments
+        .iter()
+        .map(|environment| {
+            let name = environment.name.to_string();
+            let problem = unhealthy.get(&name).cloned().unwrap_or_else(|| "ok".into());
+            (name, problem.into())
+        })
+        .collect();
+    let status = if unhealthy.is_empty() {
+        "ok"
+    } else {
+        "degraded"
+    };
+    Json(serde_json::json!({
+        "status": status,
+        "database": "ok",
+        "installation": state.installation,
+        "computeEnvironments": health,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyRequest {
+    documents: Vec<serde_json::Value>,
+}
+
+async fn apply(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    let request: ApplyRequest = parse_body(&body)?;
+    if request.documents.is_empty() {
+        return Err(ApiError::invalid(FieldError::new(
+            "documents",
+            "is empty; send at least one document",
+        )));
+    }
+    let mut valid = Vec::with_capacity(request.documents.len());
+    for (index, document) in request.documents.iter().enumerate() {
+        let resource = manifest::parse_document(document)
+            .map_err(|error| ApiError::invalid(error.within(&format!("documents[{index}]"))))?;
+        valid.push((resource, document["spec"].clone()));
+    }
+    let applied = state.store.apply(&valid, now_millis()).await?;
+    state.dispatcher.notify_resources_changed();
+    Ok(Json(serde_json::json!({ "applied": applied })).into_response())
+}
+
+async fn resources(store: &Store, kind: Kind) -> Result<Json<Page<ResourceView>>, ApiError> {
+    let items = store
+        .resource_specs(kind)
+        .await?
+        .into_iter()
+        .map(|(name, spec)| ResourceView::new(kind.as_str(), name, None, spec))
+        .collect();
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+async fn list_compute_environments(
+    State(state): State<AppState>,
+) -> Result<Json<Page<ResourceView>>, ApiError> {
+    resources(&state.store, Kind::ComputeEnvironment).await
+}
+
+async fn list_job_queues(
+    State(state): State<AppState>,
+) -> Result<Json<Page<ResourceView>>, ApiError> {
+    resources(&state.store, Kind::JobQueue).await
+}
+
+async fn list_job_definitions(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Page<ResourceView>>, ApiError> {
+    let name = query
+        .get("name")
+        .map(|name| DefinitionName::try_from(name.clone()))
+        .transpose()
+        .map_err(|m| ApiError::invalid(FieldError::new("name", m)))?;
+    let items = state
+        .store
+        .job_definitions(name.as_ref())
+        .await?
+        .into_iter()
+        .map(|stored| {
+            let definition = stored.definition;
+            ResourceView::new(
+                Kind::JobDefinition.as_str(),
+                definition.name.to_string(),
+                Some(definition.revision),
+                stored.spec,
+            )
+        })
+        .collect();
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: SubmitJobRequest = parse_body(&body)?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .filter(|key| !key.is_empty() && key.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::invalid(FieldError::new(
+                        "Idempotency-Key",
+                        "must be 1 to 255 visible ASCII characters",
+                    ))
+                })?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let queue_name = QueueName::try_from(request.job_queue.clone())
+        .map_err(|m| ApiError::invalid(FieldError::new("jobQueue", m)))?;
+    let definition_ref = DefinitionRef::parse(&request.job_definition)
+        .map_err(|m| ApiError::invalid(FieldError::new("jobDefinition", m)))?;
+    let queue = state.store.job_queue(&queue_name).await?.ok_or_else(|| {
+        ApiError::invalid(FieldError::new(
+            "jobQueue",
+            format!("queue \"{queue_name}\" does not exist; see `batchctl get queues`"),
+        ))
+    })?;
+    let definition = state
+        .store
+        .job_definition(&definition_ref)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid(FieldError::new(
+                "jobDefinition",
+                format!(
+                    "job definition \"{}\" does not exist; see `batchctl get definitions`",
+                    request.job_definition
+                ),
+            ))
+        })?;
+    let environments = state.store.compute_environments().await?;
+    let context = SubmitContext {
+        definition: &definition.definition,
+        queue: &queue,
+        environments: &environments,
+    };
+    let job_id = JobId(uuid::Uuid::new_v4().to_string());
+    let job = build_job(
+        &request,
+        &context,
+        job_id.clone(),
+        idempotency_key,
+        now_millis(),
+    )
+    .map_err(ApiError::invalid)?;
+    if let Some(missing) = state
+        .store
+        .missing_jobs(&job.spec.depends_on)
+        .await?
+        .first()
+    {
+        let index = request
+            .depends_on
+            .iter()
+            .position(|d| d.job_id == missing.0)
+            .unwrap_or(0);
+        return Err(ApiError::invalid(FieldError::new(
+            format!("dependsOn[{index}].jobId"),
+            format!("job {missing} does not exist; depend only on jobs already submitted"),
+        )));
+    }
+    let stored = state.submitter.submit(job).await?;
+    let status = if stored.job_id == job_id {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(JobView::from(&stored))).into_response())
+}
+
+/// Query parameters, read by name; any left unread are reported as unknown.
+struct QueryParameters(HashMap<String, String>);
+
+impl QueryParameters {
+    fn take(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name)
+    }
+
+    fn finish(self, known: &str) -> Result<(), ApiError> {
+        match self.0.into_keys().min() {
+            Some(unknown) => Err(ApiError::invalid(FieldError::new(
+                unknown,
+                format!("is not a query parameter here; use {known}"),
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn list_jobs(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Page<JobView>>, ApiError> {
+    let mut query = QueryParameters(query);
+    let queue = query
+        .take("queue")
+        .map(QueueName::try_from)
+        .transpose()
+        .map_err(|m| ApiError::invalid(FieldError::new("queue", m)))?;
+    let status = query
+        .take("status")
+        .map(|text| {
+            JobStatus::parse(&text).ok_or_else(|| {
+                ApiError::invalid(FieldError::new(
+                    "status",
+                    format!("unknown status {text:?}; use one of SUBMITTED, PENDING, RUNNABLE, STARTING, RUNNING, SUCCEEDED, FAILED"),
+                ))
+            })
+        })
+        .transpose()?;
+    let before = query
+        .take("cursor")
+        .map(|cursor| {
+            cursor.parse::<i64>().map_err(|_| {
+                ApiError::invalid(FieldError::new(
+                    "cursor",
+                    "is not a cursor this server returned",
+                ))
+            })
+        })
+        .transpose()?;
+    let limit = query
+        .take("limit")
+        .map(|text| {
+            text.parse::<u32>().map_err(|_| {
+                ApiError::invalid(FieldError::new(
+                    "limit",
+                    format!("{text:?} is not a whole number"),
+                ))
+            })
+        })
+        .transpose()?
+        .unwrap_or(DEFAULT_PAGE_SIZE)
+        .clamp(1, MAX_PAGE_SIZE);
+    query.finish("queue, status, limit or cursor")?;
+    let page = state
+        .store
+        .jobs(&JobFilter {
+            queue,
+            status,
+            before,
+            limit,
+        })
+        .await?;
+    Ok(Json(Page {
+        items: page.jobs.iter().map(JobView::from).collect(),
+        next_cursor: page.next.map(|seq| seq.to_string()),
+    }))
+}
+
+async fn describe_job(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let job = state
+        .store
+        .job(&JobId(job_id.clone()))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
+    Ok(Json(JobView::from(&job)))
+}
+
+/// What holds a job that is not running (`batchctl why`).
+async fn why(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let job_id = JobId(job_id);
+    let job = state
+        .store
+        .job(&job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
+    let queue = state.store.job_queue(&job.queue).await?;
+    let environments = state
+        .store
+        .compute_environments()
+        .await?
+        .into_iter()
+        .map(|environment| (environment.name.clone(), environment))
+        .collect();
+    let used = state.store.capacity_in_use().await?;
+    let runnable_ahead = state.store.runnable_ahead(&job_id).await?;
+    let unfinished_dependencies = state.store.unfinished_dependencies(&job_id).await?;
+    let unhealthy = state.dispatcher.unhealthy_environments();
+    let holds = crate::core::why::why(&crate::core::why::Snapshot {
+        job: &job,
+        queue: queue.as_ref(),
+        environments: &environments,
+        used: &used,
+        runnable_ahead,
+        unfinished_dependencies: &unfinished_dependencies,
+        unhealthy: &unhealthy,
+        now: now_millis(),
+    });
+    Ok(Json(
+        serde_json::json!({"jobId": job_id.0, "status": job.status, "holds": holds}),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StopRequest {
+    reason: Option<String>,
+}
+
+async fn stop(
+    state: AppState,
+    job_id: String,
+    body: Bytes,
+    mode: StopMode,
+) -> Result<Json<JobView>, ApiError> {
+    let request: StopRequest = if body.is_empty() {
+        StopRequest::default()
+    } else {
+        parse_body(&body)?
+    };
+    let default_reason = match mode {
+        StopMode::Cancel => "Cancelled by user",
+        StopMode::Terminate => "Terminated by user",
+    };
+    let reason = request
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| default_reason.to_string());
+    let job = stop_job(
+        &state.store,
+        &state.dispatcher,
+        &JobId(job_id),
+        &reason,
+        mode,
+    )
+    .await?;
+    Ok(Json(JobView::from(&job)))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobView>, ApiError> {
+    stop(state, job_id, body, StopMode::Cancel).await
+}
+
+async fn terminate(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobView>, ApiError> {
+    stop(state, job_id, body, StopMode::Terminate).await
+}
+
+/// An attempt's output as raw bytes (stdout and stderr interleaved as they were read, or one of
+/// them). With `follow=true` the response streams until the attempt has ended and all is sent.
+async fn logs(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let mut query = QueryParameters(query);
+    let (attempt, follow, stream) = (
+        query.take("attempt"),
+        query.take("follow"),
+        query.take("stream"),
+    );
+    query.finish("attempt, follow or stream")?;
+    let job_id = JobId(job_id);
+    let job = state
+        .store
+        .job(&job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
+    let attempt = match attempt.as_deref() {
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                ApiError::invalid(FieldError::new(
+                    "attempt",
+                    format!("{text:?} is not an attempt number (1, 2, …)"),
+                ))
+            })?,
+        None => job
+            .current_attempt
+            .as_ref()
+            .map_or(job.n_attempts.max(1), |attempt| attempt.number),
+    };
+    let follow = matches!(follow.as_deref(), Some("true" | "1"));
+    let stream = match stream.as_deref() {
+        None => None,
+        Some("stdout") => Some(OutputStream::Stdout),
+        Some("stderr") => Some(OutputStream::Stderr),
+        Some(other) => {
+            return Err(ApiError::invalid(FieldError::new(
+                "stream",
+                format!("{other:?} is not a stream; use stdout or stderr"),
+            )))
+        }
+    };
+    let follower = LogFollower {
+        store: state.store.clone(),
+        job_id,
+        attempt,
+        after: 0,
+        stream,
+        follow,
+        done: false,
+        shutdown: state.shutdown.clone(),
+    };
+    let body = futures::stream::unfold(follower, |mut follower| async move {
+        follower.next().await.map(|item| (item, follower))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+struct LogFollower {
+    store: Store,
+    job_id: JobId,
+    attempt: u32,
+    after: i64,
+    stream: Option<OutputStream>,
+    follow: bool,
+    done: bool,
+    shutdown: CancellationToken,
+}
+
+impl LogFollower {
+    async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        while !self.done {
+            // Whether the attempt was over is read before its chunks, so the chunks read after it
+            // include everything the attempt wrote.
+            let over = !self.follow || self.attempt_over().await;
+            let lines = match self
+                .store
+                .logs(&self.job_id, self.attempt, self.after, 256)
+                .await
+            {
+                Ok(lines) => lines,
+                Err(error) => return Some(Err(std::io::Error::other(error.to_string()))),
+            };
+            if let Some(last) = lines.last() {
+                self.after = last.id;
+                let data: Vec<u8> = lines
+                    .into_iter()
+                    .filter(|line| self.stream.is_none_or(|stream| stream == line.stream))
+                    .flat_map(|line| line.data)
+                    .collect();
+                if !data.is_empty() {
+                    return Some(Ok(Bytes::from(data)));
+                }
+                continue;
+            }
+            if over {
+                self.done = true;
+            } else {
+                tokio::select! {
+                    () = tokio::time::sleep(LOG_FOLLOW_INTERVAL) => {}
+                    () = self.shutdown.cancelled() => self.done = true,
+                }
+            }
+        }
+        None
+    }
+
+    async fn attempt_over(&self) -> bool {
+        match self.store.job(&self.job_id).await {
+            Ok(Some(job)) => job.status.is_terminal() || job.n_attempts >= self.attempt,
+            Ok(None) | Err(_) => true,
+        }
+    }
+}

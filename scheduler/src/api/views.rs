@@ -1,0 +1,245 @@
+//! What the API returns: jobs in AWS Batch's DescribeJobs shape (camelCase, epoch-millisecond times),
+//! and resources in the manifest shape they were applied in.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::model::{Attempt, ExitRule, Job, JobStatus, Resources};
+use crate::manifest::{KeyValue, ResourceRequirement, API_VERSION};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    pub job_id: String,
+    pub job_name: String,
+    pub job_queue: String,
+    /// `name:revision`.
+    pub job_definition: String,
+    pub status: JobStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<i64>,
+    pub parameters: BTreeMap<String, String>,
+    pub container: ContainerView,
+    pub retry_strategy: RetryStrategyView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<TimeoutView>,
+    pub attempts: Vec<AttemptView>,
+    /// The attempt under way (STARTING or RUNNING), which `attempts` lists only once it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_attempt: Option<CurrentAttemptView>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub depends_on: Vec<DependencyView>,
+    /// A terminate request's reason, while the work is being stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_requested: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyView {
+    pub job_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerView {
+    pub image: String,
+    pub command: Vec<String>,
+    pub environment: Vec<KeyValue>,
+    pub resource_requirements: Vec<ResourceRequirement>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The last finished attempt's exit code, as AWS Batch reports it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryStrategyView {
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub evaluate_on_exit: Vec<ExitRule>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub backoff: Option<BackoffView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackoffView {
+    pub initial_delay_seconds: u64,
+    pub factor: f64,
+    pub max_delay_seconds: u64,
+    pub jitter: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimeoutView {
+    pub attempt_duration_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptView {
+    pub attempt_number: u32,
+    pub compute_environment: String,
+    pub exit_code: Option<i32>,
+    pub status_reason: String,
+    pub started_at: Option<i64>,
+    pub stopped_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CurrentAttemptView {
+    pub attempt_number: u32,
+    pub compute_environment: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+}
+
+impl From<&Job> for JobView {
+    fn from(job: &Job) -> JobView {
+        let container = &job.spec.container;
+        JobView {
+            job_id: job.job_id.0.clone(),
+            job_name: job.job_name.to_string(),
+            job_queue: job.queue.to_string(),
+            job_definition: format!("{}:{}", job.spec.definition, job.spec.definition_revision),
+            status: job.status,
+            status_reason: job.status_reason.clone(),
+            created_at: job.created_at,
+            started_at: job.started_at,
+            stopped_at: job.stopped_at,
+            parameters: job.spec.parameters.clone(),
+            container: ContainerView {
+                image: container.image.clone(),
+                command: container.command.clone(),
+                environment: container
+                    .environment
+                    .iter()
+                    .map(|(name, value)| KeyValue {
+                        name: name.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                resource_requirements: resource_requirements(&container.resources),
+                working_dir: container.working_dir.clone(),
+                user: container.user.clone(),
+                exit_code: job.attempts.last().and_then(|attempt| attempt.exit_code),
+            },
+            retry_strategy: RetryStrategyView {
+                attempts: job.spec.retry.attempts,
+                evaluate_on_exit: job.spec.retry.evaluate_on_exit.clone(),
+                backoff: job.spec.retry.backoff.as_ref().map(|b| BackoffView {
+                    initial_delay_seconds: b.initial_delay_seconds,
+                    factor: b.factor_percent as f64 / 100.0,
+                    max_delay_seconds: b.max_delay_seconds,
+                    jitter: b.jitter,
+                }),
+            },
+            timeout: job.spec.timeout_seconds.map(|seconds| TimeoutView {
+                attempt_duration_seconds: seconds,
+            }),
+            attempts: job.attempts.iter().map(AttemptView::from).collect(),
+            current_attempt: job
+                .current_attempt
+                .as_ref()
+                .map(|attempt| CurrentAttemptView {
+                    attempt_number: attempt.number,
+                    compute_environment: attempt.compute_environment.to_string(),
+                    started_at: attempt.started_at,
+                }),
+            depends_on: job
+                .spec
+                .depends_on
+                .iter()
+                .map(|id| DependencyView {
+                    job_id: id.0.clone(),
+                })
+                .collect(),
+            stop_requested: job.stop_requested.clone(),
+        }
+    }
+}
+
+impl From<&Attempt> for AttemptView {
+    fn from(attempt: &Attempt) -> AttemptView {
+        AttemptView {
+            attempt_number: attempt.number,
+            compute_environment: attempt.compute_environment.to_string(),
+            exit_code: attempt.exit_code,
+            status_reason: attempt.status_reason.clone(),
+            started_at: attempt.started_at,
+            stopped_at: attempt.stopped_at,
+        }
+    }
+}
+
+pub fn resource_requirements(resources: &Resources) -> Vec<ResourceRequirement> {
+    let vcpus = resources.vcpu_millis as f64 / 1000.0;
+    let mut requirements = vec![
+        ResourceRequirement {
+            resource_type: "VCPU".into(),
+            value: vcpus.to_string(),
+        },
+        ResourceRequirement {
+            resource_type: "MEMORY".into(),
+            value: resources.memory_mib.to_string(),
+        },
+    ];
+    if resources.gpus > 0 {
+        requirements.push(ResourceRequirement {
+            resource_type: "GPU".into(),
+            value: resources.gpus.to_string(),
+        });
+    }
+    requirements
+}
+
+/// A stored resource, shaped as the document that applies it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceView {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ResourceMetadataView,
+    pub spec: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceMetadataView {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u32>,
+}
+
+impl ResourceView {
+    pub fn new(kind: &str, name: String, revision: Option<u32>, spec: serde_json::Value) -> Self {
+        ResourceView {
+            api_version: API_VERSION.into(),
+            kind: kind.into(),
+            metadata: ResourceMetadataView { name, revision },
+            spec,
+        }
+    }
+}
+
+/// A page of a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}

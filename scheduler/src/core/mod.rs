@@ -1,0 +1,9 @@
+//! The functional core: job states and transitions, retry judgement, placement and attempt specs.
+//! Pure functions of data and `now`; nothing here imports sqlx, axum or does I/O.
+
+pub mod attempt;
+pub mod model;
+pub mod placement;
+pub mod retry;
+pub mod state_machine;
+pub mod why;

@@ -1,0 +1,413 @@
+//! The domain: compute environments, queues, job definitions and jobs, already validated.
+//! Nothing here does I/O; the wire forms live in `crate::manifest` and `crate::api`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub use batchctl_executor::ImagePullPolicy;
+use serde::{Deserialize, Serialize};
+
+/// Declares a validated name type: 1 to 128 letters, digits, hyphens and underscores, as AWS Batch.
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(value: String) -> Result<Self, String> {
+                validate_name(&value).map(|()| $name(value))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(name: $name) -> String {
+                name.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// The name of a compute environment.
+    EnvironmentName
+);
+name_type!(
+    /// The name of a job queue.
+    QueueName
+);
+name_type!(
+    /// The name of a job definition (all its revisions share it).
+    DefinitionName
+);
+name_type!(
+    /// A job's name, chosen by whoever submits it; not unique.
+    JobName
+);
+
+pub fn validate_name(value: &str) -> Result<(), String> {
+    let valid_characters = value
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    match (value.len(), valid_characters) {
+        (0, _) => Err("must not be empty".into()),
+        (129.., _) => Err(format!("is {} characters long; 128 at most", value.len())),
+        (_, false) => Err(format!(
+            "{value:?} may only contain letters, digits, hyphens and underscores"
+        )),
+        (_, true) => Ok(()),
+    }
+}
+
+/// A job's id: a UUID, as AWS Batch.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct JobId(pub String);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a job needs or an environment offers. vCPUs in thousandths, so 0.25 is exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    pub vcpu_millis: u64,
+    pub memory_mib: u64,
+    pub gpus: u64,
+}
+
+impl Resources {
+    pub fn fits_within(&self, available: &Resources) -> bool {
+        self.vcpu_millis <= available.vcpu_millis
+            && self.memory_mib <= available.memory_mib
+            && self.gpus <= available.gpus
+    }
+
+    pub fn plus(&self, other: &Resources) -> Resources {
+        Resources {
+            vcpu_millis: self.vcpu_millis + other.vcpu_millis,
+            memory_mib: self.memory_mib + other.memory_mib,
+            gpus: self.gpus + other.gpus,
+        }
+    }
+
+    pub fn saturating_minus(&self, other: &Resources) -> Resources {
+        Resources {
+            vcpu_millis: self.vcpu_millis.saturating_sub(other.vcpu_millis),
+            memory_mib: self.memory_mib.saturating_sub(other.memory_mib),
+            gpus: self.gpus.saturating_sub(other.gpus),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvironmentType {
+    Process,
+    Docker,
+}
+
+/// What runs an environment's attempts, with the settings of that kind of backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Process,
+    Docker(DockerSettings),
+}
+
+impl Backend {
+    pub fn environment_type(&self) -> EnvironmentType {
+        match self {
+            Backend::Process => EnvironmentType::Process,
+            Backend::Docker(_) => EnvironmentType::Docker,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct DockerSettings {
+    /// The engine's address (`unix:///var/run/docker.sock`, `tcp://…`); `DOCKER_HOST` or the local
+    /// socket when absent.
+    pub host: Option<String>,
+    /// Whether definitions that ask for `privileged: true` may run here.
+    pub allow_privileged: bool,
+    /// Keep the containers of failed attempts for debugging instead of removing them.
+    pub keep_failed_containers: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ResourceState {
+    Enabled,
+    Disabled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComputeEnvironment {
+    pub name: EnvironmentName,
+    pub backend: Backend,
+    pub state: ResourceState,
+    pub capacity: Resources,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobQueue {
+    pub name: QueueName,
+    pub priority: i64,
+    pub state: ResourceState,
+    /// In the order they are tried: the first with room wins.
+    pub compute_environments: Vec<EnvironmentName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerProperties {
+    pub image: String,
+    pub command: Vec<String>,
+    /// Name and value, in the order given; names are unique.
+    pub environment: Vec<(String, String)>,
+    pub resources: Resources,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    #[serde(default)]
+    pub image_pull_policy: ImagePullPolicy,
+    #[serde(default)]
+    pub privileged: bool,
+    /// Linux capabilities added back after all are dropped (`NET_ADMIN`, …).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDefinition {
+    pub name: DefinitionName,
+    pub revision: u32,
+    pub spec: DefinitionSpec,
+}
+
+/// The revision-independent part of a job definition: applying an equal spec creates no revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DefinitionSpec {
+    pub parameters: BTreeMap<String, String>,
+    pub container: ContainerProperties,
+    pub retry: RetryPolicy,
+    pub timeout_seconds: Option<u64>,
+}
+
+/// AWS Batch's retryStrategy, and a backoff it lacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryPolicy {
+    /// Attempts in all, 1 to 10.
+    pub attempts: u32,
+    /// Checked in order after a failed attempt; the first that matches decides. None matching
+    /// means retry, as AWS Batch.
+    #[serde(default)]
+    pub evaluate_on_exit: Vec<ExitRule>,
+    #[serde(default)]
+    pub backoff: Option<Backoff>,
+}
+
+impl RetryPolicy {
+    pub fn attempts(attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            attempts,
+            evaluate_on_exit: Vec::new(),
+            backoff: None,
+        }
+    }
+}
+
+/// One `evaluateOnExit` entry. Patterns match whole strings; a trailing `*` matches any rest.
+/// An absent pattern matches anything; all present ones must match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExitRule {
+    pub on_exit_code: Option<String>,
+    pub on_reason: Option<String>,
+    pub on_status_reason: Option<String>,
+    pub action: RetryAction,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RetryAction {
+    Retry,
+    Exit,
+}
+
+/// The wait before a retry: `initial × factor^(n-1)` after the n-th attempt, at most `max`, and
+/// with jitter a random part of it taken off so retries of many jobs spread out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Backoff {
+    pub initial_delay_seconds: u64,
+    /// In hundredths, so the spec stays exact: 200 is a factor of 2.
+    pub factor_percent: u64,
+    pub max_delay_seconds: u64,
+    pub jitter: bool,
+}
+
+/// Which revision of a definition a submit names: `hello` (latest) or `hello:3`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefinitionRef {
+    pub name: DefinitionName,
+    pub revision: Option<u32>,
+}
+
+impl DefinitionRef {
+    pub fn parse(text: &str) -> Result<DefinitionRef, String> {
+        let (name, revision) = match text.split_once(':') {
+            Some((name, revision)) => {
+                let revision =
+                    revision
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|r| *r > 0)
+                        .ok_or_else(|| {
+                            format!("{text:?}: the revision after ':' must be a positive integer")
+                        })?;
+                (name, Some(revision))
+            }
+            None => (text, None),
+        };
+        let name = DefinitionName::try_from(name.to_string())
+            .map_err(|reason| format!("{text:?}: the name {reason}"))?;
+        Ok(DefinitionRef { name, revision })
+    }
+}
+
+/// AWS Batch's job states. A job only ever moves along `crate::core::state_machine::transition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JobStatus {
+    Submitted,
+    Pending,
+    Runnable,
+    Starting,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Submitted,
+        JobStatus::Pending,
+        JobStatus::Runnable,
+        JobStatus::Starting,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobStatus::Submitted => "SUBMITTED",
+            JobStatus::Pending => "PENDING",
+            JobStatus::Runnable => "RUNNABLE",
+            JobStatus::Starting => "STARTING",
+            JobStatus::Running => "RUNNING",
+            JobStatus::Succeeded => "SUCCEEDED",
+            JobStatus::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobStatus> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str().eq_ignore_ascii_case(text))
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        match self {
+            JobStatus::Succeeded | JobStatus::Failed => true,
+            JobStatus::Submitted
+            | JobStatus::Pending
+            | JobStatus::Runnable
+            | JobStatus::Starting
+            | JobStatus::Running => false,
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a job runs, fixed at submit: the definition's spec with the submit's overrides applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobSpec {
+    pub definition: DefinitionName,
+    pub definition_revision: u32,
+    pub parameters: BTreeMap<String, String>,
+    pub container: ContainerProperties,
+    pub retry: RetryPolicy,
+    pub timeout_seconds: Option<u64>,
+    /// Jobs that must SUCCEED before this one may run.
+    #[serde(default)]
+    pub depends_on: Vec<JobId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub job_id: JobId,
+    pub job_name: JobName,
+    pub queue: QueueName,
+    pub status: JobStatus,
+    pub status_reason: Option<String>,
+    pub spec: JobSpec,
+    pub created_at: i64,
+    /// When the first attempt started running.
+    pub started_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    /// How many attempts have ended.
+    pub n_attempts: u32,
+    /// Finished attempts, oldest first; loaded only where a caller asks for them.
+    pub attempts: Vec<Attempt>,
+    pub current_attempt: Option<CurrentAttempt>,
+    /// Set by terminate while the job is STARTING or RUNNING; the attempt is then stopped.
+    pub stop_requested: Option<String>,
+    pub idempotency_key: Option<String>,
+    /// A RUNNABLE job waiting out a retry backoff is not placed before this time.
+    pub runnable_after: Option<i64>,
+}
+
+/// The attempt a STARTING or RUNNING job is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrentAttempt {
+    pub number: u32,
+    pub compute_environment: EnvironmentName,
+    pub executor_handle: String,
+    pub placed_at: i64,
+    pub started_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub number: u32,
+    pub compute_environment: EnvironmentName,
+    pub exit_code: Option<i32>,
+    pub status_reason: String,
+    pub started_at: Option<i64>,
+    pub stopped_at: i64,
+}

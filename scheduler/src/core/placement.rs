@@ -1,0 +1,224 @@
+//! Placement: which runnable jobs start now, and where. A pure function of queues, environments and
+//! the queue heads; the dispatcher carries the plan out.
+//!
+//! Queues are served by priority, highest first (ties by name), DISABLED ones too (they refuse new
+//! jobs at submit; those already in them still run). Within a queue jobs are taken in
+//! submission order, best effort: a job that fits nowhere now is passed over so that smaller jobs
+//! behind it can use the room (Kueue's BestEffortFIFO). The first environment in the queue's order
+//! that is ENABLED and has room wins.
+
+use std::collections::HashMap;
+
+use super::model::{
+    ComputeEnvironment, EnvironmentName, JobId, JobQueue, QueueName, ResourceState, Resources,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub job_id: JobId,
+    pub needs: Resources,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub job_id: JobId,
+    pub queue: QueueName,
+    pub environment: EnvironmentName,
+    pub reserved: Resources,
+}
+
+/// `used` holds what each environment's STARTING and RUNNING attempts hold; it is updated with what
+/// the plan reserves. `heads` holds each queue's runnable jobs in submission order.
+pub fn plan_placements(
+    queues: &[JobQueue],
+    environments: &HashMap<EnvironmentName, ComputeEnvironment>,
+    used: &mut HashMap<EnvironmentName, Resources>,
+    heads: &HashMap<QueueName, Vec<Candidate>>,
+) -> Vec<Placement> {
+    // A DISABLED queue takes no new jobs, but, as in AWS Batch, the jobs already in it can finish,
+    // so its queue head is still placed.
+    let mut ordered: Vec<&JobQueue> = queues.iter().collect();
+    ordered.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
+    let mut plan = Vec::new();
+    for queue in ordered {
+        for candidate in heads.get(&queue.name).into_iter().flatten() {
+            let room = queue.compute_environments.iter().find(|name| {
+                environments.get(*name).is_some_and(|environment| {
+                    let in_use = used.get(*name).copied().unwrap_or_default();
+                    environment.state == ResourceState::Enabled
+                        && in_use
+                            .plus(&candidate.needs)
+                            .fits_within(&environment.capacity)
+                })
+            });
+            if let Some(environment) = room {
+                let in_use = used.entry(environment.clone()).or_default();
+                *in_use = in_use.plus(&candidate.needs);
+                plan.push(Placement {
+                    job_id: candidate.job_id.clone(),
+                    queue: queue.name.clone(),
+                    environment: environment.clone(),
+                    reserved: candidate.needs,
+                });
+            }
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::Backend;
+
+    fn env(name: &str, vcpus: u64, state: ResourceState) -> ComputeEnvironment {
+        ComputeEnvironment {
+            name: EnvironmentName::try_from(name.to_string()).unwrap(),
+            backend: Backend::Process,
+            state,
+            capacity: Resources {
+                vcpu_millis: vcpus * 1000,
+                memory_mib: 1024,
+                gpus: 0,
+            },
+        }
+    }
+
+    fn queue(name: &str, priority: i64, envs: &[&str]) -> JobQueue {
+        JobQueue {
+            name: QueueName::try_from(name.to_string()).unwrap(),
+            priority,
+            state: ResourceState::Enabled,
+            compute_environments: envs
+                .iter()
+                .map(|e| EnvironmentName::try_from(e.to_string()).unwrap())
+                .collect(),
+        }
+    }
+
+    fn job(id: &str, vcpus: u64) -> Candidate {
+        Candidate {
+            job_id: JobId(id.into()),
+            needs: Resources {
+                vcpu_millis: vcpus * 1000,
+                memory_mib: 64,
+                gpus: 0,
+            },
+        }
+    }
+
+    /// Runs one plan and returns "job@environment" for each placement, in plan order.
+    fn check(
+        queues: &[JobQueue],
+        envs: &[ComputeEnvironment],
+        heads: &[(&str, Vec<Candidate>)],
+    ) -> Vec<String> {
+        let environments = envs.iter().map(|e| (e.name.clone(), e.clone())).collect();
+        let heads = heads
+            .iter()
+            .map(|(q, jobs)| (QueueName::try_from(q.to_string()).unwrap(), jobs.clone()))
+            .collect();
+        plan_placements(queues, &environments, &mut HashMap::new(), &heads)
+            .into_iter()
+            .map(|p| format!("{}@{}", p.job_id, p.environment))
+            .collect()
+    }
+
+    #[test]
+    fn fifo_within_a_queue_until_capacity_runs_out() {
+        let placed = check(
+            &[queue("q", 1, &["a"])],
+            &[env("a", 2, ResourceState::Enabled)],
+            &[("q", vec![job("1", 1), job("2", 1), job("3", 1)])],
+        );
+        assert_eq!(placed, ["1@a", "2@a"]);
+    }
+
+    #[test]
+    fn higher_priority_queues_are_served_first() {
+        let placed = check(
+            &[queue("low", 1, &["a"]), queue("high", 9, &["a"])],
+            &[env("a", 1, ResourceState::Enabled)],
+            &[("low", vec![job("l", 1)]), ("high", vec![job("h", 1)])],
+        );
+        assert_eq!(placed, ["h@a"]);
+    }
+
+    #[test]
+    fn first_environment_with_room_wins_and_disabled_ones_get_nothing() {
+        let placed = check(
+            &[queue("q", 1, &["off", "small", "big"])],
+            &[
+                env("off", 8, ResourceState::Disabled),
+                env("small", 1, ResourceState::Enabled),
+                env("big", 4, ResourceState::Enabled),
+            ],
+            &[("q", vec![job("1", 1), job("2", 1), job("3", 4)])],
+        );
+        assert_eq!(placed, ["1@small", "2@big"]);
+    }
+
+    #[test]
+    fn a_job_that_does_not_fit_is_passed_over_for_smaller_ones() {
+        let placed = check(
+            &[queue("q", 1, &["a"])],
+            &[env("a", 2, ResourceState::Enabled)],
+            &[("q", vec![job("big", 3), job("small", 1)])],
+        );
+        assert_eq!(placed, ["small@a"]);
+    }
+
+    #[test]
+    fn disabled_queues_still_run_their_jobs_and_unknown_environments_are_skipped() {
+        let mut disabled = queue("q", 1, &["a"]);
+        disabled.state = ResourceState::Disabled;
+        let placed = check(
+            &[disabled, queue("r", 1, &["missing", "a"])],
+            &[env("a", 2, ResourceState::Enabled)],
+            &[("q", vec![job("1", 1)]), ("r", vec![job("2", 1)])],
+        );
+        assert_eq!(placed, ["1@a", "2@a"]);
+    }
+
+    #[test]
+    fn gpus_are_accounted_like_vcpus() {
+        let mut gpu_env = env("g", 8, ResourceState::Enabled);
+        gpu_env.capacity.gpus = 1;
+        let gpu_job = |id: &str| Candidate {
+            job_id: JobId(id.into()),
+            needs: Resources {
+                vcpu_millis: 1000,
+                memory_mib: 64,
+                gpus: 1,
+            },
+        };
+        let placed = check(
+            &[queue("q", 1, &["g"])],
+            &[gpu_env],
+            &[("q", vec![gpu_job("1"), gpu_job("2"), job("cpu", 1)])],
+        );
+        assert_eq!(placed, ["1@g", "cpu@g"]);
+    }
+
+    #[test]
+    fn capacity_already_in_use_counts() {
+        let environments: HashMap<_, _> = [env("a", 2, ResourceState::Enabled)]
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect();
+        let mut used = HashMap::from([(
+            EnvironmentName::try_from("a".to_string()).unwrap(),
+            Resources {
+                vcpu_millis: 1500,
+                memory_mib: 0,
+                gpus: 0,
+            },
+        )]);
+        let heads = HashMap::from([(
+            QueueName::try_from("q".to_string()).unwrap(),
+            vec![job("1", 1)],
+        )]);
+        let plan = plan_placements(&[queue("q", 1, &["a"])], &environments, &mut used, &heads);
+        assert!(plan.is_empty());
+    }
+}

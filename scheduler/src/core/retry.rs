@@ -1,0 +1,307 @@
+//! Judging an ended attempt: succeeded, retry, or failed for good, with the reason a person reads.
+//! As AWS Batch: an attempt stopped by terminate or by its timeout is not retried; any other failure
+//! is retried while attempts remain, unless the first `evaluateOnExit` rule that matches says EXIT.
+
+use std::time::Duration;
+
+use batchctl_executor::AttemptOutcome;
+
+use super::model::{Backoff, ExitRule, RetryAction, RetryPolicy};
+use super::state_machine::Verdict;
+
+/// Why the scheduler stopped an attempt, when it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopCause {
+    Timeout { seconds: u64 },
+    Terminated { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgement {
+    pub verdict: Verdict,
+    /// For the attempt's record and the job's `statusReason`.
+    pub reason: String,
+    pub exit_code: Option<i32>,
+}
+
+pub fn judge_attempt(
+    outcome: &AttemptOutcome,
+    stop_cause: Option<&StopCause>,
+    attempt_number: u32,
+    policy: &RetryPolicy,
+) -> Judgement {
+    let exit_code = match outcome {
+        AttemptOutcome::Exited { exit_code, .. } => Some(*exit_code),
+        AttemptOutcome::OutOfMemory { exit_code } => *exit_code,
+        AttemptOutcome::StartFailed { .. } | AttemptOutcome::Lost { .. } => None,
+    };
+    let final_failure = |reason: String| Judgement {
+        verdict: Verdict::Failed,
+        reason,
+        exit_code,
+    };
+    match stop_cause {
+        Some(StopCause::Terminated { reason }) => return final_failure(reason.clone()),
+        Some(StopCause::Timeout { seconds }) => {
+            return final_failure(format!(
+                "Job attempt duration exceeded timeout of {seconds} seconds"
+            ))
+        }
+        None => {}
+    }
+    // The container-level reason (what AWS Batch calls `reason`), when there is one.
+    let (failure_reason, container_reason) = match outcome {
+        AttemptOutcome::Exited {
+            exit_code: 0,
+            signal: None,
+        } => {
+            return Judgement {
+                verdict: Verdict::Succeeded,
+                reason: "Essential container in task exited".into(),
+                exit_code,
+            }
+        }
+        AttemptOutcome::Exited {
+            exit_code,
+            signal: None,
+        } => (
+            format!("Essential container in task exited with code {exit_code}"),
+            String::new(),
+        ),
+        AttemptOutcome::Exited {
+            signal: Some(signal),
+            ..
+        } => (
+            format!("Essential container in task was killed by signal {signal}"),
+            String::new(),
+        ),
+        AttemptOutcome::OutOfMemory { .. } => {
+            let reason = "OutOfMemoryError: Container killed due to memory usage".to_string();
+            (reason.clone(), reason)
+        }
+        AttemptOutcome::StartFailed { reason } => (reason.clone(), reason.clone()),
+        AttemptOutcome::Lost { reason } => {
+            let reason = format!("Attempt lost: {reason}");
+            (reason.clone(), reason)
+        }
+    };
+    let action = policy
+        .evaluate_on_exit
+        .iter()
+        .find(|rule| rule_matches(rule, exit_code, &container_reason, &failure_reason))
+        .map_or(RetryAction::Retry, |rule| rule.action);
+    let verdict = match action {
+        RetryAction::Retry if attempt_number < policy.attempts => Verdict::Retry,
+        RetryAction::Retry | RetryAction::Exit => Verdict::Failed,
+    };
+    Judgement {
+        verdict,
+        reason: failure_reason,
+        exit_code,
+    }
+}
+
+/// Whether every condition a rule sets holds. An attempt without an exit code matches no
+/// `onExitCode`.
+fn rule_matches(
+    rule: &ExitRule,
+    exit_code: Option<i32>,
+    reason: &str,
+    status_reason: &str,
+) -> bool {
+    let exit_code_matches = match (&rule.on_exit_code, exit_code) {
+        (None, _) => true,
+        (Some(pattern), Some(code)) => glob_matches(pattern, &code.to_string()),
+        (Some(_), None) => false,
+    };
+    exit_code_matches
+        && rule
+            .on_reason
+            .as_deref()
+            .is_none_or(|p| glob_matches(p, reason))
+        && rule
+            .on_status_reason
+            .as_deref()
+            .is_none_or(|p| glob_matches(p, status_reason))
+}
+
+/// AWS Batch's patterns: the whole string, or with a trailing `*`, any string that starts so.
+pub fn glob_matches(pattern: &str, text: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => text.starts_with(prefix),
+        None => pattern == text,
+    }
+}
+
+/// The wait before retrying after attempt `attempt_number` failed. `jitter` is a number in [0, 1)
+/// the caller draws; with jitter on, up to half the delay is taken off by it.
+pub fn retry_delay(backoff: &Backoff, attempt_number: u32, jitter: f64) -> Duration {
+    let mut delay = backoff.initial_delay_seconds as f64;
+    for _ in 1..attempt_number {
+        delay = delay * backoff.factor_percent as f64 / 100.0;
+        if delay >= backoff.max_delay_seconds as f64 {
+            break;
+        }
+    }
+    let capped = delay.min(backoff.max_delay_seconds as f64);
+    let jittered = match backoff.jitter {
+        true => capped * (1.0 - jitter.clamp(0.0, 1.0) / 2.0),
+        false => capped,
+    };
+    Duration::from_secs_f64(jittered.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exited(exit_code: i32) -> AttemptOutcome {
+        AttemptOutcome::Exited {
+            exit_code,
+            signal: None,
+        }
+    }
+
+    #[test]
+    fn judgements() {
+        let terminated = StopCause::Terminated {
+            reason: "no longer needed".into(),
+        };
+        let timeout = StopCause::Timeout { seconds: 5 };
+        let killed = AttemptOutcome::Exited {
+            exit_code: 143,
+            signal: Some(15),
+        };
+        let lost = AttemptOutcome::Lost {
+            reason: "gone".into(),
+        };
+        let start_failed = AttemptOutcome::StartFailed {
+            reason: "CannotStartContainerError: no such file".into(),
+        };
+        /// Outcome, stop cause, attempt number, attempt limit, expected verdict and reason.
+        type Case<'a> = (
+            AttemptOutcome,
+            Option<&'a StopCause>,
+            u32,
+            u32,
+            Verdict,
+            &'a str,
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            (exited(0), None, 1, 1, Verdict::Succeeded, "Essential container in task exited"),
+            (exited(0), None, 1, 3, Verdict::Succeeded, "Essential container in task exited"),
+            (exited(3), None, 1, 1, Verdict::Failed, "Essential container in task exited with code 3"),
+            (exited(3), None, 1, 2, Verdict::Retry, "Essential container in task exited with code 3"),
+            (exited(3), None, 2, 2, Verdict::Failed, "Essential container in task exited with code 3"),
+            (killed.clone(), None, 1, 2, Verdict::Retry, "Essential container in task was killed by signal 15"),
+            (killed.clone(), Some(&terminated), 1, 5, Verdict::Failed, "no longer needed"),
+            (exited(0), Some(&terminated), 1, 5, Verdict::Failed, "no longer needed"),
+            (killed, Some(&timeout), 1, 5, Verdict::Failed, "Job attempt duration exceeded timeout of 5 seconds"),
+            (AttemptOutcome::OutOfMemory { exit_code: Some(137) }, None, 1, 1, Verdict::Failed, "OutOfMemoryError: Container killed due to memory usage"),
+            (start_failed, None, 1, 2, Verdict::Retry, "CannotStartContainerError: no such file"),
+            (lost, None, 3, 3, Verdict::Failed, "Attempt lost: gone"),
+        ];
+        for (outcome, stop, number, max, verdict, reason) in cases {
+            let judgement = judge_attempt(&outcome, stop, number, &RetryPolicy::attempts(max));
+            assert_eq!(
+                (judgement.verdict, judgement.reason.as_str()),
+                (verdict, reason),
+                "{outcome:?} stop={stop:?} attempt {number}/{max}"
+            );
+        }
+    }
+
+    #[test]
+    fn exit_codes_are_kept_for_the_attempt_record() {
+        let once = RetryPolicy::attempts(1);
+        assert_eq!(judge_attempt(&exited(3), None, 1, &once).exit_code, Some(3));
+        let lost = AttemptOutcome::Lost { reason: "x".into() };
+        assert_eq!(judge_attempt(&lost, None, 1, &once).exit_code, None);
+    }
+
+    fn rule(
+        exit_code: Option<&str>,
+        reason: Option<&str>,
+        status: Option<&str>,
+        action: RetryAction,
+    ) -> ExitRule {
+        ExitRule {
+            on_exit_code: exit_code.map(str::to_string),
+            on_reason: reason.map(str::to_string),
+            on_status_reason: status.map(str::to_string),
+            action,
+        }
+    }
+
+    #[test]
+    fn evaluate_on_exit_first_match_wins_and_no_match_retries() {
+        use RetryAction::{Exit, Retry};
+        let oom = AttemptOutcome::OutOfMemory {
+            exit_code: Some(137),
+        };
+        let start_failed = AttemptOutcome::StartFailed {
+            reason: "CannotPullContainerError: nope".into(),
+        };
+        #[rustfmt::skip]
+        let cases: Vec<(Vec<ExitRule>, AttemptOutcome, Verdict)> = vec![
+            (vec![rule(Some("3"), None, None, Exit)], exited(3), Verdict::Failed),
+            (vec![rule(Some("3"), None, None, Exit)], exited(4), Verdict::Retry),
+            (vec![rule(Some("1*"), None, None, Exit)], exited(137), Verdict::Failed),
+            (vec![rule(Some("1*"), None, None, Exit)], exited(2), Verdict::Retry),
+            (vec![rule(Some("*"), None, None, Exit)], exited(9), Verdict::Failed),
+            (vec![rule(Some("3"), None, None, Retry), rule(Some("*"), None, None, Exit)], exited(3), Verdict::Retry),
+            (vec![rule(Some("3"), None, None, Retry), rule(Some("*"), None, None, Exit)], exited(5), Verdict::Failed),
+            (vec![rule(None, Some("OutOfMemoryError*"), None, Exit)], oom.clone(), Verdict::Failed),
+            (vec![rule(None, Some("OutOfMemoryError*"), None, Exit)], exited(1), Verdict::Retry),
+            (vec![rule(None, None, Some("Essential container*"), Exit)], exited(1), Verdict::Failed),
+            (vec![rule(None, Some("CannotPull*"), None, Retry), rule(None, None, None, Exit)], start_failed.clone(), Verdict::Retry),
+            (vec![rule(Some("0"), None, None, Exit)], start_failed, Verdict::Retry),
+            (vec![rule(Some("137"), Some("OutOfMemory*"), None, Exit)], oom, Verdict::Failed),
+            (vec![rule(Some("137"), Some("OutOfMemory*"), None, Exit)], exited(137), Verdict::Retry),
+        ];
+        for (rules, outcome, verdict) in cases {
+            let policy = RetryPolicy {
+                attempts: 3,
+                evaluate_on_exit: rules.clone(),
+                backoff: None,
+            };
+            assert_eq!(
+                judge_attempt(&outcome, None, 1, &policy).verdict,
+                verdict,
+                "{rules:?} {outcome:?}"
+            );
+        }
+        // RETRY never goes past the attempt limit.
+        let policy = RetryPolicy {
+            attempts: 2,
+            evaluate_on_exit: vec![rule(Some("*"), None, None, Retry)],
+            backoff: None,
+        };
+        assert_eq!(
+            judge_attempt(&exited(1), None, 2, &policy).verdict,
+            Verdict::Failed
+        );
+    }
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let backoff = Backoff {
+            initial_delay_seconds: 2,
+            factor_percent: 300,
+            max_delay_seconds: 30,
+            jitter: false,
+        };
+        let delays: Vec<u64> = (1..=5)
+            .map(|n| retry_delay(&backoff, n, 0.9).as_secs())
+            .collect();
+        assert_eq!(delays, [2, 6, 18, 30, 30]);
+        let jittered = Backoff {
+            jitter: true,
+            ..backoff
+        };
+        assert_eq!(retry_delay(&jittered, 1, 0.0), Duration::from_secs(2));
+        assert_eq!(retry_delay(&jittered, 1, 0.5), Duration::from_millis(1500));
+        assert!(retry_delay(&jittered, 3, 0.999) >= Duration::from_secs(9));
+    }
+}

@@ -1,0 +1,197 @@
+//! The one state machine: every job transition in batchctl is decided here, and nowhere else.
+//! The store applies the result with compare-and-set on the status it was computed from.
+
+use super::model::JobStatus;
+
+/// Something that happened to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEvent {
+    /// The scheduler took the submitted job in.
+    Admitted,
+    /// Everything the job waits for has succeeded (with no dependencies, at once).
+    DependenciesSatisfied,
+    /// A job it depends on failed, so it never can run.
+    DependencyFailed,
+    /// The dispatcher reserved capacity for an attempt in a compute environment.
+    Placed,
+    /// The attempt could not be handed to the executor (unreachable, or it never began); the job
+    /// goes back to the queue without spending an attempt.
+    StartDeferred,
+    /// The executor confirmed the attempt's work is running.
+    Started,
+    /// The attempt's work ended, and the retry policy judged it.
+    AttemptEnded(Verdict),
+    /// Someone cancelled the job before it was placed.
+    Cancelled,
+}
+
+/// The retry policy's judgement of an ended attempt (see `crate::core::retry`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Succeeded,
+    Retry,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a job that is {from} cannot take the event {event:?}")]
+pub struct TransitionError {
+    pub from: JobStatus,
+    pub event: JobEvent,
+}
+
+/// The next status of a job in `from` when `event` happens.
+pub fn transition(from: JobStatus, event: JobEvent) -> Result<JobStatus, TransitionError> {
+    use JobEvent as E;
+    use JobStatus as S;
+    let refused = Err(TransitionError { from, event });
+    match from {
+        S::Submitted => match event {
+            E::Admitted => Ok(S::Pending),
+            E::Cancelled => Ok(S::Failed),
+            E::DependenciesSatisfied
+            | E::DependencyFailed
+            | E::Placed
+            | E::StartDeferred
+            | E::Started
+            | E::AttemptEnded(_) => refused,
+        },
+        S::Pending => match event {
+            E::DependenciesSatisfied => Ok(S::Runnable),
+            E::DependencyFailed | E::Cancelled => Ok(S::Failed),
+            E::Admitted | E::Placed | E::StartDeferred | E::Started | E::AttemptEnded(_) => refused,
+        },
+        S::Runnable => match event {
+            E::Placed => Ok(S::Starting),
+            E::Cancelled => Ok(S::Failed),
+            E::Admitted
+            | E::DependenciesSatisfied
+            | E::DependencyFailed
+            | E::StartDeferred
+            | E::Started
+            | E::AttemptEnded(_) => refused,
+        },
+        S::Starting => match event {
+            E::Started => Ok(S::Running),
+            E::StartDeferred => Ok(S::Runnable),
+            E::AttemptEnded(verdict) => Ok(after_attempt(verdict)),
+            E::Admitted
+            | E::DependenciesSatisfied
+            | E::DependencyFailed
+            | E::Placed
+            | E::Cancelled => refused,
+        },
+        S::Running => match event {
+            E::AttemptEnded(verdict) => Ok(after_attempt(verdict)),
+            E::Admitted
+            | E::DependenciesSatisfied
+            | E::DependencyFailed
+            | E::Placed
+            | E::StartDeferred
+            | E::Started
+            | E::Cancelled => refused,
+        },
+        S::Succeeded | S::Failed => match event {
+            E::Admitted
+            | E::DependenciesSatisfied
+            | E::DependencyFailed
+            | E::Placed
+            | E::StartDeferred
+            | E::Started
+            | E::AttemptEnded(_)
+            | E::Cancelled => refused,
+        },
+    }
+}
+
+fn after_attempt(verdict: Verdict) -> JobStatus {
+    match verdict {
+        Verdict::Succeeded => JobStatus::Succeeded,
+        Verdict::Retry => JobStatus::Runnable,
+        Verdict::Failed => JobStatus::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use JobEvent as E;
+    use JobStatus as S;
+
+    const ALL_EVENTS: [JobEvent; 10] = [
+        E::Admitted,
+        E::DependenciesSatisfied,
+        E::DependencyFailed,
+        E::Placed,
+        E::StartDeferred,
+        E::Started,
+        E::AttemptEnded(Verdict::Succeeded),
+        E::AttemptEnded(Verdict::Retry),
+        E::AttemptEnded(Verdict::Failed),
+        E::Cancelled,
+    ];
+
+    /// Every allowed transition; anything not listed must be refused.
+    const ALLOWED: [(JobStatus, JobEvent, JobStatus); 15] = [
+        (S::Submitted, E::Admitted, S::Pending),
+        (S::Submitted, E::Cancelled, S::Failed),
+        (S::Pending, E::DependenciesSatisfied, S::Runnable),
+        (S::Pending, E::Cancelled, S::Failed),
+        (S::Pending, E::DependencyFailed, S::Failed),
+        (S::Runnable, E::Placed, S::Starting),
+        (S::Runnable, E::Cancelled, S::Failed),
+        (S::Starting, E::Started, S::Running),
+        (S::Starting, E::StartDeferred, S::Runnable),
+        (
+            S::Starting,
+            E::AttemptEnded(Verdict::Succeeded),
+            S::Succeeded,
+        ),
+        (S::Starting, E::AttemptEnded(Verdict::Retry), S::Runnable),
+        (S::Starting, E::AttemptEnded(Verdict::Failed), S::Failed),
+        (
+            S::Running,
+            E::AttemptEnded(Verdict::Succeeded),
+            S::Succeeded,
+        ),
+        (S::Running, E::AttemptEnded(Verdict::Retry), S::Runnable),
+        (S::Running, E::AttemptEnded(Verdict::Failed), S::Failed),
+    ];
+
+    #[test]
+    fn every_state_and_event_pair_is_allowed_exactly_as_listed() {
+        for from in JobStatus::ALL {
+            for event in ALL_EVENTS {
+                let expected = ALLOWED
+                    .iter()
+                    .find(|(f, e, _)| *f == from && *e == event)
+                    .map(|(_, _, to)| *to);
+                match expected {
+                    Some(to) => assert_eq!(transition(from, event), Ok(to), "{from} + {event:?}"),
+                    None => assert_eq!(
+                        transition(from, event),
+                        Err(TransitionError { from, event }),
+                        "{from} + {event:?} must be refused"
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_states_take_no_event() {
+        for event in ALL_EVENTS {
+            assert!(transition(S::Succeeded, event).is_err());
+            assert!(transition(S::Failed, event).is_err());
+        }
+    }
+
+    #[test]
+    fn refusals_say_what_was_refused() {
+        let error = transition(S::Running, E::Cancelled).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "a job that is RUNNING cannot take the event Cancelled"
+        );
+    }
+}

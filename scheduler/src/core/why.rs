@@ -1,0 +1,357 @@
+//! `batchctl why JOB`: what holds a job that is not running, as a typed list with numbers.
+//! A pure function of a snapshot the caller reads; it decides nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use super::model::{
+    ComputeEnvironment, EnvironmentName, Job, JobId, JobQueue, JobStatus, ResourceState, Resources,
+};
+
+/// What the explanation is computed from.
+pub struct Snapshot<'a> {
+    pub job: &'a Job,
+    pub queue: Option<&'a JobQueue>,
+    pub environments: &'a HashMap<EnvironmentName, ComputeEnvironment>,
+    /// What STARTING and RUNNING attempts hold, per environment.
+    pub used: &'a HashMap<EnvironmentName, Resources>,
+    /// RUNNABLE jobs of the same queue submitted before this one.
+    pub runnable_ahead: u64,
+    /// Dependencies that have not SUCCEEDED, with their status.
+    pub unfinished_dependencies: &'a [(JobId, JobStatus)],
+    /// Environments whose executor was unreachable, with the reason.
+    pub unhealthy: &'a BTreeMap<String, String>,
+    pub now: i64,
+}
+
+/// One thing that keeps the job from running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "type"
+)]
+pub enum Hold {
+    /// The job is not waiting: it runs or has ended.
+    NotWaiting {
+        status: JobStatus,
+    },
+    /// Accepted, not yet admitted by the dispatcher.
+    NotYetAdmitted,
+    WaitingForDependencies {
+        jobs: Vec<DependencyHold>,
+    },
+    BackingOff {
+        runnable_after: i64,
+        seconds_left: i64,
+    },
+    /// Jobs of the same queue that were submitted earlier and are also waiting.
+    QueuePosition {
+        runnable_ahead: u64,
+    },
+    EnvironmentDisabled {
+        compute_environment: String,
+    },
+    EnvironmentUnavailable {
+        compute_environment: String,
+        reason: String,
+    },
+    EnvironmentTooSmall {
+        compute_environment: String,
+        needs: Amounts,
+        capacity: Amounts,
+    },
+    EnvironmentFull {
+        compute_environment: String,
+        needs: Amounts,
+        free: Amounts,
+    },
+    UnknownEnvironment {
+        compute_environment: String,
+    },
+    UnknownQueue {
+        job_queue: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyHold {
+    pub job_id: String,
+    pub status: JobStatus,
+}
+
+/// Resources as a person reads them: vCPUs may be fractional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Amounts {
+    pub vcpus: String,
+    #[serde(rename = "memoryMiB")]
+    pub memory_mib: u64,
+    pub gpus: u64,
+}
+
+impl From<Resources> for Amounts {
+    fn from(resources: Resources) -> Amounts {
+        Amounts {
+            vcpus: (resources.vcpu_millis as f64 / 1000.0).to_string(),
+            memory_mib: resources.memory_mib,
+            gpus: resources.gpus,
+        }
+    }
+}
+
+pub fn why(snapshot: &Snapshot<'_>) -> Vec<Hold> {
+    let job = snapshot.job;
+    match job.status {
+        JobStatus::Submitted => vec![Hold::NotYetAdmitted],
+        JobStatus::Pending => vec![Hold::WaitingForDependencies {
+            jobs: snapshot
+                .unfinished_dependencies
+                .iter()
+                .map(|(job_id, status)| DependencyHold {
+                    job_id: job_id.0.clone(),
+                    status: *status,
+                })
+                .collect(),
+        }],
+        JobStatus::Runnable => runnable_holds(snapshot),
+        JobStatus::Starting | JobStatus::Running | JobStatus::Succeeded | JobStatus::Failed => {
+            vec![Hold::NotWaiting { status: job.status }]
+        }
+    }
+}
+
+fn runnable_holds(snapshot: &Snapshot<'_>) -> Vec<Hold> {
+    let job = snapshot.job;
+    let mut holds = Vec::new();
+    if let Some(after) = job.runnable_after.filter(|after| *after > snapshot.now) {
+        holds.push(Hold::BackingOff {
+            runnable_after: after,
+            seconds_left: (after - snapshot.now + 999) / 1000,
+        });
+    }
+    if snapshot.runnable_ahead > 0 {
+        holds.push(Hold::QueuePosition {
+            runnable_ahead: snapshot.runnable_ahead,
+        });
+    }
+    let Some(queue) = snapshot.queue else {
+        holds.push(Hold::UnknownQueue {
+            job_queue: job.queue.to_string(),
+        });
+        return holds;
+    };
+    let needs = job.spec.container.resources;
+    for name in &queue.compute_environments {
+        let compute_environment = name.to_string();
+        let Some(environment) = snapshot.environments.get(name) else {
+            holds.push(Hold::UnknownEnvironment {
+                compute_environment,
+            });
+            continue;
+        };
+        if environment.state == ResourceState::Disabled {
+            holds.push(Hold::EnvironmentDisabled {
+                compute_environment,
+            });
+        } else if let Some(reason) = snapshot.unhealthy.get(name.as_str()) {
+            holds.push(Hold::EnvironmentUnavailable {
+                compute_environment,
+                reason: reason.clone(),
+            });
+        } else if !needs.fits_within(&environment.capacity) {
+            holds.push(Hold::EnvironmentTooSmall {
+                compute_environment,
+                needs: needs.into(),
+                capacity: environment.capacity.into(),
+            });
+        } else {
+            let in_use = snapshot.used.get(name).copied().unwrap_or_default();
+            let free = environment.capacity.saturating_minus(&in_use);
+            if !needs.fits_within(&free) {
+                holds.push(Hold::EnvironmentFull {
+                    compute_environment,
+                    needs: needs.into(),
+                    free: free.into(),
+                });
+            }
+        }
+    }
+    holds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::model::{
+        Backend, ContainerProperties, DefinitionName, JobName, JobSpec, QueueName, RetryPolicy,
+    };
+
+    fn resources(vcpus: u64, memory_mib: u64) -> Resources {
+        Resources {
+            vcpu_millis: vcpus * 1000,
+            memory_mib,
+            gpus: 0,
+        }
+    }
+
+    fn job(status: JobStatus, needs: Resources) -> Job {
+        Job {
+            job_id: JobId("j".into()),
+            job_name: JobName::try_from("j".to_string()).unwrap(),
+            queue: QueueName::try_from("q".to_string()).unwrap(),
+            status,
+            status_reason: None,
+            spec: JobSpec {
+                definition: DefinitionName::try_from("d".to_string()).unwrap(),
+                definition_revision: 1,
+                parameters: Default::default(),
+                container: ContainerProperties {
+                    image: "i".into(),
+                    command: vec!["true".into()],
+                    environment: vec![],
+                    resources: needs,
+                    working_dir: None,
+                    user: None,
+                    image_pull_policy: Default::default(),
+                    privileged: false,
+                    capabilities: vec![],
+                },
+                retry: RetryPolicy::attempts(1),
+                timeout_seconds: None,
+                depends_on: vec![],
+            },
+            created_at: 0,
+            started_at: None,
+            stopped_at: None,
+            n_attempts: 0,
+            attempts: vec![],
+            current_attempt: None,
+            stop_requested: None,
+            idempotency_key: None,
+            runnable_after: None,
+        }
+    }
+
+    fn environment(name: &str, capacity: Resources, state: ResourceState) -> ComputeEnvironment {
+        ComputeEnvironment {
+            name: EnvironmentName::try_from(name.to_string()).unwrap(),
+            backend: Backend::Process,
+            state,
+            capacity,
+        }
+    }
+
+    #[test]
+    fn a_runnable_job_is_held_by_position_and_capacity_with_numbers() {
+        let job = job(JobStatus::Runnable, resources(2, 512));
+        let names = ["off", "small", "busy", "down"]
+            .map(|n| EnvironmentName::try_from(n.to_string()).unwrap());
+        let queue = JobQueue {
+            name: job.queue.clone(),
+            priority: 1,
+            state: ResourceState::Enabled,
+            compute_environments: names.to_vec(),
+        };
+        let environments: HashMap<_, _> = [
+            environment("off", resources(8, 8192), ResourceState::Disabled),
+            environment("small", resources(1, 8192), ResourceState::Enabled),
+            environment("busy", resources(4, 8192), ResourceState::Enabled),
+            environment("down", resources(4, 8192), ResourceState::Enabled),
+        ]
+        .into_iter()
+        .map(|e| (e.name.clone(), e))
+        .collect();
+        let used = HashMap::from([(names[2].clone(), resources(3, 100))]);
+        let unhealthy = BTreeMap::from([("down".to_string(), "engine is down".to_string())]);
+        let snapshot = Snapshot {
+            job: &job,
+            queue: Some(&queue),
+            environments: &environments,
+            used: &used,
+            runnable_ahead: 7,
+            unfinished_dependencies: &[],
+            unhealthy: &unhealthy,
+            now: 0,
+        };
+        let holds = why(&snapshot);
+        assert_eq!(
+            holds,
+            vec![
+                Hold::QueuePosition { runnable_ahead: 7 },
+                Hold::EnvironmentDisabled {
+                    compute_environment: "off".into()
+                },
+                Hold::EnvironmentTooSmall {
+                    compute_environment: "small".into(),
+                    needs: resources(2, 512).into(),
+                    capacity: resources(1, 8192).into(),
+                },
+                Hold::EnvironmentFull {
+                    compute_environment: "busy".into(),
+                    needs: resources(2, 512).into(),
+                    free: resources(1, 8092).into(),
+                },
+                Hold::EnvironmentUnavailable {
+                    compute_environment: "down".into(),
+                    reason: "engine is down".into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn other_states_say_what_they_wait_for() {
+        let environments = HashMap::new();
+        let used = HashMap::new();
+        let unhealthy = BTreeMap::new();
+        let dependencies = [(JobId("a".into()), JobStatus::Running)];
+        let snapshot = |job: &Job| {
+            why(&Snapshot {
+                job,
+                queue: None,
+                environments: &environments,
+                used: &used,
+                runnable_ahead: 0,
+                unfinished_dependencies: &dependencies,
+                unhealthy: &unhealthy,
+                now: 1_000,
+            })
+        };
+        assert_eq!(
+            snapshot(&job(JobStatus::Submitted, resources(1, 1))),
+            vec![Hold::NotYetAdmitted]
+        );
+        assert_eq!(
+            snapshot(&job(JobStatus::Pending, resources(1, 1))),
+            vec![Hold::WaitingForDependencies {
+                jobs: vec![DependencyHold {
+                    job_id: "a".into(),
+                    status: JobStatus::Running
+                }]
+            }]
+        );
+        assert_eq!(
+            snapshot(&job(JobStatus::Running, resources(1, 1))),
+            vec![Hold::NotWaiting {
+                status: JobStatus::Running
+            }]
+        );
+        let mut backing_off = job(JobStatus::Runnable, resources(1, 1));
+        backing_off.runnable_after = Some(5_500);
+        assert_eq!(
+            snapshot(&backing_off),
+            vec![
+                Hold::BackingOff {
+                    runnable_after: 5_500,
+                    seconds_left: 5
+                },
+                Hold::UnknownQueue {
+                    job_queue: "q".into()
+                },
+            ]
+        );
+    }
+}

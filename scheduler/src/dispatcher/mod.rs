@@ -1,0 +1,750 @@
+//! The dispatcher: one control loop that admits submitted jobs, places runnable ones on compute
+//! environments, and applies what attempt supervisors report.
+//!
+//! Invariants:
+//! - Only the control loop moves jobs from RUNNABLE on; the API only inserts jobs, cancels jobs that
+//!   have not been placed, and records terminate requests.
+//! - A placement is committed (STARTING, with its attempt number and executor handle) before the
+//!   executor is asked to start anything, so a crash never leaves work the store does not know of.
+//! - Capacity in use is the sum of what STARTING and RUNNING jobs reserved; the loop owns that sum
+//!   and rebuilds it from the store at start.
+//! - Every status change goes through `core::state_machine::transition` and a compare-and-set.
+
+mod supervisor;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use batchctl_executor::{AttemptHandle, Executor, ObservedState};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::core::attempt::attempt_id;
+use crate::core::model::{
+    Attempt, Backend, ComputeEnvironment, CurrentAttempt, DockerSettings, EnvironmentName,
+    EnvironmentType, Job, JobId, JobQueue, JobStatus, ResourceState, Resources, RetryPolicy,
+};
+use crate::core::placement::{plan_placements, Candidate};
+use crate::core::retry::{judge_attempt, retry_delay};
+use crate::core::state_machine::{transition, JobEvent, TransitionError, Verdict};
+use crate::store::{now_millis, Effect, Store, StoreError, Transition};
+pub use supervisor::AttemptEvent;
+use supervisor::{supervise, AttemptAssignment, SupervisorContext, Takeover};
+
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// The most jobs admitted, or read from one queue's head, per pass.
+    pub batch_size: u32,
+    /// How often the loop looks at the store without being woken (terminate requests made through
+    /// another replica, resources applied elsewhere).
+    pub poll_interval: Duration,
+    /// Between asking an attempt to stop and forcing it.
+    pub kill_grace: Duration,
+    pub log_flush_interval: Duration,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> DispatcherConfig {
+        DispatcherConfig {
+            batch_size: 4096,
+            poll_interval: Duration::from_secs(1),
+            kill_grace: Duration::from_secs(10),
+            log_flush_interval: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Builds the executor of a docker compute environment from its name and settings.
+pub type DockerFactory =
+    Arc<dyn Fn(&EnvironmentName, &DockerSettings) -> Arc<dyn Executor> + Send + Sync>;
+
+/// The executor of each compute environment: one registered per type (the process backend, or a
+/// test's fake), or one per docker environment (rebuilt when its settings change), built on first
+/// use and kept.
+#[derive(Clone, Default)]
+pub struct Executors {
+    by_type: HashMap<EnvironmentType, Arc<dyn Executor>>,
+    docker_factory: Option<DockerFactory>,
+    docker: HashMap<(EnvironmentName, DockerSettings), Arc<dyn Executor>>,
+}
+
+impl Executors {
+    pub fn with(mut self, environment_type: EnvironmentType, executor: Arc<dyn Executor>) -> Self {
+        self.by_type.insert(environment_type, executor);
+        self
+    }
+
+    pub fn with_docker(mut self, factory: DockerFactory) -> Self {
+        self.docker_factory = Some(factory);
+        self
+    }
+
+    pub fn for_environment(
+        &mut self,
+        environment: &ComputeEnvironment,
+    ) -> Option<Arc<dyn Executor>> {
+        if let Some(executor) = self.by_type.get(&environment.backend.environment_type()) {
+            return Some(Arc::clone(executor));
+        }
+        match &environment.backend {
+            Backend::Process => None,
+            Backend::Docker(settings) => {
+                let factory = self.docker_factory.as_ref()?;
+                let key = (environment.name.clone(), settings.clone());
+                // An environment whose settings changed is served by a new executor from now on.
+                self.docker
+                    .retain(|(name, known), _| name != &environment.name || known == settings);
+                let executor = self
+                    .docker
+                    .entry(key)
+                    .or_insert_with(|| factory(&environment.name, settings));
+                Some(Arc::clone(executor))
+            }
+        }
+    }
+
+    /// Every executor built so far, each once.
+    fn all(&self) -> Vec<Arc<dyn Executor>> {
+        let mut all: Vec<Arc<dyn Executor>> = Vec::new();
+        for executor in self.by_type.values().chain(self.docker.values()) {
+            if !all.iter().any(|known| Arc::ptr_eq(known, executor)) {
+                all.push(Arc::clone(executor));
+            }
+        }
+        all
+    }
+}
+
+/// How long placement leaves an environment alone after its executor was unreachable.
+const UNAVAILABLE_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How the API wakes the dispatcher.
+#[derive(Clone, Default)]
+pub struct DispatcherHandle {
+    wake: Arc<Notify>,
+    stops_requested: Arc<AtomicBool>,
+    resources_changed: Arc<AtomicBool>,
+    /// Environments whose executor could not be reached, with the reason, for `/healthz`.
+    unhealthy: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
+}
+
+impl DispatcherHandle {
+    /// New jobs: look at the queues now.
+    pub fn notify_work(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Compute environments or queues changed: read them again before placing.
+    pub fn notify_resources_changed(&self) {
+        self.resources_changed.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Compute environments whose executor was unreachable at the last attempt to use it.
+    pub fn unhealthy_environments(&self) -> BTreeMap<String, String> {
+        self.unhealthy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_health(&self, environment: &EnvironmentName, problem: Option<&str>) {
+        let mut unhealthy = self.unhealthy.lock().unwrap_or_else(|p| p.into_inner());
+        match problem {
+            Some(reason) => unhealthy.insert(environment.to_string(), reason.to_string()),
+            None => unhealthy.remove(environment.as_str()),
+        };
+    }
+
+    /// A terminate request was recorded.
+    pub fn notify_stop_requested(&self) {
+        self.stops_requested.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal state machine refusal: {0}")]
+    Transition(#[from] TransitionError),
+}
+
+/// An attempt the loop has handed to a supervisor.
+struct ActiveAttempt {
+    number: u32,
+    status: JobStatus,
+    environment: EnvironmentName,
+    reserved: Resources,
+    started_at: Option<i64>,
+    stop: watch::Sender<Option<String>>,
+    /// `None` when no executor serves the environment; such an attempt only ever gets deferred.
+    executor: Option<Arc<dyn Executor>>,
+    handle: AttemptHandle,
+    retry: RetryPolicy,
+}
+
+/// A finished attempt the executor may forget once its end is committed.
+struct Removal {
+    job_id: JobId,
+    handle: AttemptHandle,
+    executor: Arc<dyn Executor>,
+}
+
+pub struct Dispatcher {
+    store: Store,
+    executors: Executors,
+    config: DispatcherConfig,
+    handle: DispatcherHandle,
+    events_sender: mpsc::Sender<AttemptEvent>,
+    events: mpsc::Receiver<AttemptEvent>,
+    active: HashMap<JobId, ActiveAttempt>,
+    used: HashMap<EnvironmentName, Resources>,
+    environments: HashMap<EnvironmentName, ComputeEnvironment>,
+    queues: Vec<JobQueue>,
+    /// Environments placement skips until the given time because their executor was unreachable.
+    backing_off: HashMap<EnvironmentName, tokio::time::Instant>,
+    /// Set when placement could find something new to do (jobs admitted, capacity freed, config).
+    placement_dirty: bool,
+    /// Set when a job may have ended or been cancelled, so PENDING jobs are looked at again.
+    dependencies_dirty: bool,
+    /// Whether PENDING jobs may exist; while none do, resolution is skipped. Set at start, at each
+    /// poll (jobs submitted through another server) and when jobs with dependencies are admitted.
+    waiters_exist: bool,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, executors: Executors, config: DispatcherConfig) -> Dispatcher {
+        let (events_sender, events) = mpsc::channel(8192);
+        Dispatcher {
+            store,
+            executors,
+            config,
+            handle: DispatcherHandle::default(),
+            events_sender,
+            events,
+            active: HashMap::new(),
+            used: HashMap::new(),
+            environments: HashMap::new(),
+            queues: Vec::new(),
+            backing_off: HashMap::new(),
+            placement_dirty: true,
+            dependencies_dirty: true,
+            waiters_exist: true,
+        }
+    }
+
+    pub fn handle(&self) -> DispatcherHandle {
+        self.handle.clone()
+    }
+
+    /// Reconciles with the executors, then runs until `cancel` fires.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<(), DispatchError> {
+        self.reconcile().await?;
+        let mut next_poll = tokio::time::Instant::now();
+        let mut buffered: Vec<AttemptEvent> = Vec::new();
+        loop {
+            while let Ok(event) = self.events.try_recv() {
+                buffered.push(event);
+                if buffered.len() >= self.config.batch_size as usize {
+                    break;
+                }
+            }
+            let mut progressed = false;
+            if !buffered.is_empty() {
+                self.apply_events(std::mem::take(&mut buffered)).await?;
+                self.dependencies_dirty = true;
+                progressed = true;
+            }
+            let polling = tokio::time::Instant::now() >= next_poll;
+            if polling {
+                next_poll = tokio::time::Instant::now() + self.config.poll_interval;
+                self.placement_dirty = true;
+                self.dependencies_dirty = true;
+                self.waiters_exist = true;
+            }
+            // Resources are re-read when the API changed them, and at each poll for changes made
+            // through another server.
+            if self.handle.resources_changed.swap(false, Ordering::AcqRel) || polling {
+                self.load_resources().await?;
+                self.placement_dirty = true;
+            }
+            if self.handle.stops_requested.swap(false, Ordering::AcqRel) || polling {
+                self.deliver_stop_requests().await?;
+            }
+            progressed |= self.admit().await? > 0;
+            if self.placement_dirty {
+                self.placement_dirty = false;
+                progressed |= self.dispatch().await? > 0;
+            }
+            if progressed {
+                continue;
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                () = self.handle.wake.notified() => {
+                    self.placement_dirty = true;
+                    self.dependencies_dirty = true;
+                }
+                Some(event) = self.events.recv() => buffered.push(event),
+                () = tokio::time::sleep_until(next_poll) => {}
+            }
+        }
+    }
+
+    /// Admits the oldest submitted jobs: SUBMITTED → PENDING, and on to RUNNABLE at once for jobs
+    /// without dependencies. Then PENDING jobs move on: to RUNNABLE when every job they depend on
+    /// SUCCEEDED, to FAILED when one of them FAILED.
+    async fn admit(&mut self) -> Result<u64, DispatchError> {
+        let now = now_millis();
+        let pending = transition(JobStatus::Submitted, JobEvent::Admitted)?;
+        let runnable = transition(pending, JobEvent::DependenciesSatisfied)?;
+        let failed = transition(pending, JobEvent::DependencyFailed)?;
+        let (ready, waiting) = self
+            .store
+            .admit_submitted(runnable, pending, self.config.batch_size, now)
+            .await?;
+        self.waiters_exist |= waiting > 0;
+        let mut resolved = 0;
+        if self.waiters_exist && (waiting > 0 || self.dependencies_dirty) {
+            self.dependencies_dirty = false;
+            resolved = self
+                .store
+                .resolve_dependencies(failed, runnable, now)
+                .await?;
+            // A failure can cascade to the jobs that depend on the ones just failed.
+            self.dependencies_dirty = resolved > 0;
+            self.waiters_exist = self.store.count_jobs(JobStatus::Pending).await? > 0;
+        }
+        let moved = ready + waiting + resolved;
+        if ready + resolved > 0 {
+            self.placement_dirty = true;
+        }
+        Ok(moved)
+    }
+
+    async fn load_resources(&mut self) -> Result<(), DispatchError> {
+        self.queues = self.store.job_queues().await?;
+        self.environments = self
+            .store
+            .compute_environments()
+            .await?
+            .into_iter()
+            .map(|environment| (environment.name.clone(), environment))
+            .collect();
+        Ok(())
+    }
+
+    async fn dispatch(&mut self) -> Result<usize, DispatchError> {
+        let queues = self.queues.clone();
+        let mut heads = HashMap::new();
+        let mut jobs = HashMap::new();
+        for queue in &queues {
+            if !self.queue_has_room(queue) {
+                continue;
+            }
+            let runnable = self
+                .store
+                .runnable_jobs(&queue.name, self.config.batch_size, now_millis())
+                .await?;
+            let candidates = runnable
+                .iter()
+                .filter(|job| !self.active.contains_key(&job.job_id))
+                .map(|job| Candidate {
+                    job_id: job.job_id.clone(),
+                    needs: job.spec.container.resources,
+                })
+                .collect();
+            heads.insert(queue.name.clone(), candidates);
+            jobs.extend(runnable.into_iter().map(|job| (job.job_id.clone(), job)));
+        }
+        let now_instant = tokio::time::Instant::now();
+        self.backing_off.retain(|_, until| *until > now_instant);
+        let mut environments = self.environments.clone();
+        for name in self.backing_off.keys() {
+            if let Some(environment) = environments.get_mut(name) {
+                environment.state = ResourceState::Disabled;
+            }
+        }
+        let plan = plan_placements(&queues, &environments, &mut self.used, &heads);
+        if plan.is_empty() {
+            return Ok(0);
+        }
+        let now = now_millis();
+        let placed = transition(JobStatus::Runnable, JobEvent::Placed)?;
+        let transitions: Vec<Transition> = plan
+            .iter()
+            .map(|placement| {
+                let job = &jobs[&placement.job_id];
+                let number = job.n_attempts + 1;
+                Transition {
+                    job_id: placement.job_id.clone(),
+                    from: JobStatus::Runnable,
+                    to: placed,
+                    effect: Effect::Placed {
+                        attempt: CurrentAttempt {
+                            number,
+                            compute_environment: placement.environment.clone(),
+                            executor_handle: attempt_id(&job.job_id.0, number),
+                            placed_at: now,
+                            started_at: None,
+                        },
+                    },
+                }
+            })
+            .collect();
+        let applied = self.store.apply_transitions(&transitions, now).await?;
+        let mut started = 0;
+        for ((placement, transition), applied) in plan.into_iter().zip(&transitions).zip(applied) {
+            if !applied {
+                // Cancelled between reading the queue head and placing it.
+                self.release(&placement.environment, &placement.reserved);
+                continue;
+            }
+            let Effect::Placed { attempt } = &transition.effect else {
+                unreachable!("placement transitions carry Placed")
+            };
+            let mut job = jobs
+                .remove(&placement.job_id)
+                .expect("planned jobs were read");
+            job.status = JobStatus::Starting;
+            job.current_attempt = Some(attempt.clone());
+            self.spawn_supervisor(job, Takeover::Start, placement.reserved);
+            started += 1;
+        }
+        Ok(started)
+    }
+
+    /// Whether any environment of the queue has some vCPU and some memory free: without both, no
+    /// job can be placed, and reading the queue's head would be wasted work.
+    fn queue_has_room(&self, queue: &JobQueue) -> bool {
+        queue.compute_environments.iter().any(|name| {
+            self.environments.get(name).is_some_and(|environment| {
+                let in_use = self.used.get(name).copied().unwrap_or_default();
+                let free = environment.capacity.saturating_minus(&in_use);
+                free.vcpu_millis > 0 && free.memory_mib > 0
+            })
+        })
+    }
+
+    fn release(&mut self, environment: &EnvironmentName, reserved: &Resources) {
+        if let Some(in_use) = self.used.get_mut(environment) {
+            *in_use = in_use.saturating_minus(reserved);
+        }
+        self.placement_dirty = true;
+    }
+
+    fn spawn_supervisor(&mut self, job: Job, takeover: Takeover, reserved: Resources) {
+        let attempt = job
+            .current_attempt
+            .clone()
+            .expect("placed jobs have an attempt");
+        let executor = self
+            .environments
+            .get(&attempt.compute_environment)
+            .cloned()
+            .and_then(|environment| self.executors.for_environment(&environment));
+        let (stop, stop_receiver) = watch::channel(job.stop_requested.clone());
+        self.active.insert(
+            job.job_id.clone(),
+            ActiveAttempt {
+                number: attempt.number,
+                status: job.status,
+                environment: attempt.compute_environment.clone(),
+                reserved,
+                started_at: attempt.started_at,
+                stop,
+                executor: executor.clone(),
+                handle: AttemptHandle(attempt.executor_handle.clone()),
+                retry: job.spec.retry.clone(),
+            },
+        );
+        let Some(executor) = executor else {
+            // Without an executor the attempt cannot start; it goes back to the queue.
+            tracing::error!(job_id = %job.job_id, environment = %attempt.compute_environment, "no executor for the compute environment");
+            let _ = self.events_sender.try_send(AttemptEvent::Deferred {
+                job_id: job.job_id.clone(),
+                number: attempt.number,
+                reason: format!(
+                    "no executor is available for compute environment {}",
+                    attempt.compute_environment
+                ),
+            });
+            return;
+        };
+        let context = SupervisorContext {
+            store: self.store.clone(),
+            events: self.events_sender.clone(),
+            kill_grace: self.config.kill_grace,
+            log_flush_interval: self.config.log_flush_interval,
+        };
+        let assignment = AttemptAssignment {
+            number: attempt.number,
+            environment: attempt.compute_environment.clone(),
+            executor,
+            takeover,
+            clock_started_at: attempt.placed_at,
+            stop: stop_receiver,
+            job,
+        };
+        tokio::spawn(supervise(context, assignment));
+    }
+
+    /// Applies a batch of supervisor reports in one transaction.
+    async fn apply_events(&mut self, events: Vec<AttemptEvent>) -> Result<(), DispatchError> {
+        let now = now_millis();
+        let mut transitions = Vec::with_capacity(events.len());
+        // What to do for each transition once it is committed.
+        let mut after: Vec<Option<Removal>> = Vec::new();
+        for event in events {
+            let job_id = match &event {
+                AttemptEvent::Started { job_id, .. }
+                | AttemptEvent::Deferred { job_id, .. }
+                | AttemptEvent::Ended { job_id, .. } => job_id.clone(),
+            };
+            let Some(active) = self.active.get_mut(&job_id) else {
+                tracing::warn!(%job_id, "report for an attempt the dispatcher does not hold");
+                continue;
+            };
+            match event {
+                AttemptEvent::Started { number, at, .. } if number == active.number => {
+                    let to = transition(active.status, JobEvent::Started)?;
+                    self.handle.set_health(&active.environment, None);
+                    transitions.push(Transition {
+                        job_id,
+                        from: active.status,
+                        to,
+                        effect: Effect::Started { at },
+                    });
+                    active.status = to;
+                    active.started_at = Some(at);
+                    after.push(None);
+                }
+                AttemptEvent::Deferred { number, reason, .. } if number == active.number => {
+                    let to = transition(active.status, JobEvent::StartDeferred)?;
+                    self.handle.set_health(&active.environment, Some(&reason));
+                    transitions.push(Transition {
+                        job_id: job_id.clone(),
+                        from: active.status,
+                        to,
+                        effect: Effect::Deferred { reason },
+                    });
+                    let active = self.active.remove(&job_id).expect("present");
+                    self.backing_off.insert(
+                        active.environment.clone(),
+                        tokio::time::Instant::now() + UNAVAILABLE_BACKOFF,
+                    );
+                    self.release(&active.environment, &active.reserved);
+                    after.push(None);
+                }
+                AttemptEvent::Ended {
+                    number,
+                    outcome,
+                    stop_cause,
+                    at,
+                    ..
+                } if number == active.number => {
+                    let judgement =
+                        judge_attempt(&outcome, stop_cause.as_ref(), number, &active.retry);
+                    let runnable_after = match (judgement.verdict, &active.retry.backoff) {
+                        (Verdict::Retry, Some(backoff)) => {
+                            let delay = retry_delay(backoff, number, rand_fraction());
+                            Some(at + delay.as_millis() as i64)
+                        }
+                        _ => None,
+                    };
+                    let to = transition(active.status, JobEvent::AttemptEnded(judgement.verdict))?;
+                    tracing::info!(%job_id, attempt = number, status = %to, reason = %judgement.reason, "attempt ended");
+                    transitions.push(Transition {
+                        job_id: job_id.clone(),
+                        from: active.status,
+                        to,
+                        effect: Effect::AttemptEnded {
+                            attempt: Attempt {
+                                number,
+                                compute_environment: active.environment.clone(),
+                                exit_code: judgement.exit_code,
+                                status_reason: judgement.reason,
+                                started_at: active.started_at,
+                                stopped_at: at,
+                            },
+                            runnable_after,
+                        },
+                    });
+                    let active = self.active.remove(&job_id).expect("present");
+                    self.release(&active.environment, &active.reserved);
+                    after.push(active.executor.map(|executor| Removal {
+                        job_id,
+                        handle: active.handle,
+                        executor,
+                    }));
+                }
+                AttemptEvent::Started { number, .. }
+                | AttemptEvent::Deferred { number, .. }
+                | AttemptEvent::Ended { number, .. } => {
+                    tracing::warn!(%job_id, attempt = number, current = active.number, "report for a superseded attempt");
+                }
+            }
+        }
+        let applied = self.store.apply_transitions(&transitions, now).await?;
+        for ((transition, applied), cleanup) in transitions.iter().zip(applied).zip(after) {
+            if !applied {
+                tracing::warn!(job_id = %transition.job_id, from = %transition.from, to = %transition.to, "transition lost a compare-and-set");
+            }
+            if let Some(Removal {
+                job_id,
+                handle,
+                executor,
+            }) = cleanup
+            {
+                // The outcome and logs are durable now; the executor can forget the attempt.
+                tokio::spawn(async move {
+                    if let Err(error) = executor.remove(&handle).await {
+                        tracing::warn!(%job_id, %error, "could not remove a finished attempt");
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn deliver_stop_requests(&mut self) -> Result<(), DispatchError> {
+        if self.active.is_empty() {
+            return Ok(());
+        }
+        for (job_id, reason) in self.store.stop_requests().await? {
+            if let Some(active) = self.active.get(&job_id) {
+                active.stop.send_if_modified(|current| {
+                    let first = current.is_none();
+                    if first {
+                        *current = Some(reason.clone());
+                    }
+                    first
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Matches STARTING and RUNNING jobs with what the executors hold after a restart: adopts what
+    /// runs or has finished, re-queues what never started, fails what vanished, and removes what no
+    /// job owns.
+    async fn reconcile(&mut self) -> Result<(), DispatchError> {
+        self.load_resources().await?;
+        let environments: Vec<ComputeEnvironment> = self.environments.values().cloned().collect();
+        for environment in &environments {
+            self.executors.for_environment(environment);
+        }
+        let mut listed = HashMap::new();
+        let mut unlisted: Vec<Arc<dyn Executor>> = Vec::new();
+        for executor in self.executors.all() {
+            let attempts = match executor.list().await {
+                Ok(attempts) => attempts,
+                Err(error) if error.is_retryable() => {
+                    // An engine that is down now: what it holds cannot be known, so its jobs are
+                    // adopted as they are and their supervisors wait for it to answer.
+                    tracing::warn!(%error, "cannot list an executor's attempts; adopting its jobs unchecked");
+                    unlisted.push(executor);
+                    continue;
+                }
+                Err(error) => return Err(StoreError::corrupt("executor listing", error).into()),
+            };
+            for attempt in attempts {
+                listed.insert(attempt.handle.clone(), (attempt, Arc::clone(&executor)));
+            }
+        }
+        let active_jobs = self.store.active_jobs().await?;
+        let mut transitions = Vec::new();
+        let now = now_millis();
+        for job in active_jobs {
+            let Some(attempt) = job.current_attempt.clone() else {
+                continue;
+            };
+            let reserved = job.spec.container.resources;
+            let handle = AttemptHandle(attempt.executor_handle.clone());
+            let executor_unlisted = self
+                .environments
+                .get(&attempt.compute_environment)
+                .cloned()
+                .and_then(|environment| self.executors.for_environment(&environment))
+                .is_some_and(|executor| unlisted.iter().any(|u| Arc::ptr_eq(u, &executor)));
+            let observed = if executor_unlisted {
+                Some(ObservedState::Running)
+            } else {
+                listed.remove(&handle).map(|(listed, _)| listed.state)
+            };
+            let confirmed_running = job.status == JobStatus::Running;
+            match (observed, job.status) {
+                (Some(ObservedState::Running | ObservedState::Finished(_)), _) => {
+                    tracing::info!(job_id = %job.job_id, attempt = attempt.number, "adopting attempt after restart");
+                    let in_use = self
+                        .used
+                        .entry(attempt.compute_environment.clone())
+                        .or_default();
+                    *in_use = in_use.plus(&reserved);
+                    self.spawn_supervisor(job, Takeover::Adopt { confirmed_running }, reserved);
+                }
+                (Some(ObservedState::NeverStarted) | None, JobStatus::Starting) => {
+                    let to = transition(JobStatus::Starting, JobEvent::StartDeferred)?;
+                    transitions.push(Transition {
+                        job_id: job.job_id.clone(),
+                        from: JobStatus::Starting,
+                        to,
+                        effect: Effect::Deferred {
+                            reason: "requeued: the scheduler restarted before the attempt started"
+                                .into(),
+                        },
+                    });
+                }
+                (Some(ObservedState::NeverStarted) | None, status) => {
+                    // A RUNNING job whose work the executor no longer knows: retrying could run it
+                    // twice, so the attempt fails with the reason, whatever the retry strategy.
+                    transitions.push(Transition {
+                        job_id: job.job_id.clone(),
+                        from: status,
+                        to: transition(status, JobEvent::AttemptEnded(Verdict::Failed))?,
+                        effect: Effect::AttemptEnded {
+                            attempt: Attempt {
+                                number: attempt.number,
+                                compute_environment: attempt.compute_environment.clone(),
+                                exit_code: None,
+                                status_reason: "Attempt lost: the executor has no record of the \
+                                                attempt after the scheduler restarted"
+                                    .into(),
+                                started_at: attempt.started_at,
+                                stopped_at: now,
+                            },
+                            runnable_after: None,
+                        },
+                    });
+                }
+            }
+        }
+        if !transitions.is_empty() {
+            self.store.apply_transitions(&transitions, now).await?;
+        }
+        for (handle, (attempt, executor)) in listed {
+            tracing::warn!(handle = %handle.0, job_id = %attempt.job_id, "removing an attempt no job owns");
+            if attempt.state == ObservedState::Running {
+                let _ = executor.kill(&handle, self.config.kill_grace).await;
+                let _ = executor.wait(&handle).await;
+            }
+            if let Err(error) = executor.remove(&handle).await {
+                tracing::warn!(handle = %handle.0, %error, "could not remove an orphaned attempt");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A number in [0, 1) for backoff jitter. Jitter only spreads retries out, so the clock's
+/// nanoseconds are random enough and no random number generator is needed.
+fn rand_fraction() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(nanos % 1_000_000) / 1_000_000.0
+}

@@ -1,0 +1,327 @@
+//! One task per attempt: starts (or adopts) the work, collects its logs into the store, stops it on
+//! timeout or terminate, and reports what happened to the control loop as `AttemptEvent`s.
+//! It never writes a job's status itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use batchctl_executor::{AttemptHandle, AttemptOutcome, Executor, LogChunk, LogCursor};
+use futures::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use crate::core::attempt::attempt_spec;
+use crate::core::model::{EnvironmentName, Job, JobId};
+use crate::core::retry::StopCause;
+use crate::store::{now_millis, NewLogChunk, Store};
+
+/// What a supervisor tells the control loop.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptEvent {
+    Started {
+        job_id: JobId,
+        number: u32,
+        at: i64,
+    },
+    Deferred {
+        job_id: JobId,
+        number: u32,
+        reason: String,
+    },
+    Ended {
+        job_id: JobId,
+        number: u32,
+        outcome: AttemptOutcome,
+        stop_cause: Option<StopCause>,
+        at: i64,
+    },
+}
+
+/// How the supervisor takes hold of the attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// Hand the attempt to the executor.
+    Start,
+    /// The executor already holds it (found by reconcile after a restart).
+    Adopt { confirmed_running: bool },
+}
+
+#[derive(Clone)]
+pub struct SupervisorContext {
+    pub store: Store,
+    pub events: mpsc::Sender<AttemptEvent>,
+    pub kill_grace: Duration,
+    pub log_flush_interval: Duration,
+}
+
+pub struct AttemptAssignment {
+    pub job: Job,
+    pub number: u32,
+    pub environment: EnvironmentName,
+    pub executor: Arc<dyn Executor>,
+    pub takeover: Takeover,
+    /// When the attempt's timeout clock started (placement time), in epoch milliseconds.
+    pub clock_started_at: i64,
+    pub stop: watch::Receiver<Option<String>>,
+}
+
+pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssignment) {
+    let job_id = assignment.job.job_id.clone();
+    let number = assignment.number;
+    let executor = Arc::clone(&assignment.executor);
+    let handle = match assignment.takeover {
+        Takeover::Start => {
+            let spec = attempt_spec(&assignment.job, number, &assignment.environment);
+            match executor.start(&spec).await {
+                Ok(handle) => {
+                    report(&context, started(&job_id, number)).await;
+                    handle
+                }
+                Err(error) if error.is_retryable() => {
+                    let reason = error.to_string();
+                    tracing::warn!(%job_id, attempt = number, %reason, "attempt deferred");
+                    report(
+                        &context,
+                        AttemptEvent::Deferred {
+                            job_id,
+                            number,
+                            reason,
+                        },
+                    )
+                    .await;
+                    return;
+                }
+                Err(error) => {
+                    let outcome = AttemptOutcome::StartFailed {
+                        reason: error.to_string(),
+                    };
+                    report(&context, ended(&job_id, number, outcome, None)).await;
+                    return;
+                }
+            }
+        }
+        Takeover::Adopt { confirmed_running } => {
+            if !confirmed_running {
+                report(&context, started(&job_id, number)).await;
+            }
+            AttemptHandle(assignment.job.current_attempt.as_ref().map_or_else(
+                || crate::core::attempt::attempt_id(&job_id.0, number),
+                |attempt| attempt.executor_handle.clone(),
+            ))
+        }
+    };
+
+    // A new attempt has written nothing yet; an adopted one resumes after what is stored.
+    let from = match assignment.takeover {
+        Takeover::Start => LogCursor(0),
+        Takeover::Adopt { .. } => match context.store.log_cursor(&job_id, number).await {
+            Ok(cursor) => LogCursor(cursor),
+            Err(error) => {
+                tracing::warn!(%job_id, %error, "cannot read the log cursor; logs start over");
+                LogCursor(0)
+            }
+        },
+    };
+    let logs = tokio::spawn(collect_logs(
+        context.clone(),
+        Arc::clone(&executor),
+        handle.clone(),
+        job_id.clone(),
+        number,
+        from,
+    ));
+
+    let deadline = assignment.job.spec.timeout_seconds.map(|seconds| {
+        let elapsed_ms = (now_millis() - assignment.clock_started_at).max(0) as u64;
+        let remaining =
+            Duration::from_secs(seconds).saturating_sub(Duration::from_millis(elapsed_ms));
+        (tokio::time::Instant::now() + remaining, seconds)
+    });
+    let mut stop_cause: Option<StopCause> = assignment
+        .stop
+        .borrow()
+        .clone()
+        .map(|reason| StopCause::Terminated { reason });
+    if stop_cause.is_some() {
+        spawn_kill(&context, &executor, &handle);
+    }
+    let wait = wait_for_outcome(Arc::clone(&executor), handle.clone());
+    tokio::pin!(wait);
+    let outcome = loop {
+        let timeout = async {
+            match deadline {
+                Some((instant, _)) => tokio::time::sleep_until(instant).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            outcome = &mut wait => break outcome,
+            () = timeout, if stop_cause.is_none() => {
+                let seconds = deadline.map_or(0, |(_, seconds)| seconds);
+                tracing::info!(%job_id, attempt = number, seconds, "attempt timed out; stopping it");
+                stop_cause = Some(StopCause::Timeout { seconds });
+                spawn_kill(&context, &executor, &handle);
+            }
+            changed = assignment.stop.changed(), if stop_cause.is_none() => {
+                let reason = match changed {
+                    Ok(()) => assignment.stop.borrow().clone(),
+                    Err(_) => None,
+                };
+                if let Some(reason) = reason {
+                    tracing::info!(%job_id, attempt = number, %reason, "terminating attempt");
+                    stop_cause = Some(StopCause::Terminated { reason });
+                    spawn_kill(&context, &executor, &handle);
+                }
+            }
+        }
+    };
+    // Everything the work wrote is stored before the attempt's end is reported.
+    let stop_collecting = logs.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(30), logs)
+        .await
+        .is_err()
+    {
+        stop_collecting.abort();
+        tracing::warn!(%job_id, attempt = number, "log collection did not finish within 30s after the attempt ended");
+    }
+    report(&context, ended(&job_id, number, outcome, stop_cause)).await;
+}
+
+fn started(job_id: &JobId, number: u32) -> AttemptEvent {
+    AttemptEvent::Started {
+        job_id: job_id.clone(),
+        number,
+        at: now_millis(),
+    }
+}
+
+fn ended(
+    job_id: &JobId,
+    number: u32,
+    outcome: AttemptOutcome,
+    stop_cause: Option<StopCause>,
+) -> AttemptEvent {
+    AttemptEvent::Ended {
+        job_id: job_id.clone(),
+        number,
+        outcome,
+        stop_cause,
+        at: now_millis(),
+    }
+}
+
+async fn report(context: &SupervisorContext, event: AttemptEvent) {
+    // The control loop is gone only when the server shuts down; the attempt is then reconciled
+    // at the next start.
+    let _ = context.events.send(event).await;
+}
+
+fn spawn_kill(context: &SupervisorContext, executor: &Arc<dyn Executor>, handle: &AttemptHandle) {
+    let (executor, handle, grace) = (Arc::clone(executor), handle.clone(), context.kill_grace);
+    tokio::spawn(async move {
+        if let Err(error) = executor.kill(&handle, grace).await {
+            tracing::warn!(handle = %handle.0, %error, "could not stop attempt");
+        }
+    });
+}
+
+/// Waits for the work to end, riding out a backend that is briefly unreachable.
+async fn wait_for_outcome(executor: Arc<dyn Executor>, handle: AttemptHandle) -> AttemptOutcome {
+    loop {
+        match executor.wait(&handle).await {
+            Ok(outcome) => return outcome,
+            Err(error) if error.is_retryable() => {
+                tracing::warn!(handle = %handle.0, %error, "waiting for attempt failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => {
+                return AttemptOutcome::Lost {
+                    reason: error.to_string(),
+                }
+            }
+        }
+    }
+}
+
+/// Copies the attempt's output into the store, resuming after what is already stored. Consecutive
+/// chunks of one stream are merged, and writes are batched by time.
+async fn collect_logs(
+    context: SupervisorContext,
+    executor: Arc<dyn Executor>,
+    handle: AttemptHandle,
+    job_id: JobId,
+    number: u32,
+    from: LogCursor,
+) {
+    let mut stream = executor.logs(&handle, from);
+    let mut cursor = from;
+    let mut pending: Vec<NewLogChunk> = Vec::new();
+    let mut flush_at = tokio::time::Instant::now() + context.log_flush_interval;
+    loop {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = tokio::time::sleep_until(flush_at) => {
+                flush_logs(&context.store, &mut pending).await;
+                flush_at = tokio::time::Instant::now() + context.log_flush_interval;
+                continue;
+            }
+        };
+        match next {
+            Some(Ok(chunk)) => {
+                cursor = chunk.next;
+                merge_chunk(&mut pending, &job_id, number, chunk);
+            }
+            // A backend that is briefly unreachable: resume from the last chunk read once it answers.
+            Some(Err(error)) if error.is_retryable() => {
+                tracing::warn!(%job_id, attempt = number, %error, "reading attempt output failed; retrying");
+                flush_logs(&context.store, &mut pending).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                stream = executor.logs(&handle, cursor);
+            }
+            Some(Err(error)) => {
+                tracing::warn!(%job_id, attempt = number, %error, "reading attempt output failed");
+                break;
+            }
+            None => break,
+        }
+    }
+    flush_logs(&context.store, &mut pending).await;
+}
+
+const MAX_STORED_CHUNK: usize = 256 * 1024;
+
+fn merge_chunk(pending: &mut Vec<NewLogChunk>, job_id: &JobId, number: u32, chunk: LogChunk) {
+    if let Some(last) = pending.last_mut() {
+        if last.stream == chunk.stream && last.data.len() + chunk.data.len() <= MAX_STORED_CHUNK {
+            last.data.extend_from_slice(&chunk.data);
+            last.cursor = chunk.next.0;
+            return;
+        }
+    }
+    pending.push(NewLogChunk {
+        job_id: job_id.clone(),
+        attempt_number: number,
+        stream: chunk.stream,
+        data: chunk.data.to_vec(),
+        cursor: chunk.next.0,
+    });
+}
+
+async fn flush_logs(store: &Store, pending: &mut Vec<NewLogChunk>) {
+    if pending.is_empty() {
+        return;
+    }
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store.append_logs(pending).await {
+            Ok(()) => {
+                pending.clear();
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "storing logs failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! batchctl's scheduler: the model and state machine (`core`), the wire forms (`manifest`), durable
+//! storage (`store`), the dispatcher that runs attempts on executors (`dispatcher`) and the HTTP API
+//! (`api`). See ARCHITECTURE.md at the repository root for the map.
+
+pub mod api;
+pub mod control;
+pub mod core;
+pub mod dispatcher;
+pub mod manifest;
+pub mod server;
+pub mod store;
+pub mod submitter;

@@ -1,0 +1,232 @@
+//! `batchctl server`: wires the store, the executors, the dispatcher, the submitter and the API
+//! together, and runs them until SIGTERM or Ctrl-C.
+
+use std::ffi::OsString;
+use std::fs::{self, File, TryLockError};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use batchctl_executor::docker::{DockerExecutor, DockerExecutorConfig};
+use batchctl_executor::process::{ProcessExecutor, ProcessExecutorConfig};
+use batchctl_executor::Executor;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::core::model::{DockerSettings, EnvironmentName, EnvironmentType};
+use crate::dispatcher::{Dispatcher, DispatcherConfig, Executors};
+use crate::manifest;
+use crate::store::{now_millis, Store, StoreLocation};
+use crate::submitter::Submitter;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `postgres://…`; the embedded SQLite file under `data_dir` when absent.
+    pub database_url: Option<String>,
+    /// How to start an attempt's shim (the server's own binary and `shim`).
+    pub shim_program: PathBuf,
+    pub shim_arguments: Vec<OsString>,
+    pub dispatcher: DispatcherConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("another batchctl server is using the data directory {0}; stop it or pass another --data-dir")]
+    DataDirInUse(String),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot create the default resources: {0}")]
+    Defaults(#[from] crate::store::ApplyError),
+    #[error("cannot set up the process executor: {0}")]
+    Executor(#[from] batchctl_executor::ExecutorError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the dispatcher stopped: {0}")]
+    Dispatcher(#[from] crate::dispatcher::DispatchError),
+}
+
+/// Runs the server until `shutdown` fires; `ready` is told the bound address once it serves.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: CancellationToken,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServerError> {
+    let data_dir_error = |source| ServerError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    };
+    fs::create_dir_all(&config.data_dir).map_err(data_dir_error)?;
+    // One server per data directory: its SQLite file and attempt directories have one owner.
+    let lock = File::create(config.data_dir.join("server.lock")).map_err(data_dir_error)?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(ServerError::DataDirInUse(
+                config.data_dir.display().to_string(),
+            ))
+        }
+        Err(TryLockError::Error(error)) => return Err(data_dir_error(error)),
+    }
+
+    let location = match &config.database_url {
+        Some(url) => StoreLocation::Postgres { url: url.clone() },
+        None => StoreLocation::Sqlite {
+            path: config.data_dir.join("batchctl.db"),
+        },
+    };
+    let store = Store::open(&location).await?;
+    let installation = store.installation_id().await?;
+    create_defaults_on_first_start(&store, &installation).await?;
+
+    let process = ProcessExecutor::new(ProcessExecutorConfig {
+        root: config.data_dir.join("attempts"),
+        shim_program: config.shim_program.clone(),
+        shim_arguments: config.shim_arguments.clone(),
+    })?;
+    let executors = Executors::default()
+        .with(EnvironmentType::Process, Arc::new(process))
+        .with_docker(Arc::new({
+            let installation = installation.clone();
+            move |name: &EnvironmentName, settings: &DockerSettings| {
+                Arc::new(DockerExecutor::new(docker_config(
+                    name,
+                    settings,
+                    &installation,
+                ))) as Arc<dyn Executor>
+            }
+        }));
+    let dispatcher = Dispatcher::new(store.clone(), executors, config.dispatcher.clone());
+    let handle = dispatcher.handle();
+    let submitter = Submitter::start(store.clone(), handle.clone(), shutdown.clone());
+    let dispatcher_task = tokio::spawn(dispatcher.run(shutdown.clone()));
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    let address = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    let state = AppState {
+        store: store.clone(),
+        submitter,
+        dispatcher: handle,
+        shutdown: shutdown.clone(),
+        installation: installation.clone(),
+    };
+    let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
+    tracing::info!(%address, data_dir = %config.data_dir.display(), database = ?location_kind(&location), "batchctl server ready");
+    ready(address);
+    let serve_shutdown = shutdown.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
+        .await;
+    shutdown.cancel();
+    let dispatched = dispatcher_task.await;
+    store.close().await;
+    drop(lock);
+    served.map_err(|source| ServerError::Listen { address, source })?;
+    match dispatched {
+        Ok(result) => result?,
+        Err(join_error) => tracing::error!(%join_error, "dispatcher task panicked"),
+    }
+    Ok(())
+}
+
+fn location_kind(location: &StoreLocation) -> &'static str {
+    match location {
+        StoreLocation::Sqlite { .. } => "sqlite",
+        StoreLocation::Postgres { .. } => "postgres",
+    }
+}
+
+/// A newcomer can submit at once: on a store with no compute environment and no queue, create a
+/// `local` process environment the size of this machine and a `default` queue on it.
+async fn create_defaults_on_first_start(
+    store: &Store,
+    installation: &str,
+) -> Result<(), ServerError> {
+    if !store.compute_environments().await?.is_empty() || !store.job_queues().await?.is_empty() {
+        return Ok(());
+    }
+    let vcpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let memory_mib = total_memory_mib().unwrap_or(4096);
+    // Where a Docker engine answers, jobs run in containers; elsewhere as local processes.
+    let local = EnvironmentName::try_from("local".to_string()).expect("a valid name");
+    let engine = DockerExecutor::new(docker_config(
+        &local,
+        &DockerSettings::default(),
+        installation,
+    ));
+    let backend = match tokio::time::timeout(Duration::from_secs(2), engine.ping()).await {
+        Ok(Ok(())) => "docker",
+        Ok(Err(error)) => {
+            tracing::info!(%error, "no Docker engine answers; the default environment runs local processes");
+            "process"
+        }
+        Err(_) => "process",
+    };
+    let text = format!(
+        "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {{name: local}}\n\
+         spec: {{type: {backend}, state: ENABLED, maxVcpus: {vcpus}, maxMemoryMiB: {memory_mib}}}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {{name: default}}\n\
+         spec: {{priority: 1, state: ENABLED, computeEnvironmentOrder: [{{order: 1, computeEnvironment: local}}]}}\n"
+    );
+    let documents = manifest::documents_from_text(&text).expect("the defaults are valid YAML");
+    let valid: Vec<_> = documents
+        .iter()
+        .map(|d| {
+            (
+                manifest::parse_document(d).expect("the defaults are valid"),
+                d["spec"].clone(),
+            )
+        })
+        .collect();
+    store.apply(&valid, now_millis()).await?;
+    tracing::info!(
+        vcpus,
+        memory_mib,
+        backend,
+        "first start: created compute environment `local` and queue `default`"
+    );
+    Ok(())
+}
+
+fn total_memory_mib() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+fn docker_config(
+    environment: &EnvironmentName,
+    settings: &DockerSettings,
+    installation: &str,
+) -> DockerExecutorConfig {
+    DockerExecutorConfig {
+        host: settings.host.clone(),
+        owner: installation.to_string(),
+        compute_environment: environment.to_string(),
+        allow_privileged: settings.allow_privileged,
+        keep_failed_containers: settings.keep_failed_containers,
+    }
+}

@@ -1,0 +1,550 @@
+//! Jobs and their attempts: group-committed inserts, compare-and-set transitions, and the queries the
+//! dispatcher and the API need, each served by an index (see the migrations).
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::core::model::{
+    Attempt, CurrentAttempt, EnvironmentName, Job, JobId, JobName, JobSpec, JobStatus, QueueName,
+};
+
+const JOB_COLUMNS: &str = "seq, job_id, job_name, job_queue, status, status_reason, spec, \
+    created_at, started_at, stopped_at, n_attempts, attempt_number, attempt_environment, \
+    attempt_handle, attempt_placed_at, attempt_started_at, stop_requested, idempotency_key, \
+    runnable_after";
+
+/// A job to insert, in status SUBMITTED.
+pub type NewJob = Job;
+
+/// A move of one job, computed by `core::state_machine::transition`, with what it changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub job_id: JobId,
+    pub from: JobStatus,
+    pub to: JobStatus,
+    pub effect: Effect,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Capacity was reserved for this attempt.
+    Placed {
+        attempt: CurrentAttempt,
+    },
+    /// The executor confirmed the attempt runs.
+    Started {
+        at: i64,
+    },
+    /// The attempt was not handed over; the job waits in its queue again.
+    Deferred {
+        reason: String,
+    },
+    /// The attempt ended; `attempt` is its record. A retried job waiting out a backoff is not placed
+    /// before `runnable_after`.
+    AttemptEnded {
+        attempt: Attempt,
+        runnable_after: Option<i64>,
+    },
+    Cancelled {
+        reason: String,
+        at: i64,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub queue: Option<QueueName>,
+    pub status: Option<JobStatus>,
+    /// Only jobs submitted before the one with this sequence number (the page cursor).
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass as `before` to read the next page; `None` on the last page.
+    pub next: Option<i64>,
+}
+
+impl Store {
+    /// Inserts jobs in one transaction, many rows per statement. A job whose idempotency key is
+    /// already taken is not inserted; the job that holds the key is returned in its place.
+    pub async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Job>, StoreError> {
+        const COLUMNS: usize = 11;
+        let mut transaction = self.write.begin().await?;
+        let mut inserted = std::collections::HashSet::new();
+        for chunk in jobs.chunks(super::transitions::ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO jobs (job_id, job_name, job_queue, status, spec, vcpu_millis, \
+                 memory_mib, gpus, created_at, idempotency_key, updated_at) VALUES {} \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING job_id",
+                super::transitions::placeholders(self.dialect, chunk.len(), COLUMNS, 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for job in chunk {
+                let spec = serde_json::to_string(&job.spec)
+                    .map_err(|e| StoreError::corrupt("job spec", e))?;
+                let resources = &job.spec.container.resources;
+                query = query
+                    .bind(job.job_id.0.clone())
+                    .bind(job.job_name.to_string())
+                    .bind(job.queue.to_string())
+                    .bind(job.status.as_str())
+                    .bind(spec)
+                    .bind(resources.vcpu_millis as i64)
+                    .bind(resources.memory_mib as i64)
+                    .bind(resources.gpus as i64)
+                    .bind(job.created_at)
+                    .bind(job.idempotency_key.clone())
+                    .bind(job.created_at);
+            }
+            for row in query.fetch_all(&mut *transaction).await? {
+                inserted.insert(row.try_get::<String, _>(0)?);
+            }
+        }
+        let dependencies: Vec<(&str, &str)> = jobs
+            .iter()
+            .filter(|job| inserted.contains(&job.job_id.0))
+            .flat_map(|job| {
+                job.spec
+                    .depends_on
+                    .iter()
+                    .map(|parent| (job.job_id.0.as_str(), parent.0.as_str()))
+            })
+            .collect();
+        for chunk in dependencies.chunks(super::transitions::ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO job_dependencies (job_id, depends_on) VALUES {}",
+                super::transitions::placeholders(self.dialect, chunk.len(), 2, 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for (job_id, parent) in chunk {
+                query = query.bind(job_id.to_string()).bind(parent.to_string());
+            }
+            query.execute(&mut *transaction).await?;
+        }
+        let mut stored = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if inserted.contains(&job.job_id.0) {
+                stored.push(job.clone());
+                continue;
+            }
+            let row = sqlx::query(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"
+            ))
+            .bind(job.idempotency_key.as_deref())
+            .fetch_one(&mut *transaction)
+            .await?;
+            stored.push(job_from_row(&row)?);
+        }
+        transaction.commit().await?;
+        Ok(stored)
+    }
+
+    /// The job with its finished attempts.
+    pub async fn job(&self, job_id: &JobId) -> Result<Option<Job>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1"))
+            .bind(&job_id.0)
+            .fetch_optional(&self.read)
+            .await?;
+        let Some(mut job) = row.as_ref().map(job_from_row).transpose()? else {
+            return Ok(None);
+        };
+        self.load_attempts(std::slice::from_mut(&mut job)).await?;
+        Ok(Some(job))
+    }
+
+    /// Fills in the finished attempts of each job, with one query.
+    async fn load_attempts(&self, jobs: &mut [Job]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let placeholders: Vec<String> = (1..=jobs.len()).map(|n| format!("${n}")).collect();
+        let sql = format!(
+            "SELECT job_id, attempt_number, compute_environment, exit_code, status_reason, \
+             started_at, stopped_at FROM attempts WHERE job_id IN ({}) \
+             ORDER BY job_id, attempt_number",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for job in jobs.iter() {
+            query = query.bind(&job.job_id.0);
+        }
+        let rows = query.fetch_all(&self.read).await?;
+        let mut by_job: std::collections::HashMap<String, Vec<Attempt>> =
+            std::collections::HashMap::new();
+        for row in &rows {
+            by_job
+                .entry(row.try_get("job_id")?)
+                .or_default()
+                .push(attempt_from_row(row)?);
+        }
+        for job in jobs {
+            job.attempts = by_job.remove(&job.job_id.0).unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    /// Jobs newest first, with their finished attempts.
+    pub async fn jobs(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
+        // The conditions are spelled out per filter so that each query can use its index, and only
+        // the placeholders a query uses are bound (Postgres refuses untyped unused ones).
+        let mut conditions = vec!["seq < $1".to_string()];
+        if filter.queue.is_some() {
+            conditions.push(format!("job_queue = ${}", conditions.len() + 1));
+        }
+        if filter.status.is_some() {
+            conditions.push(format!("status = ${}", conditions.len() + 1));
+        }
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE {} ORDER BY seq DESC LIMIT ${}",
+            conditions.join(" AND "),
+            conditions.len() + 1
+        );
+        let limit = filter.limit.max(1);
+        let mut query = sqlx::query(&sql).bind(filter.before.unwrap_or(i64::MAX));
+        if let Some(queue) = &filter.queue {
+            query = query.bind(queue.as_str());
+        }
+        if let Some(status) = filter.status {
+            query = query.bind(status.as_str());
+        }
+        let rows = query
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.read)
+            .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        let mut last_seq = None;
+        for row in rows.iter().take(limit as usize) {
+            last_seq = Some(row.try_get::<i64, _>("seq")?);
+            jobs.push(job_from_row(row)?);
+        }
+        let next = if rows.len() > limit as usize {
+            last_seq
+        } else {
+            None
+        };
+        self.load_attempts(&mut jobs).await?;
+        Ok(JobPage { jobs, next })
+    }
+
+    /// Moves up to `limit` of the oldest jobs in `from` to `to` (a bulk compare-and-set); returns
+    /// how many moved.
+    pub async fn advance_oldest(
+        &self,
+        from: JobStatus,
+        to: JobStatus,
+        limit: u32,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let moved = sqlx::query(
+            "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = $3 AND seq IN \
+             (SELECT seq FROM jobs WHERE status = $3 ORDER BY seq LIMIT $4)",
+        )
+        .bind(to.as_str())
+        .bind(now)
+        .bind(from.as_str())
+        .bind(i64::from(limit))
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(moved)
+    }
+
+    /// Admits up to `limit` of the oldest SUBMITTED jobs in one transaction: those without
+    /// dependencies to `ready` (they have nothing to wait for), the others to `waiting`. Returns how
+    /// many moved to each.
+    pub async fn admit_submitted(
+        &self,
+        ready: JobStatus,
+        waiting: JobStatus,
+        limit: u32,
+        now: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        let mut transaction = self.write.begin().await?;
+        let oldest =
+            "seq IN (SELECT seq FROM jobs WHERE status = 'SUBMITTED' ORDER BY seq LIMIT $3)";
+        let ready_count = sqlx::query(&format!(
+            "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = 'SUBMITTED' AND {oldest} \
+             AND NOT EXISTS (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.job_id)"
+        ))
+        .bind(ready.as_str())
+        .bind(now)
+        .bind(i64::from(limit))
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        let waiting_limit = i64::from(limit).saturating_sub(ready_count as i64);
+        let waiting_count = if waiting_limit > 0 {
+            sqlx::query(&format!(
+                "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = 'SUBMITTED' AND {oldest}"
+            ))
+            .bind(waiting.as_str())
+            .bind(now)
+            .bind(waiting_limit)
+            .execute(&mut *transaction)
+            .await?
+            .rows_affected()
+        } else {
+            0
+        };
+        transaction.commit().await?;
+        Ok((ready_count, waiting_count))
+    }
+
+    /// RUNNABLE jobs of the same queue submitted before this one.
+    pub async fn runnable_ahead(&self, job_id: &JobId) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'RUNNABLE' \
+             AND job_queue = (SELECT job_queue FROM jobs WHERE job_id = $1) \
+             AND seq < (SELECT seq FROM jobs WHERE job_id = $1)",
+        )
+        .bind(&job_id.0)
+        .fetch_one(&self.read)
+        .await?;
+        Ok(count as u64)
+    }
+
+    /// The jobs this one depends on that have not SUCCEEDED, with their status.
+    pub async fn unfinished_dependencies(
+        &self,
+        job_id: &JobId,
+    ) -> Result<Vec<(JobId, JobStatus)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.job_id, p.status FROM job_dependencies d JOIN jobs p ON p.job_id = d.depends_on \
+             WHERE d.job_id = $1 AND p.status <> 'SUCCEEDED' ORDER BY p.seq",
+        )
+        .bind(&job_id.0)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get(1)?;
+                let status = JobStatus::parse(&status)
+                    .ok_or_else(|| StoreError::corrupt("job status", status))?;
+                Ok((JobId(row.try_get(0)?), status))
+            })
+            .collect()
+    }
+
+    /// What STARTING and RUNNING attempts hold, per compute environment.
+    pub async fn capacity_in_use(
+        &self,
+    ) -> Result<std::collections::HashMap<EnvironmentName, crate::core::model::Resources>, StoreError>
+    {
+        let rows = sqlx::query(
+            "SELECT attempt_environment, CAST(SUM(vcpu_millis) AS BIGINT), \
+             CAST(SUM(memory_mib) AS BIGINT), CAST(SUM(gpus) AS BIGINT) FROM jobs \
+             WHERE status IN ('STARTING', 'RUNNING') AND attempt_environment IS NOT NULL \
+             GROUP BY attempt_environment",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get(0)?;
+                let name = EnvironmentName::try_from(name)
+                    .map_err(|e| StoreError::corrupt("environment name", e))?;
+                let resources = crate::core::model::Resources {
+                    vcpu_millis: row.try_get::<i64, _>(1)? as u64,
+                    memory_mib: row.try_get::<i64, _>(2)? as u64,
+                    gpus: row.try_get::<i64, _>(3)? as u64,
+                };
+                Ok((name, resources))
+            })
+            .collect()
+    }
+
+    /// Of `ids`, those that name no job.
+    pub async fn missing_jobs(&self, ids: &[JobId]) -> Result<Vec<JobId>, StoreError> {
+        let mut missing = Vec::new();
+        for chunk in ids.chunks(super::transitions::ROWS_PER_STATEMENT) {
+            let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "SELECT job_id FROM jobs WHERE job_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.0.clone());
+            }
+            let found: std::collections::HashSet<String> = query
+                .fetch_all(&self.read)
+                .await?
+                .iter()
+                .map(|row| row.try_get::<String, _>(0))
+                .collect::<Result<_, _>>()?;
+            missing.extend(chunk.iter().filter(|id| !found.contains(&id.0)).cloned());
+        }
+        Ok(missing)
+    }
+
+    /// Moves PENDING jobs on: to FAILED (`failed`, with a reason naming the first failed
+    /// dependency) when a job they depend on FAILED, then to RUNNABLE (`runnable`) when every job
+    /// they depend on SUCCEEDED. Both are bulk compare-and-sets from PENDING. Returns how many moved.
+    pub async fn resolve_dependencies(
+        &self,
+        failed: JobStatus,
+        runnable: JobStatus,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut transaction = self.write.begin().await?;
+        let failed_count = sqlx::query(
+            "UPDATE jobs SET status = $1, stopped_at = $2, updated_at = $2, status_reason = \
+             'Dependency ' || (SELECT d.depends_on FROM job_dependencies d \
+             JOIN jobs p ON p.job_id = d.depends_on \
+             WHERE d.job_id = jobs.job_id AND p.status = 'FAILED' LIMIT 1) || ' failed' \
+             WHERE status = 'PENDING' AND EXISTS (SELECT 1 FROM job_dependencies d \
+             JOIN jobs p ON p.job_id = d.depends_on \
+             WHERE d.job_id = jobs.job_id AND p.status = 'FAILED')",
+        )
+        .bind(failed.as_str())
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        let runnable_count = sqlx::query(
+            "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = 'PENDING' \
+             AND NOT EXISTS (SELECT 1 FROM job_dependencies d \
+             JOIN jobs p ON p.job_id = d.depends_on \
+             WHERE d.job_id = jobs.job_id AND p.status <> 'SUCCEEDED')",
+        )
+        .bind(runnable.as_str())
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        transaction.commit().await?;
+        Ok(failed_count + runnable_count)
+    }
+
+    /// The oldest RUNNABLE jobs of a queue that may be placed at `now`, in submission order.
+    pub async fn runnable_jobs(
+        &self,
+        queue: &QueueName,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'RUNNABLE' AND job_queue = $1 \
+             AND (runnable_after IS NULL OR runnable_after <= $3) ORDER BY seq LIMIT $2"
+        ))
+        .bind(queue.as_str())
+        .bind(i64::from(limit))
+        .bind(now)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Every job holding capacity: STARTING or RUNNING.
+    pub async fn active_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status IN ('STARTING', 'RUNNING') ORDER BY seq"
+        ))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// How many jobs are in `status`.
+    pub async fn count_jobs(&self, status: JobStatus) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE status = $1")
+            .bind(status.as_str())
+            .fetch_one(&self.read)
+            .await?;
+        Ok(count as u64)
+    }
+
+    /// Terminate requests of STARTING and RUNNING jobs, with their reasons.
+    pub async fn stop_requests(&self) -> Result<Vec<(JobId, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT job_id, stop_requested FROM jobs \
+             WHERE status IN ('STARTING', 'RUNNING') AND stop_requested IS NOT NULL",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    JobId(row.try_get("job_id")?),
+                    row.try_get("stop_requested")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Records a terminate request for a STARTING or RUNNING job; false if it is in neither state.
+    pub async fn request_stop(&self, job_id: &JobId, reason: &str) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE jobs SET stop_requested = $2 \
+             WHERE job_id = $1 AND status IN ('STARTING', 'RUNNING')",
+        )
+        .bind(&job_id.0)
+        .bind(reason)
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+}
+
+fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
+    let job_id: String = row.try_get("job_id")?;
+    let corrupt = |reason: String| StoreError::corrupt(format!("job {job_id}"), reason);
+    let status: String = row.try_get("status")?;
+    let status =
+        JobStatus::parse(&status).ok_or_else(|| corrupt(format!("unknown status {status}")))?;
+    let spec: String = row.try_get("spec")?;
+    let spec: JobSpec = serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
+    let current_attempt = match (
+        row.try_get::<Option<i64>, _>("attempt_number")?,
+        row.try_get::<Option<String>, _>("attempt_environment")?,
+        row.try_get::<Option<String>, _>("attempt_handle")?,
+    ) {
+        (Some(number), Some(environment), Some(handle)) => Some(CurrentAttempt {
+            number: number as u32,
+            compute_environment: EnvironmentName::try_from(environment).map_err(corrupt)?,
+            executor_handle: handle,
+            placed_at: row
+                .try_get::<Option<i64>, _>("attempt_placed_at")?
+                .unwrap_or(0),
+            started_at: row.try_get("attempt_started_at")?,
+        }),
+        _ => None,
+    };
+    Ok(Job {
+        job_id: JobId(job_id.clone()),
+        job_name: JobName::try_from(row.try_get::<String, _>("job_name")?).map_err(corrupt)?,
+        queue: QueueName::try_from(row.try_get::<String, _>("job_queue")?).map_err(corrupt)?,
+        status,
+        status_reason: row.try_get("status_reason")?,
+        spec,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        stopped_at: row.try_get("stopped_at")?,
+        n_attempts: row.try_get::<i64, _>("n_attempts")? as u32,
+        attempts: Vec::new(),
+        current_attempt,
+        stop_requested: row.try_get("stop_requested")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        runnable_after: row.try_get("runnable_after")?,
+    })
+}
+
+fn attempt_from_row(row: &AnyRow) -> Result<Attempt, StoreError> {
+    let environment: String = row.try_get("compute_environment")?;
+    Ok(Attempt {
+        number: row.try_get::<i64, _>("attempt_number")? as u32,
+        compute_environment: EnvironmentName::try_from(environment)
+            .map_err(|e| StoreError::corrupt("attempt", e))?,
+        exit_code: row
+            .try_get::<Option<i64>, _>("exit_code")?
+            .map(|c| c as i32),
+        status_reason: row.try_get("status_reason")?,
+        started_at: row.try_get("started_at")?,
+        stopped_at: row.try_get("stopped_at")?,
+    })
+}

@@ -1,0 +1,418 @@
+//! One store suite, run against SQLite and Postgres.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use batchctl_executor::OutputStream;
+use batchctl_scheduler::core::model::{
+    Attempt, ContainerProperties, CurrentAttempt, DefinitionName, DefinitionRef, EnvironmentName,
+    Job, JobId, JobName, JobSpec, JobStatus, QueueName, Resources,
+};
+use batchctl_scheduler::manifest::{self, Kind};
+use batchctl_scheduler::store::{
+    AppliedAction, ApplyError, Effect, JobFilter, NewLogChunk, Store, Transition,
+};
+use serde_json::json;
+
+store_suite!(
+    apply_writes_nothing_when_a_document_is_rejected,
+    definitions_get_a_revision_only_when_their_spec_changes,
+    resources_are_updated_in_place,
+    idempotency_keys_return_the_first_job,
+    transitions_are_compare_and_set,
+    an_attempt_end_records_the_attempt_once,
+    job_lists_page_newest_first_and_filter,
+    logs_keep_bytes_and_resume_cursor,
+    stop_requests_only_reach_active_jobs,
+    advance_oldest_moves_in_submission_order,
+    a_job_backing_off_is_not_runnable_before_its_time,
+);
+
+fn documents(values: &[serde_json::Value]) -> Vec<(manifest::Resource, serde_json::Value)> {
+    values
+        .iter()
+        .map(|v| (manifest::parse_document(v).unwrap(), v["spec"].clone()))
+        .collect()
+}
+
+fn environment(name: &str, vcpus: u64) -> serde_json::Value {
+    json!({"apiVersion": "batchctl/v1", "kind": "ComputeEnvironment", "metadata": {"name": name},
+           "spec": {"type": "process", "maxVcpus": vcpus, "maxMemoryMiB": 1024}})
+}
+
+fn queue(name: &str, environment: &str) -> serde_json::Value {
+    json!({"apiVersion": "batchctl/v1", "kind": "JobQueue", "metadata": {"name": name},
+           "spec": {"priority": 1, "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": environment}]}})
+}
+
+fn definition(name: &str, command: &str) -> serde_json::Value {
+    json!({"apiVersion": "batchctl/v1", "kind": "JobDefinition", "metadata": {"name": name},
+           "spec": {"containerProperties": {"image": "busybox", "command": ["sh", "-c", command]}}})
+}
+
+fn job(id: &str, idempotency_key: Option<&str>) -> Job {
+    Job {
+        job_id: JobId(id.into()),
+        job_name: JobName::try_from("test".to_string()).unwrap(),
+        queue: QueueName::try_from("q".to_string()).unwrap(),
+        status: JobStatus::Submitted,
+        status_reason: None,
+        spec: JobSpec {
+            definition: DefinitionName::try_from("d".to_string()).unwrap(),
+            definition_revision: 1,
+            parameters: BTreeMap::new(),
+            container: ContainerProperties {
+                image: "busybox".into(),
+                command: vec!["true".into()],
+                environment: vec![],
+                resources: Resources {
+                    vcpu_millis: 1000,
+                    memory_mib: 64,
+                    gpus: 0,
+                },
+                working_dir: None,
+                user: None,
+                image_pull_policy: Default::default(),
+                privileged: false,
+                capabilities: vec![],
+            },
+            retry: batchctl_scheduler::core::model::RetryPolicy::attempts(1),
+            depends_on: vec![],
+            timeout_seconds: None,
+        },
+        created_at: 1,
+        started_at: None,
+        stopped_at: None,
+        n_attempts: 0,
+        attempts: vec![],
+        current_attempt: None,
+        stop_requested: None,
+        idempotency_key: idempotency_key.map(str::to_string),
+        runnable_after: None,
+    }
+}
+
+fn env_name(name: &str) -> EnvironmentName {
+    EnvironmentName::try_from(name.to_string()).unwrap()
+}
+
+fn placed(job_id: &str, number: u32) -> Transition {
+    Transition {
+        job_id: JobId(job_id.into()),
+        from: JobStatus::Runnable,
+        to: JobStatus::Starting,
+        effect: Effect::Placed {
+            attempt: CurrentAttempt {
+                number,
+                compute_environment: env_name("local"),
+                executor_handle: format!("{job_id}-{number}"),
+                placed_at: 10,
+                started_at: None,
+            },
+        },
+    }
+}
+
+fn ended(job_id: &str, number: u32, from: JobStatus, to: JobStatus) -> Transition {
+    Transition {
+        job_id: JobId(job_id.into()),
+        from,
+        to,
+        effect: Effect::AttemptEnded {
+            attempt: Attempt {
+                number,
+                compute_environment: env_name("local"),
+                exit_code: Some(3),
+                status_reason: "Essential container in task exited with code 3".into(),
+                started_at: Some(11),
+                stopped_at: 20,
+            },
+            runnable_after: None,
+        },
+    }
+}
+
+async fn runnable_job(store: &Store, id: &str) {
+    store.insert_jobs(&[job(id, None)]).await.unwrap();
+    store
+        .advance_oldest(JobStatus::Submitted, JobStatus::Runnable, 100, 2)
+        .await
+        .unwrap();
+}
+
+async fn apply_writes_nothing_when_a_document_is_rejected(store: Store) {
+    let batch = documents(&[environment("local", 2), queue("q", "missing")]);
+    let error = store.apply(&batch, 1).await.unwrap_err();
+    let ApplyError::Invalid { index, error } = error else {
+        panic!("expected a validation error, got {error}")
+    };
+    assert_eq!(index, 1);
+    assert_eq!(error.field, "spec.computeEnvironmentOrder");
+    assert!(
+        error.message.contains("\"missing\" does not exist"),
+        "{error}"
+    );
+    assert!(store.compute_environments().await.unwrap().is_empty());
+    // The same queue applies once its environment comes in the same batch.
+    let batch = documents(&[queue("q", "local"), environment("local", 2)]);
+    let applied = store.apply(&batch, 1).await.unwrap();
+    assert_eq!(applied.len(), 2);
+    assert_eq!(store.job_queues().await.unwrap().len(), 1);
+}
+
+async fn definitions_get_a_revision_only_when_their_spec_changes(store: Store) {
+    let first = store
+        .apply(&documents(&[definition("hello", "echo 1")]), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first[0].revision, first[0].action),
+        (Some(1), AppliedAction::Created)
+    );
+    let same = store
+        .apply(&documents(&[definition("hello", "echo 1")]), 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (same[0].revision, same[0].action),
+        (Some(1), AppliedAction::Unchanged)
+    );
+    let changed = store
+        .apply(&documents(&[definition("hello", "echo 2")]), 3)
+        .await
+        .unwrap();
+    assert_eq!(
+        (changed[0].revision, changed[0].action),
+        (Some(2), AppliedAction::Created)
+    );
+
+    let latest = store
+        .job_definition(&DefinitionRef::parse("hello").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.definition.revision, 2);
+    assert_eq!(latest.definition.spec.container.command[2], "echo 2");
+    let first = store
+        .job_definition(&DefinitionRef::parse("hello:1").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.definition.spec.container.command[2], "echo 1");
+    assert!(store
+        .job_definition(&DefinitionRef::parse("hello:3").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+    let all = store.job_definitions(None).await.unwrap();
+    let revisions: Vec<u32> = all.iter().map(|d| d.definition.revision).collect();
+    assert_eq!(revisions, [2, 1]);
+}
+
+async fn resources_are_updated_in_place(store: Store) {
+    store
+        .apply(&documents(&[environment("local", 2)]), 1)
+        .await
+        .unwrap();
+    let again = store
+        .apply(&documents(&[environment("local", 2)]), 2)
+        .await
+        .unwrap();
+    assert_eq!(again[0].action, AppliedAction::Unchanged);
+    let bigger = store
+        .apply(&documents(&[environment("local", 8)]), 3)
+        .await
+        .unwrap();
+    assert_eq!(bigger[0].action, AppliedAction::Configured);
+    let environments = store.compute_environments().await.unwrap();
+    assert_eq!(environments.len(), 1);
+    assert_eq!(environments[0].capacity.vcpu_millis, 8000);
+    let specs = store
+        .resource_specs(Kind::ComputeEnvironment)
+        .await
+        .unwrap();
+    assert_eq!(specs[0].1["maxVcpus"], 8);
+}
+
+async fn idempotency_keys_return_the_first_job(store: Store) {
+    let first = store.insert_jobs(&[job("a", Some("key-1"))]).await.unwrap();
+    let second = store
+        .insert_jobs(&[job("b", Some("key-1")), job("c", None), job("d", None)])
+        .await
+        .unwrap();
+    assert_eq!(first[0].job_id.0, "a");
+    let ids: Vec<&str> = second.iter().map(|j| j.job_id.0.as_str()).collect();
+    assert_eq!(ids, ["a", "c", "d"]);
+    assert!(store.job(&JobId("b".into())).await.unwrap().is_none());
+    let page = store
+        .jobs(&JobFilter {
+            limit: 10,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.jobs.len(), 3);
+}
+
+async fn transitions_are_compare_and_set(store: Store) {
+    runnable_job(&store, "a").await;
+    let applied = store.apply_transitions(&[placed("a", 1)], 3).await.unwrap();
+    assert_eq!(applied, [true]);
+    // A second writer computed the same move from the same old state: it must lose.
+    let applied = store.apply_transitions(&[placed("a", 1)], 3).await.unwrap();
+    assert_eq!(applied, [false]);
+    let job = store.job(&JobId("a".into())).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Starting);
+    let attempt = job.current_attempt.unwrap();
+    assert_eq!(
+        (attempt.number, attempt.executor_handle.as_str()),
+        (1, "a-1")
+    );
+}
+
+async fn an_attempt_end_records_the_attempt_once(store: Store) {
+    runnable_job(&store, "a").await;
+    store.apply_transitions(&[placed("a", 1)], 3).await.unwrap();
+    // An end for an attempt the job is not on changes nothing.
+    let stale = ended("a", 7, JobStatus::Starting, JobStatus::Failed);
+    assert_eq!(store.apply_transitions(&[stale], 4).await.unwrap(), [false]);
+    let end = ended("a", 1, JobStatus::Starting, JobStatus::Failed);
+    assert_eq!(
+        store
+            .apply_transitions(&[end.clone(), end], 4)
+            .await
+            .unwrap(),
+        [true, false]
+    );
+    let job = store.job(&JobId("a".into())).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.n_attempts, 1);
+    assert_eq!(job.stopped_at, Some(20));
+    assert_eq!(job.current_attempt, None);
+    assert_eq!(job.attempts.len(), 1);
+    assert_eq!(job.attempts[0].exit_code, Some(3));
+    assert_eq!(
+        job.status_reason.as_deref(),
+        Some("Essential container in task exited with code 3")
+    );
+}
+
+async fn job_lists_page_newest_first_and_filter(store: Store) {
+    for id in ["1", "2", "3", "4", "5"] {
+        store.insert_jobs(&[job(id, None)]).await.unwrap();
+    }
+    let mut filter = JobFilter {
+        limit: 2,
+        ..JobFilter::default()
+    };
+    let mut seen = Vec::new();
+    loop {
+        let page = store.jobs(&filter).await.unwrap();
+        seen.extend(page.jobs.iter().map(|j| j.job_id.0.clone()));
+        match page.next {
+            Some(next) => filter.before = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["5", "4", "3", "2", "1"]);
+    store
+        .advance_oldest(JobStatus::Submitted, JobStatus::Runnable, 2, 9)
+        .await
+        .unwrap();
+    let runnable = store
+        .jobs(&JobFilter {
+            status: Some(JobStatus::Runnable),
+            queue: Some(QueueName::try_from("q".to_string()).unwrap()),
+            limit: 10,
+            before: None,
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = runnable.jobs.iter().map(|j| j.job_id.0.as_str()).collect();
+    assert_eq!(ids, ["2", "1"]);
+    let other_queue = store
+        .jobs(&JobFilter {
+            queue: Some(QueueName::try_from("other".to_string()).unwrap()),
+            limit: 10,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(other_queue.jobs.is_empty());
+}
+
+async fn logs_keep_bytes_and_resume_cursor(store: Store) {
+    let job_id = JobId("a".into());
+    assert_eq!(store.log_cursor(&job_id, 1).await.unwrap(), 0);
+    let chunk = |data: &[u8], stream, cursor| NewLogChunk {
+        job_id: job_id.clone(),
+        attempt_number: 1,
+        stream,
+        data: data.to_vec(),
+        cursor,
+    };
+    store
+        .append_logs(&[
+            chunk(b"hello\n", OutputStream::Stdout, 11),
+            chunk(&[0xff, 0xfe, 0x00], OutputStream::Stderr, 19),
+        ])
+        .await
+        .unwrap();
+    let lines = store.logs(&job_id, 1, 0, 100).await.unwrap();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1].data, [0xff, 0xfe, 0x00]);
+    assert_eq!(lines[1].stream, OutputStream::Stderr);
+    let after_first = store.logs(&job_id, 1, lines[0].id, 100).await.unwrap();
+    assert_eq!(after_first.len(), 1);
+    assert_eq!(store.log_cursor(&job_id, 1).await.unwrap(), 19);
+    assert!(store.logs(&job_id, 2, 0, 100).await.unwrap().is_empty());
+}
+
+async fn stop_requests_only_reach_active_jobs(store: Store) {
+    runnable_job(&store, "a").await;
+    let id = JobId("a".into());
+    assert!(!store.request_stop(&id, "not yet").await.unwrap());
+    store.apply_transitions(&[placed("a", 1)], 3).await.unwrap();
+    assert!(store.request_stop(&id, "stop it").await.unwrap());
+    let job = store.job(&id).await.unwrap().unwrap();
+    assert_eq!(job.stop_requested.as_deref(), Some("stop it"));
+    assert_eq!(store.active_jobs().await.unwrap().len(), 1);
+}
+
+async fn advance_oldest_moves_in_submission_order(store: Store) {
+    for id in ["1", "2", "3"] {
+        store.insert_jobs(&[job(id, None)]).await.unwrap();
+    }
+    let moved = store
+        .advance_oldest(JobStatus::Submitted, JobStatus::Runnable, 2, 5)
+        .await
+        .unwrap();
+    assert_eq!(moved, 2);
+    let heads = store
+        .runnable_jobs(&QueueName::try_from("q".to_string()).unwrap(), 10, i64::MAX)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = heads.iter().map(|j| j.job_id.0.as_str()).collect();
+    assert_eq!(ids, ["1", "2"]);
+}
+
+async fn a_job_backing_off_is_not_runnable_before_its_time(store: Store) {
+    runnable_job(&store, "a").await;
+    store.apply_transitions(&[placed("a", 1)], 3).await.unwrap();
+    let mut retry = ended("a", 1, JobStatus::Starting, JobStatus::Runnable);
+    if let Effect::AttemptEnded { runnable_after, .. } = &mut retry.effect {
+        *runnable_after = Some(1_000);
+    }
+    assert_eq!(store.apply_transitions(&[retry], 4).await.unwrap(), [true]);
+    let queue = QueueName::try_from("q".to_string()).unwrap();
+    assert!(store
+        .runnable_jobs(&queue, 10, 999)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.runnable_jobs(&queue, 10, 1_000).await.unwrap().len(),
+        1
+    );
+}

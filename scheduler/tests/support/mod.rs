@@ -1,0 +1,97 @@
+//! Test databases: a fresh, migrated SQLite file or Postgres database per test.
+//!
+//! Postgres comes from `BATCHCTL_TEST_DATABASE_URL` (`.ci/postgres` starts one and prints it). With
+//! `CI=true` a missing database fails the test; elsewhere the test is skipped, saying so loudly.
+#![allow(dead_code)]
+
+use batchctl_scheduler::store::{Store, StoreLocation};
+use sqlx::Connection;
+
+pub struct TestStore {
+    pub store: Store,
+    pub location: StoreLocation,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn sqlite() -> TestStore {
+    let dir = tempfile::tempdir().unwrap();
+    let location = StoreLocation::Sqlite {
+        path: dir.path().join("batchctl.db"),
+    };
+    TestStore {
+        store: Store::open(&location).await.unwrap(),
+        location,
+        _dir: Some(dir),
+    }
+}
+
+/// A URL of a new, empty Postgres database, or `None` (after saying why) when no server is set up.
+pub async fn postgres_url() -> Option<String> {
+    let Ok(admin_url) = std::env::var("BATCHCTL_TEST_DATABASE_URL") else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true but BATCHCTL_TEST_DATABASE_URL is not set: the Postgres tests must run in CI");
+        }
+        eprintln!("\n!!! SKIPPING a Postgres test: BATCHCTL_TEST_DATABASE_URL is not set (run .ci/postgres) !!!\n");
+        return None;
+    };
+    let name = format!("batchctl_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach Postgres at {admin_url}: {e}"));
+    sqlx::Executor::execute(&mut admin, format!("CREATE DATABASE {name}").as_str())
+        .await
+        .unwrap();
+    let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap();
+    Some(format!("{base}/{name}"))
+}
+
+pub async fn postgres() -> Option<TestStore> {
+    let url = postgres_url().await?;
+    let location = StoreLocation::Postgres { url };
+    Some(TestStore {
+        store: Store::open(&location).await.unwrap(),
+        location,
+        _dir: None,
+    })
+}
+
+/// Declares each listed async test twice, in modules `sqlite` and `postgres`. Each test function
+/// takes a `Store`.
+#[macro_export]
+macro_rules! store_suite {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let test_store = $crate::support::sqlite().await;
+                    super::$test(test_store.store.clone()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let Some(test_store) = $crate::support::postgres().await else { return };
+                    super::$test(test_store.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Applies manifest text (YAML, several documents) to the store.
+pub async fn apply(store: &Store, text: &str) {
+    let documents = batchctl_scheduler::manifest::documents_from_text(text).unwrap();
+    let valid: Vec<_> = documents
+        .iter()
+        .map(|d| {
+            (
+                batchctl_scheduler::manifest::parse_document(d).unwrap(),
+                d["spec"].clone(),
+            )
+        })
+        .collect();
+    store.apply(&valid, 1).await.unwrap();
+}

@@ -1,0 +1,388 @@
+//! The Docker executor against the real engine, through the real server and CLI. No registry is
+//! reachable: the tests build their own image from Debian's busybox-static with `docker import`.
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::support::{stderr, stdout, Server};
+
+pub const TEST_IMAGE: &str = "batchctl-test/busybox:latest";
+
+/// Builds the test image once. `None` (after saying why, loudly) when no engine answers outside CI;
+/// in CI a missing engine or busybox fails the test.
+pub fn test_image() -> Option<&'static str> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| {
+        let engine = Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]).output();
+        if !engine.is_ok_and(|o| o.status.success()) {
+            return Err("no Docker engine answers (`docker version` failed)".into());
+        }
+        let script = format!(
+            "set -e; d=$(mktemp -d); mkdir -p $d/bin $d/tmp; cp /bin/busybox $d/bin/busybox; \
+             cd $d/bin; for a in $(./busybox --list); do [ \"$a\" = busybox ] || ln -s busybox $a; done; \
+             tar -C $d -c . | docker import - {TEST_IMAGE} >/dev/null; rm -rf $d"
+        );
+        let output = Command::new("sh").args(["-c", &script]).output().map_err(|e| e.to_string())?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!("cannot build {TEST_IMAGE} (is busybox-static installed?): {}", String::from_utf8_lossy(&output.stderr)))
+        }
+    });
+    match built {
+        Ok(()) => Some(TEST_IMAGE),
+        Err(reason) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but {reason}")
+        }
+        Err(reason) => {
+            eprintln!("\n!!! SKIPPING a Docker test: {reason} !!!\n");
+            None
+        }
+    }
+}
+
+/// A docker environment of `vcpus` vCPUs, a queue on it, and a definition running the test image.
+fn docker_resources(server: &Server, image: &str, vcpus: u32, extra_environment: &str) {
+    let text = format!(
+        "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {{name: containers}}\n\
+         spec: {{type: docker, maxVcpus: {vcpus}, maxMemoryMiB: 4096{extra_environment}}}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {{name: dq}}\n\
+         spec: {{priority: 1, computeEnvironmentOrder: [{{order: 1, computeEnvironment: containers}}]}}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {{name: box}}\nspec:\n  parameters: {{who: world}}\n\
+         \x20 containerProperties:\n    image: {image}\n    command: [sh, -c, 'echo hello Ref::who']\n\
+         \x20   environment: [{{name: GREETING, value: hi}}]\n\
+         \x20   resourceRequirements: [{{type: VCPU, value: '1'}}, {{type: MEMORY, value: '64'}}]\n"
+    );
+    let path = server.data_dir.join("docker.yaml");
+    std::fs::write(&path, text).unwrap();
+    let output = server.cli(&["apply", "-f", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+fn submit(server: &Server, script: &str) -> String {
+    server.submit(&[
+        "--queue",
+        "dq",
+        "--definition",
+        "box",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ])
+}
+
+fn containers_of(job_id: &str) -> Vec<String> {
+    let output = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=batchctl.job-id={job_id}"),
+            "--format",
+            "{{.Names}}",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn wait_until_removed(job_id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !containers_of(job_id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "container of {job_id} left behind"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn containers_run_jobs_with_their_environment_logs_and_exit_codes() {
+    let Some(image) = test_image() else { return };
+    let server = Server::start(None);
+    docker_resources(&server, image, 2, "");
+    let output = server.cli(&[
+        "submit",
+        "--queue",
+        "dq",
+        "--definition",
+        "box",
+        "--param",
+        "who=you",
+        "--wait",
+        "-o",
+        "json",
+    ]);
+    assert!(output.status.success(), "{}", stdout(&output));
+    let job: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let id = job["jobId"].as_str().unwrap();
+    assert_eq!(stdout(&server.cli(&["logs", id])), "hello you\n");
+    wait_until_removed(id);
+
+    let id = submit(
+        &server,
+        "echo out; echo err >&2; echo $GREETING $BATCH_JOB_ID $AWS_BATCH_JOB_ATTEMPT; exit 3",
+    );
+    let job = server.wait_for_status(&id, "FAILED");
+    assert_eq!(job["attempts"][0]["exitCode"], 3);
+    // Docker keeps each stream in order but not their interleaving, as `docker logs` does.
+    let logs = stdout(&server.cli(&["logs", &id]));
+    let mut lines: Vec<&str> = logs.lines().collect();
+    lines.sort_unstable();
+    let expected_third = format!("hi {id} 1");
+    assert_eq!(lines, ["err", expected_third.as_str(), "out"]);
+
+    // 2 MiB of output and bytes that are not UTF-8 arrive exactly.
+    let id = submit(
+        &server,
+        "head -c 2097152 /dev/zero | tr '\\0' y; printf '\\377\\000end'",
+    );
+    server.wait_for_status(&id, "SUCCEEDED");
+    let logs = server.cli(&["logs", &id]).stdout;
+    assert_eq!(logs.len(), 2 * 1024 * 1024 + 5);
+    assert_eq!(&logs[2 * 1024 * 1024..], b"\xff\x00end");
+}
+
+#[test]
+fn out_of_memory_timeout_and_terminate_stop_containers() {
+    let Some(image) = test_image() else { return };
+    let server = Server::start(None);
+    docker_resources(&server, image, 4, "");
+    // tail buffers /dev/zero looking for a newline that never comes, past the 64 MiB limit.
+    let oom = submit(&server, "tail /dev/zero");
+    let job = server.wait_for_status(&oom, "FAILED");
+    assert_eq!(
+        job["statusReason"], "OutOfMemoryError: Container killed due to memory usage",
+        "{job:#}"
+    );
+
+    let terminated = submit(&server, "echo started; sleep 300");
+    server.wait_for_status(&terminated, "RUNNING");
+    let output = server.cli(&["terminate", &terminated, "--reason", "enough"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let job = server.wait_for_status(&terminated, "FAILED");
+    assert_eq!(job["statusReason"], "enough");
+    wait_until_removed(&terminated);
+
+    // The attempt timeout stops the container (grace, then kill) and is not retried.
+    let text = "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: slow}\nspec:\n  containerProperties: {image: 'batchctl-test/busybox:latest', command: [sleep, '300']}\n  timeout: {attemptDurationSeconds: 1}\n  retryStrategy: {attempts: 3}\n";
+    let path = server.data_dir.join("slow.yaml");
+    std::fs::write(&path, text).unwrap();
+    assert!(server
+        .cli(&["apply", "-f", path.to_str().unwrap()])
+        .status
+        .success());
+    let timed_out = server.submit(&["--queue", "dq", "--definition", "slow"]);
+    let job = server.wait_for_status(&timed_out, "FAILED");
+    assert_eq!(
+        job["statusReason"],
+        "Job attempt duration exceeded timeout of 1 seconds"
+    );
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1);
+    wait_until_removed(&timed_out);
+
+    let slow = server.submit(&["--queue", "dq", "--definition", "box", "--", "sleep", "300"]);
+    let output = server.cli(&["terminate", &slow]);
+    assert!(output.status.success());
+    server.wait_for_status(&slow, "FAILED");
+    wait_until_removed(&slow);
+}
+
+#[test]
+fn capacity_bounds_running_containers() {
+    let Some(image) = test_image() else { return };
+    let server = Server::start(None);
+    docker_resources(&server, image, 1, "");
+    let ids: Vec<String> = (0..3).map(|_| submit(&server, "sleep 1")).collect();
+    let mut windows = Vec::new();
+    for id in &ids {
+        let job = server.wait_for_status(id, "SUCCEEDED");
+        let attempt = &job["attempts"][0];
+        windows.push((
+            attempt["startedAt"].as_i64().unwrap(),
+            attempt["stoppedAt"].as_i64().unwrap(),
+        ));
+    }
+    windows.sort();
+    for pair in windows.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "two 1-vCPU containers overlapped on a 1-vCPU environment: {windows:?}"
+        );
+    }
+}
+
+#[test]
+fn missing_images_and_privilege_fail_the_attempt_with_a_reason() {
+    let Some(image) = test_image() else { return };
+    let server = Server::start(None);
+    docker_resources(&server, image, 2, "");
+    let text = "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: never}\nspec:\n  containerProperties: {image: 'batchctl-test/absent:1', imagePullPolicy: Never, command: ['true']}\n---\n\
+                apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: root}\nspec:\n  containerProperties: {image: 'batchctl-test/busybox:latest', privileged: true, command: ['true']}\n";
+    let path = server.data_dir.join("more.yaml");
+    std::fs::write(&path, text).unwrap();
+    assert!(server
+        .cli(&["apply", "-f", path.to_str().unwrap()])
+        .status
+        .success());
+    let id = server.submit(&["--queue", "dq", "--definition", "never"]);
+    let job = server.wait_for_status(&id, "FAILED");
+    assert_eq!(
+        job["statusReason"],
+        "CannotPullContainerError: image \"batchctl-test/absent:1\" is not present and imagePullPolicy is Never"
+    );
+    let id = server.submit(&["--queue", "dq", "--definition", "root"]);
+    let job = server.wait_for_status(&id, "FAILED");
+    assert!(
+        job["statusReason"]
+            .as_str()
+            .unwrap()
+            .contains("does not allow; set allowPrivileged: true"),
+        "{job:#}"
+    );
+}
+
+#[test]
+fn an_unreachable_engine_leaves_jobs_runnable_and_shows_in_health() {
+    let Some(image) = test_image() else { return };
+    let server = Server::start(None);
+    docker_resources(
+        &server,
+        image,
+        2,
+        ", dockerHost: 'unix:///nonexistent/docker.sock'",
+    );
+    let id = submit(&server, "echo never");
+    let job = server.wait_for(&id, "a deferral", |job| {
+        job["statusReason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("executor unavailable"))
+    });
+    assert!(
+        matches!(job["status"].as_str(), Some("RUNNABLE" | "STARTING")),
+        "{job:#}"
+    );
+    let health: serde_json::Value = reqwest_free_get(&format!("{}/healthz", server.url));
+    assert_eq!(health["status"], "degraded");
+    assert!(health["computeEnvironments"]["containers"]
+        .as_str()
+        .unwrap()
+        .contains("executor unavailable"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        server.job(&id)["attempts"].as_array().unwrap().len(),
+        0,
+        "deferred starts spend no attempt"
+    );
+}
+
+/// A GET with curl, to keep the test free of an HTTP client dependency.
+fn reqwest_free_get(url: &str) -> serde_json::Value {
+    let output = Command::new("curl").args(["-s", url]).output().unwrap();
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn kill_9_mid_run_adopts_containers_and_leaves_none() {
+    let Some(image) = test_image() else { return };
+    let mut server = Server::start(None);
+    docker_resources(&server, image, 4, "");
+    let ids: Vec<String> = (0..3)
+        .map(|_| submit(&server, "echo begin; sleep 2; echo end"))
+        .collect();
+    for id in &ids {
+        server.wait_for_status(id, "RUNNING");
+    }
+    server.kill_9();
+    server.restart();
+    for id in &ids {
+        let job = server.wait_for_status(id, "SUCCEEDED");
+        assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
+        assert_eq!(stdout(&server.cli(&["logs", id])), "begin\nend\n");
+        wait_until_removed(id);
+    }
+    assert!(server.log().contains("adopting attempt after restart"));
+}
+
+#[test]
+fn failed_containers_can_be_kept_and_orphans_are_removed_at_start() {
+    let Some(image) = test_image() else { return };
+    let mut server = Server::start(None);
+    docker_resources(&server, image, 2, ", keepFailedContainers: true");
+    let failed = submit(&server, "exit 2");
+    server.wait_for_status(&failed, "FAILED");
+    let succeeded = submit(&server, "true");
+    server.wait_for_status(&succeeded, "SUCCEEDED");
+    wait_until_removed(&succeeded);
+    assert_eq!(
+        containers_of(&failed).len(),
+        1,
+        "the failed attempt's container is kept"
+    );
+
+    // A container of this installation that no job owns is removed at the next start; one of
+    // another installation sharing the engine is left alone; the kept failed container stays.
+    let installation = reqwest_free_get(&format!("{}/healthz", server.url))["installation"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let ghost = format!("ghost-{unique}");
+    let foreign = format!("foreign-{unique}");
+    for (name, owner) in [
+        (&ghost, installation.as_str()),
+        (&foreign, "another-installation"),
+    ] {
+        let created = Command::new("docker")
+            .args([
+                "create",
+                "--name",
+                name,
+                "--label",
+                &format!("batchctl.job-id={name}"),
+            ])
+            .args([
+                "--label",
+                "batchctl.attempt=1",
+                "--label",
+                "batchctl.compute-environment=containers",
+                "--label",
+                &format!("batchctl.owner={owner}"),
+                image,
+                "true",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            created.status.success(),
+            "{}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+    }
+    server.kill_9();
+    server.restart();
+    wait_until_removed(&ghost);
+    assert_eq!(
+        containers_of(&failed).len(),
+        1,
+        "a kept container survives a restart"
+    );
+    assert_eq!(
+        containers_of(&foreign).len(),
+        1,
+        "another installation's container is not touched"
+    );
+    let _ = Command::new("docker").args(["rm", "-f", &foreign]).output();
+    for name in containers_of(&failed) {
+        let _ = Command::new("docker").args(["rm", "-f", &name]).output();
+    }
+}

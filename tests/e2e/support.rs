@@ -1,0 +1,219 @@
+//! Driving the real `batchctl` binary: a server on a temporary data directory and a free port, and
+//! CLI invocations against it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_batchctl");
+
+pub fn repository_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub struct Server {
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+    pub url: String,
+    database_url: Option<String>,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Starts a server on a new temporary data directory (SQLite, or Postgres when given a URL).
+    pub fn start(database_url: Option<String>) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server {
+            data_dir: dir.path().to_path_buf(),
+            _dir: dir,
+            url: String::new(),
+            database_url,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// Starts the server process again on the same data directory and database.
+    pub fn restart(&mut self) {
+        let mut command = Command::new(BINARY);
+        command
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--kill-grace-seconds",
+                "2",
+                "--data-dir",
+            ])
+            .arg(&self.data_dir)
+            .env("BATCHCTL_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.data_dir.join("server.log")).unwrap(),
+            ));
+        if let Some(url) = &self.database_url {
+            command.args(["--database-url", url]);
+        }
+        let mut child = command.spawn().unwrap();
+        let mut first_line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first_line)
+            .unwrap();
+        let url = first_line
+            .trim()
+            .strip_prefix("batchctl server listening on ")
+            .unwrap_or_else(|| panic!("server did not start: {first_line:?}; log: {}", self.log()));
+        self.url = url.to_string();
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown of any kind.
+    pub fn kill_9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// Runs `batchctl ARGS` against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BINARY)
+            .args(args)
+            .env("BATCHCTL_SERVER", &self.url)
+            .current_dir(repository_root())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `batchctl ARGS -o json`, asserting success, and parses what it printed.
+    pub fn json(&self, args: &[&str]) -> Value {
+        // Global flags go first: after `--` they would be part of a submitted command.
+        let mut args = args.to_vec();
+        args.splice(0..0, ["-o", "json"]);
+        let output = self.cli(&args);
+        assert!(
+            output.status.success(),
+            "batchctl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap()
+    }
+
+    /// Submits with `batchctl submit ARGS` and returns the job id.
+    pub fn submit(&self, args: &[&str]) -> String {
+        let mut full = vec!["submit"];
+        full.extend(args);
+        self.json(&full)["jobId"].as_str().unwrap().to_string()
+    }
+
+    /// Submits the `hello` definition of examples/hello.yaml running `sh -c SCRIPT` instead.
+    pub fn submit_script(&self, script: &str) -> String {
+        self.submit(&[
+            "--queue",
+            "default",
+            "--definition",
+            "hello",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
+    pub fn job(&self, job_id: &str) -> Value {
+        self.json(&["describe", "job", job_id])
+    }
+
+    pub fn wait_for(&self, job_id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let job = self.job(job_id);
+            if done(&job) {
+                return job;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {job:#}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_for_status(&self, job_id: &str, status: &str) -> Value {
+        self.wait_for(job_id, status, |job| job["status"] == status)
+    }
+
+    pub fn apply_examples(&self) {
+        let output = self.cli(&["apply", "-f", "examples/hello.yaml"]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill_9();
+    }
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A fresh Postgres database URL, or `None` after saying loudly why the test is skipped.
+pub fn postgres_url() -> Option<String> {
+    let Ok(admin_url) = std::env::var("BATCHCTL_TEST_DATABASE_URL") else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true but BATCHCTL_TEST_DATABASE_URL is not set: the Postgres tests must run in CI");
+        }
+        eprintln!("\n!!! SKIPPING a Postgres end-to-end test: BATCHCTL_TEST_DATABASE_URL is not set (run .ci/postgres) !!!\n");
+        return None;
+    };
+    // Unique across runs and processes: pids repeat (in a PID namespace, on every run).
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let name = format!(
+        "batchctl_e2e_{nanos}_{}_{}",
+        std::process::id(),
+        next_counter()
+    );
+    let status = Command::new("psql")
+        .args([
+            admin_url.as_str(),
+            "-q",
+            "-c",
+            &format!("CREATE DATABASE {name}"),
+        ])
+        .status()
+        .expect("psql is needed for the Postgres end-to-end tests");
+    assert!(status.success(), "cannot create database {name}");
+    let base = admin_url.rsplit_once('/').unwrap().0;
+    Some(format!("{base}/{name}"))
+}
+
+fn next_counter() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
