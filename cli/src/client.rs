@@ -7,6 +7,14 @@ use futures::StreamExt;
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
 
+/// Which jobs `get jobs` lists.
+#[derive(Debug, Clone, Default)]
+pub struct JobListFilter {
+    pub queue: Option<String>,
+    pub status: Option<String>,
+    pub array_job_id: Option<String>,
+}
+
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -56,12 +64,7 @@ impl Client {
     }
 
     /// Up to `limit` jobs, newest first, following the server's page cursors.
-    pub async fn list_jobs(
-        &self,
-        queue: Option<&str>,
-        status: Option<&str>,
-        limit: u32,
-    ) -> anyhow::Result<Value> {
+    pub async fn list_jobs(&self, filter: &JobListFilter, limit: u32) -> anyhow::Result<Value> {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -69,8 +72,9 @@ impl Client {
                 "limit",
                 (limit as usize - items.len()).min(1000).to_string(),
             )];
-            query.extend(queue.map(|q| ("queue", q.to_string())));
-            query.extend(status.map(|s| ("status", s.to_string())));
+            query.extend(filter.queue.clone().map(|q| ("queue", q)));
+            query.extend(filter.status.clone().map(|s| ("status", s)));
+            query.extend(filter.array_job_id.clone().map(|id| ("arrayJobId", id)));
             query.extend(cursor.take().map(|c| ("cursor", c)));
             let page: Value = self
                 .send(self.http.get(self.url("/v1/jobs")).query(&query))

@@ -78,9 +78,15 @@ enum Command {
         /// Submitting again with the same key returns the same job.
         #[arg(long)]
         idempotency_key: Option<String>,
-        /// Wait for another job to SUCCEED first: `jobId=ID` (repeatable), as the AWS CLI.
+        /// Wait for another job to SUCCEED first, as the AWS CLI: `jobId=ID` (the whole job),
+        /// `jobId=ID,type=N_TO_N` (child i waits for child i of array job ID), or `type=SEQUENTIAL`
+        /// (this array's children run one after another). Repeatable.
         #[arg(long = "depends-on", value_parser = dependency)]
         depends_on: Vec<Value>,
+        /// Make this an array job of N children (2 to 100000), `JOBID:0` … `JOBID:N-1`, each with
+        /// BATCH_JOB_ARRAY_INDEX set.
+        #[arg(long)]
+        array_size: Option<u32>,
         /// Block until the job ends; exit 0 only if it SUCCEEDED.
         #[arg(long)]
         wait: bool,
@@ -106,6 +112,9 @@ enum Command {
         /// Jobs in this status only.
         #[arg(long)]
         status: Option<String>,
+        /// The children of this array job (which are otherwise left out).
+        #[arg(long)]
+        array_job_id: Option<String>,
         /// The most jobs to list, newest first.
         #[arg(long, default_value_t = 100)]
         limit: u32,
@@ -176,8 +185,8 @@ fn dependency(text: &str) -> Result<Value, String> {
             _ => return Err(format!("{part:?} is not jobId=ID or type=TYPE")),
         };
     }
-    if !dependency.contains_key("jobId") {
-        return Err(format!("{text:?} names no jobId=ID"));
+    if dependency.is_empty() {
+        return Err(format!("{text:?} names neither jobId=ID nor type=TYPE"));
     }
     Ok(Value::Object(dependency))
 }
@@ -245,6 +254,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             env,
             idempotency_key,
             depends_on,
+            array_size,
             wait,
             command,
         } => {
@@ -273,6 +283,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !depends_on.is_empty() {
                 request["dependsOn"] = json!(depends_on);
             }
+            if let Some(size) = array_size {
+                request["arrayProperties"] = json!({ "size": size });
+            }
             let job = client.submit(&request, idempotency_key.as_deref()).await?;
             if !wait {
                 output::print_job(&job, format)?;
@@ -297,13 +310,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             resource,
             queue,
             status,
+            array_job_id,
             limit,
         } => {
             let list = match resource {
                 ResourceKind::Jobs => {
-                    client
-                        .list_jobs(queue.as_deref(), status.as_deref(), limit)
-                        .await?
+                    let filter = client::JobListFilter {
+                        queue,
+                        status,
+                        array_job_id,
+                    };
+                    client.list_jobs(&filter, limit).await?
                 }
                 ResourceKind::Queues => client.get("/v1/jobqueues").await?,
                 ResourceKind::Definitions => client.get("/v1/jobdefinitions").await?,

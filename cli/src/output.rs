@@ -242,6 +242,20 @@ pub fn describe_job(job: &Value, format: Format) -> anyhow::Result<()> {
     if let Some(reason) = job["stopRequested"].as_str() {
         println!("{:<16}{reason}", "Stop requested:");
     }
+    let array = &job["arrayProperties"];
+    if let Some(size) = array["size"].as_u64() {
+        let counts: Vec<String> = array["statusSummary"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, count)| count.as_u64().unwrap_or(0) > 0)
+            .map(|(status, count)| format!("{status} {count}"))
+            .collect();
+        println!("{:<16}{size} children: {}", "Array:", counts.join(", "));
+    }
+    if let Some(index) = array["index"].as_u64() {
+        println!("{:<16}child {index}", "Array:");
+    }
     if let Some(current) = job["currentAttempt"].as_object() {
         println!(
             "{:<16}#{} on {} since {}",
@@ -318,6 +332,11 @@ pub fn print_why(answer: &Value, format: Format) -> anyhow::Result<()> {
                     .collect();
                 format!("it waits for {} to succeed: {}", jobs.len(), jobs.join(", "))
             }
+            "waitingForArrayChildren" => format!(
+                "it is an array job: {} of its {} children have not finished",
+                text(&hold["unfinished"]),
+                text(&hold["size"])
+            ),
             "backingOff" => format!("it waits out its retry backoff: {}s left", text(&hold["secondsLeft"])),
             "queuePosition" => format!("{} runnable jobs of its queue are ahead of it", text(&hold["runnableAhead"])),
             "environmentDisabled" => format!("compute environment {environment} is DISABLED"),

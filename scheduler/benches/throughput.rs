@@ -6,34 +6,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use batchctl_executor::fake::FakeExecutor;
-use batchctl_scheduler::core::model::{
-    DefinitionRef, EnvironmentType, Job, JobId, JobStatus, QueueName,
-};
-use batchctl_scheduler::dispatcher::{Dispatcher, DispatcherConfig, DispatcherHandle, Executors};
-use batchctl_scheduler::manifest::{self, build_job, SubmitContext, SubmitJobRequest};
-use batchctl_scheduler::store::{now_millis, Store, StoreLocation};
-use batchctl_scheduler::submitter::Submitter;
-use sqlx::Connection;
-use tokio_util::sync::CancellationToken;
+mod common;
 
-const RESOURCES: &str = r#"
-apiVersion: batchctl/v1
-kind: ComputeEnvironment
-metadata: {name: bench}
-spec: {type: process, maxVcpus: 1000000, maxMemoryMiB: 100000000}
----
-apiVersion: batchctl/v1
-kind: JobQueue
-metadata: {name: bench}
-spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: bench}]}
----
-apiVersion: batchctl/v1
-kind: JobDefinition
-metadata: {name: noop}
-spec:
-  containerProperties: {image: none, command: ["noop"], resourceRequirements: [{type: VCPU, value: "1"}, {type: MEMORY, value: "1"}]}
-"#;
+use batchctl_executor::fake::FakeExecutor;
+use batchctl_scheduler::core::model::{EnvironmentType, Job, JobStatus};
+use batchctl_scheduler::dispatcher::{Dispatcher, DispatcherConfig, DispatcherHandle, Executors};
+use batchctl_scheduler::store::{now_millis, Store};
+use batchctl_scheduler::submitter::Submitter;
+use common::{fresh_store, make_jobs};
+use tokio_util::sync::CancellationToken;
 
 /// Concurrent submitters, as many HTTP clients would be.
 const SUBMITTERS: usize = 64;
@@ -70,11 +51,11 @@ async fn main() {
         }
         let mut figures = Vec::new();
         for run in 0..runs {
-            let Some((location, _dir)) = fresh_location(database).await else {
+            let Some((store, _dir)) = fresh_store(database).await else {
                 println!("{database}: skipped (BATCHCTL_TEST_DATABASE_URL is not set)");
                 break;
             };
-            let result = run_once(&location, jobs).await;
+            let result = run_once(store, jobs).await;
             println!(
                 "{database} run {run}: submit {:.0}/s (one commit per job: {:.0}/s), dispatch {:.0}/s, submit-to-start p50 {:.1} ms p99 {:.1} ms",
                 result.submit_per_second, result.baseline_submit_per_second, result.dispatch_per_second, result.latency_p50_ms, result.latency_p99_ms
@@ -102,72 +83,6 @@ async fn main() {
             median(|f| f.latency_p99_ms)
         );
     }
-}
-
-async fn fresh_location(database: &str) -> Option<(StoreLocation, Option<tempfile::TempDir>)> {
-    match database {
-        "sqlite" => {
-            let dir = tempfile::tempdir().unwrap();
-            Some((
-                StoreLocation::Sqlite {
-                    path: dir.path().join("bench.db"),
-                },
-                Some(dir),
-            ))
-        }
-        _ => {
-            let admin = std::env::var("BATCHCTL_TEST_DATABASE_URL").ok()?;
-            let name = format!("batchctl_bench_{}", uuid::Uuid::new_v4().simple());
-            let mut connection = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::Executor::execute(&mut connection, format!("CREATE DATABASE {name}").as_str())
-                .await
-                .unwrap();
-            let base = admin.rsplit_once('/').unwrap().0;
-            Some((
-                StoreLocation::Postgres {
-                    url: format!("{base}/{name}"),
-                },
-                None,
-            ))
-        }
-    }
-}
-
-async fn make_jobs(store: &Store, n: usize) -> Vec<Job> {
-    let definition = store
-        .job_definition(&DefinitionRef::parse("noop").unwrap())
-        .await
-        .unwrap()
-        .unwrap()
-        .definition;
-    let queue = store
-        .job_queue(&QueueName::try_from("bench".to_string()).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let environments = store.compute_environments().await.unwrap();
-    let request = SubmitJobRequest {
-        job_queue: "bench".into(),
-        job_definition: "noop".into(),
-        ..SubmitJobRequest::default()
-    };
-    let context = SubmitContext {
-        definition: &definition,
-        queue: &queue,
-        environments: &environments,
-    };
-    (0..n)
-        .map(|_| {
-            build_job(
-                &request,
-                &context,
-                JobId(uuid::Uuid::new_v4().to_string()),
-                None,
-                now_millis(),
-            )
-            .unwrap()
-        })
-        .collect()
 }
 
 /// Submits `jobs` from SUBMITTERS concurrent tasks through `submit`; returns jobs per second.
@@ -199,15 +114,7 @@ where
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn run_once(location: &StoreLocation, n: usize) -> Figures {
-    let store = Store::open(location).await.unwrap();
-    let documents = manifest::documents_from_text(RESOURCES).unwrap();
-    let valid: Vec<_> = documents
-        .iter()
-        .map(|d| (manifest::parse_document(d).unwrap(), d["spec"].clone()))
-        .collect();
-    store.apply(&valid, now_millis()).await.unwrap();
-
+async fn run_once(store: Store, n: usize) -> Figures {
     // Baseline: every submit its own transaction, as a store without group commit would do it.
     let baseline_jobs = make_jobs(&store, n / 4).await;
     let baseline_store = store.clone();

@@ -2,7 +2,7 @@
 //! that too, and also stops the work of a STARTING or RUNNING job (the dispatcher kills it and the
 //! job ends FAILED with the given reason, without retries).
 
-use crate::core::model::{Job, JobId, JobStatus};
+use crate::core::model::{ArrayRole, Job, JobId, JobStatus};
 use crate::core::state_machine::{transition, JobEvent};
 use crate::dispatcher::DispatcherHandle;
 use crate::store::{now_millis, Effect, Store, StoreError, Transition};
@@ -44,6 +44,9 @@ pub async fn stop_job(
             .await?
             .ok_or_else(|| ControlError::NotFound(job_id.clone()))?;
         let status = job.status;
+        if let (ArrayRole::Parent { .. }, false) = (&job.array, status.is_terminal()) {
+            return stop_array(store, dispatcher, &job, reason, mode).await;
+        }
         match (status, mode) {
             (JobStatus::Succeeded | JobStatus::Failed, _) => {
                 return Err(ControlError::AlreadyFinished {
@@ -84,6 +87,46 @@ pub async fn stop_job(
         }
     }
     Err(ControlError::Contended(job_id.clone()))
+}
+
+/// Cancels an array job's children that have not started and, for terminate, stops the work of
+/// those that have. The parent ends with `reason` once all its children have, as in AWS Batch.
+async fn stop_array(
+    store: &Store,
+    dispatcher: &DispatcherHandle,
+    parent: &Job,
+    reason: &str,
+    mode: StopMode,
+) -> Result<Job, ControlError> {
+    let moves: Vec<(JobStatus, JobStatus)> = [
+        JobStatus::Submitted,
+        JobStatus::Pending,
+        JobStatus::Runnable,
+    ]
+    .into_iter()
+    .map(|from| {
+        let to = transition(from, JobEvent::Cancelled).expect("cancellable states");
+        (from, to)
+    })
+    .collect();
+    let now = now_millis();
+    store
+        .cancel_array_children(&parent.job_id, &moves, reason, now)
+        .await?;
+    match mode {
+        StopMode::Cancel => {}
+        StopMode::Terminate => {
+            if store
+                .request_stop_of_array_children(&parent.job_id, reason)
+                .await?
+                > 0
+            {
+                dispatcher.notify_stop_requested();
+            }
+        }
+    }
+    dispatcher.notify_work();
+    reread(store, &parent.job_id).await
 }
 
 async fn reread(store: &Store, job_id: &JobId) -> Result<Job, ControlError> {

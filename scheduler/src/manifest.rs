@@ -2,7 +2,7 @@
 //! field names, parsed strictly (unknown fields are errors) and validated once into model types.
 //! Every error names the field it is about.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use serde::de::DeserializeOwned;
@@ -10,9 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::attempt::RESERVED_VARIABLE_PREFIXES;
 use crate::core::model::{
-    Backend, Backoff, ComputeEnvironment, ContainerProperties, DefinitionName, DefinitionSpec,
-    DockerSettings, EnvironmentName, ExitRule, ImagePullPolicy, Job, JobDefinition, JobId, JobName,
-    JobQueue, JobSpec, JobStatus, QueueName, ResourceState, Resources, RetryAction, RetryPolicy,
+    ArrayRole, Backend, Backoff, ComputeEnvironment, ContainerProperties, DefinitionName,
+    DefinitionSpec, Dependency, DependencyKind, DockerSettings, EnvironmentName, ExitRule,
+    ImagePullPolicy, Job, JobDefinition, JobId, JobName, JobQueue, JobSpec, JobStatus, QueueName,
+    ResourceState, Resources, RetryAction, RetryPolicy, MAX_ARRAY_SIZE,
 };
 
 pub const API_VERSION: &str = "batchctl/v1";
@@ -496,8 +497,12 @@ pub fn definition_spec(spec: &JobDefinitionSpec) -> Result<DefinitionSpec, Field
     })
 }
 
-/// The jobs a submit depends on, each once. Which exist is checked against the store by the caller.
-fn dependencies(specs: &[JobDependencySpec]) -> Result<Vec<JobId>, FieldError> {
+/// What a submit depends on, each once. Which jobs exist, and whether an N_TO_N partner is an
+/// array of the same size, is checked against the store by the caller.
+fn dependencies(
+    specs: &[JobDependencySpec],
+    array_size: Option<u32>,
+) -> Result<Vec<Dependency>, FieldError> {
     if specs.len() > MAX_DEPENDENCIES {
         return Err(FieldError::new(
             "dependsOn",
@@ -508,25 +513,97 @@ fn dependencies(specs: &[JobDependencySpec]) -> Result<Vec<JobId>, FieldError> {
         ));
     }
     let mut seen = HashSet::new();
-    let mut ids = Vec::with_capacity(specs.len());
+    let mut dependencies = Vec::with_capacity(specs.len());
     for (index, spec) in specs.iter().enumerate() {
-        if let Some(kind) = &spec.dependency_type {
+        let field = |name: &str| format!("dependsOn[{index}].{name}");
+        let kind = match spec.dependency_type.as_deref() {
+            None => DependencyKind::Whole,
+            Some("N_TO_N") => DependencyKind::NToN,
+            Some("SEQUENTIAL") => DependencyKind::Sequential,
+            Some(other) => {
+                return Err(FieldError::new(
+                    field("type"),
+                    format!("{other:?} is not a dependency type; use N_TO_N or SEQUENTIAL, or leave it out to wait for the whole job"),
+                ))
+            }
+        };
+        if kind != DependencyKind::Whole && array_size.is_none() {
             return Err(FieldError::new(
-                format!("dependsOn[{index}].type"),
-                format!("{kind:?} dependencies need array jobs, which this build does not have yet; leave type out to wait for the whole job"),
+                field("type"),
+                format!(
+                    "{} dependencies are for array jobs; set arrayProperties.size, or leave type out to wait for the whole job",
+                    kind.aws_name().unwrap_or_default()
+                ),
             ));
         }
-        if spec.job_id.trim().is_empty() {
-            return Err(FieldError::new(
-                format!("dependsOn[{index}].jobId"),
-                "is empty; give a job id",
-            ));
-        }
-        if seen.insert(spec.job_id.as_str()) {
-            ids.push(JobId(spec.job_id.clone()));
+        let job_id = match (kind, spec.job_id.as_deref().map(str::trim)) {
+            (DependencyKind::Sequential, None) => None,
+            (DependencyKind::Sequential, Some(_)) => {
+                return Err(FieldError::new(
+                    field("jobId"),
+                    "must be left out of a SEQUENTIAL dependency, which orders this array's own children",
+                ))
+            }
+            (DependencyKind::Whole | DependencyKind::NToN, None | Some("")) => {
+                return Err(FieldError::new(field("jobId"), "is empty; give a job id"))
+            }
+            (DependencyKind::Whole | DependencyKind::NToN, Some(id)) => Some(JobId(id.to_string())),
+        };
+        let key = (job_id.clone(), kind == DependencyKind::Sequential);
+        if seen.insert(key) {
+            dependencies.push(Dependency { job_id, kind });
         }
     }
-    Ok(ids)
+    Ok(dependencies)
+}
+
+/// Checks a job's dependencies against the jobs they name, as found in the store (each with its
+/// array size): every named job must exist, and an N_TO_N partner must be an array job of the same
+/// size. Dependencies can only name jobs that already exist, so they can never form a cycle.
+pub fn check_dependency_targets(
+    dependencies: &[Dependency],
+    array_size: Option<u32>,
+    found: &HashMap<JobId, Option<u32>>,
+) -> Result<(), FieldError> {
+    for (index, dependency) in dependencies.iter().enumerate() {
+        let Some(job_id) = &dependency.job_id else {
+            continue;
+        };
+        let field = format!("dependsOn[{index}].jobId");
+        let Some(target_size) = found.get(job_id) else {
+            return Err(FieldError::new(
+                field,
+                format!("job {job_id} does not exist; depend only on jobs already submitted"),
+            ));
+        };
+        match dependency.kind {
+            DependencyKind::NToN if *target_size != array_size => {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "an N_TO_N dependency needs an array job of the same size; job {job_id} has {} and this job {} children",
+                        target_size.map_or("no array".to_string(), |size| format!("{size} children")),
+                        array_size.unwrap_or(0)
+                    ),
+                ))
+            }
+            DependencyKind::NToN | DependencyKind::Whole | DependencyKind::Sequential => {}
+        }
+    }
+    Ok(())
+}
+
+fn array_size(properties: Option<&ArrayPropertiesSpec>) -> Result<Option<u32>, FieldError> {
+    let Some(properties) = properties else {
+        return Ok(None);
+    };
+    match properties.size {
+        size @ 2..=MAX_ARRAY_SIZE => Ok(Some(size)),
+        size => Err(FieldError::new(
+            "arrayProperties.size",
+            format!("is {size}; an array job has 2 to {MAX_ARRAY_SIZE} children (leave arrayProperties out for a single job)"),
+        )),
+    }
 }
 
 /// Capability names as Docker takes them (`NET_ADMIN`; a `CAP_` prefix is accepted and removed).
@@ -818,13 +895,23 @@ pub struct SubmitJobRequest {
     pub timeout: Option<TimeoutSpec>,
     #[serde(default)]
     pub depends_on: Vec<JobDependencySpec>,
+    #[serde(default)]
+    pub array_properties: Option<ArrayPropertiesSpec>,
+}
+
+/// AWS Batch's ArrayProperties of SubmitJob.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArrayPropertiesSpec {
+    pub size: u32,
 }
 
 /// AWS Batch's JobDependency.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobDependencySpec {
-    pub job_id: String,
+    #[serde(default)]
+    pub job_id: Option<String>,
     #[serde(default, rename = "type")]
     pub dependency_type: Option<String>,
 }
@@ -922,7 +1009,8 @@ pub fn build_job(
             ),
         ));
     }
-    let depends_on = dependencies(&request.depends_on)?;
+    let array_size = array_size(request.array_properties.as_ref())?;
+    let depends_on = dependencies(&request.depends_on, array_size)?;
     // A submit's retryStrategy replaces the definition's, as in AWS Batch.
     let retry = match &request.retry_strategy {
         Some(strategy) => retry_policy(Some(strategy))?,
@@ -946,6 +1034,7 @@ pub fn build_job(
             retry,
             timeout_seconds,
             depends_on,
+            array_size,
         },
         created_at: now,
         started_at: None,
@@ -956,6 +1045,10 @@ pub fn build_job(
         stop_requested: None,
         idempotency_key,
         runnable_after: None,
+        array: match array_size {
+            Some(size) => ArrayRole::Parent { size },
+            None => ArrayRole::Single,
+        },
     })
 }
 

@@ -625,7 +625,7 @@ fn after(command: &[&str], parents: &[&JobId]) -> SubmitJobRequest {
         depends_on: parents
             .iter()
             .map(|p| batchctl_scheduler::manifest::JobDependencySpec {
-                job_id: p.0.clone(),
+                job_id: Some(p.0.clone()),
                 dependency_type: None,
             })
             .collect(),

@@ -229,7 +229,7 @@ fn terminate_timeout_and_cancel_stop_work() {
     server.wait_for_status(&id, "FAILED");
 
     let resources = "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: slow}\nspec:\n  containerProperties: {image: x, command: [sleep, '300']}\n  timeout: {attemptDurationSeconds: 1}\n  retryStrategy: {attempts: 3}\n";
-    apply_text(&server, resources);
+    server.apply_text(resources);
     let id = server.submit(&["--queue", "default", "--definition", "slow"]);
     let job = server.wait_for_status(&id, "FAILED");
     assert_eq!(
@@ -240,7 +240,7 @@ fn terminate_timeout_and_cancel_stop_work() {
 
     // With the environment full, a job waits RUNNABLE and can be cancelled.
     let small = "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: local}\nspec: {type: process, maxVcpus: 1, maxMemoryMiB: 4096}\n";
-    apply_text(&server, small);
+    server.apply_text(small);
     let blocker = server.submit(&[
         "--queue",
         "default",
@@ -265,20 +265,6 @@ fn terminate_timeout_and_cancel_stop_work() {
     assert_eq!(cancelled["statusReason"], "not today");
     server.cli(&["terminate", &blocker]);
     server.wait_for_status(&blocker, "FAILED");
-}
-
-fn apply_text(server: &Server, text: &str) {
-    let mut child = Command::new(BINARY)
-        .args(["apply", "-f", "-"])
-        .env("BATCHCTL_SERVER", &server.url)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "{}", stderr(&output));
 }
 
 #[test]
@@ -342,7 +328,7 @@ fn bad_input_names_the_field_and_writes_nothing() {
         );
     }
     let huge = "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: huge}\nspec:\n  containerProperties: {image: x, command: [\"true\"], resourceRequirements: [{type: VCPU, value: \"64\"}]}\n";
-    apply_text(&server, huge);
+    server.apply_text(huge);
     let output = server.cli(&["submit", "--queue", "default", "--definition", "huge"]);
     assert!(
         stderr(&output).contains("more than any compute environment of queue \"default\" has"),
@@ -439,7 +425,8 @@ fn depends_on_through_the_cli() {
         &format!("jobId={first},type=N_TO_N"),
     ]);
     assert!(
-        stderr(&output).contains("need array jobs"),
+        stderr(&output)
+            .contains("N_TO_N dependencies are for array jobs; set arrayProperties.size"),
         "{}",
         stderr(&output)
     );
@@ -451,7 +438,7 @@ fn why_explains_what_holds_a_job() {
     server.apply_examples();
     // Fill the 4-vCPU environment with a 4-vCPU job, then queue a 1-vCPU job and one behind it.
     let big = "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: big}\nspec:\n  containerProperties: {image: x, command: [sleep, '300'], resourceRequirements: [{type: VCPU, value: '4'}, {type: MEMORY, value: '64'}]}\n";
-    apply_text(&server, big);
+    server.apply_text(big);
     let blocker = server.submit(&["--queue", "default", "--definition", "big"]);
     server.wait_for_status(&blocker, "RUNNING");
     let first = server.submit_script("true");

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `batchctl` binary, a real server process, real jobs on the process
 //! executor, SQLite and Postgres.
 
+mod arrays;
 mod core_slice;
 mod docker_executor;
 mod process_executor;

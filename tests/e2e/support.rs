@@ -155,6 +155,21 @@ impl Server {
         self.wait_for(job_id, status, |job| job["status"] == status)
     }
 
+    /// `batchctl apply -f -` with `text` on standard input, asserting success.
+    pub fn apply_text(&self, text: &str) {
+        let mut child = Command::new(BINARY)
+            .args(["apply", "-f", "-"])
+            .env("BATCHCTL_SERVER", &self.url)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+
     pub fn apply_examples(&self) {
         let output = self.cli(&["apply", "-f", "examples/hello.yaml"]);
         assert!(

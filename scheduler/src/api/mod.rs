@@ -251,29 +251,23 @@ async fn submit(
         now_millis(),
     )
     .map_err(ApiError::invalid)?;
-    if let Some(missing) = state
-        .store
-        .missing_jobs(&job.spec.depends_on)
-        .await?
-        .first()
-    {
-        let index = request
-            .depends_on
-            .iter()
-            .position(|d| d.job_id == missing.0)
-            .unwrap_or(0);
-        return Err(ApiError::invalid(FieldError::new(
-            format!("dependsOn[{index}].jobId"),
-            format!("job {missing} does not exist; depend only on jobs already submitted"),
-        )));
-    }
+    let named: Vec<JobId> = job
+        .spec
+        .depends_on
+        .iter()
+        .filter_map(|dependency| dependency.job_id.clone())
+        .collect();
+    let found = state.store.existing_jobs(&named).await?;
+    manifest::check_dependency_targets(&job.spec.depends_on, job.spec.array_size, &found)
+        .map_err(ApiError::invalid)?;
     let stored = state.submitter.submit(job).await?;
     let status = if stored.job_id == job_id {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(JobView::from(&stored))).into_response())
+    let view = job_view(&state.store, &stored).await?;
+    Ok((status, Json(view)).into_response())
 }
 
 /// Query parameters, read by name; any left unread are reported as unknown.
@@ -340,10 +334,12 @@ async fn list_jobs(
         .transpose()?
         .unwrap_or(DEFAULT_PAGE_SIZE)
         .clamp(1, MAX_PAGE_SIZE);
-    query.finish("queue, status, limit or cursor")?;
+    let array_parent = query.take("arrayJobId").map(JobId);
+    query.finish("queue, status, arrayJobId, limit or cursor")?;
     let page = state
         .store
         .jobs(&JobFilter {
+            array_parent,
             queue,
             status,
             before,
@@ -351,7 +347,7 @@ async fn list_jobs(
         })
         .await?;
     Ok(Json(Page {
-        items: page.jobs.iter().map(JobView::from).collect(),
+        items: job_views(&state.store, &page.jobs).await?,
         next_cursor: page.next.map(|seq| seq.to_string()),
     }))
 }
@@ -365,7 +361,33 @@ async fn describe_job(
         .job(&JobId(job_id.clone()))
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
-    Ok(Json(JobView::from(&job)))
+    Ok(Json(job_view(&state.store, &job).await?))
+}
+
+/// Jobs as the API shows them, with each array parent's `statusSummary` (one query for all).
+async fn job_views(
+    store: &Store,
+    jobs: &[crate::core::model::Job],
+) -> Result<Vec<JobView>, ApiError> {
+    let parents: Vec<JobId> = jobs
+        .iter()
+        .filter(|job| matches!(job.array, crate::core::model::ArrayRole::Parent { .. }))
+        .map(|job| job.job_id.clone())
+        .collect();
+    let summaries = if parents.is_empty() {
+        HashMap::new()
+    } else {
+        store.array_status_summaries(&parents).await?
+    };
+    Ok(jobs
+        .iter()
+        .map(|job| JobView::from(job).with_status_summary(summaries.get(&job.job_id)))
+        .collect())
+}
+
+async fn job_view(store: &Store, job: &crate::core::model::Job) -> Result<JobView, ApiError> {
+    let mut views = job_views(store, std::slice::from_ref(job)).await?;
+    Ok(views.remove(0))
 }
 
 /// What holds a job that is not running (`batchctl why`).
@@ -391,6 +413,22 @@ async fn why(
     let runnable_ahead = state.store.runnable_ahead(&job_id).await?;
     let unfinished_dependencies = state.store.unfinished_dependencies(&job_id).await?;
     let unhealthy = state.dispatcher.unhealthy_environments();
+    let unfinished_children = match job.array {
+        crate::core::model::ArrayRole::Parent { .. } => state
+            .store
+            .array_status_summaries(std::slice::from_ref(&job_id))
+            .await?
+            .get(&job_id)
+            .map(|counts| {
+                counts
+                    .iter()
+                    .filter(|(status, _)| !status.is_terminal())
+                    .map(|(_, count)| count)
+                    .sum()
+            })
+            .unwrap_or(0),
+        crate::core::model::ArrayRole::Single | crate::core::model::ArrayRole::Child { .. } => 0,
+    };
     let holds = crate::core::why::why(&crate::core::why::Snapshot {
         job: &job,
         queue: queue.as_ref(),
@@ -399,6 +437,7 @@ async fn why(
         runnable_ahead,
         unfinished_dependencies: &unfinished_dependencies,
         unhealthy: &unhealthy,
+        unfinished_children,
         now: now_millis(),
     });
     Ok(Json(
@@ -439,7 +478,7 @@ async fn stop(
         mode,
     )
     .await?;
-    Ok(Json(JobView::from(&job)))
+    Ok(Json(job_view(&state.store, &job).await?))
 }
 
 async fn cancel(

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::model::{Attempt, ExitRule, Job, JobStatus, Resources};
+use crate::core::model::{ArrayRole, Attempt, ExitRule, Job, JobStatus, Resources};
 use crate::manifest::{KeyValue, ResourceRequirement, API_VERSION};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,12 +38,49 @@ pub struct JobView {
     /// A terminate request's reason, while the work is being stopped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_requested: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub array_properties: Option<ArrayPropertiesView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DependencyView {
-    pub job_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub dependency_type: Option<String>,
+}
+
+/// AWS Batch's ArrayPropertiesDetail: `size` and `statusSummary` on a parent, `index` on a child.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArrayPropertiesView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// Children per status, every status listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_summary: Option<BTreeMap<JobStatus, u64>>,
+}
+
+impl JobView {
+    /// Fills in an array parent's `statusSummary` from its children's counts by status.
+    pub fn with_status_summary(mut self, counts: Option<&BTreeMap<JobStatus, u64>>) -> JobView {
+        if let Some(properties) = &mut self.array_properties {
+            if properties.size.is_some() {
+                let summary = JobStatus::ALL
+                    .into_iter()
+                    .map(|status| {
+                        let count = counts.and_then(|c| c.get(&status)).copied();
+                        (status, count.unwrap_or(0))
+                    })
+                    .collect();
+                properties.status_summary = Some(summary);
+            }
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,11 +200,25 @@ impl From<&Job> for JobView {
                 .spec
                 .depends_on
                 .iter()
-                .map(|id| DependencyView {
-                    job_id: id.0.clone(),
+                .map(|dependency| DependencyView {
+                    job_id: dependency.job_id.as_ref().map(|id| id.0.clone()),
+                    dependency_type: dependency.kind.aws_name().map(str::to_string),
                 })
                 .collect(),
             stop_requested: job.stop_requested.clone(),
+            array_properties: match &job.array {
+                ArrayRole::Single => None,
+                ArrayRole::Parent { size } => Some(ArrayPropertiesView {
+                    size: Some(*size),
+                    index: None,
+                    status_summary: None,
+                }),
+                ArrayRole::Child { index, .. } => Some(ArrayPropertiesView {
+                    size: None,
+                    index: Some(*index),
+                    status_summary: None,
+                }),
+            },
         }
     }
 }

@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 
 use batchctl_executor::{AttemptSpec, EnvironmentVariable, ResourceLimits};
 
-use super::model::{EnvironmentName, Job};
+use super::model::{ArrayRole, EnvironmentName, Job};
 
 /// Prefixes of the variables batchctl sets itself; a job may not set them.
 pub const RESERVED_VARIABLE_PREFIXES: [&str; 2] = ["AWS_BATCH_", "BATCH_"];
 
 /// The name of attempt `number` of a job, usable as a directory, container or Kubernetes object name.
+/// An array child's `:` (not allowed in container names) becomes `.`.
 pub fn attempt_id(job_id: &str, number: u32) -> String {
-    format!("{job_id}-{number}")
+    format!("{}-{number}", job_id.replace(':', "."))
 }
 
 pub fn attempt_spec(job: &Job, number: u32, environment_name: &EnvironmentName) -> AttemptSpec {
@@ -33,11 +34,22 @@ pub fn attempt_spec(job: &Job, number: u32, environment_name: &EnvironmentName) 
         ("AWS_BATCH_JQ_NAME", job.queue.as_str()),
         ("AWS_BATCH_CE_NAME", environment_name.as_str()),
     ];
+    let array_index = match &job.array {
+        ArrayRole::Child { index, .. } => Some(index.to_string()),
+        ArrayRole::Single | ArrayRole::Parent { .. } => None,
+    };
+    let array_variables = array_index.iter().flat_map(|index| {
+        [
+            ("BATCH_JOB_ARRAY_INDEX", index.as_str()),
+            ("AWS_BATCH_JOB_ARRAY_INDEX", index.as_str()),
+        ]
+    });
     let environment = container
         .environment
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .chain(batch_variables)
+        .chain(array_variables)
         .map(|(name, value)| EnvironmentVariable {
             name: name.to_string(),
             value: value.to_string(),

@@ -294,7 +294,8 @@ impl DefinitionRef {
 }
 
 /// AWS Batch's job states. A job only ever moves along `crate::core::state_machine::transition`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// Ordered as a job moves through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum JobStatus {
     Submitted,
@@ -363,9 +364,66 @@ pub struct JobSpec {
     pub container: ContainerProperties,
     pub retry: RetryPolicy,
     pub timeout_seconds: Option<u64>,
-    /// Jobs that must SUCCEED before this one may run.
+    /// What must SUCCEED before this job (or, for an array, each child) may run.
     #[serde(default)]
-    pub depends_on: Vec<JobId>,
+    pub depends_on: Vec<Dependency>,
+    /// For an array job, how many children it has (2 to `MAX_ARRAY_SIZE`).
+    #[serde(default)]
+    pub array_size: Option<u32>,
+}
+
+/// The most children an array job may have (AWS Batch stops at 10,000).
+pub const MAX_ARRAY_SIZE: u32 = 100_000;
+
+/// One entry of AWS Batch's `dependsOn`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dependency {
+    /// Absent only for `Sequential`, which is about the job's own children.
+    pub job_id: Option<JobId>,
+    pub kind: DependencyKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DependencyKind {
+    /// Wait for the whole job (for an array job: every child).
+    Whole,
+    /// Child i of this array waits for child i of the other array, of the same size.
+    NToN,
+    /// Child i of this array waits for child i-1 of the same array.
+    Sequential,
+}
+
+impl DependencyKind {
+    /// The name AWS Batch gives it in `dependsOn[].type`; a whole-job dependency has none.
+    pub fn aws_name(&self) -> Option<&'static str> {
+        match self {
+            DependencyKind::Whole => None,
+            DependencyKind::NToN => Some("N_TO_N"),
+            DependencyKind::Sequential => Some("SEQUENTIAL"),
+        }
+    }
+}
+
+/// Where a job stands in an array job, if anywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArrayRole {
+    Single,
+    /// Never runs itself; it ends when its children have, SUCCEEDED if they all did.
+    Parent {
+        size: u32,
+    },
+    /// Runs the parent's spec with `BATCH_JOB_ARRAY_INDEX` set to `index`.
+    Child {
+        parent: JobId,
+        index: u32,
+    },
+}
+
+impl ArrayRole {
+    pub fn child_id(parent: &JobId, index: u32) -> JobId {
+        JobId(format!("{}:{index}", parent.0))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,6 +448,7 @@ pub struct Job {
     pub idempotency_key: Option<String>,
     /// A RUNNABLE job waiting out a retry backoff is not placed before this time.
     pub runnable_after: Option<i64>,
+    pub array: ArrayRole,
 }
 
 /// The attempt a STARTING or RUNNING job is on.

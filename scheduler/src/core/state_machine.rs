@@ -23,6 +23,15 @@ pub enum JobEvent {
     AttemptEnded(Verdict),
     /// Someone cancelled the job before it was placed.
     Cancelled,
+    /// Every child of this array job has finished. An array parent never runs itself: it waits
+    /// PENDING while its children run, as in AWS Batch.
+    ArrayChildrenEnded(ArrayOutcome),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrayOutcome {
+    AllSucceeded,
+    SomeFailed,
 }
 
 /// The retry policy's judgement of an ended attempt (see `crate::core::retry`).
@@ -50,6 +59,7 @@ pub fn transition(from: JobStatus, event: JobEvent) -> Result<JobStatus, Transit
             E::Admitted => Ok(S::Pending),
             E::Cancelled => Ok(S::Failed),
             E::DependenciesSatisfied
+            | E::ArrayChildrenEnded(_)
             | E::DependencyFailed
             | E::Placed
             | E::StartDeferred
@@ -59,12 +69,15 @@ pub fn transition(from: JobStatus, event: JobEvent) -> Result<JobStatus, Transit
         S::Pending => match event {
             E::DependenciesSatisfied => Ok(S::Runnable),
             E::DependencyFailed | E::Cancelled => Ok(S::Failed),
+            E::ArrayChildrenEnded(ArrayOutcome::AllSucceeded) => Ok(S::Succeeded),
+            E::ArrayChildrenEnded(ArrayOutcome::SomeFailed) => Ok(S::Failed),
             E::Admitted | E::Placed | E::StartDeferred | E::Started | E::AttemptEnded(_) => refused,
         },
         S::Runnable => match event {
             E::Placed => Ok(S::Starting),
             E::Cancelled => Ok(S::Failed),
-            E::Admitted
+            E::ArrayChildrenEnded(_)
+            | E::Admitted
             | E::DependenciesSatisfied
             | E::DependencyFailed
             | E::StartDeferred
@@ -79,6 +92,7 @@ pub fn transition(from: JobStatus, event: JobEvent) -> Result<JobStatus, Transit
             | E::DependenciesSatisfied
             | E::DependencyFailed
             | E::Placed
+            | E::ArrayChildrenEnded(_)
             | E::Cancelled => refused,
         },
         S::Running => match event {
@@ -89,6 +103,7 @@ pub fn transition(from: JobStatus, event: JobEvent) -> Result<JobStatus, Transit
             | E::Placed
             | E::StartDeferred
             | E::Started
+            | E::ArrayChildrenEnded(_)
             | E::Cancelled => refused,
         },
         S::Succeeded | S::Failed => match event {
@@ -99,6 +114,7 @@ pub fn transition(from: JobStatus, event: JobEvent) -> Result<JobStatus, Transit
             | E::StartDeferred
             | E::Started
             | E::AttemptEnded(_)
+            | E::ArrayChildrenEnded(_)
             | E::Cancelled => refused,
         },
     }
@@ -118,7 +134,7 @@ mod tests {
     use JobEvent as E;
     use JobStatus as S;
 
-    const ALL_EVENTS: [JobEvent; 10] = [
+    const ALL_EVENTS: [JobEvent; 12] = [
         E::Admitted,
         E::DependenciesSatisfied,
         E::DependencyFailed,
@@ -129,15 +145,27 @@ mod tests {
         E::AttemptEnded(Verdict::Retry),
         E::AttemptEnded(Verdict::Failed),
         E::Cancelled,
+        E::ArrayChildrenEnded(ArrayOutcome::AllSucceeded),
+        E::ArrayChildrenEnded(ArrayOutcome::SomeFailed),
     ];
 
     /// Every allowed transition; anything not listed must be refused.
-    const ALLOWED: [(JobStatus, JobEvent, JobStatus); 15] = [
+    const ALLOWED: [(JobStatus, JobEvent, JobStatus); 17] = [
         (S::Submitted, E::Admitted, S::Pending),
         (S::Submitted, E::Cancelled, S::Failed),
         (S::Pending, E::DependenciesSatisfied, S::Runnable),
         (S::Pending, E::Cancelled, S::Failed),
         (S::Pending, E::DependencyFailed, S::Failed),
+        (
+            S::Pending,
+            E::ArrayChildrenEnded(ArrayOutcome::AllSucceeded),
+            S::Succeeded,
+        ),
+        (
+            S::Pending,
+            E::ArrayChildrenEnded(ArrayOutcome::SomeFailed),
+            S::Failed,
+        ),
         (S::Runnable, E::Placed, S::Starting),
         (S::Runnable, E::Cancelled, S::Failed),
         (S::Starting, E::Started, S::Running),

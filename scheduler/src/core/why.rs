@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use super::model::{
-    ComputeEnvironment, EnvironmentName, Job, JobId, JobQueue, JobStatus, ResourceState, Resources,
+    ArrayRole, ComputeEnvironment, EnvironmentName, Job, JobId, JobQueue, JobStatus, ResourceState,
+    Resources,
 };
 
 /// What the explanation is computed from.
@@ -22,6 +23,8 @@ pub struct Snapshot<'a> {
     pub unfinished_dependencies: &'a [(JobId, JobStatus)],
     /// Environments whose executor was unreachable, with the reason.
     pub unhealthy: &'a BTreeMap<String, String>,
+    /// For an array parent, how many of its children have not finished.
+    pub unfinished_children: u64,
     pub now: i64,
 }
 
@@ -41,6 +44,11 @@ pub enum Hold {
     NotYetAdmitted,
     WaitingForDependencies {
         jobs: Vec<DependencyHold>,
+    },
+    /// An array parent stays PENDING until every child has finished.
+    WaitingForArrayChildren {
+        size: u32,
+        unfinished: u64,
     },
     BackingOff {
         runnable_after: i64,
@@ -106,16 +114,28 @@ pub fn why(snapshot: &Snapshot<'_>) -> Vec<Hold> {
     let job = snapshot.job;
     match job.status {
         JobStatus::Submitted => vec![Hold::NotYetAdmitted],
-        JobStatus::Pending => vec![Hold::WaitingForDependencies {
-            jobs: snapshot
-                .unfinished_dependencies
-                .iter()
-                .map(|(job_id, status)| DependencyHold {
-                    job_id: job_id.0.clone(),
-                    status: *status,
-                })
-                .collect(),
-        }],
+        JobStatus::Pending => {
+            let mut holds = Vec::new();
+            if !snapshot.unfinished_dependencies.is_empty() || job.array == ArrayRole::Single {
+                holds.push(Hold::WaitingForDependencies {
+                    jobs: snapshot
+                        .unfinished_dependencies
+                        .iter()
+                        .map(|(job_id, status)| DependencyHold {
+                            job_id: job_id.0.clone(),
+                            status: *status,
+                        })
+                        .collect(),
+                });
+            }
+            if let ArrayRole::Parent { size } = job.array {
+                holds.push(Hold::WaitingForArrayChildren {
+                    size,
+                    unfinished: snapshot.unfinished_children,
+                });
+            }
+            holds
+        }
         JobStatus::Runnable => runnable_holds(snapshot),
         JobStatus::Starting | JobStatus::Running | JobStatus::Succeeded | JobStatus::Failed => {
             vec![Hold::NotWaiting { status: job.status }]
@@ -222,6 +242,7 @@ mod tests {
                 retry: RetryPolicy::attempts(1),
                 timeout_seconds: None,
                 depends_on: vec![],
+                array_size: None,
             },
             created_at: 0,
             started_at: None,
@@ -232,6 +253,7 @@ mod tests {
             stop_requested: None,
             idempotency_key: None,
             runnable_after: None,
+            array: crate::core::model::ArrayRole::Single,
         }
     }
 
@@ -274,6 +296,7 @@ mod tests {
             runnable_ahead: 7,
             unfinished_dependencies: &[],
             unhealthy: &unhealthy,
+            unfinished_children: 0,
             now: 0,
         };
         let holds = why(&snapshot);
@@ -317,6 +340,7 @@ mod tests {
                 runnable_ahead: 0,
                 unfinished_dependencies: &dependencies,
                 unhealthy: &unhealthy,
+                unfinished_children: 0,
                 now: 1_000,
             })
         };

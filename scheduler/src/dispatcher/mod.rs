@@ -28,7 +28,7 @@ use crate::core::model::{
 };
 use crate::core::placement::{plan_placements, Candidate};
 use crate::core::retry::{judge_attempt, retry_delay};
-use crate::core::state_machine::{transition, JobEvent, TransitionError, Verdict};
+use crate::core::state_machine::{transition, ArrayOutcome, JobEvent, TransitionError, Verdict};
 use crate::store::{now_millis, Effect, Store, StoreError, Transition};
 pub use supervisor::AttemptEvent;
 use supervisor::{supervise, AttemptAssignment, SupervisorContext, Takeover};
@@ -315,6 +315,7 @@ impl Dispatcher {
                 .store
                 .resolve_dependencies(failed, runnable, now)
                 .await?;
+            resolved += self.finish_arrays(now).await?;
             // A failure can cascade to the jobs that depend on the ones just failed.
             self.dependencies_dirty = resolved > 0;
             self.waiters_exist = self.store.count_jobs(JobStatus::Pending).await? > 0;
@@ -324,6 +325,42 @@ impl Dispatcher {
             self.placement_dirty = true;
         }
         Ok(moved)
+    }
+
+    /// Ends the array parents whose children have all finished: SUCCEEDED if every child did,
+    /// otherwise FAILED, as AWS Batch.
+    async fn finish_arrays(&mut self, now: i64) -> Result<u64, DispatchError> {
+        let finished = self.store.finished_arrays().await?;
+        if finished.is_empty() {
+            return Ok(0);
+        }
+        let transitions = finished
+            .iter()
+            .map(|array| {
+                let outcome = match array.n_failed {
+                    0 => ArrayOutcome::AllSucceeded,
+                    _ => ArrayOutcome::SomeFailed,
+                };
+                let to = transition(JobStatus::Pending, JobEvent::ArrayChildrenEnded(outcome))?;
+                let reason = match (&array.stop_reason, outcome) {
+                    (Some(reason), ArrayOutcome::SomeFailed) => reason.clone(),
+                    (_, ArrayOutcome::AllSucceeded) => {
+                        format!("All {} array children succeeded", array.size)
+                    }
+                    (None, ArrayOutcome::SomeFailed) => {
+                        format!("{} of {} array children failed", array.n_failed, array.size)
+                    }
+                };
+                Ok(Transition {
+                    job_id: array.job_id.clone(),
+                    from: JobStatus::Pending,
+                    to,
+                    effect: Effect::ArrayEnded { reason, at: now },
+                })
+            })
+            .collect::<Result<Vec<_>, TransitionError>>()?;
+        let applied = self.store.apply_transitions(&transitions, now).await?;
+        Ok(applied.into_iter().filter(|applied| *applied).count() as u64)
     }
 
     async fn load_resources(&mut self) -> Result<(), DispatchError> {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-pub use jobs::{Effect, JobFilter, JobPage, NewJob, Transition};
+pub use jobs::{Effect, FinishedArray, JobFilter, JobPage, NewJob, Transition};
 pub use logs::{LogLine, NewLogChunk};
 pub use resources::{Applied, AppliedAction, ApplyError, StoredDefinition, ValidDocument};
 

@@ -42,7 +42,8 @@ enum Kind {
     Started,
     Deferred,
     AttemptEnded,
-    Cancelled,
+    /// Ended without an attempt ending: cancelled, or an array parent whose children ended.
+    Closed,
 }
 
 impl Kind {
@@ -52,7 +53,7 @@ impl Kind {
         Kind::Started,
         Kind::Deferred,
         Kind::AttemptEnded,
-        Kind::Cancelled,
+        Kind::Closed,
     ];
 
     fn of(effect: &Effect) -> Kind {
@@ -61,7 +62,7 @@ impl Kind {
             Effect::Started { .. } => Kind::Started,
             Effect::Deferred { .. } => Kind::Deferred,
             Effect::AttemptEnded { .. } => Kind::AttemptEnded,
-            Effect::Cancelled { .. } => Kind::Cancelled,
+            Effect::Cancelled { .. } | Effect::ArrayEnded { .. } => Kind::Closed,
         }
     }
 
@@ -93,7 +94,7 @@ impl Kind {
                  attempt_placed_at = NULL, attempt_started_at = NULL, stop_requested = NULL",
                 " AND jobs.attempt_number = v.column6",
             ),
-            Kind::Cancelled => (2, "status_reason = v.column4, stopped_at = v.column5", ""),
+            Kind::Closed => (2, "status_reason = v.column4, stopped_at = v.column5", ""),
         }
     }
 }
@@ -192,7 +193,9 @@ async fn update(
                 .bind(transition.to.is_terminal().then_some(attempt.stopped_at))
                 .bind(i64::from(attempt.number))
                 .bind(*runnable_after),
-            Effect::Cancelled { reason, at } => query.bind(reason.clone()).bind(*at),
+            Effect::Cancelled { reason, at } | Effect::ArrayEnded { reason, at } => {
+                query.bind(reason.clone()).bind(*at)
+            }
         };
     }
     let returned = query.fetch_all(&mut **transaction).await?;

@@ -1,0 +1,111 @@
+//! What the bench binaries share: the resources they apply, fresh databases, and submitted jobs.
+
+use batchctl_scheduler::core::model::{DefinitionRef, Job, JobId, QueueName};
+use batchctl_scheduler::manifest::{self, build_job, SubmitContext, SubmitJobRequest};
+use batchctl_scheduler::store::{now_millis, Store, StoreLocation};
+use sqlx::Connection;
+
+/// A process environment too large to ever be full, a queue on it, and a no-op definition.
+pub const RESOURCES: &str = r#"
+apiVersion: batchctl/v1
+kind: ComputeEnvironment
+metadata: {name: bench}
+spec: {type: process, maxVcpus: 1000000, maxMemoryMiB: 100000000}
+---
+apiVersion: batchctl/v1
+kind: JobQueue
+metadata: {name: bench}
+spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: bench}]}
+---
+apiVersion: batchctl/v1
+kind: JobDefinition
+metadata: {name: noop}
+spec:
+  containerProperties: {image: none, command: ["noop"], resourceRequirements: [{type: VCPU, value: "1"}, {type: MEMORY, value: "1"}]}
+"#;
+
+/// A fresh store with RESOURCES applied, on `database` (`sqlite` or `postgres`); `None` when
+/// Postgres is asked for and BATCHCTL_TEST_DATABASE_URL is not set. Keep the directory alive.
+pub async fn fresh_store(database: &str) -> Option<(Store, Option<tempfile::TempDir>)> {
+    let (location, dir) = fresh_location(database).await?;
+    let store = Store::open(&location).await.unwrap();
+    let documents = manifest::documents_from_text(RESOURCES).unwrap();
+    let valid: Vec<_> = documents
+        .iter()
+        .map(|d| (manifest::parse_document(d).unwrap(), d["spec"].clone()))
+        .collect();
+    store.apply(&valid, now_millis()).await.unwrap();
+    Some((store, dir))
+}
+
+/// `n` single no-op jobs of the bench queue.
+pub async fn make_jobs(store: &Store, n: usize) -> Vec<Job> {
+    let request = SubmitJobRequest {
+        job_queue: "bench".into(),
+        job_definition: "noop".into(),
+        ..SubmitJobRequest::default()
+    };
+    make_jobs_from(store, &request, n).await
+}
+
+async fn fresh_location(database: &str) -> Option<(StoreLocation, Option<tempfile::TempDir>)> {
+    match database {
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap();
+            Some((
+                StoreLocation::Sqlite {
+                    path: dir.path().join("bench.db"),
+                },
+                Some(dir),
+            ))
+        }
+        _ => {
+            let admin = std::env::var("BATCHCTL_TEST_DATABASE_URL").ok()?;
+            let name = format!("batchctl_bench_{}", uuid::Uuid::new_v4().simple());
+            let mut connection = sqlx::PgConnection::connect(&admin).await.unwrap();
+            sqlx::Executor::execute(&mut connection, format!("CREATE DATABASE {name}").as_str())
+                .await
+                .unwrap();
+            let base = admin.rsplit_once('/').unwrap().0;
+            Some((
+                StoreLocation::Postgres {
+                    url: format!("{base}/{name}"),
+                },
+                None,
+            ))
+        }
+    }
+}
+
+/// `n` jobs as a submit of `request` builds them, each with its own id.
+pub async fn make_jobs_from(store: &Store, request: &SubmitJobRequest, n: usize) -> Vec<Job> {
+    let definition = store
+        .job_definition(&DefinitionRef::parse("noop").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .definition;
+    let queue = store
+        .job_queue(&QueueName::try_from("bench".to_string()).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let environments = store.compute_environments().await.unwrap();
+    let context = SubmitContext {
+        definition: &definition,
+        queue: &queue,
+        environments: &environments,
+    };
+    (0..n)
+        .map(|_| {
+            build_job(
+                request,
+                &context,
+                JobId(uuid::Uuid::new_v4().to_string()),
+                None,
+                now_millis(),
+            )
+            .unwrap()
+        })
+        .collect()
+}
