@@ -13,7 +13,7 @@ use crate::core::model::{
     ArrayRole, Backend, Backoff, ComputeEnvironment, ContainerProperties, DefinitionName,
     DefinitionSpec, Dependency, DependencyKind, DockerSettings, EnvironmentName, ExitRule,
     ImagePullPolicy, Job, JobDefinition, JobId, JobName, JobQueue, JobSpec, JobStatus, QueueName,
-    ResourceState, Resources, RetryAction, RetryPolicy, MAX_ARRAY_SIZE,
+    ResourceState, Resources, RetryAction, RetryPolicy, RunnableTimeLimit, MAX_ARRAY_SIZE,
 };
 
 pub const API_VERSION: &str = "batchctl/v1";
@@ -125,7 +125,23 @@ pub struct JobQueueSpec {
     #[serde(default)]
     pub state: Option<ResourceState>,
     pub compute_environment_order: Vec<ComputeEnvironmentOrder>,
+    #[serde(default)]
+    pub job_state_time_limit_actions: Vec<JobStateTimeLimitActionSpec>,
 }
+
+/// AWS Batch's JobStateTimeLimitAction: what to do with a job left too long in a state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobStateTimeLimitActionSpec {
+    pub reason: String,
+    pub state: String,
+    pub max_time_seconds: u64,
+    pub action: String,
+}
+
+/// The longest `maxTimeSeconds` (AWS Batch's; it also has a floor of 600, which is lifted here so
+/// a short limit can be tried out).
+pub const MAX_TIME_LIMIT_SECONDS: u64 = 86_400;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -446,7 +462,51 @@ pub fn job_queue(name: QueueName, spec: &JobQueueSpec) -> Result<JobQueue, Field
         priority: spec.priority,
         state: spec.state.unwrap_or(ResourceState::Enabled),
         compute_environments: environments,
+        runnable_time_limits: time_limit_actions(&spec.job_state_time_limit_actions)?,
     })
+}
+
+fn time_limit_actions(
+    specs: &[JobStateTimeLimitActionSpec],
+) -> Result<Vec<RunnableTimeLimit>, FieldError> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| {
+            let field = |name: &str| format!("jobStateTimeLimitActions[{index}].{name}");
+            if spec.state != "RUNNABLE" {
+                return Err(FieldError::new(
+                    field("state"),
+                    format!("{:?} is not supported; RUNNABLE is the only state with a time limit, as in AWS Batch", spec.state),
+                ));
+            }
+            if spec.action != "CANCEL" {
+                return Err(FieldError::new(
+                    field("action"),
+                    format!("{:?} is not supported; use CANCEL", spec.action),
+                ));
+            }
+            if !(1..=MAX_TIME_LIMIT_SECONDS).contains(&spec.max_time_seconds) {
+                return Err(FieldError::new(
+                    field("maxTimeSeconds"),
+                    format!(
+                        "is {}; give 1 to {MAX_TIME_LIMIT_SECONDS} seconds",
+                        spec.max_time_seconds
+                    ),
+                ));
+            }
+            if spec.reason.trim().is_empty() {
+                return Err(FieldError::new(
+                    field("reason"),
+                    "is empty; say why such jobs are cancelled (it becomes their statusReason)",
+                ));
+            }
+            Ok(RunnableTimeLimit {
+                max_seconds: spec.max_time_seconds,
+                reason: spec.reason.clone(),
+            })
+        })
+        .collect()
 }
 
 pub fn definition_spec(spec: &JobDefinitionSpec) -> Result<DefinitionSpec, FieldError> {

@@ -5,4 +5,5 @@ mod arrays;
 mod core_slice;
 mod docker_executor;
 mod process_executor;
+mod scheduling;
 mod support;

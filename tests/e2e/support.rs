@@ -157,17 +157,23 @@ impl Server {
 
     /// `batchctl apply -f -` with `text` on standard input, asserting success.
     pub fn apply_text(&self, text: &str) {
+        let output = self.cli_with_stdin(&["apply", "-f", "-"], text);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+
+    /// Runs `batchctl ARGS` with `input` on its standard input.
+    pub fn cli_with_stdin(&self, args: &[&str], input: &str) -> Output {
         let mut child = Command::new(BINARY)
-            .args(["apply", "-f", "-"])
+            .args(args)
             .env("BATCHCTL_SERVER", &self.url)
+            .current_dir(repository_root())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        std::io::Write::write_all(&mut child.stdin.take().unwrap(), text.as_bytes()).unwrap();
-        let output = child.wait_with_output().unwrap();
-        assert!(output.status.success(), "{}", stderr(&output));
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
     }
 
     pub fn apply_examples(&self) {

@@ -6,4 +6,5 @@ pub mod model;
 pub mod placement;
 pub mod retry;
 pub mod state_machine;
+pub mod time_limits;
 pub mod why;

@@ -172,6 +172,15 @@ pub struct JobQueue {
     pub state: ResourceState,
     /// In the order they are tried: the first with room wins.
     pub compute_environments: Vec<EnvironmentName>,
+    /// `jobStateTimeLimitActions` (state RUNNABLE, action CANCEL): a job RUNNABLE for longer is
+    /// cancelled with the reason, so a job that cannot be placed does not wait forever.
+    pub runnable_time_limits: Vec<RunnableTimeLimit>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnableTimeLimit {
+    pub max_seconds: u64,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -93,6 +93,7 @@ mod tests {
                 .iter()
                 .map(|e| EnvironmentName::try_from(e.to_string()).unwrap())
                 .collect(),
+            runnable_time_limits: vec![],
         }
     }
 

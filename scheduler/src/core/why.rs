@@ -276,6 +276,7 @@ mod tests {
             priority: 1,
             state: ResourceState::Enabled,
             compute_environments: names.to_vec(),
+            runnable_time_limits: vec![],
         };
         let environments: HashMap<_, _> = [
             environment("off", resources(8, 8192), ResourceState::Disabled),

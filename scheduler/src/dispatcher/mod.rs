@@ -29,6 +29,7 @@ use crate::core::model::{
 use crate::core::placement::{plan_placements, Candidate};
 use crate::core::retry::{judge_attempt, retry_delay};
 use crate::core::state_machine::{transition, ArrayOutcome, JobEvent, TransitionError, Verdict};
+use crate::core::time_limits::runnable_cutoff;
 use crate::store::{now_millis, Effect, Store, StoreError, Transition};
 pub use supervisor::AttemptEvent;
 use supervisor::{supervise, AttemptAssignment, SupervisorContext, Takeover};
@@ -275,6 +276,10 @@ impl Dispatcher {
             if self.handle.stops_requested.swap(false, Ordering::AcqRel) || polling {
                 self.deliver_stop_requests().await?;
             }
+            if polling && self.cancel_jobs_over_time_limits().await? > 0 {
+                self.dependencies_dirty = true;
+                progressed = true;
+            }
             progressed |= self.admit().await? > 0;
             if self.placement_dirty {
                 self.placement_dirty = false;
@@ -323,6 +328,27 @@ impl Dispatcher {
         let moved = ready + waiting + resolved;
         if ready + resolved > 0 {
             self.placement_dirty = true;
+        }
+        Ok(moved)
+    }
+
+    /// Carries out the queues' `jobStateTimeLimitActions`: cancels jobs RUNNABLE for too long.
+    async fn cancel_jobs_over_time_limits(&mut self) -> Result<u64, DispatchError> {
+        let now = now_millis();
+        let cancelled = transition(JobStatus::Runnable, JobEvent::Cancelled)?;
+        let mut moved = 0;
+        for queue in &self.queues {
+            let Some((limit, cutoff)) = runnable_cutoff(queue, now) else {
+                continue;
+            };
+            let n = self
+                .store
+                .cancel_runnable_since(&queue.name, cutoff, cancelled, &limit.reason, now)
+                .await?;
+            if n > 0 {
+                tracing::info!(queue = %queue.name, jobs = n, reason = %limit.reason, "cancelled jobs RUNNABLE beyond the queue's time limit");
+            }
+            moved += n;
         }
         Ok(moved)
     }

@@ -596,6 +596,32 @@ impl Store {
         Ok(changed)
     }
 
+    /// Cancels (`from` RUNNABLE `to` what the state machine says) the jobs of a queue that became
+    /// RUNNABLE at or before `cutoff` and whose backoff, if any, ended by then; returns how many.
+    pub async fn cancel_runnable_since(
+        &self,
+        queue: &QueueName,
+        cutoff: i64,
+        to: JobStatus,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE jobs SET status = $1, status_reason = $2, stopped_at = $3, updated_at = $3 \
+             WHERE status = 'RUNNABLE' AND job_queue = $4 AND updated_at <= $5 \
+             AND (runnable_after IS NULL OR runnable_after <= $5)",
+        )
+        .bind(to.as_str())
+        .bind(reason)
+        .bind(now)
+        .bind(queue.as_str())
+        .bind(cutoff)
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(changed)
+    }
+
     /// The oldest RUNNABLE jobs of a queue that may be placed at `now`, in submission order.
     pub async fn runnable_jobs(
         &self,

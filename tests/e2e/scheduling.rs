@@ -1,0 +1,57 @@
+//! Queue policies through the CLI: time limits on RUNNABLE jobs and fair share.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{stderr, Server};
+
+const LIMITED_QUEUE: &str = "apiVersion: batchctl/v1
+kind: ComputeEnvironment
+metadata: {name: local}
+spec: {type: process, maxVcpus: 1, maxMemoryMiB: 4096}
+---
+apiVersion: batchctl/v1
+kind: JobQueue
+metadata: {name: impatient}
+spec:
+  priority: 1
+  computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]
+  jobStateTimeLimitActions:
+    - {reason: 'CAPACITY:waited too long', state: RUNNABLE, maxTimeSeconds: 2, action: CANCEL}
+";
+
+#[test]
+fn jobs_runnable_beyond_the_queue_time_limit_are_cancelled() {
+    let server = Server::start(None);
+    server.apply_examples();
+    server.apply_text(LIMITED_QUEUE);
+    let submit = |queue: &str, command: &[&str]| {
+        let mut args = vec!["--queue", queue, "--definition", "hello", "--"];
+        args.extend(command);
+        server.submit(&args)
+    };
+    // The blocker runs on the one vCPU; the job behind it can never be placed in time.
+    let blocker = submit("impatient", &["sleep", "30"]);
+    server.wait_for_status(&blocker, "RUNNING");
+    let waiting = submit("impatient", &["true"]);
+    let submitted = Instant::now();
+    server.wait_for_status(&waiting, "RUNNABLE");
+    let job = server.wait_for_status(&waiting, "FAILED");
+    assert!(
+        submitted.elapsed() >= Duration::from_secs(2),
+        "cancelled before its 2 s limit"
+    );
+    assert_eq!(job["statusReason"], "CAPACITY:waited too long");
+    assert!(job["attempts"].as_array().unwrap().is_empty());
+    // A running job is not subject to the limit.
+    assert_eq!(server.job(&blocker)["status"], "RUNNING");
+    server.cli(&["terminate", &blocker]);
+
+    let bad = LIMITED_QUEUE.replace("state: RUNNABLE", "state: RUNNING");
+    let output = server.cli_with_stdin(&["apply", "-f", "-"], &bad);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("jobStateTimeLimitActions[0].state: \"RUNNING\" is not supported; RUNNABLE is the only state"),
+        "{}",
+        stderr(&output)
+    );
+}
