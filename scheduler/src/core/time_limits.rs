@@ -38,7 +38,8 @@ mod tests {
 
     #[test]
     fn the_shortest_limit_acts_first() {
-        let cases: [(&[(u64, &str)], Option<(&str, i64)>); 4] = [
+        type Limits<'a> = &'a [(u64, &'a str)];
+        let cases: [(Limits, Option<(&str, i64)>); 4] = [
             (&[], None),
             (&[(600, "stuck")], Some(("stuck", 1_000_000 - 600_000))),
             (
