@@ -87,6 +87,12 @@ enum Command {
         /// BATCH_JOB_ARRAY_INDEX set.
         #[arg(long)]
         array_size: Option<u32>,
+        /// The share of a fair-share queue the job counts against (required there).
+        #[arg(long)]
+        share_identifier: Option<String>,
+        /// Order within its share, higher first; replaces the definition's schedulingPriority.
+        #[arg(long)]
+        scheduling_priority: Option<i64>,
         /// Block until the job ends; exit 0 only if it SUCCEEDED.
         #[arg(long)]
         wait: bool,
@@ -255,6 +261,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             idempotency_key,
             depends_on,
             array_size,
+            share_identifier,
+            scheduling_priority,
             wait,
             command,
         } => {
@@ -285,6 +293,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if let Some(size) = array_size {
                 request["arrayProperties"] = json!({ "size": size });
+            }
+            if let Some(share) = share_identifier {
+                request["shareIdentifier"] = json!(share);
+            }
+            if let Some(priority) = scheduling_priority {
+                request["schedulingPriorityOverride"] = json!(priority);
             }
             let job = client.submit(&request, idempotency_key.as_deref()).await?;
             if !wait {

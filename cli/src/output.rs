@@ -332,6 +332,28 @@ pub fn print_why(answer: &Value, format: Format) -> anyhow::Result<()> {
                     .collect();
                 format!("it waits for {} to succeed: {}", jobs.len(), jobs.join(", "))
             }
+            "fairShare" => {
+                let ahead: Vec<String> = hold["sharesAhead"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|share| {
+                        format!(
+                            "{} (weight {}, {:.1} vCPU-s)",
+                            text(&share["shareIdentifier"]),
+                            text(&share["weightFactor"]),
+                            share["usageVcpuSeconds"].as_f64().unwrap_or(0.0)
+                        )
+                    })
+                    .collect();
+                format!(
+                    "its share {} (weight {}) has used {:.1} vCPU-seconds; shares ahead of it by weighted usage: {}",
+                    text(&hold["shareIdentifier"]),
+                    text(&hold["weightFactor"]),
+                    hold["usageVcpuSeconds"].as_f64().unwrap_or(0.0),
+                    if ahead.is_empty() { "none".to_string() } else { ahead.join(", ") }
+                )
+            }
             "waitingForArrayChildren" => format!(
                 "it is an array job: {} of its {} children have not finished",
                 text(&hold["unfinished"]),

@@ -12,8 +12,9 @@ use crate::core::attempt::RESERVED_VARIABLE_PREFIXES;
 use crate::core::model::{
     ArrayRole, Backend, Backoff, ComputeEnvironment, ContainerProperties, DefinitionName,
     DefinitionSpec, Dependency, DependencyKind, DockerSettings, EnvironmentName, ExitRule,
-    ImagePullPolicy, Job, JobDefinition, JobId, JobName, JobQueue, JobSpec, JobStatus, QueueName,
-    ResourceState, Resources, RetryAction, RetryPolicy, RunnableTimeLimit, MAX_ARRAY_SIZE,
+    FairSharePolicy, ImagePullPolicy, Job, JobDefinition, JobId, JobName, JobQueue, JobSpec,
+    JobStatus, QueueName, ResourceState, Resources, RetryAction, RetryPolicy, RunnableTimeLimit,
+    ShareWeight, MAX_ARRAY_SIZE,
 };
 
 pub const API_VERSION: &str = "batchctl/v1";
@@ -127,7 +128,41 @@ pub struct JobQueueSpec {
     pub compute_environment_order: Vec<ComputeEnvironmentOrder>,
     #[serde(default)]
     pub job_state_time_limit_actions: Vec<JobStateTimeLimitActionSpec>,
+    /// AWS Batch references a SchedulingPolicy by ARN; here the policy is written in the queue.
+    #[serde(default)]
+    pub scheduling_policy: Option<SchedulingPolicySpec>,
 }
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SchedulingPolicySpec {
+    pub fairshare_policy: FairsharePolicySpec,
+}
+
+/// AWS Batch's FairsharePolicy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FairsharePolicySpec {
+    #[serde(default)]
+    pub share_decay_seconds: Option<u64>,
+    #[serde(default)]
+    pub compute_reservation: Option<u32>,
+    #[serde(default)]
+    pub share_distribution: Vec<ShareAttributesSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShareAttributesSpec {
+    pub share_identifier: String,
+    #[serde(default)]
+    pub weight_factor: Option<f64>,
+}
+
+/// AWS Batch's limits on a fair-share policy.
+const MAX_SHARE_DECAY_SECONDS: u64 = 604_800;
+const MAX_COMPUTE_RESERVATION: u32 = 99;
+const WEIGHT_FACTOR_RANGE: std::ops::RangeInclusive<f64> = 0.0001..=999.9999;
 
 /// AWS Batch's JobStateTimeLimitAction: what to do with a job left too long in a state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,6 +198,9 @@ pub struct JobDefinitionSpec {
     pub retry_strategy: Option<RetryStrategySpec>,
     #[serde(default)]
     pub timeout: Option<TimeoutSpec>,
+    /// Order within a share of a fair-share queue; higher first.
+    #[serde(default)]
+    pub scheduling_priority: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -463,7 +501,86 @@ pub fn job_queue(name: QueueName, spec: &JobQueueSpec) -> Result<JobQueue, Field
         state: spec.state.unwrap_or(ResourceState::Enabled),
         compute_environments: environments,
         runnable_time_limits: time_limit_actions(&spec.job_state_time_limit_actions)?,
+        fair_share: spec
+            .scheduling_policy
+            .as_ref()
+            .map(|policy| fair_share_policy(&policy.fairshare_policy))
+            .transpose()?,
     })
+}
+
+fn fair_share_policy(spec: &FairsharePolicySpec) -> Result<FairSharePolicy, FieldError> {
+    let field = |name: &str| format!("schedulingPolicy.fairsharePolicy.{name}");
+    let share_decay_seconds = spec.share_decay_seconds.unwrap_or(0);
+    if share_decay_seconds > MAX_SHARE_DECAY_SECONDS {
+        return Err(FieldError::new(
+            field("shareDecaySeconds"),
+            format!("is {share_decay_seconds}; give 0 to {MAX_SHARE_DECAY_SECONDS}"),
+        ));
+    }
+    let compute_reservation = spec.compute_reservation.unwrap_or(0);
+    if compute_reservation > MAX_COMPUTE_RESERVATION {
+        return Err(FieldError::new(
+            field("computeReservation"),
+            format!(
+                "is {compute_reservation}; give a percentage from 0 to {MAX_COMPUTE_RESERVATION}"
+            ),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut share_distribution = Vec::new();
+    for (index, entry) in spec.share_distribution.iter().enumerate() {
+        let entry_field = |name: &str| field(&format!("shareDistribution[{index}].{name}"));
+        validate_share_identifier(&entry.share_identifier, true)
+            .map_err(|reason| FieldError::new(entry_field("shareIdentifier"), reason))?;
+        if !seen.insert(entry.share_identifier.as_str()) {
+            return Err(FieldError::new(
+                entry_field("shareIdentifier"),
+                format!("{:?} is listed twice", entry.share_identifier),
+            ));
+        }
+        let weight_factor = entry.weight_factor.unwrap_or(1.0);
+        if !WEIGHT_FACTOR_RANGE.contains(&weight_factor) {
+            return Err(FieldError::new(
+                entry_field("weightFactor"),
+                format!("is {weight_factor}; give 0.0001 to 999.9999 (lower gets a larger share)"),
+            ));
+        }
+        share_distribution.push(ShareWeight {
+            share_identifier: entry.share_identifier.clone(),
+            weight_factor,
+        });
+    }
+    Ok(FairSharePolicy {
+        share_decay_seconds,
+        compute_reservation,
+        share_distribution,
+    })
+}
+
+/// A share identifier: 1 to 255 letters, digits and underscores (AWS Batch's rule; hyphens are
+/// accepted too), and in a policy a trailing `*` for a prefix.
+fn validate_share_identifier(value: &str, prefix_allowed: bool) -> Result<(), String> {
+    let body = match value.strip_suffix('*') {
+        Some(body) if prefix_allowed => body,
+        _ => value,
+    };
+    let valid = body
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    match (value.len(), valid) {
+        (0, _) => Err("is empty".into()),
+        (256.., _) => Err(format!("is {} characters long; 255 at most", value.len())),
+        (_, false) => Err(format!(
+            "{value:?} may only contain letters, digits, underscores and hyphens{}",
+            if prefix_allowed {
+                ", with an optional trailing *"
+            } else {
+                ""
+            }
+        )),
+        (_, true) => Ok(()),
+    }
 }
 
 fn time_limit_actions(
@@ -554,6 +671,7 @@ pub fn definition_spec(spec: &JobDefinitionSpec) -> Result<DefinitionSpec, Field
         container,
         retry: retry_policy(spec.retry_strategy.as_ref())?,
         timeout_seconds: timeout_seconds(spec.timeout.as_ref())?,
+        scheduling_priority: spec.scheduling_priority.unwrap_or(0),
     })
 }
 
@@ -957,6 +1075,12 @@ pub struct SubmitJobRequest {
     pub depends_on: Vec<JobDependencySpec>,
     #[serde(default)]
     pub array_properties: Option<ArrayPropertiesSpec>,
+    /// The share of a fair-share queue this job counts against (required there, refused elsewhere).
+    #[serde(default)]
+    pub share_identifier: Option<String>,
+    /// Replaces the definition's `schedulingPriority`.
+    #[serde(default)]
+    pub scheduling_priority_override: Option<i64>,
 }
 
 /// AWS Batch's ArrayProperties of SubmitJob.
@@ -1069,6 +1193,26 @@ pub fn build_job(
             ),
         ));
     }
+    let share_identifier = match (&queue.fair_share, &request.share_identifier) {
+        (Some(_), Some(share)) => {
+            validate_share_identifier(share, false)
+                .map_err(|reason| FieldError::new("shareIdentifier", reason))?;
+            Some(share.clone())
+        }
+        (Some(_), None) => {
+            return Err(FieldError::new(
+                "shareIdentifier",
+                format!("is required: queue \"{}\" has a fair-share schedulingPolicy; name the share this job counts against", queue.name),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(FieldError::new(
+                "shareIdentifier",
+                format!("queue \"{}\" has no schedulingPolicy; leave shareIdentifier out or submit to a fair-share queue", queue.name),
+            ))
+        }
+        (None, None) => None,
+    };
     let array_size = array_size(request.array_properties.as_ref())?;
     let depends_on = dependencies(&request.depends_on, array_size)?;
     // A submit's retryStrategy replaces the definition's, as in AWS Batch.
@@ -1095,6 +1239,10 @@ pub fn build_job(
             timeout_seconds,
             depends_on,
             array_size,
+            share_identifier,
+            scheduling_priority: request
+                .scheduling_priority_override
+                .unwrap_or(definition.spec.scheduling_priority),
         },
         created_at: now,
         started_at: None,

@@ -35,6 +35,7 @@ store_suite!(
     retries_wait_out_their_backoff,
     dependencies_hold_jobs_until_they_succeed_and_fail_them_when_they_fail,
     disabled_queues_refuse_new_jobs_and_disabled_environments_get_no_work,
+    busy_shares_get_vcpu_seconds_in_inverse_ratio_of_their_weights,
 );
 
 const RESOURCES: &str = r#"
@@ -804,4 +805,79 @@ async fn disabled_queues_refuse_new_jobs_and_disabled_environments_get_no_work(s
     .await
     .unwrap();
     harness.stop().await;
+}
+
+const FAIR_SHARE: &str = r#"
+apiVersion: batchctl/v1
+kind: ComputeEnvironment
+metadata: {name: shared}
+spec: {type: process, maxVcpus: 6, maxMemoryMiB: 1024}
+---
+apiVersion: batchctl/v1
+kind: JobQueue
+metadata: {name: fair}
+spec:
+  priority: 1
+  computeEnvironmentOrder: [{order: 1, computeEnvironment: shared}]
+  schedulingPolicy:
+    fairsharePolicy:
+      shareDecaySeconds: 3600
+      shareDistribution:
+        - {shareIdentifier: light, weightFactor: 1}
+        - {shareIdentifier: heavy, weightFactor: 2}
+"#;
+
+async fn busy_shares_get_vcpu_seconds_in_inverse_ratio_of_their_weights(store: Store) {
+    support::apply(&store, RESOURCES).await;
+    support::apply(&store, FAIR_SHARE).await;
+    let harness = Harness::start(store, FakeExecutor::new()).await;
+    // Both shares keep far more work queued than the 6 vCPUs can run during the measurement; the
+    // heavier-weighted share submits first, so FIFO would favour it.
+    const PER_SHARE: usize = 150;
+    let mut ids = Vec::new();
+    for share in ["heavy", "light"] {
+        for _ in 0..PER_SHARE {
+            let id = harness
+                .submit_request(SubmitJobRequest {
+                    job_queue: "fair".into(),
+                    share_identifier: Some(share.into()),
+                    ..request("d", &["sleep-ms", "100"])
+                })
+                .await;
+            ids.push((share, id));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while harness
+        .store
+        .count_jobs(JobStatus::Succeeded)
+        .await
+        .unwrap()
+        < 120
+    {
+        assert!(tokio::time::Instant::now() < deadline, "jobs did not run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (store, _) = harness.stop().await;
+    let mut vcpu_seconds: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut finished: BTreeMap<&str, usize> = BTreeMap::new();
+    for (share, id) in &ids {
+        let job = store.job(id).await.unwrap().unwrap();
+        if job.status != JobStatus::Succeeded {
+            continue;
+        }
+        let attempt = &job.attempts[0];
+        let seconds = (attempt.stopped_at - attempt.started_at.unwrap()) as f64 / 1000.0;
+        *vcpu_seconds.entry(share).or_default() += seconds;
+        *finished.entry(share).or_default() += 1;
+    }
+    assert!(
+        finished.values().all(|n| *n < PER_SHARE),
+        "a share ran out of work during the measurement: {finished:?}"
+    );
+    let ratio = vcpu_seconds["light"] / vcpu_seconds["heavy"];
+    assert!(
+        (1.8..=2.2).contains(&ratio),
+        "light:heavy vCPU-seconds {ratio:.3}, not 2:1 within 10% ({vcpu_seconds:?}, {finished:?})"
+    );
 }

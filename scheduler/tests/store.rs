@@ -83,6 +83,8 @@ fn job(id: &str, idempotency_key: Option<&str>) -> Job {
             retry: batchctl_scheduler::core::model::RetryPolicy::attempts(1),
             depends_on: vec![],
             array_size: None,
+            share_identifier: None,
+            scheduling_priority: 0,
             timeout_seconds: None,
         },
         created_at: 1,

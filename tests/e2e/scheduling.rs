@@ -55,3 +55,89 @@ fn jobs_runnable_beyond_the_queue_time_limit_are_cancelled() {
         stderr(&output)
     );
 }
+
+const FAIR_QUEUE: &str = "apiVersion: batchctl/v1
+kind: ComputeEnvironment
+metadata: {name: local}
+spec: {type: process, maxVcpus: 1, maxMemoryMiB: 4096}
+---
+apiVersion: batchctl/v1
+kind: JobQueue
+metadata: {name: fair}
+spec:
+  priority: 1
+  computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]
+  schedulingPolicy:
+    fairsharePolicy:
+      shareDecaySeconds: 600
+      shareDistribution: [{shareIdentifier: 'team-a', weightFactor: 1}, {shareIdentifier: 'team-*', weightFactor: 2}]
+";
+
+#[test]
+fn fair_share_queues_need_a_share_and_why_shows_the_shares() {
+    let server = Server::start(None);
+    server.apply_examples();
+    server.apply_text(FAIR_QUEUE);
+    let base = ["submit", "--queue", "fair", "--definition", "hello"];
+    let output = server.cli(&base);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains(
+            "shareIdentifier: is required: queue \"fair\" has a fair-share schedulingPolicy"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    let output = server.cli(&[
+        "submit",
+        "--queue",
+        "default",
+        "--definition",
+        "hello",
+        "--share-identifier",
+        "x",
+    ]);
+    assert!(
+        stderr(&output).contains("queue \"default\" has no schedulingPolicy"),
+        "{}",
+        stderr(&output)
+    );
+
+    // team-a's job runs first and uses the one vCPU; team-b's waits, and why shows both shares.
+    let submit = |share: &str, command: &[&str]| {
+        let mut args = vec![
+            "--queue",
+            "fair",
+            "--definition",
+            "hello",
+            "--share-identifier",
+            share,
+            "--",
+        ];
+        args.extend(command);
+        server.submit(&args)
+    };
+    let first = submit("team-a", &["sleep", "1"]);
+    server.wait_for_status(&first, "RUNNING");
+    let waiting = submit("team-b", &["true"]);
+    server.wait_for_status(&waiting, "RUNNABLE");
+    let why = server.json(&["why", &waiting]);
+    let hold = why["holds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|hold| hold["type"] == "fairShare")
+        .unwrap_or_else(|| panic!("no fairShare hold: {why:#}"));
+    assert_eq!(hold["shareIdentifier"], "team-b");
+    assert_eq!(hold["weightFactor"], 2.0);
+    server.wait_for_status(&first, "SUCCEEDED");
+    server.wait_for_status(&waiting, "SUCCEEDED");
+    let bad = FAIR_QUEUE.replace("weightFactor: 1}", "weightFactor: 0}");
+    let output = server.cli_with_stdin(&["apply", "-f", "-"], &bad);
+    assert!(
+        stderr(&output)
+            .contains("schedulingPolicy.fairsharePolicy.shareDistribution[0].weightFactor: is 0"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -438,6 +438,7 @@ async fn why(
         unfinished_dependencies: &unfinished_dependencies,
         unhealthy: &unhealthy,
         unfinished_children,
+        shares: &state.dispatcher.share_standings(&job.queue),
         now: now_millis(),
     });
     Ok(Json(

@@ -165,7 +165,7 @@ pub struct ComputeEnvironment {
     pub capacity: Resources,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct JobQueue {
     pub name: QueueName,
     pub priority: i64,
@@ -175,6 +175,28 @@ pub struct JobQueue {
     /// `jobStateTimeLimitActions` (state RUNNABLE, action CANCEL): a job RUNNABLE for longer is
     /// cancelled with the reason, so a job that cannot be placed does not wait forever.
     pub runnable_time_limits: Vec<RunnableTimeLimit>,
+    /// With a fair-share policy, jobs carry a share identifier and shares take turns by usage
+    /// (see `crate::core::fair_share`); without one, the queue is FIFO.
+    pub fair_share: Option<FairSharePolicy>,
+}
+
+/// AWS Batch's FairsharePolicy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FairSharePolicy {
+    /// The half-life of past usage; 0 counts only what runs now.
+    pub share_decay_seconds: u64,
+    /// Percent: `(computeReservation/100)^activeShares` of the queue's vCPUs is kept for shares
+    /// that are not active yet.
+    pub compute_reservation: u32,
+    pub share_distribution: Vec<ShareWeight>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShareWeight {
+    /// A share, or a prefix of shares ending in `*`.
+    pub share_identifier: String,
+    /// Lower gets more: weight 1 gets twice the vCPU-seconds of weight 2.
+    pub weight_factor: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,6 +239,9 @@ pub struct DefinitionSpec {
     pub container: ContainerProperties,
     pub retry: RetryPolicy,
     pub timeout_seconds: Option<u64>,
+    /// Order within a share of a fair-share queue; higher first.
+    #[serde(default)]
+    pub scheduling_priority: i64,
 }
 
 /// AWS Batch's retryStrategy, and a backoff it lacks.
@@ -379,6 +404,12 @@ pub struct JobSpec {
     /// For an array job, how many children it has (2 to `MAX_ARRAY_SIZE`).
     #[serde(default)]
     pub array_size: Option<u32>,
+    /// The share of a fair-share queue the job counts against.
+    #[serde(default)]
+    pub share_identifier: Option<String>,
+    /// Order within its share; higher first.
+    #[serde(default)]
+    pub scheduling_priority: i64,
 }
 
 /// The most children an array job may have (AWS Batch stops at 10,000).

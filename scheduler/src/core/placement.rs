@@ -94,6 +94,7 @@ mod tests {
                 .map(|e| EnvironmentName::try_from(e.to_string()).unwrap())
                 .collect(),
             runnable_time_limits: vec![],
+            fair_share: None,
         }
     }
 

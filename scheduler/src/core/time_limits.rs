@@ -33,6 +33,7 @@ mod tests {
                     reason: reason.to_string(),
                 })
                 .collect(),
+            fair_share: None,
         }
     }
 

@@ -5,9 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use super::fair_share::{weight_of, ShareStanding};
 use super::model::{
-    ArrayRole, ComputeEnvironment, EnvironmentName, Job, JobId, JobQueue, JobStatus, ResourceState,
-    Resources,
+    ArrayRole, ComputeEnvironment, EnvironmentName, FairSharePolicy, Job, JobId, JobQueue,
+    JobStatus, ResourceState, Resources,
 };
 
 /// What the explanation is computed from.
@@ -25,11 +26,13 @@ pub struct Snapshot<'a> {
     pub unhealthy: &'a BTreeMap<String, String>,
     /// For an array parent, how many of its children have not finished.
     pub unfinished_children: u64,
+    /// For a job of a fair-share queue, where each share stands.
+    pub shares: &'a [ShareStanding],
     pub now: i64,
 }
 
 /// One thing that keeps the job from running.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(
     rename_all = "camelCase",
     rename_all_fields = "camelCase",
@@ -58,6 +61,14 @@ pub enum Hold {
     QueuePosition {
         runnable_ahead: u64,
     },
+    /// In a fair-share queue, shares take turns by weighted usage: the job's share and the shares
+    /// whose weighted usage is lower, which go first.
+    FairShare {
+        share_identifier: String,
+        weight_factor: f64,
+        usage_vcpu_seconds: f64,
+        shares_ahead: Vec<ShareHold>,
+    },
     EnvironmentDisabled {
         compute_environment: String,
     },
@@ -81,6 +92,14 @@ pub enum Hold {
     UnknownQueue {
         job_queue: String,
     },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShareHold {
+    pub share_identifier: String,
+    pub weight_factor: f64,
+    pub usage_vcpu_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -143,6 +162,26 @@ pub fn why(snapshot: &Snapshot<'_>) -> Vec<Hold> {
     }
 }
 
+fn fair_share_hold(share: &str, policy: &FairSharePolicy, standings: &[ShareStanding]) -> Hold {
+    let weighted = |standing: &ShareStanding| standing.weight_factor * standing.usage_vcpu_seconds;
+    let own = standings.iter().find(|standing| standing.share == share);
+    let own_weighted = own.map_or(0.0, weighted);
+    Hold::FairShare {
+        share_identifier: share.to_string(),
+        weight_factor: weight_of(policy, share),
+        usage_vcpu_seconds: own.map_or(0.0, |standing| standing.usage_vcpu_seconds),
+        shares_ahead: standings
+            .iter()
+            .filter(|standing| standing.share != share && weighted(standing) < own_weighted)
+            .map(|standing| ShareHold {
+                share_identifier: standing.share.clone(),
+                weight_factor: standing.weight_factor,
+                usage_vcpu_seconds: standing.usage_vcpu_seconds,
+            })
+            .collect(),
+    }
+}
+
 fn runnable_holds(snapshot: &Snapshot<'_>) -> Vec<Hold> {
     let job = snapshot.job;
     let mut holds = Vec::new();
@@ -156,6 +195,10 @@ fn runnable_holds(snapshot: &Snapshot<'_>) -> Vec<Hold> {
         holds.push(Hold::QueuePosition {
             runnable_ahead: snapshot.runnable_ahead,
         });
+    }
+    let policy = snapshot.queue.and_then(|queue| queue.fair_share.as_ref());
+    if let (Some(share), Some(policy)) = (&job.spec.share_identifier, policy) {
+        holds.push(fair_share_hold(share, policy, snapshot.shares));
     }
     let Some(queue) = snapshot.queue else {
         holds.push(Hold::UnknownQueue {
@@ -243,6 +286,8 @@ mod tests {
                 timeout_seconds: None,
                 depends_on: vec![],
                 array_size: None,
+                share_identifier: None,
+                scheduling_priority: 0,
             },
             created_at: 0,
             started_at: None,
@@ -277,6 +322,7 @@ mod tests {
             state: ResourceState::Enabled,
             compute_environments: names.to_vec(),
             runnable_time_limits: vec![],
+            fair_share: None,
         };
         let environments: HashMap<_, _> = [
             environment("off", resources(8, 8192), ResourceState::Disabled),
@@ -298,6 +344,7 @@ mod tests {
             unfinished_dependencies: &[],
             unhealthy: &unhealthy,
             unfinished_children: 0,
+            shares: &[],
             now: 0,
         };
         let holds = why(&snapshot);
@@ -342,6 +389,7 @@ mod tests {
                 unfinished_dependencies: &dependencies,
                 unhealthy: &unhealthy,
                 unfinished_children: 0,
+                shares: &[],
                 now: 1_000,
             })
         };

@@ -22,9 +22,13 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::core::attempt::attempt_id;
+use crate::core::fair_share::{
+    fair_share_order, standings, RunningShareJob, ShareCandidate, ShareLedger, ShareStanding,
+};
 use crate::core::model::{
     Attempt, Backend, ComputeEnvironment, CurrentAttempt, DockerSettings, EnvironmentName,
-    EnvironmentType, Job, JobId, JobQueue, JobStatus, ResourceState, Resources, RetryPolicy,
+    EnvironmentType, FairSharePolicy, Job, JobId, JobQueue, JobStatus, QueueName, ResourceState,
+    Resources, RetryPolicy,
 };
 use crate::core::placement::{plan_placements, Candidate};
 use crate::core::retry::{judge_attempt, retry_delay};
@@ -129,6 +133,8 @@ pub struct DispatcherHandle {
     resources_changed: Arc<AtomicBool>,
     /// Environments whose executor could not be reached, with the reason, for `/healthz`.
     unhealthy: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
+    /// Each fair-share queue's shares as of the last placement, for `batchctl why`.
+    share_standings: Arc<std::sync::Mutex<HashMap<QueueName, Vec<ShareStanding>>>>,
 }
 
 impl DispatcherHandle {
@@ -141,6 +147,16 @@ impl DispatcherHandle {
     pub fn notify_resources_changed(&self) {
         self.resources_changed.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+
+    /// The shares of a fair-share queue with their usage, as of the last placement.
+    pub fn share_standings(&self, queue: &QueueName) -> Vec<ShareStanding> {
+        self.share_standings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(queue)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Compute environments whose executor was unreachable at the last attempt to use it.
@@ -186,6 +202,9 @@ struct ActiveAttempt {
     executor: Option<Arc<dyn Executor>>,
     handle: AttemptHandle,
     retry: RetryPolicy,
+    queue: QueueName,
+    /// The fair-share share the attempt counts against, if its queue has a policy.
+    share: Option<String>,
 }
 
 /// A finished attempt the executor may forget once its end is committed.
@@ -204,6 +223,9 @@ pub struct Dispatcher {
     events: mpsc::Receiver<AttemptEvent>,
     active: HashMap<JobId, ActiveAttempt>,
     used: HashMap<EnvironmentName, Resources>,
+    /// Past usage of each fair-share queue's shares. Kept in memory: a restart starts every share
+    /// even again (what runs still counts).
+    ledgers: HashMap<QueueName, ShareLedger>,
     environments: HashMap<EnvironmentName, ComputeEnvironment>,
     queues: Vec<JobQueue>,
     /// Environments placement skips until the given time because their executor was unreachable.
@@ -229,6 +251,7 @@ impl Dispatcher {
             events,
             active: HashMap::new(),
             used: HashMap::new(),
+            ledgers: HashMap::new(),
             environments: HashMap::new(),
             queues: Vec::new(),
             backing_off: HashMap::new(),
@@ -332,6 +355,88 @@ impl Dispatcher {
         Ok(moved)
     }
 
+    /// A fair-share queue's RUNNABLE jobs in the order shares take turns, cut to what
+    /// `computeReservation` lets the queue place now.
+    fn fair_share_head(
+        &mut self,
+        queue: &JobQueue,
+        policy: &FairSharePolicy,
+        waiting: &[&Job],
+    ) -> Vec<Candidate> {
+        let now = now_millis();
+        let ledger = self.ledgers.entry(queue.name.clone()).or_default();
+        ledger.decay_to(policy, now);
+        let running: Vec<RunningShareJob> = self
+            .active
+            .values()
+            .filter(|active| active.queue == queue.name)
+            .filter_map(|active| {
+                Some(RunningShareJob {
+                    share: active.share.clone()?,
+                    vcpu_millis: active.reserved.vcpu_millis,
+                    seconds: active
+                        .started_at
+                        .map_or(0.0, |started| (now - started).max(0) as f64 / 1000.0),
+                })
+            })
+            .collect();
+        let candidates = waiting
+            .iter()
+            .map(|job| ShareCandidate {
+                job_id: job.job_id.clone(),
+                needs: job.spec.container.resources,
+                share: job.spec.share_identifier.clone().unwrap_or_default(),
+                priority: job.spec.scheduling_priority,
+            })
+            .collect();
+        let capacity: u64 = queue
+            .compute_environments
+            .iter()
+            .filter_map(|name| self.environments.get(name))
+            .map(|environment| environment.capacity.vcpu_millis)
+            .sum();
+        let (order, mut budget) = fair_share_order(policy, ledger, &running, candidates, capacity);
+        self.handle
+            .share_standings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(queue.name.clone(), standings(policy, ledger, &running));
+        order
+            .into_iter()
+            .filter(|candidate| {
+                let fits = candidate.needs.vcpu_millis <= budget;
+                if fits {
+                    budget -= candidate.needs.vcpu_millis;
+                }
+                fits
+            })
+            .map(|candidate| Candidate {
+                job_id: candidate.job_id,
+                needs: candidate.needs,
+            })
+            .collect()
+    }
+
+    fn record_share_usage(&mut self, active: &ActiveAttempt, ended_at: i64) {
+        let (Some(share), Some(started_at)) = (&active.share, active.started_at) else {
+            return;
+        };
+        let Some(policy) = self
+            .queues
+            .iter()
+            .find(|queue| queue.name == active.queue)
+            .and_then(|queue| queue.fair_share.as_ref())
+        else {
+            return;
+        };
+        let seconds = (ended_at - started_at).max(0) as f64 / 1000.0;
+        let vcpus = active.reserved.vcpu_millis as f64 / 1000.0;
+        self.ledgers
+            .entry(active.queue.clone())
+            .or_default()
+            .record(policy, share, vcpus, seconds, ended_at);
+    }
+
     /// Carries out the queues' `jobStateTimeLimitActions`: cancels jobs RUNNABLE for too long.
     async fn cancel_jobs_over_time_limits(&mut self) -> Result<u64, DispatchError> {
         let now = now_millis();
@@ -409,18 +514,44 @@ impl Dispatcher {
             if !self.queue_has_room(queue) {
                 continue;
             }
-            let runnable = self
-                .store
-                .runnable_jobs(&queue.name, self.config.batch_size, now_millis())
-                .await?;
-            let candidates = runnable
+            let runnable = match &queue.fair_share {
+                None => {
+                    self.store
+                        .runnable_jobs(&queue.name, self.config.batch_size, now_millis())
+                        .await?
+                }
+                // Each share's own head, so a share with a long backlog hides no other.
+                Some(_) => {
+                    let mut runnable = Vec::new();
+                    for share in self.store.runnable_shares(&queue.name).await? {
+                        runnable.extend(
+                            self.store
+                                .runnable_jobs_of_share(
+                                    &queue.name,
+                                    share.as_deref(),
+                                    self.config.batch_size,
+                                    now_millis(),
+                                )
+                                .await?,
+                        );
+                    }
+                    runnable
+                }
+            };
+            let waiting: Vec<&Job> = runnable
                 .iter()
                 .filter(|job| !self.active.contains_key(&job.job_id))
-                .map(|job| Candidate {
-                    job_id: job.job_id.clone(),
-                    needs: job.spec.container.resources,
-                })
                 .collect();
+            let candidates = match &queue.fair_share {
+                Some(policy) => self.fair_share_head(queue, policy, &waiting),
+                None => waiting
+                    .iter()
+                    .map(|job| Candidate {
+                        job_id: job.job_id.clone(),
+                        needs: job.spec.container.resources,
+                    })
+                    .collect(),
+            };
             heads.insert(queue.name.clone(), candidates);
             jobs.extend(runnable.into_iter().map(|job| (job.job_id.clone(), job)));
         }
@@ -523,6 +654,8 @@ impl Dispatcher {
                 executor: executor.clone(),
                 handle: AttemptHandle(attempt.executor_handle.clone()),
                 retry: job.spec.retry.clone(),
+                queue: job.queue.clone(),
+                share: job.spec.share_identifier.clone(),
             },
         );
         let Some(executor) = executor else {
@@ -639,6 +772,7 @@ impl Dispatcher {
                     });
                     let active = self.active.remove(&job_id).expect("present");
                     self.release(&active.environment, &active.reserved);
+                    self.record_share_usage(&active, at);
                     after.push(active.executor.map(|executor| Removal {
                         job_id,
                         handle: active.handle,

@@ -99,13 +99,14 @@ impl Store {
     /// Inserts jobs in one transaction, many rows per statement. A job whose idempotency key is
     /// already taken is not inserted; the job that holds the key is returned in its place.
     pub async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Job>, StoreError> {
-        const COLUMNS: usize = 12;
+        const COLUMNS: usize = 14;
         let mut transaction = self.write.begin().await?;
         let mut inserted = std::collections::HashSet::new();
         for chunk in jobs.chunks(super::transitions::ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO jobs (job_id, job_name, job_queue, status, spec, vcpu_millis, \
-                 memory_mib, gpus, created_at, idempotency_key, updated_at, array_size) VALUES {} \
+                 memory_mib, gpus, created_at, idempotency_key, updated_at, array_size, \
+                 share_identifier, scheduling_priority) VALUES {} \
                  ON CONFLICT (idempotency_key) DO NOTHING RETURNING job_id",
                 super::transitions::placeholders(self.dialect, chunk.len(), COLUMNS, 1)
             );
@@ -126,7 +127,9 @@ impl Store {
                     .bind(job.created_at)
                     .bind(job.idempotency_key.clone())
                     .bind(job.created_at)
-                    .bind(job.spec.array_size.map(i64::from));
+                    .bind(job.spec.array_size.map(i64::from))
+                    .bind(job.spec.share_identifier.clone())
+                    .bind(job.spec.scheduling_priority);
             }
             for row in query.fetch_all(&mut *transaction).await? {
                 inserted.insert(row.try_get::<String, _>(0)?);
@@ -641,6 +644,53 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
+    /// The shares with RUNNABLE jobs in a queue; `None` for jobs submitted without one (before
+    /// the queue had a fair-share policy).
+    pub async fn runnable_shares(
+        &self,
+        queue: &QueueName,
+    ) -> Result<Vec<Option<String>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT share_identifier FROM jobs WHERE status = 'RUNNABLE' \
+             AND job_queue = $1",
+        )
+        .bind(queue.as_str())
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| row.try_get(0).map_err(StoreError::from))
+            .collect()
+    }
+
+    /// The RUNNABLE jobs of one share of a queue that may be placed at `now`: highest
+    /// `schedulingPriority` first, then in submission order.
+    pub async fn runnable_jobs_of_share(
+        &self,
+        queue: &QueueName,
+        share: Option<&str>,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<Job>, StoreError> {
+        let share_condition = match share {
+            Some(_) => "share_identifier = $4",
+            None => "share_identifier IS NULL",
+        };
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'RUNNABLE' AND job_queue = $1 \
+             AND (runnable_after IS NULL OR runnable_after <= $3) AND {share_condition} \
+             ORDER BY scheduling_priority DESC, seq LIMIT $2"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(queue.as_str())
+            .bind(i64::from(limit))
+            .bind(now);
+        if let Some(share) = share {
+            query = query.bind(share);
+        }
+        let rows = query.fetch_all(&self.read).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
     /// Every job holding capacity: STARTING or RUNNING.
     pub async fn active_jobs(&self) -> Result<Vec<Job>, StoreError> {
         let rows = sqlx::query(&format!(
@@ -706,9 +756,10 @@ async fn insert_array_children(
         "WITH RECURSIVE array_index(i) AS (SELECT 0 UNION ALL \
          SELECT i + 1 FROM array_index WHERE i + 1 < $1) \
          INSERT INTO jobs (job_id, job_name, job_queue, status, spec, vcpu_millis, memory_mib, \
-         gpus, created_at, updated_at, array_parent, array_index) \
-         SELECT $2 || ':' || CAST(i AS TEXT), $3, $4, 'SUBMITTED', '', $5, $6, $7, $8, $8, $2, i \
-         FROM array_index",
+         gpus, created_at, updated_at, array_parent, array_index, share_identifier, \
+         scheduling_priority) \
+         SELECT $2 || ':' || CAST(i AS TEXT), $3, $4, 'SUBMITTED', '', $5, $6, $7, $8, $8, $2, i, \
+         $9, $10 FROM array_index",
     )
     .bind(i64::from(size))
     .bind(parent.job_id.0.clone())
@@ -718,6 +769,8 @@ async fn insert_array_children(
     .bind(resources.memory_mib as i64)
     .bind(resources.gpus as i64)
     .bind(parent.created_at)
+    .bind(parent.spec.share_identifier.clone())
+    .bind(parent.spec.scheduling_priority)
     .execute(&mut **transaction)
     .await?;
     for dependency in &parent.spec.depends_on {
