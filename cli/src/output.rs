@@ -94,6 +94,10 @@ fn timestamp(millis: &Value) -> String {
 }
 
 pub fn print_applied(answer: &Value, format: Format) -> anyhow::Result<()> {
+    // Warnings go to standard error in every format, so `-o json` output stays parseable.
+    for warning in answer["warnings"].as_array().into_iter().flatten() {
+        eprintln!("warning: {}", text(warning));
+    }
     if print_structured(answer, format)? {
         return Ok(());
     }

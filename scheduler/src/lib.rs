@@ -3,6 +3,7 @@
 //! (`api`). See ARCHITECTURE.md at the repository root for the map.
 
 pub mod api;
+pub mod aws_compat;
 pub mod control;
 pub mod core;
 pub mod dispatcher;

@@ -476,3 +476,26 @@ fn why_explains_what_holds_a_job() {
     server.cli(&["terminate", &blocker]);
     server.wait_for_status(&blocker, "FAILED");
 }
+
+#[test]
+fn aws_batch_job_definitions_apply_unchanged_with_a_warning() {
+    let server = Server::start(None);
+    server.apply_examples();
+    let output = server.cli(&["apply", "-f", "examples/aws-job-definition.json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).contains("jobdefinition/aws-hello:1 created"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(
+        stderr(&output),
+        "warning: documents[0]: job definition aws-hello: batchctl does not support, and ignored: containerProperties.jobRoleArn, containerProperties.logConfiguration, platformCapabilities, propagateTags\n"
+    );
+    let id = server.submit(&["--queue", "default", "--definition", "aws-hello"]);
+    server.wait_for_status(&id, "SUCCEEDED");
+    assert_eq!(
+        stdout(&server.cli(&["logs", &id])),
+        "hello AWS from batchctl\n"
+    );
+}

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub use error::ApiError;
 use views::{JobView, Page, ResourceView};
 
+use crate::aws_compat;
 use crate::control::{stop_job, StopMode};
 use crate::core::model::{DefinitionName, DefinitionRef, JobId, JobStatus, QueueName};
 use crate::dispatcher::DispatcherHandle;
@@ -126,14 +127,36 @@ async fn apply(State(state): State<AppState>, body: Bytes) -> Result<Response, A
         )));
     }
     let mut valid = Vec::with_capacity(request.documents.len());
+    let mut warnings = Vec::new();
     for (index, document) in request.documents.iter().enumerate() {
-        let resource = manifest::parse_document(document)
-            .map_err(|error| ApiError::invalid(error.within(&format!("documents[{index}]"))))?;
-        valid.push((resource, document["spec"].clone()));
+        let at =
+            |error: FieldError| ApiError::invalid(error.within(&format!("documents[{index}]")));
+        // AWS Batch job definitions are taken as they are, converted at this edge.
+        let native: Vec<serde_json::Value> = if aws_compat::is_aws_document(document) {
+            let mut converted = Vec::new();
+            for aws in aws_compat::aws_job_definitions(document) {
+                let conversion = aws_compat::convert_job_definition(aws).map_err(at)?;
+                if !conversion.ignored_fields.is_empty() {
+                    warnings.push(format!(
+                        "documents[{index}]: job definition {}: batchctl does not support, and ignored: {}",
+                        conversion.document["metadata"]["name"].as_str().unwrap_or_default(),
+                        conversion.ignored_fields.join(", ")
+                    ));
+                }
+                converted.push(conversion.document);
+            }
+            converted
+        } else {
+            vec![document.clone()]
+        };
+        for document in native {
+            let resource = manifest::parse_document(&document).map_err(at)?;
+            valid.push((resource, document["spec"].clone()));
+        }
     }
     let applied = state.store.apply(&valid, now_millis()).await?;
     state.dispatcher.notify_resources_changed();
-    Ok(Json(serde_json::json!({ "applied": applied })).into_response())
+    Ok(Json(serde_json::json!({ "applied": applied, "warnings": warnings })).into_response())
 }
 
 async fn resources(store: &Store, kind: Kind) -> Result<Json<Page<ResourceView>>, ApiError> {

@@ -1,0 +1,287 @@
+//! AWS Batch job definitions, accepted unchanged by `apply`: the input of RegisterJobDefinition, one
+//! entry of `describe-job-definitions` output, or that whole output (`{"jobDefinitions": [...]}`).
+//! Each becomes a batchctl JobDefinition document; every field batchctl does not carry out is named
+//! in a warning, never dropped silently. Pure: JSON in, JSON and warnings out.
+
+use serde_json::{json, Map, Value};
+
+use crate::manifest::{FieldError, API_VERSION};
+
+/// A document converted from AWS Batch's shape, and the fields it had that batchctl ignores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Converted {
+    pub document: Value,
+    pub ignored_fields: Vec<String>,
+}
+
+/// Whether a document is in AWS Batch's shape rather than batchctl's.
+pub fn is_aws_document(document: &Value) -> bool {
+    document.get("apiVersion").is_none()
+        && (document.get("jobDefinitionName").is_some() || document.get("jobDefinitions").is_some())
+}
+
+/// The AWS job definitions a document holds: itself, or each entry of `jobDefinitions`.
+pub fn aws_job_definitions(document: &Value) -> Vec<&Value> {
+    match document.get("jobDefinitions").and_then(Value::as_array) {
+        Some(entries) => entries.iter().collect(),
+        None => vec![document],
+    }
+}
+
+/// Fields taken over as they are, at the top level and in `containerProperties`.
+const TOP_LEVEL_KEPT: [&str; 5] = [
+    "parameters",
+    "retryStrategy",
+    "timeout",
+    "schedulingPriority",
+    "type",
+];
+const CONTAINER_KEPT: [&str; 6] = [
+    "image",
+    "command",
+    "environment",
+    "resourceRequirements",
+    "user",
+    "privileged",
+];
+
+/// Converts one AWS Batch job definition.
+pub fn convert_job_definition(aws: &Value) -> Result<Converted, FieldError> {
+    let Some(object) = aws.as_object() else {
+        return Err(FieldError::new(
+            "",
+            "an AWS Batch job definition must be a JSON object",
+        ));
+    };
+    let name = object
+        .get("jobDefinitionName")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            FieldError::new("jobDefinitionName", "is required: name the job definition")
+        })?;
+    if let Some(kind) = object.get("type").and_then(Value::as_str) {
+        if kind != "container" {
+            return Err(FieldError::new(
+                "type",
+                format!(
+                    "{kind:?} job definitions are not supported; batchctl runs \"container\" ones"
+                ),
+            ));
+        }
+    }
+    let mut ignored = Vec::new();
+    let mut spec = Map::new();
+    for (key, value) in object {
+        match key.as_str() {
+            "jobDefinitionName" => {}
+            "containerProperties" => {
+                let container = convert_container(value, &mut ignored)?;
+                spec.insert(key.clone(), container);
+            }
+            "retryStrategy" => {
+                spec.insert(key.clone(), convert_retry_strategy(value));
+            }
+            kept if TOP_LEVEL_KEPT.contains(&kept) => {
+                spec.insert(key.clone(), value.clone());
+            }
+            _ if value.is_null() => {}
+            other => ignored.push(other.to_string()),
+        }
+    }
+    if !spec.contains_key("containerProperties") {
+        return Err(FieldError::new(
+            "containerProperties",
+            "is required: batchctl runs container job definitions",
+        ));
+    }
+    ignored.sort();
+    Ok(Converted {
+        document: json!({
+            "apiVersion": API_VERSION,
+            "kind": "JobDefinition",
+            "metadata": {"name": name},
+            "spec": Value::Object(spec),
+        }),
+        ignored_fields: ignored,
+    })
+}
+
+fn convert_container(value: &Value, ignored: &mut Vec<String>) -> Result<Value, FieldError> {
+    let Some(object) = value.as_object() else {
+        return Err(FieldError::new("containerProperties", "must be an object"));
+    };
+    let mut container = Map::new();
+    let mut legacy = Map::new();
+    for (key, value) in object {
+        match key.as_str() {
+            kept if CONTAINER_KEPT.contains(&kept) => {
+                container.insert(key.clone(), value.clone());
+            }
+            // The deprecated top-level vcpus and memory become resource requirements.
+            "vcpus" | "memory" => {
+                legacy.insert(key.clone(), value.clone());
+            }
+            _ if value.is_null() => {}
+            // Empty lists and objects (as describe output often has) ask for nothing.
+            _ if is_empty(value) => {}
+            other => ignored.push(format!("containerProperties.{other}")),
+        }
+    }
+    let mut requirements: Vec<Value> = container
+        .get("resourceRequirements")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (field, kind) in [("vcpus", "VCPU"), ("memory", "MEMORY")] {
+        let Some(amount) = legacy.get(field) else {
+            continue;
+        };
+        let already = requirements.iter().any(|r| r["type"] == kind);
+        if !already {
+            let amount = match amount {
+                Value::Number(number) => number.to_string(),
+                Value::String(text) => text.clone(),
+                _ => {
+                    return Err(FieldError::new(
+                        format!("containerProperties.{field}"),
+                        "must be a number",
+                    ))
+                }
+            };
+            requirements.push(json!({"type": kind, "value": amount}));
+        }
+    }
+    if !requirements.is_empty() {
+        container.insert("resourceRequirements".into(), Value::Array(requirements));
+    }
+    Ok(Value::Object(container))
+}
+
+/// AWS Batch matches `action` without regard to case; batchctl's manifests spell it in capitals.
+fn convert_retry_strategy(value: &Value) -> Value {
+    let mut strategy = value.clone();
+    if let Some(rules) = strategy
+        .get_mut("evaluateOnExit")
+        .and_then(Value::as_array_mut)
+    {
+        for rule in rules {
+            if let Some(action) = rule.get("action").and_then(Value::as_str) {
+                rule["action"] = Value::String(action.to_ascii_uppercase());
+            }
+        }
+    }
+    strategy
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Array(items) => items.is_empty(),
+        Value::Object(fields) => fields.is_empty(),
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{parse_document, Resource};
+
+    /// A job definition as `aws batch describe-job-definitions` prints it.
+    fn described() -> Value {
+        json!({
+            "jobDefinitionName": "render",
+            "jobDefinitionArn": "arn:aws:batch:us-east-1:123456789012:job-definition/render:3",
+            "revision": 3,
+            "status": "ACTIVE",
+            "type": "container",
+            "parameters": {"scene": "intro"},
+            "retryStrategy": {"attempts": 3, "evaluateOnExit": [
+                {"onStatusReason": "Host EC2*", "action": "retry"},
+                {"onReason": "*", "action": "EXIT"}
+            ]},
+            "timeout": {"attemptDurationSeconds": 600},
+            "containerProperties": {
+                "image": "public.ecr.aws/render:1",
+                "vcpus": 2,
+                "memory": 2048,
+                "command": ["render", "Ref::scene"],
+                "jobRoleArn": "arn:aws:iam::123456789012:role/render",
+                "volumes": [],
+                "environment": [{"name": "MODE", "value": "fast"}],
+                "mountPoints": [],
+                "ulimits": [],
+                "resourceRequirements": [{"type": "GPU", "value": "1"}],
+                "logConfiguration": {"logDriver": "awslogs"},
+                "secrets": []
+            },
+            "tags": {"team": "graphics"},
+            "propagateTags": false,
+            "platformCapabilities": ["EC2"],
+            "containerOrchestrationType": "ECS"
+        })
+    }
+
+    #[test]
+    fn a_described_definition_applies_with_the_ignored_fields_named() {
+        let converted = convert_job_definition(&described()).unwrap();
+        assert_eq!(
+            converted.ignored_fields,
+            [
+                "containerOrchestrationType",
+                "containerProperties.jobRoleArn",
+                "containerProperties.logConfiguration",
+                "jobDefinitionArn",
+                "platformCapabilities",
+                "propagateTags",
+                "revision",
+                "status",
+                "tags",
+            ]
+        );
+        let Resource::JobDefinition { name, spec } = parse_document(&converted.document).unwrap()
+        else {
+            panic!("not a job definition")
+        };
+        assert_eq!(name.as_str(), "render");
+        assert_eq!(spec.retry.attempts, 3);
+        assert_eq!(spec.retry.evaluate_on_exit.len(), 2);
+        assert_eq!(spec.timeout_seconds, Some(600));
+        assert_eq!(spec.container.resources.vcpu_millis, 2000);
+        assert_eq!(spec.container.resources.memory_mib, 2048);
+        assert_eq!(spec.container.resources.gpus, 1);
+        assert_eq!(spec.container.command, ["render", "Ref::scene"]);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases = [
+            (
+                json!({"type": "container"}),
+                "jobDefinitionName: is required",
+            ),
+            (
+                json!({"jobDefinitionName": "m", "type": "multinode", "nodeProperties": {}}),
+                "type: \"multinode\" job definitions are not supported",
+            ),
+            (
+                json!({"jobDefinitionName": "e", "eksProperties": {}}),
+                "containerProperties: is required",
+            ),
+        ];
+        for (document, expected) in cases {
+            let error = convert_job_definition(&document).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_whole_describe_output_is_a_list_of_definitions() {
+        let output = json!({"jobDefinitions": [described(), described()]});
+        assert!(is_aws_document(&output));
+        assert_eq!(aws_job_definitions(&output).len(), 2);
+        assert!(is_aws_document(&described()));
+        assert!(!is_aws_document(
+            &json!({"apiVersion": "batchctl/v1", "kind": "JobDefinition"})
+        ));
+    }
+}
