@@ -73,6 +73,42 @@ impl FakeExecutor {
         self.lock().started
     }
 
+    /// The attempts started and not yet finished, as a test's view of what runs.
+    pub fn running(&self) -> Vec<AttemptSpec> {
+        self.lock()
+            .attempts
+            .values()
+            .filter(|attempt| attempt.outcome.borrow().is_none())
+            .map(|attempt| attempt.spec.clone())
+            .collect()
+    }
+
+    /// Makes the running attempt of `job_id` exit with `exit_code`, as its work would; false when
+    /// none runs.
+    pub fn exit_job(&self, job_id: &str, exit_code: i32) -> bool {
+        let handle = self
+            .lock()
+            .attempts
+            .iter()
+            .find(|(_, attempt)| {
+                attempt.spec.job_id == job_id && attempt.outcome.borrow().is_none()
+            })
+            .map(|(handle, _)| handle.clone());
+        match handle {
+            Some(handle) => {
+                self.finish(
+                    &handle,
+                    AttemptOutcome::Exited {
+                        exit_code,
+                        signal: None,
+                    },
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Makes `start` fail as an unreachable backend does, until called with `None`.
     pub fn set_unavailable(&self, reason: Option<&str>) {
         self.lock().unavailable = reason.map(str::to_string);
