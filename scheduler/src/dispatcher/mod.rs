@@ -131,6 +131,8 @@ pub struct DispatcherHandle {
     wake: Arc<Notify>,
     stops_requested: Arc<AtomicBool>,
     resources_changed: Arc<AtomicBool>,
+    /// Set by `notify_work`: jobs were submitted (or cancelled) and admission should look.
+    work_submitted: Arc<AtomicBool>,
     /// Environments whose executor could not be reached, with the reason, for `/healthz`.
     unhealthy: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
     /// Each fair-share queue's shares as of the last placement, for `batchctl why`.
@@ -140,6 +142,7 @@ pub struct DispatcherHandle {
 impl DispatcherHandle {
     /// New jobs: look at the queues now.
     pub fn notify_work(&self) {
+        self.work_submitted.store(true, Ordering::Release);
         self.wake.notify_one();
     }
 
@@ -237,6 +240,11 @@ pub struct Dispatcher {
     /// Whether PENDING jobs may exist; while none do, resolution is skipped. Set at start, at each
     /// poll (jobs submitted through another server) and when jobs with dependencies are admitted.
     waiters_exist: bool,
+    /// Whether SUBMITTED jobs may be waiting for admission: set at start, at each poll, when a
+    /// submit is committed, and while the last admission was full. Without it every pass would
+    /// query for SUBMITTED jobs, which on Postgres walks the index entries of every job that has
+    /// left SUBMITTED since the last vacuum.
+    admission_due: bool,
 }
 
 impl Dispatcher {
@@ -258,6 +266,7 @@ impl Dispatcher {
             placement_dirty: true,
             dependencies_dirty: true,
             waiters_exist: true,
+            admission_due: true,
         }
     }
 
@@ -303,6 +312,8 @@ impl Dispatcher {
                 self.dependencies_dirty = true;
                 progressed = true;
             }
+            self.admission_due |=
+                self.handle.work_submitted.swap(false, Ordering::AcqRel) || polling;
             progressed |= self.admit().await? > 0;
             if self.placement_dirty {
                 self.placement_dirty = false;
@@ -331,10 +342,17 @@ impl Dispatcher {
         let pending = transition(JobStatus::Submitted, JobEvent::Admitted)?;
         let runnable = transition(pending, JobEvent::DependenciesSatisfied)?;
         let failed = transition(pending, JobEvent::DependencyFailed)?;
-        let (ready, waiting) = self
-            .store
-            .admit_submitted(runnable, pending, self.config.batch_size, now)
-            .await?;
+        let (ready, waiting) = if self.admission_due {
+            let moved = self
+                .store
+                .admit_submitted(runnable, pending, self.config.batch_size, now)
+                .await?;
+            // A full batch may have left more behind.
+            self.admission_due = moved.0 + moved.1 >= u64::from(self.config.batch_size);
+            moved
+        } else {
+            (0, 0)
+        };
         self.waiters_exist |= waiting > 0;
         let mut resolved = 0;
         if self.waiters_exist && (waiting > 0 || self.dependencies_dirty) {

@@ -329,7 +329,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let moved = sqlx::query(
             "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = $3 AND seq IN \
-             (SELECT seq FROM jobs WHERE status = $3 ORDER BY seq LIMIT $4)",
+             (SELECT seq FROM jobs WHERE status = $3 ORDER BY status, seq LIMIT $4)",
         )
         .bind(to.as_str())
         .bind(now)
@@ -353,11 +353,14 @@ impl Store {
         now: i64,
     ) -> Result<(u64, u64), StoreError> {
         let mut transaction = self.write.begin().await?;
-        let oldest =
-            "seq IN (SELECT seq FROM jobs WHERE status = 'SUBMITTED' ORDER BY seq LIMIT $3)";
+        // The oldest `limit` SUBMITTED jobs are those with a seq up to the limit-th one's: one
+        // scalar subquery (an InitPlan, run once) and an index range on (status, seq), a plan no
+        // statistics can spoil. Written as a join or `seq IN (subquery)`, Postgres with statistics
+        // taken while the table was small looped over every pair: seconds per pass.
+        let oldest = "status = 'SUBMITTED' AND seq <= (SELECT MAX(seq) FROM (SELECT seq FROM jobs \
+             WHERE status = 'SUBMITTED' ORDER BY status, seq LIMIT $3) AS oldest)";
         let ready_count = sqlx::query(&format!(
-            "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = 'SUBMITTED' AND {oldest} \
-             AND array_size IS NULL \
+            "UPDATE jobs SET status = $1, updated_at = $2 WHERE {oldest} AND array_size IS NULL \
              AND NOT EXISTS (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.job_id) \
              AND (array_parent IS NULL OR NOT EXISTS \
              (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.array_parent))"
@@ -371,7 +374,7 @@ impl Store {
         let waiting_limit = i64::from(limit).saturating_sub(ready_count as i64);
         let waiting_count = if waiting_limit > 0 {
             sqlx::query(&format!(
-                "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = 'SUBMITTED' AND {oldest}"
+                "UPDATE jobs SET status = $1, updated_at = $2 WHERE {oldest}"
             ))
             .bind(waiting.as_str())
             .bind(now)
