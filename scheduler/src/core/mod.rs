@@ -6,6 +6,7 @@ pub mod fair_share;
 pub mod model;
 pub mod placement;
 pub mod retry;
+pub mod schedule;
 pub mod state_machine;
 pub mod time_limits;
 pub mod why;
