@@ -155,6 +155,9 @@ enum Command {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Schedules: preview an expression's fire times (no server needed), or fire one now.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// The supervising process of one attempt (started by the server; not for people).
     #[command(hide = true)]
     Shim {
@@ -162,6 +165,26 @@ enum Command {
         #[arg(long)]
         lock_fd: i32,
     },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCommand {
+    /// Print the next fire times of EXPR strictly after --from, one RFC 3339 time per line.
+    Preview {
+        /// `cron(…)` (AWS), a 5-field cron, `rate(N minutes|hours|days)`, `at(…)` or `@daily`.
+        expression: String,
+        /// IANA time zone the expression's wall times are in.
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// Start from this RFC 3339 time instead of now (also where a rate counts from).
+        #[arg(long)]
+        from: Option<String>,
+        /// How many fire times.
+        #[arg(short = 'n', default_value_t = 5)]
+        n: usize,
+    },
+    /// Fire a schedule now (its overlap policy still applies).
+    Trigger { name: String },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -174,6 +197,8 @@ enum ResourceKind {
     Definitions,
     #[value(alias = "computeenvironment", alias = "ce")]
     Computeenvironments,
+    #[value(alias = "schedule")]
+    Schedules,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -206,6 +231,27 @@ fn key_value(text: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Schedule(ScheduleCommand::Preview {
+        expression,
+        tz,
+        from,
+        n,
+    }) = &cli.command
+    {
+        // Pure: no server, no runtime.
+        return match preview(expression, tz, from.as_deref(), *n) {
+            Ok(times) => {
+                for time in times {
+                    println!("{time}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Shim { dir, lock_fd } = &cli.command {
         // The shim must stay small and synchronous: no runtime, no logging set-up.
         return match batchctl_executor::process::shim::run(dir, *lock_fd) {
@@ -339,12 +385,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Queues => client.get("/v1/jobqueues").await?,
                 ResourceKind::Definitions => client.get("/v1/jobdefinitions").await?,
                 ResourceKind::Computeenvironments => client.get("/v1/computeenvironments").await?,
+                ResourceKind::Schedules => client.get("/v1/schedules").await?,
             };
             match resource {
                 ResourceKind::Jobs => output::print_jobs(&list, format)?,
                 ResourceKind::Queues => output::print_queues(&list, format)?,
                 ResourceKind::Definitions => output::print_definitions(&list, format)?,
                 ResourceKind::Computeenvironments => output::print_environments(&list, format)?,
+                ResourceKind::Schedules => output::print_schedules(&list, format)?,
             }
         }
         Command::Describe {
@@ -381,9 +429,42 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
             output::print_job(&job, format)?;
         }
-        Command::Shim { .. } => unreachable!("handled before the runtime starts"),
+        Command::Schedule(ScheduleCommand::Trigger { name }) => {
+            let job = client
+                .post(&format!("/v1/schedules/{name}/trigger"), &json!({}))
+                .await?;
+            output::print_job(&job, format)?;
+        }
+        Command::Shim { .. } | Command::Schedule(ScheduleCommand::Preview { .. }) => {
+            unreachable!("handled before the runtime starts")
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `batchctl schedule preview`: the next `n` fire times, in the expression's zone, as RFC 3339.
+fn preview(
+    expression: &str,
+    tz: &str,
+    from: Option<&str>,
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
+    use batchctl_scheduler::core::schedule;
+    let zone: chrono_tz::Tz = tz.parse().map_err(|_| {
+        anyhow::anyhow!("--tz: {tz:?} is not an IANA time zone (like Europe/Berlin)")
+    })?;
+    let parsed = schedule::parse_expression(expression)
+        .map_err(|error| anyhow::anyhow!("{expression:?} {error}"))?;
+    let from = match from {
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map_err(|error| anyhow::anyhow!("--from: {text:?} is not an RFC 3339 time: {error}"))?
+            .with_timezone(&chrono::Utc),
+        None => chrono::Utc::now(),
+    };
+    Ok(schedule::preview(&parsed, zone, from, from, n)
+        .into_iter()
+        .map(|time| time.with_timezone(&zone).to_rfc3339())
+        .collect())
 }
 
 async fn serve(

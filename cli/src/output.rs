@@ -187,6 +187,38 @@ pub fn print_definitions(list: &Value, format: Format) -> anyhow::Result<()> {
     })
 }
 
+pub fn print_schedules(list: &Value, format: Format) -> anyhow::Result<()> {
+    let header = [
+        "NAME",
+        "EXPRESSION",
+        "TIME ZONE",
+        "STATE",
+        "NEXT FIRE",
+        "LAST TICK",
+        "OUTCOME",
+        "JOB",
+    ];
+    print_list(list, format, &header, |schedule| {
+        let spec = &schedule["spec"];
+        let last = &schedule["status"]["lastFiring"];
+        let outcome = match (last["outcome"].as_str(), last["jobStatus"].as_str()) {
+            (Some(outcome), Some(status)) => format!("{outcome} ({status})"),
+            (Some(outcome), None) => outcome.to_string(),
+            (None, _) => "-".to_string(),
+        };
+        vec![
+            text(&schedule["metadata"]["name"]),
+            text(&spec["scheduleExpression"]),
+            spec["timeZone"].as_str().unwrap_or("UTC").to_string(),
+            spec["state"].as_str().unwrap_or("ENABLED").to_string(),
+            text(&schedule["status"]["nextFireTime"]),
+            text(&last["scheduledTime"]),
+            outcome,
+            text(&last["jobId"]),
+        ]
+    })
+}
+
 pub fn print_environments(list: &Value, format: Format) -> anyhow::Result<()> {
     let header = [
         "NAME",

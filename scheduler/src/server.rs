@@ -17,6 +17,7 @@ use crate::api::{self, AppState};
 use crate::core::model::{DockerSettings, EnvironmentName, EnvironmentType};
 use crate::dispatcher::{Dispatcher, DispatcherConfig, Executors};
 use crate::manifest;
+use crate::schedules::{ScheduleRunner, SystemClock};
 use crate::store::{now_millis, Store, StoreLocation};
 use crate::submitter::Submitter;
 
@@ -112,6 +113,12 @@ pub async fn run(
     let handle = dispatcher.handle();
     let submitter = Submitter::start(store.clone(), handle.clone(), shutdown.clone());
     let dispatcher_task = tokio::spawn(dispatcher.run(shutdown.clone()));
+    let schedules = Arc::new(ScheduleRunner::new(
+        store.clone(),
+        handle.clone(),
+        Arc::new(SystemClock),
+    ));
+    let schedules_task = tokio::spawn(Arc::clone(&schedules).run(shutdown.clone()));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -129,6 +136,7 @@ pub async fn run(
         store: store.clone(),
         submitter,
         dispatcher: handle,
+        schedules,
         shutdown: shutdown.clone(),
         installation: installation.clone(),
     };
@@ -141,6 +149,9 @@ pub async fn run(
         .await;
     shutdown.cancel();
     let dispatched = dispatcher_task.await;
+    if let Err(join_error) = schedules_task.await {
+        tracing::error!(%join_error, "schedule runner task panicked");
+    }
     store.close().await;
     drop(lock);
     served.map_err(|source| ServerError::Listen { address, source })?;

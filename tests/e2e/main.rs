@@ -5,5 +5,6 @@ mod arrays;
 mod core_slice;
 mod docker_executor;
 mod process_executor;
+mod schedules;
 mod scheduling;
 mod support;

@@ -30,8 +30,10 @@ use crate::control::{stop_job, StopMode};
 use crate::core::model::{DefinitionName, DefinitionRef, JobId, JobStatus, QueueName};
 use crate::dispatcher::DispatcherHandle;
 use crate::manifest::{self, build_job, FieldError, Kind, SubmitContext, SubmitJobRequest};
+use crate::schedules::ScheduleRunner;
 use crate::store::{now_millis, JobFilter, Store};
 use crate::submitter::Submitter;
+use std::sync::Arc;
 
 /// Jobs per page when a list request names no limit, and the most it may ask for.
 const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -43,6 +45,7 @@ pub struct AppState {
     pub store: Store,
     pub submitter: Submitter,
     pub dispatcher: DispatcherHandle,
+    pub schedules: Arc<ScheduleRunner>,
     /// Cancelled at shutdown, so log followers end instead of holding the server open.
     pub shutdown: CancellationToken,
     /// This installation's id (the `batchctl.owner` label of its containers).
@@ -56,6 +59,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/computeenvironments", get(list_compute_environments))
         .route("/v1/jobqueues", get(list_job_queues))
         .route("/v1/jobdefinitions", get(list_job_definitions))
+        .route("/v1/schedules", get(list_schedules))
+        .route("/v1/schedules/{name}/trigger", post(trigger_schedule))
         .route("/v1/jobs", post(submit).get(list_jobs))
         .route("/v1/jobs/{job_id}", get(describe_job))
         .route("/v1/jobs/{job_id}/cancel", post(cancel))
@@ -156,6 +161,7 @@ async fn apply(State(state): State<AppState>, body: Bytes) -> Result<Response, A
     }
     let applied = state.store.apply(&valid, now_millis()).await?;
     state.dispatcher.notify_resources_changed();
+    state.schedules.handle().notify_changed();
     Ok(Json(serde_json::json!({ "applied": applied, "warnings": warnings })).into_response())
 }
 
@@ -182,6 +188,106 @@ async fn list_job_queues(
     State(state): State<AppState>,
 ) -> Result<Json<Page<ResourceView>>, ApiError> {
     resources(&state.store, Kind::JobQueue).await
+}
+
+/// Schedules as applied, with when each fires next and what its last tick did.
+async fn list_schedules(
+    State(state): State<AppState>,
+) -> Result<Json<Page<serde_json::Value>>, ApiError> {
+    let now = chrono::Utc::now();
+    let mut items = Vec::new();
+    for stored in state.store.schedules().await? {
+        let schedule = &stored.schedule;
+        let created = chrono::DateTime::from_timestamp_millis(stored.created_at).unwrap_or(now);
+        let anchor = schedule.start.unwrap_or(created);
+        let last = state.store.last_firing(&schedule.name).await?;
+        let next = schedule
+            .enabled
+            .then(|| {
+                crate::core::schedule::next_fire(
+                    &schedule.expression,
+                    schedule.time_zone,
+                    anchor,
+                    now,
+                )
+            })
+            .flatten()
+            .filter(|tick| schedule.end.is_none_or(|end| *tick <= end));
+        let last_view = match last {
+            Some(firing) => {
+                let job_status = match &firing.job_id {
+                    Some(job_id) => state.store.job(job_id).await?.map(|job| job.status),
+                    None => None,
+                };
+                serde_json::json!({
+                    "scheduledTime": chrono::DateTime::from_timestamp_millis(firing.scheduled_time)
+                        .map(|t| t.with_timezone(&schedule.time_zone).to_rfc3339()),
+                    "outcome": firing.outcome.as_str(),
+                    "jobId": firing.job_id.map(|id| id.0),
+                    "jobStatus": job_status,
+                    "reason": firing.reason,
+                })
+            }
+            None => serde_json::Value::Null,
+        };
+        items.push(serde_json::json!({
+            "apiVersion": manifest::API_VERSION,
+            "kind": "Schedule",
+            "metadata": {"name": schedule.name},
+            "spec": stored.spec,
+            "status": {
+                "nextFireTime": next.map(|t| t.with_timezone(&schedule.time_zone).to_rfc3339()),
+                "lastFiring": last_view,
+            },
+        }));
+    }
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// Fires a schedule now, as a tick at this instant (subject to its overlap policy).
+async fn trigger_schedule(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let stored = state
+        .store
+        .schedules()
+        .await?
+        .into_iter()
+        .find(|stored| stored.schedule.name == name)
+        .ok_or_else(|| {
+            ApiError::not_found(format!(
+                "schedule {name} does not exist; see `batchctl get schedules`"
+            ))
+        })?;
+    let fired = state
+        .schedules
+        .fire(&stored, chrono::Utc::now())
+        .await
+        .map_err(|crate::schedules::ScheduleError::Store(error)| ApiError::from(error))?;
+    let last = state.store.last_firing(&name).await?;
+    match fired {
+        Some(job_id) => {
+            let job = state
+                .store
+                .job(&job_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
+            Ok((
+                StatusCode::CREATED,
+                Json(job_view(&state.store, &job).await?),
+            )
+                .into_response())
+        }
+        None => Err(ApiError::conflict(format!(
+            "schedule {name} did not fire: {}",
+            last.and_then(|firing| firing.reason)
+                .unwrap_or_else(|| "this instant was already handled".into())
+        ))),
+    }
 }
 
 async fn list_job_definitions(

@@ -99,8 +99,19 @@ impl Store {
     /// Inserts jobs in one transaction, many rows per statement. A job whose idempotency key is
     /// already taken is not inserted; the job that holds the key is returned in its place.
     pub async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Job>, StoreError> {
-        const COLUMNS: usize = 14;
         let mut transaction = self.write.begin().await?;
+        let stored = self.insert_jobs_in(&mut transaction, jobs).await?;
+        transaction.commit().await?;
+        Ok(stored)
+    }
+
+    /// `insert_jobs` inside a transaction the caller commits.
+    pub(super) async fn insert_jobs_in(
+        &self,
+        transaction: &mut Transaction<'static, Any>,
+        jobs: &[NewJob],
+    ) -> Result<Vec<Job>, StoreError> {
+        const COLUMNS: usize = 14;
         let mut inserted = std::collections::HashSet::new();
         for chunk in jobs.chunks(super::transitions::ROWS_PER_STATEMENT) {
             let sql = format!(
@@ -131,7 +142,7 @@ impl Store {
                     .bind(job.spec.share_identifier.clone())
                     .bind(job.spec.scheduling_priority);
             }
-            for row in query.fetch_all(&mut *transaction).await? {
+            for row in query.fetch_all(&mut **transaction).await? {
                 inserted.insert(row.try_get::<String, _>(0)?);
             }
         }
@@ -141,7 +152,7 @@ impl Store {
             .collect();
         for job in &new_jobs {
             if let Some(size) = job.spec.array_size {
-                insert_array_children(&mut transaction, job, size).await?;
+                insert_array_children(transaction, job, size).await?;
             }
         }
         // Whole-job dependencies are rows of the job itself (an array's children wait on their
@@ -169,7 +180,7 @@ impl Store {
             for (job_id, parent) in chunk {
                 query = query.bind(job_id.to_string()).bind(parent.to_string());
             }
-            query.execute(&mut *transaction).await?;
+            query.execute(&mut **transaction).await?;
         }
         let mut stored = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -181,11 +192,10 @@ impl Store {
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"
             ))
             .bind(job.idempotency_key.as_deref())
-            .fetch_one(&mut *transaction)
+            .fetch_one(&mut **transaction)
             .await?;
             stored.push(job_from_row(&row)?);
         }
-        transaction.commit().await?;
         Ok(stored)
     }
 

@@ -13,6 +13,7 @@
 mod jobs;
 mod logs;
 mod resources;
+mod schedules;
 mod transitions;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use sqlx::{AnyPool, Executor};
 pub use jobs::{Effect, FinishedArray, JobFilter, JobPage, NewJob, Transition};
 pub use logs::{LogLine, NewLogChunk};
 pub use resources::{Applied, AppliedAction, ApplyError, StoredDefinition, ValidDocument};
+pub use schedules::{Firing, FiringOutcome, StoredSchedule};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");

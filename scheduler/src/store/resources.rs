@@ -76,7 +76,9 @@ impl Store {
                 .collect();
         environment_names.extend(documents.iter().filter_map(|(resource, _)| match resource {
             Resource::ComputeEnvironment(environment) => Some(environment.name.to_string()),
-            Resource::JobQueue(_) | Resource::JobDefinition { .. } => None,
+            Resource::JobQueue(_) | Resource::JobDefinition { .. } | Resource::Schedule { .. } => {
+                None
+            }
         }));
         let mut applied = Vec::with_capacity(documents.len());
         for (index, (resource, spec)) in documents.iter().enumerate() {
@@ -108,6 +110,16 @@ impl Store {
                 }
                 Resource::JobDefinition { name, spec: model } => {
                     register_definition(&mut transaction, name, model, &spec_text, now).await?
+                }
+                Resource::Schedule { schedule, .. } => {
+                    upsert(
+                        &mut transaction,
+                        "schedules",
+                        &schedule.name,
+                        &spec_text,
+                        now,
+                    )
+                    .await?
                 }
             };
             applied.push(Applied {
@@ -173,6 +185,7 @@ impl Store {
         let table = match kind {
             Kind::ComputeEnvironment => "compute_environments",
             Kind::JobQueue => "job_queues",
+            Kind::Schedule => "schedules",
             Kind::JobDefinition => {
                 let definitions = self.job_definitions(None).await?;
                 return Ok(definitions
