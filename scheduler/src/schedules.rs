@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
+use futures::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +54,8 @@ pub const SCHEDULED_TIME_PLACEHOLDER: &str = "<scheduledTime>";
 /// How often the runner looks again without being woken (schedules applied through another
 /// server; a clock that jumped).
 const POLL: Duration = Duration::from_secs(1);
+/// How many schedules one pass handles at once.
+const CONCURRENT_SCHEDULES: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
@@ -118,10 +121,21 @@ impl ScheduleRunner {
 
     /// One pass: fires what is due now; returns when the next tick is due.
     pub async fn run_once(&self) -> Result<Option<DateTime<Utc>>, ScheduleError> {
+        let schedules = self.store.schedules().await?;
+        // Schedules are independent, so many due at one instant are fired side by side; the
+        // firing row keeps each tick once whatever the interleaving.
+        let passes: Vec<_> = schedules
+            .iter()
+            .map(|stored| Box::pin(self.fire_due(stored)))
+            .collect();
+        let nexts: Vec<Result<Option<DateTime<Utc>>, ScheduleError>> =
+            futures::stream::iter(passes)
+                .buffer_unordered(CONCURRENT_SCHEDULES)
+                .collect()
+                .await;
         let mut earliest: Option<DateTime<Utc>> = None;
-        for stored in self.store.schedules().await? {
-            let next = self.fire_due(&stored).await?;
-            earliest = match (earliest, next) {
+        for next in nexts {
+            earliest = match (earliest, next?) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };

@@ -1,4 +1,6 @@
 //! What the bench binaries share: the resources they apply, fresh databases, and submitted jobs.
+// Each bench binary uses a different part of this module.
+#![allow(dead_code)]
 
 use batchctl_scheduler::core::model::{DefinitionRef, Job, JobId, QueueName};
 use batchctl_scheduler::manifest::{self, build_job, SubmitContext, SubmitJobRequest};
