@@ -158,6 +158,9 @@ enum Command {
     /// Schedules: preview an expression's fire times (no server needed), or fire one now.
     #[command(subcommand)]
     Schedule(ScheduleCommand),
+    /// Event rules: test a pattern against an event (no server needed).
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// The supervising process of one attempt (started by the server; not for people).
     #[command(hide = true)]
     Shim {
@@ -185,6 +188,19 @@ enum ScheduleCommand {
     },
     /// Fire a schedule now (its overlap policy still applies).
     Trigger { name: String },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Exit 0 if the event matches the pattern, 1 if not, 2 if either is invalid.
+    Test {
+        /// An EventBridge event pattern (JSON or YAML).
+        #[arg(long)]
+        pattern: PathBuf,
+        /// An event (JSON or YAML).
+        #[arg(long)]
+        event: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -251,6 +267,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Command::Rules(RulesCommand::Test { pattern, event }) = &cli.command {
+        return rules_test(pattern, event);
     }
     if let Command::Shim { dir, lock_fd } = &cli.command {
         // The shim must stay small and synchronous: no runtime, no logging set-up.
@@ -435,11 +454,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
             output::print_job(&job, format)?;
         }
-        Command::Shim { .. } | Command::Schedule(ScheduleCommand::Preview { .. }) => {
+        Command::Shim { .. }
+        | Command::Schedule(ScheduleCommand::Preview { .. })
+        | Command::Rules(RulesCommand::Test { .. }) => {
             unreachable!("handled before the runtime starts")
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `batchctl rules test`: 0 on a match, 1 on none, 2 when the pattern or event is unusable.
+fn rules_test(pattern: &std::path::Path, event: &std::path::Path) -> ExitCode {
+    let read = |path: &std::path::Path| -> anyhow::Result<serde_json::Value> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_yaml_ng::from_str(&text)
+            .with_context(|| format!("{} is not JSON or YAML", path.display()))
+    };
+    let parsed = read(pattern).and_then(|value| {
+        batchctl_scheduler::core::event_pattern::EventPattern::parse(&value)
+            .map_err(|error| anyhow::anyhow!("{}: {error}", pattern.display()))
+    });
+    let (parsed, event) = match (parsed, read(event)) {
+        (Ok(parsed), Ok(event)) => (parsed, event),
+        (Err(error), _) | (_, Err(error)) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if !event.is_object() {
+        eprintln!("error: {}: an event is a JSON object", event);
+        return ExitCode::from(2);
+    }
+    if parsed.matches(&event) {
+        println!("match");
+        ExitCode::SUCCESS
+    } else {
+        println!("no match");
+        ExitCode::from(1)
+    }
 }
 
 /// `batchctl schedule preview`: the next `n` fire times, in the expression's zone, as RFC 3339.

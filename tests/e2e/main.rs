@@ -4,6 +4,7 @@
 mod arrays;
 mod core_slice;
 mod docker_executor;
+mod events;
 mod process_executor;
 mod schedules;
 mod scheduling;

@@ -2,6 +2,7 @@
 //! Pure functions of data and `now`; nothing here imports sqlx, axum or does I/O.
 
 pub mod attempt;
+pub mod event_pattern;
 pub mod fair_share;
 pub mod model;
 pub mod placement;
