@@ -1475,7 +1475,7 @@ mod tests {
             ),
             (
                 json!({"apiVersion": "batchctl/v1", "kind": "Queue", "metadata": {"name": "q"}, "spec": {}}),
-                "kind: unknown kind \"Queue\"; use one of ComputeEnvironment, JobQueue, JobDefinition",
+                "kind: unknown kind \"Queue\"; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule",
             ),
             (
                 json!({"apiVersion": "batchctl/v1", "kind": "JobQueue", "metadata": {"name": "bad name"}, "spec": {}}),
