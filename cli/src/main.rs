@@ -161,6 +161,9 @@ enum Command {
     /// Event rules: test a pattern against an event (no server needed).
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Events: put one on the bus, or list the latest.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// The supervising process of one attempt (started by the server; not for people).
     #[command(hide = true)]
     Shim {
@@ -191,6 +194,29 @@ enum ScheduleCommand {
 }
 
 #[derive(Subcommand)]
+enum EventsCommand {
+    /// Put an event on the bus; prints its id.
+    Put {
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        detail_type: String,
+        /// A JSON object.
+        #[arg(long, default_value = "{}")]
+        detail: String,
+        /// The event's id; putting the same id again stores it once.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// List events on the bus, oldest first.
+    List {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+    },
+}
+
+#[derive(Subcommand)]
 enum RulesCommand {
     /// Exit 0 if the event matches the pattern, 1 if not, 2 if either is invalid.
     Test {
@@ -215,6 +241,8 @@ enum ResourceKind {
     Computeenvironments,
     #[value(alias = "schedule")]
     Schedules,
+    #[value(alias = "rule", alias = "eventrules")]
+    Rules,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -405,6 +433,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Definitions => client.get("/v1/jobdefinitions").await?,
                 ResourceKind::Computeenvironments => client.get("/v1/computeenvironments").await?,
                 ResourceKind::Schedules => client.get("/v1/schedules").await?,
+                ResourceKind::Rules => client.get("/v1/eventrules").await?,
             };
             match resource {
                 ResourceKind::Jobs => output::print_jobs(&list, format)?,
@@ -412,6 +441,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Definitions => output::print_definitions(&list, format)?,
                 ResourceKind::Computeenvironments => output::print_environments(&list, format)?,
                 ResourceKind::Schedules => output::print_schedules(&list, format)?,
+                ResourceKind::Rules => output::print_rules(&list, format)?,
             }
         }
         Command::Describe {
@@ -447,6 +477,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )
                 .await?;
             output::print_job(&job, format)?;
+        }
+        Command::Events(EventsCommand::Put {
+            source,
+            detail_type,
+            detail,
+            id,
+        }) => {
+            let detail: Value = serde_json::from_str(&detail)
+                .with_context(|| "--detail is not JSON".to_string())?;
+            let mut entry = json!({"source": source, "detail-type": detail_type, "detail": detail});
+            if let Some(id) = id {
+                entry["id"] = json!(id);
+            }
+            let answer = client
+                .post("/v1/events", &json!({ "entries": [entry] }))
+                .await?;
+            let first = &answer["entries"][0];
+            if let Some(message) = first["errorMessage"].as_str() {
+                bail!("the event was refused: {message}");
+            }
+            if !output::print_structured(&answer, format)? {
+                println!("{}", first["eventId"].as_str().unwrap_or_default());
+            }
+        }
+        Command::Events(EventsCommand::List { after }) => {
+            let answer = client.get(&format!("/v1/events?after={after}")).await?;
+            output::print_events(&answer, format)?;
         }
         Command::Schedule(ScheduleCommand::Trigger { name }) => {
             let job = client

@@ -13,7 +13,7 @@ pub enum Format {
 }
 
 /// Prints `value` as JSON or YAML; returns false for the table format, which callers render.
-fn print_structured(value: &Value, format: Format) -> anyhow::Result<bool> {
+pub fn print_structured(value: &Value, format: Format) -> anyhow::Result<bool> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Format::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
@@ -183,6 +183,45 @@ pub fn print_definitions(list: &Value, format: Format) -> anyhow::Result<()> {
             text(&definition["metadata"]["revision"]),
             text(&container["image"]),
             command.join(" "),
+        ]
+    })
+}
+
+pub fn print_rules(list: &Value, format: Format) -> anyhow::Result<()> {
+    let header = [
+        "NAME",
+        "STATE",
+        "QUEUE",
+        "DEFINITION",
+        "LAST EVENT",
+        "OUTCOME",
+        "JOB",
+    ];
+    print_list(list, format, &header, |rule| {
+        let spec = &rule["spec"];
+        let last = &rule["status"]["recentDeliveries"][0];
+        vec![
+            text(&rule["metadata"]["name"]),
+            spec["state"].as_str().unwrap_or("ENABLED").to_string(),
+            text(&spec["target"]["jobQueue"]),
+            text(&spec["target"]["jobDefinition"]),
+            text(&last["eventId"]),
+            text(&last["outcome"]),
+            text(&last["jobId"]),
+        ]
+    })
+}
+
+pub fn print_events(answer: &Value, format: Format) -> anyhow::Result<()> {
+    let header = ["SEQ", "ID", "SOURCE", "DETAIL TYPE", "TIME"];
+    print_list(answer, format, &header, |item| {
+        let event = &item["event"];
+        vec![
+            text(&item["seq"]),
+            text(&event["id"]),
+            text(&event["source"]),
+            text(&event["detail-type"]),
+            text(&event["time"]),
         ]
     })
 }

@@ -9,6 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::core::attempt::RESERVED_VARIABLE_PREFIXES;
+use crate::core::event_pattern::EventPattern;
+use crate::core::events::{check_input_paths, EventRule};
 use crate::core::model::{
     ArrayRole, Backend, Backoff, ComputeEnvironment, ContainerProperties, DefinitionName,
     DefinitionSpec, Dependency, DependencyKind, DockerSettings, EnvironmentName, ExitRule,
@@ -64,14 +66,16 @@ pub enum Kind {
     JobQueue,
     JobDefinition,
     Schedule,
+    EventRule,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::ComputeEnvironment,
         Kind::JobQueue,
         Kind::JobDefinition,
         Kind::Schedule,
+        Kind::EventRule,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -80,6 +84,7 @@ impl Kind {
             Kind::JobQueue => "JobQueue",
             Kind::JobDefinition => "JobDefinition",
             Kind::Schedule => "Schedule",
+            Kind::EventRule => "EventRule",
         }
     }
 }
@@ -318,6 +323,11 @@ pub enum Resource {
         schedule: Box<Schedule>,
         target: Box<SubmitJobRequest>,
     },
+    /// An event rule and the submit it makes for each matching event.
+    EventRule {
+        rule: Box<EventRule>,
+        target: Box<SubmitJobRequest>,
+    },
 }
 
 impl Resource {
@@ -327,6 +337,7 @@ impl Resource {
             Resource::JobQueue(_) => Kind::JobQueue,
             Resource::JobDefinition { .. } => Kind::JobDefinition,
             Resource::Schedule { .. } => Kind::Schedule,
+            Resource::EventRule { .. } => Kind::EventRule,
         }
     }
 
@@ -336,6 +347,7 @@ impl Resource {
             Resource::JobQueue(queue) => queue.name.as_str(),
             Resource::JobDefinition { name, .. } => name.as_str(),
             Resource::Schedule { schedule, .. } => &schedule.name,
+            Resource::EventRule { rule, .. } => &rule.name,
         }
     }
 }
@@ -380,6 +392,57 @@ pub struct CatchUpSpec {
     pub policy: CatchUpPolicy,
     #[serde(default)]
     pub max_age_seconds: Option<u64>,
+}
+
+/// `kind: EventRule`: an EventBridge event pattern, and the job to submit for each matching
+/// event, with values carried over by `inputTransformer.inputPathsMap` into `<name>` placeholders
+/// of the target's parameters, command and environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventRuleSpec {
+    pub event_pattern: serde_json::Value,
+    #[serde(default)]
+    pub state: Option<ResourceState>,
+    pub target: SubmitJobRequest,
+    #[serde(default)]
+    pub input_transformer: Option<InputTransformerSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InputTransformerSpec {
+    pub input_paths_map: BTreeMap<String, String>,
+}
+
+pub fn event_rule(name: String, spec: &EventRuleSpec) -> Result<EventRule, FieldError> {
+    let pattern = EventPattern::parse(&spec.event_pattern)
+        .map_err(|error| FieldError::new(format!("eventPattern.{}", error.path), error.message))?;
+    let input_paths = spec
+        .input_transformer
+        .as_ref()
+        .map(|transformer| transformer.input_paths_map.clone())
+        .unwrap_or_default();
+    check_input_paths(&input_paths).map_err(|(name, message)| {
+        FieldError::new(format!("inputTransformer.inputPathsMap.{name}"), message)
+    })?;
+    if !spec.target.depends_on.is_empty() {
+        return Err(FieldError::new(
+            "target.dependsOn",
+            "a rule's jobs cannot depend on job ids; match the other job's state change event instead",
+        ));
+    }
+    if spec.target.job_queue.trim().is_empty() || spec.target.job_definition.trim().is_empty() {
+        return Err(FieldError::new(
+            "target",
+            "needs jobQueue and jobDefinition: the job each matching event submits",
+        ));
+    }
+    Ok(EventRule {
+        name,
+        pattern,
+        enabled: spec.state.unwrap_or(ResourceState::Enabled) == ResourceState::Enabled,
+        input_paths,
+    })
 }
 
 /// The longest flexible window EventBridge Scheduler allows.
@@ -535,7 +598,7 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
             FieldError::new(
                 "kind",
                 format!(
-                    "unknown kind {:?}; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule",
+                    "unknown kind {:?}; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule",
                     document.kind
                 ),
             )
@@ -561,6 +624,14 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
             Resource::JobDefinition {
                 name,
                 spec: Box::new(definition_spec(&spec).map_err(within_spec)?),
+            }
+        }
+        Kind::EventRule => {
+            crate::core::model::validate_name(&name).map_err(name_error)?;
+            let spec: EventRuleSpec = parse_strict(spec).map_err(within_spec)?;
+            Resource::EventRule {
+                rule: Box::new(event_rule(name, &spec).map_err(within_spec)?),
+                target: Box::new(spec.target),
             }
         }
         Kind::Schedule => {
@@ -1475,7 +1546,7 @@ mod tests {
             ),
             (
                 json!({"apiVersion": "batchctl/v1", "kind": "Queue", "metadata": {"name": "q"}, "spec": {}}),
-                "kind: unknown kind \"Queue\"; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule",
+                "kind: unknown kind \"Queue\"; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule",
             ),
             (
                 json!({"apiVersion": "batchctl/v1", "kind": "JobQueue", "metadata": {"name": "bad name"}, "spec": {}}),

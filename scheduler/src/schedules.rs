@@ -20,12 +20,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{stop_job, StopMode};
-use crate::core::model::{DefinitionRef, Job, JobId, QueueName};
+use crate::core::model::{Job, JobId};
 use crate::core::schedule::{
     due_ticks, flexible_delay, next_fire, overlap_action, OverlapAction, TickDecision,
 };
 use crate::dispatcher::DispatcherHandle;
-use crate::manifest::{build_job, FieldError, SubmitContext, SubmitJobRequest};
+use crate::manifest::{FieldError, SubmitJobRequest};
 use crate::store::{FiringOutcome, Store, StoreError, StoredSchedule};
 
 /// The clock the runner reads and sleeps on: the system's, or a test's.
@@ -282,47 +282,17 @@ impl ScheduleRunner {
     ) -> Result<Result<Job, FieldError>, ScheduleError> {
         let scheduled_time = tick.with_timezone(&stored.schedule.time_zone).to_rfc3339();
         let request = with_scheduled_time(&stored.target, &scheduled_time);
-        let Ok(queue_name) = QueueName::try_from(request.job_queue.clone()) else {
-            return Ok(Err(FieldError::new(
-                "target.jobQueue",
-                "is not a queue name",
-            )));
-        };
-        let Some(queue) = self.store.job_queue(&queue_name).await? else {
-            return Ok(Err(FieldError::new(
-                "target.jobQueue",
-                format!("queue \"{queue_name}\" does not exist"),
-            )));
-        };
-        let definition = match DefinitionRef::parse(&request.job_definition) {
-            Ok(reference) => self.store.job_definition(&reference).await?,
-            Err(message) => return Ok(Err(FieldError::new("target.jobDefinition", message))),
-        };
-        let Some(definition) = definition else {
-            return Ok(Err(FieldError::new(
-                "target.jobDefinition",
-                format!(
-                    "job definition \"{}\" does not exist",
-                    request.job_definition
-                ),
-            )));
-        };
-        let environments = self.store.compute_environments().await?;
-        let context = SubmitContext {
-            definition: &definition.definition,
-            queue: &queue,
-            environments: &environments,
-        };
-        let job_id = JobId(uuid::Uuid::new_v4().to_string());
         let now = self.clock.now().timestamp_millis();
         Ok(
-            build_job(&request, &context, job_id, None, now).map(|mut job| {
-                job.spec
-                    .container
-                    .environment
-                    .push(("BATCH_SCHEDULED_TIME".into(), scheduled_time.clone()));
-                job
-            }),
+            crate::submission::build_from_store(&self.store, &request, now)
+                .await?
+                .map(|mut job| {
+                    job.spec
+                        .container
+                        .environment
+                        .push(("BATCH_SCHEDULED_TIME".into(), scheduled_time.clone()));
+                    job
+                }),
         )
     }
 }

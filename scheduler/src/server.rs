@@ -17,6 +17,7 @@ use crate::api::{self, AppState};
 use crate::core::model::{DockerSettings, EnvironmentName, EnvironmentType};
 use crate::dispatcher::{Dispatcher, DispatcherConfig, Executors};
 use crate::manifest;
+use crate::rules::RuleRunner;
 use crate::schedules::{ScheduleRunner, SystemClock};
 use crate::store::{now_millis, Store, StoreLocation};
 use crate::submitter::Submitter;
@@ -119,6 +120,9 @@ pub async fn run(
         Arc::new(SystemClock),
     ));
     let schedules_task = tokio::spawn(Arc::clone(&schedules).run(shutdown.clone()));
+    let rules = RuleRunner::new(store.clone(), handle.clone());
+    let rules_handle = rules.handle();
+    let rules_task = tokio::spawn(rules.run(shutdown.clone()));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -137,6 +141,7 @@ pub async fn run(
         submitter,
         dispatcher: handle,
         schedules,
+        rules: rules_handle,
         shutdown: shutdown.clone(),
         installation: installation.clone(),
     };
@@ -149,6 +154,9 @@ pub async fn run(
         .await;
     shutdown.cancel();
     let dispatched = dispatcher_task.await;
+    if let Err(join_error) = rules_task.await {
+        tracing::error!(%join_error, "rule runner task panicked");
+    }
     if let Err(join_error) = schedules_task.await {
         tracing::error!(%join_error, "schedule runner task panicked");
     }

@@ -50,3 +50,77 @@ fn rules_test_needs_no_server_and_exits_by_outcome() {
     let output = run(&pattern, &dir.path().join("missing.json"));
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn an_event_matching_a_rule_runs_its_job_with_values_from_the_event() {
+    let server = crate::support::Server::start(None);
+    server.apply_examples();
+    server.apply_text(
+        "apiVersion: batchctl/v1\nkind: EventRule\nmetadata: {name: greet-signups}\nspec:\n  eventPattern: {source: [shop], detail-type: [Signup], detail: {plan: [{anything-but: free}]}}\n  inputTransformer: {inputPathsMap: {who: $.detail.name}}\n  target: {jobQueue: default, jobDefinition: hello, parameters: {who: '<who>'}}\n",
+    );
+    let put = |id: &str, detail: &str| {
+        let output = server.cli(&[
+            "events",
+            "put",
+            "--source",
+            "shop",
+            "--detail-type",
+            "Signup",
+            "--detail",
+            detail,
+            "--id",
+            id,
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert_eq!(stdout(&output).trim(), id);
+    };
+    put("signup-1", r#"{"name": "Ada", "plan": "pro"}"#);
+    put("signup-2", r#"{"name": "Bob", "plan": "free"}"#);
+    // A retried put of the same event is stored once and runs once.
+    put("signup-1", r#"{"name": "Ada", "plan": "pro"}"#);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let job_id = loop {
+        let rules = server.json(&["get", "rules"]);
+        let deliveries = rules["items"][0]["status"]["recentDeliveries"].clone();
+        if let Some(job_id) = deliveries[0]["jobId"].as_str() {
+            assert_eq!(deliveries.as_array().unwrap().len(), 1, "{deliveries:#}");
+            assert_eq!(deliveries[0]["eventId"], "signup-1");
+            break job_id.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no job for the event: {rules:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    server.wait_for_status(&job_id, "SUCCEEDED");
+    assert_eq!(stdout(&server.cli(&["logs", &job_id])), "hello Ada\n");
+    let events = server.json(&["events", "list"]);
+    assert_eq!(events["items"].as_array().unwrap().len(), 2);
+
+    let output = server.cli(&[
+        "events",
+        "put",
+        "--source",
+        "shop",
+        "--detail-type",
+        "Signup",
+        "--detail",
+        "[1]",
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("detail must be a JSON object"),
+        "{}",
+        stderr(&output)
+    );
+    let output = server.cli_with_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: batchctl/v1\nkind: EventRule\nmetadata: {name: bad}\nspec:\n  eventPattern: {source: shop}\n  target: {jobQueue: default, jobDefinition: hello}\n",
+    );
+    assert!(
+        stderr(&output).contains("spec.eventPattern.source: a value to match must be in a list"),
+        "{}",
+        stderr(&output)
+    );
+}

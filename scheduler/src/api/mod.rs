@@ -30,6 +30,7 @@ use crate::control::{stop_job, StopMode};
 use crate::core::model::{DefinitionName, DefinitionRef, JobId, JobStatus, QueueName};
 use crate::dispatcher::DispatcherHandle;
 use crate::manifest::{self, build_job, FieldError, Kind, SubmitContext, SubmitJobRequest};
+use crate::rules::RuleHandle;
 use crate::schedules::ScheduleRunner;
 use crate::store::{now_millis, JobFilter, Store};
 use crate::submitter::Submitter;
@@ -46,6 +47,7 @@ pub struct AppState {
     pub submitter: Submitter,
     pub dispatcher: DispatcherHandle,
     pub schedules: Arc<ScheduleRunner>,
+    pub rules: RuleHandle,
     /// Cancelled at shutdown, so log followers end instead of holding the server open.
     pub shutdown: CancellationToken,
     /// This installation's id (the `batchctl.owner` label of its containers).
@@ -60,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobqueues", get(list_job_queues))
         .route("/v1/jobdefinitions", get(list_job_definitions))
         .route("/v1/schedules", get(list_schedules))
+        .route("/v1/events", post(put_events).get(list_events))
+        .route("/v1/eventrules", get(list_event_rules))
         .route("/v1/schedules/{name}/trigger", post(trigger_schedule))
         .route("/v1/jobs", post(submit).get(list_jobs))
         .route("/v1/jobs/{job_id}", get(describe_job))
@@ -162,6 +166,7 @@ async fn apply(State(state): State<AppState>, body: Bytes) -> Result<Response, A
     let applied = state.store.apply(&valid, now_millis()).await?;
     state.dispatcher.notify_resources_changed();
     state.schedules.handle().notify_changed();
+    state.rules.notify();
     Ok(Json(serde_json::json!({ "applied": applied, "warnings": warnings })).into_response())
 }
 
@@ -188,6 +193,110 @@ async fn list_job_queues(
     State(state): State<AppState>,
 ) -> Result<Json<Page<ResourceView>>, ApiError> {
     resources(&state.store, Kind::JobQueue).await
+}
+
+/// PutEvents: `{"entries": [event, …]}` → per entry its `eventId` or an `errorCode` and
+/// `errorMessage`. Accepted entries are committed before the answer; an id already on the bus
+/// is accepted again without being stored twice.
+async fn put_events(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+    use crate::core::events::{event_from_entry, MAX_ENTRIES};
+    let request: serde_json::Value = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::invalid(FieldError::new(
+            "body",
+            format!("is not valid JSON: {error}"),
+        ))
+    })?;
+    let Some(entries) = request.get("entries").and_then(|e| e.as_array()) else {
+        return Err(ApiError::invalid(FieldError::new(
+            "entries",
+            "is required: a list of events ({source, detail-type, detail})",
+        )));
+    };
+    if entries.is_empty() || entries.len() > MAX_ENTRIES {
+        return Err(ApiError::invalid(FieldError::new(
+            "entries",
+            format!("has {} events; send 1 to {MAX_ENTRIES}", entries.len()),
+        )));
+    }
+    let now = chrono::Utc::now();
+    let checked: Vec<Result<crate::core::events::Event, String>> = entries
+        .iter()
+        .map(|entry| event_from_entry(entry, &uuid::Uuid::new_v4().to_string(), now))
+        .collect();
+    let accepted: Vec<crate::core::events::Event> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned())
+        .collect();
+    state
+        .store
+        .put_events(&accepted, now.timestamp_millis())
+        .await?;
+    state.rules.notify();
+    let answers: Vec<serde_json::Value> = checked
+        .iter()
+        .map(|checked| match checked {
+            Ok(event) => serde_json::json!({"eventId": event.id}),
+            Err(message) => {
+                serde_json::json!({"errorCode": "InvalidEvent", "errorMessage": message})
+            }
+        })
+        .collect();
+    let failed = checked.iter().filter(|c| c.is_err()).count();
+    Ok(Json(serde_json::json!({"failedEntryCount": failed, "entries": answers})).into_response())
+}
+
+/// Events on the bus after `after` (a `seq`), oldest first.
+async fn list_events(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut query = QueryParameters(query);
+    let after = query
+        .take("after")
+        .map(|text| {
+            text.parse::<i64>().map_err(|_| {
+                ApiError::invalid(FieldError::new("after", "is not a sequence number"))
+            })
+        })
+        .transpose()?
+        .unwrap_or(0);
+    query.finish("after")?;
+    let events = state.store.events_after(after, MAX_PAGE_SIZE).await?;
+    let next = events.last().map(|event| event.seq);
+    Ok(Json(serde_json::json!({
+        "items": events.into_iter().map(|event| serde_json::json!({"seq": event.seq, "event": event.envelope})).collect::<Vec<_>>(),
+        "nextCursor": next.map(|seq| seq.to_string()),
+    })))
+}
+
+/// Event rules as applied, each with its latest deliveries.
+async fn list_event_rules(
+    State(state): State<AppState>,
+) -> Result<Json<Page<serde_json::Value>>, ApiError> {
+    let mut items = Vec::new();
+    for (name, spec) in state.store.resource_specs(Kind::EventRule).await? {
+        let deliveries: Vec<serde_json::Value> = state
+            .store
+            .rule_deliveries(&name, 10)
+            .await?
+            .into_iter()
+            .map(|(event_id, outcome, job_id, reason)| {
+                serde_json::json!({"eventId": event_id, "outcome": outcome, "jobId": job_id, "reason": reason})
+            })
+            .collect();
+        let view = ResourceView::new("EventRule", name, None, spec);
+        items.push(serde_json::json!({
+            "apiVersion": view.api_version,
+            "kind": view.kind,
+            "metadata": view.metadata,
+            "spec": view.spec,
+            "status": {"recentDeliveries": deliveries},
+        }));
+    }
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// Schedules as applied, with when each fires next and what its last tick did.

@@ -3,6 +3,7 @@
 
 pub mod attempt;
 pub mod event_pattern;
+pub mod events;
 pub mod fair_share;
 pub mod model;
 pub mod placement;

@@ -10,6 +10,7 @@
 //! - On SQLite all writes go through one connection (SQLite has one writer anyway), so writers queue
 //!   in the pool instead of failing with SQLITE_BUSY; reads use their own connections (WAL mode).
 
+mod events;
 mod jobs;
 mod logs;
 mod resources;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use events::{BusEvent, StoredRule};
 pub use jobs::{Effect, FinishedArray, JobFilter, JobPage, NewJob, Transition};
 pub use logs::{LogLine, NewLogChunk};
 pub use resources::{Applied, AppliedAction, ApplyError, StoredDefinition, ValidDocument};

@@ -76,9 +76,10 @@ impl Store {
                 .collect();
         environment_names.extend(documents.iter().filter_map(|(resource, _)| match resource {
             Resource::ComputeEnvironment(environment) => Some(environment.name.to_string()),
-            Resource::JobQueue(_) | Resource::JobDefinition { .. } | Resource::Schedule { .. } => {
-                None
-            }
+            Resource::JobQueue(_)
+            | Resource::JobDefinition { .. }
+            | Resource::Schedule { .. }
+            | Resource::EventRule { .. } => None,
         }));
         let mut applied = Vec::with_capacity(documents.len());
         for (index, (resource, spec)) in documents.iter().enumerate() {
@@ -120,6 +121,9 @@ impl Store {
                         now,
                     )
                     .await?
+                }
+                Resource::EventRule { rule, .. } => {
+                    upsert(&mut transaction, "event_rules", &rule.name, &spec_text, now).await?
                 }
             };
             applied.push(Applied {
@@ -186,6 +190,7 @@ impl Store {
             Kind::ComputeEnvironment => "compute_environments",
             Kind::JobQueue => "job_queues",
             Kind::Schedule => "schedules",
+            Kind::EventRule => "event_rules",
             Kind::JobDefinition => {
                 let definitions = self.job_definitions(None).await?;
                 return Ok(definitions

@@ -1,0 +1,282 @@
+//! Events as EventBridge shapes them (`id`, `source`, `detail-type`, `time`, `detail`), and the
+//! input transformer that carries values from an event into the job a rule submits. Pure.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+
+/// The most entries one `POST /v1/events` may carry (EventBridge's PutEvents takes 10).
+pub const MAX_ENTRIES: usize = 100;
+/// The most bytes one entry may have, as EventBridge.
+pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
+
+/// A validated event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub id: String,
+    pub source: String,
+    pub detail_type: String,
+    pub time: DateTime<Utc>,
+    pub detail: Map<String, Value>,
+    /// `resources`, as given (EventBridge's list of ARNs); empty when absent.
+    pub resources: Vec<Value>,
+}
+
+impl Event {
+    /// The envelope rules match against and targets read from.
+    pub fn envelope(&self) -> Value {
+        json!({
+            "version": "0",
+            "id": self.id,
+            "source": self.source,
+            "detail-type": self.detail_type,
+            "time": self.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "resources": self.resources,
+            "detail": self.detail,
+        })
+    }
+}
+
+/// Checks one entry of a put: `source`, `detail-type` and a `detail` object are required; `id`
+/// (else `new_id`) and `time` (RFC 3339, else `now`) are optional. The error says what to fix.
+pub fn event_from_entry(entry: &Value, new_id: &str, now: DateTime<Utc>) -> Result<Event, String> {
+    let Some(object) = entry.as_object() else {
+        return Err("an entry is a JSON object with source, detail-type and detail".into());
+    };
+    let size = entry.to_string().len();
+    if size > MAX_ENTRY_BYTES {
+        return Err(format!(
+            "is {size} bytes; an entry may have {MAX_ENTRY_BYTES} at most"
+        ));
+    }
+    for key in object.keys() {
+        if ![
+            "id",
+            "source",
+            "detail-type",
+            "time",
+            "detail",
+            "resources",
+            "version",
+            "account",
+            "region",
+        ]
+        .contains(&key.as_str())
+        {
+            return Err(format!(
+                "unknown field {key:?}; an entry has id, source, detail-type, time, resources and detail"
+            ));
+        }
+    }
+    let text = |field: &str| -> Result<Option<String>, String> {
+        match object.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) if !text.trim().is_empty() => Ok(Some(text.clone())),
+            Some(_) => Err(format!("{field} must be a non-empty string")),
+        }
+    };
+    let source = text("source")?.ok_or("source is required: say where the event comes from")?;
+    let detail_type =
+        text("detail-type")?.ok_or("detail-type is required: say what kind of event it is")?;
+    let id = text("id")?.unwrap_or_else(|| new_id.to_string());
+    let time = match text("time")? {
+        Some(time) => DateTime::parse_from_rfc3339(&time)
+            .map_err(|error| format!("time {time:?} is not RFC 3339: {error}"))?
+            .with_timezone(&Utc),
+        None => now,
+    };
+    let detail = match object.get("detail") {
+        Some(Value::Object(detail)) => detail.clone(),
+        None => return Err("detail is required: a JSON object (it may be empty)".into()),
+        Some(_) => return Err("detail must be a JSON object".into()),
+    };
+    let resources = match object.get("resources") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items.clone(),
+        Some(_) => return Err("resources must be a list".into()),
+    };
+    Ok(Event {
+        id,
+        source,
+        detail_type,
+        time,
+        detail,
+        resources,
+    })
+}
+
+/// Reads a JSON path of the form `$.a.b[0].c` from a value.
+pub fn read_path<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    let rest = path.strip_prefix('$')?;
+    let mut current = value;
+    let mut chars = rest;
+    while !chars.is_empty() {
+        if let Some(after) = chars.strip_prefix('.') {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            current = current.get(&after[..end])?;
+            chars = &after[end..];
+        } else if let Some(after) = chars.strip_prefix('[') {
+            let end = after.find(']')?;
+            let index: usize = after[..end].parse().ok()?;
+            current = current.get(index)?;
+            chars = &after[end + 1..];
+        } else {
+            return None;
+        }
+    }
+    Some(current)
+}
+
+/// Checks an `inputPathsMap`: names are plain words, paths start with `$`.
+pub fn check_input_paths(paths: &BTreeMap<String, String>) -> Result<(), (String, String)> {
+    for (name, path) in paths {
+        let plain = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        if !plain {
+            return Err((
+                name.clone(),
+                "is not a plain name (letters, digits, _ - .)".into(),
+            ));
+        }
+        if !(path == "$" || path.starts_with("$.") || path.starts_with("$[")) {
+            return Err((
+                name.clone(),
+                format!("{path:?} is not a JSON path like $.detail.key"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The values an event gives an `inputPathsMap`: strings as they are, anything else as JSON
+/// text; a path the event does not have gives an empty string, as EventBridge does.
+pub fn input_values(
+    paths: &BTreeMap<String, String>,
+    envelope: &Value,
+) -> BTreeMap<String, String> {
+    paths
+        .iter()
+        .map(|(name, path)| {
+            let value = match read_path(envelope, path) {
+                Some(Value::String(text)) => text.clone(),
+                Some(Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            (name.clone(), value)
+        })
+        .collect()
+}
+
+/// Replaces each `<name>` of `values` in `text`.
+pub fn fill_placeholders(text: &str, values: &BTreeMap<String, String>) -> String {
+    let mut filled = text.to_string();
+    for (name, value) in values {
+        filled = filled.replace(&format!("<{name}>"), value);
+    }
+    filled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-21T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn entries_are_checked_and_completed() {
+        let event = event_from_entry(
+            &json!({"source": "shop", "detail-type": "Order Placed", "detail": {"order": 7}}),
+            "generated",
+            now(),
+        )
+        .unwrap();
+        assert_eq!(event.id, "generated");
+        assert_eq!(event.time, now());
+        assert_eq!(
+            event.envelope(),
+            json!({"version": "0", "id": "generated", "source": "shop", "detail-type": "Order Placed",
+                   "time": "2026-11-21T10:00:00Z", "resources": [], "detail": {"order": 7}})
+        );
+        let cases = [
+            (
+                json!({"detail-type": "x", "detail": {}}),
+                "source is required",
+            ),
+            (
+                json!({"source": "s", "detail": {}}),
+                "detail-type is required",
+            ),
+            (
+                json!({"source": "s", "detail-type": "t"}),
+                "detail is required",
+            ),
+            (
+                json!({"source": "s", "detail-type": "t", "detail": "{}"}),
+                "detail must be a JSON object",
+            ),
+            (
+                json!({"source": "s", "detail-type": "t", "detail": {}, "time": "yesterday"}),
+                "time \"yesterday\" is not RFC 3339",
+            ),
+            (
+                json!({"source": "s", "detail-type": "t", "detail": {}, "colour": "red"}),
+                "unknown field \"colour\"",
+            ),
+            (json!("event"), "an entry is a JSON object"),
+        ];
+        for (entry, expected) in cases {
+            let error = event_from_entry(&entry, "id", now()).unwrap_err();
+            assert!(error.contains(expected), "{entry}: {error}");
+        }
+        let big = json!({"source": "s", "detail-type": "t", "detail": {"blob": "x".repeat(MAX_ENTRY_BYTES)}});
+        assert!(event_from_entry(&big, "id", now())
+            .unwrap_err()
+            .contains("bytes"));
+    }
+
+    #[test]
+    fn input_paths_read_the_event() {
+        let envelope = json!({"source": "s3", "detail": {"bucket": {"name": "in"}, "keys": ["a.csv", "b.csv"], "size": 42, "none": null}});
+        let paths: BTreeMap<String, String> = [
+            ("bucket", "$.detail.bucket.name"),
+            ("first", "$.detail.keys[0]"),
+            ("size", "$.detail.size"),
+            ("keys", "$.detail.keys"),
+            ("missing", "$.detail.nope"),
+            ("none", "$.detail.none"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let values = input_values(&paths, &envelope);
+        assert_eq!(values["bucket"], "in");
+        assert_eq!(values["first"], "a.csv");
+        assert_eq!(values["size"], "42");
+        assert_eq!(values["keys"], r#"["a.csv","b.csv"]"#);
+        assert_eq!(values["missing"], "");
+        assert_eq!(values["none"], "");
+        assert_eq!(
+            fill_placeholders("s3://<bucket>/<first> (<size> bytes) <other>", &values),
+            "s3://in/a.csv (42 bytes) <other>"
+        );
+        let bad: BTreeMap<String, String> = [("x".to_string(), "detail.x".to_string())].into();
+        assert!(check_input_paths(&bad).is_err());
+    }
+}
+
+/// A validated `kind: EventRule`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRule {
+    pub name: String,
+    pub pattern: crate::core::event_pattern::EventPattern,
+    pub enabled: bool,
+    /// `inputTransformer.inputPathsMap`: `<name>` in the target takes the value at the path.
+    pub input_paths: BTreeMap<String, String>,
+}

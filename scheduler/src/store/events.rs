@@ -1,0 +1,215 @@
+//! The event bus, event rules, and the outbox of rule deliveries.
+
+use sqlx::Row;
+
+use super::transitions::{placeholders, ROWS_PER_STATEMENT};
+use super::{Store, StoreError};
+use crate::core::events::{Event, EventRule};
+use crate::core::model::Job;
+use crate::manifest::{self, EventRuleSpec, SubmitJobRequest};
+
+/// A stored event with its place on the bus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BusEvent {
+    pub seq: i64,
+    pub event_id: String,
+    pub envelope: serde_json::Value,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredRule {
+    pub rule: EventRule,
+    pub target: SubmitJobRequest,
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Stores events in one transaction, each once: an id already on the bus is not stored again
+    /// (a retried put). Returns, per event, whether it was new.
+    pub async fn put_events(&self, events: &[Event], now: i64) -> Result<Vec<bool>, StoreError> {
+        let mut transaction = self.write.begin().await?;
+        let mut new = std::collections::HashSet::new();
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO events (event_id, source, detail_type, body, received_at) VALUES {} \
+                 ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                placeholders(self.dialect, chunk.len(), 5, 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for event in chunk {
+                query = query
+                    .bind(event.id.clone())
+                    .bind(event.source.clone())
+                    .bind(event.detail_type.clone())
+                    .bind(event.envelope().to_string())
+                    .bind(now);
+            }
+            for row in query.fetch_all(&mut *transaction).await? {
+                new.insert(row.try_get::<String, _>(0)?);
+            }
+        }
+        transaction.commit().await?;
+        // Only the first of several entries with one id was stored.
+        Ok(events.iter().map(|event| new.remove(&event.id)).collect())
+    }
+
+    /// Events after `seq`, oldest first.
+    pub async fn events_after(&self, seq: i64, limit: u32) -> Result<Vec<BusEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, event_id, body, received_at FROM events WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get(2)?;
+                Ok(BusEvent {
+                    seq: row.try_get(0)?,
+                    event_id: row.try_get(1)?,
+                    envelope: serde_json::from_str(&body)
+                        .map_err(|e| StoreError::corrupt("event", e))?,
+                    received_at: row.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn bus_cursor(&self, name: &str) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM bus_cursors WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    pub async fn set_bus_cursor(&self, name: &str, seq: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO bus_cursors (name, seq) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET seq = excluded.seq",
+        )
+        .bind(name)
+        .bind(seq)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Every event rule.
+    pub async fn event_rules(&self) -> Result<Vec<StoredRule>, StoreError> {
+        let rows = sqlx::query("SELECT name, spec, created_at FROM event_rules ORDER BY name")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get(0)?;
+                let text: String = row.try_get(1)?;
+                let corrupt =
+                    |reason: String| StoreError::corrupt(format!("event rule {name}"), reason);
+                let spec: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+                let parsed: EventRuleSpec =
+                    manifest::parse_strict(&spec).map_err(|e| corrupt(e.to_string()))?;
+                let rule = manifest::event_rule(name.clone(), &parsed)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                Ok(StoredRule {
+                    rule,
+                    target: parsed.target,
+                    created_at: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether a rule has handled an event.
+    pub async fn delivered(&self, event_id: &str, rule: &str) -> Result<bool, StoreError> {
+        let found: Option<String> = sqlx::query_scalar(
+            "SELECT outcome FROM rule_deliveries WHERE event_id = $1 AND rule = $2",
+        )
+        .bind(event_id)
+        .bind(rule)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    /// Submits a rule's job for an event: the delivery row and the job in one transaction. False
+    /// (and no job) if the rule already handled the event.
+    pub async fn deliver(
+        &self,
+        event_id: &str,
+        rule: &str,
+        job: &Job,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut transaction = self.write.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO rule_deliveries (event_id, rule, outcome, job_id, recorded_at) \
+             VALUES ($1, $2, 'SUBMITTED', $3, $4) ON CONFLICT (event_id, rule) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(rule)
+        .bind(&job.job_id.0)
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        self.insert_jobs_in(&mut transaction, std::slice::from_ref(job))
+            .await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    /// Records that a rule's target could not be submitted for an event, and why.
+    pub async fn record_failed_delivery(
+        &self,
+        event_id: &str,
+        rule: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO rule_deliveries (event_id, rule, outcome, reason, recorded_at) \
+             VALUES ($1, $2, 'FAILED', $3, $4) ON CONFLICT (event_id, rule) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(rule)
+        .bind(reason)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// The deliveries of a rule, newest first: (event id, outcome, job id, reason).
+    pub async fn rule_deliveries(
+        &self,
+        rule: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, String, Option<String>, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT event_id, outcome, job_id, reason FROM rule_deliveries WHERE rule = $1 \
+             ORDER BY recorded_at DESC LIMIT $2",
+        )
+        .bind(rule)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                ))
+            })
+            .collect()
+    }
+}

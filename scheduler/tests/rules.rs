@@ -1,0 +1,163 @@
+//! The rule runner on SQLite and Postgres: matching events submit their rule's job once, with
+//! values carried over, across restarts and racing runners; refused targets are recorded.
+
+mod support;
+
+use batchctl_scheduler::core::events::{event_from_entry, Event};
+use batchctl_scheduler::dispatcher::DispatcherHandle;
+use batchctl_scheduler::rules::RuleRunner;
+use batchctl_scheduler::store::{now_millis, JobFilter, Store};
+use serde_json::json;
+
+store_suite!(
+    matching_events_submit_their_rules_job_once,
+    racing_runners_deliver_each_event_once,
+    a_target_that_cannot_be_submitted_is_recorded,
+);
+
+const RESOURCES: &str = r#"
+apiVersion: batchctl/v1
+kind: ComputeEnvironment
+metadata: {name: local}
+spec: {type: process, maxVcpus: 2, maxMemoryMiB: 1024}
+---
+apiVersion: batchctl/v1
+kind: JobQueue
+metadata: {name: q}
+spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]}
+---
+apiVersion: batchctl/v1
+kind: JobDefinition
+metadata: {name: ingest}
+spec:
+  parameters: {key: none}
+  containerProperties: {image: x, command: [echo, "Ref::key"]}
+---
+apiVersion: batchctl/v1
+kind: EventRule
+metadata: {name: on-upload}
+spec:
+  eventPattern:
+    source: [storage]
+    detail-type: [Object Created]
+    detail: {size: [{numeric: [">", 0]}]}
+  inputTransformer: {inputPathsMap: {key: $.detail.key, size: $.detail.size}}
+  target:
+    jobQueue: q
+    jobDefinition: ingest
+    parameters: {key: "<key>"}
+    containerOverrides: {environment: [{name: SIZE, value: "<size>"}]}
+"#;
+
+fn event(id: &str, key: &str, size: i64) -> Event {
+    event_from_entry(
+        &json!({"id": id, "source": "storage", "detail-type": "Object Created", "detail": {"key": key, "size": size}}),
+        id,
+        chrono::Utc::now(),
+    )
+    .unwrap()
+}
+
+async fn jobs(store: &Store) -> Vec<(String, String, String)> {
+    let page = store
+        .jobs(&JobFilter {
+            limit: 100,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    let mut jobs: Vec<_> = page
+        .jobs
+        .iter()
+        .map(|job| {
+            let env = |name: &str| {
+                job.spec
+                    .container
+                    .environment
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            (
+                job.spec.parameters["key"].clone(),
+                env("SIZE"),
+                env("BATCH_EVENT_ID"),
+            )
+        })
+        .collect();
+    jobs.sort();
+    jobs
+}
+
+async fn matching_events_submit_their_rules_job_once(store: Store) {
+    support::apply(&store, RESOURCES).await;
+    let events = [
+        event("e1", "a.csv", 10),
+        event("e2", "empty.csv", 0),
+        event("e1", "a.csv", 10),
+        event("e3", "b.csv", 20),
+    ];
+    let new = store.put_events(&events, now_millis()).await.unwrap();
+    assert_eq!(
+        new,
+        [true, true, false, true],
+        "a repeated id is stored once"
+    );
+    // Accepted, and the server "died" before matching: a runner started later finds them.
+    let runner = RuleRunner::new(store.clone(), DispatcherHandle::default());
+    runner.run_once().await.unwrap();
+    let expected = vec![
+        ("a.csv".to_string(), "10".to_string(), "e1".to_string()),
+        ("b.csv".to_string(), "20".to_string(), "e3".to_string()),
+    ];
+    assert_eq!(jobs(&store).await, expected);
+    // Again, and from a restarted runner: nothing is submitted twice.
+    runner.run_once().await.unwrap();
+    RuleRunner::new(store.clone(), DispatcherHandle::default())
+        .run_once()
+        .await
+        .unwrap();
+    assert_eq!(jobs(&store).await, expected);
+    let deliveries = store.rule_deliveries("on-upload", 10).await.unwrap();
+    assert_eq!(deliveries.len(), 2);
+}
+
+async fn racing_runners_deliver_each_event_once(store: Store) {
+    support::apply(&store, RESOURCES).await;
+    let events: Vec<Event> = (0..20)
+        .map(|i| event(&format!("e{i}"), &format!("{i}.csv"), 1))
+        .collect();
+    store.put_events(&events, now_millis()).await.unwrap();
+    let runners: Vec<_> = (0..4)
+        .map(|_| RuleRunner::new(store.clone(), DispatcherHandle::default()))
+        .collect();
+    let passes = runners.iter().map(|runner| runner.run_once());
+    for result in futures::future::join_all(passes).await {
+        result.unwrap();
+    }
+    assert_eq!(jobs(&store).await.len(), 20);
+}
+
+async fn a_target_that_cannot_be_submitted_is_recorded(store: Store) {
+    support::apply(&store, &RESOURCES.replace("jobQueue: q", "jobQueue: gone")).await;
+    store
+        .put_events(&[event("e1", "a.csv", 10)], now_millis())
+        .await
+        .unwrap();
+    RuleRunner::new(store.clone(), DispatcherHandle::default())
+        .run_once()
+        .await
+        .unwrap();
+    assert!(jobs(&store).await.is_empty());
+    let deliveries = store.rule_deliveries("on-upload", 10).await.unwrap();
+    assert_eq!(deliveries[0].1, "FAILED");
+    assert!(
+        deliveries[0]
+            .3
+            .as_deref()
+            .unwrap()
+            .contains("queue \"gone\" does not exist"),
+        "{deliveries:?}"
+    );
+}
