@@ -1,6 +1,6 @@
 //! Submit rate, dispatch rate and submit-to-start latency with a no-op executor, on SQLite and
 //! Postgres. A bench binary, not a timed test: `cargo bench -p batchctl-scheduler --bench throughput
-//! -- [--jobs N] [--runs R] [--only sqlite|postgres]`. Postgres comes from
+//! -- [--jobs N] [--runs R] [--only sqlite|postgres] [--job-events]`. Postgres comes from
 //! BATCHCTL_TEST_DATABASE_URL (see .ci/postgres). Figures and method: BENCHMARKS.md.
 
 use std::sync::Arc;
@@ -41,6 +41,8 @@ async fn main() {
     let jobs: usize = value("--jobs").map_or(20_000, |v| v.parse().expect("--jobs N"));
     let runs: usize = value("--runs").map_or(3, |v| v.parse().expect("--runs R"));
     let only = value("--only");
+    // With an event rule on job state changes, every transition also puts an event on the bus.
+    let job_events = arguments.iter().any(|a| a == "--job-events");
     println!(
         "jobs per run: {jobs}, runs: {runs}, submitters: {SUBMITTERS}, cores: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -55,6 +57,9 @@ async fn main() {
                 println!("{database}: skipped (BATCHCTL_TEST_DATABASE_URL is not set)");
                 break;
             };
+            if job_events {
+                common::listen_to_job_events(&store).await;
+            }
             let result = run_once(store, jobs).await;
             println!(
                 "{database} run {run}: submit {:.0}/s (one commit per job: {:.0}/s), dispatch {:.0}/s, submit-to-start p50 {:.1} ms p99 {:.1} ms",

@@ -82,6 +82,8 @@ impl RuleRunner {
 
     /// One pass over the events after the cursor; true if a full batch was settled (read on).
     pub async fn run_once(&self) -> Result<bool, StoreError> {
+        // Rules applied through another server change what job events are worth storing.
+        self.store.refresh_job_event_interest().await?;
         let cursor = self.store.bus_cursor(CURSOR).await?;
         let events = self.store.events_after(cursor, BATCH).await?;
         if events.is_empty() {

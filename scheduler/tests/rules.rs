@@ -13,6 +13,7 @@ store_suite!(
     matching_events_submit_their_rules_job_once,
     racing_runners_deliver_each_event_once,
     a_target_that_cannot_be_submitted_is_recorded,
+    job_state_changes_reach_the_bus_while_a_rule_can_match_them,
 );
 
 const RESOURCES: &str = r#"
@@ -159,5 +160,88 @@ async fn a_target_that_cannot_be_submitted_is_recorded(store: Store) {
             .unwrap()
             .contains("queue \"gone\" does not exist"),
         "{deliveries:?}"
+    );
+}
+
+async fn job_state_changes_reach_the_bus_while_a_rule_can_match_them(store: Store) {
+    use batchctl_scheduler::core::model::JobStatus;
+    support::apply(&store, RESOURCES).await;
+    let definition = store
+        .job_definition(&batchctl_scheduler::core::model::DefinitionRef::parse("ingest").unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+        .definition;
+    let queue = store
+        .job_queue(&batchctl_scheduler::core::model::QueueName::try_from("q".to_string()).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let environments = store.compute_environments().await.unwrap();
+    let submit = |id: &str| {
+        batchctl_scheduler::manifest::build_job(
+            &batchctl_scheduler::manifest::SubmitJobRequest {
+                job_queue: "q".into(),
+                job_definition: "ingest".into(),
+                job_name: Some("watched".into()),
+                ..Default::default()
+            },
+            &batchctl_scheduler::manifest::SubmitContext {
+                definition: &definition,
+                queue: &queue,
+                environments: &environments,
+            },
+            batchctl_scheduler::core::model::JobId(id.into()),
+            None,
+            now_millis(),
+        )
+        .unwrap()
+    };
+    let job_events = |events: Vec<batchctl_scheduler::store::BusEvent>| -> Vec<String> {
+        events
+            .iter()
+            .filter(|event| event.envelope["source"] == "batchctl")
+            .map(|event| {
+                let detail = &event.envelope["detail"];
+                format!(
+                    "{} {} {}",
+                    detail["jobId"].as_str().unwrap(),
+                    detail["jobName"].as_str().unwrap(),
+                    detail["status"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    // No rule listens to job events: none are stored.
+    store.insert_jobs(&[submit("quiet")]).await.unwrap();
+    store
+        .advance_oldest(JobStatus::Submitted, JobStatus::Runnable, 10, now_millis())
+        .await
+        .unwrap();
+    assert!(job_events(store.events_after(0, 100).await.unwrap()).is_empty());
+    // A rule that can match them: every transition puts one on the bus.
+    support::apply(
+        &store,
+        "apiVersion: batchctl/v1\nkind: EventRule\nmetadata: {name: on-failure}\nspec:\n  eventPattern: {source: [batchctl], detail-type: [Job State Change], detail: {status: [FAILED]}}\n  target: {jobQueue: q, jobDefinition: ingest}\n",
+    )
+    .await;
+    assert!(store.refresh_job_event_interest().await.unwrap());
+    store.insert_jobs(&[submit("loud")]).await.unwrap();
+    store
+        .advance_oldest(JobStatus::Submitted, JobStatus::Runnable, 10, now_millis())
+        .await
+        .unwrap();
+    store
+        .advance_oldest(JobStatus::Runnable, JobStatus::Failed, 10, now_millis())
+        .await
+        .unwrap();
+    let seen = job_events(store.events_after(0, 100).await.unwrap());
+    assert_eq!(
+        seen,
+        [
+            "loud watched RUNNABLE",
+            "quiet watched FAILED",
+            "loud watched FAILED"
+        ]
     );
 }

@@ -124,3 +124,62 @@ fn an_event_matching_a_rule_runs_its_job_with_values_from_the_event() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_failed_job_can_trigger_another_through_its_state_change_event() {
+    let server = crate::support::Server::start(None);
+    server.apply_examples();
+    server.apply_text(
+        "apiVersion: batchctl/v1\nkind: EventRule\nmetadata: {name: on-failure}\nspec:\n  eventPattern: {source: [batchctl], detail-type: [Job State Change], detail: {jobName: [nightly], status: [FAILED]}}\n  inputTransformer: {inputPathsMap: {failed: $.detail.jobId, code: $.detail.exitCode}}\n  target: {jobQueue: default, jobDefinition: hello, jobName: cleanup, parameters: {who: '<failed> exited <code>'}}\n",
+    );
+    let failing = server.submit(&[
+        "--queue",
+        "default",
+        "--definition",
+        "hello",
+        "--name",
+        "nightly",
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
+    server.wait_for_status(&failing, "FAILED");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let cleanup = loop {
+        let jobs = server.json(&["get", "jobs"]);
+        let found = jobs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|job| job["jobName"] == "cleanup")
+            .map(|job| job["jobId"].as_str().unwrap().to_string());
+        if let Some(id) = found {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no follow-up job: {jobs:#}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    server.wait_for_status(&cleanup, "SUCCEEDED");
+    assert_eq!(
+        stdout(&server.cli(&["logs", &cleanup])),
+        format!("hello {failing} exited 7\n")
+    );
+    // Every transition of the failed job is on the bus.
+    let events = server.json(&["events", "list"]);
+    let statuses: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["event"]["detail"]["jobId"] == failing.as_str())
+        .map(|item| item["event"]["detail"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["RUNNABLE", "STARTING", "RUNNING", "RUNNABLE", "STARTING", "RUNNING", "FAILED"],
+        "hello retries once"
+    );
+}

@@ -40,6 +40,18 @@ pub async fn fresh_store(database: &str) -> Option<(Store, Option<tempfile::Temp
     Some((store, dir))
 }
 
+/// Applies an event rule that matches every Job State Change, so transitions emit events.
+pub async fn listen_to_job_events(store: &Store) {
+    let text = "apiVersion: batchctl/v1\nkind: EventRule\nmetadata: {name: all-jobs}\nspec:\n  eventPattern: {source: [batchctl]}\n  target: {jobQueue: bench, jobDefinition: noop}\n";
+    let documents = manifest::documents_from_text(text).unwrap();
+    let valid: Vec<_> = documents
+        .iter()
+        .map(|d| (manifest::parse_document(d).unwrap(), d["spec"].clone()))
+        .collect();
+    store.apply(&valid, now_millis()).await.unwrap();
+    assert!(store.refresh_job_event_interest().await.unwrap());
+}
+
 /// `n` single no-op jobs of the bench queue.
 pub async fn make_jobs(store: &Store, n: usize) -> Vec<Job> {
     let request = SubmitJobRequest {

@@ -166,6 +166,7 @@ async fn apply(State(state): State<AppState>, body: Bytes) -> Result<Response, A
     let applied = state.store.apply(&valid, now_millis()).await?;
     state.dispatcher.notify_resources_changed();
     state.schedules.handle().notify_changed();
+    state.store.refresh_job_event_interest().await?;
     state.rules.notify();
     Ok(Json(serde_json::json!({ "applied": applied, "warnings": warnings })).into_response())
 }

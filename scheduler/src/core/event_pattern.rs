@@ -75,6 +75,23 @@ impl EventPattern {
     pub fn matches(&self, event: &Value) -> bool {
         node_matches(&self.root, Some(event))
     }
+
+    /// Whether some event with this `source` and `detail-type` could match, whatever its other
+    /// fields: the pattern's top-level `source` and `detail-type` are checked, the rest (and any
+    /// top-level `$or`) is assumed to match. Used to skip events no rule could receive.
+    pub fn may_match(&self, source: &str, detail_type: &str) -> bool {
+        let head = serde_json::json!({"source": source, "detail-type": detail_type});
+        self.root
+            .fields
+            .iter()
+            .all(|(key, field)| match (key.as_str(), field) {
+                ("source" | "detail-type", Field::Leaf(matchers)) => matchers
+                    .iter()
+                    .any(|matcher| leaf_matches(matcher, head.get(key))),
+                ("source" | "detail-type", Field::Object(_)) => false,
+                _ => true,
+            })
+    }
 }
 
 fn error(path: &str, message: impl Into<String>) -> PatternError {
@@ -533,6 +550,32 @@ mod tests {
         for (pattern, expected) in cases {
             let message = EventPattern::parse(&pattern).unwrap_err().to_string();
             assert!(message.contains(expected), "{pattern}: {message}");
+        }
+    }
+
+    #[test]
+    fn may_match_looks_at_source_and_detail_type_only() {
+        let cases = [
+            (
+                json!({"source": ["batchctl"], "detail": {"status": ["FAILED"]}}),
+                true,
+            ),
+            (json!({"source": [{"prefix": "batch"}]}), true),
+            (json!({"detail-type": ["Job State Change"]}), true),
+            (json!({"detail": {"x": [1]}}), true),
+            (json!({"source": ["shop"]}), false),
+            (
+                json!({"source": ["batchctl"], "detail-type": ["Order Placed"]}),
+                false,
+            ),
+        ];
+        for (pattern, expected) in cases {
+            let parsed = EventPattern::parse(&pattern).unwrap();
+            assert_eq!(
+                parsed.may_match("batchctl", "Job State Change"),
+                expected,
+                "{pattern}"
+            );
         }
     }
 

@@ -77,6 +77,11 @@ pub fn event_from_entry(entry: &Value, new_id: &str, now: DateTime<Utc>) -> Resu
         }
     };
     let source = text("source")?.ok_or("source is required: say where the event comes from")?;
+    if source == JOB_EVENT_SOURCE {
+        return Err(format!(
+            "source {JOB_EVENT_SOURCE:?} is reserved for batchctl's own job events; use another"
+        ));
+    }
     let detail_type =
         text("detail-type")?.ok_or("detail-type is required: say what kind of event it is")?;
     let id = text("id")?.unwrap_or_else(|| new_id.to_string());
@@ -230,6 +235,7 @@ mod tests {
                 "unknown field \"colour\"",
             ),
             (json!("event"), "an entry is a JSON object"),
+            (json!({"source": "batchctl", "detail-type": "t", "detail": {}}), "is reserved for batchctl's own job events"),
         ];
         for (entry, expected) in cases {
             let error = event_from_entry(&entry, "id", now()).unwrap_err();
@@ -279,4 +285,42 @@ pub struct EventRule {
     pub enabled: bool,
     /// `inputTransformer.inputPathsMap`: `<name>` in the target takes the value at the path.
     pub input_paths: BTreeMap<String, String>,
+}
+
+/// The source and detail-type of the events batchctl emits for its own jobs.
+pub const JOB_EVENT_SOURCE: &str = "batchctl";
+pub const JOB_STATE_CHANGE: &str = "Job State Change";
+
+/// What changed, for a Job State Change event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobChange {
+    pub job_id: String,
+    pub job_name: String,
+    pub job_queue: String,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+/// The Job State Change event of one transition, as AWS Batch sends to EventBridge.
+pub fn job_state_change(change: &JobChange, id: &str, time: DateTime<Utc>) -> Event {
+    let mut detail = Map::new();
+    detail.insert("jobId".into(), json!(change.job_id));
+    detail.insert("jobName".into(), json!(change.job_name));
+    detail.insert("jobQueue".into(), json!(change.job_queue));
+    detail.insert("status".into(), json!(change.status));
+    if let Some(reason) = &change.status_reason {
+        detail.insert("statusReason".into(), json!(reason));
+    }
+    if let Some(code) = change.exit_code {
+        detail.insert("exitCode".into(), json!(code));
+    }
+    Event {
+        id: id.to_string(),
+        source: JOB_EVENT_SOURCE.into(),
+        detail_type: JOB_STATE_CHANGE.into(),
+        time,
+        detail,
+        resources: Vec::new(),
+    }
 }

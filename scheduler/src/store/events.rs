@@ -1,10 +1,14 @@
 //! The event bus, event rules, and the outbox of rule deliveries.
 
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 
 use super::transitions::{placeholders, ROWS_PER_STATEMENT};
 use super::{Store, StoreError};
-use crate::core::events::{Event, EventRule};
+use std::sync::atomic::Ordering;
+
+use crate::core::events::{
+    job_state_change, Event, EventRule, JobChange, JOB_EVENT_SOURCE, JOB_STATE_CHANGE,
+};
 use crate::core::model::Job;
 use crate::manifest::{self, EventRuleSpec, SubmitJobRequest};
 
@@ -24,7 +28,95 @@ pub struct StoredRule {
     pub created_at: i64,
 }
 
+/// Adds the Job State Change events of `changes` to the bus, in the caller's transaction, so an
+/// event exists exactly when its transition committed.
+pub(super) async fn emit_job_changes(
+    emission: Emission,
+    transaction: &mut Transaction<'static, Any>,
+    changes: &[JobChange],
+    now: i64,
+) -> Result<(), StoreError> {
+    if changes.is_empty() || !emission.wanted {
+        return Ok(());
+    }
+    let dialect = emission.dialect;
+    let time = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
+    let events: Vec<Event> = changes
+        .iter()
+        .map(|change| job_state_change(change, &uuid::Uuid::new_v4().to_string(), time))
+        .collect();
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO events (event_id, source, detail_type, body, received_at) VALUES {}",
+            placeholders(dialect, chunk.len(), 5, 1)
+        );
+        let mut query = sqlx::query(&sql);
+        for event in chunk {
+            query = query
+                .bind(event.id.clone())
+                .bind(event.source.clone())
+                .bind(event.detail_type.clone())
+                .bind(event.envelope().to_string())
+                .bind(now);
+        }
+        query.execute(&mut **transaction).await?;
+    }
+    Ok(())
+}
+
+/// Whether a status-changing statement stores Job State Change events, decided once per
+/// statement so its RETURNING clause and what is read from it agree.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Emission {
+    pub wanted: bool,
+    dialect: super::Dialect,
+}
+
+impl Emission {
+    /// What the statement returns: the changed jobs for their events, or only their ids (which
+    /// is cheaper to decode when no event is wanted).
+    pub fn returning(&self) -> &'static str {
+        match self.wanted {
+            true => "RETURNING job_id, job_name, job_queue, status, status_reason",
+            false => "RETURNING job_id",
+        }
+    }
+}
+
+pub(super) fn change_from_row(row: &sqlx::any::AnyRow) -> Result<JobChange, StoreError> {
+    Ok(JobChange {
+        job_id: row.try_get("job_id")?,
+        job_name: row.try_get("job_name")?,
+        job_queue: row.try_get("job_queue")?,
+        status: row.try_get("status")?,
+        status_reason: row.try_get("status_reason")?,
+        exit_code: None,
+    })
+}
+
 impl Store {
+    pub(super) fn emission(&self) -> Emission {
+        Emission {
+            wanted: self.job_events_wanted.load(Ordering::Acquire),
+            dialect: self.dialect,
+        }
+    }
+
+    /// Decides again whether Job State Change events are stored: while some enabled rule could
+    /// match one. Called at open, after an apply, and by the rule runner (rules applied through
+    /// another server).
+    pub async fn refresh_job_event_interest(&self) -> Result<bool, StoreError> {
+        let wanted = self.event_rules().await?.iter().any(|stored| {
+            stored.rule.enabled
+                && stored
+                    .rule
+                    .pattern
+                    .may_match(JOB_EVENT_SOURCE, JOB_STATE_CHANGE)
+        });
+        self.job_events_wanted.store(wanted, Ordering::Release);
+        Ok(wanted)
+    }
+
     /// Stores events in one transaction, each once: an id already on the bus is not stored again
     /// (a retried put). Returns, per event, whether it was new.
     pub async fn put_events(&self, events: &[Event], now: i64) -> Result<Vec<bool>, StoreError> {
@@ -33,7 +125,7 @@ impl Store {
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO events (event_id, source, detail_type, body, received_at) VALUES {} \
-                 ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+                 ON CONFLICT (event_id) WHERE source <> 'batchctl' DO NOTHING RETURNING event_id",
                 placeholders(self.dialect, chunk.len(), 5, 1)
             );
             let mut query = sqlx::query(&sql);

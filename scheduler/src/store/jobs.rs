@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::events::{change_from_row, emit_job_changes, Emission};
 use super::{Store, StoreError};
 use crate::core::model::{
     ArrayRole, Attempt, CurrentAttempt, DependencyKind, EnvironmentName, Job, JobId, JobName,
@@ -93,6 +94,24 @@ pub struct JobPage {
     pub jobs: Vec<Job>,
     /// Pass as `before` to read the next page; `None` on the last page.
     pub next: Option<i64>,
+}
+
+/// Emits the Job State Change events of the rows a status-changing statement returned.
+async fn emit_moved(
+    emission: Emission,
+    transaction: &mut Transaction<'static, Any>,
+    rows: &[AnyRow],
+    now: i64,
+) -> Result<u64, StoreError> {
+    if !emission.wanted {
+        return Ok(rows.len() as u64);
+    }
+    let changes = rows
+        .iter()
+        .map(change_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    emit_job_changes(emission, transaction, &changes, now).await?;
+    Ok(rows.len() as u64)
 }
 
 impl Store {
@@ -337,17 +356,22 @@ impl Store {
         limit: u32,
         now: i64,
     ) -> Result<u64, StoreError> {
-        let moved = sqlx::query(
+        let emission = self.emission();
+        let returning = emission.returning();
+        let mut transaction = self.write.begin().await?;
+        let rows = sqlx::query(&format!(
             "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = $3 AND seq IN \
-             (SELECT seq FROM jobs WHERE status = $3 ORDER BY status, seq LIMIT $4)",
-        )
+             (SELECT seq FROM jobs WHERE status = $3 ORDER BY status, seq LIMIT $4) \
+             {returning}"
+        ))
         .bind(to.as_str())
         .bind(now)
         .bind(from.as_str())
         .bind(i64::from(limit))
-        .execute(&self.write)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *transaction)
+        .await?;
+        let moved = emit_moved(emission, &mut transaction, &rows, now).await?;
+        transaction.commit().await?;
         Ok(moved)
     }
 
@@ -362,6 +386,8 @@ impl Store {
         limit: u32,
         now: i64,
     ) -> Result<(u64, u64), StoreError> {
+        let emission = self.emission();
+        let returning = emission.returning();
         let mut transaction = self.write.begin().await?;
         // The oldest `limit` SUBMITTED jobs are those with a seq up to the limit-th one's: one
         // scalar subquery (an InitPlan, run once) and an index range on (status, seq), a plan no
@@ -373,25 +399,27 @@ impl Store {
             "UPDATE jobs SET status = $1, updated_at = $2 WHERE {oldest} AND array_size IS NULL \
              AND NOT EXISTS (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.job_id) \
              AND (array_parent IS NULL OR NOT EXISTS \
-             (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.array_parent))"
+             (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.array_parent)) \
+             {returning}"
         ))
         .bind(ready.as_str())
         .bind(now)
         .bind(i64::from(limit))
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *transaction)
+        .await?;
+        let ready_count = emit_moved(emission, &mut transaction, &ready_count, now).await?;
         let waiting_limit = i64::from(limit).saturating_sub(ready_count as i64);
         let waiting_count = if waiting_limit > 0 {
-            sqlx::query(&format!(
-                "UPDATE jobs SET status = $1, updated_at = $2 WHERE {oldest}"
+            let rows = sqlx::query(&format!(
+                "UPDATE jobs SET status = $1, updated_at = $2 WHERE {oldest} \
+                 {returning}"
             ))
             .bind(waiting.as_str())
             .bind(now)
             .bind(waiting_limit)
-            .execute(&mut *transaction)
-            .await?
-            .rows_affected()
+            .fetch_all(&mut *transaction)
+            .await?;
+            emit_moved(emission, &mut transaction, &rows, now).await?
         } else {
             0
         };
@@ -500,6 +528,8 @@ impl Store {
         runnable: JobStatus,
         now: i64,
     ) -> Result<u64, StoreError> {
+        let emission = self.emission();
+        let returning = emission.returning();
         const DEPENDENCY_OF_THIS_JOB: &str = "FROM job_dependencies d \
              JOIN jobs p ON p.job_id = d.depends_on \
              WHERE d.job_id IN (jobs.job_id, jobs.array_parent)";
@@ -509,23 +539,24 @@ impl Store {
              'Dependency ' || (SELECT d.depends_on {DEPENDENCY_OF_THIS_JOB} \
              AND p.status = 'FAILED' LIMIT 1) || ' failed' \
              WHERE status = 'PENDING' AND EXISTS (SELECT 1 {DEPENDENCY_OF_THIS_JOB} \
-             AND p.status = 'FAILED')"
+             AND p.status = 'FAILED') {returning}"
         ))
         .bind(failed.as_str())
         .bind(now)
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *transaction)
+        .await?;
+        let failed_count = emit_moved(emission, &mut transaction, &failed_count, now).await?;
         let runnable_count = sqlx::query(&format!(
             "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = 'PENDING' \
              AND array_size IS NULL \
-             AND NOT EXISTS (SELECT 1 {DEPENDENCY_OF_THIS_JOB} AND p.status <> 'SUCCEEDED')"
+             AND NOT EXISTS (SELECT 1 {DEPENDENCY_OF_THIS_JOB} AND p.status <> 'SUCCEEDED') \
+             {returning}"
         ))
         .bind(runnable.as_str())
         .bind(now)
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *transaction)
+        .await?;
+        let runnable_count = emit_moved(emission, &mut transaction, &runnable_count, now).await?;
         transaction.commit().await?;
         Ok(failed_count + runnable_count)
     }
@@ -564,6 +595,8 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
+        let emission = self.emission();
+        let returning = emission.returning();
         let mut transaction = self.write.begin().await?;
         sqlx::query(
             "UPDATE jobs SET stop_requested = $2, updated_at = $3 \
@@ -576,18 +609,18 @@ impl Store {
         .await?;
         let mut changed = 0;
         for (from, to) in moves {
-            changed += sqlx::query(
+            let rows = sqlx::query(&format!(
                 "UPDATE jobs SET status = $3, status_reason = $4, stopped_at = $5, updated_at = $5 \
-                 WHERE array_parent = $1 AND status = $2",
-            )
+                 WHERE array_parent = $1 AND status = $2 {returning}"
+            ))
             .bind(&parent.0)
             .bind(from.as_str())
             .bind(to.as_str())
             .bind(reason)
             .bind(now)
-            .execute(&mut *transaction)
-            .await?
-            .rows_affected();
+            .fetch_all(&mut *transaction)
+            .await?;
+            changed += emit_moved(emission, &mut transaction, &rows, now).await?;
         }
         transaction.commit().await?;
         Ok(changed)
@@ -622,19 +655,23 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<u64, StoreError> {
-        let changed = sqlx::query(
+        let emission = self.emission();
+        let returning = emission.returning();
+        let mut transaction = self.write.begin().await?;
+        let rows = sqlx::query(&format!(
             "UPDATE jobs SET status = $1, status_reason = $2, stopped_at = $3, updated_at = $3 \
              WHERE status = 'RUNNABLE' AND job_queue = $4 AND updated_at <= $5 \
-             AND (runnable_after IS NULL OR runnable_after <= $5)",
-        )
+             AND (runnable_after IS NULL OR runnable_after <= $5) {returning}"
+        ))
         .bind(to.as_str())
         .bind(reason)
         .bind(now)
         .bind(queue.as_str())
         .bind(cutoff)
-        .execute(&self.write)
-        .await?
-        .rows_affected();
+        .fetch_all(&mut *transaction)
+        .await?;
+        let changed = emit_moved(emission, &mut transaction, &rows, now).await?;
+        transaction.commit().await?;
         Ok(changed)
     }
 

@@ -83,6 +83,10 @@ pub struct Store {
     dialect: Dialect,
     write: AnyPool,
     read: AnyPool,
+    /// Whether some enabled event rule could match a Job State Change event: while none can,
+    /// those events are not stored (nothing could receive them, and each costs every
+    /// transition a row). See `refresh_job_event_interest`.
+    job_events_wanted: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Store {
@@ -102,6 +106,7 @@ impl Store {
                     dialect: Dialect::Postgres,
                     write: pool.clone(),
                     read: pool,
+                    job_events_wanted: Default::default(),
                 }
             }
         };
@@ -109,6 +114,7 @@ impl Store {
             Dialect::Sqlite => SQLITE_MIGRATIONS.run(&store.write).await?,
             Dialect::Postgres => POSTGRES_MIGRATIONS.run(&store.write).await?,
         }
+        store.refresh_job_event_interest().await?;
         Ok(store)
     }
 
@@ -155,6 +161,7 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         dialect: Dialect::Sqlite,
         write,
         read,
+        job_events_wanted: Default::default(),
     })
 }
 
