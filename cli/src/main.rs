@@ -243,6 +243,8 @@ enum ResourceKind {
     Schedules,
     #[value(alias = "rule", alias = "eventrules")]
     Rules,
+    #[value(alias = "webhooktrigger", alias = "hooks")]
+    Webhooktriggers,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -434,6 +436,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Computeenvironments => client.get("/v1/computeenvironments").await?,
                 ResourceKind::Schedules => client.get("/v1/schedules").await?,
                 ResourceKind::Rules => client.get("/v1/eventrules").await?,
+                ResourceKind::Webhooktriggers => client.get("/v1/webhooktriggers").await?,
             };
             match resource {
                 ResourceKind::Jobs => output::print_jobs(&list, format)?,
@@ -442,6 +445,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Computeenvironments => output::print_environments(&list, format)?,
                 ResourceKind::Schedules => output::print_schedules(&list, format)?,
                 ResourceKind::Rules => output::print_rules(&list, format)?,
+                ResourceKind::Webhooktriggers => output::print_webhook_triggers(&list, format)?,
             }
         }
         Command::Describe {

@@ -212,6 +212,18 @@ pub fn print_rules(list: &Value, format: Format) -> anyhow::Result<()> {
     })
 }
 
+pub fn print_webhook_triggers(list: &Value, format: Format) -> anyhow::Result<()> {
+    let header = ["NAME", "PROFILE", "SOURCE", "URL"];
+    print_list(list, format, &header, |trigger| {
+        vec![
+            text(&trigger["metadata"]["name"]),
+            text(&trigger["spec"]["profile"]),
+            text(&trigger["spec"]["source"]),
+            text(&trigger["status"]["url"]),
+        ]
+    })
+}
+
 pub fn print_events(answer: &Value, format: Format) -> anyhow::Result<()> {
     let header = ["SEQ", "ID", "SOURCE", "DETAIL TYPE", "TIME"];
     print_list(answer, format, &header, |item| {

@@ -19,6 +19,7 @@ use crate::core::model::{
     ShareWeight, MAX_ARRAY_SIZE,
 };
 use crate::core::schedule::{parse_expression, CatchUp, CatchUpPolicy, OverlapPolicy, Schedule};
+use crate::core::webhooks::Profile;
 
 pub const API_VERSION: &str = "batchctl/v1";
 /// Used when a definition names no VCPU or MEMORY requirement.
@@ -67,15 +68,17 @@ pub enum Kind {
     JobDefinition,
     Schedule,
     EventRule,
+    WebhookTrigger,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::ComputeEnvironment,
         Kind::JobQueue,
         Kind::JobDefinition,
         Kind::Schedule,
         Kind::EventRule,
+        Kind::WebhookTrigger,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -85,6 +88,7 @@ impl Kind {
             Kind::JobDefinition => "JobDefinition",
             Kind::Schedule => "Schedule",
             Kind::EventRule => "EventRule",
+            Kind::WebhookTrigger => "WebhookTrigger",
         }
     }
 }
@@ -328,6 +332,81 @@ pub enum Resource {
         rule: Box<EventRule>,
         target: Box<SubmitJobRequest>,
     },
+    WebhookTrigger(Box<WebhookTrigger>),
+}
+
+/// A validated `kind: WebhookTrigger`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookTrigger {
+    pub name: String,
+    pub profile: Profile,
+    /// Any of them may have signed a delivery (rotation).
+    pub secrets: Vec<String>,
+    /// The `source` of the events it makes.
+    pub source: String,
+    /// Their `detail-type`, when the profile does not name one (GitHub's event name does).
+    pub detail_type: String,
+}
+
+/// `kind: WebhookTrigger`: `POST /v1/hooks/NAME` takes any JSON a third party sends, checks its
+/// signature, and puts it on the bus as an event's detail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookTriggerSpec {
+    pub profile: Profile,
+    pub secrets: Vec<String>,
+    pub source: String,
+    #[serde(default)]
+    pub detail_type: Option<String>,
+}
+
+pub fn webhook_trigger(
+    name: String,
+    spec: &WebhookTriggerSpec,
+) -> Result<WebhookTrigger, FieldError> {
+    use base64::Engine as _;
+    if spec.secrets.is_empty() {
+        return Err(FieldError::new(
+            "secrets",
+            "is empty; give at least one (several while rotating)",
+        ));
+    }
+    for (index, secret) in spec.secrets.iter().enumerate() {
+        let field = format!("secrets[{index}]");
+        match spec.profile {
+            Profile::StandardWebhooks => {
+                let key = secret.strip_prefix("whsec_").unwrap_or(secret);
+                let decoded = base64::engine::general_purpose::STANDARD.decode(key);
+                if decoded.map_or(true, |key| key.len() < 16) {
+                    return Err(FieldError::new(
+                        field,
+                        "is not a Standard Webhooks secret: whsec_ followed by at least 16 base64 bytes",
+                    ));
+                }
+            }
+            Profile::Github if secret.len() < 16 => {
+                return Err(FieldError::new(
+                    field,
+                    "is shorter than 16 characters; use a long random secret",
+                ));
+            }
+            Profile::Github => {}
+        }
+    }
+    let source = spec.source.trim();
+    if source.is_empty() || source == crate::core::events::JOB_EVENT_SOURCE {
+        return Err(FieldError::new(
+            "source",
+            "names where the events come from; not empty, and not batchctl (reserved)",
+        ));
+    }
+    Ok(WebhookTrigger {
+        name,
+        profile: spec.profile,
+        secrets: spec.secrets.clone(),
+        source: source.to_string(),
+        detail_type: spec.detail_type.clone().unwrap_or_else(|| "Webhook".into()),
+    })
 }
 
 impl Resource {
@@ -338,6 +417,7 @@ impl Resource {
             Resource::JobDefinition { .. } => Kind::JobDefinition,
             Resource::Schedule { .. } => Kind::Schedule,
             Resource::EventRule { .. } => Kind::EventRule,
+            Resource::WebhookTrigger(_) => Kind::WebhookTrigger,
         }
     }
 
@@ -348,6 +428,7 @@ impl Resource {
             Resource::JobDefinition { name, .. } => name.as_str(),
             Resource::Schedule { schedule, .. } => &schedule.name,
             Resource::EventRule { rule, .. } => &rule.name,
+            Resource::WebhookTrigger(trigger) => &trigger.name,
         }
     }
 }
@@ -598,7 +679,7 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
             FieldError::new(
                 "kind",
                 format!(
-                    "unknown kind {:?}; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule",
+                    "unknown kind {:?}; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger",
                     document.kind
                 ),
             )
@@ -625,6 +706,11 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
                 name,
                 spec: Box::new(definition_spec(&spec).map_err(within_spec)?),
             }
+        }
+        Kind::WebhookTrigger => {
+            crate::core::model::validate_name(&name).map_err(name_error)?;
+            let spec: WebhookTriggerSpec = parse_strict(spec).map_err(within_spec)?;
+            Resource::WebhookTrigger(Box::new(webhook_trigger(name, &spec).map_err(within_spec)?))
         }
         Kind::EventRule => {
             crate::core::model::validate_name(&name).map_err(name_error)?;
@@ -1546,7 +1632,7 @@ mod tests {
             ),
             (
                 json!({"apiVersion": "batchctl/v1", "kind": "Queue", "metadata": {"name": "q"}, "spec": {}}),
-                "kind: unknown kind \"Queue\"; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule",
+                "kind: unknown kind \"Queue\"; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger",
             ),
             (
                 json!({"apiVersion": "batchctl/v1", "kind": "JobQueue", "metadata": {"name": "bad name"}, "spec": {}}),

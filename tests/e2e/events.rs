@@ -183,3 +183,118 @@ fn a_failed_job_can_trigger_another_through_its_state_change_event() {
         "hello retries once"
     );
 }
+
+#[test]
+fn signed_webhook_deliveries_become_events_and_bad_ones_are_refused() {
+    use batchctl_scheduler::core::webhooks::{github_signature, standard_signature};
+    let server = crate::support::Server::start(None);
+    server.apply_examples();
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const GITHUB_SECRET: &str = "a long random github secret";
+    server.apply_text(&format!(
+        "apiVersion: batchctl/v1\nkind: WebhookTrigger\nmetadata: {{name: billing}}\nspec: {{profile: standard-webhooks, secrets: ['{SECRET}'], source: billing, detailType: Invoice}}\n---\napiVersion: batchctl/v1\nkind: WebhookTrigger\nmetadata: {{name: github}}\nspec: {{profile: github, secrets: ['{GITHUB_SECRET}'], source: github}}\n---\napiVersion: batchctl/v1\nkind: EventRule\nmetadata: {{name: on-paid}}\nspec:\n  eventPattern: {{source: [billing], detail: {{type: [invoice.paid]}}}}\n  inputTransformer: {{inputPathsMap: {{who: $.detail.customer}}}}\n  target: {{jobQueue: default, jobDefinition: hello, parameters: {{who: '<who>'}}}}\n"
+    ));
+    let post = |path: &str, headers: &[(&str, String)], body: &str| {
+        let mut command = Command::new("curl");
+        command.args([
+            "-s",
+            "-o",
+            "/dev/stderr",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+        ]);
+        for (name, value) in headers {
+            command.args(["-H", &format!("{name}: {value}")]);
+        }
+        command.args(["--data-binary", body, &format!("{}{path}", server.url)]);
+        let output = command.output().unwrap();
+        (stdout(&output), stderr(&output))
+    };
+    let body = r#"{"type": "invoice.paid", "customer": "Grace"}"#;
+    let now = chrono::Utc::now().timestamp();
+    let signed = |id: &str, timestamp: i64, body: &str| {
+        vec![
+            ("webhook-id", id.to_string()),
+            ("webhook-timestamp", timestamp.to_string()),
+            (
+                "webhook-signature",
+                standard_signature(SECRET, id, timestamp, body.as_bytes()).unwrap(),
+            ),
+        ]
+    };
+    let (status, answer) = post("/v1/hooks/billing", &signed("msg_1", now, body), body);
+    assert_eq!(status, "202", "{answer}");
+    // A replay of the same delivery is answered but not stored twice.
+    let (status, answer) = post("/v1/hooks/billing", &signed("msg_1", now, body), body);
+    assert_eq!(status, "200", "{answer}");
+    assert!(answer.contains("\"duplicate\":true"), "{answer}");
+    // A wrong secret, a changed body, or a stale timestamp: 401, nothing stored.
+    let mut wrong = signed("msg_2", now, body);
+    wrong[2].1 = standard_signature(
+        "whsec_b3RoZXIgc2VjcmV0IGtleSEhISE=",
+        "msg_2",
+        now,
+        body.as_bytes(),
+    )
+    .unwrap();
+    let tampered = r#"{"type": "invoice.paid", "customer": "Mallory"}"#;
+    for (headers, sent) in [
+        (wrong, body),
+        (signed("msg_3", now, body), tampered),
+        (signed("msg_4", now - 600, body), body),
+    ] {
+        let (status, answer) = post("/v1/hooks/billing", &headers, sent);
+        assert_eq!(status, "401", "{answer}");
+    }
+    let github_body = r#"{"ref": "refs/heads/main"}"#;
+    let (status, answer) = post(
+        "/v1/hooks/github",
+        &[
+            (
+                "X-Hub-Signature-256",
+                github_signature(GITHUB_SECRET, github_body.as_bytes()),
+            ),
+            ("X-GitHub-Delivery", "d-1".into()),
+            ("X-GitHub-Event", "push".into()),
+        ],
+        github_body,
+    );
+    assert_eq!(status, "202", "{answer}");
+
+    let events = server.json(&["events", "list"]);
+    let seen: Vec<(String, String)> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            (
+                item["event"]["source"].as_str().unwrap().to_string(),
+                item["event"]["detail-type"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("billing".to_string(), "Invoice".to_string()),
+            ("github".to_string(), "push".to_string())
+        ]
+    );
+    // The billing event's rule ran its job with the customer's name.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let job_id = loop {
+        let rules = server.json(&["get", "rules"]);
+        if let Some(id) = rules["items"][0]["status"]["recentDeliveries"][0]["jobId"].as_str() {
+            break id.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "{rules:#}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    server.wait_for_status(&job_id, "SUCCEEDED");
+    assert_eq!(stdout(&server.cli(&["logs", &job_id])), "hello Grace\n");
+    // Secrets are never shown.
+    let listed = server.cli(&["-o", "json", "get", "webhooktriggers"]);
+    assert!(!stdout(&listed).contains(SECRET), "{}", stdout(&listed));
+}

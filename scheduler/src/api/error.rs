@@ -58,6 +58,15 @@ impl ApiError {
         }
     }
 
+    pub fn unauthorized(detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            title: "Unauthorized".into(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
     pub fn unavailable(detail: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,

@@ -64,6 +64,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/schedules", get(list_schedules))
         .route("/v1/events", post(put_events).get(list_events))
         .route("/v1/eventrules", get(list_event_rules))
+        .route("/v1/webhooktriggers", get(list_webhook_triggers))
+        .route("/v1/hooks/{name}", post(receive_hook))
         .route("/v1/schedules/{name}/trigger", post(trigger_schedule))
         .route("/v1/jobs", post(submit).get(list_jobs))
         .route("/v1/jobs/{job_id}", get(describe_job))
@@ -268,6 +270,112 @@ async fn list_events(
         "items": events.into_iter().map(|event| serde_json::json!({"seq": event.seq, "event": event.envelope})).collect::<Vec<_>>(),
         "nextCursor": next.map(|seq| seq.to_string()),
     })))
+}
+
+/// A third party's delivery to a webhook trigger: its signature is checked (401, nothing stored,
+/// when it does not hold), and its JSON body becomes an event's detail. A delivery id seen before
+/// is answered 200 and not stored again.
+async fn receive_hook(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    use crate::core::events::{Event, MAX_ENTRY_BYTES};
+    use crate::core::webhooks::{verify, Rejected};
+    let trigger = state
+        .store
+        .webhook_trigger(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("webhook trigger {name} does not exist")))?;
+    if body.len() > MAX_ENTRY_BYTES {
+        return Err(ApiError::invalid(FieldError::new(
+            "body",
+            format!(
+                "is {} bytes; a delivery may have {MAX_ENTRY_BYTES} at most",
+                body.len()
+            ),
+        )));
+    }
+    let lower: std::collections::BTreeMap<String, String> = headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((
+                name.as_str().to_ascii_lowercase(),
+                value.to_str().ok()?.to_string(),
+            ))
+        })
+        .collect();
+    let now = chrono::Utc::now();
+    let verified = match verify(
+        trigger.profile,
+        &trigger.secrets,
+        &lower,
+        &body,
+        now.timestamp(),
+    ) {
+        Ok(verified) => verified,
+        Err(Rejected(reason)) => {
+            tracing::warn!(trigger = %name, %reason, "webhook delivery refused");
+            return Err(ApiError::unauthorized(format!(
+                "the delivery's signature does not hold: {reason}"
+            )));
+        }
+    };
+    let payload: serde_json::Value = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::invalid(FieldError::new("body", format!("is not JSON: {error}")))
+    })?;
+    let detail = match payload {
+        serde_json::Value::Object(object) => object,
+        other => {
+            let mut wrapped = serde_json::Map::new();
+            wrapped.insert("payload".into(), other);
+            wrapped
+        }
+    };
+    let event = Event {
+        id: format!("hook-{name}-{}", verified.delivery_id),
+        source: trigger.source.clone(),
+        detail_type: verified.event_name.unwrap_or(trigger.detail_type.clone()),
+        time: now,
+        detail,
+        resources: Vec::new(),
+    };
+    let new = state
+        .store
+        .put_events(std::slice::from_ref(&event), now.timestamp_millis())
+        .await?;
+    state.rules.notify();
+    let (status, duplicate) = match new.first() {
+        Some(true) => (StatusCode::ACCEPTED, false),
+        _ => (StatusCode::OK, true),
+    };
+    Ok((
+        status,
+        Json(serde_json::json!({"eventId": event.id, "duplicate": duplicate})),
+    )
+        .into_response())
+}
+
+/// Webhook triggers as applied, without their secrets.
+async fn list_webhook_triggers(
+    State(state): State<AppState>,
+) -> Result<Json<Page<serde_json::Value>>, ApiError> {
+    let items = state
+        .store
+        .resource_specs(Kind::WebhookTrigger)
+        .await?
+        .into_iter()
+        .map(|(name, mut spec)| {
+            let n_secrets = spec["secrets"].as_array().map_or(0, Vec::len);
+            spec["secrets"] = serde_json::json!(format!("({n_secrets} hidden)"));
+            serde_json::json!({"apiVersion": manifest::API_VERSION, "kind": "WebhookTrigger", "metadata": {"name": name}, "spec": spec, "status": {"url": format!("/v1/hooks/{name}")}})
+        })
+        .collect();
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// Event rules as applied, each with its latest deliveries.

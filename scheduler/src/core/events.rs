@@ -235,7 +235,10 @@ mod tests {
                 "unknown field \"colour\"",
             ),
             (json!("event"), "an entry is a JSON object"),
-            (json!({"source": "batchctl", "detail-type": "t", "detail": {}}), "is reserved for batchctl's own job events"),
+            (
+                json!({"source": "batchctl", "detail-type": "t", "detail": {}}),
+                "is reserved for batchctl's own job events",
+            ),
         ];
         for (entry, expected) in cases {
             let error = event_from_entry(&entry, "id", now()).unwrap_err();

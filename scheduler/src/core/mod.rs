@@ -11,4 +11,5 @@ pub mod retry;
 pub mod schedule;
 pub mod state_machine;
 pub mod time_limits;
+pub mod webhooks;
 pub mod why;

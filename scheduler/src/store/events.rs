@@ -305,3 +305,27 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// A webhook trigger by name.
+    pub async fn webhook_trigger(
+        &self,
+        name: &str,
+    ) -> Result<Option<manifest::WebhookTrigger>, StoreError> {
+        let spec: Option<String> =
+            sqlx::query_scalar("SELECT spec FROM webhook_triggers WHERE name = $1")
+                .bind(name)
+                .fetch_optional(&self.read)
+                .await?;
+        spec.map(|text| {
+            let corrupt =
+                |reason: String| StoreError::corrupt(format!("webhook trigger {name}"), reason);
+            let value: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+            let parsed: manifest::WebhookTriggerSpec =
+                manifest::parse_strict(&value).map_err(|e| corrupt(e.to_string()))?;
+            manifest::webhook_trigger(name.to_string(), &parsed).map_err(|e| corrupt(e.to_string()))
+        })
+        .transpose()
+    }
+}

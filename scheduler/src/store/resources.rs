@@ -79,7 +79,8 @@ impl Store {
             Resource::JobQueue(_)
             | Resource::JobDefinition { .. }
             | Resource::Schedule { .. }
-            | Resource::EventRule { .. } => None,
+            | Resource::EventRule { .. }
+            | Resource::WebhookTrigger(_) => None,
         }));
         let mut applied = Vec::with_capacity(documents.len());
         for (index, (resource, spec)) in documents.iter().enumerate() {
@@ -124,6 +125,16 @@ impl Store {
                 }
                 Resource::EventRule { rule, .. } => {
                     upsert(&mut transaction, "event_rules", &rule.name, &spec_text, now).await?
+                }
+                Resource::WebhookTrigger(trigger) => {
+                    upsert(
+                        &mut transaction,
+                        "webhook_triggers",
+                        &trigger.name,
+                        &spec_text,
+                        now,
+                    )
+                    .await?
                 }
             };
             applied.push(Applied {
@@ -191,6 +202,7 @@ impl Store {
             Kind::JobQueue => "job_queues",
             Kind::Schedule => "schedules",
             Kind::EventRule => "event_rules",
+            Kind::WebhookTrigger => "webhook_triggers",
             Kind::JobDefinition => {
                 let definitions = self.job_definitions(None).await?;
                 return Ok(definitions
