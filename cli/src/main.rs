@@ -164,6 +164,9 @@ enum Command {
     /// Events: put one on the bus, or list the latest.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// The dead-letter list of notifications whose retries are spent.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// The supervising process of one attempt (started by the server; not for people).
     #[command(hide = true)]
     Shim {
@@ -217,6 +220,17 @@ enum EventsCommand {
 }
 
 #[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters.
+    List,
+    /// Send dead letters again (of one notification, or all).
+    Redrive {
+        #[arg(long)]
+        notification: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
 enum RulesCommand {
     /// Exit 0 if the event matches the pattern, 1 if not, 2 if either is invalid.
     Test {
@@ -245,6 +259,8 @@ enum ResourceKind {
     Rules,
     #[value(alias = "webhooktrigger", alias = "hooks")]
     Webhooktriggers,
+    #[value(alias = "notification")]
+    Notifications,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -437,6 +453,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Schedules => client.get("/v1/schedules").await?,
                 ResourceKind::Rules => client.get("/v1/eventrules").await?,
                 ResourceKind::Webhooktriggers => client.get("/v1/webhooktriggers").await?,
+                ResourceKind::Notifications => client.get("/v1/notifications").await?,
             };
             match resource {
                 ResourceKind::Jobs => output::print_jobs(&list, format)?,
@@ -446,6 +463,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Schedules => output::print_schedules(&list, format)?,
                 ResourceKind::Rules => output::print_rules(&list, format)?,
                 ResourceKind::Webhooktriggers => output::print_webhook_triggers(&list, format)?,
+                ResourceKind::Notifications => output::print_notifications(&list, format)?,
             }
         }
         Command::Describe {
@@ -503,6 +521,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if !output::print_structured(&answer, format)? {
                 println!("{}", first["eventId"].as_str().unwrap_or_default());
+            }
+        }
+        Command::Dlq(DlqCommand::List) => {
+            let answer = client.get("/v1/dlq").await?;
+            output::print_dead_letters(&answer, format)?;
+        }
+        Command::Dlq(DlqCommand::Redrive { notification }) => {
+            let answer = client
+                .post("/v1/dlq/redrive", &json!({ "notification": notification }))
+                .await?;
+            if !output::print_structured(&answer, format)? {
+                println!("{} dead letters sent again", answer["redriven"]);
             }
         }
         Command::Events(EventsCommand::List { after }) => {

@@ -224,6 +224,39 @@ pub fn print_webhook_triggers(list: &Value, format: Format) -> anyhow::Result<()
     })
 }
 
+pub fn print_notifications(list: &Value, format: Format) -> anyhow::Result<()> {
+    let header = ["NAME", "STATE", "ENDPOINT", "RETRIES", "SIGNED"];
+    print_list(list, format, &header, |notification| {
+        let spec = &notification["spec"];
+        vec![
+            text(&notification["metadata"]["name"]),
+            spec["state"].as_str().unwrap_or("ENABLED").to_string(),
+            text(&spec["endpoint"]),
+            spec["retryPolicy"]["maximumRetryAttempts"]
+                .as_u64()
+                .map_or("5".into(), |n| n.to_string()),
+            if spec.get("secret").is_some() {
+                "yes"
+            } else {
+                "no"
+            }
+            .to_string(),
+        ]
+    })
+}
+
+pub fn print_dead_letters(list: &Value, format: Format) -> anyhow::Result<()> {
+    let header = ["EVENT", "NOTIFICATION", "ATTEMPTS", "LAST ERROR"];
+    print_list(list, format, &header, |letter| {
+        vec![
+            text(&letter["eventId"]),
+            text(&letter["notification"]),
+            text(&letter["attempts"]),
+            text(&letter["lastError"]),
+        ]
+    })
+}
+
 pub fn print_events(answer: &Value, format: Format) -> anyhow::Result<()> {
     let header = ["SEQ", "ID", "SOURCE", "DETAIL TYPE", "TIME"];
     print_list(answer, format, &header, |item| {

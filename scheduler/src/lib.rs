@@ -8,6 +8,7 @@ pub mod control;
 pub mod core;
 pub mod dispatcher;
 pub mod manifest;
+pub mod notifier;
 pub mod rules;
 pub mod schedules;
 pub mod server;

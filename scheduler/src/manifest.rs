@@ -69,16 +69,18 @@ pub enum Kind {
     Schedule,
     EventRule,
     WebhookTrigger,
+    Notification,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::ComputeEnvironment,
         Kind::JobQueue,
         Kind::JobDefinition,
         Kind::Schedule,
         Kind::EventRule,
         Kind::WebhookTrigger,
+        Kind::Notification,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -89,6 +91,7 @@ impl Kind {
             Kind::Schedule => "Schedule",
             Kind::EventRule => "EventRule",
             Kind::WebhookTrigger => "WebhookTrigger",
+            Kind::Notification => "Notification",
         }
     }
 }
@@ -333,6 +336,86 @@ pub enum Resource {
         target: Box<SubmitJobRequest>,
     },
     WebhookTrigger(Box<WebhookTrigger>),
+    Notification(Box<Notification>),
+}
+
+/// A validated `kind: Notification`: events matching the pattern are POSTed to the endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub name: String,
+    pub pattern: EventPattern,
+    pub endpoint: String,
+    /// Signs each POST per Standard Webhooks when present.
+    pub secret: Option<String>,
+    /// Retries after the first try; then the delivery goes to the dead-letter list.
+    pub maximum_retry_attempts: u32,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotificationSpec {
+    pub event_pattern: serde_json::Value,
+    pub endpoint: String,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub retry_policy: Option<RetryPolicySpec>,
+    #[serde(default)]
+    pub state: Option<ResourceState>,
+}
+
+/// EventBridge's target RetryPolicy (the attempts part).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicySpec {
+    pub maximum_retry_attempts: u32,
+}
+
+/// EventBridge's ceiling on retries.
+const MAX_NOTIFICATION_RETRIES: u32 = 185;
+
+pub fn notification(name: String, spec: &NotificationSpec) -> Result<Notification, FieldError> {
+    use base64::Engine as _;
+    let pattern = EventPattern::parse(&spec.event_pattern)
+        .map_err(|error| FieldError::new(format!("eventPattern.{}", error.path), error.message))?;
+    let endpoint = spec.endpoint.trim();
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+        return Err(FieldError::new(
+            "endpoint",
+            format!("{endpoint:?} is not an http:// or https:// URL"),
+        ));
+    }
+    if let Some(secret) = &spec.secret {
+        let key = secret.strip_prefix("whsec_").unwrap_or(secret);
+        if base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .map_or(true, |key| key.len() < 16)
+        {
+            return Err(FieldError::new(
+                "secret",
+                "is not a Standard Webhooks secret: whsec_ followed by at least 16 base64 bytes",
+            ));
+        }
+    }
+    let maximum_retry_attempts = spec
+        .retry_policy
+        .as_ref()
+        .map_or(5, |p| p.maximum_retry_attempts);
+    if maximum_retry_attempts > MAX_NOTIFICATION_RETRIES {
+        return Err(FieldError::new(
+            "retryPolicy.maximumRetryAttempts",
+            format!("is {maximum_retry_attempts}; give 0 to {MAX_NOTIFICATION_RETRIES}"),
+        ));
+    }
+    Ok(Notification {
+        name,
+        pattern,
+        endpoint: endpoint.to_string(),
+        secret: spec.secret.clone(),
+        maximum_retry_attempts,
+        enabled: spec.state.unwrap_or(ResourceState::Enabled) == ResourceState::Enabled,
+    })
 }
 
 /// A validated `kind: WebhookTrigger`.
@@ -418,6 +501,7 @@ impl Resource {
             Resource::Schedule { .. } => Kind::Schedule,
             Resource::EventRule { .. } => Kind::EventRule,
             Resource::WebhookTrigger(_) => Kind::WebhookTrigger,
+            Resource::Notification(_) => Kind::Notification,
         }
     }
 
@@ -429,6 +513,7 @@ impl Resource {
             Resource::Schedule { schedule, .. } => &schedule.name,
             Resource::EventRule { rule, .. } => &rule.name,
             Resource::WebhookTrigger(trigger) => &trigger.name,
+            Resource::Notification(notification) => &notification.name,
         }
     }
 }
@@ -679,7 +764,7 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
             FieldError::new(
                 "kind",
                 format!(
-                    "unknown kind {:?}; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger",
+                    "unknown kind {:?}; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger, Notification",
                     document.kind
                 ),
             )
@@ -706,6 +791,11 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
                 name,
                 spec: Box::new(definition_spec(&spec).map_err(within_spec)?),
             }
+        }
+        Kind::Notification => {
+            crate::core::model::validate_name(&name).map_err(name_error)?;
+            let spec: NotificationSpec = parse_strict(spec).map_err(within_spec)?;
+            Resource::Notification(Box::new(notification(name, &spec).map_err(within_spec)?))
         }
         Kind::WebhookTrigger => {
             crate::core::model::validate_name(&name).map_err(name_error)?;
@@ -1632,7 +1722,7 @@ mod tests {
             ),
             (
                 json!({"apiVersion": "batchctl/v1", "kind": "Queue", "metadata": {"name": "q"}, "spec": {}}),
-                "kind: unknown kind \"Queue\"; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger",
+                "kind: unknown kind \"Queue\"; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger, Notification",
             ),
             (
                 json!({"apiVersion": "batchctl/v1", "kind": "JobQueue", "metadata": {"name": "bad name"}, "spec": {}}),

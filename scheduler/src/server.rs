@@ -17,6 +17,7 @@ use crate::api::{self, AppState};
 use crate::core::model::{DockerSettings, EnvironmentName, EnvironmentType};
 use crate::dispatcher::{Dispatcher, DispatcherConfig, Executors};
 use crate::manifest;
+use crate::notifier::Notifier;
 use crate::rules::RuleRunner;
 use crate::schedules::{ScheduleRunner, SystemClock};
 use crate::store::{now_millis, Store, StoreLocation};
@@ -123,6 +124,7 @@ pub async fn run(
     let rules = RuleRunner::new(store.clone(), handle.clone());
     let rules_handle = rules.handle();
     let rules_task = tokio::spawn(rules.run(shutdown.clone()));
+    let notifier_task = tokio::spawn(Notifier::new(store.clone()).run(shutdown.clone()));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -154,6 +156,9 @@ pub async fn run(
         .await;
     shutdown.cancel();
     let dispatched = dispatcher_task.await;
+    if let Err(join_error) = notifier_task.await {
+        tracing::error!(%join_error, "notifier task panicked");
+    }
     if let Err(join_error) = rules_task.await {
         tracing::error!(%join_error, "rule runner task panicked");
     }

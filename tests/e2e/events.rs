@@ -298,3 +298,166 @@ fn signed_webhook_deliveries_become_events_and_bad_ones_are_refused() {
     let listed = server.cli(&["-o", "json", "get", "webhooktriggers"]);
     assert!(!stdout(&listed).contains(SECRET), "{}", stdout(&listed));
 }
+
+/// A request the receiver got: its headers (lower-case names) and body.
+type Received = (std::collections::BTreeMap<String, String>, String);
+
+/// A tiny HTTP receiver for notifications: answers each POST with the next status of `statuses`
+/// (the last one repeating) and records the requests' headers and bodies.
+struct Receiver {
+    url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    statuses: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+}
+
+impl Receiver {
+    fn start(statuses: &[u16]) -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let statuses = std::sync::Arc::new(std::sync::Mutex::new(statuses.to_vec()));
+        let (seen, plan) = (requests.clone(), statuses.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut headers = std::collections::BTreeMap::new();
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                loop {
+                    line.clear();
+                    reader.read_line(&mut line).unwrap();
+                    let trimmed = line.trim_end();
+                    if trimmed.is_empty() {
+                        break;
+                    }
+                    if let Some((name, value)) = trimmed.split_once(':') {
+                        headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_string());
+                    }
+                }
+                let length: usize = headers
+                    .get("content-length")
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let status = {
+                    let mut plan = plan.lock().unwrap();
+                    if plan.len() > 1 {
+                        plan.remove(0)
+                    } else {
+                        plan[0]
+                    }
+                };
+                seen.lock()
+                    .unwrap()
+                    .push((headers, String::from_utf8(body).unwrap()));
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+            }
+        });
+        Receiver {
+            url,
+            requests,
+            statuses,
+        }
+    }
+}
+
+#[test]
+fn notifications_are_signed_retried_and_dead_lettered() {
+    use batchctl_scheduler::core::webhooks::{verify, Profile};
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let server = crate::support::Server::start(None);
+    server.apply_examples();
+    // The first receiver fails twice, then takes the event; the second always fails.
+    let flaky = Receiver::start(&[500, 502, 200]);
+    let down = Receiver::start(&[503]);
+    server.apply_text(&format!(
+        "apiVersion: batchctl/v1\nkind: Notification\nmetadata: {{name: ops}}\nspec:\n  eventPattern: {{source: [batchctl], detail: {{status: [FAILED]}}}}\n  endpoint: {}\n  secret: {SECRET}\n  retryPolicy: {{maximumRetryAttempts: 3}}\n---\napiVersion: batchctl/v1\nkind: Notification\nmetadata: {{name: pager}}\nspec:\n  eventPattern: {{source: [batchctl], detail: {{status: [FAILED]}}}}\n  endpoint: {}\n  retryPolicy: {{maximumRetryAttempts: 1}}\n",
+        flaky.url, down.url
+    ));
+    let job = server.submit(&[
+        "--queue",
+        "default",
+        "--definition",
+        "hello",
+        "--",
+        "sh",
+        "-c",
+        "exit 4",
+    ]);
+    server.wait_for_status(&job, "FAILED");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while flaky.requests.lock().unwrap().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the notification was not retried until it got through: {:?}\n{}",
+            flaky.requests.lock().unwrap(),
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let requests = flaky.requests.lock().unwrap().clone();
+    let ids: Vec<&String> = requests
+        .iter()
+        .map(|(headers, _)| &headers["webhook-id"])
+        .collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "every retry carries the same webhook-id"
+    );
+    let (headers, body) = &requests[2];
+    let event: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(event["detail"]["jobId"], job.as_str());
+    assert_eq!(event["detail"]["exitCode"], 4);
+    verify(
+        Profile::StandardWebhooks,
+        &[SECRET.to_string()],
+        headers,
+        body.as_bytes(),
+        chrono::Utc::now().timestamp(),
+    )
+    .expect("the notification is signed per Standard Webhooks");
+
+    // The pager endpoint never answers 2xx: after its retry, the delivery is a dead letter.
+    let dead = loop {
+        let letters = server.json(&["dlq", "list"]);
+        if let Some(letter) = letters["items"].as_array().unwrap().first() {
+            break letter.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "no dead letter");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(dead["notification"], "pager");
+    assert_eq!(dead["attempts"], 2);
+    assert!(
+        dead["lastError"].as_str().unwrap().contains("503"),
+        "{dead:#}"
+    );
+    assert_eq!(down.requests.lock().unwrap().len(), 2);
+    // Once the endpoint is back, a redrive delivers it.
+    *down.statuses.lock().unwrap() = vec![200];
+    let output = server.cli(&["dlq", "redrive", "--notification", "pager"]);
+    assert_eq!(
+        stdout(&output),
+        "1 dead letters sent again\n",
+        "{}",
+        stderr(&output)
+    );
+    while down.requests.lock().unwrap().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the redriven letter was not sent"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(server.json(&["dlq", "list"])["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}

@@ -65,6 +65,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(put_events).get(list_events))
         .route("/v1/eventrules", get(list_event_rules))
         .route("/v1/webhooktriggers", get(list_webhook_triggers))
+        .route("/v1/notifications", get(list_notifications))
+        .route("/v1/dlq", get(list_dead_letters))
+        .route("/v1/dlq/redrive", post(redrive_dead_letters))
         .route("/v1/hooks/{name}", post(receive_hook))
         .route("/v1/schedules/{name}/trigger", post(trigger_schedule))
         .route("/v1/jobs", post(submit).get(list_jobs))
@@ -355,6 +358,76 @@ async fn receive_hook(
         Json(serde_json::json!({"eventId": event.id, "duplicate": duplicate})),
     )
         .into_response())
+}
+
+/// Notifications as applied, without their secrets.
+async fn list_notifications(
+    State(state): State<AppState>,
+) -> Result<Json<Page<serde_json::Value>>, ApiError> {
+    let items = state
+        .store
+        .resource_specs(Kind::Notification)
+        .await?
+        .into_iter()
+        .map(|(name, mut spec)| {
+            if spec.get("secret").is_some() {
+                spec["secret"] = serde_json::json!("(hidden)");
+            }
+            serde_json::json!({"apiVersion": manifest::API_VERSION, "kind": "Notification", "metadata": {"name": name}, "spec": spec})
+        })
+        .collect();
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// The dead-letter list: notifications whose retries are spent.
+async fn list_dead_letters(
+    State(state): State<AppState>,
+) -> Result<Json<Page<serde_json::Value>>, ApiError> {
+    let items = state
+        .store
+        .dead_notifications(MAX_PAGE_SIZE)
+        .await?
+        .into_iter()
+        .map(|delivery| {
+            serde_json::json!({
+                "eventId": delivery.event_id,
+                "notification": delivery.notification,
+                "attempts": delivery.attempts,
+                "lastError": delivery.last_error,
+                "event": serde_json::from_str::<serde_json::Value>(&delivery.body).unwrap_or(serde_json::Value::Null),
+            })
+        })
+        .collect();
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RedriveRequest {
+    notification: Option<String>,
+}
+
+/// Sends dead letters again (those of one notification, or all); their retries start over.
+async fn redrive_dead_letters(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let request: RedriveRequest = if body.is_empty() {
+        RedriveRequest::default()
+    } else {
+        parse_body(&body)?
+    };
+    let redriven = state
+        .store
+        .redrive_notifications(request.notification.as_deref(), now_millis())
+        .await?;
+    Ok(Json(serde_json::json!({"redriven": redriven})))
 }
 
 /// Webhook triggers as applied, without their secrets.

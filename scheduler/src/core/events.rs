@@ -327,3 +327,23 @@ pub fn job_state_change(change: &JobChange, id: &str, time: DateTime<Utc>) -> Ev
         resources: Vec::new(),
     }
 }
+
+/// How long a failed notification waits before its next try: 1 s, doubling, at most 5 minutes.
+pub fn notification_backoff(failed_attempts: u32) -> std::time::Duration {
+    let seconds = 1u64 << failed_attempts.saturating_sub(1).min(16);
+    std::time::Duration::from_secs(seconds.min(300))
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn notification_backoff_doubles_up_to_five_minutes() {
+        let waits: Vec<u64> = [1, 2, 3, 4, 9, 10, 40]
+            .into_iter()
+            .map(|n| notification_backoff(n).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 256, 300, 300]);
+    }
+}

@@ -102,17 +102,24 @@ impl Store {
         }
     }
 
-    /// Decides again whether Job State Change events are stored: while some enabled rule could
-    /// match one. Called at open, after an apply, and by the rule runner (rules applied through
-    /// another server).
+    /// Decides again whether Job State Change events are stored: while some enabled rule or
+    /// notification could match one. Called at open, after an apply, and by the rule runner
+    /// (for what was applied through another server).
     pub async fn refresh_job_event_interest(&self) -> Result<bool, StoreError> {
-        let wanted = self.event_rules().await?.iter().any(|stored| {
-            stored.rule.enabled
-                && stored
-                    .rule
-                    .pattern
-                    .may_match(JOB_EVENT_SOURCE, JOB_STATE_CHANGE)
-        });
+        let can_match = |pattern: &crate::core::event_pattern::EventPattern| {
+            pattern.may_match(JOB_EVENT_SOURCE, JOB_STATE_CHANGE)
+        };
+        let by_rules = self
+            .event_rules()
+            .await?
+            .iter()
+            .any(|stored| stored.rule.enabled && can_match(&stored.rule.pattern));
+        let by_notifications = self
+            .notifications()
+            .await?
+            .iter()
+            .any(|(notification, _)| notification.enabled && can_match(&notification.pattern));
+        let wanted = by_rules || by_notifications;
         self.job_events_wanted.store(wanted, Ordering::Release);
         Ok(wanted)
     }

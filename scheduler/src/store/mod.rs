@@ -13,6 +13,7 @@
 mod events;
 mod jobs;
 mod logs;
+mod notifications;
 mod resources;
 mod schedules;
 mod transitions;
@@ -27,6 +28,7 @@ use sqlx::{AnyPool, Executor};
 pub use events::{BusEvent, StoredRule};
 pub use jobs::{Effect, FinishedArray, JobFilter, JobPage, NewJob, Transition};
 pub use logs::{LogLine, NewLogChunk};
+pub use notifications::NotificationDelivery;
 pub use resources::{Applied, AppliedAction, ApplyError, StoredDefinition, ValidDocument};
 pub use schedules::{Firing, FiringOutcome, StoredSchedule};
 

@@ -80,7 +80,8 @@ impl Store {
             | Resource::JobDefinition { .. }
             | Resource::Schedule { .. }
             | Resource::EventRule { .. }
-            | Resource::WebhookTrigger(_) => None,
+            | Resource::WebhookTrigger(_)
+            | Resource::Notification(_) => None,
         }));
         let mut applied = Vec::with_capacity(documents.len());
         for (index, (resource, spec)) in documents.iter().enumerate() {
@@ -131,6 +132,16 @@ impl Store {
                         &mut transaction,
                         "webhook_triggers",
                         &trigger.name,
+                        &spec_text,
+                        now,
+                    )
+                    .await?
+                }
+                Resource::Notification(notification) => {
+                    upsert(
+                        &mut transaction,
+                        "notifications",
+                        &notification.name,
                         &spec_text,
                         now,
                     )
@@ -203,6 +214,7 @@ impl Store {
             Kind::Schedule => "schedules",
             Kind::EventRule => "event_rules",
             Kind::WebhookTrigger => "webhook_triggers",
+            Kind::Notification => "notifications",
             Kind::JobDefinition => {
                 let definitions = self.job_definitions(None).await?;
                 return Ok(definitions

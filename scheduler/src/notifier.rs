@@ -1,0 +1,159 @@
+//! The notifier: sends events that match a `kind: Notification` to its HTTP endpoint, signed per
+//! Standard Webhooks, with retries and exponential backoff; what fails every retry lands on the
+//! dead-letter list (`batchctl dlq list`), from where it can be sent again (`batchctl dlq redrive`).
+//!
+//! Invariants:
+//! - A matching event is queued (`notification_deliveries`, keyed by event and notification)
+//!   before it is sent, and marked delivered only after a 2xx: a crash re-sends rather than loses
+//!   (receivers dedupe on `webhook-id`, the event's id).
+//! - Like the rule runner, the bus cursor only passes settled events.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::core::events::notification_backoff;
+use crate::core::webhooks::standard_signature;
+use crate::store::{now_millis, NotificationDelivery, Store, StoreError};
+
+const CURSOR: &str = "notifications";
+const SETTLE: Duration = Duration::from_secs(5);
+const BATCH: u32 = 256;
+const POLL: Duration = Duration::from_millis(250);
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+const CONCURRENT_SENDS: usize = 8;
+
+pub struct Notifier {
+    store: Store,
+    http: reqwest::Client,
+}
+
+impl Notifier {
+    pub fn new(store: Store) -> Notifier {
+        let http = reqwest::Client::builder()
+            .timeout(SEND_TIMEOUT)
+            .build()
+            .expect("an HTTP client with rustls");
+        Notifier { store, http }
+    }
+
+    pub async fn run(self, cancel: CancellationToken) {
+        loop {
+            if let Err(error) = self.run_once().await {
+                tracing::error!(%error, "sending notifications failed; trying again");
+            }
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Queues what the bus has for notifications, then sends what is due.
+    pub async fn run_once(&self) -> Result<(), StoreError> {
+        self.queue_matches().await?;
+        let due = self.store.due_notifications(now_millis(), BATCH).await?;
+        let notifications = self.store.notifications().await?;
+        let sends: Vec<_> = due
+            .iter()
+            .filter_map(|delivery| {
+                let (notification, _) = notifications
+                    .iter()
+                    .find(|(n, _)| n.name == delivery.notification)?;
+                Some(Box::pin(self.send(notification, delivery)))
+            })
+            .collect();
+        let results: Vec<Result<(), StoreError>> = futures::stream::iter(sends)
+            .buffer_unordered(CONCURRENT_SENDS)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    async fn queue_matches(&self) -> Result<(), StoreError> {
+        let notifications: Vec<_> = self
+            .store
+            .notifications()
+            .await?
+            .into_iter()
+            .filter(|(notification, _)| notification.enabled)
+            .collect();
+        let cursor = self.store.bus_cursor(CURSOR).await?;
+        let events = self.store.events_after(cursor, BATCH).await?;
+        for event in &events {
+            for (notification, created_at) in &notifications {
+                if event.received_at >= *created_at && notification.pattern.matches(&event.envelope)
+                {
+                    self.store
+                        .enqueue_notification(
+                            &event.event_id,
+                            &notification.name,
+                            &event.envelope.to_string(),
+                            now_millis(),
+                        )
+                        .await?;
+                }
+            }
+        }
+        let settled_before = now_millis() - SETTLE.as_millis() as i64;
+        if let Some(last) = events
+            .iter()
+            .take_while(|event| event.received_at <= settled_before)
+            .last()
+        {
+            self.store.set_bus_cursor(CURSOR, last.seq).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        notification: &crate::manifest::Notification,
+        delivery: &NotificationDelivery,
+    ) -> Result<(), StoreError> {
+        let timestamp = chrono::Utc::now().timestamp();
+        let mut request = self
+            .http
+            .post(&notification.endpoint)
+            .header("content-type", "application/json")
+            .header("webhook-id", &delivery.event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .body(delivery.body.clone());
+        if let Some(secret) = &notification.secret {
+            if let Some(signature) = standard_signature(
+                secret,
+                &delivery.event_id,
+                timestamp,
+                delivery.body.as_bytes(),
+            ) {
+                request = request.header("webhook-signature", signature);
+            }
+        }
+        let outcome = match request.send().await {
+            Ok(response) if response.status().is_success() => Ok(()),
+            Ok(response) => Err(format!("the endpoint answered {}", response.status())),
+            Err(error) => Err(format!("cannot reach the endpoint: {error}")),
+        };
+        let now = now_millis();
+        match outcome {
+            Ok(()) => self.store.mark_notification_delivered(delivery, now).await,
+            Err(error) => {
+                let failed = delivery.attempts + 1;
+                let retry_at = (failed <= notification.maximum_retry_attempts)
+                    .then(|| now + notification_backoff(failed).as_millis() as i64);
+                match retry_at {
+                    Some(_) => {
+                        tracing::warn!(notification = %notification.name, event_id = %delivery.event_id, %error, attempt = failed, "notification failed; will retry")
+                    }
+                    None => {
+                        tracing::error!(notification = %notification.name, event_id = %delivery.event_id, %error, "notification failed for good; see batchctl dlq list")
+                    }
+                }
+                self.store
+                    .mark_notification_failed(delivery, &error, retry_at, now)
+                    .await
+            }
+        }
+    }
+}

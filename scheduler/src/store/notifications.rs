@@ -1,0 +1,182 @@
+//! Notifications and their deliveries: the notifier's outbox and dead-letter list.
+
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::manifest::{self, Notification, NotificationSpec};
+
+/// A delivery waiting to be sent (or dead).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationDelivery {
+    pub event_id: String,
+    pub notification: String,
+    pub body: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    pub async fn notifications(&self) -> Result<Vec<(Notification, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT name, spec, created_at FROM notifications ORDER BY name")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get(0)?;
+                let text: String = row.try_get(1)?;
+                let corrupt =
+                    |reason: String| StoreError::corrupt(format!("notification {name}"), reason);
+                let value: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+                let spec: NotificationSpec =
+                    manifest::parse_strict(&value).map_err(|e| corrupt(e.to_string()))?;
+                let notification = manifest::notification(name.clone(), &spec)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                Ok((notification, row.try_get(2)?))
+            })
+            .collect()
+    }
+
+    /// Queues an event for a notification, once.
+    pub async fn enqueue_notification(
+        &self,
+        event_id: &str,
+        notification: &str,
+        body: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO notification_deliveries (event_id, notification, body, status, attempts, \
+             next_attempt_at, created_at, updated_at) VALUES ($1, $2, $3, 'PENDING', 0, $4, $4, $4) \
+             ON CONFLICT (event_id, notification) DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(notification)
+        .bind(body)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Deliveries due to be sent at `now`, oldest first.
+    pub async fn due_notifications(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<NotificationDelivery>, StoreError> {
+        self.deliveries_where(
+            "status = 'PENDING' AND next_attempt_at <= $1 ORDER BY next_attempt_at",
+            now,
+            limit,
+        )
+        .await
+    }
+
+    /// The dead-letter list: deliveries whose retries are spent, newest first.
+    pub async fn dead_notifications(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<NotificationDelivery>, StoreError> {
+        self.deliveries_where(
+            "status = 'DEAD' AND $1 = $1 ORDER BY updated_at DESC",
+            0,
+            limit,
+        )
+        .await
+    }
+
+    async fn deliveries_where(
+        &self,
+        condition: &str,
+        value: i64,
+        limit: u32,
+    ) -> Result<Vec<NotificationDelivery>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT event_id, notification, body, attempts, last_error FROM notification_deliveries \
+             WHERE {condition} LIMIT $2"
+        ))
+        .bind(value)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(NotificationDelivery {
+                    event_id: row.try_get(0)?,
+                    notification: row.try_get(1)?,
+                    body: row.try_get(2)?,
+                    attempts: row.try_get::<i64, _>(3)? as u32,
+                    last_error: row.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn mark_notification_delivered(
+        &self,
+        delivery: &NotificationDelivery,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE notification_deliveries SET status = 'DELIVERED', attempts = attempts + 1, \
+             last_error = NULL, updated_at = $3 WHERE event_id = $1 AND notification = $2",
+        )
+        .bind(&delivery.event_id)
+        .bind(&delivery.notification)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a failed try: retried at `retry_at`, or, with `None`, moved to the dead-letter list.
+    pub async fn mark_notification_failed(
+        &self,
+        delivery: &NotificationDelivery,
+        error: &str,
+        retry_at: Option<i64>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let status = match retry_at {
+            Some(_) => "PENDING",
+            None => "DEAD",
+        };
+        sqlx::query(
+            "UPDATE notification_deliveries SET status = $3, attempts = attempts + 1, last_error = $4, \
+             next_attempt_at = $5, updated_at = $6 WHERE event_id = $1 AND notification = $2",
+        )
+        .bind(&delivery.event_id)
+        .bind(&delivery.notification)
+        .bind(status)
+        .bind(error)
+        .bind(retry_at.unwrap_or(now))
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Sends dead deliveries again (of one notification, or all): their retries start over.
+    pub async fn redrive_notifications(
+        &self,
+        notification: Option<&str>,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let sql = match notification {
+            Some(_) => {
+                "UPDATE notification_deliveries SET status = 'PENDING', attempts = 0, \
+                 next_attempt_at = $1, updated_at = $1 WHERE status = 'DEAD' AND notification = $2"
+            }
+            None => {
+                "UPDATE notification_deliveries SET status = 'PENDING', attempts = 0, \
+                 next_attempt_at = $1, updated_at = $1 WHERE status = 'DEAD'"
+            }
+        };
+        let mut query = sqlx::query(sql).bind(now);
+        if let Some(name) = notification {
+            query = query.bind(name);
+        }
+        Ok(query.execute(&self.write).await?.rows_affected())
+    }
+}
