@@ -114,6 +114,36 @@ impl Client {
         Ok(())
     }
 
+    /// Follows `GET /v1/events/stream`, printing each event's JSON on a line of its own.
+    pub async fn watch_events(
+        &self,
+        pattern: Option<&str>,
+        after: Option<i64>,
+    ) -> anyhow::Result<()> {
+        let mut query = Vec::new();
+        query.extend(pattern.map(|p| ("pattern", p.to_string())));
+        query.extend(after.map(|a| ("after", a.to_string())));
+        let response = self
+            .send(self.http.get(self.url("/v1/events/stream")).query(&query))
+            .await?;
+        let mut body = response.bytes_stream();
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut stdout = std::io::stdout().lock();
+        while let Some(chunk) = body.next().await {
+            buffer.extend_from_slice(&chunk.context("the event stream broke off")?);
+            // Server-sent events: lines; an event's JSON is on its `data:` line.
+            while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                if let Some(data) = line.strip_prefix(b"data:") {
+                    stdout.write_all(data.trim_ascii())?;
+                    stdout.write_all(b"\n")?;
+                    stdout.flush()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

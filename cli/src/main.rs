@@ -211,6 +211,15 @@ enum EventsCommand {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Print events as they arrive on the bus (one JSON object per line) until interrupted.
+    Watch {
+        /// Only events matching this EventBridge pattern (a JSON or YAML file).
+        #[arg(long)]
+        pattern: Option<PathBuf>,
+        /// Start after this sequence number instead of now.
+        #[arg(long)]
+        after: Option<i64>,
+    },
     /// List events on the bus, oldest first.
     List {
         /// Only events after this sequence number.
@@ -534,6 +543,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !output::print_structured(&answer, format)? {
                 println!("{} dead letters sent again", answer["redriven"]);
             }
+        }
+        Command::Events(EventsCommand::Watch { pattern, after }) => {
+            let pattern = match pattern {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    let value: Value = serde_yaml_ng::from_str(&text)
+                        .with_context(|| format!("{} is not JSON or YAML", path.display()))?;
+                    Some(value.to_string())
+                }
+                None => None,
+            };
+            client.watch_events(pattern.as_deref(), after).await?;
         }
         Command::Events(EventsCommand::List { after }) => {
             let answer = client.get(&format!("/v1/events?after={after}")).await?;

@@ -461,3 +461,65 @@ fn notifications_are_signed_retried_and_dead_lettered() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn events_watch_streams_matching_events_as_they_arrive() {
+    use std::io::BufRead;
+    let server = crate::support::Server::start(None);
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = dir.path().join("pattern.yaml");
+    std::fs::write(
+        &pattern,
+        "source: [shop]\ndetail: {total: [{numeric: ['>=', 100]}]}\n",
+    )
+    .unwrap();
+    let mut watcher = Command::new(BINARY)
+        .args(["events", "watch", "--after", "0", "--pattern"])
+        .arg(&pattern)
+        .env("BATCHCTL_SERVER", &server.url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let put = |id: &str, total: u32| {
+        let output = server.cli(&[
+            "events",
+            "put",
+            "--source",
+            "shop",
+            "--detail-type",
+            "Order",
+            "--id",
+            id,
+            "--detail",
+            &format!("{{\"total\": {total}}}"),
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    };
+    put("small", 5);
+    put("big", 250);
+    let (lines_sender, lines) = std::sync::mpsc::channel();
+    let stdout_pipe = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout_pipe).lines() {
+            if lines_sender.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let first = lines
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the watcher printed the matching event");
+    let event: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(event["id"], "big");
+    // A later event arrives on the open stream.
+    put("bigger", 900);
+    let next = lines
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&next).unwrap()["id"],
+        "bigger"
+    );
+    watcher.kill().unwrap();
+    let _ = watcher.wait();
+}

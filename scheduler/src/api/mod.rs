@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobdefinitions", get(list_job_definitions))
         .route("/v1/schedules", get(list_schedules))
         .route("/v1/events", post(put_events).get(list_events))
+        .route("/v1/events/stream", get(stream_events))
         .route("/v1/eventrules", get(list_event_rules))
         .route("/v1/webhooktriggers", get(list_webhook_triggers))
         .route("/v1/notifications", get(list_notifications))
@@ -249,6 +250,98 @@ async fn put_events(State(state): State<AppState>, body: Bytes) -> Result<Respon
         .collect();
     let failed = checked.iter().filter(|c| c.is_err()).count();
     Ok(Json(serde_json::json!({"failedEntryCount": failed, "entries": answers})).into_response())
+}
+
+/// Server-sent events: each event on the bus from now on (or after `after`, or after the
+/// `Last-Event-ID` a reconnecting client sends), as `id: seq` and `data: envelope`, filtered by an
+/// optional EventBridge `pattern` (JSON). Ends at server shutdown.
+async fn stream_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use futures::StreamExt;
+    let mut query = QueryParameters(query);
+    let pattern = query
+        .take("pattern")
+        .map(|text| {
+            let value: serde_json::Value = serde_json::from_str(&text).map_err(|error| {
+                ApiError::invalid(FieldError::new("pattern", format!("is not JSON: {error}")))
+            })?;
+            crate::core::event_pattern::EventPattern::parse(&value).map_err(|error| {
+                ApiError::invalid(FieldError::new(
+                    format!("pattern.{}", error.path),
+                    error.message,
+                ))
+            })
+        })
+        .transpose()?;
+    let after = query
+        .take("after")
+        .or_else(|| {
+            headers
+                .get("last-event-id")
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_string)
+        })
+        .map(|text| {
+            text.parse::<i64>().map_err(|_| {
+                ApiError::invalid(FieldError::new("after", "is not a sequence number"))
+            })
+        })
+        .transpose()?;
+    query.finish("pattern or after")?;
+    let start = match after {
+        Some(seq) => seq,
+        None => state.store.latest_event_seq().await?,
+    };
+    let store = state.store.clone();
+    let shutdown = state.shutdown.clone();
+    let events = futures::stream::unfold(
+        (start, std::collections::VecDeque::new()),
+        move |(mut cursor, mut pending)| {
+            let (store, shutdown, pattern) = (store.clone(), shutdown.clone(), pattern.clone());
+            async move {
+                loop {
+                    if let Some(event) = pending.pop_front() {
+                        return Some((event, (cursor, pending)));
+                    }
+                    if shutdown.is_cancelled() {
+                        return None;
+                    }
+                    match store.events_after(cursor, 256).await {
+                        Ok(batch) if !batch.is_empty() => {
+                            cursor = batch.last().map_or(cursor, |event| event.seq);
+                            pending.extend(batch.into_iter().filter(|event| {
+                                pattern.as_ref().is_none_or(|p| p.matches(&event.envelope))
+                            }));
+                        }
+                        Ok(_) => {
+                            tokio::select! {
+                                () = shutdown.cancelled() => return None,
+                                () = tokio::time::sleep(LOG_FOLLOW_INTERVAL) => {}
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "event stream read failed");
+                            return None;
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .map(|event| {
+        Ok::<_, std::convert::Infallible>(
+            SseEvent::default()
+                .id(event.seq.to_string())
+                .data(event.envelope.to_string()),
+        )
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }
 
 /// Events on the bus after `after` (a `seq`), oldest first.

@@ -176,6 +176,14 @@ impl Store {
             .collect()
     }
 
+    /// The sequence number of the newest event (0 on an empty bus).
+    pub async fn latest_event_seq(&self) -> Result<i64, StoreError> {
+        let seq: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM events")
+            .fetch_one(&self.read)
+            .await?;
+        Ok(seq.unwrap_or(0))
+    }
+
     pub async fn bus_cursor(&self, name: &str) -> Result<i64, StoreError> {
         let seq: Option<i64> = sqlx::query_scalar("SELECT seq FROM bus_cursors WHERE name = $1")
             .bind(name)
