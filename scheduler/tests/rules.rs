@@ -14,6 +14,7 @@ store_suite!(
     racing_runners_deliver_each_event_once,
     a_target_that_cannot_be_submitted_is_recorded,
     job_state_changes_reach_the_bus_while_a_rule_can_match_them,
+    a_delivery_whose_job_cannot_be_written_is_not_recorded,
 );
 
 const RESOURCES: &str = r#"
@@ -244,4 +245,36 @@ async fn job_state_changes_reach_the_bus_while_a_rule_can_match_them(store: Stor
             "loud watched FAILED"
         ]
     );
+}
+
+/// A crash injected between recording a delivery and writing its job: the job insert fails
+/// inside the delivery's transaction, and the delivery must not stay recorded, so the event is
+/// delivered when it is read again.
+async fn a_delivery_whose_job_cannot_be_written_is_not_recorded(store: Store) {
+    support::apply(&store, RESOURCES).await;
+    store
+        .put_events(&[event("e1", "a.csv", 10)], now_millis())
+        .await
+        .unwrap();
+    RuleRunner::new(store.clone(), DispatcherHandle::default())
+        .run_once()
+        .await
+        .unwrap();
+    let taken = store
+        .jobs(&JobFilter {
+            limit: 1,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
+    // A second delivery whose job reuses that job's id cannot be written.
+    let failed = store.deliver("e2", "on-upload", &taken, now_millis()).await;
+    assert!(failed.is_err(), "the job insert must fail");
+    assert!(
+        !store.delivered("e2", "on-upload").await.unwrap(),
+        "a delivery without its job stayed recorded"
+    );
+    assert!(store.delivered("e1", "on-upload").await.unwrap());
 }

@@ -20,6 +20,7 @@ store_suite!(
     missed_ticks_follow_the_catch_up_policy,
     forbid_skips_a_tick_while_the_last_run_is_unfinished,
     a_target_that_cannot_be_submitted_records_a_failed_tick,
+    a_tick_whose_job_cannot_be_written_is_not_recorded,
 );
 
 #[derive(Clone)]
@@ -244,4 +245,40 @@ async fn a_target_that_cannot_be_submitted_records_a_failed_tick(store: Store) {
         "{last:?}"
     );
     assert!(fired_jobs(&store).await.is_empty());
+}
+
+/// A crash injected between recording a tick and writing its job: the job insert fails inside
+/// the tick's transaction, so the tick must not stay recorded, and the next pass fires it.
+async fn a_tick_whose_job_cannot_be_written_is_not_recorded(store: Store) {
+    let clock = ManualClock::at("2026-11-21T10:00:00Z");
+    apply_at(&store, RESOURCES, &clock).await;
+    apply_at(&store, &schedule_document("rate(1 minute)", ""), &clock).await;
+    clock.advance(Duration::seconds(61));
+    runner(&store, &clock).run_once().await.unwrap();
+    let fired = store.last_fired_job("nightly").await.unwrap().unwrap();
+    let job = store.job(&fired).await.unwrap().unwrap();
+    let next_tick = store
+        .last_firing("nightly")
+        .await
+        .unwrap()
+        .unwrap()
+        .scheduled_time
+        + 60_000;
+    // The same job id again: the insert fails, and with it the firing record.
+    assert!(store
+        .fire_tick("nightly", next_tick, &job, 0)
+        .await
+        .is_err());
+    assert_eq!(
+        store
+            .last_firing("nightly")
+            .await
+            .unwrap()
+            .unwrap()
+            .scheduled_time,
+        next_tick - 60_000
+    );
+    clock.advance(Duration::seconds(60));
+    runner(&store, &clock).run_once().await.unwrap();
+    assert_eq!(store.count_fired("nightly").await.unwrap(), 2);
 }

@@ -523,3 +523,56 @@ fn events_watch_streams_matching_events_as_they_arrive() {
     watcher.kill().unwrap();
     let _ = watcher.wait();
 }
+
+#[test]
+fn events_accepted_before_a_kill_9_each_run_their_job_once_after_restart() {
+    let mut server = crate::support::Server::start(None);
+    server.apply_examples();
+    server.apply_text(
+        "apiVersion: batchctl/v1\nkind: EventRule\nmetadata: {name: each}\nspec:\n  eventPattern: {source: [load]}\n  inputTransformer: {inputPathsMap: {n: $.detail.n}}\n  target: {jobQueue: default, jobDefinition: hello, parameters: {who: '<n>'}, containerOverrides: {command: ['true']}}\n",
+    );
+    let entries: Vec<serde_json::Value> = (0..100)
+        .map(|n| serde_json::json!({"id": format!("load-{n}"), "source": "load", "detail-type": "Tick", "detail": {"n": n}}))
+        .collect();
+    let body = serde_json::json!({ "entries": entries }).to_string();
+    let output = Command::new("curl")
+        .args([
+            "-s",
+            "-f",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body,
+        ])
+        .arg(format!("{}/v1/events", server.url))
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    // Acknowledged: now the server dies at once, mid-way through matching.
+    server.kill_9();
+    server.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let jobs = server.json(&["get", "jobs", "--limit", "1000"]);
+        let mut whos: Vec<String> = jobs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|job| job["parameters"]["who"].as_str().unwrap().to_string())
+            .collect();
+        if whos.len() >= 100 {
+            whos.sort_by_key(|who| who.parse::<u32>().unwrap());
+            let expected: Vec<String> = (0..100).map(|n| n.to_string()).collect();
+            assert_eq!(whos, expected, "every event ran its job exactly once");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} jobs",
+            whos.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
