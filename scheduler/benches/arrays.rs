@@ -29,23 +29,15 @@ struct Figures {
 
 #[tokio::main]
 async fn main() {
-    let arguments: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
-        arguments
-            .iter()
-            .position(|a| a == name)
-            .and_then(|i| arguments.get(i + 1))
-            .cloned()
-    };
-    let size: u32 = value("--size").map_or(100_000, |v| v.parse().expect("--size N"));
-    let runs: usize = value("--runs").map_or(3, |v| v.parse().expect("--runs R"));
-    let only = value("--only");
+    let arguments = common::Arguments::from_env();
+    let size: u32 = arguments.number("--size", 100_000);
+    let runs: usize = arguments.number("--runs", 3);
     println!(
         "array size: {size}, runs: {runs}, cores: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     for database in ["sqlite", "postgres"] {
-        if only.as_deref().is_some_and(|o| o != database) {
+        if arguments.skips(database) {
             continue;
         }
         let mut figures = Vec::new();

@@ -21,19 +21,11 @@ const SECONDS: i64 = 5;
 
 #[tokio::main]
 async fn main() {
-    let arguments: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
-        arguments
-            .iter()
-            .position(|a| a == name)
-            .and_then(|i| arguments.get(i + 1))
-            .cloned()
-    };
-    let runs: usize = value("--runs").map_or(3, |v| v.parse().expect("--runs R"));
-    let only = value("--only");
+    let arguments = common::Arguments::from_env();
+    let runs: usize = arguments.number("--runs", 3);
     println!("{SCHEDULES} schedules due over {SECONDS} s, runs: {runs}");
     for database in ["sqlite", "postgres"] {
-        if only.as_deref().is_some_and(|o| o != database) {
+        if arguments.skips(database) {
             continue;
         }
         let mut runner_p99 = Vec::new();

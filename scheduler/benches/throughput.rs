@@ -30,25 +30,17 @@ struct Figures {
 
 #[tokio::main]
 async fn main() {
-    let arguments: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
-        arguments
-            .iter()
-            .position(|a| a == name)
-            .and_then(|i| arguments.get(i + 1))
-            .cloned()
-    };
-    let jobs: usize = value("--jobs").map_or(20_000, |v| v.parse().expect("--jobs N"));
-    let runs: usize = value("--runs").map_or(3, |v| v.parse().expect("--runs R"));
-    let only = value("--only");
+    let arguments = common::Arguments::from_env();
+    let jobs: usize = arguments.number("--jobs", 20_000);
+    let runs: usize = arguments.number("--runs", 3);
     // With an event rule on job state changes, every transition also puts an event on the bus.
-    let job_events = arguments.iter().any(|a| a == "--job-events");
+    let job_events = arguments.flag("--job-events");
     println!(
         "jobs per run: {jobs}, runs: {runs}, submitters: {SUBMITTERS}, cores: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     for database in ["sqlite", "postgres"] {
-        if only.as_deref().is_some_and(|o| o != database) {
+        if arguments.skips(database) {
             continue;
         }
         let mut figures = Vec::new();

@@ -7,6 +7,40 @@ use batchctl_scheduler::manifest::{self, build_job, SubmitContext, SubmitJobRequ
 use batchctl_scheduler::store::{now_millis, Store, StoreLocation};
 use sqlx::Connection;
 
+/// The command line of a bench binary: `--name value` options and `--flag`s.
+pub struct Arguments(Vec<String>);
+
+impl Arguments {
+    pub fn from_env() -> Arguments {
+        Arguments(std::env::args().collect())
+    }
+
+    pub fn value(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .position(|a| a == name)
+            .and_then(|i| self.0.get(i + 1))
+            .cloned()
+    }
+
+    /// A numeric option, or `default` when absent.
+    pub fn number<N: std::str::FromStr>(&self, name: &str, default: N) -> N {
+        self.value(name).map_or(default, |v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name} takes a number"))
+        })
+    }
+
+    pub fn flag(&self, name: &str) -> bool {
+        self.0.iter().any(|a| a == name)
+    }
+
+    /// Whether `--only` leaves `database` out.
+    pub fn skips(&self, database: &str) -> bool {
+        self.value("--only").is_some_and(|only| only != database)
+    }
+}
+
 /// A process environment too large to ever be full, a queue on it, and a no-op definition.
 pub const RESOURCES: &str = r#"
 apiVersion: batchctl/v1

@@ -206,28 +206,19 @@ impl Store {
 
     /// Every event rule.
     pub async fn event_rules(&self) -> Result<Vec<StoredRule>, StoreError> {
-        let rows = sqlx::query("SELECT name, spec, created_at FROM event_rules ORDER BY name")
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let name: String = row.try_get(0)?;
-                let text: String = row.try_get(1)?;
-                let corrupt =
-                    |reason: String| StoreError::corrupt(format!("event rule {name}"), reason);
-                let spec: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-                let parsed: EventRuleSpec =
-                    manifest::parse_strict(&spec).map_err(|e| corrupt(e.to_string()))?;
-                let rule = manifest::event_rule(name.clone(), &parsed)
-                    .map_err(|e| corrupt(e.to_string()))?;
-                Ok(StoredRule {
-                    rule,
-                    target: parsed.target,
-                    created_at: row.try_get(2)?,
-                })
+        let parsed = self
+            .parsed_resources("event_rules", |name, spec: EventRuleSpec| {
+                Ok((manifest::event_rule(name, &spec)?, spec.target))
             })
-            .collect()
+            .await?;
+        Ok(parsed
+            .into_iter()
+            .map(|parsed| StoredRule {
+                rule: parsed.model.0,
+                target: parsed.model.1,
+                created_at: parsed.created_at,
+            })
+            .collect())
     }
 
     /// Whether a rule has handled an event.
@@ -251,26 +242,15 @@ impl Store {
         job: &Job,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut transaction = self.write.begin().await?;
-        let inserted = sqlx::query(
+        let record = sqlx::query(
             "INSERT INTO rule_deliveries (event_id, rule, outcome, job_id, recorded_at) \
              VALUES ($1, $2, 'SUBMITTED', $3, $4) ON CONFLICT (event_id, rule) DO NOTHING",
         )
         .bind(event_id)
         .bind(rule)
         .bind(&job.job_id.0)
-        .bind(now)
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            transaction.rollback().await?;
-            return Ok(false);
-        }
-        self.insert_jobs_in(&mut transaction, std::slice::from_ref(job))
-            .await?;
-        transaction.commit().await?;
-        Ok(true)
+        .bind(now);
+        self.record_once_with_job(record, job).await
     }
 
     /// Records that a rule's target could not be submitted for an event, and why.
@@ -327,20 +307,15 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Option<manifest::WebhookTrigger>, StoreError> {
-        let spec: Option<String> =
-            sqlx::query_scalar("SELECT spec FROM webhook_triggers WHERE name = $1")
-                .bind(name)
-                .fetch_optional(&self.read)
-                .await?;
-        spec.map(|text| {
-            let corrupt =
-                |reason: String| StoreError::corrupt(format!("webhook trigger {name}"), reason);
-            let value: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-            let parsed: manifest::WebhookTriggerSpec =
-                manifest::parse_strict(&value).map_err(|e| corrupt(e.to_string()))?;
-            manifest::webhook_trigger(name.to_string(), &parsed).map_err(|e| corrupt(e.to_string()))
-        })
-        .transpose()
+        let parsed = self
+            .parsed_resources(
+                "webhook_triggers",
+                |name, spec: manifest::WebhookTriggerSpec| manifest::webhook_trigger(name, &spec),
+            )
+            .await?;
+        Ok(parsed
+            .into_iter()
+            .map(|parsed| parsed.model)
+            .find(|trigger| trigger.name == name))
     }
 }

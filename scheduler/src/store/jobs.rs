@@ -124,6 +124,25 @@ impl Store {
         Ok(stored)
     }
 
+    /// Runs `record` (an `INSERT … ON CONFLICT DO NOTHING` of the row that makes an action happen
+    /// once) and inserts `job` in the same transaction. False, and no job, if the row was there.
+    pub(super) async fn record_once_with_job<'q>(
+        &self,
+        record: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+        job: &Job,
+    ) -> Result<bool, StoreError> {
+        let mut transaction = self.write.begin().await?;
+        let inserted = record.execute(&mut *transaction).await?.rows_affected();
+        if inserted == 0 {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        self.insert_jobs_in(&mut transaction, std::slice::from_ref(job))
+            .await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
     /// `insert_jobs` inside a transaction the caller commits.
     pub(super) async fn insert_jobs_in(
         &self,

@@ -17,24 +17,15 @@ pub struct NotificationDelivery {
 
 impl Store {
     pub async fn notifications(&self) -> Result<Vec<(Notification, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT name, spec, created_at FROM notifications ORDER BY name")
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let name: String = row.try_get(0)?;
-                let text: String = row.try_get(1)?;
-                let corrupt =
-                    |reason: String| StoreError::corrupt(format!("notification {name}"), reason);
-                let value: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-                let spec: NotificationSpec =
-                    manifest::parse_strict(&value).map_err(|e| corrupt(e.to_string()))?;
-                let notification = manifest::notification(name.clone(), &spec)
-                    .map_err(|e| corrupt(e.to_string()))?;
-                Ok((notification, row.try_get(2)?))
+        let parsed = self
+            .parsed_resources("notifications", |name, spec: NotificationSpec| {
+                manifest::notification(name, &spec)
             })
-            .collect()
+            .await?;
+        Ok(parsed
+            .into_iter()
+            .map(|parsed| (parsed.model, parsed.created_at))
+            .collect())
     }
 
     /// Queues an event for a notification, once.

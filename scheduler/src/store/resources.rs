@@ -277,6 +277,51 @@ fn check_queue_references(queue: &JobQueue, known: &HashSet<String>) -> Result<(
     }
 }
 
+/// A stored resource rebuilt from its spec: the model, the spec as applied, and when it was
+/// first applied.
+pub(super) struct Parsed<T> {
+    pub model: T,
+    pub spec: serde_json::Value,
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Every row of a resource table, rebuilt by `build` from its name and spec (parsed strictly
+    /// into `S` first). A row that no longer parses is reported as corrupt.
+    pub(super) async fn parsed_resources<S, T>(
+        &self,
+        table: &str,
+        build: impl Fn(String, S) -> Result<T, crate::manifest::FieldError>,
+    ) -> Result<Vec<Parsed<T>>, StoreError>
+    where
+        S: serde::de::DeserializeOwned,
+    {
+        let rows = sqlx::query(&format!(
+            "SELECT name, spec, created_at FROM {table} ORDER BY name"
+        ))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let name: String = row.try_get(0)?;
+                let text: String = row.try_get(1)?;
+                let corrupt =
+                    |reason: String| StoreError::corrupt(format!("{table} {name}"), reason);
+                let spec: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+                let parsed: S =
+                    crate::manifest::parse_strict(&spec).map_err(|e| corrupt(e.to_string()))?;
+                let model = build(name.clone(), parsed).map_err(|e| corrupt(e.to_string()))?;
+                Ok(Parsed {
+                    model,
+                    spec,
+                    created_at: row.try_get(2)?,
+                })
+            })
+            .collect()
+    }
+}
+
 async fn upsert(
     transaction: &mut Transaction<'static, Any>,
     table: &str,

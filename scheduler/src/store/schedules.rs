@@ -60,29 +60,20 @@ impl FiringOutcome {
 impl Store {
     /// Every schedule.
     pub async fn schedules(&self) -> Result<Vec<StoredSchedule>, StoreError> {
-        let rows = sqlx::query("SELECT name, spec, created_at FROM schedules ORDER BY name")
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter()
-            .map(|row| {
-                let name: String = row.try_get(0)?;
-                let text: String = row.try_get(1)?;
-                let corrupt =
-                    |reason: String| StoreError::corrupt(format!("schedule {name}"), reason);
-                let spec: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-                let parsed: ScheduleSpec =
-                    manifest::parse_strict(&spec).map_err(|e| corrupt(e.to_string()))?;
-                let schedule = manifest::schedule(name.clone(), &parsed)
-                    .map_err(|e| corrupt(e.to_string()))?;
-                Ok(StoredSchedule {
-                    schedule,
-                    target: parsed.target,
-                    spec,
-                    created_at: row.try_get(2)?,
-                })
+        let parsed = self
+            .parsed_resources("schedules", |name, spec: ScheduleSpec| {
+                Ok((manifest::schedule(name, &spec)?, spec.target))
             })
-            .collect()
+            .await?;
+        Ok(parsed
+            .into_iter()
+            .map(|parsed| StoredSchedule {
+                schedule: parsed.model.0,
+                target: parsed.model.1,
+                spec: parsed.spec,
+                created_at: parsed.created_at,
+            })
+            .collect())
     }
 
     /// The latest tick handled for a schedule, if any.
@@ -153,26 +144,15 @@ impl Store {
         job: &Job,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut transaction = self.write.begin().await?;
-        let inserted = sqlx::query(
+        let record = sqlx::query(
             "INSERT INTO schedule_firings (schedule, scheduled_time, outcome, job_id, recorded_at) \
              VALUES ($1, $2, 'FIRED', $3, $4) ON CONFLICT (schedule, scheduled_time) DO NOTHING",
         )
         .bind(schedule)
         .bind(scheduled_time)
         .bind(&job.job_id.0)
-        .bind(now)
-        .execute(&mut *transaction)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            transaction.rollback().await?;
-            return Ok(false);
-        }
-        self.insert_jobs_in(&mut transaction, std::slice::from_ref(job))
-            .await?;
-        transaction.commit().await?;
-        Ok(true)
+        .bind(now);
+        self.record_once_with_job(record, job).await
     }
 
     /// How many ticks of a schedule fired a job (for tests and status).
