@@ -576,3 +576,57 @@ fn events_accepted_before_a_kill_9_each_run_their_job_once_after_restart() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+#[test]
+fn a_watcher_sees_job_state_changes_without_any_rule() {
+    use std::io::BufRead;
+    let server = crate::support::Server::start(None);
+    server.apply_examples();
+    let dir = tempfile::tempdir().unwrap();
+    let pattern = dir.path().join("pattern.json");
+    std::fs::write(&pattern, r#"{"source": ["batchctl", "marker"]}"#).unwrap();
+    let mut watcher = Command::new(BINARY)
+        .args(["events", "watch", "--after", "0", "--pattern"])
+        .arg(&pattern)
+        .env("BATCHCTL_SERVER", &server.url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_sender, lines) = std::sync::mpsc::channel();
+    let stdout_pipe = watcher.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout_pipe).lines() {
+            if lines_sender.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    // Once the watcher prints the marker, its stream is open.
+    let output = server.cli(&[
+        "events",
+        "put",
+        "--source",
+        "marker",
+        "--detail-type",
+        "Ready",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let first = lines
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the marker");
+    assert!(first.contains("\"marker\""), "{first}");
+    let job = server.submit(&["--queue", "default", "--definition", "hello"]);
+    let mut statuses = Vec::new();
+    while statuses.last().map(String::as_str) != Some("SUCCEEDED") {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no more job events; saw {statuses:?}"));
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["detail"]["jobId"] == job.as_str() {
+            statuses.push(event["detail"]["status"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(statuses, ["RUNNABLE", "STARTING", "RUNNING", "SUCCEEDED"]);
+    watcher.kill().unwrap();
+    let _ = watcher.wait();
+}

@@ -298,14 +298,16 @@ async fn stream_events(
     };
     let store = state.store.clone();
     let shutdown = state.shutdown.clone();
+    // Held by the stream: job events are stored while it is open.
+    let guard = std::sync::Arc::new(state.store.watch_events());
     let events = futures::stream::unfold(
-        (start, std::collections::VecDeque::new()),
-        move |(mut cursor, mut pending)| {
+        (start, std::collections::VecDeque::new(), guard),
+        move |(mut cursor, mut pending, guard)| {
             let (store, shutdown, pattern) = (store.clone(), shutdown.clone(), pattern.clone());
             async move {
                 loop {
                     if let Some(event) = pending.pop_front() {
-                        return Some((event, (cursor, pending)));
+                        return Some((event, (cursor, pending, guard)));
                     }
                     if shutdown.is_cancelled() {
                         return None;

@@ -12,6 +12,17 @@ use crate::core::events::{
 use crate::core::model::Job;
 use crate::manifest::{self, EventRuleSpec, SubmitJobRequest};
 
+/// Keeps an event stream counted (see `Store::watch_events`).
+pub struct WatchGuard {
+    watchers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.watchers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A stored event with its place on the bus.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BusEvent {
@@ -97,7 +108,8 @@ pub(super) fn change_from_row(row: &sqlx::any::AnyRow) -> Result<JobChange, Stor
 impl Store {
     pub(super) fn emission(&self) -> Emission {
         Emission {
-            wanted: self.job_events_wanted.load(Ordering::Acquire),
+            wanted: self.job_events_wanted.load(Ordering::Acquire)
+                || self.watchers.load(Ordering::Acquire) > 0,
             dialect: self.dialect,
         }
     }
@@ -174,6 +186,15 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Counts an open event stream until the returned guard is dropped: job events are stored
+    /// meanwhile, so a watcher sees them even when no rule listens.
+    pub fn watch_events(&self) -> WatchGuard {
+        self.watchers.fetch_add(1, Ordering::AcqRel);
+        WatchGuard {
+            watchers: self.watchers.clone(),
+        }
     }
 
     /// The sequence number of the newest event (0 on an empty bus).

@@ -25,7 +25,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
-pub use events::{BusEvent, StoredRule};
+pub use events::{BusEvent, StoredRule, WatchGuard};
 pub use jobs::{Effect, FinishedArray, JobFilter, JobPage, NewJob, Transition};
 pub use logs::{LogLine, NewLogChunk};
 pub use notifications::NotificationDelivery;
@@ -89,6 +89,8 @@ pub struct Store {
     /// those events are not stored (nothing could receive them, and each costs every
     /// transition a row). See `refresh_job_event_interest`.
     job_events_wanted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Open event streams on this server: while any is open, job events are stored too.
+    watchers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Store {
@@ -109,6 +111,7 @@ impl Store {
                     write: pool.clone(),
                     read: pool,
                     job_events_wanted: Default::default(),
+                    watchers: Default::default(),
                 }
             }
         };
@@ -164,6 +167,7 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         write,
         read,
         job_events_wanted: Default::default(),
+        watchers: Default::default(),
     })
 }
 
