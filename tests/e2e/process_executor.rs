@@ -248,3 +248,32 @@ async fn an_attempt_ends_with_its_main_process_and_leaves_nothing_running() {
         vec![(OutputStream::Stdout, b"main done\n".to_vec())]
     );
 }
+
+#[tokio::test]
+async fn a_kill_right_after_start_stops_the_work() {
+    let root = tempfile::tempdir().unwrap();
+    let executor = executor(root.path());
+    // The kill comes before the shim can have written the work's pid.
+    let handle = executor
+        .start(&spec("early", "exec sleep 300"))
+        .await
+        .unwrap();
+    executor
+        .kill(&handle, Duration::from_millis(200))
+        .await
+        .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), executor.wait(&handle))
+        .await
+        .expect("the work was stopped")
+        .unwrap();
+    assert!(
+        matches!(
+            outcome,
+            AttemptOutcome::Exited {
+                signal: Some(_),
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+}

@@ -160,8 +160,16 @@ impl Executor for ProcessExecutor {
 
     async fn kill(&self, handle: &AttemptHandle, grace: Duration) -> Result<(), ExecutorError> {
         let dir = self.dir(handle);
-        let Some(pid) = dir.read_child_pid()? else {
-            return Ok(());
+        // A kill can arrive just after start returned, before the shim has started the work and
+        // written its pid: wait for the pid while the shim lives, or the work would be missed.
+        let pid = loop {
+            if let Some(pid) = dir.read_child_pid()? {
+                break pid;
+            }
+            if !shim_alive(&dir)? {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         };
         if !shim_alive(&dir)? {
             return Ok(());

@@ -141,7 +141,8 @@ pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssign
         .borrow()
         .clone()
         .map(|reason| StopCause::Terminated { reason });
-    if stop_cause.is_some() {
+    if let Some(StopCause::Terminated { reason }) = &stop_cause {
+        tracing::info!(%job_id, attempt = number, %reason, "terminating attempt");
         spawn_kill(&context, &executor, &handle);
     }
     let wait = wait_for_outcome(Arc::clone(&executor), handle.clone());
