@@ -53,6 +53,10 @@ enum Command {
         /// Seconds between asking an attempt to stop and killing it.
         #[arg(long, default_value_t = 10)]
         kill_grace_seconds: u64,
+        /// API tokens, one `SCOPE TOKEN` per line (scopes: read, submit, admin). Required when
+        /// listening on a non-loopback address. BATCHCTL_TOKENS may hold the same lines.
+        #[arg(long, env = "BATCHCTL_TOKENS_FILE")]
+        tokens_file: Option<PathBuf>,
     },
     /// Create or update compute environments, job queues and job definitions from a file.
     Apply {
@@ -355,8 +359,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
             database_url,
             kill_grace_seconds,
+            tokens_file,
         } => {
-            serve(listen, data_dir, database_url, kill_grace_seconds).await?;
+            let mut text = match &tokens_file {
+                Some(path) => std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the tokens file {}", path.display()))?,
+                None => String::new(),
+            };
+            if let Ok(more) = std::env::var("BATCHCTL_TOKENS") {
+                text.push('\n');
+                text.push_str(&more);
+            }
+            let tokens = batchctl_scheduler::core::auth::Tokens::parse(&text)
+                .map_err(|error| anyhow::anyhow!("API tokens: {error}"))?;
+            serve(listen, data_dir, database_url, kill_grace_seconds, tokens).await?;
         }
         Command::Apply { file } => {
             let text = if file.as_os_str() == "-" {
@@ -638,6 +654,7 @@ async fn serve(
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     kill_grace_seconds: u64,
+    tokens: batchctl_scheduler::core::auth::Tokens,
 ) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -660,6 +677,7 @@ async fn serve(
             kill_grace: Duration::from_secs(kill_grace_seconds),
             ..Default::default()
         },
+        tokens,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signal_shutdown = shutdown.clone();

@@ -33,6 +33,8 @@ pub struct ServerConfig {
     pub shim_program: PathBuf,
     pub shim_arguments: Vec<OsString>,
     pub dispatcher: DispatcherConfig,
+    /// API tokens; required when `listen` is not a loopback address.
+    pub tokens: crate::core::auth::Tokens,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("listening on {0} (not a loopback address) needs API tokens: pass --tokens-file or set BATCHCTL_TOKENS")]
+    OpenApiOnNetwork(SocketAddr),
     #[error("the dispatcher stopped: {0}")]
     Dispatcher(#[from] crate::dispatcher::DispatchError),
 }
@@ -67,6 +71,10 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ServerError> {
+    // An open API is for a laptop: anywhere else, every request must carry a token.
+    if !config.listen.ip().is_loopback() && config.tokens.is_empty() {
+        return Err(ServerError::OpenApiOnNetwork(config.listen));
+    }
     let data_dir_error = |source| ServerError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
@@ -146,6 +154,7 @@ pub async fn run(
         rules: rules_handle,
         shutdown: shutdown.clone(),
         installation: installation.clone(),
+        tokens: Arc::new(config.tokens.clone()),
     };
     let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
     tracing::info!(%address, data_dir = %config.data_dir.display(), database = ?location_kind(&location), "batchctl server ready");

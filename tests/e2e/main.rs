@@ -2,6 +2,7 @@
 //! executor, SQLite and Postgres.
 
 mod arrays;
+mod auth;
 mod core_slice;
 mod docker_executor;
 mod events;

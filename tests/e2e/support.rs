@@ -22,18 +22,29 @@ pub struct Server {
     _dir: tempfile::TempDir,
     pub url: String,
     database_url: Option<String>,
+    /// More `batchctl server` arguments, kept across restarts.
+    extra_arguments: Vec<String>,
+    /// The token the CLI sends (BATCHCTL_TOKEN), if any.
+    pub token: Option<String>,
     child: Option<Child>,
 }
 
 impl Server {
     /// Starts a server on a new temporary data directory (SQLite, or Postgres when given a URL).
     pub fn start(database_url: Option<String>) -> Server {
+        Server::start_with(database_url, &[])
+    }
+
+    /// As `start`, with more `batchctl server` arguments.
+    pub fn start_with(database_url: Option<String>, extra_arguments: &[String]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut server = Server {
             data_dir: dir.path().to_path_buf(),
             _dir: dir,
             url: String::new(),
             database_url,
+            extra_arguments: extra_arguments.to_vec(),
+            token: None,
             child: None,
         };
         server.restart();
@@ -61,6 +72,7 @@ impl Server {
         if let Some(url) = &self.database_url {
             command.args(["--database-url", url]);
         }
+        command.args(&self.extra_arguments);
         let mut child = command.spawn().unwrap();
         let mut first_line = String::new();
         BufReader::new(child.stdout.take().unwrap())
@@ -88,12 +100,16 @@ impl Server {
 
     /// Runs `batchctl ARGS` against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BINARY)
+        let mut command = Command::new(BINARY);
+        command
             .args(args)
             .env("BATCHCTL_SERVER", &self.url)
-            .current_dir(repository_root())
-            .output()
-            .unwrap()
+            .env_remove("BATCHCTL_TOKEN")
+            .current_dir(repository_root());
+        if let Some(token) = &self.token {
+            command.env("BATCHCTL_TOKEN", token);
+        }
+        command.output().unwrap()
     }
 
     /// Runs `batchctl ARGS -o json`, asserting success, and parses what it printed.
@@ -166,6 +182,7 @@ impl Server {
         let mut child = Command::new(BINARY)
             .args(args)
             .env("BATCHCTL_SERVER", &self.url)
+            .envs(self.token.iter().map(|token| ("BATCHCTL_TOKEN", token)))
             .current_dir(repository_root())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

@@ -67,6 +67,15 @@ impl ApiError {
         }
     }
 
+    pub fn forbidden(detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            title: "Forbidden".into(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
     pub fn unavailable(detail: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,

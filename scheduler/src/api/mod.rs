@@ -52,6 +52,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// This installation's id (the `batchctl.owner` label of its containers).
     pub installation: String,
+    /// API tokens; empty means the API is open (the server allows that only on loopback).
+    pub tokens: Arc<crate::core::auth::Tokens>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -80,7 +82,51 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see the API section of the README")
         })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .with_state(state)
+}
+
+/// Checks the bearer token against the scope the request needs: 401 without a valid token,
+/// 403 with one that lacks the scope. Open when no tokens are configured.
+async fn authenticate(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use crate::core::auth::{required_scope, Access};
+    if state.tokens.is_empty() {
+        return next.run(request).await;
+    }
+    let Some(needs) = required_scope(request.method().as_str(), request.uri().path()) else {
+        return next.run(request).await;
+    };
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    match state.tokens.check(authorization, needs) {
+        Access::Allowed => next.run(request).await,
+        Access::Unauthenticated => {
+            let mut response = ApiError::unauthorized(
+                "a valid API token is required: send Authorization: Bearer TOKEN (the CLI reads BATCHCTL_TOKEN)",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            response
+        }
+        Access::Forbidden { has, needs } => ApiError::forbidden(format!(
+            "this token has the {} scope; this request needs {}",
+            has.as_str(),
+            needs.as_str()
+        ))
+        .into_response(),
+    }
 }
 
 /// Parses a JSON body strictly, naming the offending field.

@@ -2,6 +2,7 @@
 //! Pure functions of data and `now`; nothing here imports sqlx, axum or does I/O.
 
 pub mod attempt;
+pub mod auth;
 pub mod event_pattern;
 pub mod events;
 pub mod fair_share;

@@ -1,0 +1,241 @@
+//! API authentication: bearer tokens with scopes, and which scope each request needs. Pure.
+//!
+//! Scopes nest: `admin` can do what `submit` can, which can do what `read` can. Tokens are kept
+//! as SHA-256 digests and compared in constant time, every configured token each time, so
+//! neither a token nor which one matched leaks through timing.
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// Read jobs, resources, logs, events.
+    Read,
+    /// Also submit, cancel and terminate jobs, put events, trigger schedules.
+    Submit,
+    /// Also apply resources and redrive dead letters.
+    Admin,
+}
+
+impl Scope {
+    pub fn parse(text: &str) -> Option<Scope> {
+        match text.trim() {
+            "read" => Some(Scope::Read),
+            "submit" => Some(Scope::Submit),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Submit => "submit",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    digest: [u8; 32],
+    /// The highest scope given; the ones below come with it.
+    scope: Scope,
+}
+
+/// Configured tokens. Empty means the API is open (allowed only on a loopback address).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tokens(Vec<Token>);
+
+/// What a request may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Allowed,
+    /// No token, or one that is not configured: 401.
+    Unauthenticated,
+    /// A valid token without the scope: 403.
+    Forbidden {
+        has: Scope,
+        needs: Scope,
+    },
+}
+
+impl Tokens {
+    /// Reads `SCOPE TOKEN` lines (`#` starts a comment; `;` also separates entries, for an
+    /// environment variable). A token shorter than 16 characters is refused.
+    pub fn parse(text: &str) -> Result<Tokens, String> {
+        let mut tokens = Vec::new();
+        for (number, entry) in text.split(['\n', ';']).enumerate() {
+            let entry = entry.split('#').next().unwrap_or_default().trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let (scope, token) = entry
+                .split_once(char::is_whitespace)
+                .ok_or_else(|| format!("entry {}: write it as `SCOPE TOKEN`", number + 1))?;
+            let scope = Scope::parse(scope).ok_or_else(|| {
+                format!(
+                    "entry {}: {scope:?} is not a scope; use read, submit or admin",
+                    number + 1
+                )
+            })?;
+            let token = token.trim();
+            if token.len() < 16 {
+                return Err(format!(
+                    "entry {}: the token is shorter than 16 characters; use a long random one",
+                    number + 1
+                ));
+            }
+            tokens.push(Token {
+                digest: Sha256::digest(token.as_bytes()).into(),
+                scope,
+            });
+        }
+        Ok(Tokens(tokens))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether the `Authorization` header's value (if any) grants `needs`.
+    pub fn check(&self, authorization: Option<&str>, needs: Scope) -> Access {
+        let presented = authorization
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(|token| -> [u8; 32] { Sha256::digest(token.trim().as_bytes()).into() });
+        let Some(presented) = presented else {
+            return Access::Unauthenticated;
+        };
+        // Every token is compared, whatever matched, so the time taken says nothing.
+        let mut granted: Option<Scope> = None;
+        for token in &self.0 {
+            if bool::from(token.digest.ct_eq(&presented)) {
+                granted = granted.max(Some(token.scope));
+            }
+        }
+        match granted {
+            None => Access::Unauthenticated,
+            Some(has) if has >= needs => Access::Allowed,
+            Some(has) => Access::Forbidden { has, needs },
+        }
+    }
+}
+
+/// The scope a request needs, by method and path; `None` for what is open to all (`/healthz`,
+/// and webhook deliveries, which prove themselves by signature).
+pub fn required_scope(method: &str, path: &str) -> Option<Scope> {
+    if path == "/healthz" || path.starts_with("/v1/hooks/") {
+        return None;
+    }
+    let admin = path == "/v1/apply" || path.starts_with("/v1/dlq/");
+    Some(match method {
+        "GET" | "HEAD" => Scope::Read,
+        _ if admin => Scope::Admin,
+        _ => Scope::Submit,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const READER: &str = "reader-token-0123456789";
+    const SUBMITTER: &str = "submitter-token-0123456789";
+    const ADMIN: &str = "admin-token-0123456789abc";
+
+    fn tokens() -> Tokens {
+        Tokens::parse(&format!(
+            "# ci tokens\nread {READER}\nsubmit {SUBMITTER}  # the pipeline\n;admin {ADMIN}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn scopes_nest_and_requests_need_what_they_do() {
+        let tokens = tokens();
+        let bearer = |token: &str| format!("Bearer {token}");
+        let cases = [
+            (None, "GET", "/v1/jobs", Access::Unauthenticated),
+            (
+                Some("Basic abc".to_string()),
+                "GET",
+                "/v1/jobs",
+                Access::Unauthenticated,
+            ),
+            (
+                Some(bearer("not-a-configured-token")),
+                "GET",
+                "/v1/jobs",
+                Access::Unauthenticated,
+            ),
+            (Some(bearer(READER)), "GET", "/v1/jobs", Access::Allowed),
+            (
+                Some(bearer(READER)),
+                "POST",
+                "/v1/jobs",
+                Access::Forbidden {
+                    has: Scope::Read,
+                    needs: Scope::Submit,
+                },
+            ),
+            (Some(bearer(SUBMITTER)), "POST", "/v1/jobs", Access::Allowed),
+            (
+                Some(bearer(SUBMITTER)),
+                "POST",
+                "/v1/jobs/x/terminate",
+                Access::Allowed,
+            ),
+            (
+                Some(bearer(SUBMITTER)),
+                "POST",
+                "/v1/apply",
+                Access::Forbidden {
+                    has: Scope::Submit,
+                    needs: Scope::Admin,
+                },
+            ),
+            (Some(bearer(ADMIN)), "POST", "/v1/apply", Access::Allowed),
+            (
+                Some(bearer(ADMIN)),
+                "POST",
+                "/v1/dlq/redrive",
+                Access::Allowed,
+            ),
+            (Some(bearer(ADMIN)), "GET", "/v1/jobs", Access::Allowed),
+        ];
+        for (authorization, method, path, expected) in cases {
+            let needs = required_scope(method, path).unwrap();
+            assert_eq!(
+                tokens.check(authorization.as_deref(), needs),
+                expected,
+                "{method} {path} {authorization:?}"
+            );
+        }
+        assert_eq!(required_scope("GET", "/healthz"), None);
+        assert_eq!(required_scope("POST", "/v1/hooks/github"), None);
+    }
+
+    #[test]
+    fn bad_token_files_say_which_entry() {
+        let cases = [
+            ("read", "entry 1: write it as `SCOPE TOKEN`"),
+            (
+                "write 0123456789abcdef",
+                "entry 1: \"write\" is not a scope",
+            ),
+            (
+                "read short",
+                "entry 1: the token is shorter than 16 characters",
+            ),
+            (
+                "read 0123456789abcdef\nadmin tiny",
+                "entry 2: the token is shorter",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = Tokens::parse(text).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        assert!(Tokens::parse("# nothing\n\n").unwrap().is_empty());
+    }
+}
