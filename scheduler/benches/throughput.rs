@@ -62,11 +62,7 @@ async fn main() {
         if figures.is_empty() {
             continue;
         }
-        let median = |f: fn(&Figures) -> f64| {
-            let mut values: Vec<f64> = figures.iter().map(f).collect();
-            values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            values[values.len() / 2]
-        };
+        let median = |f: fn(&Figures) -> f64| common::median(figures.iter().map(f));
         let (submit, baseline) = (
             median(|f| f.submit_per_second),
             median(|f| f.baseline_submit_per_second),

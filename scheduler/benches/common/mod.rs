@@ -41,6 +41,13 @@ impl Arguments {
     }
 }
 
+/// The median of some figures (the upper middle one of an even count).
+pub fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
 /// A process environment too large to ever be full, a queue on it, and a no-op definition.
 pub const RESOURCES: &str = r#"
 apiVersion: batchctl/v1
