@@ -4,6 +4,17 @@ use std::process::Command;
 
 use crate::support::{stderr, stdout, BINARY};
 
+/// The job the first rule submitted for its first matching event, once there is one.
+fn first_delivered_job(server: &crate::support::Server) -> String {
+    crate::support::eventually(20, "a rule's job", || {
+        let rules = server.json(&["get", "rules"]);
+        rules["items"][0]["status"]["recentDeliveries"][0]["jobId"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("{rules:#}"))
+    })
+}
+
 #[test]
 fn rules_test_needs_no_server_and_exits_by_outcome() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,21 +89,11 @@ fn an_event_matching_a_rule_runs_its_job_with_values_from_the_event() {
     put("signup-2", r#"{"name": "Bob", "plan": "free"}"#);
     // A retried put of the same event is stored once and runs once.
     put("signup-1", r#"{"name": "Ada", "plan": "pro"}"#);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let job_id = loop {
-        let rules = server.json(&["get", "rules"]);
-        let deliveries = rules["items"][0]["status"]["recentDeliveries"].clone();
-        if let Some(job_id) = deliveries[0]["jobId"].as_str() {
-            assert_eq!(deliveries.as_array().unwrap().len(), 1, "{deliveries:#}");
-            assert_eq!(deliveries[0]["eventId"], "signup-1");
-            break job_id.to_string();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no job for the event: {rules:#}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let job_id = first_delivered_job(&server);
+    let rules = server.json(&["get", "rules"]);
+    let deliveries = &rules["items"][0]["status"]["recentDeliveries"];
+    assert_eq!(deliveries.as_array().unwrap().len(), 1, "{deliveries:#}");
+    assert_eq!(deliveries[0]["eventId"], "signup-1");
     server.wait_for_status(&job_id, "SUCCEEDED");
     assert_eq!(stdout(&server.cli(&["logs", &job_id])), "hello Ada\n");
     let events = server.json(&["events", "list"]);
@@ -145,24 +146,16 @@ fn a_failed_job_can_trigger_another_through_its_state_change_event() {
         "exit 7",
     ]);
     server.wait_for_status(&failing, "FAILED");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let cleanup = loop {
+    let cleanup = crate::support::eventually(20, "the follow-up job", || {
         let jobs = server.json(&["get", "jobs"]);
-        let found = jobs["items"]
+        jobs["items"]
             .as_array()
             .unwrap()
             .iter()
             .find(|job| job["jobName"] == "cleanup")
-            .map(|job| job["jobId"].as_str().unwrap().to_string());
-        if let Some(id) = found {
-            break id;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no follow-up job: {jobs:#}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+            .map(|job| job["jobId"].as_str().unwrap().to_string())
+            .ok_or_else(|| format!("{jobs:#}"))
+    });
     server.wait_for_status(&cleanup, "SUCCEEDED");
     assert_eq!(
         stdout(&server.cli(&["logs", &cleanup])),
@@ -283,15 +276,7 @@ fn signed_webhook_deliveries_become_events_and_bad_ones_are_refused() {
         ]
     );
     // The billing event's rule ran its job with the customer's name.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let job_id = loop {
-        let rules = server.json(&["get", "rules"]);
-        if let Some(id) = rules["items"][0]["status"]["recentDeliveries"][0]["jobId"].as_str() {
-            break id.to_string();
-        }
-        assert!(std::time::Instant::now() < deadline, "{rules:#}");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
+    let job_id = first_delivered_job(&server);
     server.wait_for_status(&job_id, "SUCCEEDED");
     assert_eq!(stdout(&server.cli(&["logs", &job_id])), "hello Grace\n");
     // Secrets are never shown.

@@ -209,6 +209,21 @@ impl Drop for Server {
     }
 }
 
+/// Polls `check` every 50 ms until it gives `Ok`; after `seconds`, fails with `what` and the last
+/// `Err` (which should describe what was seen instead).
+pub fn eventually<T>(seconds: u64, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("timed out waiting for {what}: {seen}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
