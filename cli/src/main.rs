@@ -57,6 +57,9 @@ enum Command {
         /// listening on a non-loopback address. BATCHCTL_TOKENS may hold the same lines.
         #[arg(long, env = "BATCHCTL_TOKENS_FILE")]
         tokens_file: Option<PathBuf>,
+        /// Hours events, rule deliveries and sent notifications are kept (dead letters stay).
+        #[arg(long, default_value_t = 168)]
+        event_retention_hours: u64,
     },
     /// Create or update compute environments, job queues and job definitions from a file.
     Apply {
@@ -360,6 +363,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             database_url,
             kill_grace_seconds,
             tokens_file,
+            event_retention_hours,
         } => {
             let mut text = match &tokens_file {
                 Some(path) => std::fs::read_to_string(path)
@@ -372,7 +376,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let tokens = batchctl_scheduler::core::auth::Tokens::parse(&text)
                 .map_err(|error| anyhow::anyhow!("API tokens: {error}"))?;
-            serve(listen, data_dir, database_url, kill_grace_seconds, tokens).await?;
+            let settings = ServeSettings {
+                kill_grace: Duration::from_secs(kill_grace_seconds),
+                tokens,
+                event_retention: Duration::from_secs(event_retention_hours * 3600),
+            };
+            serve(listen, data_dir, database_url, settings).await?;
         }
         Command::Apply { file } => {
             let text = if file.as_os_str() == "-" {
@@ -649,12 +658,18 @@ fn preview(
         .collect())
 }
 
+/// The server's settings from its command line, beyond where it listens and stores.
+struct ServeSettings {
+    kill_grace: Duration,
+    tokens: batchctl_scheduler::core::auth::Tokens,
+    event_retention: Duration,
+}
+
 async fn serve(
     listen: SocketAddr,
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
-    kill_grace_seconds: u64,
-    tokens: batchctl_scheduler::core::auth::Tokens,
+    settings: ServeSettings,
 ) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -674,10 +689,11 @@ async fn serve(
         shim_program,
         shim_arguments: vec![OsString::from("shim")],
         dispatcher: batchctl_scheduler::dispatcher::DispatcherConfig {
-            kill_grace: Duration::from_secs(kill_grace_seconds),
+            kill_grace: settings.kill_grace,
             ..Default::default()
         },
-        tokens,
+        tokens: settings.tokens,
+        event_retention: settings.event_retention,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signal_shutdown = shutdown.clone();

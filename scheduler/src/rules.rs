@@ -172,3 +172,22 @@ fn transformed(target: &SubmitJobRequest, values: &BTreeMap<String, String>) -> 
     }
     request
 }
+
+/// How often the bus is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+/// Forgets, once a minute, what the bus holds beyond `retention` (see `Store::prune_bus`).
+pub async fn prune_bus_periodically(store: Store, retention: Duration, cancel: CancellationToken) {
+    loop {
+        let cutoff = now_millis() - retention.as_millis() as i64;
+        match store.prune_bus(cutoff).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "pruned events older than the retention"),
+            Err(error) => tracing::warn!(%error, "pruning the event bus failed"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
+}

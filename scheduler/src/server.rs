@@ -18,7 +18,7 @@ use crate::core::model::{DockerSettings, EnvironmentName, EnvironmentType};
 use crate::dispatcher::{Dispatcher, DispatcherConfig, Executors};
 use crate::manifest;
 use crate::notifier::Notifier;
-use crate::rules::RuleRunner;
+use crate::rules::{prune_bus_periodically, RuleRunner};
 use crate::schedules::{ScheduleRunner, SystemClock};
 use crate::store::{now_millis, Store, StoreLocation};
 use crate::submitter::Submitter;
@@ -35,6 +35,8 @@ pub struct ServerConfig {
     pub dispatcher: DispatcherConfig,
     /// API tokens; required when `listen` is not a loopback address.
     pub tokens: crate::core::auth::Tokens,
+    /// How long events (and what was done with them) are kept on the bus.
+    pub event_retention: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +135,11 @@ pub async fn run(
     let rules_handle = rules.handle();
     let rules_task = tokio::spawn(rules.run(shutdown.clone()));
     let notifier_task = tokio::spawn(Notifier::new(store.clone()).run(shutdown.clone()));
+    let prune_task = tokio::spawn(prune_bus_periodically(
+        store.clone(),
+        config.event_retention,
+        shutdown.clone(),
+    ));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -165,6 +172,9 @@ pub async fn run(
         .await;
     shutdown.cancel();
     let dispatched = dispatcher_task.await;
+    if let Err(join_error) = prune_task.await {
+        tracing::error!(%join_error, "event pruning task panicked");
+    }
     if let Err(join_error) = notifier_task.await {
         tracing::error!(%join_error, "notifier task panicked");
     }

@@ -15,6 +15,7 @@ store_suite!(
     a_target_that_cannot_be_submitted_is_recorded,
     job_state_changes_reach_the_bus_while_a_rule_can_match_them,
     a_delivery_whose_job_cannot_be_written_is_not_recorded,
+    pruning_keeps_what_a_reader_has_not_passed,
 );
 
 const RESOURCES: &str = r#"
@@ -277,4 +278,50 @@ async fn a_delivery_whose_job_cannot_be_written_is_not_recorded(store: Store) {
         "a delivery without its job stayed recorded"
     );
     assert!(store.delivered("e1", "on-upload").await.unwrap());
+}
+
+async fn pruning_keeps_what_a_reader_has_not_passed(store: Store) {
+    support::apply(&store, RESOURCES).await;
+    let events: Vec<Event> = (0..4)
+        .map(|i| event(&format!("e{i}"), "a.csv", 1))
+        .collect();
+    // Received at 1000 (old) and 5000 (recent).
+    store.put_events(&events[..2], 1000).await.unwrap();
+    store.put_events(&events[2..], 5000).await.unwrap();
+    let seqs: Vec<i64> = store
+        .events_after(0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|event| event.seq)
+        .collect();
+    // The rule runner has passed everything; the notifier only the first event.
+    store.set_bus_cursor("rules", seqs[3]).await.unwrap();
+    store
+        .set_bus_cursor("notifications", seqs[0])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.prune_bus(3000).await.unwrap(),
+        1,
+        "only the old event both passed"
+    );
+    let left: Vec<String> = store
+        .events_after(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|event| event.event_id)
+        .collect();
+    assert_eq!(left, ["e1", "e2", "e3"]);
+    store
+        .set_bus_cursor("notifications", seqs[3])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.prune_bus(3000).await.unwrap(),
+        1,
+        "recent events stay"
+    );
+    assert_eq!(store.prune_bus(9000).await.unwrap(), 2);
 }

@@ -340,3 +340,33 @@ impl Store {
             .find(|trigger| trigger.name == name))
     }
 }
+
+impl Store {
+    /// Forgets events received before `cutoff` that every reader of the bus (the rule runner and
+    /// the notifier) has passed, with the rule deliveries and sent notifications recorded before
+    /// it. Dead letters stay until redriven. Returns how many events were removed.
+    pub async fn prune_bus(&self, cutoff: i64) -> Result<u64, StoreError> {
+        let mut transaction = self.write.begin().await?;
+        let removed = sqlx::query(
+            "DELETE FROM events WHERE received_at < $1 \
+             AND seq <= COALESCE((SELECT seq FROM bus_cursors WHERE name = 'rules'), 0) \
+             AND seq <= COALESCE((SELECT seq FROM bus_cursors WHERE name = 'notifications'), 0)",
+        )
+        .bind(cutoff)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM rule_deliveries WHERE recorded_at < $1")
+            .bind(cutoff)
+            .execute(&mut *transaction)
+            .await?;
+        sqlx::query(
+            "DELETE FROM notification_deliveries WHERE status = 'DELIVERED' AND updated_at < $1",
+        )
+        .bind(cutoff)
+        .execute(&mut *transaction)
+        .await?;
+        transaction.commit().await?;
+        Ok(removed)
+    }
+}
