@@ -30,6 +30,7 @@ store_suite!(
     a_job_backing_off_is_not_runnable_before_its_time,
     array_children_are_written_and_released_in_order,
     n_to_n_children_wait_for_their_partners,
+    a_failed_sequential_child_fails_every_later_one_at_once,
 );
 
 fn documents(values: &[serde_json::Value]) -> Vec<(manifest::Resource, serde_json::Value)> {
@@ -599,4 +600,45 @@ async fn n_to_n_children_wait_for_their_partners(store: Store) {
     assert_eq!(found.len(), 2);
     assert_eq!(found[&JobId("a".into())], Some(2));
     assert_eq!(found[&JobId("gate".into())], None);
+}
+
+async fn a_failed_sequential_child_fails_every_later_one_at_once(store: Store) {
+    let sequential = Dependency {
+        job_id: None,
+        kind: DependencyKind::Sequential,
+    };
+    store
+        .insert_jobs(&[array_job("p", 5, vec![sequential])])
+        .await
+        .unwrap();
+    admit_and_resolve(&store).await;
+    let applied = store
+        .apply_transitions(
+            &[
+                placed("p:0", 1),
+                ended("p:0", 1, JobStatus::Starting, JobStatus::Failed),
+            ],
+            6,
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied, [true, true]);
+    // One pass, not one per link of the chain.
+    let moved = store
+        .resolve_dependencies(JobStatus::Failed, JobStatus::Runnable, 7)
+        .await
+        .unwrap();
+    assert_eq!(moved, 4);
+    for index in 1..5 {
+        let child = store
+            .job(&JobId(format!("p:{index}")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(child.status, JobStatus::Failed);
+        assert_eq!(
+            child.status_reason.as_deref(),
+            Some(format!("Dependency p:{} failed", index - 1).as_str())
+        );
+    }
 }

@@ -553,6 +553,24 @@ impl Store {
              JOIN jobs p ON p.job_id = d.depends_on \
              WHERE d.job_id IN (jobs.job_id, jobs.array_parent)";
         let mut transaction = self.write.begin().await?;
+        // A SEQUENTIAL array breaks at its first failed child: every later child fails in this
+        // one statement, each naming its predecessor, instead of one link per pass (which made
+        // a long chain quadratic). A child is in a SEQUENTIAL chain when it depends on the child
+        // before it.
+        let broken_chain = sqlx::query(&format!(
+            "UPDATE jobs SET status = $1, stopped_at = $2, updated_at = $2, status_reason = \
+             'Dependency ' || array_parent || ':' || CAST(array_index - 1 AS TEXT) || ' failed' \
+             WHERE status = 'PENDING' AND array_parent IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.job_id \
+             AND d.depends_on = jobs.array_parent || ':' || CAST(jobs.array_index - 1 AS TEXT)) \
+             AND EXISTS (SELECT 1 FROM jobs s WHERE s.array_parent = jobs.array_parent \
+             AND s.status = 'FAILED' AND s.array_index < jobs.array_index) {returning}"
+        ))
+        .bind(failed.as_str())
+        .bind(now)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let broken_count = emit_moved(emission, &mut transaction, &broken_chain, now).await?;
         let failed_count = sqlx::query(&format!(
             "UPDATE jobs SET status = $1, stopped_at = $2, updated_at = $2, status_reason = \
              'Dependency ' || (SELECT d.depends_on {DEPENDENCY_OF_THIS_JOB} \
@@ -577,7 +595,7 @@ impl Store {
         .await?;
         let runnable_count = emit_moved(emission, &mut transaction, &runnable_count, now).await?;
         transaction.commit().await?;
-        Ok(failed_count + runnable_count)
+        Ok(broken_count + failed_count + runnable_count)
     }
 
     /// PENDING array parents all of whose children have finished, with how many children failed
