@@ -39,26 +39,19 @@ pub struct StoredRule {
     pub created_at: i64,
 }
 
-/// Adds the Job State Change events of `changes` to the bus, in the caller's transaction, so an
-/// event exists exactly when its transition committed.
-pub(super) async fn emit_job_changes(
-    emission: Emission,
+/// Inserts events on the bus; returns the ids that were new (an id put before is not stored
+/// again; batchctl's own job events always are).
+async fn insert_events(
     transaction: &mut Transaction<'static, Any>,
-    changes: &[JobChange],
+    dialect: super::Dialect,
+    events: &[Event],
     now: i64,
-) -> Result<(), StoreError> {
-    if changes.is_empty() || !emission.wanted {
-        return Ok(());
-    }
-    let dialect = emission.dialect;
-    let time = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
-    let events: Vec<Event> = changes
-        .iter()
-        .map(|change| job_state_change(change, &uuid::Uuid::new_v4().to_string(), time))
-        .collect();
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut new = std::collections::HashSet::new();
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO events (event_id, source, detail_type, body, received_at) VALUES {}",
+            "INSERT INTO events (event_id, source, detail_type, body, received_at) VALUES {} \
+             ON CONFLICT (event_id) WHERE source <> 'batchctl' DO NOTHING RETURNING event_id",
             placeholders(dialect, chunk.len(), 5, 1)
         );
         let mut query = sqlx::query(&sql);
@@ -70,9 +63,42 @@ pub(super) async fn emit_job_changes(
                 .bind(event.envelope().to_string())
                 .bind(now);
         }
-        query.execute(&mut **transaction).await?;
+        for row in query.fetch_all(&mut **transaction).await? {
+            new.insert(row.try_get::<String, _>(0)?);
+        }
     }
-    Ok(())
+    Ok(new)
+}
+
+/// Puts the Job State Change events of the rows a status-changing statement returned (see
+/// `Emission::returning`) on the bus, in the statement's transaction, so an event exists exactly
+/// when its transition committed. `exit_code` gives a job's exit code where the transition has
+/// one. Returns how many jobs moved.
+pub(super) async fn emit_moved(
+    emission: Emission,
+    transaction: &mut Transaction<'static, Any>,
+    rows: &[sqlx::any::AnyRow],
+    exit_code: impl Fn(&str) -> Option<i32>,
+    now: i64,
+) -> Result<u64, StoreError> {
+    if rows.is_empty() || !emission.wanted {
+        return Ok(rows.len() as u64);
+    }
+    let time = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
+    let events = rows
+        .iter()
+        .map(|row| {
+            let mut change = change_from_row(row)?;
+            change.exit_code = exit_code(&change.job_id);
+            Ok(job_state_change(
+                &change,
+                &uuid::Uuid::new_v4().to_string(),
+                time,
+            ))
+        })
+        .collect::<Result<Vec<Event>, StoreError>>()?;
+    insert_events(transaction, emission.dialect, &events, now).await?;
+    Ok(rows.len() as u64)
 }
 
 /// Whether a status-changing statement stores Job State Change events, decided once per
@@ -94,7 +120,7 @@ impl Emission {
     }
 }
 
-pub(super) fn change_from_row(row: &sqlx::any::AnyRow) -> Result<JobChange, StoreError> {
+fn change_from_row(row: &sqlx::any::AnyRow) -> Result<JobChange, StoreError> {
     Ok(JobChange {
         job_id: row.try_get("job_id")?,
         job_name: row.try_get("job_name")?,
@@ -140,26 +166,7 @@ impl Store {
     /// (a retried put). Returns, per event, whether it was new.
     pub async fn put_events(&self, events: &[Event], now: i64) -> Result<Vec<bool>, StoreError> {
         let mut transaction = self.write.begin().await?;
-        let mut new = std::collections::HashSet::new();
-        for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO events (event_id, source, detail_type, body, received_at) VALUES {} \
-                 ON CONFLICT (event_id) WHERE source <> 'batchctl' DO NOTHING RETURNING event_id",
-                placeholders(self.dialect, chunk.len(), 5, 1)
-            );
-            let mut query = sqlx::query(&sql);
-            for event in chunk {
-                query = query
-                    .bind(event.id.clone())
-                    .bind(event.source.clone())
-                    .bind(event.detail_type.clone())
-                    .bind(event.envelope().to_string())
-                    .bind(now);
-            }
-            for row in query.fetch_all(&mut *transaction).await? {
-                new.insert(row.try_get::<String, _>(0)?);
-            }
-        }
+        let mut new = insert_events(&mut transaction, self.dialect, events, now).await?;
         transaction.commit().await?;
         // Only the first of several entries with one id was stored.
         Ok(events.iter().map(|event| new.remove(&event.id)).collect())

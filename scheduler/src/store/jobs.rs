@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::events::{change_from_row, emit_job_changes, Emission};
+use super::events::{emit_moved, Emission};
 use super::{Store, StoreError};
 use crate::core::model::{
     ArrayRole, Attempt, CurrentAttempt, DependencyKind, EnvironmentName, Job, JobId, JobName,
@@ -94,24 +94,6 @@ pub struct JobPage {
     pub jobs: Vec<Job>,
     /// Pass as `before` to read the next page; `None` on the last page.
     pub next: Option<i64>,
-}
-
-/// Emits the Job State Change events of the rows a status-changing statement returned.
-async fn emit_moved(
-    emission: Emission,
-    transaction: &mut Transaction<'static, Any>,
-    rows: &[AnyRow],
-    now: i64,
-) -> Result<u64, StoreError> {
-    if !emission.wanted {
-        return Ok(rows.len() as u64);
-    }
-    let changes = rows
-        .iter()
-        .map(change_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    emit_job_changes(emission, transaction, &changes, now).await?;
-    Ok(rows.len() as u64)
 }
 
 impl Store {
@@ -389,7 +371,7 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&mut *transaction)
         .await?;
-        let moved = emit_moved(emission, &mut transaction, &rows, now).await?;
+        let moved = emit_moved_rows(emission, &mut transaction, &rows, now).await?;
         transaction.commit().await?;
         Ok(moved)
     }
@@ -426,7 +408,7 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&mut *transaction)
         .await?;
-        let ready_count = emit_moved(emission, &mut transaction, &ready_count, now).await?;
+        let ready_count = emit_moved_rows(emission, &mut transaction, &ready_count, now).await?;
         let waiting_limit = i64::from(limit).saturating_sub(ready_count as i64);
         let waiting_count = if waiting_limit > 0 {
             let rows = sqlx::query(&format!(
@@ -438,7 +420,7 @@ impl Store {
             .bind(waiting_limit)
             .fetch_all(&mut *transaction)
             .await?;
-            emit_moved(emission, &mut transaction, &rows, now).await?
+            emit_moved_rows(emission, &mut transaction, &rows, now).await?
         } else {
             0
         };
@@ -570,7 +552,7 @@ impl Store {
         .bind(now)
         .fetch_all(&mut *transaction)
         .await?;
-        let broken_count = emit_moved(emission, &mut transaction, &broken_chain, now).await?;
+        let broken_count = emit_moved_rows(emission, &mut transaction, &broken_chain, now).await?;
         let failed_count = sqlx::query(&format!(
             "UPDATE jobs SET status = $1, stopped_at = $2, updated_at = $2, status_reason = \
              'Dependency ' || (SELECT d.depends_on {DEPENDENCY_OF_THIS_JOB} \
@@ -582,7 +564,7 @@ impl Store {
         .bind(now)
         .fetch_all(&mut *transaction)
         .await?;
-        let failed_count = emit_moved(emission, &mut transaction, &failed_count, now).await?;
+        let failed_count = emit_moved_rows(emission, &mut transaction, &failed_count, now).await?;
         let runnable_count = sqlx::query(&format!(
             "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = 'PENDING' \
              AND array_size IS NULL \
@@ -593,7 +575,8 @@ impl Store {
         .bind(now)
         .fetch_all(&mut *transaction)
         .await?;
-        let runnable_count = emit_moved(emission, &mut transaction, &runnable_count, now).await?;
+        let runnable_count =
+            emit_moved_rows(emission, &mut transaction, &runnable_count, now).await?;
         transaction.commit().await?;
         Ok(broken_count + failed_count + runnable_count)
     }
@@ -657,7 +640,7 @@ impl Store {
             .bind(now)
             .fetch_all(&mut *transaction)
             .await?;
-            changed += emit_moved(emission, &mut transaction, &rows, now).await?;
+            changed += emit_moved_rows(emission, &mut transaction, &rows, now).await?;
         }
         transaction.commit().await?;
         Ok(changed)
@@ -707,7 +690,7 @@ impl Store {
         .bind(cutoff)
         .fetch_all(&mut *transaction)
         .await?;
-        let changed = emit_moved(emission, &mut transaction, &rows, now).await?;
+        let changed = emit_moved_rows(emission, &mut transaction, &rows, now).await?;
         transaction.commit().await?;
         Ok(changed)
     }
@@ -954,4 +937,14 @@ fn attempt_from_row(row: &AnyRow) -> Result<Attempt, StoreError> {
         started_at: row.try_get("started_at")?,
         stopped_at: row.try_get("stopped_at")?,
     })
+}
+
+/// `emit_moved` for statements whose transitions carry no exit code.
+async fn emit_moved_rows(
+    emission: Emission,
+    transaction: &mut Transaction<'static, Any>,
+    rows: &[AnyRow],
+    now: i64,
+) -> Result<u64, StoreError> {
+    emit_moved(emission, transaction, rows, |_| None, now).await
 }

@@ -3,14 +3,14 @@
 //! RETURNING says which rows won, but one round trip for hundreds of jobs. Both SQLite (3.33+) and
 //! Postgres name the columns of a VALUES list column1, column2, ….
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
+use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::events::{change_from_row, emit_job_changes, Emission};
+use super::events::{emit_moved, Emission};
 use super::jobs::{Effect, Transition};
 use super::{Dialect, Store, StoreError};
-use crate::core::events::JobChange;
 
 /// Rows per statement: well under both databases' limits on bound parameters.
 pub const ROWS_PER_STATEMENT: usize = 512;
@@ -122,13 +122,30 @@ impl Store {
                 for chunk in members.chunks(ROWS_PER_STATEMENT) {
                     let rows: Vec<&Transition> = chunk.iter().map(|&i| &transitions[i]).collect();
                     let emission = self.emission();
-                    let changed =
+                    let returned =
                         update(&mut transaction, self.dialect, emission, kind, &rows, now).await?;
+                    let changed = returned
+                        .iter()
+                        .map(|row| row.try_get::<String, _>("job_id"))
+                        .collect::<Result<HashSet<String>, _>>()?;
                     for &i in chunk {
-                        applied[i] = changed.contains_key(&transitions[i].job_id.0);
+                        applied[i] = changed.contains(&transitions[i].job_id.0);
                     }
-                    let changes: Vec<JobChange> = changed.into_values().collect();
-                    emit_job_changes(emission, &mut transaction, &changes, now).await?;
+                    let exit_codes: HashMap<&str, i32> = rows
+                        .iter()
+                        .filter_map(|transition| match &transition.effect {
+                            Effect::AttemptEnded { attempt, .. } => attempt
+                                .exit_code
+                                .map(|code| (transition.job_id.0.as_str(), code)),
+                            Effect::Placed { .. }
+                            | Effect::Started { .. }
+                            | Effect::Deferred { .. }
+                            | Effect::Cancelled { .. }
+                            | Effect::ArrayEnded { .. } => None,
+                        })
+                        .collect();
+                    let exit_code = |job_id: &str| exit_codes.get(job_id).copied();
+                    emit_moved(emission, &mut transaction, &returned, exit_code, now).await?;
                 }
             }
             let ended: Vec<&Transition> = wave
@@ -167,7 +184,7 @@ async fn update(
     kind: Kind,
     rows: &[&Transition],
     now: i64,
-) -> Result<HashMap<String, JobChange>, StoreError> {
+) -> Result<Vec<AnyRow>, StoreError> {
     let returning = emission.returning();
     let (extra_columns, assignments, condition) = kind.shape();
     let columns = 3 + extra_columns;
@@ -207,39 +224,7 @@ async fn update(
             }
         };
     }
-    let returned = query.fetch_all(&mut **transaction).await?;
-    let exit_codes: HashMap<&str, i32> = rows
-        .iter()
-        .filter_map(|transition| match &transition.effect {
-            Effect::AttemptEnded { attempt, .. } => attempt
-                .exit_code
-                .map(|code| (transition.job_id.0.as_str(), code)),
-            Effect::Placed { .. }
-            | Effect::Started { .. }
-            | Effect::Deferred { .. }
-            | Effect::Cancelled { .. }
-            | Effect::ArrayEnded { .. } => None,
-        })
-        .collect();
-    returned
-        .iter()
-        .map(|row| {
-            let mut change = match emission.wanted {
-                true => change_from_row(row)?,
-                // Only the id was returned; the change is not emitted.
-                false => JobChange {
-                    job_id: row.try_get("job_id")?,
-                    job_name: String::new(),
-                    job_queue: String::new(),
-                    status: String::new(),
-                    status_reason: None,
-                    exit_code: None,
-                },
-            };
-            change.exit_code = exit_codes.get(change.job_id.as_str()).copied();
-            Ok((change.job_id.clone(), change))
-        })
-        .collect()
+    Ok(query.fetch_all(&mut **transaction).await?)
 }
 
 async fn insert_attempts(
