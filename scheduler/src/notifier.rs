@@ -52,9 +52,9 @@ impl Notifier {
 
     /// Queues what the bus has for notifications, then sends what is due.
     pub async fn run_once(&self) -> Result<(), StoreError> {
-        self.queue_matches().await?;
-        let due = self.store.due_notifications(now_millis(), BATCH).await?;
         let notifications = self.store.notifications().await?;
+        self.queue_matches(&notifications).await?;
+        let due = self.store.due_notifications(now_millis(), BATCH).await?;
         let sends: Vec<_> = due
             .iter()
             .filter_map(|delivery| {
@@ -71,19 +71,17 @@ impl Notifier {
         results.into_iter().collect()
     }
 
-    async fn queue_matches(&self) -> Result<(), StoreError> {
-        let notifications: Vec<_> = self
-            .store
-            .notifications()
-            .await?
-            .into_iter()
-            .filter(|(notification, _)| notification.enabled)
-            .collect();
+    async fn queue_matches(
+        &self,
+        notifications: &[(crate::manifest::Notification, i64)],
+    ) -> Result<(), StoreError> {
         let cursor = self.store.bus_cursor(CURSOR).await?;
         let events = self.store.events_after(cursor, BATCH).await?;
         for event in &events {
-            for (notification, created_at) in &notifications {
-                if event.received_at >= *created_at && notification.pattern.matches(&event.envelope)
+            for (notification, created_at) in notifications {
+                if notification.enabled
+                    && event.received_at >= *created_at
+                    && notification.pattern.matches(&event.envelope)
                 {
                     self.store
                         .enqueue_notification(

@@ -15,6 +15,18 @@ pub struct NotificationDelivery {
     pub last_error: Option<String>,
 }
 
+const DELIVERY_COLUMNS: &str = "event_id, notification, body, attempts, last_error";
+
+fn delivery_from_row(row: &sqlx::any::AnyRow) -> Result<NotificationDelivery, StoreError> {
+    Ok(NotificationDelivery {
+        event_id: row.try_get(0)?,
+        notification: row.try_get(1)?,
+        body: row.try_get(2)?,
+        attempts: row.try_get::<i64, _>(3)? as u32,
+        last_error: row.try_get(4)?,
+    })
+}
+
 impl Store {
     pub async fn notifications(&self) -> Result<Vec<(Notification, i64)>, StoreError> {
         let parsed = self
@@ -56,12 +68,15 @@ impl Store {
         now: i64,
         limit: u32,
     ) -> Result<Vec<NotificationDelivery>, StoreError> {
-        self.deliveries_where(
-            "status = 'PENDING' AND next_attempt_at <= $1 ORDER BY next_attempt_at",
-            now,
-            limit,
-        )
-        .await
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM notification_deliveries \
+             WHERE status = 'PENDING' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(delivery_from_row).collect()
     }
 
     /// The dead-letter list: deliveries whose retries are spent, newest first.
@@ -69,39 +84,14 @@ impl Store {
         &self,
         limit: u32,
     ) -> Result<Vec<NotificationDelivery>, StoreError> {
-        self.deliveries_where(
-            "status = 'DEAD' AND $1 = $1 ORDER BY updated_at DESC",
-            0,
-            limit,
-        )
-        .await
-    }
-
-    async fn deliveries_where(
-        &self,
-        condition: &str,
-        value: i64,
-        limit: u32,
-    ) -> Result<Vec<NotificationDelivery>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT event_id, notification, body, attempts, last_error FROM notification_deliveries \
-             WHERE {condition} LIMIT $2"
+            "SELECT {DELIVERY_COLUMNS} FROM notification_deliveries \
+             WHERE status = 'DEAD' ORDER BY updated_at DESC LIMIT $1"
         ))
-        .bind(value)
         .bind(i64::from(limit))
         .fetch_all(&self.read)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(NotificationDelivery {
-                    event_id: row.try_get(0)?,
-                    notification: row.try_get(1)?,
-                    body: row.try_get(2)?,
-                    attempts: row.try_get::<i64, _>(3)? as u32,
-                    last_error: row.try_get(4)?,
-                })
-            })
-            .collect()
+        rows.iter().map(delivery_from_row).collect()
     }
 
     pub async fn mark_notification_delivered(
