@@ -18,17 +18,8 @@ store_suite!(
     pruning_keeps_what_a_reader_has_not_passed,
 );
 
+/// Applied after `support::LOCAL_QUEUE`.
 const RESOURCES: &str = r#"
-apiVersion: batchctl/v1
-kind: ComputeEnvironment
-metadata: {name: local}
-spec: {type: process, maxVcpus: 2, maxMemoryMiB: 1024}
----
-apiVersion: batchctl/v1
-kind: JobQueue
-metadata: {name: q}
-spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]}
----
 apiVersion: batchctl/v1
 kind: JobDefinition
 metadata: {name: ingest}
@@ -94,7 +85,7 @@ async fn jobs(store: &Store) -> Vec<(String, String, String)> {
 }
 
 async fn matching_events_submit_their_rules_job_once(store: Store) {
-    support::apply(&store, RESOURCES).await;
+    support::apply_on_local_queue(&store, RESOURCES).await;
     let events = [
         event("e1", "a.csv", 10),
         event("e2", "empty.csv", 0),
@@ -127,7 +118,7 @@ async fn matching_events_submit_their_rules_job_once(store: Store) {
 }
 
 async fn racing_runners_deliver_each_event_once(store: Store) {
-    support::apply(&store, RESOURCES).await;
+    support::apply_on_local_queue(&store, RESOURCES).await;
     let events: Vec<Event> = (0..20)
         .map(|i| event(&format!("e{i}"), &format!("{i}.csv"), 1))
         .collect();
@@ -143,7 +134,8 @@ async fn racing_runners_deliver_each_event_once(store: Store) {
 }
 
 async fn a_target_that_cannot_be_submitted_is_recorded(store: Store) {
-    support::apply(&store, &RESOURCES.replace("jobQueue: q", "jobQueue: gone")).await;
+    support::apply_on_local_queue(&store, &RESOURCES.replace("jobQueue: q", "jobQueue: gone"))
+        .await;
     store
         .put_events(&[event("e1", "a.csv", 10)], now_millis())
         .await
@@ -167,7 +159,7 @@ async fn a_target_that_cannot_be_submitted_is_recorded(store: Store) {
 
 async fn job_state_changes_reach_the_bus_while_a_rule_can_match_them(store: Store) {
     use batchctl_scheduler::core::model::JobStatus;
-    support::apply(&store, RESOURCES).await;
+    support::apply_on_local_queue(&store, RESOURCES).await;
     let definition = store
         .job_definition(&batchctl_scheduler::core::model::DefinitionRef::parse("ingest").unwrap())
         .await
@@ -252,7 +244,7 @@ async fn job_state_changes_reach_the_bus_while_a_rule_can_match_them(store: Stor
 /// inside the delivery's transaction, and the delivery must not stay recorded, so the event is
 /// delivered when it is read again.
 async fn a_delivery_whose_job_cannot_be_written_is_not_recorded(store: Store) {
-    support::apply(&store, RESOURCES).await;
+    support::apply_on_local_queue(&store, RESOURCES).await;
     store
         .put_events(&[event("e1", "a.csv", 10)], now_millis())
         .await
@@ -281,7 +273,7 @@ async fn a_delivery_whose_job_cannot_be_written_is_not_recorded(store: Store) {
 }
 
 async fn pruning_keeps_what_a_reader_has_not_passed(store: Store) {
-    support::apply(&store, RESOURCES).await;
+    support::apply_on_local_queue(&store, RESOURCES).await;
     let events: Vec<Event> = (0..4)
         .map(|i| event(&format!("e{i}"), "a.csv", 1))
         .collect();

@@ -51,17 +51,8 @@ impl Clock for ManualClock {
     }
 }
 
+/// Applied after `support::LOCAL_QUEUE`.
 const RESOURCES: &str = r#"
-apiVersion: batchctl/v1
-kind: ComputeEnvironment
-metadata: {name: local}
-spec: {type: process, maxVcpus: 2, maxMemoryMiB: 1024}
----
-apiVersion: batchctl/v1
-kind: JobQueue
-metadata: {name: q}
-spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]}
----
 apiVersion: batchctl/v1
 kind: JobDefinition
 metadata: {name: report}
@@ -125,7 +116,12 @@ async fn fired_jobs(store: &Store) -> Vec<(String, String)> {
 
 async fn a_tick_fires_once_with_its_scheduled_time(store: Store) {
     let clock = ManualClock::at("2026-11-21T09:58:30Z");
-    apply_at(&store, RESOURCES, &clock).await;
+    apply_at(
+        &store,
+        &format!("{}---\n{RESOURCES}", support::LOCAL_QUEUE),
+        &clock,
+    )
+    .await;
     apply_at(&store, &schedule_document("0 11 * * *", ""), &clock).await;
     let first = runner(&store, &clock);
     // Not yet: the next tick is 11:00 Berlin (10:00 UTC).
@@ -148,7 +144,12 @@ async fn a_tick_fires_once_with_its_scheduled_time(store: Store) {
 
 async fn racing_runners_fire_each_tick_once(store: Store) {
     let clock = ManualClock::at("2026-11-21T10:00:00Z");
-    apply_at(&store, RESOURCES, &clock).await;
+    apply_at(
+        &store,
+        &format!("{}---\n{RESOURCES}", support::LOCAL_QUEUE),
+        &clock,
+    )
+    .await;
     apply_at(&store, &schedule_document("rate(1 minute)", ""), &clock).await;
     clock.advance(Duration::seconds(60 * 5 + 10));
     // Five runners (five servers on one database) evaluate the same moment at once.
@@ -171,7 +172,12 @@ async fn missed_ticks_follow_the_catch_up_policy(store: Store) {
     for (policy, expected_fired) in [("none", 1), ("latest", 2), ("all", 6)] {
         let clock = ManualClock::at("2026-11-21T10:00:00Z");
         let name = format!("every-{policy}");
-        apply_at(&store, RESOURCES, &clock).await;
+        apply_at(
+            &store,
+            &format!("{}---\n{RESOURCES}", support::LOCAL_QUEUE),
+            &clock,
+        )
+        .await;
         let document = schedule_document(
             "rate(10 minutes)",
             &format!("  catchUp: {{policy: {policy}}}\n"),
@@ -193,7 +199,12 @@ async fn missed_ticks_follow_the_catch_up_policy(store: Store) {
 
 async fn forbid_skips_a_tick_while_the_last_run_is_unfinished(store: Store) {
     let clock = ManualClock::at("2026-11-21T10:00:00Z");
-    apply_at(&store, RESOURCES, &clock).await;
+    apply_at(
+        &store,
+        &format!("{}---\n{RESOURCES}", support::LOCAL_QUEUE),
+        &clock,
+    )
+    .await;
     apply_at(
         &store,
         &schedule_document("rate(1 minute)", "  overlapPolicy: Forbid\n"),
@@ -230,7 +241,12 @@ async fn forbid_skips_a_tick_while_the_last_run_is_unfinished(store: Store) {
 
 async fn a_target_that_cannot_be_submitted_records_a_failed_tick(store: Store) {
     let clock = ManualClock::at("2026-11-21T10:00:00Z");
-    apply_at(&store, RESOURCES, &clock).await;
+    apply_at(
+        &store,
+        &format!("{}---\n{RESOURCES}", support::LOCAL_QUEUE),
+        &clock,
+    )
+    .await;
     let document = schedule_document("rate(1 minute)", "").replace("jobQueue: q", "jobQueue: gone");
     apply_at(&store, &document, &clock).await;
     clock.advance(Duration::seconds(61));
@@ -251,7 +267,12 @@ async fn a_target_that_cannot_be_submitted_records_a_failed_tick(store: Store) {
 /// the tick's transaction, so the tick must not stay recorded, and the next pass fires it.
 async fn a_tick_whose_job_cannot_be_written_is_not_recorded(store: Store) {
     let clock = ManualClock::at("2026-11-21T10:00:00Z");
-    apply_at(&store, RESOURCES, &clock).await;
+    apply_at(
+        &store,
+        &format!("{}---\n{RESOURCES}", support::LOCAL_QUEUE),
+        &clock,
+    )
+    .await;
     apply_at(&store, &schedule_document("rate(1 minute)", ""), &clock).await;
     clock.advance(Duration::seconds(61));
     runner(&store, &clock).run_once().await.unwrap();

@@ -95,3 +95,21 @@ pub async fn apply(store: &Store, text: &str) {
         .collect();
     store.apply(&valid, 1).await.unwrap();
 }
+
+/// A 2-vCPU process environment `local` and a queue `q` on it, which most suites start from.
+pub const LOCAL_QUEUE: &str = "apiVersion: batchctl/v1
+kind: ComputeEnvironment
+metadata: {name: local}
+spec: {type: process, maxVcpus: 2, maxMemoryMiB: 1024}
+---
+apiVersion: batchctl/v1
+kind: JobQueue
+metadata: {name: q}
+spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]}
+";
+
+/// Applies `LOCAL_QUEUE`, then `text`.
+pub async fn apply_on_local_queue(store: &Store, text: &str) {
+    apply(store, LOCAL_QUEUE).await;
+    apply(store, text).await;
+}
