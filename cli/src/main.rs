@@ -60,6 +60,15 @@ enum Command {
         /// Hours events, rule deliveries and sent notifications are kept (dead letters stay).
         #[arg(long, default_value_t = 168)]
         event_retention_hours: u64,
+        /// Postgres only: seconds the leader lease lasts without renewal. Several servers may share
+        /// one Postgres database; one leads (dispatches and fires schedules), the others serve the
+        /// API and take over within this long after the leader dies.
+        #[arg(long, env = "BATCHCTL_LEASE_TTL_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=600))]
+        lease_ttl_seconds: u64,
+        /// This server's name in the leader lease; the host name, pid and a random suffix by
+        /// default (in Kubernetes, the pod's host name is its name).
+        #[arg(long, env = "BATCHCTL_REPLICA_ID")]
+        replica_id: Option<String>,
     },
     /// Create or update compute environments, job queues and job definitions from a file.
     Apply {
@@ -364,6 +373,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kill_grace_seconds,
             tokens_file,
             event_retention_hours,
+            lease_ttl_seconds,
+            replica_id,
         } => {
             let mut text = match &tokens_file {
                 Some(path) => std::fs::read_to_string(path)
@@ -380,6 +391,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 kill_grace: Duration::from_secs(kill_grace_seconds),
                 tokens,
                 event_retention: Duration::from_secs(event_retention_hours * 3600),
+                lease: batchctl_scheduler::leadership::LeaseSettings {
+                    holder: replica_id.unwrap_or_else(
+                        batchctl_scheduler::leadership::LeaseSettings::default_holder,
+                    ),
+                    ttl: Duration::from_secs(lease_ttl_seconds),
+                },
             };
             serve(listen, data_dir, database_url, settings).await?;
         }
@@ -663,6 +680,7 @@ struct ServeSettings {
     kill_grace: Duration,
     tokens: batchctl_scheduler::core::auth::Tokens,
     event_retention: Duration,
+    lease: batchctl_scheduler::leadership::LeaseSettings,
 }
 
 async fn serve(
@@ -694,6 +712,7 @@ async fn serve(
         },
         tokens: settings.tokens,
         event_retention: settings.event_retention,
+        lease: settings.lease,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signal_shutdown = shutdown.clone();

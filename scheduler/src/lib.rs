@@ -7,6 +7,7 @@ pub mod aws_compat;
 pub mod control;
 pub mod core;
 pub mod dispatcher;
+pub mod leadership;
 pub mod manifest;
 pub mod notifier;
 pub mod rules;

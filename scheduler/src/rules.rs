@@ -60,6 +60,12 @@ impl RuleRunner {
         self.handle.clone()
     }
 
+    /// Takes wake-ups from a handle made before this runner (the API's).
+    pub fn with_handle(mut self, handle: RuleHandle) -> RuleRunner {
+        self.handle = handle;
+        self
+    }
+
     pub async fn run(self, cancel: CancellationToken) {
         loop {
             let more = match self.run_once().await {

@@ -96,6 +96,12 @@ impl ScheduleRunner {
         self.handle.clone()
     }
 
+    /// Takes wake-ups from a handle made before this runner (the API's).
+    pub fn with_handle(mut self, handle: ScheduleHandle) -> Self {
+        self.handle = handle;
+        self
+    }
+
     /// Fires due ticks until `cancel` fires. Errors of one pass are logged and retried at the
     /// next, so a database hiccup delays ticks but loses none (they are then missed ticks, which
     /// the catch-up policy handles).

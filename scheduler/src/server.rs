@@ -15,12 +15,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::core::model::{DockerSettings, EnvironmentName, EnvironmentType};
-use crate::dispatcher::{Dispatcher, DispatcherConfig, Executors};
+use crate::dispatcher::{DispatchError, Dispatcher, DispatcherConfig, DispatcherHandle, Executors};
+use crate::leadership::{
+    campaign, hold, is_fenced, release, Ended, LeaseSettings, Role, RoleState,
+};
 use crate::manifest;
 use crate::notifier::Notifier;
-use crate::rules::{prune_bus_periodically, RuleRunner};
-use crate::schedules::{ScheduleRunner, SystemClock};
-use crate::store::{now_millis, Store, StoreLocation};
+use crate::rules::{prune_bus_periodically, RuleHandle, RuleRunner};
+use crate::schedules::{ScheduleHandle, ScheduleRunner, SystemClock};
+use crate::store::{now_millis, Dialect, Fence, Store, StoreLocation};
 use crate::submitter::Submitter;
 
 #[derive(Debug, Clone)]
@@ -37,6 +40,8 @@ pub struct ServerConfig {
     pub tokens: crate::core::auth::Tokens,
     /// How long events (and what was done with them) are kept on the bus.
     pub event_retention: Duration,
+    /// The leader lease, when several servers share a Postgres database.
+    pub lease: LeaseSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +68,8 @@ pub enum ServerError {
     },
     #[error("listening on {0} (not a loopback address) needs API tokens: pass --tokens-file or set BATCHCTL_TOKENS")]
     OpenApiOnNetwork(SocketAddr),
+    #[error("this server stopped leading: {0}")]
+    LostLeadership(String),
     #[error("the dispatcher stopped: {0}")]
     Dispatcher(#[from] crate::dispatcher::DispatchError),
 }
@@ -121,23 +128,28 @@ pub async fn run(
                 ))) as Arc<dyn Executor>
             }
         }));
-    let dispatcher = Dispatcher::new(store.clone(), executors, config.dispatcher.clone());
-    let handle = dispatcher.handle();
+    // Handles the API wakes the leader's loops through; the loops themselves start on leading.
+    let handle = DispatcherHandle::default();
     let submitter = Submitter::start(store.clone(), handle.clone(), shutdown.clone());
-    let dispatcher_task = tokio::spawn(dispatcher.run(shutdown.clone()));
     let schedules = Arc::new(ScheduleRunner::new(
         store.clone(),
         handle.clone(),
         Arc::new(SystemClock),
     ));
-    let schedules_task = tokio::spawn(Arc::clone(&schedules).run(shutdown.clone()));
-    let rules = RuleRunner::new(store.clone(), handle.clone());
-    let rules_handle = rules.handle();
-    let rules_task = tokio::spawn(rules.run(shutdown.clone()));
-    let notifier_task = tokio::spawn(Notifier::new(store.clone()).run(shutdown.clone()));
-    let prune_task = tokio::spawn(prune_bus_periodically(
-        store.clone(),
-        config.event_retention,
+    let rules_handle = RuleHandle::default();
+    let role = Role::default();
+    let leading = tokio::spawn(lead(
+        Leading {
+            store: store.clone(),
+            lease: config.lease.clone(),
+            executors,
+            dispatcher: config.dispatcher.clone(),
+            dispatcher_handle: handle.clone(),
+            schedule_handle: schedules.handle(),
+            rules_handle: rules_handle.clone(),
+            event_retention: config.event_retention,
+            role: role.clone(),
+        },
         shutdown.clone(),
     ));
 
@@ -162,6 +174,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         installation: installation.clone(),
         tokens: Arc::new(config.tokens.clone()),
+        role,
     };
     let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
     tracing::info!(%address, data_dir = %config.data_dir.display(), database = ?location_kind(&location), "batchctl server ready");
@@ -171,27 +184,141 @@ pub async fn run(
         .with_graceful_shutdown(async move { serve_shutdown.cancelled().await })
         .await;
     shutdown.cancel();
-    let dispatched = dispatcher_task.await;
-    if let Err(join_error) = prune_task.await {
-        tracing::error!(%join_error, "event pruning task panicked");
-    }
-    if let Err(join_error) = notifier_task.await {
-        tracing::error!(%join_error, "notifier task panicked");
-    }
-    if let Err(join_error) = rules_task.await {
-        tracing::error!(%join_error, "rule runner task panicked");
-    }
-    if let Err(join_error) = schedules_task.await {
-        tracing::error!(%join_error, "schedule runner task panicked");
-    }
+    let led = leading.await;
     store.close().await;
     drop(lock);
     served.map_err(|source| ServerError::Listen { address, source })?;
-    match dispatched {
+    match led {
         Ok(result) => result?,
-        Err(join_error) => tracing::error!(%join_error, "dispatcher task panicked"),
+        Err(join_error) => tracing::error!(%join_error, "the leading task panicked"),
     }
     Ok(())
+}
+
+/// What the leader runs, handed over before it is known whether this server will lead.
+struct Leading {
+    store: Store,
+    lease: LeaseSettings,
+    executors: Executors,
+    dispatcher: DispatcherConfig,
+    dispatcher_handle: DispatcherHandle,
+    schedule_handle: ScheduleHandle,
+    rules_handle: RuleHandle,
+    event_retention: Duration,
+    role: Role,
+}
+
+/// Leads until `shutdown`: at once on SQLite, after taking the lease on Postgres. Running the
+/// dispatcher, schedules, rules, notifications and pruning on the leader only keeps capacity
+/// accounting and outgoing notifications in one place. Losing the lease shuts the server down.
+async fn lead(leading: Leading, shutdown: CancellationToken) -> Result<(), ServerError> {
+    let Leading {
+        store,
+        lease,
+        executors,
+        dispatcher,
+        dispatcher_handle,
+        schedule_handle,
+        rules_handle,
+        event_retention,
+        role,
+    } = leading;
+    let term = match store.dialect() {
+        Dialect::Sqlite => None,
+        Dialect::Postgres => match campaign(&store, &lease, &shutdown).await {
+            Some(term) => Some((term, tokio::time::Instant::now())),
+            None => return Ok(()),
+        },
+    };
+    let store = match term {
+        Some((term, _)) => {
+            tracing::info!(holder = %lease.holder, term, "leading: took the leader lease");
+            store.fenced(Fence {
+                holder: lease.holder.clone(),
+                term,
+            })
+        }
+        None => store,
+    };
+    role.set(RoleState::Leader {
+        term: term.map(|(term, _)| term),
+    });
+    // The leader's loops stop with the server or when the lease is lost.
+    let stop = shutdown.child_token();
+    let dispatcher_task = tokio::spawn(
+        Dispatcher::new(store.clone(), executors, dispatcher)
+            .with_handle(dispatcher_handle.clone())
+            .run(stop.clone()),
+    );
+    let schedules = ScheduleRunner::new(
+        store.clone(),
+        dispatcher_handle.clone(),
+        Arc::new(SystemClock),
+    )
+    .with_handle(schedule_handle);
+    let schedules_task = tokio::spawn(Arc::new(schedules).run(stop.clone()));
+    let rules = RuleRunner::new(store.clone(), dispatcher_handle).with_handle(rules_handle);
+    let rules_task = tokio::spawn(rules.run(stop.clone()));
+    let notifier_task = tokio::spawn(Notifier::new(store.clone()).run(stop.clone()));
+    let prune_task = tokio::spawn(prune_bus_periodically(
+        store.clone(),
+        event_retention,
+        stop.clone(),
+    ));
+
+    let mut dispatcher_task = dispatcher_task;
+    let mut lost = None;
+    let dispatched = match term {
+        Some((term, taken_at)) => {
+            tokio::select! {
+                ended = hold(&store, &lease, term, taken_at, &shutdown) => {
+                    if let Ended::Lost(reason) = ended {
+                        lost = Some(reason);
+                    }
+                    stop.cancel();
+                    dispatcher_task.await
+                }
+                dispatched = &mut dispatcher_task => dispatched,
+            }
+        }
+        None => dispatcher_task.await,
+    };
+    stop.cancel();
+    for (name, task) in [
+        ("event pruning", prune_task),
+        ("notifier", notifier_task),
+        ("rule runner", rules_task),
+        ("schedule runner", schedules_task),
+    ] {
+        if let Err(join_error) = task.await {
+            tracing::error!(%join_error, "{name} task panicked");
+        }
+    }
+    let dispatched = match dispatched {
+        Ok(Err(DispatchError::Store(error))) if is_fenced(&error) => {
+            lost.get_or_insert_with(|| error.to_string());
+            Ok(())
+        }
+        Ok(result) => result,
+        Err(join_error) => {
+            tracing::error!(%join_error, "dispatcher task panicked");
+            Ok(())
+        }
+    };
+    if let Some(reason) = lost {
+        tracing::error!(%reason, "lost the leader lease; shutting down so this server restarts as a follower");
+        role.set(RoleState::Follower);
+        shutdown.cancel();
+        return Err(ServerError::LostLeadership(reason));
+    }
+    if let (Some((term, _)), false) = (term, dispatched.is_err()) {
+        release(&store, &lease, term).await;
+    }
+    // The dispatcher ends by itself only on an error; the server cannot go on without it.
+    if dispatched.is_err() {
+        shutdown.cancel();
+    }
+    Ok(dispatched?)
 }
 
 fn location_kind(location: &StoreLocation) -> &'static str {

@@ -642,3 +642,69 @@ async fn a_failed_sequential_child_fails_every_later_one_at_once(store: Store) {
         );
     }
 }
+
+/// The leader lease exists on Postgres only (a SQLite file has one server).
+mod lease {
+    use std::time::Duration;
+
+    use batchctl_scheduler::core::model::{JobId, JobStatus};
+    use batchctl_scheduler::store::{Fence, StoreError};
+
+    use super::{placed, runnable_job};
+
+    #[tokio::test]
+    async fn a_deposed_leader_cannot_move_jobs() {
+        let Some(test_store) = crate::support::postgres().await else {
+            return;
+        };
+        let store = test_store.store.clone();
+        let ttl = Duration::from_millis(400);
+        assert_eq!(store.try_acquire_lease("a", ttl).await.unwrap(), Some(1));
+        assert_eq!(
+            store.try_acquire_lease("b", ttl).await.unwrap(),
+            None,
+            "held"
+        );
+        assert!(store.renew_lease("a", 1, ttl).await.unwrap());
+        let a = store.fenced(Fence {
+            holder: "a".into(),
+            term: 1,
+        });
+        runnable_job(&store, "x").await;
+        runnable_job(&store, "y").await;
+        assert_eq!(
+            a.apply_transitions(&[placed("x", 1)], 3).await.unwrap(),
+            [true]
+        );
+
+        // `a` stops renewing (a pause, a partition): the lease expires and `b` takes term 2.
+        tokio::time::sleep(ttl + Duration::from_millis(100)).await;
+        assert_eq!(store.try_acquire_lease("b", ttl).await.unwrap(), Some(2));
+        assert!(
+            !store.renew_lease("a", 1, ttl).await.unwrap(),
+            "term 1 is over"
+        );
+        let holder = store.lease_holder().await.unwrap().unwrap();
+        assert_eq!((holder.holder.as_str(), holder.term), ("b", 2));
+
+        // `a` wakes up and tries to dispatch: fenced, and nothing is written.
+        match a.apply_transitions(&[placed("y", 1)], 4).await {
+            Err(StoreError::Fenced { term: 1 }) => {}
+            other => panic!("a deposed leader wrote: {other:?}"),
+        }
+        let y = store.job(&JobId("y".into())).await.unwrap().unwrap();
+        assert_eq!(y.status, JobStatus::Runnable);
+        let b = store.fenced(Fence {
+            holder: "b".into(),
+            term: 2,
+        });
+        assert_eq!(
+            b.apply_transitions(&[placed("y", 1)], 4).await.unwrap(),
+            [true]
+        );
+
+        // A released lease is free at once.
+        store.release_lease("b", 2).await.unwrap();
+        assert_eq!(store.try_acquire_lease("a", ttl).await.unwrap(), Some(3));
+    }
+}

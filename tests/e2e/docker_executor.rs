@@ -5,7 +5,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::support::{stderr, stdout, Server};
+use crate::support::{get_json, stderr, stdout, Server};
 
 pub const TEST_IMAGE: &str = "batchctl-test/busybox:latest";
 
@@ -43,7 +43,7 @@ pub fn test_image() -> Option<&'static str> {
 }
 
 /// A docker environment of `vcpus` vCPUs, a queue on it, and a definition running the test image.
-fn docker_resources(server: &Server, image: &str, vcpus: u32, extra_environment: &str) {
+pub fn docker_resources(server: &Server, image: &str, vcpus: u32, extra_environment: &str) {
     let text = format!(
         "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {{name: containers}}\n\
          spec: {{type: docker, maxVcpus: {vcpus}, maxMemoryMiB: 4096{extra_environment}}}\n---\n\
@@ -268,7 +268,7 @@ fn an_unreachable_engine_leaves_jobs_runnable_and_shows_in_health() {
         matches!(job["status"].as_str(), Some("RUNNABLE" | "STARTING")),
         "{job:#}"
     );
-    let health: serde_json::Value = reqwest_free_get(&format!("{}/healthz", server.url));
+    let health: serde_json::Value = get_json(&format!("{}/healthz", server.url));
     assert_eq!(health["status"], "degraded");
     assert!(health["computeEnvironments"]["containers"]
         .as_str()
@@ -280,12 +280,6 @@ fn an_unreachable_engine_leaves_jobs_runnable_and_shows_in_health() {
         0,
         "deferred starts spend no attempt"
     );
-}
-
-/// A GET with curl, to keep the test free of an HTTP client dependency.
-fn reqwest_free_get(url: &str) -> serde_json::Value {
-    let output = Command::new("curl").args(["-s", url]).output().unwrap();
-    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 #[test]
@@ -328,7 +322,7 @@ fn failed_containers_can_be_kept_and_orphans_are_removed_at_start() {
 
     // A container of this installation that no job owns is removed at the next start; one of
     // another installation sharing the engine is left alone; the kept failed container stays.
-    let installation = reqwest_free_get(&format!("{}/healthz", server.url))["installation"]
+    let installation = get_json(&format!("{}/healthz", server.url))["installation"]
         .as_str()
         .unwrap()
         .to_string();

@@ -6,6 +6,7 @@ mod auth;
 mod core_slice;
 mod docker_executor;
 mod events;
+mod high_availability;
 mod process_executor;
 mod schedules;
 mod scheduling;

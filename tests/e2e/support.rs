@@ -232,6 +232,17 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// A GET with curl, to keep the tests free of an HTTP client dependency.
+pub fn get_json(url: &str) -> Value {
+    let output = Command::new("curl").args(["-s", url]).output().unwrap();
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "GET {url}: {error}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
 /// A fresh Postgres database URL, or `None` after saying loudly why the test is skipped.
 pub fn postgres_url() -> Option<String> {
     let Ok(admin_url) = std::env::var("BATCHCTL_TEST_DATABASE_URL") else {

@@ -54,6 +54,8 @@ pub struct AppState {
     pub installation: String,
     /// API tokens; empty means the API is open (the server allows that only on loopback).
     pub tokens: Arc<crate::core::auth::Tokens>,
+    /// Whether this server leads (runs the dispatcher) or follows (serves the API only).
+    pub role: crate::leadership::Role,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -142,6 +144,14 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
 
 /// The server, its database, and each compute environment (`ok`, or why its executor could not
 /// be reached the last time it was used). 503 only when the database does not answer.
+fn leader_view(role: crate::leadership::RoleState) -> serde_json::Value {
+    use crate::leadership::RoleState;
+    match role {
+        RoleState::Follower => serde_json::json!({"role": "follower"}),
+        RoleState::Leader { term } => serde_json::json!({"role": "leader", "term": term}),
+    }
+}
+
 async fn health(State(state): State<AppState>) -> Response {
     let unhealthy = state.dispatcher.unhealthy_environments();
     let environments = match state.store.compute_environments().await {
@@ -168,6 +178,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "status": status,
         "database": "ok",
         "installation": state.installation,
+        "leader": leader_view(state.role.get()),
         "computeEnvironments": health,
     }))
     .into_response()

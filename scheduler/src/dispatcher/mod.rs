@@ -274,6 +274,13 @@ impl Dispatcher {
         self.handle.clone()
     }
 
+    /// Takes wake-ups from a handle made before this dispatcher (the API's, on a server that
+    /// became leader after it started serving).
+    pub fn with_handle(mut self, handle: DispatcherHandle) -> Dispatcher {
+        self.handle = handle;
+        self
+    }
+
     /// Reconciles with the executors, then runs until `cancel` fires.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), DispatchError> {
         self.reconcile().await?;

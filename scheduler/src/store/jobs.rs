@@ -113,7 +113,7 @@ impl Store {
         record: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
         job: &Job,
     ) -> Result<bool, StoreError> {
-        let mut transaction = self.write.begin().await?;
+        let mut transaction = self.begin_fenced().await?;
         let inserted = record.execute(&mut *transaction).await?.rows_affected();
         if inserted == 0 {
             transaction.rollback().await?;
@@ -359,7 +359,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let emission = self.emission();
         let returning = emission.returning();
-        let mut transaction = self.write.begin().await?;
+        let mut transaction = self.begin_fenced().await?;
         let rows = sqlx::query(&format!(
             "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = $3 AND seq IN \
              (SELECT seq FROM jobs WHERE status = $3 ORDER BY status, seq LIMIT $4) \
@@ -389,7 +389,7 @@ impl Store {
     ) -> Result<(u64, u64), StoreError> {
         let emission = self.emission();
         let returning = emission.returning();
-        let mut transaction = self.write.begin().await?;
+        let mut transaction = self.begin_fenced().await?;
         // The oldest `limit` SUBMITTED jobs are those with a seq up to the limit-th one's: one
         // scalar subquery (an InitPlan, run once) and an index range on (status, seq), a plan no
         // statistics can spoil. Written as a join or `seq IN (subquery)`, Postgres with statistics
@@ -534,7 +534,7 @@ impl Store {
         const DEPENDENCY_OF_THIS_JOB: &str = "FROM job_dependencies d \
              JOIN jobs p ON p.job_id = d.depends_on \
              WHERE d.job_id IN (jobs.job_id, jobs.array_parent)";
-        let mut transaction = self.write.begin().await?;
+        let mut transaction = self.begin_fenced().await?;
         // A SEQUENTIAL array breaks at its first failed child: every later child fails in this
         // one statement, each naming its predecessor, instead of one link per pass (which made
         // a long chain quadratic). A child is in a SEQUENTIAL chain when it depends on the child
@@ -617,7 +617,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let emission = self.emission();
         let returning = emission.returning();
-        let mut transaction = self.write.begin().await?;
+        let mut transaction = self.begin_fenced().await?;
         sqlx::query(
             "UPDATE jobs SET stop_requested = $2, updated_at = $3 \
              WHERE job_id = $1 AND status IN ('SUBMITTED', 'PENDING')",
@@ -677,7 +677,7 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let emission = self.emission();
         let returning = emission.returning();
-        let mut transaction = self.write.begin().await?;
+        let mut transaction = self.begin_fenced().await?;
         let rows = sqlx::query(&format!(
             "UPDATE jobs SET status = $1, status_reason = $2, stopped_at = $3, updated_at = $3 \
              WHERE status = 'RUNNABLE' AND job_queue = $4 AND updated_at <= $5 \

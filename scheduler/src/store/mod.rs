@@ -12,6 +12,7 @@
 
 mod events;
 mod jobs;
+mod lease;
 mod logs;
 mod notifications;
 mod resources;
@@ -27,6 +28,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use events::{BusEvent, StoredRule, WatchGuard};
 pub use jobs::{Effect, FinishedArray, JobFilter, JobPage, NewJob, Transition};
+pub use lease::{Fence, LeaseHolder};
 pub use logs::{LogLine, NewLogChunk};
 pub use notifications::NotificationDelivery;
 pub use resources::{Applied, AppliedAction, ApplyError, StoredDefinition, ValidDocument};
@@ -58,6 +60,10 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored {what} is unreadable: {reason}")]
     Corrupt { what: String, reason: String },
+    /// Another replica took the leader lease after this one's term began: this replica must not
+    /// move jobs any more.
+    #[error("this server no longer leads (its term {term} has ended): another replica took the leader lease")]
+    Fenced { term: i64 },
 }
 
 impl StoreError {
@@ -75,7 +81,9 @@ impl StoreError {
                 error,
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
             ),
-            StoreError::Migration(_) | StoreError::Corrupt { .. } => false,
+            StoreError::Migration(_) | StoreError::Corrupt { .. } | StoreError::Fenced { .. } => {
+                false
+            }
         }
     }
 }
@@ -91,6 +99,8 @@ pub struct Store {
     job_events_wanted: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Open event streams on this server: while any is open, job events are stored too.
     watchers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// On a leader's store, the term its job-moving writes are fenced by (see `lease`).
+    fence: Option<std::sync::Arc<Fence>>,
 }
 
 impl Store {
@@ -112,6 +122,7 @@ impl Store {
                     read: pool,
                     job_events_wanted: Default::default(),
                     watchers: Default::default(),
+                    fence: None,
                 }
             }
         };
@@ -168,6 +179,7 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         read,
         job_events_wanted: Default::default(),
         watchers: Default::default(),
+        fence: None,
     })
 }
 

@@ -111,7 +111,7 @@ impl Store {
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
         let mut applied = vec![false; transitions.len()];
-        let mut transaction = self.write.begin().await?;
+        let mut transaction = self.begin_fenced().await?;
         for wave in waves(transitions) {
             for kind in Kind::ORDER {
                 let members: Vec<usize> = wave

@@ -1,0 +1,134 @@
+//! Two real servers on one Postgres: one leads, the other serves the API and takes over when the
+//! leader is killed with SIGKILL. Jobs run in real Docker containers, which outlive the leader.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::docker_executor::{docker_resources, test_image};
+use crate::support::{eventually, get_json, postgres_url, Server};
+
+const LEASE_TTL_SECONDS: u64 = 3;
+
+fn role(server: &Server) -> String {
+    get_json(&format!("{}/healthz", server.url))["leader"]["role"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+fn ha_server(url: &str) -> Server {
+    Server::start_with(
+        Some(url.to_string()),
+        &["--lease-ttl-seconds".into(), LEASE_TTL_SECONDS.to_string()],
+    )
+}
+
+#[test]
+fn a_follower_takes_over_from_a_killed_leader_without_losing_or_repeating_work() {
+    let Some(url) = postgres_url() else { return };
+    let Some(image) = test_image() else { return };
+    let mut leader = ha_server(&url);
+    eventually(10, "the first server leads", || {
+        match role(&leader).as_str() {
+            "leader" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    });
+    let follower = ha_server(&url);
+    // The follower serves the API but does not dispatch while the lease is held.
+    std::thread::sleep(Duration::from_secs(LEASE_TTL_SECONDS + 1));
+    assert_eq!(role(&follower), "follower", "{}", follower.log());
+
+    docker_resources(&leader, image, 4, "");
+    let run = |server: &Server, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                server.submit(&[
+                    "--queue",
+                    "dq",
+                    "--definition",
+                    "box",
+                    "--name",
+                    &format!("ha-{i}"),
+                    "--",
+                    "sh",
+                    "-c",
+                    "sleep 1; echo done $AWS_BATCH_JOB_ID",
+                ])
+            })
+            .collect()
+    };
+    // Submitted through the follower: acknowledged there, dispatched by the leader.
+    let mut jobs = run(&follower, 24);
+    eventually(60, "the leader runs some of the jobs", || {
+        let running = jobs
+            .iter()
+            .filter(|id| follower.job(id)["status"] == "RUNNING")
+            .count();
+        if running >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{running} running"))
+        }
+    });
+
+    leader.kill_9();
+    let killed = Instant::now();
+    // Accepted while nobody leads: durable, and run by the next leader.
+    jobs.extend(run(&follower, 8));
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(12)).format("%Y-%m-%dT%H:%M:%S");
+    follower.apply_text(&format!(
+        "apiVersion: batchctl/v1\nkind: Schedule\nmetadata: {{name: once}}\nspec:\n  \
+         scheduleExpression: 'at({at})'\n  timeZone: UTC\n  target:\n    jobQueue: dq\n    jobDefinition: box\n"
+    ));
+    eventually(
+        LEASE_TTL_SECONDS + 10,
+        "the follower takes the lease",
+        || match role(&follower).as_str() {
+            "leader" => Ok(()),
+            other => Err(other.to_string()),
+        },
+    );
+    let took_over = killed.elapsed();
+    assert!(
+        took_over <= Duration::from_secs(LEASE_TTL_SECONDS + 5),
+        "took {took_over:?}"
+    );
+
+    let mut attempts: BTreeMap<String, usize> = BTreeMap::new();
+    for id in &jobs {
+        let job = follower.wait_for_status(id, "SUCCEEDED");
+        attempts.insert(id.clone(), job["attempts"].as_array().unwrap().len());
+        let logs = follower.cli(&["logs", id]);
+        assert!(
+            String::from_utf8_lossy(&logs.stdout).contains(&format!("done {id}")),
+            "{id}: {}",
+            String::from_utf8_lossy(&logs.stdout)
+        );
+    }
+    // Each job ran exactly once: no attempt was started twice or lost and retried.
+    assert!(attempts.values().all(|&n| n == 1), "{attempts:?}");
+
+    let fired = eventually(40, "the schedule fires on the new leader", || {
+        let schedules = follower.json(&["get", "schedules"]);
+        let firing = &schedules["items"][0]["status"]["lastFiring"];
+        match firing["jobId"].as_str() {
+            Some(id) => Ok(id.to_string()),
+            None => Err(format!("{schedules}")),
+        }
+    });
+    follower.wait_for_status(&fired, "SUCCEEDED");
+    let page = follower.json(&["get", "jobs", "--queue", "dq", "--status", "SUCCEEDED"]);
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(
+        items.len(),
+        jobs.len() + 1,
+        "one job per submit and one per tick: {page:#}"
+    );
+
+    // A server that comes back joins as a follower.
+    leader.restart();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(role(&leader), "follower");
+    assert_eq!(role(&follower), "leader");
+}
