@@ -15,6 +15,7 @@
 //!   returns, `list` reports the attempt until `remove` is called.
 
 pub mod docker;
+pub mod kubernetes;
 pub mod process;
 
 #[cfg(feature = "fake")]
@@ -53,6 +54,10 @@ pub struct AttemptSpec {
     /// Container backends only: Linux capabilities added back after all are dropped.
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// The attempt timeout. The scheduler enforces it; a backend that can also enforce it itself
+    /// (Kubernetes' `activeDeadlineSeconds`) does, so it holds while no scheduler runs.
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// When to pull an attempt's image, as Kubernetes' imagePullPolicy.
@@ -93,6 +98,12 @@ pub enum AttemptOutcome {
     OutOfMemory { exit_code: Option<i32> },
     /// The work could not be started at all (missing command, image not available, bad user).
     StartFailed { reason: String },
+    /// The backend stopped the work for a reason of its own: Kubernetes' `DeadlineExceeded` or a
+    /// pod `Evicted` from its node. The reason names it; a retry may well succeed.
+    Stopped {
+        reason: String,
+        exit_code: Option<i32>,
+    },
     /// The backend lost track of the work: it may or may not have run to completion.
     Lost { reason: String },
 }
@@ -176,6 +187,18 @@ pub trait Executor: Send + Sync + 'static {
     /// is reported by `wait` as [`AttemptOutcome::StartFailed`]. An error means the backend could not
     /// be asked at all.
     async fn start(&self, spec: &AttemptSpec) -> Result<AttemptHandle, ExecutorError>;
+
+    /// Resolves once the attempt's work runs (or has ended, or can no longer start). Until then,
+    /// `waiting` is told why it waits — a pod that cannot be scheduled — each time the reason
+    /// changes. Backends whose `start` returns with the work running keep the default.
+    async fn until_running(
+        &self,
+        handle: &AttemptHandle,
+        waiting: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<(), ExecutorError> {
+        let _ = (handle, waiting);
+        Ok(())
+    }
 
     /// Resolves when the attempt's work has ended.
     async fn wait(&self, handle: &AttemptHandle) -> Result<AttemptOutcome, ExecutorError>;

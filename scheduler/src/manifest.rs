@@ -15,8 +15,8 @@ use crate::core::model::{
     ArrayRole, Backend, Backoff, ComputeEnvironment, ContainerProperties, DefinitionName,
     DefinitionSpec, Dependency, DependencyKind, DockerSettings, EnvironmentName, ExitRule,
     FairSharePolicy, ImagePullPolicy, Job, JobDefinition, JobId, JobName, JobQueue, JobSpec,
-    JobStatus, QueueName, ResourceState, Resources, RetryAction, RetryPolicy, RunnableTimeLimit,
-    ShareWeight, MAX_ARRAY_SIZE,
+    JobStatus, KubernetesSettings, QueueName, ResourceState, Resources, RetryAction, RetryPolicy,
+    RunnableTimeLimit, ShareWeight, MAX_ARRAY_SIZE,
 };
 use crate::core::schedule::{parse_expression, CatchUp, CatchUpPolicy, OverlapPolicy, Schedule};
 use crate::core::webhooks::Profile;
@@ -133,6 +133,19 @@ pub struct ComputeEnvironmentSpec {
     /// Docker only: keep failed attempts' containers for debugging.
     #[serde(default)]
     pub keep_failed_containers: Option<bool>,
+    /// Kubernetes only (required there): the namespace the Jobs are created in.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Kubernetes only: a kubeconfig file; `KUBECONFIG`, `~/.kube/config` or, in a pod, its
+    /// service account when absent.
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+    /// Kubernetes only: the kubeconfig context; its current context when absent.
+    #[serde(default)]
+    pub kubeconfig_context: Option<String>,
+    /// Kubernetes only: the service account the Jobs' pods run as.
+    #[serde(default)]
+    pub service_account_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -821,40 +834,89 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
     })
 }
 
+/// A Kubernetes namespace name (an RFC 1123 label).
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 pub fn compute_environment(
     name: EnvironmentName,
     spec: &ComputeEnvironmentSpec,
 ) -> Result<ComputeEnvironment, FieldError> {
+    let docker_only = [
+        ("dockerHost", spec.docker_host.is_some()),
+        (
+            "keepFailedContainers",
+            spec.keep_failed_containers.is_some(),
+        ),
+    ];
+    let kubernetes_only = [
+        ("namespace", spec.namespace.is_some()),
+        ("kubeconfig", spec.kubeconfig.is_some()),
+        ("kubeconfigContext", spec.kubeconfig_context.is_some()),
+        ("serviceAccountName", spec.service_account_name.is_some()),
+    ];
+    let refuse_others = |fields: &[(&'static str, bool)], kind: &str| match fields
+        .iter()
+        .find(|(_, set)| *set)
+    {
+        Some((field, _)) => Err(FieldError::new(
+            *field,
+            format!("applies to {kind} compute environments only; remove it or set type: {kind}"),
+        )),
+        None => Ok(()),
+    };
     let backend = match spec.environment_type.as_str() {
         "process" => {
-            let docker_only = [
-                ("dockerHost", spec.docker_host.is_some()),
-                ("allowPrivileged", spec.allow_privileged.is_some()),
-                ("keepFailedContainers", spec.keep_failed_containers.is_some()),
-            ];
-            if let Some((field, _)) = docker_only.iter().find(|(_, set)| *set) {
+            refuse_others(&docker_only, "docker")?;
+            refuse_others(&kubernetes_only, "kubernetes")?;
+            if spec.allow_privileged.is_some() {
                 return Err(FieldError::new(
-                    *field,
-                    "applies to docker compute environments only; remove it or set type: docker",
+                    "allowPrivileged",
+                    "applies to docker and kubernetes compute environments only; remove it",
                 ));
             }
             Backend::Process
         }
-        "docker" => Backend::Docker(DockerSettings {
-            host: spec.docker_host.clone().filter(|host| !host.trim().is_empty()),
-            allow_privileged: spec.allow_privileged.unwrap_or(false),
-            keep_failed_containers: spec.keep_failed_containers.unwrap_or(false),
-        }),
+        "docker" => {
+            refuse_others(&kubernetes_only, "kubernetes")?;
+            Backend::Docker(DockerSettings {
+                host: spec
+                    .docker_host
+                    .clone()
+                    .filter(|host| !host.trim().is_empty()),
+                allow_privileged: spec.allow_privileged.unwrap_or(false),
+                keep_failed_containers: spec.keep_failed_containers.unwrap_or(false),
+            })
+        }
         "kubernetes" => {
-            return Err(FieldError::new(
-                "type",
-                "\"kubernetes\" compute environments are not available in this build yet; use \"process\" or \"docker\"",
-            ))
+            refuse_others(&docker_only, "docker")?;
+            let namespace = spec.namespace.clone().unwrap_or_default();
+            if !is_dns_label(&namespace) {
+                return Err(FieldError::new(
+                    "namespace",
+                    "is required for a kubernetes compute environment: the namespace its Jobs are created in (lowercase letters, digits and '-', at most 63)",
+                ));
+            }
+            let optional = |value: &Option<String>| value.clone().filter(|v| !v.trim().is_empty());
+            Backend::Kubernetes(KubernetesSettings {
+                namespace,
+                kubeconfig: optional(&spec.kubeconfig),
+                context: optional(&spec.kubeconfig_context),
+                service_account_name: optional(&spec.service_account_name),
+                allow_privileged: spec.allow_privileged.unwrap_or(false),
+            })
         }
         other => {
             return Err(FieldError::new(
                 "type",
-                format!("unknown type {other:?}; use \"process\" or \"docker\""),
+                format!("unknown type {other:?}; use \"process\", \"docker\" or \"kubernetes\""),
             ))
         }
     };
@@ -1736,7 +1798,22 @@ mod tests {
             (
                 json!({"apiVersion": "batchctl/v1", "kind": "ComputeEnvironment", "metadata": {"name": "c"},
                        "spec": {"type": "process", "maxVcpus": 1, "maxMemoryMiB": 1, "colour": "red"}}),
-                "spec.colour: unknown field `colour`, expected one of `type`, `state`, `maxVcpus`, `maxMemoryMiB`, `maxGpus`, `dockerHost`, `allowPrivileged`, `keepFailedContainers`",
+                "spec.colour: unknown field `colour`, expected one of `type`, `state`, `maxVcpus`, `maxMemoryMiB`, `maxGpus`, `dockerHost`, `allowPrivileged`, `keepFailedContainers`, `namespace`, `kubeconfig`, `kubeconfigContext`, `serviceAccountName`",
+            ),
+            (
+                json!({"apiVersion": "batchctl/v1", "kind": "ComputeEnvironment", "metadata": {"name": "c"},
+                       "spec": {"type": "kubernetes", "maxVcpus": 1, "maxMemoryMiB": 1}}),
+                "spec.namespace: is required for a kubernetes compute environment: the namespace its Jobs are created in (lowercase letters, digits and '-', at most 63)",
+            ),
+            (
+                json!({"apiVersion": "batchctl/v1", "kind": "ComputeEnvironment", "metadata": {"name": "c"},
+                       "spec": {"type": "kubernetes", "namespace": "batch", "dockerHost": "unix:///x", "maxVcpus": 1, "maxMemoryMiB": 1}}),
+                "spec.dockerHost: applies to docker compute environments only; remove it or set type: docker",
+            ),
+            (
+                json!({"apiVersion": "batchctl/v1", "kind": "ComputeEnvironment", "metadata": {"name": "c"},
+                       "spec": {"type": "docker", "namespace": "batch", "maxVcpus": 1, "maxMemoryMiB": 1}}),
+                "spec.namespace: applies to kubernetes compute environments only; remove it or set type: kubernetes",
             ),
             (
                 json!({"apiVersion": "batchctl/v1", "kind": "JobQueue", "metadata": {"name": "q"},

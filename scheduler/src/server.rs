@@ -9,12 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchctl_executor::docker::{DockerExecutor, DockerExecutorConfig};
+use batchctl_executor::kubernetes::job::JobSettings;
+use batchctl_executor::kubernetes::{KubernetesExecutor, KubernetesExecutorConfig};
 use batchctl_executor::process::{ProcessExecutor, ProcessExecutorConfig};
 use batchctl_executor::Executor;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
-use crate::core::model::{DockerSettings, EnvironmentName, EnvironmentType};
+use crate::core::model::{
+    Backend, DockerSettings, EnvironmentName, EnvironmentType, KubernetesSettings,
+};
 use crate::dispatcher::{DispatchError, Dispatcher, DispatcherConfig, DispatcherHandle, Executors};
 use crate::leadership::{
     campaign, hold, is_fenced, release, Ended, LeaseSettings, Role, RoleState,
@@ -118,14 +122,18 @@ pub async fn run(
     })?;
     let executors = Executors::default()
         .with(EnvironmentType::Process, Arc::new(process))
-        .with_docker(Arc::new({
+        .with_factory(Arc::new({
             let installation = installation.clone();
-            move |name: &EnvironmentName, settings: &DockerSettings| {
-                Arc::new(DockerExecutor::new(docker_config(
-                    name,
-                    settings,
-                    &installation,
-                ))) as Arc<dyn Executor>
+            move |name: &EnvironmentName, backend: &Backend| -> Option<Arc<dyn Executor>> {
+                match backend {
+                    Backend::Process => None,
+                    Backend::Docker(settings) => Some(Arc::new(DockerExecutor::new(
+                        docker_config(name, settings, &installation),
+                    ))),
+                    Backend::Kubernetes(settings) => Some(Arc::new(KubernetesExecutor::new(
+                        kubernetes_config(name, settings, &installation),
+                    ))),
+                }
             }
         }));
     // Handles the API wakes the leader's loops through; the loops themselves start on leading.
@@ -400,3 +408,28 @@ fn docker_config(
         keep_failed_containers: settings.keep_failed_containers,
     }
 }
+
+fn kubernetes_config(
+    environment: &EnvironmentName,
+    settings: &KubernetesSettings,
+    installation: &str,
+) -> KubernetesExecutorConfig {
+    KubernetesExecutorConfig {
+        namespace: settings.namespace.clone(),
+        kubeconfig: settings.kubeconfig.as_ref().map(PathBuf::from),
+        context: settings.context.clone(),
+        compute_environment: environment.to_string(),
+        job: JobSettings {
+            owner: installation.to_string(),
+            service_account_name: settings.service_account_name.clone(),
+            allow_privileged: settings.allow_privileged,
+            // batchctl removes a Job once its outcome and logs are stored; this is the cluster's
+            // own cleanup for Jobs of a server that is gone.
+            ttl_seconds_after_finished: 86_400,
+        },
+        image_pull_timeout: KUBERNETES_PULL_TIMEOUT,
+    }
+}
+
+/// How long a kubernetes attempt's image may fail to pull before the attempt fails.
+const KUBERNETES_PULL_TIMEOUT: Duration = Duration::from_secs(300);

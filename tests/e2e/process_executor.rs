@@ -42,6 +42,7 @@ fn spec(id: &str, script: &str) -> AttemptSpec {
         image_pull_policy: Default::default(),
         privileged: false,
         capabilities: vec![],
+        timeout_seconds: None,
     }
 }
 

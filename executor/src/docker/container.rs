@@ -88,6 +88,7 @@ mod tests {
             image_pull_policy: Default::default(),
             privileged: false,
             capabilities: vec![],
+            timeout_seconds: None,
         }
     }
 

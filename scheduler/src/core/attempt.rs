@@ -73,6 +73,7 @@ pub fn attempt_spec(job: &Job, number: u32, environment_name: &EnvironmentName) 
         image_pull_policy: container.image_pull_policy,
         privileged: container.privileged,
         capabilities: container.capabilities.clone(),
+        timeout_seconds: job.spec.timeout_seconds,
     }
 }
 

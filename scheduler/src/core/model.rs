@@ -121,6 +121,7 @@ impl Resources {
 pub enum EnvironmentType {
     Process,
     Docker,
+    Kubernetes,
 }
 
 /// What runs an environment's attempts, with the settings of that kind of backend.
@@ -128,6 +129,7 @@ pub enum EnvironmentType {
 pub enum Backend {
     Process,
     Docker(DockerSettings),
+    Kubernetes(KubernetesSettings),
 }
 
 impl Backend {
@@ -135,6 +137,7 @@ impl Backend {
         match self {
             Backend::Process => EnvironmentType::Process,
             Backend::Docker(_) => EnvironmentType::Docker,
+            Backend::Kubernetes(_) => EnvironmentType::Kubernetes,
         }
     }
 }
@@ -148,6 +151,20 @@ pub struct DockerSettings {
     pub allow_privileged: bool,
     /// Keep the containers of failed attempts for debugging instead of removing them.
     pub keep_failed_containers: bool,
+}
+
+/// Where a kubernetes environment's Jobs go.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct KubernetesSettings {
+    pub namespace: String,
+    /// A kubeconfig file; `KUBECONFIG`, `~/.kube/config` or the pod's service account when absent.
+    pub kubeconfig: Option<String>,
+    /// A context of the kubeconfig; its current context when absent.
+    pub context: Option<String>,
+    /// The service account the Jobs' pods run as; the namespace's default when absent.
+    pub service_account_name: Option<String>,
+    /// Whether definitions that ask for `privileged: true` may run here.
+    pub allow_privileged: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -32,7 +32,9 @@ pub fn judge_attempt(
 ) -> Judgement {
     let exit_code = match outcome {
         AttemptOutcome::Exited { exit_code, .. } => Some(*exit_code),
-        AttemptOutcome::OutOfMemory { exit_code } => *exit_code,
+        AttemptOutcome::OutOfMemory { exit_code } | AttemptOutcome::Stopped { exit_code, .. } => {
+            *exit_code
+        }
         AttemptOutcome::StartFailed { .. } | AttemptOutcome::Lost { .. } => None,
     };
     let final_failure = |reason: String| Judgement {
@@ -79,7 +81,9 @@ pub fn judge_attempt(
             let reason = "OutOfMemoryError: Container killed due to memory usage".to_string();
             (reason.clone(), reason)
         }
-        AttemptOutcome::StartFailed { reason } => (reason.clone(), reason.clone()),
+        AttemptOutcome::StartFailed { reason } | AttemptOutcome::Stopped { reason, .. } => {
+            (reason.clone(), reason.clone())
+        }
         AttemptOutcome::Lost { reason } => {
             let reason = format!("Attempt lost: {reason}");
             (reason.clone(), reason)

@@ -26,9 +26,9 @@ use crate::core::fair_share::{
     fair_share_order, standings, RunningShareJob, ShareCandidate, ShareLedger, ShareStanding,
 };
 use crate::core::model::{
-    Attempt, Backend, ComputeEnvironment, CurrentAttempt, DockerSettings, EnvironmentName,
-    EnvironmentType, FairSharePolicy, Job, JobId, JobQueue, JobStatus, QueueName, ResourceState,
-    Resources, RetryPolicy,
+    Attempt, Backend, ComputeEnvironment, CurrentAttempt, EnvironmentName, EnvironmentType,
+    FairSharePolicy, Job, JobId, JobQueue, JobStatus, QueueName, ResourceState, Resources,
+    RetryPolicy,
 };
 use crate::core::placement::{plan_placements, Candidate};
 use crate::core::retry::{judge_attempt, retry_delay};
@@ -61,9 +61,10 @@ impl Default for DispatcherConfig {
     }
 }
 
-/// Builds the executor of a docker compute environment from its name and settings.
-pub type DockerFactory =
-    Arc<dyn Fn(&EnvironmentName, &DockerSettings) -> Arc<dyn Executor> + Send + Sync>;
+/// Builds the executor of a compute environment with settings of its own (docker, kubernetes)
+/// from its name and backend; `None` for a backend it does not build.
+pub type BackendFactory =
+    Arc<dyn Fn(&EnvironmentName, &Backend) -> Option<Arc<dyn Executor>> + Send + Sync>;
 
 /// The executor of each compute environment: one registered per type (the process backend, or a
 /// test's fake), or one per docker environment (rebuilt when its settings change), built on first
@@ -71,8 +72,8 @@ pub type DockerFactory =
 #[derive(Clone, Default)]
 pub struct Executors {
     by_type: HashMap<EnvironmentType, Arc<dyn Executor>>,
-    docker_factory: Option<DockerFactory>,
-    docker: HashMap<(EnvironmentName, DockerSettings), Arc<dyn Executor>>,
+    factory: Option<BackendFactory>,
+    built: HashMap<(EnvironmentName, Backend), Arc<dyn Executor>>,
 }
 
 impl Executors {
@@ -81,8 +82,8 @@ impl Executors {
         self
     }
 
-    pub fn with_docker(mut self, factory: DockerFactory) -> Self {
-        self.docker_factory = Some(factory);
+    pub fn with_factory(mut self, factory: BackendFactory) -> Self {
+        self.factory = Some(factory);
         self
     }
 
@@ -93,27 +94,24 @@ impl Executors {
         if let Some(executor) = self.by_type.get(&environment.backend.environment_type()) {
             return Some(Arc::clone(executor));
         }
-        match &environment.backend {
-            Backend::Process => None,
-            Backend::Docker(settings) => {
-                let factory = self.docker_factory.as_ref()?;
-                let key = (environment.name.clone(), settings.clone());
-                // An environment whose settings changed is served by a new executor from now on.
-                self.docker
-                    .retain(|(name, known), _| name != &environment.name || known == settings);
-                let executor = self
-                    .docker
-                    .entry(key)
-                    .or_insert_with(|| factory(&environment.name, settings));
-                Some(Arc::clone(executor))
-            }
+        let backend = &environment.backend;
+        if let Some(executor) = self.built.get(&(environment.name.clone(), backend.clone())) {
+            return Some(Arc::clone(executor));
         }
+        let executor = self.factory.as_ref()?(&environment.name, backend)?;
+        // An environment whose settings changed is served by a new executor from now on.
+        self.built.retain(|(name, _), _| name != &environment.name);
+        self.built.insert(
+            (environment.name.clone(), backend.clone()),
+            Arc::clone(&executor),
+        );
+        Some(executor)
     }
 
     /// Every executor built so far, each once.
     fn all(&self) -> Vec<Arc<dyn Executor>> {
         let mut all: Vec<Arc<dyn Executor>> = Vec::new();
-        for executor in self.by_type.values().chain(self.docker.values()) {
+        for executor in self.by_type.values().chain(self.built.values()) {
             if !all.iter().any(|known| Arc::ptr_eq(known, executor)) {
                 all.push(Arc::clone(executor));
             }
@@ -724,6 +722,7 @@ impl Dispatcher {
             let job_id = match &event {
                 AttemptEvent::Started { job_id, .. }
                 | AttemptEvent::Deferred { job_id, .. }
+                | AttemptEvent::Waiting { job_id, .. }
                 | AttemptEvent::Ended { job_id, .. } => job_id.clone(),
             };
             let Some(active) = self.active.get_mut(&job_id) else {
@@ -804,8 +803,15 @@ impl Dispatcher {
                         executor,
                     }));
                 }
+                AttemptEvent::Waiting { number, reason, .. } if number == active.number => {
+                    // Not a transition: the job stays STARTING, with the reason shown.
+                    self.store
+                        .set_starting_reason(&job_id, number, &reason, now_millis())
+                        .await?;
+                }
                 AttemptEvent::Started { number, .. }
                 | AttemptEvent::Deferred { number, .. }
+                | AttemptEvent::Waiting { number, .. }
                 | AttemptEvent::Ended { number, .. } => {
                     tracing::warn!(%job_id, attempt = number, current = active.number, "report for a superseded attempt");
                 }

@@ -27,6 +27,13 @@ pub enum AttemptEvent {
         number: u32,
         reason: String,
     },
+    /// The attempt was started but its work does not run yet, for this reason (a pod that
+    /// cannot be scheduled); the job stays STARTING with it.
+    Waiting {
+        job_id: JobId,
+        number: u32,
+        reason: String,
+    },
     Ended {
         job_id: JobId,
         number: u32,
@@ -72,10 +79,7 @@ pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssign
         Takeover::Start => {
             let spec = attempt_spec(&assignment.job, number, &assignment.environment);
             match executor.start(&spec).await {
-                Ok(handle) => {
-                    report(&context, started(&job_id, number)).await;
-                    handle
-                }
+                Ok(handle) => handle,
                 Err(error) if error.is_retryable() => {
                     let reason = error.to_string();
                     tracing::warn!(%job_id, attempt = number, %reason, "attempt deferred");
@@ -99,16 +103,33 @@ pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssign
                 }
             }
         }
-        Takeover::Adopt { confirmed_running } => {
-            if !confirmed_running {
-                report(&context, started(&job_id, number)).await;
-            }
+        Takeover::Adopt { .. } => {
             AttemptHandle(assignment.job.current_attempt.as_ref().map_or_else(
                 || crate::core::attempt::attempt_id(&job_id.0, number),
                 |attempt| attempt.executor_handle.clone(),
             ))
         }
     };
+    // RUNNING is reported once the executor says the work runs; until then the job stays STARTING
+    // with the executor's reason for waiting.
+    let mut running_reported = matches!(
+        assignment.takeover,
+        Takeover::Adopt {
+            confirmed_running: true
+        }
+    );
+    let waiting = {
+        let (events, job_id) = (context.events.clone(), job_id.clone());
+        move |reason: String| {
+            let _ = events.try_send(AttemptEvent::Waiting {
+                job_id: job_id.clone(),
+                number,
+                reason,
+            });
+        }
+    };
+    let running = executor.until_running(&handle, &waiting);
+    tokio::pin!(running);
 
     // A new attempt has written nothing yet; an adopted one resumes after what is stored.
     let from = match assignment.takeover {
@@ -155,6 +176,15 @@ pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssign
             }
         };
         tokio::select! {
+            // RUNNING is reported before an end that is ready at the same time.
+            biased;
+            result = &mut running, if !running_reported => {
+                if let Err(error) = result {
+                    tracing::warn!(%job_id, attempt = number, %error, "cannot tell whether the attempt runs; taking it as running");
+                }
+                running_reported = true;
+                report(&context, started(&job_id, number)).await;
+            }
             outcome = &mut wait => break outcome,
             () = timeout, if stop_cause.is_none() => {
                 let seconds = deadline.map_or(0, |(_, seconds)| seconds);

@@ -811,6 +811,31 @@ impl Store {
         .rows_affected();
         Ok(changed == 1)
     }
+
+    /// Says why a STARTING job's attempt is not running yet (a pod that cannot be scheduled);
+    /// false if the job is no longer STARTING at that attempt.
+    pub async fn set_starting_reason(
+        &self,
+        job_id: &JobId,
+        attempt_number: u32,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut transaction = self.begin_fenced().await?;
+        let changed = sqlx::query(
+            "UPDATE jobs SET status_reason = $1, updated_at = $2 \
+             WHERE job_id = $3 AND status = 'STARTING' AND attempt_number = $4",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(&job_id.0)
+        .bind(i64::from(attempt_number))
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        transaction.commit().await?;
+        Ok(changed == 1)
+    }
 }
 
 /// Writes an array job's children (`PARENT:0` … `PARENT:size-1`, SUBMITTED, in index order) and

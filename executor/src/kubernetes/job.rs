@@ -1,0 +1,498 @@
+//! What an attempt is in Kubernetes (a `batch/v1` Job) and what its Job and Pod say about it.
+//! Pure: no API calls.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerStateTerminated, EnvVar, Pod, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::{AttemptOutcome, AttemptSpec, ImagePullPolicy};
+
+pub const LABEL_JOB_ID: &str = "batchctl.io/job-id";
+pub const LABEL_ATTEMPT: &str = "batchctl.io/attempt";
+pub const LABEL_COMPUTE_ENVIRONMENT: &str = "batchctl.io/compute-environment";
+/// The installation that made the Job; `list` only sees its own installation's Jobs.
+pub const LABEL_OWNER: &str = "batchctl.io/owner";
+/// The exact job id (a label value cannot hold an array child's `:`).
+pub const ANNOTATION_JOB_ID: &str = "batchctl.io/job-id";
+/// The container that runs the work.
+pub const CONTAINER: &str = "main";
+
+/// What the Job manifest depends on beyond the attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSettings {
+    pub owner: String,
+    pub service_account_name: Option<String>,
+    /// Whether definitions asking for `privileged: true` may run here; otherwise they are refused.
+    pub allow_privileged: bool,
+    /// How long Kubernetes keeps a finished Job if batchctl does not remove it first.
+    pub ttl_seconds_after_finished: i32,
+}
+
+/// A label value: at most 63 characters of `[A-Za-z0-9._-]`, starting and ending alphanumeric.
+pub fn label_value(text: &str) -> String {
+    let cleaned: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '.'
+            }
+        })
+        .take(63)
+        .collect();
+    cleaned
+        .trim_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
+}
+
+/// The selector of every Job this installation made for one compute environment.
+pub fn selector(owner: &str, compute_environment: &str) -> String {
+    format!(
+        "{LABEL_OWNER}={},{LABEL_COMPUTE_ENVIRONMENT}={}",
+        label_value(owner),
+        label_value(compute_environment)
+    )
+}
+
+/// The Job of one attempt: one pod, never retried by Kubernetes (`backoffLimit: 0`; retries are
+/// batchctl's), the attempt timeout as `activeDeadlineSeconds`, requests equal to limits, and the
+/// Restricted pod security profile unless the environment allows privileged jobs and the job asks.
+pub fn job_manifest(spec: &AttemptSpec, settings: &JobSettings, timeout: Option<Duration>) -> Job {
+    let labels = BTreeMap::from([
+        (LABEL_JOB_ID.to_string(), label_value(&spec.job_id)),
+        (LABEL_ATTEMPT.to_string(), spec.attempt_number.to_string()),
+        (
+            LABEL_COMPUTE_ENVIRONMENT.to_string(),
+            label_value(&spec.compute_environment),
+        ),
+        (LABEL_OWNER.to_string(), label_value(&settings.owner)),
+    ]);
+    let annotations = BTreeMap::from([(ANNOTATION_JOB_ID.to_string(), spec.job_id.clone())]);
+    let metadata = ObjectMeta {
+        name: Some(spec.attempt_id.clone()),
+        labels: Some(labels.clone()),
+        annotations: Some(annotations.clone()),
+        ..ObjectMeta::default()
+    };
+    let mut quantities = BTreeMap::new();
+    if spec.resources.vcpu_millis > 0 {
+        quantities.insert(
+            "cpu".to_string(),
+            Quantity(format!("{}m", spec.resources.vcpu_millis)),
+        );
+    }
+    if spec.resources.memory_mib > 0 {
+        quantities.insert(
+            "memory".to_string(),
+            Quantity(format!("{}Mi", spec.resources.memory_mib)),
+        );
+    }
+    if spec.resources.gpus > 0 {
+        quantities.insert(
+            "nvidia.com/gpu".to_string(),
+            Quantity(spec.resources.gpus.to_string()),
+        );
+    }
+    let privileged = spec.privileged && settings.allow_privileged;
+    let numeric_user = spec
+        .user
+        .as_deref()
+        .and_then(|user| user.parse::<i64>().ok());
+    let container = Container {
+        name: CONTAINER.to_string(),
+        image: Some(spec.image.clone()),
+        // `command` replaces the image's entrypoint, as a job definition's command does in AWS
+        // Batch on Kubernetes (EKS).
+        command: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        env: Some(
+            spec.environment
+                .iter()
+                .map(|variable| EnvVar {
+                    name: variable.name.clone(),
+                    value: Some(variable.value.clone()),
+                    ..EnvVar::default()
+                })
+                .collect(),
+        ),
+        working_dir: spec.working_dir.clone(),
+        image_pull_policy: Some(
+            match spec.image_pull_policy {
+                ImagePullPolicy::IfNotPresent => "IfNotPresent",
+                ImagePullPolicy::Always => "Always",
+                ImagePullPolicy::Never => "Never",
+            }
+            .to_string(),
+        ),
+        resources: (!quantities.is_empty()).then(|| ResourceRequirements {
+            requests: Some(quantities.clone()),
+            limits: Some(quantities),
+            ..ResourceRequirements::default()
+        }),
+        security_context: Some(if privileged {
+            SecurityContext {
+                privileged: Some(true),
+                ..SecurityContext::default()
+            }
+        } else {
+            SecurityContext {
+                allow_privilege_escalation: Some(false),
+                privileged: Some(false),
+                run_as_non_root: Some(true),
+                run_as_user: numeric_user,
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".to_string()]),
+                    add: (!spec.capabilities.is_empty()).then(|| spec.capabilities.clone()),
+                }),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_string(),
+                    ..SeccompProfile::default()
+                }),
+                ..SecurityContext::default()
+            }
+        }),
+        ..Container::default()
+    };
+    Job {
+        metadata,
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: timeout.map(|t| t.as_secs().max(1) as i64),
+            ttl_seconds_after_finished: Some(settings.ttl_seconds_after_finished),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_string()),
+                    service_account_name: settings.service_account_name.clone(),
+                    automount_service_account_token: Some(false),
+                    security_context: (!privileged).then(|| PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_string(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    containers: vec![container],
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    }
+}
+
+/// Where an attempt stands, from its Job and pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// Not running yet; the reason, when Kubernetes gives one (unschedulable, pulling), and when
+    /// to look again even if nothing changes (an image pull's bounded wait ends).
+    Waiting {
+        reason: Option<String>,
+        recheck_in: Option<Duration>,
+    },
+    Running,
+    Finished(AttemptOutcome),
+}
+
+/// Waiting reasons that mean the image cannot be had (for now).
+const PULL_FAILURES: [&str; 2] = ["ErrImagePull", "ImagePullBackOff"];
+/// Waiting reasons that cannot pass by themselves.
+const START_FAILURES: [&str; 4] = [
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// Classifies an attempt. `age` is how long ago its Job was created: an image that cannot be
+/// pulled fails the attempt once that is longer than `pull_timeout`.
+pub fn observe(job: &Job, pods: &[Pod], age: Duration, pull_timeout: Duration) -> Observation {
+    // The newest pod is the attempt's (there is one: backoffLimit 0, restartPolicy Never).
+    let pod = pods.iter().max_by_key(|pod| {
+        pod.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|time| time.0.as_millisecond())
+    });
+    let main = pod
+        .and_then(|pod| pod.status.as_ref())
+        .and_then(|status| status.container_statuses.as_ref())
+        .and_then(|statuses| statuses.iter().find(|s| s.name == CONTAINER));
+    // The Job's deadline kills the pod: its exit code is the kill's, the reason is the deadline.
+    if let Some(condition) = job_condition(job, "Failed")
+        .filter(|condition| condition.reason.as_deref() == Some("DeadlineExceeded"))
+    {
+        return Observation::Finished(AttemptOutcome::Stopped {
+            reason: format!(
+                "DeadlineExceeded: {}",
+                condition
+                    .message
+                    .as_deref()
+                    .unwrap_or("the Job ran past activeDeadlineSeconds")
+            ),
+            exit_code: None,
+        });
+    }
+    if let Some(terminated) = main
+        .and_then(|status| status.state.as_ref())
+        .and_then(|state| state.terminated.as_ref())
+    {
+        return Observation::Finished(terminated_outcome(terminated));
+    }
+    let pod_status = pod.and_then(|pod| pod.status.as_ref());
+    if let Some(status) = pod_status {
+        if status.phase.as_deref() == Some("Failed") && status.reason.is_some() {
+            // Evicted (node pressure) or a deadline before the container ever ran.
+            let reason = status.reason.clone().unwrap_or_default();
+            let message = status.message.clone().unwrap_or_default();
+            return Observation::Finished(AttemptOutcome::Stopped {
+                reason: format!("{reason}: {message}")
+                    .trim_end_matches(": ")
+                    .to_string(),
+                exit_code: None,
+            });
+        }
+    }
+    if let Some(condition) = job_condition(job, "Failed") {
+        let reason = condition.reason.clone().unwrap_or_default();
+        let message = condition.message.clone().unwrap_or_default();
+        return Observation::Finished(AttemptOutcome::Stopped {
+            reason: format!("{reason}: {message}")
+                .trim_end_matches(": ")
+                .to_string(),
+            exit_code: None,
+        });
+    }
+    if let Some(waiting) = main
+        .and_then(|status| status.state.as_ref())
+        .and_then(|state| state.waiting.as_ref())
+    {
+        let reason = waiting.reason.clone().unwrap_or_default();
+        let message = waiting.message.clone().unwrap_or_default();
+        if START_FAILURES.contains(&reason.as_str()) {
+            return Observation::Finished(AttemptOutcome::StartFailed {
+                reason: format!("CannotStartContainerError: {reason}: {message}"),
+            });
+        }
+        if PULL_FAILURES.contains(&reason.as_str()) {
+            if age >= pull_timeout {
+                return Observation::Finished(AttemptOutcome::StartFailed {
+                    reason: format!(
+                        "CannotPullContainerError: the image could not be pulled within {}s: {reason}: {message}",
+                        pull_timeout.as_secs()
+                    ),
+                });
+            }
+            return Observation::Waiting {
+                reason: Some(format!("{reason}: {message}")),
+                recheck_in: Some(pull_timeout - age),
+            };
+        }
+    }
+    if main
+        .and_then(|status| status.state.as_ref())
+        .is_some_and(|state| state.running.is_some())
+    {
+        return Observation::Running;
+    }
+    let unschedulable = pod_status
+        .and_then(|status| status.conditions.as_ref())
+        .and_then(|conditions| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        })
+        .map(|condition| {
+            format!(
+                "{}: {}",
+                condition.reason.as_deref().unwrap_or("Unschedulable"),
+                condition.message.as_deref().unwrap_or("")
+            )
+            .trim_end_matches(": ")
+            .to_string()
+        });
+    Observation::Waiting {
+        reason: unschedulable.or_else(|| {
+            pod.is_none()
+                .then(|| "waiting for the Job's pod".to_string())
+        }),
+        recheck_in: None,
+    }
+}
+
+fn terminated_outcome(terminated: &ContainerStateTerminated) -> AttemptOutcome {
+    match terminated.reason.as_deref() {
+        Some("OOMKilled") => AttemptOutcome::OutOfMemory {
+            exit_code: Some(terminated.exit_code),
+        },
+        _ => AttemptOutcome::Exited {
+            exit_code: terminated.exit_code,
+            signal: terminated.signal,
+        },
+    }
+}
+
+fn job_condition<'a>(
+    job: &'a Job,
+    type_: &str,
+) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EnvironmentVariable, ResourceLimits};
+
+    fn spec() -> AttemptSpec {
+        AttemptSpec {
+            attempt_id: "6f1c.3-2".into(),
+            job_id: "6f1c:3".into(),
+            attempt_number: 2,
+            compute_environment: "gpu-cluster".into(),
+            image: "registry.example/train:1.4".into(),
+            command: vec!["python".into(), "train.py".into()],
+            environment: vec![EnvironmentVariable {
+                name: "BATCH_JOB_ID".into(),
+                value: "6f1c:3".into(),
+            }],
+            working_dir: Some("/work".into()),
+            user: Some("1000".into()),
+            resources: ResourceLimits {
+                vcpu_millis: 1500,
+                memory_mib: 2048,
+                gpus: 1,
+            },
+            image_pull_policy: ImagePullPolicy::Always,
+            privileged: false,
+            capabilities: vec![],
+            timeout_seconds: Some(3600),
+        }
+    }
+
+    fn settings() -> JobSettings {
+        JobSettings {
+            owner: "0b9e2c4e-installation".into(),
+            service_account_name: Some("batch-jobs".into()),
+            allow_privileged: false,
+            ttl_seconds_after_finished: 3600,
+        }
+    }
+
+    /// The whole manifest, as the API server receives it.
+    #[test]
+    fn job_manifest_snapshot() {
+        let job = job_manifest(&spec(), &settings(), Some(Duration::from_secs(3600)));
+        let labels = serde_json::json!({
+            "batchctl.io/attempt": "2",
+            "batchctl.io/compute-environment": "gpu-cluster",
+            "batchctl.io/job-id": "6f1c.3",
+            "batchctl.io/owner": "0b9e2c4e-installation",
+        });
+        let annotations = serde_json::json!({"batchctl.io/job-id": "6f1c:3"});
+        let quantities =
+            serde_json::json!({"cpu": "1500m", "memory": "2048Mi", "nvidia.com/gpu": "1"});
+        assert_eq!(
+            serde_json::to_value(&job).unwrap(),
+            serde_json::json!({
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {"name": "6f1c.3-2", "labels": labels, "annotations": annotations},
+                "spec": {
+                    "backoffLimit": 0,
+                    "activeDeadlineSeconds": 3600,
+                    "ttlSecondsAfterFinished": 3600,
+                    "template": {
+                        "metadata": {"labels": labels, "annotations": annotations},
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "serviceAccountName": "batch-jobs",
+                            "automountServiceAccountToken": false,
+                            "securityContext": {
+                                "runAsNonRoot": true,
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
+                            "containers": [{
+                                "name": "main",
+                                "image": "registry.example/train:1.4",
+                                "imagePullPolicy": "Always",
+                                "command": ["python", "train.py"],
+                                "env": [{"name": "BATCH_JOB_ID", "value": "6f1c:3"}],
+                                "workingDir": "/work",
+                                "resources": {"requests": quantities, "limits": quantities},
+                                "securityContext": {
+                                    "allowPrivilegeEscalation": false,
+                                    "privileged": false,
+                                    "runAsNonRoot": true,
+                                    "runAsUser": 1000,
+                                    "capabilities": {"drop": ["ALL"]},
+                                    "seccompProfile": {"type": "RuntimeDefault"},
+                                },
+                            }],
+                        },
+                    },
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn privileged_only_where_allowed() {
+        let mut spec = spec();
+        spec.privileged = true;
+        let refused = job_manifest(&spec, &settings(), None);
+        let pod = refused.spec.unwrap().template.spec.unwrap();
+        let context = pod.containers[0].security_context.clone().unwrap();
+        assert_eq!(context.privileged, Some(false));
+        assert_eq!(context.run_as_non_root, Some(true));
+        let allowed = job_manifest(
+            &spec,
+            &JobSettings {
+                allow_privileged: true,
+                ..settings()
+            },
+            None,
+        );
+        let job_spec = allowed.spec.unwrap();
+        assert_eq!(job_spec.active_deadline_seconds, None);
+        let pod = job_spec.template.spec.unwrap();
+        assert_eq!(
+            pod.containers[0]
+                .security_context
+                .clone()
+                .unwrap()
+                .privileged,
+            Some(true)
+        );
+        assert!(pod.security_context.is_none());
+    }
+
+    #[test]
+    fn label_values_are_valid() {
+        assert_eq!(label_value("parent:17"), "parent.17");
+        assert_eq!(label_value("-x-"), "x");
+        assert_eq!(label_value(&"a".repeat(80)).len(), 63);
+        assert_eq!(
+            selector("inst", "env"),
+            "batchctl.io/owner=inst,batchctl.io/compute-environment=env"
+        );
+    }
+}

@@ -1,0 +1,442 @@
+//! Runs each attempt as a Kubernetes `batch/v1` Job through the API server (kube + k8s-openapi).
+//!
+//! Invariants:
+//! - A Job is named after its attempt (`<jobId>-<n>`), labelled with the job id, attempt number,
+//!   compute environment and installation id, so `list` finds every Job this installation made for
+//!   this environment after a restart, and never another installation's.
+//! - Kubernetes never retries (`backoffLimit: 0`, `restartPolicy: Never`): retries are the
+//!   scheduler's. The attempt timeout is also `activeDeadlineSeconds`, so the cluster enforces it
+//!   even while no scheduler runs.
+//! - An image that cannot be pulled fails the attempt after `image_pull_timeout` (the Job is then
+//!   deleted); a pod that cannot be scheduled keeps the attempt STARTING, with the reason reported
+//!   through `until_running`.
+//! - Output is read from `pods/log` (stdout and stderr merged, as Kubernetes keeps them) and the
+//!   cursor is a byte offset into it, so collection resumes exactly after a restart.
+//! - An API server that does not answer, or answers 5xx, is `ExecutorError::Unavailable`, which
+//!   keeps jobs RUNNABLE; a 4xx is an answer (`Refused`).
+
+pub mod job;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{BoxStream, StreamExt};
+use futures::AsyncReadExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, WatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::sync::OnceCell;
+
+use crate::{
+    AttemptHandle, AttemptOutcome, AttemptSpec, Executor, ExecutorError, ListedAttempt, LogChunk,
+    LogCursor, ObservedState, OutputStream,
+};
+use job::{
+    job_manifest, observe, selector, JobSettings, Observation, ANNOTATION_JOB_ID, LABEL_ATTEMPT,
+};
+
+/// The label Kubernetes' Job controller puts on a Job's pods.
+const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// How long one watch waits for a change before the attempt is looked at again.
+const WATCH_SECONDS: u32 = 10;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesExecutorConfig {
+    pub namespace: String,
+    /// A kubeconfig file; without one, `KUBECONFIG` or `~/.kube/config`, and the pod's service
+    /// account when running in a cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// A context of the kubeconfig; its current context when absent.
+    pub context: Option<String>,
+    /// The compute environment this executor serves: `list` returns only its Jobs.
+    pub compute_environment: String,
+    pub job: JobSettings,
+    /// How long an image may fail to pull before the attempt fails.
+    pub image_pull_timeout: Duration,
+}
+
+pub struct KubernetesExecutor {
+    config: KubernetesExecutorConfig,
+    /// Connected on first use, so a server starts while the cluster is unreachable.
+    client: OnceCell<Client>,
+}
+
+impl KubernetesExecutor {
+    pub fn new(config: KubernetesExecutorConfig) -> KubernetesExecutor {
+        KubernetesExecutor {
+            config,
+            client: OnceCell::new(),
+        }
+    }
+
+    async fn client(&self) -> Result<&Client, ExecutorError> {
+        self.client
+            .get_or_try_init(|| async {
+                let options = KubeConfigOptions {
+                    context: self.config.context.clone(),
+                    ..KubeConfigOptions::default()
+                };
+                let config = match (&self.config.kubeconfig, &self.config.context) {
+                    (Some(path), _) => {
+                        let kubeconfig = Kubeconfig::read_from(path).map_err(|error| {
+                            unavailable(format!(
+                                "cannot read kubeconfig {}: {error}",
+                                path.display()
+                            ))
+                        })?;
+                        Config::from_custom_kubeconfig(kubeconfig, &options)
+                            .await
+                            .map_err(|error| unavailable(format!("kubeconfig: {error}")))?
+                    }
+                    (None, Some(_)) => Config::from_kubeconfig(&options)
+                        .await
+                        .map_err(|error| unavailable(format!("kubeconfig: {error}")))?,
+                    (None, None) => Config::infer().await.map_err(|error| {
+                        unavailable(format!("no kubeconfig and not in a cluster: {error}"))
+                    })?,
+                };
+                Client::try_from(config).map_err(|error| unavailable(error.to_string()))
+            })
+            .await
+    }
+
+    async fn apis(&self) -> Result<(Api<Job>, Api<Pod>), ExecutorError> {
+        let client = self.client().await?.clone();
+        Ok((
+            Api::namespaced(client.clone(), &self.config.namespace),
+            Api::namespaced(client, &self.config.namespace),
+        ))
+    }
+
+    /// The attempt's Job (if it still exists), its pods, and the pods' list version to watch from.
+    async fn read(&self, name: &str) -> Result<(Option<Job>, Vec<Pod>, String), ExecutorError> {
+        let (jobs, pods) = self.apis().await?;
+        let job = jobs.get_opt(name).await.map_err(classify)?;
+        let listed = pods
+            .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}")))
+            .await
+            .map_err(classify)?;
+        let version = listed.metadata.resource_version.clone().unwrap_or_default();
+        Ok((job, listed.items, version))
+    }
+
+    /// Where the attempt stands; `None` once neither its Job nor a pod of it exists.
+    async fn observe(&self, name: &str) -> Result<(Option<Observation>, String), ExecutorError> {
+        let (job, pods, version) = self.read(name).await?;
+        if job.is_none() && pods.is_empty() {
+            return Ok((None, version));
+        }
+        let job = job.unwrap_or_default();
+        let created = job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|time| time.0.as_millisecond())
+            .unwrap_or_else(now_millis);
+        let age = Duration::from_millis((now_millis() - created).max(0) as u64);
+        let observation = observe(&job, &pods, age, self.config.image_pull_timeout);
+        Ok((Some(observation), version))
+    }
+
+    /// Resolves at the next change to the attempt's pods, or after `within` (a watch's length by
+    /// default) without one.
+    async fn next_change(&self, name: &str, version: &str, within: Option<Duration>) {
+        let within = within
+            .unwrap_or(Duration::from_secs(u64::from(WATCH_SECONDS) + 2))
+            .max(Duration::from_millis(20));
+        let Ok((_, pods)) = self.apis().await else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return;
+        };
+        let params = WatchParams::default()
+            .labels(&format!("{JOB_NAME_LABEL}={name}"))
+            .timeout(WATCH_SECONDS);
+        match pods.watch(&params, version).await {
+            Ok(stream) => {
+                let mut stream = stream.boxed();
+                // Any event (or the watch ending) is a reason to look again.
+                let _ = tokio::time::timeout(within, stream.next()).await;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "cannot watch pods; looking again in a second");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        // Job-level changes (a deadline) come without a pod event only rarely; the watch timeout
+        // bounds how late they are seen.
+    }
+
+    async fn delete_job(&self, name: &str, grace: Option<Duration>) -> Result<(), ExecutorError> {
+        let (jobs, _) = self.apis().await?;
+        let mut params = DeleteParams::background();
+        if let Some(grace) = grace {
+            params = params.grace_period(grace.as_secs().min(u64::from(u32::MAX)) as u32);
+        }
+        match jobs.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+            Err(error) => Err(classify(error)),
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for KubernetesExecutor {
+    async fn start(&self, spec: &AttemptSpec) -> Result<AttemptHandle, ExecutorError> {
+        if spec.privileged && !self.config.job.allow_privileged {
+            return Err(ExecutorError::Refused {
+                reason: format!(
+                    "CannotStartContainerError: the job asks for a privileged container, which compute environment {} does not allow; set allowPrivileged: true on it",
+                    spec.compute_environment
+                ),
+            });
+        }
+        let (jobs, _) = self.apis().await?;
+        let timeout = spec.timeout_seconds.map(Duration::from_secs);
+        let manifest = job_manifest(spec, &self.config.job, timeout);
+        match jobs.create(&PostParams::default(), &manifest).await {
+            Ok(_) => {}
+            // This attempt's Job from a start that was never recorded: it is the same attempt.
+            Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+            Err(kube::Error::Api(status)) if status.code < 500 => {
+                return Err(ExecutorError::Refused {
+                    reason: format!(
+                        "CannotStartContainerError: the Kubernetes API refused the Job: {} ({})",
+                        status.message, status.reason
+                    ),
+                })
+            }
+            Err(error) => return Err(classify(error)),
+        }
+        Ok(AttemptHandle(spec.attempt_id.clone()))
+    }
+
+    async fn until_running(
+        &self,
+        handle: &AttemptHandle,
+        waiting: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<(), ExecutorError> {
+        let mut told: Option<String> = None;
+        loop {
+            let (observation, version) = self.observe(&handle.0).await?;
+            match observation {
+                None | Some(Observation::Running | Observation::Finished(_)) => return Ok(()),
+                Some(Observation::Waiting { reason, recheck_in }) => {
+                    if let Some(reason) = reason.filter(|r| told.as_ref() != Some(r)) {
+                        waiting(reason.clone());
+                        told = Some(reason);
+                    }
+                    self.next_change(&handle.0, &version, recheck_in).await;
+                }
+            }
+        }
+    }
+
+    async fn wait(&self, handle: &AttemptHandle) -> Result<AttemptOutcome, ExecutorError> {
+        loop {
+            let (observation, version) = self.observe(&handle.0).await?;
+            match observation {
+                None => {
+                    return Err(ExecutorError::UnknownAttempt {
+                        handle: handle.0.clone(),
+                    })
+                }
+                Some(Observation::Finished(outcome)) => {
+                    if matches!(outcome, AttemptOutcome::StartFailed { .. }) {
+                        // Stop the kubelet from trying to pull or start it any longer.
+                        self.delete_job(&handle.0, None).await?;
+                    }
+                    return Ok(outcome);
+                }
+                Some(Observation::Running) => self.next_change(&handle.0, &version, None).await,
+                Some(Observation::Waiting { recheck_in, .. }) => {
+                    self.next_change(&handle.0, &version, recheck_in).await
+                }
+            }
+        }
+    }
+
+    fn logs(
+        &self,
+        handle: &AttemptHandle,
+        from: LogCursor,
+    ) -> BoxStream<'static, Result<LogChunk, ExecutorError>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        let executor = Arc::new(KubernetesExecutor {
+            config: self.config.clone(),
+            client: self.client.clone(),
+        });
+        let name = handle.0.clone();
+        tokio::spawn(async move {
+            if let Err(error) = executor.copy_logs(&name, from, &sender).await {
+                let _ = sender.send(Err(error)).await;
+            }
+        });
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
+        })
+        .boxed()
+    }
+
+    async fn kill(&self, handle: &AttemptHandle, grace: Duration) -> Result<(), ExecutorError> {
+        self.delete_job(&handle.0, Some(grace)).await?;
+        // The pods go with their Job (background propagation), each after its grace period.
+        let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            let (_, pods, _) = self.read(&handle.0).await?;
+            if pods.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<ListedAttempt>, ExecutorError> {
+        let (jobs, _) = self.apis().await?;
+        let listed = jobs
+            .list(&ListParams::default().labels(&selector(
+                &self.config.job.owner,
+                &self.config.compute_environment,
+            )))
+            .await
+            .map_err(classify)?;
+        let mut attempts = Vec::with_capacity(listed.items.len());
+        for job in listed.items {
+            let Some(name) = job.metadata.name.clone() else {
+                continue;
+            };
+            let job_id = job
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_JOB_ID).cloned())
+                .unwrap_or_default();
+            let attempt_number = job
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_ATTEMPT))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let state = match self.observe(&name).await?.0 {
+                Some(Observation::Finished(outcome)) => ObservedState::Finished(outcome),
+                // A Job exists, so Kubernetes will run it: adopt it rather than start another.
+                Some(Observation::Running | Observation::Waiting { .. }) => ObservedState::Running,
+                None => continue,
+            };
+            attempts.push(ListedAttempt {
+                handle: AttemptHandle(name),
+                job_id,
+                attempt_number,
+                state,
+            });
+        }
+        Ok(attempts)
+    }
+
+    async fn remove(&self, handle: &AttemptHandle) -> Result<(), ExecutorError> {
+        self.delete_job(&handle.0, None).await
+    }
+}
+
+impl KubernetesExecutor {
+    /// Sends the pod's log after byte `from`: following while it runs, then one full read once it
+    /// ended, for what a follow cut short.
+    async fn copy_logs(
+        &self,
+        name: &str,
+        from: LogCursor,
+        sender: &tokio::sync::mpsc::Sender<Result<LogChunk, ExecutorError>>,
+    ) -> Result<(), ExecutorError> {
+        let mut sent = from.0;
+        loop {
+            let (observation, version) = self.observe(name).await?;
+            let finished = match observation {
+                None => return Ok(()),
+                Some(Observation::Waiting { recheck_in, .. }) => {
+                    self.next_change(name, &version, recheck_in).await;
+                    continue;
+                }
+                Some(Observation::Running) => false,
+                Some(Observation::Finished(_)) => true,
+            };
+            let (_, pods, _) = self.read(name).await?;
+            let Some(pod) = pods.last().and_then(|pod| pod.metadata.name.clone()) else {
+                return Ok(());
+            };
+            let (_, pod_api) = self.apis().await?;
+            let params = LogParams {
+                container: Some(job::CONTAINER.to_string()),
+                follow: !finished,
+                ..LogParams::default()
+            };
+            let reader = match pod_api.log_stream(&pod, &params).await {
+                Ok(reader) => reader,
+                // A container that never started has no log.
+                Err(kube::Error::Api(status)) if finished && status.code == 400 => return Ok(()),
+                Err(error) => return Err(classify(error)),
+            };
+            let mut reader = Box::pin(reader);
+            let mut offset = 0u64;
+            let mut buffer = vec![0u8; 64 * 1024];
+            loop {
+                let read = reader.read(&mut buffer).await.map_err(|error| {
+                    unavailable(format!("reading the log of pod {pod}: {error}"))
+                })?;
+                if read == 0 {
+                    break;
+                }
+                let (start, end) = (offset, offset + read as u64);
+                offset = end;
+                if end > sent {
+                    let skip = sent.saturating_sub(start) as usize;
+                    let chunk = LogChunk {
+                        stream: OutputStream::Stdout,
+                        data: Bytes::copy_from_slice(&buffer[skip..read]),
+                        next: LogCursor(end),
+                    };
+                    sent = end;
+                    if sender.send(Ok(chunk)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+            if finished {
+                return Ok(());
+            }
+            // The follow ended: the container stopped (read everything once more), or the
+            // connection dropped (follow again); both skip what was sent.
+        }
+    }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn unavailable(reason: impl std::fmt::Display) -> ExecutorError {
+    ExecutorError::Unavailable {
+        reason: format!("the Kubernetes API does not answer: {reason}"),
+    }
+}
+
+/// API errors: a 4xx is an answer, anything else may pass.
+fn classify(error: kube::Error) -> ExecutorError {
+    match error {
+        kube::Error::Api(status) if (400..500).contains(&status.code) => ExecutorError::Refused {
+            reason: format!(
+                "the Kubernetes API refused: {} ({})",
+                status.message, status.reason
+            ),
+        },
+        other => unavailable(other),
+    }
+}

@@ -1,0 +1,387 @@
+//! The Kubernetes executor through the real kube client, over real HTTP, against an in-process
+//! fake API server (see `support/fake_kube.rs`): no cluster can run here.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use batchctl_executor::kubernetes::job::JobSettings;
+use batchctl_executor::kubernetes::{KubernetesExecutor, KubernetesExecutorConfig};
+use batchctl_executor::{
+    AttemptHandle, AttemptOutcome, AttemptSpec, EnvironmentVariable, Executor, ExecutorError,
+    LogCursor, ObservedState, ResourceLimits,
+};
+use futures::StreamExt;
+use support::fake_kube::FakeApiServer;
+
+struct Fixture {
+    api: FakeApiServer,
+    _dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+}
+
+async fn fixture() -> Fixture {
+    let api = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    Fixture {
+        api,
+        _dir: dir,
+        kubeconfig,
+    }
+}
+
+impl Fixture {
+    fn executor(&self, owner: &str) -> KubernetesExecutor {
+        KubernetesExecutor::new(KubernetesExecutorConfig {
+            namespace: "batch".into(),
+            kubeconfig: Some(self.kubeconfig.clone()),
+            context: Some("fake".into()),
+            compute_environment: "cluster".into(),
+            job: JobSettings {
+                owner: owner.into(),
+                service_account_name: Some("batch-jobs".into()),
+                allow_privileged: false,
+                ttl_seconds_after_finished: 3600,
+            },
+            image_pull_timeout: Duration::from_secs(1),
+        })
+    }
+}
+
+fn spec(job_id: &str, image: &str, script: &str) -> AttemptSpec {
+    AttemptSpec {
+        attempt_id: format!("{}-1", job_id.replace(':', ".")),
+        job_id: job_id.into(),
+        attempt_number: 1,
+        compute_environment: "cluster".into(),
+        image: image.into(),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        environment: vec![EnvironmentVariable {
+            name: "WHO".into(),
+            value: "you".into(),
+        }],
+        working_dir: None,
+        user: Some("1000".into()),
+        resources: ResourceLimits {
+            vcpu_millis: 500,
+            memory_mib: 64,
+            gpus: 0,
+        },
+        image_pull_policy: Default::default(),
+        privileged: false,
+        capabilities: vec![],
+        timeout_seconds: None,
+    }
+}
+
+async fn output(executor: &KubernetesExecutor, handle: &AttemptHandle, from: u64) -> String {
+    let chunks: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(20),
+        executor.logs(handle, LogCursor(from)).collect::<Vec<_>>(),
+    )
+    .await
+    .expect("the log stream ends after the pod");
+    let mut text = Vec::new();
+    for chunk in chunks {
+        text.extend_from_slice(&chunk.unwrap().data);
+    }
+    String::from_utf8(text).unwrap()
+}
+
+async fn wait(
+    executor: &KubernetesExecutor,
+    handle: &AttemptHandle,
+) -> Result<AttemptOutcome, ExecutorError> {
+    tokio::time::timeout(Duration::from_secs(20), executor.wait(handle))
+        .await
+        .expect("wait ends")
+}
+
+#[tokio::test]
+async fn runs_an_attempt_as_a_job_with_its_output_and_exit_code() {
+    let fixture = fixture().await;
+    let executor = fixture.executor("installation-a");
+    let handle = executor
+        .start(&spec(
+            "job-a",
+            "busybox",
+            "echo hello $WHO; echo oops >&2; sleep 0.3; echo bye; exit 3",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(handle.0, "job-a-1");
+    executor
+        .until_running(&handle, &|reason| panic!("waiting: {reason}"))
+        .await
+        .unwrap();
+    let job = fixture.api.job("job-a-1").expect("the Job exists");
+    let spec = job.spec.unwrap();
+    assert_eq!(spec.backoff_limit, Some(0));
+    assert_eq!(
+        job.metadata.labels.unwrap()["batchctl.io/owner"],
+        "installation-a"
+    );
+
+    let text = output(&executor, &handle, 0).await;
+    assert!(
+        text.contains("hello you\n") && text.contains("oops\n") && text.ends_with("bye\n"),
+        "{text:?}"
+    );
+    // A cursor resumes after what was read.
+    let cursor = "hello you\n".len() as u64;
+    assert_eq!(
+        output(&executor, &handle, cursor).await,
+        text[cursor as usize..]
+    );
+    assert_eq!(
+        wait(&executor, &handle).await.unwrap(),
+        AttemptOutcome::Exited {
+            exit_code: 3,
+            signal: None
+        }
+    );
+    executor.remove(&handle).await.unwrap();
+    assert!(fixture.api.job("job-a-1").is_none());
+    assert!(fixture
+        .api
+        .requests()
+        .iter()
+        .any(|r| r.contains("DELETE job job-a-1 in batch propagation=Background")));
+}
+
+#[tokio::test]
+async fn an_unschedulable_pod_keeps_the_attempt_waiting_with_the_reason() {
+    let fixture = fixture().await;
+    let executor = fixture.executor("installation-a");
+    let handle = executor
+        .start(&spec("job-gpu", "unschedulable/gpu", "true"))
+        .await
+        .unwrap();
+    let reasons = Arc::new(Mutex::new(Vec::new()));
+    let told = Arc::clone(&reasons);
+    let running = tokio::time::timeout(
+        Duration::from_secs(2),
+        executor.until_running(&handle, &move |reason| told.lock().unwrap().push(reason)),
+    )
+    .await;
+    assert!(running.is_err(), "an unschedulable pod does not run");
+    let reasons = reasons.lock().unwrap().clone();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."),
+        "{reasons:?}"
+    );
+    // Terminating it deletes the Job, and with it the pod.
+    executor
+        .kill(&handle, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(fixture.api.job("job-gpu-1").is_none());
+    assert!(fixture.api.pods_of("job-gpu-1").is_empty());
+    assert!(matches!(
+        wait(&executor, &handle).await,
+        Err(ExecutorError::UnknownAttempt { .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_image_that_cannot_be_pulled_fails_the_attempt_after_the_bounded_wait() {
+    let fixture = fixture().await;
+    let executor = fixture.executor("installation-a");
+    let handle = executor
+        .start(&spec("job-pull", "missing/image:1", "true"))
+        .await
+        .unwrap();
+    // While the pull fails the attempt waits with the reason, for the bounded time (Kubernetes'
+    // timestamps have whole seconds, so the bound is as exact as that).
+    let reasons = Arc::new(Mutex::new(Vec::new()));
+    let told = Arc::clone(&reasons);
+    executor
+        .until_running(&handle, &move |reason| told.lock().unwrap().push(reason))
+        .await
+        .unwrap();
+    let reasons = reasons.lock().unwrap().clone();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("ImagePullBackOff: Back-off pulling image \"missing/image:1\"")),
+        "{reasons:?}"
+    );
+    match wait(&executor, &handle).await.unwrap() {
+        AttemptOutcome::StartFailed { reason } => {
+            assert!(
+                reason.starts_with(
+                    "CannotPullContainerError: the image could not be pulled within 1s"
+                ),
+                "{reason}"
+            );
+            assert!(reason.contains("missing/image:1"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        fixture.api.job("job-pull-1").is_none(),
+        "the failed Job is deleted"
+    );
+}
+
+#[tokio::test]
+async fn oom_eviction_and_deadline_are_reasons() {
+    let fixture = fixture().await;
+    let executor = fixture.executor("installation-a");
+    let oom = executor
+        .start(&spec("job-oom", "oom/eater", "true"))
+        .await
+        .unwrap();
+    assert_eq!(
+        wait(&executor, &oom).await.unwrap(),
+        AttemptOutcome::OutOfMemory {
+            exit_code: Some(137)
+        }
+    );
+
+    let evicted = executor
+        .start(&spec("job-evicted", "evicted/img", "true"))
+        .await
+        .unwrap();
+    match wait(&executor, &evicted).await.unwrap() {
+        AttemptOutcome::Stopped { reason, .. } => {
+            assert_eq!(reason, "Evicted: The node was low on resource: memory.")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let mut slow = spec("job-slow", "busybox", "sleep 30");
+    slow.timeout_seconds = Some(1);
+    let slow = executor.start(&slow).await.unwrap();
+    assert_eq!(
+        fixture
+            .api
+            .job("job-slow-1")
+            .unwrap()
+            .spec
+            .unwrap()
+            .active_deadline_seconds,
+        Some(1)
+    );
+    match wait(&executor, &slow).await.unwrap() {
+        AttemptOutcome::Stopped { reason, .. } => {
+            assert!(reason.starts_with("DeadlineExceeded"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn terminate_deletes_the_job_and_stops_the_work() {
+    let fixture = fixture().await;
+    let executor = fixture.executor("installation-a");
+    let handle = executor
+        .start(&spec("job-kill", "busybox", "echo started; sleep 30"))
+        .await
+        .unwrap();
+    executor.until_running(&handle, &|_| {}).await.unwrap();
+    let started = std::time::Instant::now();
+    executor
+        .kill(&handle, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "SIGTERM stops sleep at once"
+    );
+    assert!(fixture.api.pods_of("job-kill-1").is_empty());
+    assert!(fixture
+        .api
+        .requests()
+        .iter()
+        .any(|r| r == "DELETE job job-kill-1 in batch propagation=Background grace=2"));
+}
+
+#[tokio::test]
+async fn list_finds_this_installations_jobs_after_a_restart() {
+    let fixture = fixture().await;
+    let executor = fixture.executor("installation-a");
+    let child = executor
+        .start(&spec("parent:7", "busybox", "sleep 30"))
+        .await
+        .unwrap();
+    let done = executor
+        .start(&spec("job-done", "busybox", "exit 0"))
+        .await
+        .unwrap();
+    wait(&executor, &done).await.unwrap();
+    executor.until_running(&child, &|_| {}).await.unwrap();
+
+    // A new executor, as after a scheduler restart, finds both from the API server alone.
+    let restarted = fixture.executor("installation-a");
+    let mut listed = restarted.list().await.unwrap();
+    listed.sort_by(|a, b| a.job_id.cmp(&b.job_id));
+    let summary: Vec<_> = listed
+        .iter()
+        .map(|a| {
+            (
+                a.handle.0.as_str(),
+                a.job_id.as_str(),
+                a.attempt_number,
+                &a.state,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "job-done-1",
+                "job-done",
+                1,
+                &ObservedState::Finished(AttemptOutcome::Exited {
+                    exit_code: 0,
+                    signal: None
+                })
+            ),
+            ("parent.7-1", "parent:7", 1, &ObservedState::Running),
+        ]
+    );
+    assert!(
+        fixture
+            .executor("installation-b")
+            .list()
+            .await
+            .unwrap()
+            .is_empty(),
+        "another installation's Jobs are not ours"
+    );
+    restarted
+        .kill(&child, Duration::from_secs(1))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_is_unavailable_not_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    std::fs::write(&path, "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster: {server: \"http://127.0.0.1:9\"}\nusers:\n- name: u\n  user: {token: t}\ncontexts:\n- name: gone\n  context: {cluster: gone, user: u}\ncurrent-context: gone\n").unwrap();
+    let executor = KubernetesExecutor::new(KubernetesExecutorConfig {
+        namespace: "batch".into(),
+        kubeconfig: Some(path),
+        context: None,
+        compute_environment: "cluster".into(),
+        job: JobSettings {
+            owner: "i".into(),
+            service_account_name: None,
+            allow_privileged: false,
+            ttl_seconds_after_finished: 60,
+        },
+        image_pull_timeout: Duration::from_secs(1),
+    });
+    let error = executor
+        .start(&spec("job-x", "busybox", "true"))
+        .await
+        .unwrap_err();
+    assert!(error.is_retryable(), "{error}");
+}
