@@ -69,6 +69,10 @@ enum Command {
         /// default (in Kubernetes, the pod's host name is its name).
         #[arg(long, env = "BATCHCTL_REPLICA_ID")]
         replica_id: Option<String>,
+        /// Manifests (YAML or JSON, as for `apply -f`) applied at every start before anything runs;
+        /// may be given more than once. An invalid file stops the server.
+        #[arg(long = "apply", value_name = "FILE")]
+        apply: Vec<PathBuf>,
     },
     /// Create or update compute environments, job queues and job definitions from a file.
     Apply {
@@ -375,6 +379,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             event_retention_hours,
             lease_ttl_seconds,
             replica_id,
+            apply,
         } => {
             let mut text = match &tokens_file {
                 Some(path) => std::fs::read_to_string(path)
@@ -397,6 +402,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ),
                     ttl: Duration::from_secs(lease_ttl_seconds),
                 },
+                apply_files: apply,
             };
             serve(listen, data_dir, database_url, settings).await?;
         }
@@ -681,6 +687,7 @@ struct ServeSettings {
     tokens: batchctl_scheduler::core::auth::Tokens,
     event_retention: Duration,
     lease: batchctl_scheduler::leadership::LeaseSettings,
+    apply_files: Vec<PathBuf>,
 }
 
 async fn serve(
@@ -713,6 +720,7 @@ async fn serve(
         tokens: settings.tokens,
         event_retention: settings.event_retention,
         lease: settings.lease,
+        apply_files: settings.apply_files,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signal_shutdown = shutdown.clone();

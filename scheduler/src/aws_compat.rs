@@ -181,6 +181,41 @@ fn is_empty(value: &Value) -> bool {
     }
 }
 
+/// Validates documents to apply: native ones as they are, AWS Batch job definitions converted
+/// (with a warning naming what was ignored). The first invalid document fails all of them, its
+/// field named within `documents[i]`.
+pub fn documents_to_apply(
+    documents: &[serde_json::Value],
+) -> Result<(Vec<crate::store::ValidDocument>, Vec<String>), FieldError> {
+    let mut valid = Vec::with_capacity(documents.len());
+    let mut warnings = Vec::new();
+    for (index, document) in documents.iter().enumerate() {
+        let at = |error: FieldError| error.within(&format!("documents[{index}]"));
+        let native: Vec<serde_json::Value> = if is_aws_document(document) {
+            let mut converted = Vec::new();
+            for aws in aws_job_definitions(document) {
+                let conversion = convert_job_definition(aws).map_err(at)?;
+                if !conversion.ignored_fields.is_empty() {
+                    warnings.push(format!(
+                        "documents[{index}]: job definition {}: batchctl does not support, and ignored: {}",
+                        conversion.document["metadata"]["name"].as_str().unwrap_or_default(),
+                        conversion.ignored_fields.join(", ")
+                    ));
+                }
+                converted.push(conversion.document);
+            }
+            converted
+        } else {
+            vec![document.clone()]
+        };
+        for document in native {
+            let resource = crate::manifest::parse_document(&document).map_err(at)?;
+            valid.push((resource, document["spec"].clone()));
+        }
+    }
+    Ok((valid, warnings))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

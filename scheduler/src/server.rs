@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub event_retention: Duration,
     /// The leader lease, when several servers share a Postgres database.
     pub lease: LeaseSettings,
+    /// Manifest files applied at every start, before anything runs (as `batchctl apply -f`): how
+    /// a Helm release declares its compute environment and queue.
+    pub apply_files: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,8 @@ pub enum ServerError {
     DataDirInUse(String),
     #[error("cannot open the store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("cannot apply {path}: {reason}")]
+    ApplyFile { path: String, reason: String },
     #[error("cannot create the default resources: {0}")]
     Defaults(#[from] crate::store::ApplyError),
     #[error("cannot set up the process executor: {0}")]
@@ -113,6 +118,7 @@ pub async fn run(
     };
     let store = Store::open(&location).await?;
     let installation = store.installation_id().await?;
+    apply_files(&store, &config.apply_files).await?;
     create_defaults_on_first_start(&store, &installation).await?;
 
     let process = ProcessExecutor::new(ProcessExecutorConfig {
@@ -327,6 +333,31 @@ async fn lead(leading: Leading, shutdown: CancellationToken) -> Result<(), Serve
         shutdown.cancel();
     }
     Ok(dispatched?)
+}
+
+/// Applies each file's documents in one transaction per file; an invalid file stops the server
+/// with the field at fault, having written nothing of that file.
+async fn apply_files(store: &Store, files: &[PathBuf]) -> Result<(), ServerError> {
+    for path in files {
+        let failed = |reason: String| ServerError::ApplyFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = fs::read_to_string(path).map_err(|error| failed(error.to_string()))?;
+        let documents =
+            manifest::documents_from_text(&text).map_err(|error| failed(error.to_string()))?;
+        let (valid, warnings) = crate::aws_compat::documents_to_apply(&documents)
+            .map_err(|error| failed(error.to_string()))?;
+        for warning in warnings {
+            tracing::warn!(file = %path.display(), "{warning}");
+        }
+        let applied = store
+            .apply(&valid, now_millis())
+            .await
+            .map_err(|error| failed(error.to_string()))?;
+        tracing::info!(file = %path.display(), documents = applied.len(), "applied");
+    }
+    Ok(())
 }
 
 fn location_kind(location: &StoreLocation) -> &'static str {

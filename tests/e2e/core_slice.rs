@@ -499,3 +499,53 @@ fn aws_batch_job_definitions_apply_unchanged_with_a_warning() {
         "hello AWS from batchctl\n"
     );
 }
+
+#[test]
+fn server_apply_files_declare_resources_and_a_bad_one_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("resources.yaml");
+    std::fs::write(
+        &good,
+        "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: declared}\n\
+         spec: {type: process, maxVcpus: 2, maxMemoryMiB: 512}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: jobs}\n\
+         spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: declared}]}\n",
+    )
+    .unwrap();
+    let mut server = Server::start_with(None, &["--apply".into(), good.display().to_string()]);
+    let environments = server.json(&["get", "computeenvironments"]);
+    let names: Vec<&str> = environments["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["metadata"]["name"].as_str().unwrap())
+        .collect();
+    // Declared resources stand in for the first-start defaults.
+    assert_eq!(names, ["declared"], "{environments:#}");
+    // Applied again at every start, unchanged.
+    server.kill_9();
+    server.restart();
+    let queues = server.json(&["get", "jobqueues"]);
+    assert_eq!(queues["items"].as_array().unwrap().len(), 1, "{queues:#}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: k}\n\
+         spec: {type: kubernetes, maxVcpus: 2, maxMemoryMiB: 512}\n",
+    )
+    .unwrap();
+    let output = Command::new(BINARY)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .arg("--apply")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = stderr(&output);
+    assert!(
+        text.contains("cannot apply") && text.contains("documents[0].spec.namespace: is required"),
+        "{text}"
+    );
+}

@@ -7,6 +7,7 @@ mod core_slice;
 mod docker_executor;
 mod events;
 mod high_availability;
+mod kubernetes;
 mod process_executor;
 mod schedules;
 mod scheduling;

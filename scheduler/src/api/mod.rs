@@ -198,34 +198,8 @@ async fn apply(State(state): State<AppState>, body: Bytes) -> Result<Response, A
             "is empty; send at least one document",
         )));
     }
-    let mut valid = Vec::with_capacity(request.documents.len());
-    let mut warnings = Vec::new();
-    for (index, document) in request.documents.iter().enumerate() {
-        let at =
-            |error: FieldError| ApiError::invalid(error.within(&format!("documents[{index}]")));
-        // AWS Batch job definitions are taken as they are, converted at this edge.
-        let native: Vec<serde_json::Value> = if aws_compat::is_aws_document(document) {
-            let mut converted = Vec::new();
-            for aws in aws_compat::aws_job_definitions(document) {
-                let conversion = aws_compat::convert_job_definition(aws).map_err(at)?;
-                if !conversion.ignored_fields.is_empty() {
-                    warnings.push(format!(
-                        "documents[{index}]: job definition {}: batchctl does not support, and ignored: {}",
-                        conversion.document["metadata"]["name"].as_str().unwrap_or_default(),
-                        conversion.ignored_fields.join(", ")
-                    ));
-                }
-                converted.push(conversion.document);
-            }
-            converted
-        } else {
-            vec![document.clone()]
-        };
-        for document in native {
-            let resource = manifest::parse_document(&document).map_err(at)?;
-            valid.push((resource, document["spec"].clone()));
-        }
-    }
+    let (valid, warnings) =
+        aws_compat::documents_to_apply(&request.documents).map_err(ApiError::invalid)?;
     let applied = state.store.apply(&valid, now_millis()).await?;
     state.dispatcher.notify_resources_changed();
     state.schedules.handle().notify_changed();

@@ -1,0 +1,91 @@
+//! A kubernetes compute environment through the real server and CLI, against the in-process fake
+//! API server (no cluster can run here; see executor/tests/support/fake_kube.rs).
+
+#[path = "../../executor/tests/support/fake_kube.rs"]
+#[allow(dead_code)]
+mod fake_kube;
+
+use crate::support::{eventually, stderr, Server};
+
+/// Starts the fake API server on a runtime of its own, for the life of the test process.
+fn fake_api_server() -> fake_kube::FakeApiServer {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async move {
+            sender
+                .send(fake_kube::FakeApiServer::start().await)
+                .unwrap();
+            std::future::pending::<()>().await
+        })
+    });
+    receiver.recv().unwrap()
+}
+
+#[test]
+fn jobs_run_as_kubernetes_jobs_and_an_unschedulable_one_waits_in_starting() {
+    let api = fake_api_server();
+    let server = Server::start(None);
+    let kubeconfig = api.kubeconfig(&server.data_dir);
+    server.apply_text(&format!(
+        "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {{name: cluster}}\n\
+         spec: {{type: kubernetes, namespace: batch, kubeconfig: '{}', kubeconfigContext: fake, \
+         serviceAccountName: batch-jobs, maxVcpus: 8, maxMemoryMiB: 8192, maxGpus: 4}}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {{name: kq}}\n\
+         spec: {{priority: 1, computeEnvironmentOrder: [{{order: 1, computeEnvironment: cluster}}]}}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {{name: kjob}}\nspec:\n  \
+         containerProperties:\n    image: busybox\n    command: [sh, -c, 'echo hello from $BATCH_JOB_ID; exit 0']\n    \
+         resourceRequirements: [{{type: VCPU, value: '1'}}, {{type: MEMORY, value: '128'}}]\n---\n\
+         apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {{name: gpu}}\nspec:\n  \
+         containerProperties:\n    image: unschedulable/trainer\n    command: [train]\n    \
+         resourceRequirements: [{{type: VCPU, value: '1'}}, {{type: MEMORY, value: '128'}}, {{type: GPU, value: '1'}}]\n",
+        kubeconfig.display()
+    ));
+
+    let id = server.submit(&["--queue", "kq", "--definition", "kjob"]);
+    let job = server.wait_for_status(&id, "SUCCEEDED");
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
+    let logs = server.cli(&["logs", &id]);
+    assert_eq!(
+        String::from_utf8_lossy(&logs.stdout),
+        format!("hello from {id}\n"),
+        "{}",
+        stderr(&logs)
+    );
+    // Removed once its outcome and logs were stored.
+    eventually(10, "the finished Job is deleted", || {
+        match api.job(&format!("{id}-1")) {
+            None => Ok(()),
+            Some(_) => Err("still there".into()),
+        }
+    });
+
+    let gpu = server.submit(&["--queue", "kq", "--definition", "gpu"]);
+    let waiting = server.wait_for(&gpu, "an unschedulable reason", |job| {
+        job["status"] == "STARTING"
+            && job["statusReason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("Unschedulable: 0/3 nodes"))
+    });
+    let manifest = api.job(&format!("{gpu}-1")).expect("its Job exists");
+    let container = &manifest.spec.unwrap().template.spec.unwrap().containers[0];
+    let limits = container
+        .resources
+        .as_ref()
+        .unwrap()
+        .limits
+        .as_ref()
+        .unwrap();
+    assert_eq!(limits["nvidia.com/gpu"].0, "1", "{waiting:#}");
+    let output = server.cli(&["terminate", &gpu, "--reason", "no GPUs today"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let ended = server.wait_for_status(&gpu, "FAILED");
+    assert_eq!(ended["statusReason"], "no GPUs today", "{ended:#}");
+    assert!(
+        api.job(&format!("{gpu}-1")).is_none(),
+        "terminate deleted the Job"
+    );
+    assert!(api.requests().iter().any(|r| r.starts_with(&format!(
+        "DELETE job {gpu}-1 in batch propagation=Background"
+    ))));
+}
