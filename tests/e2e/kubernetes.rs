@@ -88,4 +88,23 @@ fn jobs_run_as_kubernetes_jobs_and_an_unschedulable_one_waits_in_starting() {
     assert!(api.requests().iter().any(|r| r.starts_with(&format!(
         "DELETE job {gpu}-1 in batch propagation=Background"
     ))));
+
+    // What a ServiceMonitor scrapes.
+    let metrics = std::process::Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", server.url)])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    for line in [
+        "batchctl_jobs{status=\"SUCCEEDED\"} 1",
+        "batchctl_jobs{status=\"FAILED\"} 1",
+        "batchctl_jobs{status=\"RUNNING\"} 0",
+        "batchctl_leader 1",
+        "batchctl_compute_environment_up{environment=\"cluster\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in:\n{metrics}"
+        );
+    }
 }

@@ -61,6 +61,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
         .route("/v1/apply", post(apply))
         .route("/v1/computeenvironments", get(list_compute_environments))
         .route("/v1/jobqueues", get(list_job_queues))
@@ -150,6 +151,44 @@ fn leader_view(role: crate::leadership::RoleState) -> serde_json::Value {
         RoleState::Follower => serde_json::json!({"role": "follower"}),
         RoleState::Leader { term } => serde_json::json!({"role": "leader", "term": term}),
     }
+}
+
+/// Prometheus text exposition: job counts by status, leadership, and compute environment health.
+/// Open like `/healthz`: counts only, no job data.
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    use crate::core::model::JobStatus;
+    use crate::leadership::RoleState;
+    use std::fmt::Write;
+    let counts: HashMap<String, i64> = state.store.job_counts().await?.into_iter().collect();
+    let mut text =
+        String::from("# HELP batchctl_jobs Jobs in each status.\n# TYPE batchctl_jobs gauge\n");
+    for status in JobStatus::ALL {
+        let n = counts.get(status.as_str()).copied().unwrap_or(0);
+        let _ = writeln!(text, "batchctl_jobs{{status=\"{}\"}} {n}", status.as_str());
+    }
+    let (leader, term) = match state.role.get() {
+        RoleState::Leader { term } => (1, term.unwrap_or(0)),
+        RoleState::Follower => (0, 0),
+    };
+    let _ = write!(
+        text,
+        "# HELP batchctl_leader Whether this server leads (runs the dispatcher).\n\
+         # TYPE batchctl_leader gauge\nbatchctl_leader {leader}\n\
+         # HELP batchctl_leader_term The lease term this server leads in (0: follower or SQLite).\n\
+         # TYPE batchctl_leader_term gauge\nbatchctl_leader_term {term}\n\
+         # HELP batchctl_compute_environment_up Whether the environment's executor answered last time.\n\
+         # TYPE batchctl_compute_environment_up gauge\n"
+    );
+    let unhealthy = state.dispatcher.unhealthy_environments();
+    for environment in state.store.compute_environments().await? {
+        let name = environment.name.to_string();
+        let up = u8::from(!unhealthy.contains_key(&name));
+        let _ = writeln!(
+            text,
+            "batchctl_compute_environment_up{{environment=\"{name}\"}} {up}"
+        );
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 async fn health(State(state): State<AppState>) -> Response {

@@ -124,7 +124,7 @@ impl Tokens {
 /// The scope a request needs, by method and path; `None` for what is open to all (`/healthz`,
 /// and webhook deliveries, which prove themselves by signature).
 pub fn required_scope(method: &str, path: &str) -> Option<Scope> {
-    if path == "/healthz" || path.starts_with("/v1/hooks/") {
+    if path == "/healthz" || path == "/metrics" || path.starts_with("/v1/hooks/") {
         return None;
     }
     let admin = path == "/v1/apply" || path.starts_with("/v1/dlq/");

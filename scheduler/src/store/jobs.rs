@@ -798,6 +798,16 @@ impl Store {
             .collect()
     }
 
+    /// How many jobs are in each status (statuses without jobs are left out).
+    pub async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("status")?, row.try_get("n")?)))
+            .collect()
+    }
+
     /// Records a terminate request for a STARTING or RUNNING job; false if it is in neither state.
     pub async fn request_stop(&self, job_id: &JobId, reason: &str) -> Result<bool, StoreError> {
         let changed = sqlx::query(
