@@ -3,6 +3,7 @@
 
 mod arrays;
 mod auth;
+mod chart;
 mod core_slice;
 mod docker_executor;
 mod events;
