@@ -132,3 +132,62 @@ fn a_follower_takes_over_from_a_killed_leader_without_losing_or_repeating_work()
     assert_eq!(role(&leader), "follower");
     assert_eq!(role(&follower), "leader");
 }
+
+#[test]
+fn a_paused_leader_that_wakes_up_after_a_takeover_stops_without_dispatching() {
+    let Some(url) = postgres_url() else { return };
+    let Some(image) = test_image() else { return };
+    let mut paused = ha_server(&url);
+    eventually(10, "the first server leads", || {
+        match role(&paused).as_str() {
+            "leader" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    });
+    let follower = ha_server(&url);
+    docker_resources(&follower, image, 4, "");
+
+    // The leader stops (a long GC pause, a frozen VM) without losing its process or connections.
+    paused.signal("STOP");
+    // Within the TTL, or after the database ends a session frozen inside a transaction (10 s).
+    eventually(
+        LEASE_TTL_SECONDS + 15,
+        "the follower takes the lease",
+        || match role(&follower).as_str() {
+            "leader" => Ok(()),
+            other => Err(other.to_string()),
+        },
+    );
+    let jobs: Vec<String> = (0..6)
+        .map(|i| {
+            follower.submit(&[
+                "--queue",
+                "dq",
+                "--definition",
+                "box",
+                "--name",
+                &format!("paused-{i}"),
+                "--",
+                "sh",
+                "-c",
+                "sleep 1",
+            ])
+        })
+        .collect();
+    // It wakes up believing it leads; its writes are fenced and it steps down by exiting.
+    paused.signal("CONT");
+    let status = paused
+        .wait_exit(LEASE_TTL_SECONDS + 10)
+        .expect("a deposed leader exits");
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        paused.log().contains("lost the leader lease"),
+        "{}",
+        paused.log()
+    );
+    for id in &jobs {
+        let job = follower.wait_for_status(id, "SUCCEEDED");
+        assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
+    }
+    assert_eq!(role(&follower), "leader");
+}

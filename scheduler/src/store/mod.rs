@@ -114,6 +114,17 @@ impl Store {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|connection, _| {
+                        Box::pin(async move {
+                            // A server frozen inside a transaction (a pause, a partition) must not
+                            // hold its locks — the leader lease row's among them — for ever: the
+                            // database ends such a session, and a takeover proceeds.
+                            connection
+                                .execute("SET idle_in_transaction_session_timeout = '10s'")
+                                .await?;
+                            Ok(())
+                        })
+                    })
                     .connect_with(options)
                     .await?;
                 Store {
