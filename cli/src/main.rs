@@ -73,6 +73,9 @@ enum Command {
         /// may be given more than once. An invalid file stops the server.
         #[arg(long = "apply", value_name = "FILE")]
         apply: Vec<PathBuf>,
+        /// Seconds between the leader's looks at the store for changes no wake-up announced.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        poll_interval_seconds: u64,
     },
     /// Create or update compute environments, job queues and job definitions from a file.
     Apply {
@@ -380,6 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             lease_ttl_seconds,
             replica_id,
             apply,
+            poll_interval_seconds,
         } => {
             let mut text = match &tokens_file {
                 Some(path) => std::fs::read_to_string(path)
@@ -403,6 +407,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ttl: Duration::from_secs(lease_ttl_seconds),
                 },
                 apply_files: apply,
+                poll_interval: Duration::from_secs(poll_interval_seconds),
             };
             serve(listen, data_dir, database_url, settings).await?;
         }
@@ -688,6 +693,7 @@ struct ServeSettings {
     event_retention: Duration,
     lease: batchctl_scheduler::leadership::LeaseSettings,
     apply_files: Vec<PathBuf>,
+    poll_interval: Duration,
 }
 
 async fn serve(
@@ -715,6 +721,7 @@ async fn serve(
         shim_arguments: vec![OsString::from("shim")],
         dispatcher: batchctl_scheduler::dispatcher::DispatcherConfig {
             kill_grace: settings.kill_grace,
+            poll_interval: settings.poll_interval,
             ..Default::default()
         },
         tokens: settings.tokens,

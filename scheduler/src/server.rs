@@ -152,6 +152,26 @@ pub async fn run(
     ));
     let rules_handle = RuleHandle::default();
     let role = Role::default();
+    // Servers sharing Postgres wake the leader's dispatcher through LISTEN/NOTIFY.
+    let peer_tasks = match &config.database_url {
+        Some(url) => {
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            handle.connect_peers(sender);
+            vec![
+                tokio::spawn(crate::peers::send(
+                    store.clone(),
+                    receiver,
+                    shutdown.clone(),
+                )),
+                tokio::spawn(crate::peers::listen(
+                    url.clone(),
+                    handle.clone(),
+                    shutdown.clone(),
+                )),
+            ]
+        }
+        None => Vec::new(),
+    };
     let leading = tokio::spawn(lead(
         Leading {
             store: store.clone(),
@@ -199,6 +219,9 @@ pub async fn run(
         .await;
     shutdown.cancel();
     let led = leading.await;
+    for task in peer_tasks {
+        let _ = task.await;
+    }
     store.close().await;
     drop(lock);
     served.map_err(|source| ServerError::Listen { address, source })?;
@@ -257,6 +280,7 @@ async fn lead(leading: Leading, shutdown: CancellationToken) -> Result<(), Serve
     role.set(RoleState::Leader {
         term: term.map(|(term, _)| term),
     });
+    dispatcher_handle.set_leading(true);
     // The leader's loops stop with the server or when the lease is lost.
     let stop = shutdown.child_token();
     let dispatcher_task = tokio::spawn(

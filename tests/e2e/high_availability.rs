@@ -191,3 +191,44 @@ fn a_paused_leader_that_wakes_up_after_a_takeover_stops_without_dispatching() {
     }
     assert_eq!(role(&follower), "leader");
 }
+
+#[test]
+fn a_submit_through_a_follower_wakes_the_leader_at_once() {
+    let Some(url) = postgres_url() else { return };
+    // The leader looks at the store by itself only once a minute: what runs sooner was woken.
+    let slow_poll = |url: &str| {
+        Server::start_with(
+            Some(url.to_string()),
+            &[
+                "--lease-ttl-seconds".into(),
+                LEASE_TTL_SECONDS.to_string(),
+                "--poll-interval-seconds".into(),
+                "60".into(),
+            ],
+        )
+    };
+    let leader = slow_poll(&url);
+    eventually(10, "the first server leads", || {
+        match role(&leader).as_str() {
+            "leader" => Ok(()),
+            other => Err(other.to_string()),
+        }
+    });
+    let follower = slow_poll(&url);
+    follower.apply_text(
+        "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: here}\n\
+         spec: {type: process, maxVcpus: 2, maxMemoryMiB: 1024}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: pq}\n\
+         spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: here}]}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: echo}\n\
+         spec: {containerProperties: {image: none, command: [sh, -c, 'echo woken']}}\n",
+    );
+    let started = Instant::now();
+    let id = follower.submit(&["--queue", "pq", "--definition", "echo"]);
+    follower.wait_for_status(&id, "SUCCEEDED");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the leader was not woken: the job waited for its poll ({:?})",
+        started.elapsed()
+    );
+}

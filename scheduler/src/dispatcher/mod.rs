@@ -135,19 +135,76 @@ pub struct DispatcherHandle {
     unhealthy: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
     /// Each fair-share queue's shares as of the last placement, for `batchctl why`.
     share_standings: Arc<std::sync::Mutex<HashMap<QueueName, Vec<ShareStanding>>>>,
+    /// Where wake-ups for the leader go while this server does not lead (see `crate::peers`).
+    peers: Arc<std::sync::OnceLock<mpsc::UnboundedSender<Wake>>>,
+    /// Whether this server's dispatcher runs: then its wake-ups stay local.
+    leading: Arc<AtomicBool>,
+}
+
+/// What a wake-up asks the dispatcher to look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Wake {
+    Work,
+    Stops,
+    Resources,
+}
+
+impl Wake {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Wake::Work => "work",
+            Wake::Stops => "stops",
+            Wake::Resources => "resources",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Wake> {
+        [Wake::Work, Wake::Stops, Wake::Resources]
+            .into_iter()
+            .find(|wake| wake.as_str() == text)
+    }
 }
 
 impl DispatcherHandle {
     /// New jobs: look at the queues now.
     pub fn notify_work(&self) {
-        self.work_submitted.store(true, Ordering::Release);
-        self.wake.notify_one();
+        self.wake_local(Wake::Work);
+        self.tell_peers(Wake::Work);
     }
 
     /// Compute environments or queues changed: read them again before placing.
     pub fn notify_resources_changed(&self) {
-        self.resources_changed.store(true, Ordering::Release);
+        self.wake_local(Wake::Resources);
+        self.tell_peers(Wake::Resources);
+    }
+
+    /// Wakes this server's dispatcher (if it runs) for `wake`, without telling other servers.
+    pub fn wake_local(&self, wake: Wake) {
+        let flag = match wake {
+            Wake::Work => &self.work_submitted,
+            Wake::Stops => &self.stops_requested,
+            Wake::Resources => &self.resources_changed,
+        };
+        flag.store(true, Ordering::Release);
         self.wake.notify_one();
+    }
+
+    /// From now on, wake-ups made here while this server does not lead are also sent to `peers`.
+    pub fn connect_peers(&self, peers: mpsc::UnboundedSender<Wake>) {
+        let _ = self.peers.set(peers);
+    }
+
+    /// This server's dispatcher runs (or stopped): its own wake-ups need not leave it.
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.store(leading, Ordering::Release);
+    }
+
+    fn tell_peers(&self, wake: Wake) {
+        if !self.leading.load(Ordering::Acquire) {
+            if let Some(peers) = self.peers.get() {
+                let _ = peers.send(wake);
+            }
+        }
     }
 
     /// The shares of a fair-share queue with their usage, as of the last placement.
@@ -178,8 +235,8 @@ impl DispatcherHandle {
 
     /// A terminate request was recorded.
     pub fn notify_stop_requested(&self) {
-        self.stops_requested.store(true, Ordering::Release);
-        self.wake.notify_one();
+        self.wake_local(Wake::Stops);
+        self.tell_peers(Wake::Stops);
     }
 }
 

@@ -144,6 +144,17 @@ impl Store {
         .transpose()
     }
 
+    /// `NOTIFY channel, payload` (Postgres only): a wake-up for the other servers.
+    pub async fn notify_peers(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        self.require_postgres()?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
     fn require_postgres(&self) -> Result<(), StoreError> {
         match self.dialect {
             Dialect::Postgres => Ok(()),
