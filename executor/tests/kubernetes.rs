@@ -205,9 +205,9 @@ async fn an_image_that_cannot_be_pulled_fails_the_attempt_after_the_bounded_wait
         .unwrap();
     let reasons = reasons.lock().unwrap().clone();
     assert!(
-        reasons
-            .iter()
-            .any(|r| r.starts_with("ImagePullBackOff: Back-off pulling image \"missing/image:1\"")),
+        reasons.iter().any(|r| (r.starts_with("ErrImagePull: ")
+            || r.starts_with("ImagePullBackOff: "))
+            && r.contains("\"missing/image:1\"")),
         "{reasons:?}"
     );
     match wait(&executor, &handle).await.unwrap() {
@@ -384,4 +384,42 @@ async fn an_unreachable_api_server_is_unavailable_not_a_failure() {
         .await
         .unwrap_err();
     assert!(error.is_retryable(), "{error}");
+}
+
+#[tokio::test]
+async fn attempts_share_one_watch_of_jobs_and_one_of_pods() {
+    let fixture = fixture().await;
+    let executor = fixture.executor("installation-a");
+    let mut handles = Vec::new();
+    for i in 0..20 {
+        let handle = executor
+            .start(&spec(
+                &format!("many-{i}"),
+                "busybox",
+                "sleep 0.3; echo $WHO",
+            ))
+            .await
+            .unwrap();
+        handles.push(handle);
+    }
+    let outcomes = futures::future::join_all(handles.iter().map(|handle| async {
+        executor.until_running(handle, &|_| {}).await.unwrap();
+        let (text, outcome) = tokio::join!(output(&executor, handle, 0), wait(&executor, handle));
+        (text, outcome.unwrap())
+    }))
+    .await;
+    for (text, outcome) in outcomes {
+        assert_eq!(text, "you\n");
+        assert_eq!(
+            outcome,
+            AttemptOutcome::Exited {
+                exit_code: 0,
+                signal: None
+            }
+        );
+    }
+    let requests = fixture.api.requests();
+    let watches = requests.iter().filter(|r| r.ends_with("(watch)")).count();
+    // One watch of Jobs and one of pods (renewed only when they time out), not one per attempt.
+    assert_eq!(watches, 2, "{requests:#?}");
 }

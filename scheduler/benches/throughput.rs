@@ -1,6 +1,6 @@
 //! Submit rate, dispatch rate and submit-to-start latency with a no-op executor, on SQLite and
 //! Postgres. A bench binary, not a timed test: `cargo bench -p batchctl-scheduler --bench throughput
-//! -- [--jobs N] [--runs R] [--only sqlite|postgres] [--job-events]`. Postgres comes from
+//! -- [--jobs N] [--runs R] [--only sqlite|postgres] [--job-events] [--fenced]`. Postgres comes from
 //! BATCHCTL_TEST_DATABASE_URL (see .ci/postgres). Figures and method: BENCHMARKS.md.
 
 use std::sync::Arc;
@@ -11,7 +11,7 @@ mod common;
 use batchctl_executor::fake::FakeExecutor;
 use batchctl_scheduler::core::model::{EnvironmentType, Job, JobStatus};
 use batchctl_scheduler::dispatcher::{Dispatcher, DispatcherConfig, DispatcherHandle, Executors};
-use batchctl_scheduler::store::{now_millis, Store};
+use batchctl_scheduler::store::{now_millis, Fence, Store};
 use batchctl_scheduler::submitter::Submitter;
 use common::{fresh_store, make_jobs};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +35,8 @@ async fn main() {
     let runs: usize = arguments.number("--runs", 3);
     // With an event rule on job state changes, every transition also puts an event on the bus.
     let job_events = arguments.flag("--job-events");
+    // On Postgres, dispatch as a leader does: every job-moving transaction checks the lease term.
+    let fenced = arguments.flag("--fenced");
     println!(
         "jobs per run: {jobs}, runs: {runs}, submitters: {SUBMITTERS}, cores: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -52,6 +54,21 @@ async fn main() {
             if job_events {
                 common::listen_to_job_events(&store).await;
             }
+            let store = match (fenced, database) {
+                (true, "postgres") => {
+                    let ttl = Duration::from_secs(3600);
+                    let term = store
+                        .try_acquire_lease("bench", ttl)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    store.fenced(Fence {
+                        holder: "bench".into(),
+                        term,
+                    })
+                }
+                _ => store,
+            };
             let result = run_once(store, jobs).await;
             println!(
                 "{database} run {run}: submit {:.0}/s (one commit per job: {:.0}/s), dispatch {:.0}/s, submit-to-start p50 {:.1} ms p99 {:.1} ms",

@@ -15,6 +15,7 @@
 //! - An API server that does not answer, or answers 5xx, is `ExecutorError::Unavailable`, which
 //!   keeps jobs RUNNABLE; a 4xx is an answer (`Refused`).
 
+mod cache;
 pub mod job;
 
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ use futures::stream::{BoxStream, StreamExt};
 use futures::AsyncReadExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, WatchParams};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::sync::OnceCell;
@@ -36,14 +37,15 @@ use crate::{
     AttemptHandle, AttemptOutcome, AttemptSpec, Executor, ExecutorError, ListedAttempt, LogChunk,
     LogCursor, ObservedState, OutputStream,
 };
+use cache::Cache;
 use job::{
     job_manifest, observe, selector, JobSettings, Observation, ANNOTATION_JOB_ID, LABEL_ATTEMPT,
 };
 
 /// The label Kubernetes' Job controller puts on a Job's pods.
-const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
-/// How long one watch waits for a change before the attempt is looked at again.
-const WATCH_SECONDS: u32 = 10;
+pub(crate) const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// How long an attempt goes without being looked at when the cache reports no change.
+const RECHECK: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KubernetesExecutorConfig {
@@ -64,6 +66,8 @@ pub struct KubernetesExecutor {
     config: KubernetesExecutorConfig,
     /// Connected on first use, so a server starts while the cluster is unreachable.
     client: OnceCell<Client>,
+    /// This environment's Jobs and pods, watched once for every attempt.
+    cache: OnceCell<Arc<Cache>>,
 }
 
 impl KubernetesExecutor {
@@ -71,6 +75,7 @@ impl KubernetesExecutor {
         KubernetesExecutor {
             config,
             client: OnceCell::new(),
+            cache: OnceCell::new(),
         }
     }
 
@@ -113,23 +118,37 @@ impl KubernetesExecutor {
         ))
     }
 
-    /// The attempt's Job (if it still exists), its pods, and the pods' list version to watch from.
-    async fn read(&self, name: &str) -> Result<(Option<Job>, Vec<Pod>, String), ExecutorError> {
+    async fn cache(&self) -> Result<&Arc<Cache>, ExecutorError> {
+        let (jobs, pods) = self.apis().await?;
+        let selector = selector(&self.config.job.owner, &self.config.compute_environment);
+        Ok(self
+            .cache
+            .get_or_init(|| async { Cache::start(jobs, pods, selector) })
+            .await)
+    }
+
+    /// The attempt's Job (if it still exists) and its pods, from the cache or, for what the cache
+    /// lacks, from the API server; and the cache generation to wait for a change after.
+    async fn read(&self, name: &str) -> Result<(Option<Job>, Vec<Pod>, u64), ExecutorError> {
+        let cache = self.cache().await?;
+        let generation = cache.generation();
+        if let Some((job, pods)) = cache.get(name) {
+            return Ok((Some(job), pods, generation));
+        }
         let (jobs, pods) = self.apis().await?;
         let job = jobs.get_opt(name).await.map_err(classify)?;
         let listed = pods
             .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}")))
             .await
             .map_err(classify)?;
-        let version = listed.metadata.resource_version.clone().unwrap_or_default();
-        Ok((job, listed.items, version))
+        Ok((job, listed.items, generation))
     }
 
     /// Where the attempt stands; `None` once neither its Job nor a pod of it exists.
-    async fn observe(&self, name: &str) -> Result<(Option<Observation>, String), ExecutorError> {
-        let (job, pods, version) = self.read(name).await?;
+    async fn observe(&self, name: &str) -> Result<(Option<Observation>, u64), ExecutorError> {
+        let (job, pods, generation) = self.read(name).await?;
         if job.is_none() && pods.is_empty() {
-            return Ok((None, version));
+            return Ok((None, generation));
         }
         let job = job.unwrap_or_default();
         let created = job
@@ -140,35 +159,17 @@ impl KubernetesExecutor {
             .unwrap_or_else(now_millis);
         let age = Duration::from_millis((now_millis() - created).max(0) as u64);
         let observation = observe(&job, &pods, age, self.config.image_pull_timeout);
-        Ok((Some(observation), version))
+        Ok((Some(observation), generation))
     }
 
-    /// Resolves at the next change to the attempt's pods, or after `within` (a watch's length by
-    /// default) without one.
-    async fn next_change(&self, name: &str, version: &str, within: Option<Duration>) {
-        let within = within
-            .unwrap_or(Duration::from_secs(u64::from(WATCH_SECONDS) + 2))
-            .max(Duration::from_millis(20));
-        let Ok((_, pods)) = self.apis().await else {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            return;
-        };
-        let params = WatchParams::default()
-            .labels(&format!("{JOB_NAME_LABEL}={name}"))
-            .timeout(WATCH_SECONDS);
-        match pods.watch(&params, version).await {
-            Ok(stream) => {
-                let mut stream = stream.boxed();
-                // Any event (or the watch ending) is a reason to look again.
-                let _ = tokio::time::timeout(within, stream.next()).await;
-            }
-            Err(error) => {
-                tracing::debug!(%error, "cannot watch pods; looking again in a second");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
+    /// Resolves at the next change the cache sees after `generation`, or after `within` (a
+    /// while, by default) without one: the attempt is then looked at again anyway.
+    async fn next_change(&self, generation: u64, within: Option<Duration>) {
+        let within = within.unwrap_or(RECHECK).max(Duration::from_millis(20));
+        match self.cache().await {
+            Ok(cache) => cache.changed_after(generation, within).await,
+            Err(_) => tokio::time::sleep(within.min(Duration::from_secs(1))).await,
         }
-        // Job-level changes (a deadline) come without a pod event only rarely; the watch timeout
-        // bounds how late they are seen.
     }
 
     async fn delete_job(&self, name: &str, grace: Option<Duration>) -> Result<(), ExecutorError> {
@@ -231,7 +232,7 @@ impl Executor for KubernetesExecutor {
                         waiting(reason.clone());
                         told = Some(reason);
                     }
-                    self.next_change(&handle.0, &version, recheck_in).await;
+                    self.next_change(version, recheck_in).await;
                 }
             }
         }
@@ -253,9 +254,9 @@ impl Executor for KubernetesExecutor {
                     }
                     return Ok(outcome);
                 }
-                Some(Observation::Running) => self.next_change(&handle.0, &version, None).await,
+                Some(Observation::Running) => self.next_change(version, None).await,
                 Some(Observation::Waiting { recheck_in, .. }) => {
-                    self.next_change(&handle.0, &version, recheck_in).await
+                    self.next_change(version, recheck_in).await
                 }
             }
         }
@@ -270,6 +271,7 @@ impl Executor for KubernetesExecutor {
         let executor = Arc::new(KubernetesExecutor {
             config: self.config.clone(),
             client: self.client.clone(),
+            cache: self.cache.clone(),
         });
         let name = handle.0.clone();
         tokio::spawn(async move {
@@ -360,7 +362,7 @@ impl KubernetesExecutor {
             let finished = match observation {
                 None => return Ok(()),
                 Some(Observation::Waiting { recheck_in, .. }) => {
-                    self.next_change(name, &version, recheck_in).await;
+                    self.next_change(version, recheck_in).await;
                     continue;
                 }
                 Some(Observation::Running) => false,
