@@ -36,25 +36,35 @@ struct Objects {
 pub struct Cache {
     objects: Mutex<Objects>,
     generation: watch::Sender<u64>,
+    /// Stops the watching task when the cache (its executor) is dropped.
+    _stop: tokio_util::sync::DropGuard,
 }
 
 impl Cache {
     /// Starts keeping the Jobs and pods `selector` matches; the task ends when the cache is dropped.
     pub fn start(jobs: Api<Job>, pods: Api<Pod>, selector: String) -> Arc<Cache> {
         let (generation, _) = watch::channel(0);
+        let stop = tokio_util::sync::CancellationToken::new();
         let cache = Arc::new(Cache {
             objects: Mutex::new(Objects::default()),
             generation,
+            _stop: stop.clone().drop_guard(),
         });
         let weak = Arc::downgrade(&cache);
         tokio::spawn(async move {
             loop {
-                let Some(cache) = weak.upgrade() else { return };
-                if let Err(error) = cache.list_and_watch(&jobs, &pods, &selector).await {
-                    tracing::debug!(%error, "Kubernetes watch ended; listing again");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    watched = list_and_watch(&weak, &jobs, &pods, &selector) => {
+                        if let Err(error) = watched {
+                            tracing::debug!(%error, "Kubernetes watch ended; listing again");
+                        }
+                    }
                 }
-                drop(cache);
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
             }
         });
         cache
@@ -86,97 +96,102 @@ impl Cache {
     fn bump(&self) {
         self.generation.send_modify(|generation| *generation += 1);
     }
+}
 
-    async fn list_and_watch(
-        &self,
-        jobs: &Api<Job>,
-        pods: &Api<Pod>,
-        selector: &str,
-    ) -> Result<(), kube::Error> {
-        let listed_jobs = jobs.list(&ListParams::default().labels(selector)).await?;
-        let listed_pods = pods.list(&ListParams::default().labels(selector)).await?;
-        let mut job_version = listed_jobs.metadata.resource_version.unwrap_or_default();
-        let mut pod_version = listed_pods.metadata.resource_version.unwrap_or_default();
-        {
-            let mut objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
-            objects.jobs = listed_jobs
-                .items
-                .into_iter()
-                .filter_map(|job| Some((job.metadata.name.clone()?, job)))
-                .collect();
-            objects.pods.clear();
-            for pod in listed_pods.items {
-                insert_pod(&mut objects, pod);
-            }
+/// Lists, then follows both watches, holding the cache only while applying a change.
+async fn list_and_watch(
+    cache: &std::sync::Weak<Cache>,
+    jobs: &Api<Job>,
+    pods: &Api<Pod>,
+    selector: &str,
+) -> Result<(), kube::Error> {
+    let listed_jobs = jobs.list(&ListParams::default().labels(selector)).await?;
+    let listed_pods = pods.list(&ListParams::default().labels(selector)).await?;
+    let mut job_version = listed_jobs.metadata.resource_version.unwrap_or_default();
+    let mut pod_version = listed_pods.metadata.resource_version.unwrap_or_default();
+    let Some(this) = cache.upgrade() else {
+        return Ok(());
+    };
+    {
+        let mut objects = this.objects.lock().unwrap_or_else(|p| p.into_inner());
+        objects.jobs = listed_jobs
+            .items
+            .into_iter()
+            .filter_map(|job| Some((job.metadata.name.clone()?, job)))
+            .collect();
+        objects.pods.clear();
+        for pod in listed_pods.items {
+            insert_pod(&mut objects, pod);
         }
-        self.bump();
-        let params = WatchParams::default()
-            .labels(selector)
-            .timeout(WATCH_SECONDS);
-        loop {
-            let job_events = jobs.watch(&params, &job_version).await?.boxed();
-            let pod_events = pods.watch(&params, &pod_version).await?.boxed();
-            let mut events = futures::stream::select(
-                job_events.map(|event| event.map(|e| Change::Job(Box::new(e)))),
-                pod_events.map(|event| event.map(|e| Change::Pod(Box::new(e)))),
-            );
-            while let Some(event) = events.next().await {
-                match event? {
-                    Change::Job(event) => match *event {
-                        WatchEvent::Added(job) | WatchEvent::Modified(job) => {
-                            job_version = version_of(&job.metadata).unwrap_or(job_version);
-                            let mut objects =
-                                self.objects.lock().unwrap_or_else(|p| p.into_inner());
-                            if let Some(name) = job.metadata.name.clone() {
-                                objects.jobs.insert(name, job);
-                            }
+    }
+    this.bump();
+    drop(this);
+    let params = WatchParams::default()
+        .labels(selector)
+        .timeout(WATCH_SECONDS);
+    loop {
+        let job_events = jobs.watch(&params, &job_version).await?.boxed();
+        let pod_events = pods.watch(&params, &pod_version).await?.boxed();
+        let mut events = futures::stream::select(
+            job_events.map(|event| event.map(|e| Change::Job(Box::new(e)))),
+            pod_events.map(|event| event.map(|e| Change::Pod(Box::new(e)))),
+        );
+        while let Some(event) = events.next().await {
+            let event = event?;
+            let Some(this) = cache.upgrade() else {
+                return Ok(());
+            };
+            match event {
+                Change::Job(event) => match *event {
+                    WatchEvent::Added(job) | WatchEvent::Modified(job) => {
+                        job_version = version_of(&job.metadata).unwrap_or(job_version);
+                        let mut objects = this.objects.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(name) = job.metadata.name.clone() {
+                            objects.jobs.insert(name, job);
                         }
-                        WatchEvent::Deleted(job) => {
-                            job_version = version_of(&job.metadata).unwrap_or(job_version);
-                            let mut objects =
-                                self.objects.lock().unwrap_or_else(|p| p.into_inner());
-                            if let Some(name) = &job.metadata.name {
-                                objects.jobs.remove(name);
-                            }
+                    }
+                    WatchEvent::Deleted(job) => {
+                        job_version = version_of(&job.metadata).unwrap_or(job_version);
+                        let mut objects = this.objects.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(name) = &job.metadata.name {
+                            objects.jobs.remove(name);
                         }
-                        WatchEvent::Bookmark(bookmark) => {
-                            job_version = bookmark.metadata.resource_version;
-                            continue;
-                        }
-                        // 410 Gone (the version is too old) or another error: list again.
-                        WatchEvent::Error(status) => return Err(kube::Error::Api(status)),
-                    },
-                    Change::Pod(event) => match *event {
-                        WatchEvent::Added(pod) | WatchEvent::Modified(pod) => {
-                            pod_version = version_of(&pod.metadata).unwrap_or(pod_version);
-                            let mut objects =
-                                self.objects.lock().unwrap_or_else(|p| p.into_inner());
-                            insert_pod(&mut objects, pod);
-                        }
-                        WatchEvent::Deleted(pod) => {
-                            pod_version = version_of(&pod.metadata).unwrap_or(pod_version);
-                            let mut objects =
-                                self.objects.lock().unwrap_or_else(|p| p.into_inner());
-                            if let (Some(job), Some(name)) = (job_name(&pod), &pod.metadata.name) {
-                                if let Some(pods) = objects.pods.get_mut(&job) {
-                                    pods.remove(name);
-                                    if pods.is_empty() {
-                                        objects.pods.remove(&job);
-                                    }
+                    }
+                    WatchEvent::Bookmark(bookmark) => {
+                        job_version = bookmark.metadata.resource_version;
+                        continue;
+                    }
+                    // 410 Gone (the version is too old) or another error: list again.
+                    WatchEvent::Error(status) => return Err(kube::Error::Api(status)),
+                },
+                Change::Pod(event) => match *event {
+                    WatchEvent::Added(pod) | WatchEvent::Modified(pod) => {
+                        pod_version = version_of(&pod.metadata).unwrap_or(pod_version);
+                        let mut objects = this.objects.lock().unwrap_or_else(|p| p.into_inner());
+                        insert_pod(&mut objects, pod);
+                    }
+                    WatchEvent::Deleted(pod) => {
+                        pod_version = version_of(&pod.metadata).unwrap_or(pod_version);
+                        let mut objects = this.objects.lock().unwrap_or_else(|p| p.into_inner());
+                        if let (Some(job), Some(name)) = (job_name(&pod), &pod.metadata.name) {
+                            if let Some(pods) = objects.pods.get_mut(&job) {
+                                pods.remove(name);
+                                if pods.is_empty() {
+                                    objects.pods.remove(&job);
                                 }
                             }
                         }
-                        WatchEvent::Bookmark(bookmark) => {
-                            pod_version = bookmark.metadata.resource_version;
-                            continue;
-                        }
-                        WatchEvent::Error(status) => return Err(kube::Error::Api(status)),
-                    },
-                }
-                self.bump();
+                    }
+                    WatchEvent::Bookmark(bookmark) => {
+                        pod_version = bookmark.metadata.resource_version;
+                        continue;
+                    }
+                    WatchEvent::Error(status) => return Err(kube::Error::Api(status)),
+                },
             }
-            // Both watches ran their time: resume from what was seen.
+            this.bump();
         }
+        // Both watches ran their time: resume from what was seen.
     }
 }
 
