@@ -90,6 +90,24 @@ async fn output(executor: &KubernetesExecutor, handle: &AttemptHandle, from: u64
     String::from_utf8(text).unwrap()
 }
 
+/// `until_running` within `limit` (`None` if it did not end), with the reasons it told meanwhile.
+async fn until_running(
+    executor: &KubernetesExecutor,
+    handle: &AttemptHandle,
+    limit: Duration,
+) -> (Option<Result<(), ExecutorError>>, Vec<String>) {
+    let reasons = Arc::new(Mutex::new(Vec::new()));
+    let told = Arc::clone(&reasons);
+    let running = tokio::time::timeout(
+        limit,
+        executor.until_running(handle, &move |reason| told.lock().unwrap().push(reason)),
+    )
+    .await
+    .ok();
+    let reasons = reasons.lock().unwrap().clone();
+    (running, reasons)
+}
+
 async fn wait(
     executor: &KubernetesExecutor,
     handle: &AttemptHandle,
@@ -159,15 +177,8 @@ async fn an_unschedulable_pod_keeps_the_attempt_waiting_with_the_reason() {
         .start(&spec("job-gpu", "unschedulable/gpu", "true"))
         .await
         .unwrap();
-    let reasons = Arc::new(Mutex::new(Vec::new()));
-    let told = Arc::clone(&reasons);
-    let running = tokio::time::timeout(
-        Duration::from_secs(2),
-        executor.until_running(&handle, &move |reason| told.lock().unwrap().push(reason)),
-    )
-    .await;
-    assert!(running.is_err(), "an unschedulable pod does not run");
-    let reasons = reasons.lock().unwrap().clone();
+    let (running, reasons) = until_running(&executor, &handle, Duration::from_secs(2)).await;
+    assert!(running.is_none(), "an unschedulable pod does not run");
     assert!(
         reasons
             .iter()
@@ -197,13 +208,10 @@ async fn an_image_that_cannot_be_pulled_fails_the_attempt_after_the_bounded_wait
         .unwrap();
     // While the pull fails the attempt waits with the reason, for the bounded time (Kubernetes'
     // timestamps have whole seconds, so the bound is as exact as that).
-    let reasons = Arc::new(Mutex::new(Vec::new()));
-    let told = Arc::clone(&reasons);
-    executor
-        .until_running(&handle, &move |reason| told.lock().unwrap().push(reason))
-        .await
+    let (running, reasons) = until_running(&executor, &handle, Duration::from_secs(20)).await;
+    running
+        .expect("until_running ends when the pull's bounded wait does")
         .unwrap();
-    let reasons = reasons.lock().unwrap().clone();
     assert!(
         reasons.iter().any(|r| (r.starts_with("ErrImagePull: ")
             || r.starts_with("ImagePullBackOff: "))

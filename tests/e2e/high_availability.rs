@@ -16,6 +16,18 @@ fn role(server: &Server) -> String {
         .to_string()
 }
 
+/// Waits until `server` says it has `role` (`leader` or `follower`).
+fn wait_for_role(server: &Server, expected: &str, seconds: u64) {
+    eventually(
+        seconds,
+        &format!("the server becomes {expected}"),
+        || match role(server) {
+            role if role == expected => Ok(()),
+            other => Err(other),
+        },
+    );
+}
+
 fn ha_server(url: &str) -> Server {
     Server::start_with(
         Some(url.to_string()),
@@ -28,12 +40,7 @@ fn a_follower_takes_over_from_a_killed_leader_without_losing_or_repeating_work()
     let Some(url) = postgres_url() else { return };
     let Some(image) = test_image() else { return };
     let mut leader = ha_server(&url);
-    eventually(10, "the first server leads", || {
-        match role(&leader).as_str() {
-            "leader" => Ok(()),
-            other => Err(other.to_string()),
-        }
-    });
+    wait_for_role(&leader, "leader", 10);
     let follower = ha_server(&url);
     // The follower serves the API but does not dispatch while the lease is held.
     std::thread::sleep(Duration::from_secs(LEASE_TTL_SECONDS + 1));
@@ -81,14 +88,7 @@ fn a_follower_takes_over_from_a_killed_leader_without_losing_or_repeating_work()
         "apiVersion: batchctl/v1\nkind: Schedule\nmetadata: {{name: once}}\nspec:\n  \
          scheduleExpression: 'at({at})'\n  timeZone: UTC\n  target:\n    jobQueue: dq\n    jobDefinition: box\n"
     ));
-    eventually(
-        LEASE_TTL_SECONDS + 10,
-        "the follower takes the lease",
-        || match role(&follower).as_str() {
-            "leader" => Ok(()),
-            other => Err(other.to_string()),
-        },
-    );
+    wait_for_role(&follower, "leader", LEASE_TTL_SECONDS + 10);
     let took_over = killed.elapsed();
     assert!(
         took_over <= Duration::from_secs(LEASE_TTL_SECONDS + 5),
@@ -138,26 +138,14 @@ fn a_paused_leader_that_wakes_up_after_a_takeover_stops_without_dispatching() {
     let Some(url) = postgres_url() else { return };
     let Some(image) = test_image() else { return };
     let mut paused = ha_server(&url);
-    eventually(10, "the first server leads", || {
-        match role(&paused).as_str() {
-            "leader" => Ok(()),
-            other => Err(other.to_string()),
-        }
-    });
+    wait_for_role(&paused, "leader", 10);
     let follower = ha_server(&url);
     docker_resources(&follower, image, 4, "");
 
     // The leader stops (a long GC pause, a frozen VM) without losing its process or connections.
     paused.signal("STOP");
     // Within the TTL, or after the database ends a session frozen inside a transaction (10 s).
-    eventually(
-        LEASE_TTL_SECONDS + 15,
-        "the follower takes the lease",
-        || match role(&follower).as_str() {
-            "leader" => Ok(()),
-            other => Err(other.to_string()),
-        },
-    );
+    wait_for_role(&follower, "leader", LEASE_TTL_SECONDS + 15);
     let jobs: Vec<String> = (0..6)
         .map(|i| {
             follower.submit(&[
@@ -208,12 +196,7 @@ fn a_submit_through_a_follower_wakes_the_leader_at_once() {
         )
     };
     let leader = slow_poll(&url);
-    eventually(10, "the first server leads", || {
-        match role(&leader).as_str() {
-            "leader" => Ok(()),
-            other => Err(other.to_string()),
-        }
-    });
+    wait_for_role(&leader, "leader", 10);
     let follower = slow_poll(&url);
     follower.apply_text(
         "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: here}\n\

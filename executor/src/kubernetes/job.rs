@@ -256,25 +256,11 @@ pub fn observe(job: &Job, pods: &[Pod], age: Duration, pull_timeout: Duration) -
     if let Some(status) = pod_status {
         if status.phase.as_deref() == Some("Failed") && status.reason.is_some() {
             // Evicted (node pressure) or a deadline before the container ever ran.
-            let reason = status.reason.clone().unwrap_or_default();
-            let message = status.message.clone().unwrap_or_default();
-            return Observation::Finished(AttemptOutcome::Stopped {
-                reason: format!("{reason}: {message}")
-                    .trim_end_matches(": ")
-                    .to_string(),
-                exit_code: None,
-            });
+            return stopped(status.reason.as_deref(), status.message.as_deref());
         }
     }
     if let Some(condition) = job_condition(job, "Failed") {
-        let reason = condition.reason.clone().unwrap_or_default();
-        let message = condition.message.clone().unwrap_or_default();
-        return Observation::Finished(AttemptOutcome::Stopped {
-            reason: format!("{reason}: {message}")
-                .trim_end_matches(": ")
-                .to_string(),
-            exit_code: None,
-        });
+        return stopped(condition.reason.as_deref(), condition.message.as_deref());
     }
     if let Some(waiting) = main
         .and_then(|status| status.state.as_ref())
@@ -331,6 +317,21 @@ pub fn observe(job: &Job, pods: &[Pod], age: Duration, pull_timeout: Duration) -
         }),
         recheck_in: None,
     }
+}
+
+/// Stopped by Kubernetes for `reason` (`Evicted`, …), with its message when there is one.
+fn stopped(reason: Option<&str>, message: Option<&str>) -> Observation {
+    let reason = match (
+        reason.unwrap_or_default(),
+        message.filter(|m| !m.is_empty()),
+    ) {
+        (reason, Some(message)) => format!("{reason}: {message}"),
+        (reason, None) => reason.to_string(),
+    };
+    Observation::Finished(AttemptOutcome::Stopped {
+        reason,
+        exit_code: None,
+    })
 }
 
 fn terminated_outcome(terminated: &ContainerStateTerminated) -> AttemptOutcome {

@@ -469,7 +469,18 @@ fn to_json(object: &Object) -> Value {
 }
 
 /// A list, or with `watch=true` a stream of watch events after `resourceVersion`.
-fn list_or_watch(server: &FakeApiServer, query: &HashMap<String, String>, pods: bool) -> Response {
+fn list_or_watch(
+    server: &FakeApiServer,
+    namespace: &str,
+    query: &HashMap<String, String>,
+    pods: bool,
+) -> Response {
+    let watching = query.contains_key("watch");
+    server.record(format!(
+        "GET {} in {namespace}{}",
+        if pods { "pods" } else { "jobs" },
+        if watching { " (watch)" } else { "" }
+    ));
     let selector = query.get("labelSelector");
     if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
         let from: u64 = query
@@ -563,15 +574,7 @@ async fn list_jobs(
     Path(ns): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    server.record(format!(
-        "GET jobs in {ns}{}",
-        if query.contains_key("watch") {
-            " (watch)"
-        } else {
-            ""
-        }
-    ));
-    list_or_watch(&server, &query, false)
+    list_or_watch(&server, &ns, &query, false)
 }
 
 async fn list_pods(
@@ -579,15 +582,7 @@ async fn list_pods(
     Path(ns): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    server.record(format!(
-        "GET pods in {ns}{}",
-        if query.contains_key("watch") {
-            " (watch)"
-        } else {
-            ""
-        }
-    ));
-    list_or_watch(&server, &query, true)
+    list_or_watch(&server, &ns, &query, true)
 }
 
 async fn create_job(
