@@ -829,7 +829,12 @@ spec:
 
 async fn busy_shares_get_vcpu_seconds_in_inverse_ratio_of_their_weights(store: Store) {
     support::apply(&store, RESOURCES).await;
-    support::apply(&store, FAIR_SHARE).await;
+    // Held (environment DISABLED) while both shares submit: on a busy machine submitting takes
+    // seconds, and the share submitted first would otherwise run alone meanwhile, which says
+    // nothing about fairness between two busy shares.
+    let held = FAIR_SHARE.replace("type: process,", "type: process, state: DISABLED,");
+    assert_ne!(held, FAIR_SHARE);
+    support::apply(&store, &held).await;
     let harness = Harness::start(store, FakeExecutor::new()).await;
     // Both shares keep far more work queued than the 6 vCPUs can run during the measurement; the
     // heavier-weighted share submits first, so FIFO would favour it.
@@ -847,6 +852,8 @@ async fn busy_shares_get_vcpu_seconds_in_inverse_ratio_of_their_weights(store: S
             ids.push((share, id));
         }
     }
+    support::apply(&harness.store, FAIR_SHARE).await;
+    harness.handle.notify_resources_changed();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while harness
         .store
