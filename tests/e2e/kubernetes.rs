@@ -22,10 +22,9 @@ fn fake_api_server() -> fake_kube::FakeApiServer {
     receiver.recv().unwrap()
 }
 
-#[test]
-fn jobs_run_as_kubernetes_jobs_and_an_unschedulable_one_waits_in_starting() {
-    let api = fake_api_server();
-    let server = Server::start(None);
+/// A kubernetes environment `cluster` (namespace `batch`) on the fake, a queue `kq` on it, and a
+/// definition `kjob` running `sh -c SCRIPT`.
+fn kubernetes_resources(server: &Server, api: &fake_kube::FakeApiServer, script: &str) {
     let kubeconfig = api.kubeconfig(&server.data_dir);
     server.apply_text(&format!(
         "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {{name: cluster}}\n\
@@ -34,13 +33,22 @@ fn jobs_run_as_kubernetes_jobs_and_an_unschedulable_one_waits_in_starting() {
          apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {{name: kq}}\n\
          spec: {{priority: 1, computeEnvironmentOrder: [{{order: 1, computeEnvironment: cluster}}]}}\n---\n\
          apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {{name: kjob}}\nspec:\n  \
-         containerProperties:\n    image: busybox\n    command: [sh, -c, 'echo hello from $BATCH_JOB_ID; exit 0']\n    \
-         resourceRequirements: [{{type: VCPU, value: '1'}}, {{type: MEMORY, value: '128'}}]\n---\n\
-         apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {{name: gpu}}\nspec:\n  \
-         containerProperties:\n    image: unschedulable/trainer\n    command: [train]\n    \
-         resourceRequirements: [{{type: VCPU, value: '1'}}, {{type: MEMORY, value: '128'}}, {{type: GPU, value: '1'}}]\n",
+         containerProperties:\n    image: busybox\n    command: [sh, -c, '{script}']\n    \
+         resourceRequirements: [{{type: VCPU, value: '1'}}, {{type: MEMORY, value: '128'}}]\n",
         kubeconfig.display()
     ));
+}
+
+#[test]
+fn jobs_run_as_kubernetes_jobs_and_an_unschedulable_one_waits_in_starting() {
+    let api = fake_api_server();
+    let server = Server::start(None);
+    kubernetes_resources(&server, &api, "echo hello from $BATCH_JOB_ID; exit 0");
+    server.apply_text(
+        "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: gpu}\nspec:\n  \
+         containerProperties:\n    image: unschedulable/trainer\n    command: [train]\n    \
+         resourceRequirements: [{type: VCPU, value: '1'}, {type: MEMORY, value: '128'}, {type: GPU, value: '1'}]\n",
+    );
 
     let id = server.submit(&["--queue", "kq", "--definition", "kjob"]);
     let job = server.wait_for_status(&id, "SUCCEEDED");
@@ -107,4 +115,52 @@ fn jobs_run_as_kubernetes_jobs_and_an_unschedulable_one_waits_in_starting() {
             "{line} not in:\n{metrics}"
         );
     }
+}
+
+#[test]
+fn a_job_running_in_kubernetes_is_adopted_after_kill_9_and_orphans_are_deleted() {
+    let api = fake_api_server();
+    let mut server = Server::start(None);
+    kubernetes_resources(&server, &api, "echo before; sleep 3; echo after");
+    let id = server.submit(&["--queue", "kq", "--definition", "kjob"]);
+    server.wait_for_status(&id, "RUNNING");
+    server.kill_9();
+    let job = api
+        .job(&format!("{id}-1"))
+        .expect("the attempt's Job outlives the server");
+    // A Job of this installation and environment that no job owns: deleted at restart.
+    let mut orphan = job.clone();
+    orphan.metadata = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        name: Some("orphan-1".into()),
+        labels: job.metadata.labels.clone(),
+        annotations: Some([("batchctl.io/job-id".to_string(), "orphan".to_string())].into()),
+        ..Default::default()
+    };
+    orphan.status = None;
+    let created = std::process::Command::new("curl")
+        .args(["-sf", "-X", "POST", "-H", "content-type: application/json"])
+        .arg(format!("{}/apis/batch/v1/namespaces/batch/jobs", api.url))
+        .arg("-d")
+        .arg(serde_json::to_string(&orphan).unwrap())
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", stderr(&created));
+    assert!(api.job("orphan-1").is_some());
+
+    server.restart();
+    eventually(15, "the orphaned Job is deleted", || {
+        match api.job("orphan-1") {
+            None => Ok(()),
+            Some(_) => Err("still there".into()),
+        }
+    });
+    let done = server.wait_for_status(&id, "SUCCEEDED");
+    assert_eq!(done["attempts"].as_array().unwrap().len(), 1, "{done:#}");
+    let logs = server.cli(&["logs", &id]);
+    assert_eq!(
+        String::from_utf8_lossy(&logs.stdout),
+        "before\nafter\n",
+        "{}",
+        stderr(&logs)
+    );
 }
