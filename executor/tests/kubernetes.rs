@@ -410,9 +410,14 @@ async fn attempts_share_one_watch_of_jobs_and_one_of_pods() {
             .unwrap();
         handles.push(handle);
     }
+    // As the scheduler's supervisors do: logs, running and the outcome asked for at once.
     let outcomes = futures::future::join_all(handles.iter().map(|handle| async {
-        executor.until_running(handle, &|_| {}).await.unwrap();
-        let (text, outcome) = tokio::join!(output(&executor, handle, 0), wait(&executor, handle));
+        let (text, running, outcome) = tokio::join!(
+            output(&executor, handle, 0),
+            executor.until_running(handle, &|_| {}),
+            wait(&executor, handle)
+        );
+        running.unwrap();
         (text, outcome.unwrap())
     }))
     .await;

@@ -65,17 +65,17 @@ pub struct KubernetesExecutorConfig {
 pub struct KubernetesExecutor {
     config: KubernetesExecutorConfig,
     /// Connected on first use, so a server starts while the cluster is unreachable.
-    client: OnceCell<Client>,
+    client: Arc<OnceCell<Client>>,
     /// This environment's Jobs and pods, watched once for every attempt.
-    cache: OnceCell<Arc<Cache>>,
+    cache: Arc<OnceCell<Arc<Cache>>>,
 }
 
 impl KubernetesExecutor {
     pub fn new(config: KubernetesExecutorConfig) -> KubernetesExecutor {
         KubernetesExecutor {
             config,
-            client: OnceCell::new(),
-            cache: OnceCell::new(),
+            client: Arc::default(),
+            cache: Arc::default(),
         }
     }
 
@@ -270,8 +270,10 @@ impl Executor for KubernetesExecutor {
         let (sender, receiver) = tokio::sync::mpsc::channel(16);
         let executor = Arc::new(KubernetesExecutor {
             config: self.config.clone(),
-            client: self.client.clone(),
-            cache: self.cache.clone(),
+            // The same cells: a log stream started before the first look at the cluster must not
+            // connect, or start watching, on its own.
+            client: Arc::clone(&self.client),
+            cache: Arc::clone(&self.cache),
         });
         let name = handle.0.clone();
         tokio::spawn(async move {
