@@ -6,7 +6,8 @@
 //!   (`UPDATE … WHERE job_id = $1 AND status = $2`). Zero rows changed means someone else moved the job.
 //! - Everything a request writes happens in one transaction; a rejected `apply` writes nothing.
 //! - One SQL text serves both databases (sqlx's `Any` driver, `$n` placeholders, BIGINT/TEXT/BLOB
-//!   columns only). Dialect differences live in `migrations/sqlite` and `migrations/postgres`.
+//!   columns only). Dialect differences live in `migrations/sqlite` and `migrations/postgres`;
+//!   what exists on Postgres only (the leader lease, its fence, `NOTIFY`) is in `lease.rs`.
 //! - On SQLite all writes go through one connection (SQLite has one writer anyway), so writers queue
 //!   in the pool instead of failing with SQLITE_BUSY; reads use their own connections (WAL mode).
 
