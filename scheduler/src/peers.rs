@@ -15,14 +15,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::dispatcher::{DispatcherHandle, Wake};
+use crate::leadership::{Role, RoleState};
 use crate::store::Store;
 
 pub const CHANNEL: &str = "batchctl_wake";
 
-/// Sends this server's wake-ups to the others, each kind once per burst.
+/// Sends this server's wake-ups to the others, each kind once per burst, while it follows (a
+/// leader's own dispatcher is the one to wake, and the handle already did).
 pub async fn send(
     store: Store,
     mut wakes: mpsc::UnboundedReceiver<Wake>,
+    role: Role,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -34,6 +37,9 @@ pub async fn send(
         let mut burst = BTreeSet::from([first.as_str()]);
         while let Ok(next) = wakes.try_recv() {
             burst.insert(next.as_str());
+        }
+        if matches!(role.get(), RoleState::Leader { .. }) {
+            continue;
         }
         for wake in burst {
             if let Err(error) = store.notify_peers(CHANNEL, wake).await {

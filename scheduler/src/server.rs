@@ -79,6 +79,8 @@ pub enum ServerError {
     OpenApiOnNetwork(SocketAddr),
     #[error("this server stopped leading: {0}")]
     LostLeadership(String),
+    #[error("the dispatcher panicked: {0}")]
+    DispatcherPanicked(String),
     #[error("the dispatcher stopped: {0}")]
     Dispatcher(#[from] crate::dispatcher::DispatchError),
 }
@@ -161,6 +163,7 @@ pub async fn run(
                 tokio::spawn(crate::peers::send(
                     store.clone(),
                     receiver,
+                    role.clone(),
                     shutdown.clone(),
                 )),
                 tokio::spawn(crate::peers::listen(
@@ -280,10 +283,9 @@ async fn lead(leading: Leading, shutdown: CancellationToken) -> Result<(), Serve
     role.set(RoleState::Leader {
         term: term.map(|(term, _)| term),
     });
-    dispatcher_handle.set_leading(true);
     // The leader's loops stop with the server or when the lease is lost.
     let stop = shutdown.child_token();
-    let dispatcher_task = tokio::spawn(
+    let mut dispatcher_task = tokio::spawn(
         Dispatcher::new(store.clone(), executors, dispatcher)
             .with_handle(dispatcher_handle.clone())
             .run(stop.clone()),
@@ -304,22 +306,16 @@ async fn lead(leading: Leading, shutdown: CancellationToken) -> Result<(), Serve
         stop.clone(),
     ));
 
-    let mut dispatcher_task = dispatcher_task;
-    let mut lost = None;
-    let dispatched = match term {
-        Some((term, taken_at)) => {
-            tokio::select! {
-                ended = hold(&store, &lease, term, taken_at, &shutdown) => {
-                    if let Ended::Lost(reason) = ended {
-                        lost = Some(reason);
-                    }
-                    stop.cancel();
-                    dispatcher_task.await
-                }
-                dispatched = &mut dispatcher_task => dispatched,
+    // Leading ends with the server, when the lease is lost, or when the dispatcher fails.
+    let (ended, dispatched) = match term {
+        Some((term, taken_at)) => tokio::select! {
+            ended = hold(&store, &lease, term, taken_at, &shutdown) => {
+                stop.cancel();
+                (Some(ended), (&mut dispatcher_task).await)
             }
-        }
-        None => dispatcher_task.await,
+            dispatched = &mut dispatcher_task => (None, dispatched),
+        },
+        None => (None, dispatcher_task.await),
     };
     stop.cancel();
     for (name, task) in [
@@ -332,16 +328,11 @@ async fn lead(leading: Leading, shutdown: CancellationToken) -> Result<(), Serve
             tracing::error!(%join_error, "{name} task panicked");
         }
     }
-    let dispatched = match dispatched {
-        Ok(Err(DispatchError::Store(error))) if is_fenced(&error) => {
-            lost.get_or_insert_with(|| error.to_string());
-            Ok(())
-        }
-        Ok(result) => result,
-        Err(join_error) => {
-            tracing::error!(%join_error, "dispatcher task panicked");
-            Ok(())
-        }
+    // The lease is lost when renewing finds another term, or when a write of this term is fenced.
+    let lost = match (ended, &dispatched) {
+        (Some(Ended::Lost(reason)), _) => Some(reason),
+        (_, Ok(Err(DispatchError::Store(error)))) if is_fenced(error) => Some(error.to_string()),
+        _ => None,
     };
     if let Some(reason) = lost {
         tracing::error!(%reason, "lost the leader lease; shutting down so this server restarts as a follower");
@@ -349,14 +340,20 @@ async fn lead(leading: Leading, shutdown: CancellationToken) -> Result<(), Serve
         shutdown.cancel();
         return Err(ServerError::LostLeadership(reason));
     }
-    if let (Some((term, _)), false) = (term, dispatched.is_err()) {
-        release(&store, &lease, term).await;
+    let dispatched = match dispatched {
+        Ok(result) => result.map_err(ServerError::from),
+        Err(join_error) => Err(ServerError::DispatcherPanicked(join_error.to_string())),
+    };
+    match &dispatched {
+        Ok(()) => {
+            if let Some((term, _)) = term {
+                release(&store, &lease, term).await;
+            }
+        }
+        // The dispatcher ends by itself only on a failure; the server cannot go on without it.
+        Err(_) => shutdown.cancel(),
     }
-    // The dispatcher ends by itself only on an error; the server cannot go on without it.
-    if dispatched.is_err() {
-        shutdown.cancel();
-    }
-    Ok(dispatched?)
+    dispatched
 }
 
 /// Applies each file's documents in one transaction per file; an invalid file stops the server

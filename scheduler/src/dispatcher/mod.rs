@@ -135,10 +135,8 @@ pub struct DispatcherHandle {
     unhealthy: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
     /// Each fair-share queue's shares as of the last placement, for `batchctl why`.
     share_standings: Arc<std::sync::Mutex<HashMap<QueueName, Vec<ShareStanding>>>>,
-    /// Where wake-ups for the leader go while this server does not lead (see `crate::peers`).
+    /// Where wake-ups are also sent for other servers (see `crate::peers`).
     peers: Arc<std::sync::OnceLock<mpsc::UnboundedSender<Wake>>>,
-    /// Whether this server's dispatcher runs: then its wake-ups stay local.
-    leading: Arc<AtomicBool>,
 }
 
 /// What a wake-up asks the dispatcher to look at.
@@ -189,21 +187,14 @@ impl DispatcherHandle {
         self.wake.notify_one();
     }
 
-    /// From now on, wake-ups made here while this server does not lead are also sent to `peers`.
+    /// From now on, wake-ups made here are also sent to `peers`.
     pub fn connect_peers(&self, peers: mpsc::UnboundedSender<Wake>) {
         let _ = self.peers.set(peers);
     }
 
-    /// This server's dispatcher runs (or stopped): its own wake-ups need not leave it.
-    pub fn set_leading(&self, leading: bool) {
-        self.leading.store(leading, Ordering::Release);
-    }
-
     fn tell_peers(&self, wake: Wake) {
-        if !self.leading.load(Ordering::Acquire) {
-            if let Some(peers) = self.peers.get() {
-                let _ = peers.send(wake);
-            }
+        if let Some(peers) = self.peers.get() {
+            let _ = peers.send(wake);
         }
     }
 
