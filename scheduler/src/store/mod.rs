@@ -56,7 +56,15 @@ pub enum Dialect {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The database cannot be reached for now: a connection refused or cut, a server shutting
+    /// down or restarting, a pool without a free connection. Trying again later can succeed.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(sqlx::Error),
+    /// The disk that holds the database is full (SQLite's `SQLITE_FULL`, Postgres' `53100`).
+    /// Nothing of the failed transaction was written; writes succeed again once space returns.
+    #[error("the database's disk is full: {0}")]
+    StorageFull(sqlx::Error),
     #[error("cannot migrate the database: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored {what} is unreadable: {reason}")]
@@ -65,6 +73,49 @@ pub enum StoreError {
     /// move jobs any more.
     #[error("this server no longer leads (its term {term} has ended): another replica took the leader lease")]
     Fenced { term: i64 },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        match classify(&error) {
+            Fault::StorageFull => StoreError::StorageFull(error),
+            Fault::Unavailable => StoreError::Unavailable(error),
+            Fault::Other => StoreError::Database(error),
+        }
+    }
+}
+
+enum Fault {
+    StorageFull,
+    Unavailable,
+    Other,
+}
+
+/// Which database errors are conditions of the environment rather than bugs: SQLite's
+/// `SQLITE_FULL` (13) and Postgres' `disk_full` (53100) mean no space; a lost or refused
+/// connection, and Postgres' shutdown, recovery and connection classes (`57P01`–`57P03`, `08…`,
+/// `53300` too many connections) mean the database is away for now.
+fn classify(error: &sqlx::Error) -> Fault {
+    match error {
+        sqlx::Error::Database(database) => match database.code().as_deref() {
+            Some("13") | Some("53100") => Fault::StorageFull,
+            Some(code)
+                if matches!(code, "57P01" | "57P02" | "57P03" | "53300")
+                    || code.starts_with("08") =>
+            {
+                Fault::Unavailable
+            }
+            _ => Fault::Other,
+        },
+        sqlx::Error::Io(io) if io.raw_os_error() == Some(28) => Fault::StorageFull,
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Fault::Unavailable,
+        _ => Fault::Other,
+    }
 }
 
 impl StoreError {
@@ -78,14 +129,17 @@ impl StoreError {
     /// Whether trying the same thing again later could succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Database(error) => matches!(
-                error,
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-            ),
-            StoreError::Migration(_) | StoreError::Corrupt { .. } | StoreError::Fenced { .. } => {
-                false
-            }
+            StoreError::Unavailable(_) | StoreError::StorageFull(_) => true,
+            StoreError::Database(_)
+            | StoreError::Migration(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::Fenced { .. } => false,
         }
+    }
+
+    /// Whether the disk holding the database is full.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, StoreError::StorageFull(_))
     }
 }
 
@@ -114,6 +168,9 @@ impl Store {
                 let options = AnyConnectOptions::from_str(url)?;
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
+                    .after_release(|connection, _| {
+                        Box::pin(released_cleanly(connection, ReleaseCheck::Count))
+                    })
                     .acquire_timeout(Duration::from_secs(30))
                     .after_connect(|connection, _| {
                         Box::pin(async move {
@@ -155,6 +212,20 @@ impl Store {
         self.read.close().await;
     }
 
+    /// SQLite's `PRAGMA integrity_check` ("ok" when the file is sound); "ok" on Postgres, which
+    /// keeps its own checksums.
+    pub async fn integrity_check(&self) -> Result<String, StoreError> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                let row = sqlx::query("PRAGMA integrity_check")
+                    .fetch_one(&self.read)
+                    .await?;
+                Ok(sqlx::Row::try_get::<String, _>(&row, 0)?)
+            }
+            Dialect::Postgres => Ok("ok".into()),
+        }
+    }
+
     /// A cheap round trip, for health checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
@@ -164,10 +235,11 @@ impl Store {
 
 async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
     let url = format!("sqlite://{}?mode=rwc", path.display());
-    let pool = |connections: u32| {
+    let pool = |connections: u32, check: ReleaseCheck| {
         AnyPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(Duration::from_secs(60))
+            .after_release(move |connection, _| Box::pin(released_cleanly(connection, check)))
             .after_connect(|connection, _| {
                 Box::pin(async move {
                     // WAL lets readers run beside the writer. synchronous=NORMAL keeps every commit
@@ -183,8 +255,11 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
             })
     };
     let options = AnyConnectOptions::from_str(&url)?;
-    let write = pool(1).connect_with(options.clone()).await?;
-    let read = pool(4).connect_with(options).await?;
+    // The write connection is also asked SQLite itself; readers open no transactions.
+    let write = pool(1, ReleaseCheck::CountAndDatabase)
+        .connect_with(options.clone())
+        .await?;
+    let read = pool(4, ReleaseCheck::Count).connect_with(options).await?;
     Ok(Store {
         dialect: Dialect::Sqlite,
         write,
@@ -193,6 +268,49 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         watchers: Default::default(),
         fence: None,
     })
+}
+
+/// How a connection going back to its pool is checked (see `released_cleanly`).
+#[derive(Debug, Clone, Copy)]
+enum ReleaseCheck {
+    /// sqlx's count of open transactions only: a Postgres connection (whose failed commit ends
+    /// its transaction or its connection), or a SQLite reader.
+    Count,
+    /// That count and SQLite's own state: the SQLite write connection.
+    CountAndDatabase,
+}
+
+/// Whether a connection going back to its pool is outside any transaction; one that is not is
+/// closed instead (closing rolls its transaction back).
+///
+/// This is what keeps a failed commit from losing later ones. When SQLite's COMMIT fails with
+/// `SQLITE_FULL` it rolls the transaction back itself, so the `ROLLBACK` sqlx sends when the
+/// transaction is dropped fails and sqlx still counts one open transaction on the connection. Its
+/// next transaction is then a `SAVEPOINT`; if that savepoint's `RELEASE` fails too (the disk is
+/// still full), SQLite leaves a transaction open, and from then on every transaction on the
+/// connection is a savepoint inside one that never commits: acknowledged, readable on that
+/// connection, invisible to others and gone at restart. sqlx's count (`is_in_transaction`) and,
+/// on SQLite, the database's own state (a `BEGIN` succeeds only outside a transaction) must both
+/// say "no transaction" for the connection to be used again.
+async fn released_cleanly(
+    connection: &mut sqlx::AnyConnection,
+    check: ReleaseCheck,
+) -> Result<bool, sqlx::Error> {
+    if sqlx::Connection::is_in_transaction(connection) {
+        tracing::warn!("a database connection was left inside a transaction; closing it");
+        return Ok(false);
+    }
+    match check {
+        ReleaseCheck::Count => Ok(true),
+        ReleaseCheck::CountAndDatabase => {
+            if connection.execute("BEGIN").await.is_err() {
+                tracing::warn!("a database connection was left inside a transaction; closing it");
+                return Ok(false);
+            }
+            connection.execute("ROLLBACK").await?;
+            Ok(true)
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.
