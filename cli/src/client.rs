@@ -51,16 +51,50 @@ impl Client {
         Ok(response.json().await?)
     }
 
+    /// Submits a job. A server that cannot be reached or answers 503 (its database restarting,
+    /// say) is asked again, with a bounded backoff for up to `SUBMIT_RETRY_BUDGET`, under one
+    /// `Idempotency-Key` (the caller's, or one made up for this invocation), so a submit whose
+    /// first answer was lost cannot create a second job.
     pub async fn submit(
         &self,
         request: &Value,
         idempotency_key: Option<&str>,
     ) -> anyhow::Result<Value> {
-        let mut builder = self.http.post(self.url("/v1/jobs")).json(request);
-        if let Some(key) = idempotency_key {
-            builder = builder.header("Idempotency-Key", key);
+        let key = idempotency_key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
+        let give_up_at = std::time::Instant::now() + SUBMIT_RETRY_BUDGET;
+        let mut delay = std::time::Duration::from_millis(200);
+        let mut told = false;
+        loop {
+            let builder = self
+                .http
+                .post(self.url("/v1/jobs"))
+                .json(request)
+                .header("Idempotency-Key", &key);
+            let error = match self.send_once(builder).await {
+                Ok(response) => return Ok(response.json().await?),
+                Err(Failure::Unreachable(error)) => error,
+                Err(Failure::Answered {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    retry_after,
+                    error,
+                }) => {
+                    if let Some(seconds) = retry_after {
+                        delay = delay.max(std::time::Duration::from_secs(seconds.min(10)));
+                    }
+                    error
+                }
+                Err(Failure::Answered { error, .. }) => return Err(error),
+            };
+            if std::time::Instant::now() + delay > give_up_at {
+                return Err(error);
+            }
+            if !told {
+                told = true;
+                eprintln!("{error:#}; retrying the submit (Idempotency-Key {key})");
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
         }
-        Ok(self.send(builder).await?.json().await?)
     }
 
     /// Up to `limit` jobs, newest first, following the server's page cursors.
@@ -149,13 +183,25 @@ impl Client {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Response> {
+        match self.send_once(request).await {
+            Ok(response) => Ok(response),
+            Err(Failure::Unreachable(error) | Failure::Answered { error, .. }) => Err(error),
+        }
+    }
+
+    async fn send_once(&self, request: reqwest::RequestBuilder) -> Result<Response, Failure> {
         let response = request.send().await.map_err(|error| {
-            anyhow!("cannot reach the batchctl server at {}: {error}; start one with `batchctl server` or pass --server", self.base)
+            Failure::Unreachable(anyhow!("cannot reach the batchctl server at {}: {error}; start one with `batchctl server` or pass --server", self.base))
         })?;
         if response.status().is_success() {
             return Ok(response);
         }
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok());
         let body = response.text().await.unwrap_or_default();
         let problem: Option<Value> = serde_json::from_str(&body).ok();
         let detail = problem
@@ -169,9 +215,29 @@ impl Client {
                     body.clone()
                 }
             });
-        Err(match status {
+        let error = match status {
             StatusCode::UNAUTHORIZED => anyhow!("{detail} (set BATCHCTL_TOKEN)"),
             _ => anyhow!("{detail}"),
+        };
+        Err(Failure::Answered {
+            status,
+            retry_after,
+            error,
         })
     }
+}
+
+/// How long `submit` keeps asking a server that is unreachable or unavailable.
+const SUBMIT_RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Why a request got no successful answer.
+enum Failure {
+    /// No answer at all: the server is down, or the connection broke.
+    Unreachable(anyhow::Error),
+    /// An answer that is not a success, with its `Retry-After` in seconds.
+    Answered {
+        status: StatusCode,
+        retry_after: Option<u64>,
+        error: anyhow::Error,
+    },
 }

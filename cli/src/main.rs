@@ -709,6 +709,10 @@ async fn serve(
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log that cannot be written (its file on a full disk) loses lines; by default
+        // tracing-subscriber would report that with `eprintln!`, which panics the task that
+        // logged — a request, or the dispatcher.
+        .log_internal_errors(false)
         .init();
     let data_dir = data_dir.unwrap_or_else(default_data_dir);
     let shim_program =

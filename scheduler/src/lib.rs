@@ -10,6 +10,7 @@ pub mod dispatcher;
 pub mod leadership;
 pub mod manifest;
 pub mod notifier;
+pub mod outage;
 pub mod peers;
 pub mod rules;
 pub mod schedules;

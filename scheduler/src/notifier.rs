@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::events::notification_backoff;
 use crate::core::webhooks::standard_signature;
+use crate::outage::{AfterWait, Outage};
 use crate::store::{now_millis, NotificationDelivery, Store, StoreError};
 
 const CURSOR: &str = "notifications";
@@ -39,9 +40,17 @@ impl Notifier {
     }
 
     pub async fn run(self, cancel: CancellationToken) {
+        let mut outage = Outage::new("notifier");
         loop {
-            if let Err(error) = self.run_once().await {
-                tracing::error!(%error, "sending notifications failed; trying again");
+            match self.run_once().await {
+                Ok(()) => outage.recovered(),
+                Err(error) if error.is_retryable() => {
+                    if outage.wait(&error, &cancel).await == AfterWait::Stop {
+                        return;
+                    }
+                    continue;
+                }
+                Err(error) => tracing::error!(%error, "sending notifications failed; trying again"),
             }
             tokio::select! {
                 () = cancel.cancelled() => return,

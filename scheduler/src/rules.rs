@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::events::{fill_placeholders, input_values};
 use crate::dispatcher::DispatcherHandle;
 use crate::manifest::SubmitJobRequest;
+use crate::outage::{AfterWait, Outage};
 use crate::store::{now_millis, BusEvent, Store, StoreError, StoredRule};
 
 /// The cursor's name in `bus_cursors`.
@@ -67,9 +68,19 @@ impl RuleRunner {
     }
 
     pub async fn run(self, cancel: CancellationToken) {
+        let mut outage = Outage::new("rule runner");
         loop {
             let more = match self.run_once().await {
-                Ok(more) => more,
+                Ok(more) => {
+                    outage.recovered();
+                    more
+                }
+                Err(error) if error.is_retryable() => {
+                    if outage.wait(&error, &cancel).await == AfterWait::Stop {
+                        return;
+                    }
+                    continue;
+                }
                 Err(error) => {
                     tracing::error!(%error, "matching events failed; trying again");
                     false

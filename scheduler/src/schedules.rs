@@ -26,6 +26,7 @@ use crate::core::schedule::{
 };
 use crate::dispatcher::DispatcherHandle;
 use crate::manifest::{FieldError, SubmitJobRequest};
+use crate::outage::{AfterWait, Outage};
 use crate::store::{FiringOutcome, Store, StoreError, StoredSchedule};
 
 /// The clock the runner reads and sleeps on: the system's, or a test's.
@@ -106,9 +107,19 @@ impl ScheduleRunner {
     /// next, so a database hiccup delays ticks but loses none (they are then missed ticks, which
     /// the catch-up policy handles).
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut outage = Outage::new("schedule runner");
         loop {
             let next = match self.run_once().await {
-                Ok(next) => next,
+                Ok(next) => {
+                    outage.recovered();
+                    next
+                }
+                Err(ScheduleError::Store(error)) if error.is_retryable() => {
+                    if outage.wait(&error, &cancel).await == AfterWait::Stop {
+                        return;
+                    }
+                    continue;
+                }
                 Err(error) => {
                     tracing::error!(%error, "firing schedules failed; trying again");
                     None

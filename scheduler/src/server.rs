@@ -118,6 +118,10 @@ pub async fn run(
             path: config.data_dir.join("batchctl.db"),
         },
     };
+    api::error::set_storage_location(match &location {
+        StoreLocation::Sqlite { .. } => format!("the data directory {}", config.data_dir.display()),
+        StoreLocation::Postgres { .. } => "the Postgres database's disk".into(),
+    });
     let store = Store::open(&location).await?;
     let installation = store.installation_id().await?;
     apply_files(&store, &config.apply_files).await?;
@@ -212,6 +216,10 @@ pub async fn run(
         installation: installation.clone(),
         tokens: Arc::new(config.tokens.clone()),
         role,
+        sqlite_data_dir: match &location {
+            StoreLocation::Sqlite { .. } => Some(config.data_dir.clone()),
+            StoreLocation::Postgres { .. } => None,
+        },
     };
     let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
     tracing::info!(%address, data_dir = %config.data_dir.display(), database = ?location_kind(&location), "batchctl server ready");

@@ -7,6 +7,7 @@ mod chart;
 mod core_slice;
 mod docker_executor;
 mod events;
+mod faults;
 mod high_availability;
 mod kubernetes;
 mod process_executor;

@@ -19,7 +19,9 @@ pub fn repository_root() -> PathBuf {
 
 pub struct Server {
     pub data_dir: PathBuf,
-    _dir: tempfile::TempDir,
+    /// Where the server's standard error goes.
+    log_path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
     pub url: String,
     database_url: Option<String>,
     /// More `batchctl server` arguments, kept across restarts.
@@ -38,9 +40,28 @@ impl Server {
     /// As `start`, with more `batchctl server` arguments.
     pub fn start_with(database_url: Option<String>, extra_arguments: &[String]) -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let mut server = Server::start_in(
+            dir.path().to_path_buf(),
+            dir.path().join("server.log"),
+            database_url,
+            extra_arguments,
+        );
+        server._dir = Some(dir);
+        server
+    }
+
+    /// As `start_with`, on a data directory the caller owns (a small filesystem, say), logging to
+    /// `log_path`.
+    pub fn start_in(
+        data_dir: PathBuf,
+        log_path: PathBuf,
+        database_url: Option<String>,
+        extra_arguments: &[String],
+    ) -> Server {
         let mut server = Server {
-            data_dir: dir.path().to_path_buf(),
-            _dir: dir,
+            data_dir,
+            log_path,
+            _dir: None,
             url: String::new(),
             database_url,
             extra_arguments: extra_arguments.to_vec(),
@@ -49,6 +70,14 @@ impl Server {
         };
         server.restart();
         server
+    }
+
+    /// Whether the server process still runs (it has not exited by itself).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => child.try_wait().unwrap().is_none(),
+            None => false,
+        }
     }
 
     /// Starts the server process again on the same data directory and database.
@@ -67,7 +96,11 @@ impl Server {
             .env("BATCHCTL_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
-                std::fs::File::create(self.data_dir.join("server.log")).unwrap(),
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.log_path)
+                    .unwrap(),
             ));
         if let Some(url) = &self.database_url {
             command.args(["--database-url", url]);
@@ -118,7 +151,7 @@ impl Server {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     /// Runs `batchctl ARGS` against this server.

@@ -19,7 +19,36 @@ pub struct ApiError {
     /// One entry per offending field, for input errors.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// Seconds after which trying again makes sense (`Retry-After`), for conditions that pass.
+    #[serde(skip)]
+    pub retry_after: Option<u32>,
 }
+
+/// Where the server keeps its data, for errors that must name it (a full disk). Set once by the
+/// server at start; a process without one names no place.
+static STORAGE_LOCATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names where this server keeps its data (the data directory, or "the Postgres database").
+pub fn set_storage_location(location: String) {
+    let _ = STORAGE_LOCATION.set(location);
+}
+
+/// When a write last failed for want of space (epoch milliseconds; 0: never), for `/healthz`.
+static LAST_STORAGE_FULL_MILLIS: std::sync::atomic::AtomicI64 =
+    std::sync::atomic::AtomicI64::new(0);
+
+/// How long after a write failed for want of space `/healthz` still says the storage is full.
+const STORAGE_FULL_REMEMBERED_MILLIS: i64 = 10_000;
+
+/// Whether a write failed for want of space in the last few seconds.
+pub fn storage_full_recently() -> bool {
+    let last = LAST_STORAGE_FULL_MILLIS.load(std::sync::atomic::Ordering::Relaxed);
+    last > 0 && crate::store::now_millis() - last < STORAGE_FULL_REMEMBERED_MILLIS
+}
+
+/// How long a client should wait before retrying while the database is away or full.
+pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u32 = 2;
+pub const STORAGE_FULL_RETRY_AFTER_SECONDS: u32 = 30;
 
 #[derive(Serialize)]
 struct Problem<'a> {
@@ -37,6 +66,7 @@ impl ApiError {
             title: "Invalid request".into(),
             detail: error.to_string(),
             errors: vec![error],
+            retry_after: None,
         }
     }
 
@@ -46,6 +76,7 @@ impl ApiError {
             title: "Not found".into(),
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -55,6 +86,7 @@ impl ApiError {
             title: "Conflict".into(),
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -64,6 +96,7 @@ impl ApiError {
             title: "Unauthorized".into(),
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -73,6 +106,7 @@ impl ApiError {
             title: "Forbidden".into(),
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -82,6 +116,7 @@ impl ApiError {
             title: "Service unavailable".into(),
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -92,6 +127,47 @@ impl ApiError {
             title: "Internal error".into(),
             detail: "the server could not complete the request; see its log, then try again".into(),
             errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// A store failure as the client should see it: a database that is away is 503 and a full
+    /// disk 507, both with `Retry-After` (what was not written can be sent again); anything else
+    /// is a bug, 500.
+    pub fn from_store(error: &StoreError) -> ApiError {
+        match error {
+            StoreError::StorageFull(_) => {
+                tracing::warn!(%error, "a write failed: no space left for the database");
+                LAST_STORAGE_FULL_MILLIS.store(
+                    crate::store::now_millis(),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                let place = STORAGE_LOCATION
+                    .get()
+                    .map_or("the database's disk".to_string(), Clone::clone);
+                ApiError {
+                    status: StatusCode::INSUFFICIENT_STORAGE,
+                    title: "Insufficient storage".into(),
+                    detail: format!(
+                        "{place} is full: nothing of this request was written; free space there, then send it again"
+                    ),
+                    errors: Vec::new(),
+                    retry_after: Some(STORAGE_FULL_RETRY_AFTER_SECONDS),
+                }
+            }
+            StoreError::Unavailable(_) => {
+                tracing::warn!(%error, "a request failed: the database is unavailable");
+                ApiError {
+                    retry_after: Some(UNAVAILABLE_RETRY_AFTER_SECONDS),
+                    ..ApiError::unavailable(
+                        "the database is unavailable for now (restarting or unreachable); send the request again shortly",
+                    )
+                }
+            }
+            StoreError::Database(_)
+            | StoreError::Migration(_)
+            | StoreError::Corrupt { .. }
+            | StoreError::Fenced { .. } => ApiError::internal(error),
         }
     }
 }
@@ -104,22 +180,24 @@ impl IntoResponse for ApiError {
             error: &self,
         };
         let body = serde_json::to_vec(&body).expect("problems serialize");
-        (
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
-        if error.is_retryable() {
-            ApiError::unavailable(format!("the database is unavailable ({error}); try again"))
-        } else {
-            ApiError::internal(&error)
-        }
+        ApiError::from_store(&error)
     }
 }
 
@@ -138,10 +216,7 @@ impl From<SubmitError> for ApiError {
     fn from(error: SubmitError) -> ApiError {
         match error {
             SubmitError::ShuttingDown => ApiError::unavailable(error.to_string()),
-            SubmitError::Store(error) => match std::sync::Arc::try_unwrap(error) {
-                Ok(error) => error.into(),
-                Err(shared) => ApiError::internal(&shared),
-            },
+            SubmitError::Store(error) => ApiError::from_store(&error),
         }
     }
 }

@@ -5,7 +5,7 @@
 //!   or `control`; they make no scheduling decision of their own.
 //! - A 2xx to a submit or an apply means the write committed.
 
-mod error;
+pub mod error;
 pub mod views;
 
 use std::collections::HashMap;
@@ -56,6 +56,8 @@ pub struct AppState {
     pub tokens: Arc<crate::core::auth::Tokens>,
     /// Whether this server leads (runs the dispatcher) or follows (serves the API only).
     pub role: crate::leadership::Role,
+    /// The directory holding the SQLite database; `None` on Postgres (whose disk is its own).
+    pub sqlite_data_dir: Option<std::path::PathBuf>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -197,7 +199,12 @@ async fn health(State(state): State<AppState>) -> Response {
         Ok(environments) => environments,
         Err(error) => {
             let body = serde_json::json!({"status": "unavailable", "database": error.to_string()});
-            return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, error::UNAVAILABLE_RETRY_AFTER_SECONDS)],
+                Json(body),
+            )
+                .into_response();
         }
     };
     let health: serde_json::Map<String, serde_json::Value> = environments
@@ -208,7 +215,8 @@ async fn health(State(state): State<AppState>) -> Response {
             (name, problem.into())
         })
         .collect();
-    let status = if unhealthy.is_empty() {
+    let storage = storage_health(state.sqlite_data_dir.as_deref());
+    let status = if unhealthy.is_empty() && storage.full.is_none() {
         "ok"
     } else {
         "degraded"
@@ -216,11 +224,67 @@ async fn health(State(state): State<AppState>) -> Response {
     Json(serde_json::json!({
         "status": status,
         "database": "ok",
+        "storage": storage.view(),
         "installation": state.installation,
         "leader": leader_view(state.role.get()),
         "computeEnvironments": health,
     }))
     .into_response()
+}
+
+/// Below this many free bytes in the SQLite data directory, writes are about to fail.
+const LOW_SPACE_BYTES: u64 = 1024 * 1024;
+
+struct StorageHealth {
+    /// Why writes fail or are about to, if they do.
+    full: Option<String>,
+    data_dir: Option<String>,
+    free_bytes: Option<u64>,
+}
+
+impl StorageHealth {
+    fn view(&self) -> serde_json::Value {
+        let mut view =
+            serde_json::json!({"status": if self.full.is_some() { "full" } else { "ok" }});
+        if let Some(reason) = &self.full {
+            view["reason"] = reason.clone().into();
+        }
+        if let Some(dir) = &self.data_dir {
+            view["dataDirectory"] = dir.clone().into();
+        }
+        if let Some(free) = self.free_bytes {
+            view["freeBytes"] = free.into();
+        }
+        view
+    }
+}
+
+/// Whether the database has room to write: a write refused for space in the last few seconds,
+/// or (on SQLite) less than `LOW_SPACE_BYTES` free in the data directory, says it has not.
+fn storage_health(sqlite_data_dir: Option<&std::path::Path>) -> StorageHealth {
+    let free_bytes = sqlite_data_dir.and_then(|dir| {
+        nix::sys::statvfs::statvfs(dir)
+            .ok()
+            .map(|stat| stat.blocks_available() * stat.fragment_size())
+    });
+    let place = sqlite_data_dir.map_or("the database's disk".to_string(), |dir| {
+        format!("the data directory {}", dir.display())
+    });
+    let full = if error::storage_full_recently() {
+        Some(format!("{place} is full: writes fail; free space there"))
+    } else if free_bytes.is_some_and(|free| free < LOW_SPACE_BYTES) {
+        Some(format!(
+            "{place} has less than {} KiB free: writes are about to fail; free space there",
+            LOW_SPACE_BYTES / 1024
+        ))
+    } else {
+        None
+    };
+    StorageHealth {
+        full,
+        data_dir: sqlite_data_dir.map(|dir| dir.display().to_string()),
+        free_bytes,
+    }
 }
 
 #[derive(Deserialize)]

@@ -34,6 +34,7 @@ use crate::core::placement::{plan_placements, Candidate};
 use crate::core::retry::{judge_attempt, retry_delay};
 use crate::core::state_machine::{transition, ArrayOutcome, JobEvent, TransitionError, Verdict};
 use crate::core::time_limits::runnable_cutoff;
+use crate::outage::{AfterWait, Outage};
 use crate::store::{now_millis, Effect, Store, StoreError, Transition};
 pub use supervisor::AttemptEvent;
 use supervisor::{supervise, AttemptAssignment, SupervisorContext, Takeover};
@@ -291,6 +292,8 @@ pub struct Dispatcher {
     /// query for SUBMITTED jobs, which on Postgres walks the index entries of every job that has
     /// left SUBMITTED since the last vacuum.
     admission_due: bool,
+    /// The token `run` was given: waits for the database end with it.
+    cancel: CancellationToken,
 }
 
 impl Dispatcher {
@@ -313,6 +316,7 @@ impl Dispatcher {
             dependencies_dirty: true,
             waiters_exist: true,
             admission_due: true,
+            cancel: CancellationToken::new(),
         }
     }
 
@@ -327,9 +331,24 @@ impl Dispatcher {
         self
     }
 
-    /// Reconciles with the executors, then runs until `cancel` fires.
+    /// Reconciles with the executors, then runs until `cancel` fires. A database that is away
+    /// (restarting, unreachable, its disk full) pauses the loop, which tries again with a bounded
+    /// backoff; only a failure that retrying cannot mend ends it.
     pub async fn run(mut self, cancel: CancellationToken) -> Result<(), DispatchError> {
-        self.reconcile().await?;
+        self.cancel = cancel.clone();
+        let mut outage = Outage::new("dispatcher");
+        loop {
+            match self.reconcile().await {
+                Ok(()) => break,
+                Err(DispatchError::Store(error)) if error.is_retryable() => {
+                    if outage.wait(&error, &cancel).await == AfterWait::Stop {
+                        return Ok(());
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        outage.recovered();
         let mut next_poll = tokio::time::Instant::now();
         let mut buffered: Vec<AttemptEvent> = Vec::new();
         loop {
@@ -339,39 +358,25 @@ impl Dispatcher {
                     break;
                 }
             }
-            let mut progressed = false;
-            if !buffered.is_empty() {
-                self.apply_events(std::mem::take(&mut buffered)).await?;
-                self.dependencies_dirty = true;
-                progressed = true;
-            }
-            let polling = tokio::time::Instant::now() >= next_poll;
-            if polling {
-                next_poll = tokio::time::Instant::now() + self.config.poll_interval;
-                self.placement_dirty = true;
-                self.dependencies_dirty = true;
-                self.waiters_exist = true;
-            }
-            // Resources are re-read when the API changed them, and at each poll for changes made
-            // through another server.
-            if self.handle.resources_changed.swap(false, Ordering::AcqRel) || polling {
-                self.load_resources().await?;
-                self.placement_dirty = true;
-            }
-            if self.handle.stops_requested.swap(false, Ordering::AcqRel) || polling {
-                self.deliver_stop_requests().await?;
-            }
-            if polling && self.cancel_jobs_over_time_limits().await? > 0 {
-                self.dependencies_dirty = true;
-                progressed = true;
-            }
-            self.admission_due |=
-                self.handle.work_submitted.swap(false, Ordering::AcqRel) || polling;
-            progressed |= self.admit().await? > 0;
-            if self.placement_dirty {
-                self.placement_dirty = false;
-                progressed |= self.dispatch().await? > 0;
-            }
+            let progressed = match self.pass(&mut buffered, &mut next_poll).await {
+                Ok(progressed) => {
+                    outage.recovered();
+                    progressed
+                }
+                Err(DispatchError::Store(error)) if error.is_retryable() => {
+                    if cancel.is_cancelled()
+                        || outage.wait(&error, &cancel).await == AfterWait::Stop
+                    {
+                        return Ok(());
+                    }
+                    // Whatever the failed pass skipped is looked at again.
+                    self.placement_dirty = true;
+                    self.dependencies_dirty = true;
+                    self.admission_due = true;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
             if progressed {
                 continue;
             }
@@ -383,6 +388,76 @@ impl Dispatcher {
                 }
                 Some(event) = self.events.recv() => buffered.push(event),
                 () = tokio::time::sleep_until(next_poll) => {}
+            }
+        }
+    }
+
+    /// One pass of the loop: applies the supervisors' reports, then admits, cancels over time
+    /// limits and places. True if it changed something (another pass may find more to do).
+    /// A pass that fails leaves memory as the store has it: reports are written before it
+    /// returns (see `write_transitions`), and placement gives back what it reserved.
+    async fn pass(
+        &mut self,
+        buffered: &mut Vec<AttemptEvent>,
+        next_poll: &mut tokio::time::Instant,
+    ) -> Result<bool, DispatchError> {
+        let mut progressed = false;
+        if !buffered.is_empty() {
+            self.apply_events(std::mem::take(buffered)).await?;
+            self.dependencies_dirty = true;
+            progressed = true;
+        }
+        let polling = tokio::time::Instant::now() >= *next_poll;
+        if polling {
+            *next_poll = tokio::time::Instant::now() + self.config.poll_interval;
+            self.placement_dirty = true;
+            self.dependencies_dirty = true;
+            self.waiters_exist = true;
+        }
+        // Resources are re-read when the API changed them, and at each poll for changes made
+        // through another server.
+        if self.handle.resources_changed.swap(false, Ordering::AcqRel) || polling {
+            self.load_resources().await?;
+            self.placement_dirty = true;
+        }
+        if self.handle.stops_requested.swap(false, Ordering::AcqRel) || polling {
+            self.deliver_stop_requests().await?;
+        }
+        if polling && self.cancel_jobs_over_time_limits().await? > 0 {
+            self.dependencies_dirty = true;
+            progressed = true;
+        }
+        self.admission_due |= self.handle.work_submitted.swap(false, Ordering::AcqRel) || polling;
+        progressed |= self.admit().await? > 0;
+        if self.placement_dirty {
+            self.placement_dirty = false;
+            progressed |= self.dispatch().await? > 0;
+        }
+        Ok(progressed)
+    }
+
+    /// Writes transitions whose effects memory already holds (attempt ends, reconcile's
+    /// verdicts): a database that is away is waited for rather than let memory and store part.
+    /// Fails only for a failure retrying cannot mend, or when the loop is told to stop (what
+    /// was not written is then found again by the next start's reconcile).
+    async fn write_transitions(
+        &self,
+        transitions: &[Transition],
+        now: i64,
+    ) -> Result<Vec<bool>, DispatchError> {
+        let mut outage = Outage::new("dispatcher");
+        loop {
+            match self.store.apply_transitions(transitions, now).await {
+                Ok(applied) => {
+                    outage.recovered();
+                    return Ok(applied);
+                }
+                Err(error) if error.is_retryable() => {
+                    if outage.wait(&error, &self.cancel).await == AfterWait::Stop {
+                        return Err(error.into());
+                    }
+                }
+                Err(error) => return Err(error.into()),
             }
         }
     }
@@ -661,7 +736,16 @@ impl Dispatcher {
                 }
             })
             .collect();
-        let applied = self.store.apply_transitions(&transitions, now).await?;
+        let applied = match self.store.apply_transitions(&transitions, now).await {
+            Ok(applied) => applied,
+            Err(error) => {
+                // Nothing was placed: what the plan reserved is free again.
+                for placement in &plan {
+                    self.release(&placement.environment, &placement.reserved);
+                }
+                return Err(error.into());
+            }
+        };
         let mut started = 0;
         for ((placement, transition), applied) in plan.into_iter().zip(&transitions).zip(applied) {
             if !applied {
@@ -852,10 +936,15 @@ impl Dispatcher {
                     }));
                 }
                 AttemptEvent::Waiting { number, reason, .. } if number == active.number => {
-                    // Not a transition: the job stays STARTING, with the reason shown.
-                    self.store
+                    // Not a transition: the job stays STARTING, with the reason shown. A reason
+                    // that cannot be written now is only shown later.
+                    if let Err(error) = self
+                        .store
                         .set_starting_reason(&job_id, number, &reason, now_millis())
-                        .await?;
+                        .await
+                    {
+                        tracing::warn!(%job_id, %error, "cannot record why the attempt waits");
+                    }
                 }
                 AttemptEvent::Started { number, .. }
                 | AttemptEvent::Deferred { number, .. }
@@ -865,7 +954,7 @@ impl Dispatcher {
                 }
             }
         }
-        let applied = self.store.apply_transitions(&transitions, now).await?;
+        let applied = self.write_transitions(&transitions, now).await?;
         for ((transition, applied), cleanup) in transitions.iter().zip(applied).zip(after) {
             if !applied {
                 tracing::warn!(job_id = %transition.job_id, from = %transition.from, to = %transition.to, "transition lost a compare-and-set");
@@ -1000,7 +1089,7 @@ impl Dispatcher {
             }
         }
         if !transitions.is_empty() {
-            self.store.apply_transitions(&transitions, now).await?;
+            self.write_transitions(&transitions, now).await?;
         }
         for (handle, (attempt, executor)) in listed {
             tracing::warn!(handle = %handle.0, job_id = %attempt.job_id, "removing an attempt no job owns");
