@@ -128,8 +128,14 @@ pub fn print_jobs(list: &Value, format: Format) -> anyhow::Result<()> {
         "JOB ID", "NAME", "QUEUE", "STATUS", "ATTEMPTS", "AGE", "REASON",
     ];
     print_list(list, format, &header, |job| {
-        let attempts = job["attempts"].as_array().map_or(0, Vec::len)
-            + usize::from(!job["currentAttempt"].is_null());
+        // Array children are listed as summaries, which count their attempts.
+        let attempts = job["attemptCount"].as_u64().map_or_else(
+            || {
+                job["attempts"].as_array().map_or(0, Vec::len)
+                    + usize::from(!job["currentAttempt"].is_null())
+            },
+            |count| count as usize,
+        );
         vec![
             text(&job["jobId"]),
             text(&job["jobName"]),

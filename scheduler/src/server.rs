@@ -216,6 +216,7 @@ pub async fn run(
         installation: installation.clone(),
         tokens: Arc::new(config.tokens.clone()),
         role,
+        listening: address,
         sqlite_data_dir: match &location {
             StoreLocation::Sqlite { .. } => Some(config.data_dir.clone()),
             StoreLocation::Postgres { .. } => None,

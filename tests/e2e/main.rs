@@ -13,4 +13,5 @@ mod kubernetes;
 mod process_executor;
 mod schedules;
 mod scheduling;
+mod security;
 mod support;

@@ -120,7 +120,7 @@ impl ApiError {
         }
     }
 
-    fn internal(error: &dyn std::fmt::Display) -> ApiError {
+    pub(crate) fn internal(error: &dyn std::fmt::Display) -> ApiError {
         tracing::error!(%error, "request failed");
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,

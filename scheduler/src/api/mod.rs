@@ -58,6 +58,8 @@ pub struct AppState {
     pub role: crate::leadership::Role,
     /// The directory holding the SQLite database; `None` on Postgres (whose disk is its own).
     pub sqlite_data_dir: Option<std::path::PathBuf>,
+    /// The address the server is bound to: on loopback, requests must name it in `Host`.
+    pub listening: std::net::SocketAddr,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -91,7 +93,50 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             authenticate,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_browser_pages,
+        ))
         .with_state(state)
+}
+
+/// Refuses what a web page could send to drive the API (`core::request_guard`), before
+/// authentication: an open server on a laptop has no token to stop a page.
+async fn refuse_browser_pages(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use crate::core::request_guard::{check, Refusal, RequestFacts};
+    let verdict = {
+        let header = |name: header::HeaderName| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+        };
+        let facts = RequestFacts {
+            method: request.method().as_str(),
+            path: request.uri().path(),
+            host: header(header::HOST),
+            origin: header(header::ORIGIN),
+            sec_fetch_site: header(header::HeaderName::from_static("sec-fetch-site")),
+            content_type: header(header::CONTENT_TYPE),
+        };
+        check(&facts, state.listening)
+    };
+    match verdict {
+        Ok(()) => next.run(request).await,
+        Err(refusal @ Refusal::NotJson(_)) => ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            title: "Unsupported media type".into(),
+            detail: refusal.to_string(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+        .into_response(),
+        Err(refusal) => ApiError::forbidden(refusal.to_string()).into_response(),
+    }
 }
 
 /// Checks the bearer token against the scope the request needs: 401 without a valid token,
@@ -513,13 +558,8 @@ async fn receive_hook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    use crate::core::events::{Event, MAX_ENTRY_BYTES};
+    use crate::core::events::{Event, MAX_ENTRY_BYTES, WEBHOOK_EVENT_ID_PREFIX};
     use crate::core::webhooks::{verify, Rejected};
-    let trigger = state
-        .store
-        .webhook_trigger(&name)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("webhook trigger {name} does not exist")))?;
     if body.len() > MAX_ENTRY_BYTES {
         return Err(ApiError::invalid(FieldError::new(
             "body",
@@ -529,6 +569,17 @@ async fn receive_hook(
             ),
         )));
     }
+    // A missing trigger and a bad signature get the same answer, so trigger names cannot be
+    // told apart from outside; the log says which it was.
+    let refused = || {
+        ApiError::unauthorized(
+            "the delivery is refused: no webhook trigger by this name accepts this signature",
+        )
+    };
+    let Some(trigger) = state.store.webhook_trigger(&name).await? else {
+        tracing::warn!(trigger = %name, "webhook delivery for a trigger that does not exist");
+        return Err(refused());
+    };
     let lower: std::collections::BTreeMap<String, String> = headers
         .iter()
         .filter_map(|(name, value)| {
@@ -539,19 +590,19 @@ async fn receive_hook(
         })
         .collect();
     let now = chrono::Utc::now();
-    let verified = match verify(
-        trigger.profile,
-        &trigger.secrets,
-        &lower,
-        &body,
-        now.timestamp(),
-    ) {
+    // MACs over a body of up to MAX_ENTRY_BYTES are CPU work: done on the blocking pool, so a
+    // flood of deliveries cannot stall the workers that answer everything else.
+    let verification = tokio::task::spawn_blocking({
+        let (profile, secrets, body) = (trigger.profile, trigger.secrets.clone(), body.clone());
+        move || verify(profile, &secrets, &lower, &body, now.timestamp())
+    })
+    .await
+    .map_err(|error| ApiError::internal(&error))?;
+    let verified = match verification {
         Ok(verified) => verified,
         Err(Rejected(reason)) => {
             tracing::warn!(trigger = %name, %reason, "webhook delivery refused");
-            return Err(ApiError::unauthorized(format!(
-                "the delivery's signature does not hold: {reason}"
-            )));
+            return Err(refused());
         }
     };
     let payload: serde_json::Value = serde_json::from_slice(&body).map_err(|error| {
@@ -566,7 +617,7 @@ async fn receive_hook(
         }
     };
     let event = Event {
-        id: format!("hook-{name}-{}", verified.delivery_id),
+        id: format!("{WEBHOOK_EVENT_ID_PREFIX}{name}-{}", verified.delivery_id),
         source: trigger.source.clone(),
         detail_type: verified.event_name.unwrap_or(trigger.detail_type.clone()),
         time: now,
@@ -938,10 +989,13 @@ impl QueryParameters {
     }
 }
 
+/// Jobs, newest first. Array children (`arrayJobId`) are listed as summaries without the spec
+/// they share with their parent; other jobs in full, a page holding fewer than `limit` when
+/// their specs are large (`MAX_PAGE_SPEC_BYTES`), so no list answer is unbounded.
 async fn list_jobs(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<Page<JobView>>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut query = QueryParameters(query);
     let queue = query
         .take("queue")
@@ -985,6 +1039,27 @@ async fn list_jobs(
         .clamp(1, MAX_PAGE_SIZE);
     let array_parent = query.take("arrayJobId").map(JobId);
     query.finish("queue, status, arrayJobId, limit or cursor")?;
+    if let Some(parent) = &array_parent {
+        if queue.is_some() {
+            return Err(ApiError::invalid(FieldError::new(
+                "queue",
+                "cannot be combined with arrayJobId: an array's children are in its queue",
+            )));
+        }
+        let page = state
+            .store
+            .array_children(parent, status, before, limit)
+            .await?;
+        return Ok(Json(Page {
+            items: page
+                .children
+                .iter()
+                .map(views::ChildView::from)
+                .collect::<Vec<_>>(),
+            next_cursor: page.next.map(|seq| seq.to_string()),
+        })
+        .into_response());
+    }
     let page = state
         .store
         .jobs(&JobFilter {
@@ -998,7 +1073,8 @@ async fn list_jobs(
     Ok(Json(Page {
         items: job_views(&state.store, &page.jobs).await?,
         next_cursor: page.next.map(|seq| seq.to_string()),
-    }))
+    })
+    .into_response())
 }
 
 async fn describe_job(

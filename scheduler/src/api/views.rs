@@ -42,6 +42,48 @@ pub struct JobView {
     pub array_properties: Option<ArrayPropertiesView>,
 }
 
+/// An array child in a list (`GET /v1/jobs?arrayJobId=…`), in the shape of AWS Batch's
+/// JobSummary: no container or parameters, which are the parent's (`GET /v1/jobs/{parent}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildView {
+    pub job_id: String,
+    pub job_name: String,
+    pub job_queue: String,
+    pub status: JobStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    pub created_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<i64>,
+    /// Attempts started, the one under way included.
+    pub attempt_count: u32,
+    pub array_properties: ArrayPropertiesView,
+}
+
+impl From<&crate::store::ChildSummary> for ChildView {
+    fn from(child: &crate::store::ChildSummary) -> ChildView {
+        ChildView {
+            job_id: child.job_id.0.clone(),
+            job_name: child.job_name.clone(),
+            job_queue: child.queue.clone(),
+            status: child.status,
+            status_reason: child.status_reason.clone(),
+            created_at: child.created_at,
+            started_at: child.started_at,
+            stopped_at: child.stopped_at,
+            attempt_count: child.n_attempts,
+            array_properties: ArrayPropertiesView {
+                size: None,
+                index: child.array_index,
+                status_summary: None,
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DependencyView {

@@ -61,29 +61,37 @@ pub enum Access {
 }
 
 impl Tokens {
-    /// Reads `SCOPE TOKEN` lines (`#` starts a comment; `;` also separates entries, for an
-    /// environment variable). A token shorter than 16 characters is refused.
+    /// Reads `SCOPE TOKEN` entries, one per line (`;` also separates entries, for an environment
+    /// variable). A comment starts with `#` at the start of an entry or after a space. Anything
+    /// else is refused rather than guessed at: a token is made of the characters RFC 6750 allows
+    /// (letters, digits, `-._~+/=`), 16 or more of them, and an entry has exactly two fields.
     pub fn parse(text: &str) -> Result<Tokens, String> {
         let mut tokens = Vec::new();
         for (number, entry) in text.split(['\n', ';']).enumerate() {
-            let entry = entry.split('#').next().unwrap_or_default().trim();
+            let entry = without_comment(entry).trim();
             if entry.is_empty() {
                 continue;
             }
-            let (scope, token) = entry
-                .split_once(char::is_whitespace)
-                .ok_or_else(|| format!("entry {}: write it as `SCOPE TOKEN`", number + 1))?;
+            let entry_error = |what: String| format!("entry {}: {what}", number + 1);
+            let fields: Vec<&str> = entry.split_whitespace().collect();
+            let [scope, token] = fields[..] else {
+                return Err(entry_error(
+                    "write it as `SCOPE TOKEN` (a comment needs a space before its #)".into(),
+                ));
+            };
             let scope = Scope::parse(scope).ok_or_else(|| {
-                format!(
-                    "entry {}: {scope:?} is not a scope; use read, submit or admin",
-                    number + 1
-                )
+                entry_error(format!(
+                    "{scope:?} is not a scope; use read, submit or admin"
+                ))
             })?;
-            let token = token.trim();
+            if let Some(bad) = token.chars().find(|c| !is_token_character(*c)) {
+                return Err(entry_error(format!(
+                    "the token contains {bad:?}, which a token cannot hold; use letters, digits and -._~+/="
+                )));
+            }
             if token.len() < 16 {
-                return Err(format!(
-                    "entry {}: the token is shorter than 16 characters; use a long random one",
-                    number + 1
+                return Err(entry_error(
+                    "the token is shorter than 16 characters; use a long random one".into(),
                 ));
             }
             tokens.push(Token {
@@ -100,9 +108,11 @@ impl Tokens {
 
     /// Whether the `Authorization` header's value (if any) grants `needs`.
     pub fn check(&self, authorization: Option<&str>, needs: Scope) -> Access {
+        // RFC 7235: the scheme is case-insensitive.
         let presented = authorization
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(|token| -> [u8; 32] { Sha256::digest(token.trim().as_bytes()).into() });
+            .and_then(|value| value.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| -> [u8; 32] { Sha256::digest(token.trim().as_bytes()).into() });
         let Some(presented) = presented else {
             return Access::Unauthenticated;
         };
@@ -119,6 +129,24 @@ impl Tokens {
             Some(has) => Access::Forbidden { has, needs },
         }
     }
+}
+
+/// An entry without its comment: `#` at its start or after whitespace begins one; a `#` inside a
+/// word is kept (and then refused as part of a token).
+fn without_comment(entry: &str) -> &str {
+    let mut previous_is_space = true;
+    for (index, character) in entry.char_indices() {
+        if character == '#' && previous_is_space {
+            return &entry[..index];
+        }
+        previous_is_space = character.is_whitespace();
+    }
+    entry
+}
+
+/// RFC 6750's `b64token` characters.
+fn is_token_character(character: char) -> bool {
+    character.is_ascii_alphanumeric() || "-._~+/=".contains(character)
 }
 
 /// The scope a request needs, by method and path; `None` for what is open to all (`/healthz`,
@@ -202,6 +230,25 @@ mod tests {
                 Access::Allowed,
             ),
             (Some(bearer(ADMIN)), "GET", "/v1/jobs", Access::Allowed),
+            // RFC 7235: the scheme is case-insensitive.
+            (
+                Some(format!("bearer {READER}")),
+                "GET",
+                "/v1/jobs",
+                Access::Allowed,
+            ),
+            (
+                Some(format!("BEARER {READER}")),
+                "GET",
+                "/v1/jobs",
+                Access::Allowed,
+            ),
+            (
+                Some(format!("Bearerx {READER}")),
+                "GET",
+                "/v1/jobs",
+                Access::Unauthenticated,
+            ),
         ];
         for (authorization, method, path, expected) in cases {
             let needs = required_scope(method, path).unwrap();
@@ -231,6 +278,20 @@ mod tests {
                 "read 0123456789abcdef\nadmin tiny",
                 "entry 2: the token is shorter",
             ),
+            // Once silently truncated to the part before # or ;.
+            (
+                "admin 0123456789abcdef#ghijklmnop",
+                "entry 1: the token contains '#'",
+            ),
+            (
+                "admin 0123456789abcdef;ghijklmnop",
+                "entry 2: write it as `SCOPE TOKEN`",
+            ),
+            (
+                "admin 0123456789abcdef extra",
+                "entry 1: write it as `SCOPE TOKEN`",
+            ),
+            ("read 0123456789abcdef\u{e9}", "the token contains '\u{e9}'"),
         ];
         for (text, expected) in cases {
             let error = Tokens::parse(text).unwrap_err();

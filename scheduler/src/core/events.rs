@@ -38,6 +38,11 @@ impl Event {
     }
 }
 
+/// Events made from webhook deliveries have ids `hook-<trigger>-<delivery id>`; events put
+/// through the API may not take such an id, so no caller can make a genuine delivery look like
+/// a repeat (and be dropped).
+pub const WEBHOOK_EVENT_ID_PREFIX: &str = "hook-";
+
 /// Checks one entry of a put: `source`, `detail-type` and a `detail` object are required; `id`
 /// (else `new_id`) and `time` (RFC 3339, else `now`) are optional. The error says what to fix.
 pub fn event_from_entry(entry: &Value, new_id: &str, now: DateTime<Utc>) -> Result<Event, String> {
@@ -85,6 +90,11 @@ pub fn event_from_entry(entry: &Value, new_id: &str, now: DateTime<Utc>) -> Resu
     let detail_type =
         text("detail-type")?.ok_or("detail-type is required: say what kind of event it is")?;
     let id = text("id")?.unwrap_or_else(|| new_id.to_string());
+    if id.starts_with(WEBHOOK_EVENT_ID_PREFIX) {
+        return Err(format!(
+            "id {id:?} starts with {WEBHOOK_EVENT_ID_PREFIX:?}, which is reserved for webhook deliveries; choose another id"
+        ));
+    }
     let time = match text("time")? {
         Some(time) => DateTime::parse_from_rfc3339(&time)
             .map_err(|error| format!("time {time:?} is not RFC 3339: {error}"))?

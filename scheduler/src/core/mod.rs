@@ -8,6 +8,7 @@ pub mod events;
 pub mod fair_share;
 pub mod model;
 pub mod placement;
+pub mod request_guard;
 pub mod retry;
 pub mod schedule;
 pub mod state_machine;

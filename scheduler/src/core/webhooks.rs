@@ -16,11 +16,17 @@ use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// How far a Standard Webhooks timestamp may be from now.
 pub const TOLERANCE_SECONDS: i64 = 5 * 60;
+
+/// The most signatures a Standard Webhooks delivery may carry (a sender lists one per secret it
+/// signs with while rotating; a handful is plenty). More is refused before any is checked, so a
+/// delivery costs at most one MAC per secret of the trigger.
+pub const MAX_SIGNATURES: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -69,8 +75,17 @@ pub fn verify(
                     "webhook-timestamp is more than {TOLERANCE_SECONDS} s from now; a stale or replayed delivery"
                 )));
             }
-            let signatures: Vec<Vec<u8>> = header("webhook-signature")?
+            let entries: Vec<&str> = header("webhook-signature")?
                 .split_whitespace()
+                .take(MAX_SIGNATURES + 1)
+                .collect();
+            if entries.len() > MAX_SIGNATURES {
+                return Err(Rejected(format!(
+                    "webhook-signature lists more than {MAX_SIGNATURES} signatures"
+                )));
+            }
+            let signatures: Vec<Vec<u8>> = entries
+                .iter()
                 .filter_map(|entry| entry.strip_prefix("v1,"))
                 .filter_map(|encoded| {
                     base64::engine::general_purpose::STANDARD
@@ -84,14 +99,18 @@ pub fn verify(
             signed.extend_from_slice(timestamp.as_bytes());
             signed.push(b'.');
             signed.extend_from_slice(body);
+            // One MAC per secret, compared with every signature.
             let valid = secrets.iter().any(|secret| {
                 let key = secret.strip_prefix("whsec_").unwrap_or(secret);
                 let Ok(key) = base64::engine::general_purpose::STANDARD.decode(key) else {
                     return false;
                 };
+                let Some(expected) = mac(&key, &signed) else {
+                    return false;
+                };
                 signatures
                     .iter()
-                    .any(|signature| hmac_matches(&key, &signed, signature))
+                    .any(|signature| bool::from(expected.as_slice().ct_eq(signature)))
             });
             if !valid {
                 return Err(Rejected(
@@ -109,9 +128,10 @@ pub fn verify(
                 .strip_prefix("sha256=")
                 .and_then(|hex_text| hex::decode(hex_text).ok())
                 .ok_or_else(|| Rejected("X-Hub-Signature-256 is not sha256=<hex>".into()))?;
-            let valid = secrets
-                .iter()
-                .any(|secret| hmac_matches(secret.as_bytes(), body, &signature));
+            let valid = secrets.iter().any(|secret| {
+                mac(secret.as_bytes(), body)
+                    .is_some_and(|expected| bool::from(expected.as_slice().ct_eq(&signature)))
+            });
             if !valid {
                 return Err(Rejected(
                     "X-Hub-Signature-256 does not match a secret of this trigger".into(),
@@ -125,12 +145,11 @@ pub fn verify(
     }
 }
 
-fn hmac_matches(key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    let Ok(mut mac) = HmacSha256::new_from_slice(key) else {
-        return false;
-    };
+/// HMAC-SHA256 of `message` under `key`.
+fn mac(key: &[u8], message: &[u8]) -> Option<[u8; 32]> {
+    let mut mac = HmacSha256::new_from_slice(key).ok()?;
     mac.update(message);
-    mac.verify_slice(signature).is_ok()
+    Some(mac.finalize().into_bytes().into())
 }
 
 /// Signs as a Standard Webhooks sender does (for outbound notifications and tests).
@@ -215,6 +234,13 @@ mod tests {
                 &secrets,
                 body,
                 Err("no webhook-signature matches"),
+            ),
+            // Many signatures are refused before any MAC is computed.
+            (
+                standard("msg_1", NOW, &format!("{} {good}", "v1,AA== ".repeat(8))),
+                &secrets,
+                body,
+                Err("more than 8 signatures"),
             ),
             (
                 standard("msg_1", NOW, &good),

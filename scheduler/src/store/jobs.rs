@@ -89,6 +89,42 @@ pub struct JobFilter {
     pub limit: u32,
 }
 
+/// The most bytes of job specs one page of `jobs` reads: a page holds fewer jobs than asked
+/// when their specs are large (at least one), so a list costs bounded memory whatever was
+/// submitted.
+pub const MAX_PAGE_SPEC_BYTES: i64 = 4 * 1024 * 1024;
+
+/// How many placeholders the conditions of `jobs` for `filter` use (`seq < $1`, then one each
+/// for the array parent, the queue and the status when given).
+fn bound_parameters(filter: &JobFilter) -> usize {
+    1 + usize::from(filter.array_parent.is_some())
+        + usize::from(filter.queue.is_some())
+        + usize::from(filter.status.is_some())
+}
+
+/// An array child as lists show it: without the spec, which is its parent's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildSummary {
+    pub job_id: JobId,
+    pub job_name: String,
+    pub queue: String,
+    pub status: JobStatus,
+    pub status_reason: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    pub array_index: Option<u32>,
+    /// Attempts started, the one under way included.
+    pub n_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildPage {
+    pub children: Vec<ChildSummary>,
+    /// Pass as `before` to read the next page; `None` on the last page.
+    pub next: Option<i64>,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobPage {
     pub jobs: Vec<Job>,
@@ -318,7 +354,7 @@ impl Store {
             conditions.join(" AND "),
             next_parameter()
         );
-        let limit = filter.limit.max(1);
+        let limit = self.limit_by_spec_bytes(filter, &conditions).await?;
         let mut query = sqlx::query(&sql).bind(filter.before.unwrap_or(i64::MAX));
         if let Some(parent) = &filter.array_parent {
             query = query.bind(parent.0.as_str());
@@ -346,6 +382,109 @@ impl Store {
         };
         self.load_attempts(&mut jobs).await?;
         Ok(JobPage { jobs, next })
+    }
+
+    /// How many of the `filter.limit` jobs `jobs` may read within `MAX_PAGE_SPEC_BYTES` of specs
+    /// (at least one): their sizes are read first, without the specs.
+    async fn limit_by_spec_bytes(
+        &self,
+        filter: &JobFilter,
+        conditions: &[String],
+    ) -> Result<u32, StoreError> {
+        let limit = filter.limit.max(1);
+        let sql = format!(
+            "SELECT CASE WHEN array_parent IS NULL THEN LENGTH(spec) \
+             ELSE (SELECT LENGTH(p.spec) FROM jobs p WHERE p.job_id = jobs.array_parent) END AS spec_bytes \
+             FROM jobs WHERE {} ORDER BY seq DESC LIMIT {}",
+            conditions.join(" AND "),
+            format_args!("${}", bound_parameters(filter) + 1)
+        );
+        let mut query = sqlx::query(&sql).bind(filter.before.unwrap_or(i64::MAX));
+        if let Some(parent) = &filter.array_parent {
+            query = query.bind(parent.0.as_str());
+        }
+        if let Some(queue) = &filter.queue {
+            query = query.bind(queue.as_str());
+        }
+        if let Some(status) = filter.status {
+            query = query.bind(status.as_str());
+        }
+        let rows = query.bind(i64::from(limit)).fetch_all(&self.read).await?;
+        let mut total = 0i64;
+        let mut fitting = 0u32;
+        for row in &rows {
+            total += row.try_get::<Option<i64>, _>("spec_bytes")?.unwrap_or(0);
+            if total > MAX_PAGE_SPEC_BYTES && fitting > 0 {
+                break;
+            }
+            fitting += 1;
+        }
+        Ok(fitting.clamp(1, limit))
+    }
+
+    /// A page of an array's children, newest first, without their spec (it is the parent's).
+    pub async fn array_children(
+        &self,
+        parent: &JobId,
+        status: Option<JobStatus>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<ChildPage, StoreError> {
+        let limit = limit.max(1);
+        let status_condition = if status.is_some() {
+            "AND status = $3 "
+        } else {
+            ""
+        };
+        let limit_parameter = if status.is_some() { "$4" } else { "$3" };
+        let sql = format!(
+            "SELECT seq, job_id, job_name, job_queue, status, status_reason, created_at, started_at, \
+             stopped_at, n_attempts, attempt_number, array_index FROM jobs \
+             WHERE seq < $1 AND array_parent = $2 {status_condition}\
+             ORDER BY seq DESC LIMIT {limit_parameter}"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(parent.0.as_str());
+        if let Some(status) = status {
+            query = query.bind(status.as_str());
+        }
+        let rows = query
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.read)
+            .await?;
+        let mut children = Vec::with_capacity(rows.len());
+        let mut last_seq = None;
+        for row in rows.iter().take(limit as usize) {
+            last_seq = Some(row.try_get::<i64, _>("seq")?);
+            let job_id: String = row.try_get("job_id")?;
+            let status: String = row.try_get("status")?;
+            let status = JobStatus::parse(&status).ok_or_else(|| {
+                StoreError::corrupt(format!("job {job_id}"), format!("unknown status {status}"))
+            })?;
+            let n_attempts = row.try_get::<i64, _>("n_attempts")?;
+            let current = row.try_get::<Option<i64>, _>("attempt_number")?;
+            children.push(ChildSummary {
+                job_id: JobId(job_id),
+                job_name: row.try_get("job_name")?,
+                queue: row.try_get("job_queue")?,
+                status,
+                status_reason: row.try_get("status_reason")?,
+                created_at: row.try_get("created_at")?,
+                started_at: row.try_get("started_at")?,
+                stopped_at: row.try_get("stopped_at")?,
+                array_index: row
+                    .try_get::<Option<i64>, _>("array_index")?
+                    .map(|index| index as u32),
+                n_attempts: n_attempts.max(current.unwrap_or(0)) as u32,
+            });
+        }
+        let next = if rows.len() > limit as usize {
+            last_seq
+        } else {
+            None
+        };
+        Ok(ChildPage { children, next })
     }
 
     /// Moves up to `limit` of the oldest jobs in `from` to `to` (a bulk compare-and-set); returns

@@ -28,7 +28,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use events::{BusEvent, StoredRule, WatchGuard};
-pub use jobs::{Effect, FinishedArray, JobFilter, JobPage, NewJob, Transition};
+pub use jobs::{
+    ChildPage, ChildSummary, Effect, FinishedArray, JobFilter, JobPage, NewJob, Transition,
+    MAX_PAGE_SPEC_BYTES,
+};
 pub use lease::{Fence, LeaseHolder};
 pub use logs::{LogLine, NewLogChunk};
 pub use notifications::NotificationDelivery;
