@@ -76,6 +76,10 @@ enum Command {
         /// Seconds between the leader's looks at the store for changes no wake-up announced.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
         poll_interval_seconds: u64,
+        /// A network (CIDR, e.g. 10.20.0.0/16) notifications may reach although it is loopback,
+        /// link-local or private, which they may not by default; may be given more than once.
+        #[arg(long = "notification-allow-cidr", value_name = "CIDR")]
+        notification_allow_cidr: Vec<ipnet::IpNet>,
     },
     /// Create or update compute environments, job queues and job definitions from a file.
     Apply {
@@ -384,6 +388,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             replica_id,
             apply,
             poll_interval_seconds,
+            notification_allow_cidr,
         } => {
             let mut text = match &tokens_file {
                 Some(path) => std::fs::read_to_string(path)
@@ -408,6 +413,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 apply_files: apply,
                 poll_interval: Duration::from_secs(poll_interval_seconds),
+                notification_policy: batchctl_scheduler::core::endpoint_policy::EndpointPolicy::new(
+                    notification_allow_cidr,
+                ),
             };
             serve(listen, data_dir, database_url, settings).await?;
         }
@@ -694,6 +702,7 @@ struct ServeSettings {
     lease: batchctl_scheduler::leadership::LeaseSettings,
     apply_files: Vec<PathBuf>,
     poll_interval: Duration,
+    notification_policy: batchctl_scheduler::core::endpoint_policy::EndpointPolicy,
 }
 
 async fn serve(
@@ -732,6 +741,7 @@ async fn serve(
         event_retention: settings.event_retention,
         lease: settings.lease,
         apply_files: settings.apply_files,
+        notification_policy: settings.notification_policy,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signal_shutdown = shutdown.clone();

@@ -148,6 +148,43 @@ pub struct LogChunk {
 
 /// Errors say whether trying again later could help, so the scheduler can keep a job RUNNABLE when a
 /// backend is briefly unreachable instead of failing it.
+/// Capabilities a container may add without the environment allowing privileged jobs, as
+/// Kubernetes' Restricted pod security profile allows: binding ports below 1024, nothing that
+/// reaches past the container.
+pub const UNPRIVILEGED_CAPABILITIES: &[&str] = &["NET_BIND_SERVICE"];
+
+/// Why a container backend must refuse `spec` on an environment with `allow_privileged` as given,
+/// or `None`: a privileged container, or any added capability beyond
+/// `UNPRIVILEGED_CAPABILITIES` (`ALL` included), needs `allowPrivileged: true`.
+pub fn privilege_refusal(spec: &AttemptSpec, allow_privileged: bool) -> Option<String> {
+    if allow_privileged {
+        return None;
+    }
+    if spec.privileged {
+        return Some(format!(
+            "CannotStartContainerError: the job asks for a privileged container, which compute environment {} does not allow; set allowPrivileged: true on it",
+            spec.compute_environment
+        ));
+    }
+    let beyond: Vec<&str> = spec
+        .capabilities
+        .iter()
+        .map(String::as_str)
+        .filter(|capability| {
+            let name = capability.trim_start_matches("CAP_").to_ascii_uppercase();
+            !UNPRIVILEGED_CAPABILITIES.contains(&name.as_str())
+        })
+        .collect();
+    (!beyond.is_empty()).then(|| {
+        format!(
+            "CannotStartContainerError: the job adds capabilities {}, which compute environment {} does not allow (without allowPrivileged: true only {} may be added)",
+            beyond.join(", "),
+            spec.compute_environment,
+            UNPRIVILEGED_CAPABILITIES.join(", ")
+        )
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
     #[error("executor unavailable: {reason}")]
@@ -220,4 +257,64 @@ pub trait Executor: Send + Sync + 'static {
 
     /// Forgets an attempt whose outcome and logs the scheduler has durably recorded.
     async fn remove(&self, handle: &AttemptHandle) -> Result<(), ExecutorError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(privileged: bool, capabilities: &[&str]) -> AttemptSpec {
+        AttemptSpec {
+            attempt_id: "job-1".into(),
+            job_id: "job".into(),
+            attempt_number: 1,
+            compute_environment: "local".into(),
+            image: "busybox".into(),
+            command: vec!["true".into()],
+            environment: vec![],
+            working_dir: None,
+            user: None,
+            resources: ResourceLimits {
+                vcpu_millis: 1000,
+                memory_mib: 64,
+                gpus: 0,
+            },
+            image_pull_policy: Default::default(),
+            privileged,
+            capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
+            timeout_seconds: None,
+        }
+    }
+
+    #[test]
+    fn capabilities_beyond_the_restricted_profile_need_allow_privileged() {
+        // (privileged, capabilities, environment allows privileged, refused because of)
+        let cases: &[(bool, &[&str], bool, Option<&str>)] = &[
+            (false, &[], false, None),
+            (false, &["NET_BIND_SERVICE"], false, None),
+            (false, &["CAP_NET_BIND_SERVICE"], false, None),
+            (false, &["SYS_ADMIN"], false, Some("SYS_ADMIN")),
+            (
+                false,
+                &["NET_BIND_SERVICE", "SYS_PTRACE", "DAC_READ_SEARCH"],
+                false,
+                Some("SYS_PTRACE, DAC_READ_SEARCH"),
+            ),
+            (false, &["NET_ADMIN"], false, Some("NET_ADMIN")),
+            (false, &["ALL"], false, Some("ALL")),
+            (true, &[], false, Some("privileged container")),
+            (false, &["SYS_ADMIN", "ALL"], true, None),
+            (true, &[], true, None),
+        ];
+        for (privileged, capabilities, allowed, expected) in cases {
+            let refusal = privilege_refusal(&spec(*privileged, capabilities), *allowed);
+            match expected {
+                None => assert_eq!(refusal, None, "{capabilities:?}"),
+                Some(part) => assert!(
+                    refusal.as_deref().is_some_and(|r| r.contains(part)),
+                    "{capabilities:?}: {refusal:?}"
+                ),
+            }
+        }
+    }
 }

@@ -731,8 +731,23 @@ pub fn schedule(name: String, spec: &ScheduleSpec) -> Result<Schedule, FieldErro
 pub fn parse_strict<T: DeserializeOwned>(value: &serde_json::Value) -> Result<T, FieldError> {
     serde_path_to_error::deserialize(value).map_err(|error| {
         let path = error.path().to_string();
+        // serde names the value it could not take ("invalid type: integer `123`"): a secret
+        // given with the wrong type must not come back in the error, nor reach a log.
+        if is_secret_path(&path) {
+            return FieldError::new(
+                path,
+                "has the wrong type or form; give the secret as a string (its value is not shown)",
+            );
+        }
         FieldError::new(path, error.into_inner().to_string())
     })
+}
+
+/// Whether a field path names a secret (`spec.secret`, `spec.secrets[0]`, …).
+fn is_secret_path(path: &str) -> bool {
+    path.rsplit('.')
+        .next()
+        .is_some_and(|last| last.to_ascii_lowercase().starts_with("secret"))
 }
 
 /// Reads manifest text: YAML with one or more `---`-separated documents, or JSON (one document or a
@@ -1898,5 +1913,24 @@ mod tests {
         assert_eq!(vcpus("4"), Ok(4000));
         assert!(vcpus("0.0001").is_err());
         assert!(vcpus("lots").is_err());
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_type_is_not_echoed() {
+        let documents = [
+            json!({"apiVersion": "batchctl/v1", "kind": "WebhookTrigger", "metadata": {"name": "w"},
+                "spec": {"profile": "github", "secrets": [123456789012345678_u64], "source": "s"}}),
+            json!({"apiVersion": "batchctl/v1", "kind": "Notification", "metadata": {"name": "n"},
+                "spec": {"eventPattern": {}, "endpoint": "https://example.com", "secret": {"v": 987654321987_u64}}}),
+        ];
+        for document in documents {
+            let error = parse_document(&document).unwrap_err();
+            let text = format!("{error} {:?}", error);
+            assert!(
+                !text.contains("123456789012345678") && !text.contains("987654321987"),
+                "{text}"
+            );
+            assert!(text.contains("secret"), "{text}");
+        }
     }
 }

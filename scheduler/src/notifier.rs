@@ -7,12 +7,20 @@
 //!   before it is sent, and marked delivered only after a 2xx: a crash re-sends rather than loses
 //!   (receivers dedupe on `webhook-id`, the event's id).
 //! - Like the rule runner, the bus cursor only passes settled events.
+//! - Only addresses `core::endpoint_policy` allows are reached, checked on every address a name
+//!   resolves to (a resolver of its own) and on literal addresses; redirects are not followed
+//!   (they would carry the signature elsewhere). What a failure records (`lastError`, shown to
+//!   read tokens) names no address and does not tell a refused port from a silent one.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use crate::core::endpoint_policy::EndpointPolicy;
 use crate::core::events::notification_backoff;
 use crate::core::webhooks::standard_signature;
 use crate::outage::{AfterWait, Outage};
@@ -28,15 +36,25 @@ const CONCURRENT_SENDS: usize = 8;
 pub struct Notifier {
     store: Store,
     http: reqwest::Client,
+    policy: Arc<EndpointPolicy>,
 }
 
 impl Notifier {
-    pub fn new(store: Store) -> Notifier {
+    pub fn new(store: Store, policy: EndpointPolicy) -> Notifier {
+        let policy = Arc::new(policy);
         let http = reqwest::Client::builder()
             .timeout(SEND_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: Arc::clone(&policy),
+            }))
             .build()
             .expect("an HTTP client with rustls");
-        Notifier { store, http }
+        Notifier {
+            store,
+            http,
+            policy,
+        }
     }
 
     pub async fn run(self, cancel: CancellationToken) {
@@ -137,10 +155,33 @@ impl Notifier {
                 request = request.header("webhook-signature", signature);
             }
         }
-        let outcome = match request.send().await {
-            Ok(response) if response.status().is_success() => Ok(()),
-            Ok(response) => Err(format!("the endpoint answered {}", response.status())),
-            Err(error) => Err(format!("cannot reach the endpoint: {error}")),
+        let literal_refused = reqwest::Url::parse(&notification.endpoint)
+            .ok()
+            .and_then(|url| {
+                url.host_str()
+                    .map(|host| host.trim_matches(['[', ']']).to_string())
+            })
+            .and_then(|host| host.parse::<IpAddr>().ok())
+            .is_some_and(|ip| !self.policy.allows(ip));
+        let outcome = if literal_refused {
+            Err(NOT_ALLOWED.to_string())
+        } else {
+            match request.send().await {
+                Ok(response) if response.status().is_success() => Ok(()),
+                Ok(response) if response.status().is_redirection() => Err(format!(
+                    "the endpoint answered {} (a redirect, which is not followed)",
+                    response.status()
+                )),
+                Ok(response) => Err(format!("the endpoint answered {}", response.status())),
+                Err(error) => {
+                    tracing::warn!(notification = %notification.name, error = %error_chain(&error), "cannot reach a notification endpoint");
+                    Err(if is_not_allowed(&error) {
+                        NOT_ALLOWED.to_string()
+                    } else {
+                        "cannot reach the endpoint (see the server's log)".to_string()
+                    })
+                }
+            }
         };
         let now = now_millis();
         match outcome {
@@ -163,4 +204,57 @@ impl Notifier {
             }
         }
     }
+}
+
+/// What `lastError` says of an endpoint whose address the policy refuses.
+const NOT_ALLOWED: &str = "the endpoint's address is not allowed: loopback, link-local and private addresses need batchctl server --notification-allow-cidr";
+
+/// Resolves names as the system does, keeping only addresses the policy allows.
+struct GuardedResolver {
+    policy: Arc<EndpointPolicy>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{NOT_ALLOWED}")]
+struct AddressNotAllowed;
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = Arc::clone(&self.policy);
+        Box::pin(async move {
+            let resolved: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = resolved
+                .into_iter()
+                .filter(|address| policy.allows(address.ip()))
+                .collect();
+            if allowed.is_empty() {
+                return Err(Box::new(AddressNotAllowed) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+fn is_not_allowed(error: &reqwest::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<AddressNotAllowed>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+/// An error and its causes, for the server's log.
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -49,6 +49,8 @@ pub struct ServerConfig {
     /// Manifest files applied at every start, before anything runs (as `batchctl apply -f`): how
     /// a Helm release declares its compute environment and queue.
     pub apply_files: Vec<PathBuf>,
+    /// Which addresses notifications may reach (internal ones only where listed).
+    pub notification_policy: crate::core::endpoint_policy::EndpointPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +191,7 @@ pub async fn run(
             schedule_handle: schedules.handle(),
             rules_handle: rules_handle.clone(),
             event_retention: config.event_retention,
+            notification_policy: config.notification_policy.clone(),
             role: role.clone(),
         },
         shutdown.clone(),
@@ -254,6 +257,7 @@ struct Leading {
     schedule_handle: ScheduleHandle,
     rules_handle: RuleHandle,
     event_retention: Duration,
+    notification_policy: crate::core::endpoint_policy::EndpointPolicy,
     role: Role,
 }
 
@@ -270,6 +274,7 @@ async fn lead(leading: Leading, shutdown: CancellationToken) -> Result<(), Serve
         schedule_handle,
         rules_handle,
         event_retention,
+        notification_policy,
         role,
     } = leading;
     let term = match store.dialect() {
@@ -308,7 +313,8 @@ async fn lead(leading: Leading, shutdown: CancellationToken) -> Result<(), Serve
     let schedules_task = tokio::spawn(Arc::new(schedules).run(stop.clone()));
     let rules = RuleRunner::new(store.clone(), dispatcher_handle).with_handle(rules_handle);
     let rules_task = tokio::spawn(rules.run(stop.clone()));
-    let notifier_task = tokio::spawn(Notifier::new(store.clone()).run(stop.clone()));
+    let notifier_task =
+        tokio::spawn(Notifier::new(store.clone(), notification_policy).run(stop.clone()));
     let prune_task = tokio::spawn(prune_bus_periodically(
         store.clone(),
         event_retention,

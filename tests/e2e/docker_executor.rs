@@ -224,7 +224,9 @@ fn missing_images_and_privilege_fail_the_attempt_with_a_reason() {
     let server = Server::start(None);
     docker_resources(&server, image, 2, "");
     let text = "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: never}\nspec:\n  containerProperties: {image: 'batchctl-test/absent:1', imagePullPolicy: Never, command: ['true']}\n---\n\
-                apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: root}\nspec:\n  containerProperties: {image: 'batchctl-test/busybox:latest', privileged: true, command: ['true']}\n";
+                apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: root}\nspec:\n  containerProperties: {image: 'batchctl-test/busybox:latest', privileged: true, command: ['true']}\n---\n\
+                apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: admin-caps}\nspec:\n  containerProperties: {image: 'batchctl-test/busybox:latest', linuxParameters: {capabilities: {add: [SYS_ADMIN, SYS_PTRACE]}}, command: ['true']}\n---\n\
+                apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: low-port}\nspec:\n  containerProperties: {image: 'batchctl-test/busybox:latest', linuxParameters: {capabilities: {add: [NET_BIND_SERVICE]}}, command: ['true']}\n";
     let path = server.data_dir.join("more.yaml");
     std::fs::write(&path, text).unwrap();
     assert!(server
@@ -246,6 +248,18 @@ fn missing_images_and_privilege_fail_the_attempt_with_a_reason() {
             .contains("does not allow; set allowPrivileged: true"),
         "{job:#}"
     );
+    // Security review finding 7: added capabilities got around allowPrivileged.
+    let id = server.submit(&["--queue", "dq", "--definition", "admin-caps"]);
+    let job = server.wait_for_status(&id, "FAILED");
+    assert!(
+        job["statusReason"]
+            .as_str()
+            .unwrap()
+            .contains("adds capabilities SYS_ADMIN, SYS_PTRACE"),
+        "{job:#}"
+    );
+    let id = server.submit(&["--queue", "dq", "--definition", "low-port"]);
+    server.wait_for_status(&id, "SUCCEEDED");
 }
 
 #[test]

@@ -285,18 +285,18 @@ fn signed_webhook_deliveries_become_events_and_bad_ones_are_refused() {
 }
 
 /// A request the receiver got: its headers (lower-case names) and body.
-type Received = (std::collections::BTreeMap<String, String>, String);
+pub(crate) type Received = (std::collections::BTreeMap<String, String>, String);
 
 /// A tiny HTTP receiver for notifications: answers each POST with the next status of `statuses`
 /// (the last one repeating) and records the requests' headers and bodies.
-struct Receiver {
-    url: String,
-    requests: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
-    statuses: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
+    pub(crate) requests: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    pub(crate) statuses: std::sync::Arc<std::sync::Mutex<Vec<u16>>>,
 }
 
 impl Receiver {
-    fn start(statuses: &[u16]) -> Receiver {
+    pub(crate) fn start(statuses: &[u16]) -> Receiver {
         use std::io::{BufRead, BufReader, Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -356,7 +356,11 @@ impl Receiver {
 fn notifications_are_signed_retried_and_dead_lettered() {
     use batchctl_scheduler::core::webhooks::{verify, Profile};
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let server = crate::support::Server::start(None);
+    // The receivers listen on loopback, which notifications reach only where allowed.
+    let server = crate::support::Server::start_with(
+        None,
+        &["--notification-allow-cidr".into(), "127.0.0.0/8".into()],
+    );
     server.apply_examples();
     // The first receiver fails twice, then takes the event; the second always fails.
     let flaky = Receiver::start(&[500, 502, 200]);

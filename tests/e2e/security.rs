@@ -324,3 +324,101 @@ fn token_files_are_read_exactly_and_the_scheme_is_case_insensitive() {
         assert_eq!(status, 200, "{scheme}: {body}");
     }
 }
+
+/// Findings 8 and 9: notifications reached any address (loopback here, cloud metadata or a
+/// Docker socket elsewhere), followed redirects with their signature, and `lastError` told a
+/// read token what answered where; endpoint credentials were shown whole.
+#[test]
+fn notifications_reach_only_allowed_addresses_and_show_no_credentials() {
+    use crate::events::Receiver;
+    let receiver = Receiver::start(&[200]);
+    let port = receiver
+        .url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .and_then(|authority| authority.rsplit(':').next())
+        .unwrap()
+        .to_string();
+    let server = Server::start(None);
+    server.apply_examples();
+    let endpoint = format!("http://ops:hunter22@127.0.0.1:{port}/in?token=t0ps3cret");
+    server.apply_text(&format!(
+        "apiVersion: batchctl/v1\nkind: Notification\nmetadata: {{name: internal}}\nspec:\n  eventPattern: {{source: [batchctl], detail: {{status: [FAILED]}}}}\n  endpoint: '{endpoint}'\n  retryPolicy: {{maximumRetryAttempts: 0}}\n"
+    ));
+    let listed = stdout(&server.cli(&["-o", "json", "get", "notifications"]));
+    assert!(
+        !listed.contains("hunter22") && !listed.contains("t0ps3cret"),
+        "{listed}"
+    );
+    let job = server.submit(&[
+        "--queue",
+        "default",
+        "--definition",
+        "hello",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    server.wait_for_status(&job, "FAILED");
+    let dead = crate::support::eventually(30, "a dead letter", || {
+        let letters = server.json(&["dlq", "list"]);
+        letters["items"]
+            .as_array()
+            .unwrap()
+            .first()
+            .cloned()
+            .ok_or(letters.to_string())
+    });
+    let last_error = dead["lastError"].as_str().unwrap();
+    assert!(last_error.contains("address is not allowed"), "{dead:#}");
+    assert!(
+        !last_error.contains("127.0.0.1") && !last_error.contains(&port),
+        "{dead:#}"
+    );
+    assert!(
+        receiver.requests.lock().unwrap().is_empty(),
+        "the loopback endpoint was reached"
+    );
+
+    // Allowed by the operator, a redirect is not followed: its signature would go elsewhere.
+    let redirecting = Receiver::start(&[302]);
+    let server = Server::start_with(
+        None,
+        &["--notification-allow-cidr".into(), "127.0.0.0/8".into()],
+    );
+    server.apply_examples();
+    server.apply_text(&format!(
+        "apiVersion: batchctl/v1\nkind: Notification\nmetadata: {{name: moved}}\nspec:\n  eventPattern: {{source: [batchctl], detail: {{status: [FAILED]}}}}\n  endpoint: '{}'\n  retryPolicy: {{maximumRetryAttempts: 0}}\n",
+        redirecting.url
+    ));
+    let job = server.submit(&[
+        "--queue",
+        "default",
+        "--definition",
+        "hello",
+        "--",
+        "sh",
+        "-c",
+        "exit 3",
+    ]);
+    server.wait_for_status(&job, "FAILED");
+    let dead = crate::support::eventually(30, "a dead letter", || {
+        let letters = server.json(&["dlq", "list"]);
+        letters["items"]
+            .as_array()
+            .unwrap()
+            .first()
+            .cloned()
+            .ok_or(letters.to_string())
+    });
+    assert!(
+        dead["lastError"]
+            .as_str()
+            .unwrap()
+            .contains("redirect, which is not followed"),
+        "{dead:#}"
+    );
+    assert_eq!(redirecting.requests.lock().unwrap().len(), 1);
+}

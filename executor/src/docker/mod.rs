@@ -159,11 +159,8 @@ impl DockerExecutor {
 #[async_trait]
 impl Executor for DockerExecutor {
     async fn start(&self, spec: &AttemptSpec) -> Result<AttemptHandle, ExecutorError> {
-        if spec.privileged && !self.config.allow_privileged {
-            return Err(refused(format!(
-                "CannotStartContainerError: the job asks for a privileged container, which compute environment {} does not allow; set allowPrivileged: true on it",
-                spec.compute_environment
-            )));
+        if let Some(reason) = crate::privilege_refusal(spec, self.config.allow_privileged) {
+            return Err(refused(reason));
         }
         let docker = self.client().await?;
         self.ensure_image(docker, spec).await?;

@@ -189,13 +189,8 @@ impl KubernetesExecutor {
 #[async_trait]
 impl Executor for KubernetesExecutor {
     async fn start(&self, spec: &AttemptSpec) -> Result<AttemptHandle, ExecutorError> {
-        if spec.privileged && !self.config.job.allow_privileged {
-            return Err(ExecutorError::Refused {
-                reason: format!(
-                    "CannotStartContainerError: the job asks for a privileged container, which compute environment {} does not allow; set allowPrivileged: true on it",
-                    spec.compute_environment
-                ),
-            });
+        if let Some(reason) = crate::privilege_refusal(spec, self.config.job.allow_privileged) {
+            return Err(ExecutorError::Refused { reason });
         }
         let (jobs, _) = self.apis().await?;
         let timeout = spec.timeout_seconds.map(Duration::from_secs);

@@ -653,6 +653,9 @@ async fn list_notifications(
             if spec.get("secret").is_some() {
                 spec["secret"] = serde_json::json!("(hidden)");
             }
+            if let Some(endpoint) = spec.get("endpoint").and_then(|e| e.as_str()) {
+                spec["endpoint"] = views::redacted_endpoint(endpoint).into();
+            }
             serde_json::json!({"apiVersion": manifest::API_VERSION, "kind": "Notification", "metadata": {"name": name}, "spec": spec})
         })
         .collect();

@@ -336,3 +336,58 @@ pub struct Page<T> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
+
+/// A notification endpoint as read tokens may see it: user and password in the URL and the values of
+/// its query (where services put their tokens) are hidden; scheme, host, port and path stay.
+pub fn redacted_endpoint(endpoint: &str) -> String {
+    let Ok(mut url) = reqwest::Url::parse(endpoint) else {
+        return "(hidden: not a URL)".into();
+    };
+    // A user name alone can be the credential (`https://TOKEN@host`): both are hidden.
+    if !url.username().is_empty() {
+        let _ = url.set_username("hidden");
+    }
+    if url.password().is_some() {
+        let _ = url.set_password(Some("hidden"));
+    }
+    if url.query().is_some() {
+        let names: Vec<String> = url
+            .query_pairs()
+            .map(|(name, _)| name.into_owned())
+            .collect();
+        url.query_pairs_mut()
+            .clear()
+            .extend_pairs(names.iter().map(|name| (name.as_str(), "(hidden)")));
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted_endpoint;
+
+    #[test]
+    fn endpoint_credentials_are_hidden() {
+        let cases = [
+            (
+                "https://hooks.example.com/in",
+                "https://hooks.example.com/in",
+            ),
+            (
+                "https://ghp_token@hooks.example.com/in",
+                "https://hidden@hooks.example.com/in",
+            ),
+            (
+                "https://ci:s3cret@hooks.example.com:8443/in",
+                "https://hidden:hidden@hooks.example.com:8443/in",
+            ),
+            (
+                "https://hooks.example.com/in?token=abc&team=x",
+                "https://hooks.example.com/in?token=%28hidden%29&team=%28hidden%29",
+            ),
+        ];
+        for (endpoint, shown) in cases {
+            assert_eq!(redacted_endpoint(endpoint), shown);
+        }
+    }
+}

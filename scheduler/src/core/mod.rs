@@ -3,6 +3,7 @@
 
 pub mod attempt;
 pub mod auth;
+pub mod endpoint_policy;
 pub mod event_pattern;
 pub mod events;
 pub mod fair_share;
