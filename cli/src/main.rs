@@ -80,6 +80,14 @@ enum Command {
         /// link-local or private, which they may not by default; may be given more than once.
         #[arg(long = "notification-allow-cidr", value_name = "CIDR")]
         notification_allow_cidr: Vec<ipnet::IpNet>,
+        /// Allow `type: process` compute environments, which run each job's command as a host
+        /// process. On by default only on a loopback address without tokens (a laptop).
+        #[arg(long, env = "BATCHCTL_ENABLE_PROCESS_EXECUTOR")]
+        enable_process_executor: bool,
+        /// Who process jobs run as: a user NAME or UID[:GID]. Default: `nobody` when the server
+        /// runs as root, else the server's own user.
+        #[arg(long, env = "BATCHCTL_PROCESS_USER", value_name = "USER")]
+        process_user: Option<String>,
     },
     /// Create or update compute environments, job queues and job definitions from a file.
     Apply {
@@ -364,7 +372,13 @@ fn main() -> ExitCode {
         };
     }
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Dropping the runtime would wait for every blocking task, and a process attempt's `wait`
+    // blocks (on its shim's lock) until the attempt ends: a stopped server would linger, holding
+    // its data directory, for as long as its longest job. Attempts outlive the server by design
+    // and are adopted at its next start, so what still blocks is left behind.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -389,6 +403,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             apply,
             poll_interval_seconds,
             notification_allow_cidr,
+            enable_process_executor,
+            process_user,
         } => {
             let mut text = match &tokens_file {
                 Some(path) => std::fs::read_to_string(path)
@@ -401,6 +417,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let tokens = batchctl_scheduler::core::auth::Tokens::parse(&text)
                 .map_err(|error| anyhow::anyhow!("API tokens: {error}"))?;
+            let process_executor = process_executor_setting(
+                enable_process_executor || (listen.ip().is_loopback() && tokens.is_empty()),
+                process_user.as_deref(),
+            )?;
             let settings = ServeSettings {
                 kill_grace: Duration::from_secs(kill_grace_seconds),
                 tokens,
@@ -416,6 +436,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 notification_policy: batchctl_scheduler::core::endpoint_policy::EndpointPolicy::new(
                     notification_allow_cidr,
                 ),
+                process_executor,
             };
             serve(listen, data_dir, database_url, settings).await?;
         }
@@ -703,6 +724,30 @@ struct ServeSettings {
     apply_files: Vec<PathBuf>,
     poll_interval: Duration,
     notification_policy: batchctl_scheduler::core::endpoint_policy::EndpointPolicy,
+    process_executor: batchctl_scheduler::server::ProcessExecutorSetting,
+}
+
+/// The process executor's setting from the command line: off unless `enabled`; its work runs as
+/// `user`, or as `nobody` when the server runs as root.
+fn process_executor_setting(
+    enabled: bool,
+    user: Option<&str>,
+) -> anyhow::Result<batchctl_scheduler::server::ProcessExecutorSetting> {
+    use batchctl_executor::process::RunAs;
+    use batchctl_scheduler::server::ProcessExecutorSetting;
+    if !enabled {
+        return Ok(ProcessExecutorSetting::Disabled);
+    }
+    let run_as = match user {
+        Some(user) => Some(
+            RunAs::resolve(user).map_err(|error| anyhow::anyhow!("--process-user: {error}"))?,
+        ),
+        None if nix::unistd::geteuid().is_root() => Some(RunAs::resolve("nobody").map_err(|error| {
+            anyhow::anyhow!("the server runs as root, so process jobs run as nobody, but: {error}; name another user with --process-user")
+        })?),
+        None => None,
+    };
+    Ok(ProcessExecutorSetting::Enabled { run_as })
 }
 
 async fn serve(
@@ -742,6 +787,7 @@ async fn serve(
         lease: settings.lease,
         apply_files: settings.apply_files,
         notification_policy: settings.notification_policy,
+        process_executor: settings.process_executor,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signal_shutdown = shutdown.clone();

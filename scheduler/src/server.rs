@@ -11,7 +11,7 @@ use std::time::Duration;
 use batchctl_executor::docker::{DockerExecutor, DockerExecutorConfig};
 use batchctl_executor::kubernetes::job::JobSettings;
 use batchctl_executor::kubernetes::{KubernetesExecutor, KubernetesExecutorConfig};
-use batchctl_executor::process::{ProcessExecutor, ProcessExecutorConfig};
+use batchctl_executor::process::{ProcessExecutor, ProcessExecutorConfig, RunAs};
 use batchctl_executor::Executor;
 use tokio_util::sync::CancellationToken;
 
@@ -51,6 +51,48 @@ pub struct ServerConfig {
     pub apply_files: Vec<PathBuf>,
     /// Which addresses notifications may reach (internal ones only where listed).
     pub notification_policy: crate::core::endpoint_policy::EndpointPolicy,
+    /// Whether jobs may run as local processes, and as whom.
+    pub process_executor: ProcessExecutorSetting,
+}
+
+/// The process executor runs any command a submit token sends as a host process, as Nomad's
+/// `raw_exec` driver does: on by default only for the laptop case (loopback, no tokens), where
+/// whoever can reach the API already runs commands as this user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessExecutorSetting {
+    /// `type: process` environments are refused and none is created; existing ones get no
+    /// executor, so their jobs wait.
+    Disabled,
+    /// Enabled; work runs as this user (`None`: the server's own).
+    Enabled { run_as: Option<RunAs> },
+}
+
+impl ProcessExecutorSetting {
+    pub fn is_enabled(self) -> bool {
+        matches!(self, ProcessExecutorSetting::Enabled { .. })
+    }
+}
+
+/// Why documents naming a process environment are refused on a server without the process
+/// executor, naming the first one; `None` if there is none or the executor is enabled.
+pub fn process_environment_refusal(
+    documents: &[crate::store::ValidDocument],
+    setting: ProcessExecutorSetting,
+) -> Option<crate::manifest::FieldError> {
+    if setting.is_enabled() {
+        return None;
+    }
+    documents.iter().enumerate().find_map(|(index, (resource, _))| match resource {
+        manifest::Resource::ComputeEnvironment(environment)
+            if environment.backend == Backend::Process =>
+        {
+            Some(crate::manifest::FieldError::new(
+                format!("documents[{index}].spec.type"),
+                "process is disabled on this server: it runs each job's command as a host process; start the server with --enable-process-executor to allow it (see docs/security.md)",
+            ))
+        }
+        _ => None,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,17 +168,21 @@ pub async fn run(
     });
     let store = Store::open(&location).await?;
     let installation = store.installation_id().await?;
-    apply_files(&store, &config.apply_files).await?;
-    create_defaults_on_first_start(&store, &installation).await?;
+    apply_files(&store, &config.apply_files, config.process_executor).await?;
+    create_defaults_on_first_start(&store, &installation, config.process_executor).await?;
 
-    let process = ProcessExecutor::new(ProcessExecutorConfig {
-        root: config.data_dir.join("attempts"),
-        shim_program: config.shim_program.clone(),
-        shim_arguments: config.shim_arguments.clone(),
-    })?;
-    let executors = Executors::default()
-        .with(EnvironmentType::Process, Arc::new(process))
-        .with_factory(Arc::new({
+    let mut executors = Executors::default();
+    if let ProcessExecutorSetting::Enabled { run_as } = config.process_executor {
+        let process = ProcessExecutor::new(ProcessExecutorConfig {
+            root: config.data_dir.join("attempts"),
+            shim_program: config.shim_program.clone(),
+            shim_arguments: config.shim_arguments.clone(),
+            run_as,
+        })?;
+        executors = executors.with(EnvironmentType::Process, Arc::new(process));
+    }
+    let executors =
+        executors.with_factory(Arc::new({
             let installation = installation.clone();
             move |name: &EnvironmentName, backend: &Backend| -> Option<Arc<dyn Executor>> {
                 match backend {
@@ -220,6 +266,8 @@ pub async fn run(
         tokens: Arc::new(config.tokens.clone()),
         role,
         listening: address,
+        process_executor: config.process_executor,
+        streams: Default::default(),
         sqlite_data_dir: match &location {
             StoreLocation::Sqlite { .. } => Some(config.data_dir.clone()),
             StoreLocation::Postgres { .. } => None,
@@ -373,7 +421,11 @@ async fn lead(leading: Leading, shutdown: CancellationToken) -> Result<(), Serve
 
 /// Applies each file's documents in one transaction per file; an invalid file stops the server
 /// with the field at fault, having written nothing of that file.
-async fn apply_files(store: &Store, files: &[PathBuf]) -> Result<(), ServerError> {
+async fn apply_files(
+    store: &Store,
+    files: &[PathBuf],
+    process_executor: ProcessExecutorSetting,
+) -> Result<(), ServerError> {
     for path in files {
         let failed = |reason: String| ServerError::ApplyFile {
             path: path.display().to_string(),
@@ -384,6 +436,9 @@ async fn apply_files(store: &Store, files: &[PathBuf]) -> Result<(), ServerError
             manifest::documents_from_text(&text).map_err(|error| failed(error.to_string()))?;
         let (valid, warnings) = crate::aws_compat::documents_to_apply(&documents)
             .map_err(|error| failed(error.to_string()))?;
+        if let Some(error) = process_environment_refusal(&valid, process_executor) {
+            return Err(failed(error.to_string()));
+        }
         for warning in warnings {
             tracing::warn!(file = %path.display(), "{warning}");
         }
@@ -408,6 +463,7 @@ fn location_kind(location: &StoreLocation) -> &'static str {
 async fn create_defaults_on_first_start(
     store: &Store,
     installation: &str,
+    process_executor: ProcessExecutorSetting,
 ) -> Result<(), ServerError> {
     if !store.compute_environments().await?.is_empty() || !store.job_queues().await?.is_empty() {
         return Ok(());
@@ -429,6 +485,10 @@ async fn create_defaults_on_first_start(
         }
         Err(_) => "process",
     };
+    if backend == "process" && !process_executor.is_enabled() {
+        tracing::warn!("first start: no Docker engine answers and the process executor is disabled, so no compute environment was created; apply one (see docs/security.md)");
+        return Ok(());
+    }
     let text = format!(
         "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {{name: local}}\n\
          spec: {{type: {backend}, state: ENABLED, maxVcpus: {vcpus}, maxMemoryMiB: {memory_mib}}}\n---\n\

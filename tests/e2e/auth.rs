@@ -17,8 +17,16 @@ fn tokens_grant_their_scopes_and_nothing_more() {
         format!("read {READER}\nsubmit {SUBMITTER}\nadmin {ADMIN}\n"),
     )
     .unwrap();
-    let mut server =
-        Server::start_with(None, &["--tokens-file".into(), file.display().to_string()]);
+    // examples/hello.yaml has a process environment, which a server with tokens runs only
+    // when told to.
+    let mut server = Server::start_with(
+        None,
+        &[
+            "--tokens-file".into(),
+            file.display().to_string(),
+            "--enable-process-executor".into(),
+        ],
+    );
 
     // No token: 401, saying what to send.
     let output = server.cli(&["get", "jobs"]);

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{eventually, postgres_url, Server};
+use crate::support::{eventually, is_root, postgres_url, Server};
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
@@ -319,13 +319,6 @@ impl Drop for OwnPostgres {
         );
         run_as_postgres(&command);
     }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
 }
 
 fn free_port() -> u16 {

@@ -19,6 +19,7 @@ fn executor(root: &std::path::Path) -> Arc<ProcessExecutor> {
             root: root.to_path_buf(),
             shim_program: BINARY.into(),
             shim_arguments: vec!["shim".into()],
+            run_as: None,
         })
         .unwrap(),
     )

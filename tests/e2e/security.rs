@@ -422,3 +422,120 @@ fn notifications_reach_only_allowed_addresses_and_show_no_credentials() {
     );
     assert_eq!(redirecting.requests.lock().unwrap().len(), 1);
 }
+
+/// Finding 4: a submit token ran any command as the server's user (root: it read /etc/shadow).
+/// With tokens the process executor is off unless enabled; as root, its work runs as nobody.
+#[test]
+fn the_process_executor_is_opt_in_with_tokens_and_unprivileged_as_root() {
+    const ADMIN: &str = "admin-token-0123456789abc";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, format!("admin {ADMIN}\n")).unwrap();
+    let mut server =
+        Server::start_with(None, &["--tokens-file".into(), file.display().to_string()]);
+    server.token = Some(ADMIN.into());
+    let output = server.cli(&["apply", "-f", "examples/hello.yaml"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("process is disabled on this server")
+            && stderr(&output).contains("--enable-process-executor"),
+        "{}",
+        stderr(&output)
+    );
+    // Nothing was created on first start either: no process environment behind anyone's back.
+    let environments = server.json(&["get", "computeenvironments"]);
+    assert!(
+        environments["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["spec"]["type"] != "process"),
+        "{environments}"
+    );
+
+    if !crate::support::is_root() {
+        eprintln!("\n!!! SKIPPING the run-as-nobody half: the tests do not run as root !!!\n");
+        return;
+    }
+    // As root, enabled, without --process-user: the work runs as nobody.
+    let server = Server::start_with_default_process_user(&[]);
+    server.apply_examples();
+    let id = server.submit_script(
+        "id -u; cat /etc/shadow >/dev/null 2>&1 && echo read-shadow || echo no-shadow",
+    );
+    server.wait_for_status(&id, "SUCCEEDED");
+    let output = stdout(&server.cli(&["logs", &id]));
+    let nobody = stdout(&Command::new("id").args(["-u", "nobody"]).output().unwrap());
+    assert_eq!(output, format!("{}no-shadow\n", nobody), "{output}");
+}
+
+/// Finding 13: SIGTERM left a server with a running process job alive for minutes, holding its
+/// data directory. It now stops at once; the job keeps running under its shim and is adopted.
+#[test]
+fn sigterm_stops_the_server_promptly_while_process_jobs_run() {
+    let mut server = Server::start(None);
+    server.apply_examples();
+    let id = server.submit_script("sleep 3; echo finished");
+    server.wait_for_status(&id, "RUNNING");
+    server.signal("TERM");
+    let status = server.wait_exit(5);
+    assert!(
+        status.is_some_and(|status| status.success()),
+        "the server did not stop within 5 s of SIGTERM ({status:?}):\n{}",
+        server.log()
+    );
+    server.restart();
+    let job = server.wait_for_status(&id, "SUCCEEDED");
+    assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");
+    assert_eq!(stdout(&server.cli(&["logs", &id])), "finished\n");
+}
+
+/// Finding 12: no bound on open log follows and event streams (1,000 of them slowed submits
+/// from 2 to 84 ms). A caller may hold 32; the next is told 429.
+#[test]
+fn open_streams_are_bounded_per_caller() {
+    use batchctl_scheduler::api::streams::MAX_STREAMS_PER_CALLER;
+    let server = Server::start(None);
+    let stream_url = format!("{}/v1/events/stream", server.url);
+    // Each stream's answer head goes to a file of its own: a stream holds its slot once its
+    // head has come.
+    let heads = tempfile::tempdir().unwrap();
+    let mut open: Vec<std::process::Child> = (0..MAX_STREAMS_PER_CALLER)
+        .map(|n| {
+            Command::new("curl")
+                .args(["-s", "-N", "-o", "/dev/null", "-D"])
+                .arg(heads.path().join(n.to_string()))
+                .arg(&stream_url)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    crate::support::eventually(20, "every stream to be answered", || {
+        let answered = (0..MAX_STREAMS_PER_CALLER)
+            .filter(|n| {
+                std::fs::read_to_string(heads.path().join(n.to_string()))
+                    .is_ok_and(|head| head.starts_with("HTTP/1.1 200"))
+            })
+            .count();
+        (answered == MAX_STREAMS_PER_CALLER)
+            .then_some(())
+            .ok_or(format!("{answered} answered"))
+    });
+    let (status, refused) = curl(&["-m", "5", &stream_url]);
+    assert_eq!(status, 429, "{refused}");
+    assert!(refused.contains("streams open"), "{refused}");
+    // Ordinary requests still get through, and a closed stream frees its slot.
+    assert_eq!(curl(&[&format!("{}/v1/jobs", server.url)]).0, 200);
+    let mut first = open.remove(0);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    crate::support::eventually(20, "a freed slot", || {
+        let (status, _) = curl(&["-m", "1", &stream_url]);
+        // curl gives up after a second on a stream that stays open: 200 was answered.
+        (status == 200).then_some(()).ok_or(status.to_string())
+    });
+    for mut child in open {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -28,6 +28,8 @@ pub struct Server {
     extra_arguments: Vec<String>,
     /// The token the CLI sends (BATCHCTL_TOKEN), if any.
     pub token: Option<String>,
+    /// Whether process jobs run as root when the tests do (see `restart`).
+    process_jobs_as_root: bool,
     child: Option<Child>,
 }
 
@@ -59,11 +61,30 @@ impl Server {
         extra_arguments: &[String],
     ) -> Server {
         let mut server = Server {
+            process_jobs_as_root: true,
             data_dir,
             log_path,
             _dir: None,
             url: String::new(),
             database_url,
+            extra_arguments: extra_arguments.to_vec(),
+            token: None,
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    /// As `start_with`, with the server's own default for who process jobs run as.
+    pub fn start_with_default_process_user(extra_arguments: &[String]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server {
+            process_jobs_as_root: false,
+            data_dir: dir.path().to_path_buf(),
+            log_path: dir.path().join("server.log"),
+            _dir: Some(dir),
+            url: String::new(),
+            database_url: None,
             extra_arguments: extra_arguments.to_vec(),
             token: None,
             child: None,
@@ -104,6 +125,15 @@ impl Server {
             ));
         if let Some(url) = &self.database_url {
             command.args(["--database-url", url]);
+        }
+        // As root, process jobs would run as nobody, who cannot write the tests' temporary
+        // directories: the suite names root explicitly, as an operator would have to
+        // (security.rs checks the default).
+        if self.process_jobs_as_root
+            && is_root()
+            && !self.extra_arguments.iter().any(|a| a == "--process-user")
+        {
+            command.args(["--process-user", "0:0"]);
         }
         command.args(&self.extra_arguments);
         let mut child = command.spawn().unwrap();
@@ -336,4 +366,12 @@ fn next_counter() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Whether the tests run as root (CI does).
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
 }

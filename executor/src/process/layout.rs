@@ -60,6 +60,17 @@ impl AttemptDir {
     pub fn shim_log(&self) -> PathBuf {
         self.path.join("shim.log")
     }
+    /// Who the work runs as and where (`WorkUser`), when not the server's own user.
+    pub fn run_as(&self) -> PathBuf {
+        self.path.join("run-as.json")
+    }
+
+    pub fn read_run_as(&self) -> Result<Option<WorkUser>, ExecutorError> {
+        if !self.run_as().exists() {
+            return Ok(None);
+        }
+        read_json(&self.run_as()).map(Some)
+    }
 
     pub fn read_spec(&self) -> Result<AttemptSpec, ExecutorError> {
         read_json(&self.spec())
@@ -173,5 +184,50 @@ mod tests {
         assert_eq!(Frame::decode(&rest[..6]).unwrap(), None);
         assert_eq!(Frame::decode(&rest[..2]).unwrap(), None);
         assert!(Frame::decode(&[9, 0, 0, 0, 0]).is_err());
+    }
+}
+
+/// The user an attempt's work runs as, and the working directory made for it: outside the data
+/// directory, whose ancestors (`/root`, say) that user may not be able to enter, and which holds
+/// what the user must not read (other attempts' specs).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkUser {
+    #[serde(flatten)]
+    pub run_as: RunAs,
+    pub work_dir: PathBuf,
+}
+
+/// A user and group the process backend runs work as: a server running as root runs attempts
+/// as an unprivileged user, as Nomad's `raw_exec` advice goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl RunAs {
+    /// `NAME` (a user of this machine, with its primary group) or `UID[:GID]`.
+    pub fn resolve(text: &str) -> Result<RunAs, String> {
+        let (user, group) = match text.split_once(':') {
+            Some((user, group)) => (user, Some(group)),
+            None => (text, None),
+        };
+        let (uid, primary_gid) = match user.parse::<u32>() {
+            Ok(uid) => (uid, None),
+            Err(_) => {
+                let found = nix::unistd::User::from_name(user)
+                    .map_err(|error| format!("cannot look up user {user:?}: {error}"))?
+                    .ok_or_else(|| format!("there is no user {user:?} on this machine"))?;
+                (found.uid.as_raw(), Some(found.gid.as_raw()))
+            }
+        };
+        let gid = match group {
+            Some(group) => group
+                .parse::<u32>()
+                .map_err(|_| format!("{group:?} is not a numeric group id"))?,
+            None => primary_gid.unwrap_or(uid),
+        };
+        Ok(RunAs { uid, gid })
     }
 }

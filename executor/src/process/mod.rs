@@ -14,6 +14,7 @@ use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -29,7 +30,8 @@ use crate::{
     AttemptHandle, AttemptOutcome, AttemptSpec, EnvironmentVariable, Executor, ExecutorError,
     ListedAttempt, LogChunk, LogCursor, ObservedState,
 };
-use layout::{io_error, write_json_atomically, AttemptDir, ExitRecord, Frame};
+pub use layout::RunAs;
+use layout::{io_error, write_json_atomically, AttemptDir, ExitRecord, Frame, WorkUser};
 
 /// How often a follower of a running attempt's output looks for more.
 const LOG_POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -44,6 +46,8 @@ pub struct ProcessExecutorConfig {
     /// (for the server: its own executable and `shim`).
     pub shim_program: PathBuf,
     pub shim_arguments: Vec<OsString>,
+    /// Who the work runs as; `None`: the server's own user.
+    pub run_as: Option<RunAs>,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +124,24 @@ impl Executor for ProcessExecutor {
             }
             fs::create_dir_all(&dir.path).map_err(|error| io_error(&dir.path, error))?;
             write_json_atomically(&dir.spec(), &spec).map_err(|e| io_error(&dir.spec(), e))?;
+            if let Some(run_as) = this.config.run_as {
+                // The attempt's files stay the server's alone; the work gets a directory of its
+                // own, owned by its user.
+                fs::set_permissions(&dir.path, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| io_error(&dir.path, e))?;
+                let work_dir =
+                    std::env::temp_dir().join(format!("batchctl-work-{}", spec.attempt_id));
+                if work_dir.exists() {
+                    fs::remove_dir_all(&work_dir).map_err(|e| io_error(&work_dir, e))?;
+                }
+                fs::create_dir(&work_dir).map_err(|e| io_error(&work_dir, e))?;
+                fs::set_permissions(&work_dir, fs::Permissions::from_mode(0o700))
+                    .map_err(|e| io_error(&work_dir, e))?;
+                std::os::unix::fs::chown(&work_dir, Some(run_as.uid), Some(run_as.gid))
+                    .map_err(|e| io_error(&work_dir, e))?;
+                write_json_atomically(&dir.run_as(), &WorkUser { run_as, work_dir })
+                    .map_err(|e| io_error(&dir.run_as(), e))?;
+            }
             this.spawn_shim(&dir)
         })
         .await
@@ -197,10 +219,19 @@ impl Executor for ProcessExecutor {
 
     async fn remove(&self, handle: &AttemptHandle) -> Result<(), ExecutorError> {
         let dir = self.dir(handle);
-        tokio::task::spawn_blocking(move || match fs::remove_dir_all(&dir.path) {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(error) => Err(io_error(&dir.path, error)),
+        tokio::task::spawn_blocking(move || {
+            if let Ok(Some(user)) = dir.read_run_as() {
+                match fs::remove_dir_all(&user.work_dir) {
+                    Ok(()) => {}
+                    Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                    Err(error) => return Err(io_error(&user.work_dir, error)),
+                }
+            }
+            match fs::remove_dir_all(&dir.path) {
+                Ok(()) => Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(error) => Err(io_error(&dir.path, error)),
+            }
         })
         .await
         .map_err(join_error)?

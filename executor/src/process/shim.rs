@@ -45,9 +45,13 @@ pub fn run(dir: &Path, lock_fd: RawFd) -> io::Result<()> {
     let spec = attempt
         .read_spec()
         .map_err(|error| io::Error::other(error.to_string()))?;
-    let working_dir = match &spec.working_dir {
-        Some(dir) => dir.into(),
-        None => {
+    let run_as = attempt
+        .read_run_as()
+        .map_err(|error| io::Error::other(error.to_string()))?;
+    let working_dir = match (&spec.working_dir, &run_as) {
+        (Some(dir), _) => dir.into(),
+        (None, Some(user)) => user.work_dir.clone(),
+        (None, None) => {
             fs::create_dir_all(attempt.work())?;
             attempt.work()
         }
@@ -57,6 +61,10 @@ pub fn run(dir: &Path, lock_fd: RawFd) -> io::Result<()> {
     };
 
     let mut command = Command::new(program);
+    if let Some(user) = &run_as {
+        // std drops supplementary groups too when a root parent sets the uid.
+        command.uid(user.run_as.uid).gid(user.run_as.gid);
+    }
     command
         .args(arguments)
         .env_clear()

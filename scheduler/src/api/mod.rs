@@ -6,6 +6,7 @@
 //! - A 2xx to a submit or an apply means the write committed.
 
 pub mod error;
+pub mod streams;
 pub mod views;
 
 use std::collections::HashMap;
@@ -60,6 +61,36 @@ pub struct AppState {
     pub sqlite_data_dir: Option<std::path::PathBuf>,
     /// The address the server is bound to: on loopback, requests must name it in `Host`.
     pub listening: std::net::SocketAddr,
+    /// Slots for open log follows and event streams.
+    pub streams: streams::StreamSlots,
+    /// Whether process environments may be applied.
+    pub process_executor: crate::server::ProcessExecutorSetting,
+}
+
+/// A slot for a long-lived answer, or 429 saying why there is none.
+fn stream_slot(state: &AppState, headers: &HeaderMap) -> Result<streams::StreamSlot, ApiError> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    state.streams.take(authorization).map_err(|no_slot| {
+        let detail = match no_slot {
+            streams::NoSlot::CallerFull => format!(
+                "this caller has {} streams open (log follows and event streams), the most it may; close one and try again",
+                streams::MAX_STREAMS_PER_CALLER
+            ),
+            streams::NoSlot::ServerFull => format!(
+                "the server has {} streams open, the most it serves; try again later",
+                streams::MAX_STREAMS
+            ),
+        };
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            title: "Too many streams".into(),
+            detail,
+            errors: Vec::new(),
+            retry_after: Some(5),
+        }
+    })
 }
 
 pub fn router(state: AppState) -> Router {
@@ -348,6 +379,10 @@ async fn apply(State(state): State<AppState>, body: Bytes) -> Result<Response, A
     }
     let (valid, warnings) =
         aws_compat::documents_to_apply(&request.documents).map_err(ApiError::invalid)?;
+    if let Some(error) = crate::server::process_environment_refusal(&valid, state.process_executor)
+    {
+        return Err(ApiError::invalid(error));
+    }
     let applied = state.store.apply(&valid, now_millis()).await?;
     state.dispatcher.notify_resources_changed();
     state.schedules.handle().notify_changed();
@@ -471,6 +506,7 @@ async fn stream_events(
         })
         .transpose()?;
     query.finish("pattern or after")?;
+    let slot = stream_slot(&state, &headers)?;
     let start = match after {
         Some(seq) => seq,
         None => state.store.latest_event_seq().await?,
@@ -513,7 +549,9 @@ async fn stream_events(
             }
         },
     )
-    .map(|event| {
+    .map(move |event| {
+        // The slot is held for as long as the stream is open.
+        let _held = &slot;
         Ok::<_, std::convert::Infallible>(
             SseEvent::default()
                 .id(event.seq.to_string())
@@ -1231,6 +1269,7 @@ async fn terminate(
 async fn logs(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
+    headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let mut query = QueryParameters(query);
@@ -1263,6 +1302,12 @@ async fn logs(
             .map_or(job.n_attempts.max(1), |attempt| attempt.number),
     };
     let follow = matches!(follow.as_deref(), Some("true" | "1"));
+    // Following holds a slot while the attempt runs; a plain read ends at once.
+    let slot = if follow {
+        Some(stream_slot(&state, &headers)?)
+    } else {
+        None
+    };
     let stream = match stream.as_deref() {
         None => None,
         Some("stdout") => Some(OutputStream::Stdout),
@@ -1284,8 +1329,8 @@ async fn logs(
         done: false,
         shutdown: state.shutdown.clone(),
     };
-    let body = futures::stream::unfold(follower, |mut follower| async move {
-        follower.next().await.map(|item| (item, follower))
+    let body = futures::stream::unfold((follower, slot), |(mut follower, slot)| async move {
+        follower.next().await.map(|item| (item, (follower, slot)))
     });
     Ok((
         [(header::CONTENT_TYPE, "application/octet-stream")],
