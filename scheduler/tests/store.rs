@@ -31,7 +31,59 @@ store_suite!(
     array_children_are_written_and_released_in_order,
     n_to_n_children_wait_for_their_partners,
     a_failed_sequential_child_fails_every_later_one_at_once,
+    admission_takes_each_queue_by_itself,
 );
+
+/// A queue's backlog does not hold up another queue's jobs: admission takes the oldest
+/// SUBMITTED jobs of the queue it is asked for, whatever other queues hold.
+async fn admission_takes_each_queue_by_itself(store: Store) {
+    let mut jobs: Vec<Job> = (0..5).map(|n| job(&format!("big-{n}"), None)).collect();
+    for job in &mut jobs {
+        job.queue = queue_name("big");
+    }
+    let mut small = job("small-0", None);
+    small.queue = queue_name("small");
+    jobs.push(small);
+    store.insert_jobs(&jobs).await.unwrap();
+    let moved = store
+        .admit_submitted(
+            &queue_name("small"),
+            JobStatus::Runnable,
+            JobStatus::Pending,
+            2,
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, (1, 0));
+    assert_eq!(
+        statuses(&store, &["small-0", "big-0", "big-4"]).await,
+        [
+            JobStatus::Runnable,
+            JobStatus::Submitted,
+            JobStatus::Submitted
+        ]
+    );
+    let moved = store
+        .admit_submitted(
+            &queue_name("big"),
+            JobStatus::Runnable,
+            JobStatus::Pending,
+            2,
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(moved, (2, 0), "the oldest two of big");
+    assert_eq!(
+        statuses(&store, &["big-0", "big-1", "big-2"]).await,
+        [
+            JobStatus::Runnable,
+            JobStatus::Runnable,
+            JobStatus::Submitted
+        ]
+    );
+}
 
 fn documents(values: &[serde_json::Value]) -> Vec<(manifest::Resource, serde_json::Value)> {
     values
@@ -99,6 +151,10 @@ fn job(id: &str, idempotency_key: Option<&str>) -> Job {
         runnable_after: None,
         array: batchctl_scheduler::core::model::ArrayRole::Single,
     }
+}
+
+fn queue_name(name: &str) -> QueueName {
+    QueueName::try_from(name.to_string()).unwrap()
 }
 
 fn env_name(name: &str) -> EnvironmentName {
@@ -451,7 +507,13 @@ async fn statuses(store: &Store, ids: &[&str]) -> Vec<JobStatus> {
 
 async fn admit_and_resolve(store: &Store) {
     store
-        .admit_submitted(JobStatus::Runnable, JobStatus::Pending, 1000, 3)
+        .admit_submitted(
+            &queue_name("q"),
+            JobStatus::Runnable,
+            JobStatus::Pending,
+            1000,
+            3,
+        )
         .await
         .unwrap();
     store

@@ -470,17 +470,24 @@ impl Dispatcher {
         let pending = transition(JobStatus::Submitted, JobEvent::Admitted)?;
         let runnable = transition(pending, JobEvent::DependenciesSatisfied)?;
         let failed = transition(pending, JobEvent::DependencyFailed)?;
-        let (ready, waiting) = if self.admission_due {
-            let moved = self
-                .store
-                .admit_submitted(runnable, pending, self.config.batch_size, now)
-                .await?;
-            // A full batch may have left more behind.
-            self.admission_due = moved.0 + moved.1 >= u64::from(self.config.batch_size);
-            moved
-        } else {
-            (0, 0)
-        };
+        let (mut ready, mut waiting) = (0, 0);
+        if self.admission_due {
+            // Each queue in turn, highest priority first, a batch each: a backlog of one queue
+            // (a 100,000-child array) never holds up the jobs of another.
+            self.admission_due = false;
+            let mut queues: Vec<&JobQueue> = self.queues.iter().collect();
+            queues.sort_by_key(|queue| std::cmp::Reverse(queue.priority));
+            for queue in queues {
+                let moved = self
+                    .store
+                    .admit_submitted(&queue.name, runnable, pending, self.config.batch_size, now)
+                    .await?;
+                ready += moved.0;
+                waiting += moved.1;
+                // A full batch may have left more behind.
+                self.admission_due |= moved.0 + moved.1 >= u64::from(self.config.batch_size);
+            }
+        }
         self.waiters_exist |= waiting > 0;
         let mut resolved = 0;
         if self.waiters_exist && (waiting > 0 || self.dependencies_dirty) {

@@ -521,6 +521,7 @@ impl Store {
     /// many moved to each.
     pub async fn admit_submitted(
         &self,
+        queue: &QueueName,
         ready: JobStatus,
         waiting: JobStatus,
         limit: u32,
@@ -533,8 +534,10 @@ impl Store {
         // scalar subquery (an InitPlan, run once) and an index range on (status, seq), a plan no
         // statistics can spoil. Written as a join or `seq IN (subquery)`, Postgres with statistics
         // taken while the table was small looped over every pair: seconds per pass.
-        let oldest = "status = 'SUBMITTED' AND seq <= (SELECT MAX(seq) FROM (SELECT seq FROM jobs \
-             WHERE status = 'SUBMITTED' ORDER BY status, seq LIMIT $3) AS oldest)";
+        // Per queue (index jobs_submitted_by_queue), so no queue's backlog holds up another's.
+        let oldest = "status = 'SUBMITTED' AND job_queue = $4 AND seq <= (SELECT MAX(seq) FROM \
+             (SELECT seq FROM jobs WHERE status = 'SUBMITTED' AND job_queue = $4 \
+             ORDER BY job_queue, seq LIMIT $3) AS oldest)";
         let ready_count = sqlx::query(&format!(
             "UPDATE jobs SET status = $1, updated_at = $2 WHERE {oldest} AND array_size IS NULL \
              AND NOT EXISTS (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.job_id) \
@@ -545,6 +548,7 @@ impl Store {
         .bind(ready.as_str())
         .bind(now)
         .bind(i64::from(limit))
+        .bind(queue.as_str())
         .fetch_all(&mut *transaction)
         .await?;
         let ready_count = emit_moved_rows(emission, &mut transaction, &ready_count, now).await?;
@@ -557,6 +561,7 @@ impl Store {
             .bind(waiting.as_str())
             .bind(now)
             .bind(waiting_limit)
+            .bind(queue.as_str())
             .fetch_all(&mut *transaction)
             .await?;
             emit_moved_rows(emission, &mut transaction, &rows, now).await?
