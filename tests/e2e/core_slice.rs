@@ -79,7 +79,8 @@ fn a_first_start_can_take_jobs_at_once() {
     let queues = server.json(&["get", "queues"]);
     assert_eq!(queues["items"][0]["metadata"]["name"], "default");
     // The default environment runs containers where an engine answers, local processes elsewhere.
-    let image = crate::docker_executor::test_image().unwrap_or("busybox");
+    let engine = crate::docker_executor::test_image();
+    let image = engine.as_ref().map_or("busybox", |engine| engine.image);
     let output = server.cli(&["run", image, "--", "sh", "-c", "echo from run; exit 4"]);
     assert_eq!(stdout(&output), "from run\n");
     assert_eq!(

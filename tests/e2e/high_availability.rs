@@ -38,7 +38,8 @@ fn ha_server(url: &str) -> Server {
 #[test]
 fn a_follower_takes_over_from_a_killed_leader_without_losing_or_repeating_work() {
     let Some(url) = postgres_url() else { return };
-    let Some(image) = test_image() else { return };
+    let Some(engine) = test_image() else { return };
+    let image = engine.image;
     let mut leader = ha_server(&url);
     wait_for_role(&leader, "leader", 10);
     let follower = ha_server(&url);
@@ -136,7 +137,8 @@ fn a_follower_takes_over_from_a_killed_leader_without_losing_or_repeating_work()
 #[test]
 fn a_paused_leader_that_wakes_up_after_a_takeover_stops_without_dispatching() {
     let Some(url) = postgres_url() else { return };
-    let Some(image) = test_image() else { return };
+    let Some(engine) = test_image() else { return };
+    let image = engine.image;
     let mut paused = ha_server(&url);
     wait_for_role(&paused, "leader", 10);
     let follower = ha_server(&url);

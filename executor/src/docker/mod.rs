@@ -412,6 +412,9 @@ fn is_connection_error(error: &DockerError) -> bool {
         error,
         DockerError::IOError { .. }
             | DockerError::HyperResponseError { .. }
+            // The client's transport: a refused or broken connection to the engine's socket
+            // (an engine stopped or restarting).
+            | DockerError::HyperLegacyError { .. }
             | DockerError::RequestTimeoutError
             | DockerError::SocketNotFoundError(_)
     ) || matches!(status(error), Some(500..)) && message(error).contains("connection refused")
