@@ -392,6 +392,23 @@ async fn an_unreachable_api_server_is_unavailable_not_a_failure() {
         .await
         .unwrap_err();
     assert!(error.is_retryable(), "{error}");
+
+    // Security review finding 7: added capabilities beyond the Restricted profile's need
+    // allowPrivileged, and are refused before the cluster is asked; NET_BIND_SERVICE is not.
+    let mut admin = spec("job-y", "busybox", "true");
+    admin.capabilities = vec!["SYS_ADMIN".into()];
+    let error = executor.start(&admin).await.unwrap_err();
+    assert!(
+        matches!(&error, ExecutorError::Refused { reason } if reason.contains("adds capabilities SYS_ADMIN")),
+        "{error}"
+    );
+    let mut low_port = spec("job-z", "busybox", "true");
+    low_port.capabilities = vec!["NET_BIND_SERVICE".into()];
+    let error = executor.start(&low_port).await.unwrap_err();
+    assert!(
+        error.is_retryable(),
+        "asked the (unreachable) cluster: {error}"
+    );
 }
 
 #[tokio::test]

@@ -431,3 +431,62 @@ fn postgres_restarts_under_load_lose_nothing_and_stop_nothing() {
     );
     assert!(server.is_running(), "the server exited:\n{}", server.log());
 }
+
+/// `batchctl submit` rides out a server that is not up yet (or restarting): it retries under one
+/// idempotency key, so the job exists once.
+#[test]
+fn the_cli_retries_a_submit_until_the_server_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let submit = Command::new(crate::support::BINARY)
+        .args([
+            "-o",
+            "json",
+            "submit",
+            "--queue",
+            "default",
+            "--definition",
+            "hello",
+        ])
+        .env("BATCHCTL_SERVER", &url)
+        .env_remove("BATCHCTL_TOKEN")
+        .current_dir(crate::support::repository_root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut arguments = vec![
+        "server".to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".into(),
+        dir.path().join("data").display().to_string(),
+        "--apply".into(),
+        crate::support::repository_root()
+            .join("examples/hello.yaml")
+            .display()
+            .to_string(),
+    ];
+    if is_root() {
+        arguments.extend(["--process-user".into(), "0:0".into()]);
+    }
+    let mut server = Command::new(crate::support::BINARY)
+        .args(&arguments)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let output = submit.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("retrying the submit"), "{stderr}");
+    let job: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let listed = crate::support::get_json(&format!("{url}/v1/jobs"));
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed}");
+    assert_eq!(items[0]["jobId"], job["jobId"]);
+    let _ = server.kill();
+    let _ = server.wait();
+}

@@ -539,3 +539,47 @@ fn open_streams_are_bounded_per_caller() {
         let _ = child.wait();
     }
 }
+
+/// Finding 11: a secret given with the wrong type was echoed in the 400 (and on stderr by
+/// `server --apply`).
+#[test]
+fn a_mistyped_secret_is_not_echoed() {
+    const SECRET_NUMBER: &str = "8675309867530986";
+    let server = Server::start(None);
+    let document = format!(
+        "apiVersion: batchctl/v1\nkind: WebhookTrigger\nmetadata: {{name: w}}\nspec: {{profile: github, secrets: [{SECRET_NUMBER}], source: s}}\n"
+    );
+    let output = server.cli_with_stdin(&["apply", "-f", "-"], &document);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("secrets[0]"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !stderr(&output).contains(SECRET_NUMBER),
+        "{}",
+        stderr(&output)
+    );
+    let file = server.data_dir.join("mistyped.yaml");
+    std::fs::write(&file, &document).unwrap();
+    let output = Command::new(BINARY)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(server.data_dir.join("other"))
+        .arg("--apply")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("secrets[0]"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        !stderr(&output).contains(SECRET_NUMBER),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!server.log().contains(SECRET_NUMBER));
+}
