@@ -7,94 +7,18 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
+use support::small_filesystem::SmallFilesystem;
 
-use batchctl_scheduler::core::model::{
-    ArrayRole, ContainerProperties, DefinitionName, Job, JobId, JobName, JobSpec, JobStatus,
-    QueueName, Resources, RetryPolicy,
-};
+use std::collections::BTreeMap;
+
+use batchctl_scheduler::core::model::{Job, JobId};
 use batchctl_scheduler::store::{Store, StoreLocation};
 
-/// A tmpfs of `size` mounted on a new directory, unmounted on drop.
-struct SmallFilesystem {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFilesystem {
-    fn mount(size: &str) -> Option<SmallFilesystem> {
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|status| status.success());
-        if !mounted {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true but a tmpfs cannot be mounted (the disk-full tests need root)");
-            }
-            eprintln!("\n!!! SKIPPING a disk-full test: cannot mount a tmpfs (needs root) !!!\n");
-            return None;
-        }
-        Some(SmallFilesystem { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallFilesystem {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
+/// A job carrying `payload` as a parameter, to fill the disk with.
 fn job(id: &str, payload: &str) -> Job {
-    Job {
-        job_id: JobId(id.into()),
-        job_name: JobName::try_from("fill".to_string()).unwrap(),
-        queue: QueueName::try_from("q".to_string()).unwrap(),
-        status: JobStatus::Submitted,
-        status_reason: None,
-        spec: JobSpec {
-            definition: DefinitionName::try_from("d".to_string()).unwrap(),
-            definition_revision: 1,
-            parameters: BTreeMap::from([("payload".to_string(), payload.to_string())]),
-            container: ContainerProperties {
-                image: "busybox".into(),
-                command: vec!["true".into()],
-                environment: vec![],
-                resources: Resources {
-                    vcpu_millis: 1000,
-                    memory_mib: 64,
-                    gpus: 0,
-                },
-                working_dir: None,
-                user: None,
-                image_pull_policy: Default::default(),
-                privileged: false,
-                capabilities: vec![],
-            },
-            retry: RetryPolicy::attempts(1),
-            depends_on: vec![],
-            array_size: None,
-            share_identifier: None,
-            scheduling_priority: 0,
-            timeout_seconds: None,
-        },
-        created_at: 1,
-        started_at: None,
-        stopped_at: None,
-        n_attempts: 0,
-        attempts: vec![],
-        current_attempt: None,
-        stop_requested: None,
-        idempotency_key: None,
-        runnable_after: None,
-        array: ArrayRole::Single,
-    }
+    let mut job = support::job(id, None);
+    job.spec.parameters = BTreeMap::from([("payload".to_string(), payload.to_string())]);
+    job
 }
 
 #[tokio::test]

@@ -6,9 +6,8 @@ use std::collections::BTreeMap;
 
 use batchctl_executor::OutputStream;
 use batchctl_scheduler::core::model::{
-    ArrayRole, Attempt, ContainerProperties, CurrentAttempt, DefinitionName, DefinitionRef,
-    Dependency, DependencyKind, EnvironmentName, Job, JobId, JobName, JobSpec, JobStatus,
-    QueueName, Resources,
+    ArrayRole, Attempt, CurrentAttempt, DefinitionRef, Dependency, DependencyKind, EnvironmentName,
+    Job, JobId, JobStatus, QueueName,
 };
 use batchctl_scheduler::manifest::{self, Kind};
 use batchctl_scheduler::store::{
@@ -107,51 +106,7 @@ fn definition(name: &str, command: &str) -> serde_json::Value {
            "spec": {"containerProperties": {"image": "busybox", "command": ["sh", "-c", command]}}})
 }
 
-fn job(id: &str, idempotency_key: Option<&str>) -> Job {
-    Job {
-        job_id: JobId(id.into()),
-        job_name: JobName::try_from("test".to_string()).unwrap(),
-        queue: QueueName::try_from("q".to_string()).unwrap(),
-        status: JobStatus::Submitted,
-        status_reason: None,
-        spec: JobSpec {
-            definition: DefinitionName::try_from("d".to_string()).unwrap(),
-            definition_revision: 1,
-            parameters: BTreeMap::new(),
-            container: ContainerProperties {
-                image: "busybox".into(),
-                command: vec!["true".into()],
-                environment: vec![],
-                resources: Resources {
-                    vcpu_millis: 1000,
-                    memory_mib: 64,
-                    gpus: 0,
-                },
-                working_dir: None,
-                user: None,
-                image_pull_policy: Default::default(),
-                privileged: false,
-                capabilities: vec![],
-            },
-            retry: batchctl_scheduler::core::model::RetryPolicy::attempts(1),
-            depends_on: vec![],
-            array_size: None,
-            share_identifier: None,
-            scheduling_priority: 0,
-            timeout_seconds: None,
-        },
-        created_at: 1,
-        started_at: None,
-        stopped_at: None,
-        n_attempts: 0,
-        attempts: vec![],
-        current_attempt: None,
-        stop_requested: None,
-        idempotency_key: idempotency_key.map(str::to_string),
-        runnable_after: None,
-        array: batchctl_scheduler::core::model::ArrayRole::Single,
-    }
-}
+use support::job;
 
 fn queue_name(name: &str) -> QueueName {
     QueueName::try_from(name.to_string()).unwrap()

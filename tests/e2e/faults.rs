@@ -12,44 +12,9 @@ use serde_json::{json, Value};
 
 use crate::support::{eventually, is_root, postgres_url, Server};
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
-/// A tmpfs of `size` mounted on a new directory, unmounted on drop. Needs root (CI runs as root).
-struct SmallFilesystem {
-    dir: tempfile::TempDir,
-}
-
-impl SmallFilesystem {
-    fn mount(size: &str) -> Option<SmallFilesystem> {
-        let dir = tempfile::tempdir().unwrap();
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|status| status.success());
-        if !mounted {
-            assert!(
-                !in_ci(),
-                "CI=true but a tmpfs cannot be mounted (the disk-full test needs root)"
-            );
-            eprintln!("\n!!! SKIPPING the disk-full test: cannot mount a tmpfs (needs root) !!!\n");
-            return None;
-        }
-        Some(SmallFilesystem { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallFilesystem {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
+#[path = "../../scheduler/tests/support/small_filesystem.rs"]
+mod small_filesystem;
+use small_filesystem::SmallFilesystem;
 
 const SETUP: &str = "
 apiVersion: batchctl/v1

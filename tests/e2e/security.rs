@@ -351,26 +351,9 @@ fn notifications_reach_only_allowed_addresses_and_show_no_credentials() {
         !listed.contains("hunter22") && !listed.contains("t0ps3cret"),
         "{listed}"
     );
-    let job = server.submit(&[
-        "--queue",
-        "default",
-        "--definition",
-        "hello",
-        "--",
-        "sh",
-        "-c",
-        "exit 3",
-    ]);
+    let job = server.submit_script("exit 3");
     server.wait_for_status(&job, "FAILED");
-    let dead = crate::support::eventually(30, "a dead letter", || {
-        let letters = server.json(&["dlq", "list"]);
-        letters["items"]
-            .as_array()
-            .unwrap()
-            .first()
-            .cloned()
-            .ok_or(letters.to_string())
-    });
+    let dead = first_dead_letter(&server);
     let last_error = dead["lastError"].as_str().unwrap();
     assert!(last_error.contains("address is not allowed"), "{dead:#}");
     assert!(
@@ -393,26 +376,9 @@ fn notifications_reach_only_allowed_addresses_and_show_no_credentials() {
         "apiVersion: batchctl/v1\nkind: Notification\nmetadata: {{name: moved}}\nspec:\n  eventPattern: {{source: [batchctl], detail: {{status: [FAILED]}}}}\n  endpoint: '{}'\n  retryPolicy: {{maximumRetryAttempts: 0}}\n",
         redirecting.url
     ));
-    let job = server.submit(&[
-        "--queue",
-        "default",
-        "--definition",
-        "hello",
-        "--",
-        "sh",
-        "-c",
-        "exit 3",
-    ]);
+    let job = server.submit_script("exit 3");
     server.wait_for_status(&job, "FAILED");
-    let dead = crate::support::eventually(30, "a dead letter", || {
-        let letters = server.json(&["dlq", "list"]);
-        letters["items"]
-            .as_array()
-            .unwrap()
-            .first()
-            .cloned()
-            .ok_or(letters.to_string())
-    });
+    let dead = first_dead_letter(&server);
     assert!(
         dead["lastError"]
             .as_str()
@@ -582,4 +548,17 @@ fn a_mistyped_secret_is_not_echoed() {
         stderr(&output)
     );
     assert!(!server.log().contains(SECRET_NUMBER));
+}
+
+/// The first dead letter, once there is one.
+fn first_dead_letter(server: &Server) -> Value {
+    crate::support::eventually(30, "a dead letter", || {
+        let letters = server.json(&["dlq", "list"]);
+        letters["items"]
+            .as_array()
+            .unwrap()
+            .first()
+            .cloned()
+            .ok_or(letters.to_string())
+    })
 }

@@ -94,6 +94,24 @@ pub struct JobFilter {
 /// submitted.
 pub const MAX_PAGE_SPEC_BYTES: i64 = 4 * 1024 * 1024;
 
+/// Binds the values of `jobs`' conditions for `filter`, in their placeholders' order.
+fn bind_filter<'q>(
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    filter: &'q JobFilter,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    let mut query = query.bind(filter.before.unwrap_or(i64::MAX));
+    if let Some(parent) = &filter.array_parent {
+        query = query.bind(parent.0.as_str());
+    }
+    if let Some(queue) = &filter.queue {
+        query = query.bind(queue.as_str());
+    }
+    if let Some(status) = filter.status {
+        query = query.bind(status.as_str());
+    }
+    query
+}
+
 /// How many placeholders the conditions of `jobs` for `filter` use (`seq < $1`, then one each
 /// for the array parent, the queue and the status when given).
 fn bound_parameters(filter: &JobFilter) -> usize {
@@ -355,16 +373,7 @@ impl Store {
             next_parameter()
         );
         let limit = self.limit_by_spec_bytes(filter, &conditions).await?;
-        let mut query = sqlx::query(&sql).bind(filter.before.unwrap_or(i64::MAX));
-        if let Some(parent) = &filter.array_parent {
-            query = query.bind(parent.0.as_str());
-        }
-        if let Some(queue) = &filter.queue {
-            query = query.bind(queue.as_str());
-        }
-        if let Some(status) = filter.status {
-            query = query.bind(status.as_str());
-        }
+        let query = bind_filter(sqlx::query(&sql), filter);
         let rows = query
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.read)
@@ -399,16 +408,7 @@ impl Store {
             conditions.join(" AND "),
             format_args!("${}", bound_parameters(filter) + 1)
         );
-        let mut query = sqlx::query(&sql).bind(filter.before.unwrap_or(i64::MAX));
-        if let Some(parent) = &filter.array_parent {
-            query = query.bind(parent.0.as_str());
-        }
-        if let Some(queue) = &filter.queue {
-            query = query.bind(queue.as_str());
-        }
-        if let Some(status) = filter.status {
-            query = query.bind(status.as_str());
-        }
+        let query = bind_filter(sqlx::query(&sql), filter);
         let rows = query.bind(i64::from(limit)).fetch_all(&self.read).await?;
         let mut total = 0i64;
         let mut fitting = 0u32;

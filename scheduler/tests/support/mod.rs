@@ -4,6 +4,14 @@
 //! `CI=true` a missing database fails the test; elsewhere the test is skipped, saying so loudly.
 #![allow(dead_code)]
 
+pub mod small_filesystem;
+
+use std::collections::BTreeMap;
+
+use batchctl_scheduler::core::model::{
+    ArrayRole, ContainerProperties, DefinitionName, Job, JobId, JobName, JobSpec, JobStatus,
+    QueueName, Resources, RetryPolicy,
+};
 use batchctl_scheduler::store::{Store, StoreLocation};
 use sqlx::Connection;
 
@@ -112,4 +120,51 @@ spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: loc
 pub async fn apply_on_local_queue(store: &Store, text: &str) {
     apply(store, LOCAL_QUEUE).await;
     apply(store, text).await;
+}
+
+/// A SUBMITTED job in queue `q` running `true`, for store tests.
+pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
+    Job {
+        job_id: JobId(id.into()),
+        job_name: JobName::try_from("test".to_string()).unwrap(),
+        queue: QueueName::try_from("q".to_string()).unwrap(),
+        status: JobStatus::Submitted,
+        status_reason: None,
+        spec: JobSpec {
+            definition: DefinitionName::try_from("d".to_string()).unwrap(),
+            definition_revision: 1,
+            parameters: BTreeMap::new(),
+            container: ContainerProperties {
+                image: "busybox".into(),
+                command: vec!["true".into()],
+                environment: vec![],
+                resources: Resources {
+                    vcpu_millis: 1000,
+                    memory_mib: 64,
+                    gpus: 0,
+                },
+                working_dir: None,
+                user: None,
+                image_pull_policy: Default::default(),
+                privileged: false,
+                capabilities: vec![],
+            },
+            retry: RetryPolicy::attempts(1),
+            depends_on: vec![],
+            array_size: None,
+            share_identifier: None,
+            scheduling_priority: 0,
+            timeout_seconds: None,
+        },
+        created_at: 1,
+        started_at: None,
+        stopped_at: None,
+        n_attempts: 0,
+        attempts: vec![],
+        current_attempt: None,
+        stop_requested: None,
+        idempotency_key: idempotency_key.map(str::to_string),
+        runnable_after: None,
+        array: ArrayRole::Single,
+    }
 }
