@@ -5,7 +5,7 @@
 pub mod api;
 pub mod aws_compat;
 pub mod control;
-pub mod core;
+pub use batchctl_core as core;
 pub mod dispatcher;
 pub mod leadership;
 pub mod manifest;

@@ -34,7 +34,7 @@ pub enum ArrayOutcome {
     SomeFailed,
 }
 
-/// The retry policy's judgement of an ended attempt (see `crate::core::retry`).
+/// The retry policy's judgement of an ended attempt (see `crate::retry`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Succeeded,

@@ -18,7 +18,7 @@ pub fn runnable_cutoff(queue: &JobQueue, now: i64) -> Option<(&RunnableTimeLimit
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{QueueName, ResourceState};
+    use crate::model::{QueueName, ResourceState};
 
     fn queue(limits: &[(u64, &str)]) -> JobQueue {
         JobQueue {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use batchctl_executor::{AttemptSpec, EnvironmentVariable, ResourceLimits};
+use crate::contract::{AttemptSpec, EnvironmentVariable, ResourceLimits};
 
 use super::model::{ArrayRole, EnvironmentName, Job};
 

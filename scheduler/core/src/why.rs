@@ -248,7 +248,7 @@ fn runnable_holds(snapshot: &Snapshot<'_>) -> Vec<Hold> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::{
+    use crate::model::{
         Backend, ContainerProperties, DefinitionName, JobName, JobSpec, QueueName, RetryPolicy,
     };
 
@@ -298,7 +298,7 @@ mod tests {
             stop_requested: None,
             idempotency_key: None,
             runnable_after: None,
-            array: crate::core::model::ArrayRole::Single,
+            array: crate::model::ArrayRole::Single,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use batchctl_executor::AttemptOutcome;
+use crate::contract::AttemptOutcome;
 
 use super::model::{Backoff, ExitRule, RetryAction, RetryPolicy};
 use super::state_machine::Verdict;

@@ -294,7 +294,7 @@ mod tests {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventRule {
     pub name: String,
-    pub pattern: crate::core::event_pattern::EventPattern,
+    pub pattern: crate::event_pattern::EventPattern,
     pub enabled: bool,
     /// `inputTransformer.inputPathsMap`: `<name>` in the target takes the value at the path.
     pub input_paths: BTreeMap<String, String>,

@@ -208,7 +208,7 @@ pub fn fair_share_order(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::ShareWeight;
+    use crate::model::ShareWeight;
 
     fn policy(weights: &[(&str, f64)], decay: u64, reservation: u32) -> FairSharePolicy {
         FairSharePolicy {

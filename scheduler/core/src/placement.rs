@@ -69,7 +69,7 @@ pub fn plan_placements(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::model::Backend;
+    use crate::model::Backend;
 
     fn env(name: &str, vcpus: u64, state: ResourceState) -> ComputeEnvironment {
         ComputeEnvironment {

@@ -1,10 +1,10 @@
 //! The domain: compute environments, queues, job definitions and jobs, already validated.
-//! Nothing here does I/O; the wire forms live in `crate::manifest` and `crate::api`.
+//! Nothing here does I/O; the wire forms live in the scheduler's `manifest` and `api`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub use batchctl_executor::ImagePullPolicy;
+pub use crate::contract::ImagePullPolicy;
 use serde::{Deserialize, Serialize};
 
 /// Declares a validated name type: 1 to 128 letters, digits, hyphens and underscores, as AWS Batch.
@@ -193,7 +193,7 @@ pub struct JobQueue {
     /// cancelled with the reason, so a job that cannot be placed does not wait forever.
     pub runnable_time_limits: Vec<RunnableTimeLimit>,
     /// With a fair-share policy, jobs carry a share identifier and shares take turns by usage
-    /// (see `crate::core::fair_share`); without one, the queue is FIFO.
+    /// (see `crate::fair_share`); without one, the queue is FIFO.
     pub fair_share: Option<FairSharePolicy>,
 }
 
@@ -344,7 +344,7 @@ impl DefinitionRef {
     }
 }
 
-/// AWS Batch's job states. A job only ever moves along `crate::core::state_machine::transition`.
+/// AWS Batch's job states. A job only ever moves along `crate::state_machine::transition`.
 /// Ordered as a job moves through them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]

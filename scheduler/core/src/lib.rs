@@ -1,0 +1,24 @@
+//! `batchctl-core`, the functional core: the model, job states and transitions, retry judgement,
+//! placement, fair share, schedules, event patterns, `why`, time limits, webhook signatures, and
+//! the executor contract's data types. Pure functions of data and `now`.
+//!
+//! The compiler keeps it so: this crate's normal dependencies are data crates only (serde,
+//! chrono, chrono-tz, thiserror, hashing, ipnet), so nothing here can reach sqlx, tokio, axum,
+//! hyper, reqwest, bollard, kube or nix. The scheduler re-exports it as `batchctl_scheduler::core`.
+
+pub mod attempt;
+pub mod auth;
+pub mod contract;
+pub mod endpoint_policy;
+pub mod event_pattern;
+pub mod events;
+pub mod fair_share;
+pub mod model;
+pub mod placement;
+pub mod request_guard;
+pub mod retry;
+pub mod schedule;
+pub mod state_machine;
+pub mod time_limits;
+pub mod webhooks;
+pub mod why;
