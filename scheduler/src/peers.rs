@@ -24,7 +24,7 @@ pub const CHANNEL: &str = "batchctl_wake";
 /// leader's own dispatcher is the one to wake, and the handle already did).
 pub async fn send(
     store: Store,
-    mut wakes: mpsc::UnboundedReceiver<Wake>,
+    mut wakes: mpsc::Receiver<Wake>,
     role: Role,
     shutdown: CancellationToken,
 ) {

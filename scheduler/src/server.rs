@@ -209,7 +209,8 @@ pub async fn run(
     // Servers sharing Postgres wake the leader's dispatcher through LISTEN/NOTIFY.
     let peer_tasks = match &config.database_url {
         Some(url) => {
-            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            // Bounded: wake-ups are coalesced per burst, so a few in the channel are all it needs.
+            let (sender, receiver) = tokio::sync::mpsc::channel(64);
             handle.connect_peers(sender);
             vec![
                 tokio::spawn(crate::peers::send(

@@ -137,7 +137,7 @@ pub struct DispatcherHandle {
     /// Each fair-share queue's shares as of the last placement, for `batchctl why`.
     share_standings: Arc<std::sync::Mutex<HashMap<QueueName, Vec<ShareStanding>>>>,
     /// Where wake-ups are also sent for other servers (see `crate::peers`).
-    peers: Arc<std::sync::OnceLock<mpsc::UnboundedSender<Wake>>>,
+    peers: Arc<std::sync::OnceLock<mpsc::Sender<Wake>>>,
 }
 
 /// What a wake-up asks the dispatcher to look at.
@@ -189,13 +189,15 @@ impl DispatcherHandle {
     }
 
     /// From now on, wake-ups made here are also sent to `peers`.
-    pub fn connect_peers(&self, peers: mpsc::UnboundedSender<Wake>) {
+    pub fn connect_peers(&self, peers: mpsc::Sender<Wake>) {
         let _ = self.peers.set(peers);
     }
 
     fn tell_peers(&self, wake: Wake) {
         if let Some(peers) = self.peers.get() {
-            let _ = peers.send(wake);
+            // A full channel already holds wake-ups to send; one more adds nothing (and were
+            // one lost, the leader's poll still finds the change).
+            let _ = peers.try_send(wake);
         }
     }
 
