@@ -139,6 +139,39 @@ pub fn glob_matches(pattern: &str, text: &str) -> bool {
 
 /// The wait before retrying after attempt `attempt_number` failed. `jitter` is a number in [0, 1)
 /// the caller draws; with jitter on, up to half the delay is taken off by it.
+/// What happens when an attempt ends: the judgement, and for a retry with a backoff, the time
+/// (epoch milliseconds) before which the job may not start again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptEnd {
+    pub judgement: Judgement,
+    pub runnable_after: Option<i64>,
+}
+
+/// Decides an ended attempt: `judge_attempt`, then the backoff of a retry counted from
+/// `ended_at`. `random` in [0, 1) is the jitter draw, passed in so the decision is a pure
+/// function of its arguments.
+pub fn decide_attempt_end(
+    outcome: &AttemptOutcome,
+    stop_cause: Option<&StopCause>,
+    attempt_number: u32,
+    policy: &RetryPolicy,
+    ended_at: i64,
+    random: f64,
+) -> AttemptEnd {
+    let judgement = judge_attempt(outcome, stop_cause, attempt_number, policy);
+    let runnable_after = match (judgement.verdict, &policy.backoff) {
+        (Verdict::Retry, Some(backoff)) => {
+            let delay = retry_delay(backoff, attempt_number, random);
+            Some(ended_at + delay.as_millis() as i64)
+        }
+        (Verdict::Retry | Verdict::Succeeded | Verdict::Failed, _) => None,
+    };
+    AttemptEnd {
+        judgement,
+        runnable_after,
+    }
+}
+
 pub fn retry_delay(backoff: &Backoff, attempt_number: u32, jitter: f64) -> Duration {
     let mut delay = backoff.initial_delay_seconds as f64;
     for _ in 1..attempt_number {
@@ -307,5 +340,109 @@ mod tests {
         assert_eq!(retry_delay(&jittered, 1, 0.0), Duration::from_secs(2));
         assert_eq!(retry_delay(&jittered, 1, 0.5), Duration::from_millis(1500));
         assert!(retry_delay(&jittered, 3, 0.999) >= Duration::from_secs(9));
+    }
+
+    #[test]
+    fn an_ended_attempt_is_judged_and_a_retry_waits_out_its_backoff() {
+        let backoff = Backoff {
+            initial_delay_seconds: 2,
+            factor_percent: 300,
+            max_delay_seconds: 30,
+            jitter: true,
+        };
+        let with_backoff = RetryPolicy {
+            attempts: 3,
+            evaluate_on_exit: vec![],
+            backoff: Some(backoff),
+        };
+        let without_backoff = RetryPolicy {
+            backoff: None,
+            ..with_backoff.clone()
+        };
+        let timeout = StopCause::Timeout { seconds: 5 };
+        /// Outcome, stop cause, attempt, policy, random draw → verdict, runnable after.
+        type Case<'a> = (
+            AttemptOutcome,
+            Option<&'a StopCause>,
+            u32,
+            &'a RetryPolicy,
+            f64,
+            Verdict,
+            Option<i64>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                exited(0),
+                None,
+                1,
+                &with_backoff,
+                0.0,
+                Verdict::Succeeded,
+                None,
+            ),
+            (
+                exited(1),
+                None,
+                1,
+                &with_backoff,
+                0.0,
+                Verdict::Retry,
+                Some(1_000 + 2_000),
+            ),
+            // The draw is the caller's: half of it comes off the delay.
+            (
+                exited(1),
+                None,
+                1,
+                &with_backoff,
+                0.5,
+                Verdict::Retry,
+                Some(1_000 + 1_500),
+            ),
+            (
+                exited(1),
+                None,
+                2,
+                &with_backoff,
+                0.0,
+                Verdict::Retry,
+                Some(1_000 + 6_000),
+            ),
+            (
+                exited(1),
+                None,
+                3,
+                &with_backoff,
+                0.0,
+                Verdict::Failed,
+                None,
+            ),
+            (
+                exited(1),
+                None,
+                1,
+                &without_backoff,
+                0.0,
+                Verdict::Retry,
+                None,
+            ),
+            (
+                exited(1),
+                Some(&timeout),
+                1,
+                &with_backoff,
+                0.0,
+                Verdict::Failed,
+                None,
+            ),
+        ];
+        for (outcome, stop_cause, attempt, policy, random, verdict, runnable_after) in cases {
+            let end = decide_attempt_end(&outcome, stop_cause, attempt, policy, 1_000, random);
+            assert_eq!(
+                (end.judgement.verdict, end.runnable_after),
+                (verdict, runnable_after),
+                "{outcome:?} attempt {attempt} draw {random}"
+            );
+        }
     }
 }

@@ -31,7 +31,7 @@ use crate::core::model::{
     RetryPolicy,
 };
 use crate::core::placement::{plan_placements, Candidate};
-use crate::core::retry::{judge_attempt, retry_delay};
+use crate::core::retry::{decide_attempt_end, AttemptEnd};
 use crate::core::state_machine::{transition, ArrayOutcome, JobEvent, TransitionError, Verdict};
 use crate::core::time_limits::runnable_cutoff;
 use crate::outage::{AfterWait, Outage};
@@ -908,15 +908,17 @@ impl Dispatcher {
                     at,
                     ..
                 } if number == active.number => {
-                    let judgement =
-                        judge_attempt(&outcome, stop_cause.as_ref(), number, &active.retry);
-                    let runnable_after = match (judgement.verdict, &active.retry.backoff) {
-                        (Verdict::Retry, Some(backoff)) => {
-                            let delay = retry_delay(backoff, number, rand_fraction());
-                            Some(at + delay.as_millis() as i64)
-                        }
-                        _ => None,
-                    };
+                    let AttemptEnd {
+                        judgement,
+                        runnable_after,
+                    } = decide_attempt_end(
+                        &outcome,
+                        stop_cause.as_ref(),
+                        number,
+                        &active.retry,
+                        at,
+                        rand_fraction(),
+                    );
                     let to = transition(active.status, JobEvent::AttemptEnded(judgement.verdict))?;
                     tracing::info!(%job_id, attempt = number, status = %to, reason = %judgement.reason, "attempt ended");
                     transitions.push(Transition {
