@@ -15,6 +15,7 @@ pub mod events;
 pub mod fair_share;
 pub mod model;
 pub mod placement;
+pub mod reconcile;
 pub mod request_guard;
 pub mod retry;
 pub mod schedule;

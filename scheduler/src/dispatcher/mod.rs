@@ -31,6 +31,7 @@ use crate::core::model::{
     RetryPolicy,
 };
 use crate::core::placement::{plan_placements, Candidate};
+use crate::core::reconcile::{reconcile_action, ReconcileAction};
 use crate::core::retry::{decide_attempt_end, AttemptEnd};
 use crate::core::state_machine::{transition, ArrayOutcome, JobEvent, TransitionError, Verdict};
 use crate::core::time_limits::runnable_cutoff;
@@ -1052,9 +1053,8 @@ impl Dispatcher {
             } else {
                 listed.remove(&handle).map(|(listed, _)| listed.state)
             };
-            let confirmed_running = job.status == JobStatus::Running;
-            match (observed, job.status) {
-                (Some(ObservedState::Running | ObservedState::Finished(_)), _) => {
+            match reconcile_action(observed.as_ref(), job.status) {
+                ReconcileAction::Adopt { confirmed_running } => {
                     tracing::info!(job_id = %job.job_id, attempt = attempt.number, "adopting attempt after restart");
                     let in_use = self
                         .used
@@ -1063,33 +1063,27 @@ impl Dispatcher {
                     *in_use = in_use.plus(&reserved);
                     self.spawn_supervisor(job, Takeover::Adopt { confirmed_running }, reserved);
                 }
-                (Some(ObservedState::NeverStarted) | None, JobStatus::Starting) => {
-                    let to = transition(JobStatus::Starting, JobEvent::StartDeferred)?;
+                ReconcileAction::Requeue { reason } => {
                     transitions.push(Transition {
                         job_id: job.job_id.clone(),
-                        from: JobStatus::Starting,
-                        to,
+                        from: job.status,
+                        to: transition(job.status, JobEvent::StartDeferred)?,
                         effect: Effect::Deferred {
-                            reason: "requeued: the scheduler restarted before the attempt started"
-                                .into(),
+                            reason: reason.into(),
                         },
                     });
                 }
-                (Some(ObservedState::NeverStarted) | None, status) => {
-                    // A RUNNING job whose work the executor no longer knows: retrying could run it
-                    // twice, so the attempt fails with the reason, whatever the retry strategy.
+                ReconcileAction::FailLost { reason } => {
                     transitions.push(Transition {
                         job_id: job.job_id.clone(),
-                        from: status,
-                        to: transition(status, JobEvent::AttemptEnded(Verdict::Failed))?,
+                        from: job.status,
+                        to: transition(job.status, JobEvent::AttemptEnded(Verdict::Failed))?,
                         effect: Effect::AttemptEnded {
                             attempt: Attempt {
                                 number: attempt.number,
                                 compute_environment: attempt.compute_environment.clone(),
                                 exit_code: None,
-                                status_reason: "Attempt lost: the executor has no record of the \
-                                                attempt after the scheduler restarted"
-                                    .into(),
+                                status_reason: reason.into(),
                                 started_at: attempt.started_at,
                                 stopped_at: now,
                             },
@@ -1097,6 +1091,7 @@ impl Dispatcher {
                         },
                     });
                 }
+                ReconcileAction::Leave => {}
             }
         }
         if !transitions.is_empty() {
