@@ -3,15 +3,10 @@
 //! job ends FAILED with the given reason, without retries).
 
 use crate::core::model::{ArrayRole, Job, JobId, JobStatus};
-use crate::core::state_machine::{transition, JobEvent};
+pub use crate::core::stop::StopMode;
+use crate::core::stop::{cancellable_moves, stop_action, StopAction};
 use crate::dispatcher::DispatcherHandle;
 use crate::store::{now_millis, Effect, Store, StoreError, Transition};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopMode {
-    Cancel,
-    Terminate,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -47,31 +42,30 @@ pub async fn stop_job(
         if let (ArrayRole::Parent { .. }, false) = (&job.array, status.is_terminal()) {
             return stop_array(store, dispatcher, &job, reason, mode).await;
         }
-        match (status, mode) {
-            (JobStatus::Succeeded | JobStatus::Failed, _) => {
+        match stop_action(status, mode) {
+            StopAction::AlreadyFinished => {
                 return Err(ControlError::AlreadyFinished {
                     job_id: job_id.clone(),
                     status,
                 })
             }
-            (JobStatus::Starting | JobStatus::Running, StopMode::Cancel) => {
+            StopAction::AlreadyStarted => {
                 return Err(ControlError::AlreadyStarted {
                     job_id: job_id.clone(),
                     status,
                 })
             }
-            (JobStatus::Starting | JobStatus::Running, StopMode::Terminate) => {
+            StopAction::RequestStop => {
                 if store.request_stop(job_id, reason).await? {
                     dispatcher.notify_stop_requested();
                     return reread(store, job_id).await;
                 }
             }
-            (JobStatus::Submitted | JobStatus::Pending | JobStatus::Runnable, _) => {
-                let to = transition(status, JobEvent::Cancelled).expect("cancellable states");
+            StopAction::Cancel { from, to } => {
                 let now = now_millis();
                 let cancelled = Transition {
                     job_id: job_id.clone(),
-                    from: status,
+                    from,
                     to,
                     effect: Effect::Cancelled {
                         reason: reason.to_string(),
@@ -98,17 +92,7 @@ async fn stop_array(
     reason: &str,
     mode: StopMode,
 ) -> Result<Job, ControlError> {
-    let moves: Vec<(JobStatus, JobStatus)> = [
-        JobStatus::Submitted,
-        JobStatus::Pending,
-        JobStatus::Runnable,
-    ]
-    .into_iter()
-    .map(|from| {
-        let to = transition(from, JobEvent::Cancelled).expect("cancellable states");
-        (from, to)
-    })
-    .collect();
+    let moves = cancellable_moves();
     let now = now_millis();
     store
         .cancel_array_children(&parent.job_id, &moves, reason, now)

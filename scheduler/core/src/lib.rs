@@ -20,6 +20,7 @@ pub mod request_guard;
 pub mod retry;
 pub mod schedule;
 pub mod state_machine;
+pub mod stop;
 pub mod time_limits;
 pub mod webhooks;
 pub mod why;
