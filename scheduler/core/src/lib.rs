@@ -6,6 +6,7 @@
 //! chrono, chrono-tz, thiserror, hashing, ipnet), so nothing here can reach sqlx, tokio, axum,
 //! hyper, reqwest, bollard, kube or nix. The scheduler re-exports it as `batchctl_scheduler::core`.
 
+pub mod array;
 pub mod attempt;
 pub mod auth;
 pub mod contract;

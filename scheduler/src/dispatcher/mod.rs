@@ -21,6 +21,7 @@ use batchctl_executor::{AttemptHandle, Executor, ObservedState};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::core::array::{decide_array_end, ArrayEnd};
 use crate::core::attempt::attempt_id;
 use crate::core::fair_share::{
     fair_share_order, standings, RunningShareJob, ShareCandidate, ShareLedger, ShareStanding,
@@ -33,7 +34,7 @@ use crate::core::model::{
 use crate::core::placement::{plan_placements, Candidate};
 use crate::core::reconcile::{reconcile_action, ReconcileAction};
 use crate::core::retry::{decide_attempt_end, AttemptEnd};
-use crate::core::state_machine::{transition, ArrayOutcome, JobEvent, TransitionError, Verdict};
+use crate::core::state_machine::{transition, JobEvent, TransitionError, Verdict};
 use crate::core::time_limits::runnable_cutoff;
 use crate::outage::{AfterWait, Outage};
 use crate::store::{now_millis, Effect, Store, StoreError, Transition};
@@ -624,20 +625,9 @@ impl Dispatcher {
         let transitions = finished
             .iter()
             .map(|array| {
-                let outcome = match array.n_failed {
-                    0 => ArrayOutcome::AllSucceeded,
-                    _ => ArrayOutcome::SomeFailed,
-                };
+                let ArrayEnd { outcome, reason } =
+                    decide_array_end(array.size, array.n_failed, array.stop_reason.as_deref());
                 let to = transition(JobStatus::Pending, JobEvent::ArrayChildrenEnded(outcome))?;
-                let reason = match (&array.stop_reason, outcome) {
-                    (Some(reason), ArrayOutcome::SomeFailed) => reason.clone(),
-                    (_, ArrayOutcome::AllSucceeded) => {
-                        format!("All {} array children succeeded", array.size)
-                    }
-                    (None, ArrayOutcome::SomeFailed) => {
-                        format!("{} of {} array children failed", array.n_failed, array.size)
-                    }
-                };
                 Ok(Transition {
                     job_id: array.job_id.clone(),
                     from: JobStatus::Pending,
