@@ -1,0 +1,451 @@
+//! Jobs: submit, list, describe, why, cancel and terminate, logs.
+
+use super::*;
+
+pub(super) async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: SubmitJobRequest = parse_body(&body)?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .filter(|key| !key.is_empty() && key.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::invalid(FieldError::new(
+                        "Idempotency-Key",
+                        "must be 1 to 255 visible ASCII characters",
+                    ))
+                })?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let queue_name = QueueName::try_from(request.job_queue.clone())
+        .map_err(|m| ApiError::invalid(FieldError::new("jobQueue", m)))?;
+    let definition_ref = DefinitionRef::parse(&request.job_definition)
+        .map_err(|m| ApiError::invalid(FieldError::new("jobDefinition", m)))?;
+    let queue = state.store.job_queue(&queue_name).await?.ok_or_else(|| {
+        ApiError::invalid(FieldError::new(
+            "jobQueue",
+            format!("queue \"{queue_name}\" does not exist; see `batchctl get queues`"),
+        ))
+    })?;
+    let definition = state
+        .store
+        .job_definition(&definition_ref)
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid(FieldError::new(
+                "jobDefinition",
+                format!(
+                    "job definition \"{}\" does not exist; see `batchctl get definitions`",
+                    request.job_definition
+                ),
+            ))
+        })?;
+    let environments = state.store.compute_environments().await?;
+    let context = SubmitContext {
+        definition: &definition.definition,
+        queue: &queue,
+        environments: &environments,
+    };
+    let job_id = JobId(uuid::Uuid::new_v4().to_string());
+    let job = build_job(
+        &request,
+        &context,
+        job_id.clone(),
+        idempotency_key,
+        now_millis(),
+    )
+    .map_err(ApiError::invalid)?;
+    let named: Vec<JobId> = job
+        .spec
+        .depends_on
+        .iter()
+        .filter_map(|dependency| dependency.job_id.clone())
+        .collect();
+    let found = state.store.existing_jobs(&named).await?;
+    manifest::check_dependency_targets(&job.spec.depends_on, job.spec.array_size, &found)
+        .map_err(ApiError::invalid)?;
+    let stored = state.submitter.submit(job).await?;
+    let status = if stored.job_id == job_id {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let view = job_view(&state.store, &stored).await?;
+    Ok((status, Json(view)).into_response())
+}
+
+/// Jobs, newest first. Array children (`arrayJobId`) are listed as summaries without the spec
+/// they share with their parent; other jobs in full, a page holding fewer than `limit` when
+/// their specs are large (`MAX_PAGE_SPEC_BYTES`), so no list answer is unbounded.
+pub(super) async fn list_jobs(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let mut query = QueryParameters(query);
+    let queue = query
+        .take("queue")
+        .map(QueueName::try_from)
+        .transpose()
+        .map_err(|m| ApiError::invalid(FieldError::new("queue", m)))?;
+    let status = query
+        .take("status")
+        .map(|text| {
+            JobStatus::parse(&text).ok_or_else(|| {
+                ApiError::invalid(FieldError::new(
+                    "status",
+                    format!("unknown status {text:?}; use one of SUBMITTED, PENDING, RUNNABLE, STARTING, RUNNING, SUCCEEDED, FAILED"),
+                ))
+            })
+        })
+        .transpose()?;
+    let before = query
+        .take("cursor")
+        .map(|cursor| {
+            cursor.parse::<i64>().map_err(|_| {
+                ApiError::invalid(FieldError::new(
+                    "cursor",
+                    "is not a cursor this server returned",
+                ))
+            })
+        })
+        .transpose()?;
+    let limit = query
+        .take("limit")
+        .map(|text| {
+            text.parse::<u32>().map_err(|_| {
+                ApiError::invalid(FieldError::new(
+                    "limit",
+                    format!("{text:?} is not a whole number"),
+                ))
+            })
+        })
+        .transpose()?
+        .unwrap_or(DEFAULT_PAGE_SIZE)
+        .clamp(1, MAX_PAGE_SIZE);
+    let array_parent = query.take("arrayJobId").map(JobId);
+    query.finish("queue, status, arrayJobId, limit or cursor")?;
+    if let Some(parent) = &array_parent {
+        if queue.is_some() {
+            return Err(ApiError::invalid(FieldError::new(
+                "queue",
+                "cannot be combined with arrayJobId: an array's children are in its queue",
+            )));
+        }
+        let page = state
+            .store
+            .array_children(parent, status, before, limit)
+            .await?;
+        return Ok(Json(Page {
+            items: page
+                .children
+                .iter()
+                .map(views::ChildView::from)
+                .collect::<Vec<_>>(),
+            next_cursor: page.next.map(|seq| seq.to_string()),
+        })
+        .into_response());
+    }
+    let page = state
+        .store
+        .jobs(&JobFilter {
+            array_parent,
+            queue,
+            status,
+            before,
+            limit,
+        })
+        .await?;
+    Ok(Json(Page {
+        items: job_views(&state.store, &page.jobs).await?,
+        next_cursor: page.next.map(|seq| seq.to_string()),
+    })
+    .into_response())
+}
+
+pub(super) async fn describe_job(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let job = state
+        .store
+        .job(&JobId(job_id.clone()))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
+    Ok(Json(job_view(&state.store, &job).await?))
+}
+
+/// Jobs as the API shows them, with each array parent's `statusSummary` (one query for all).
+pub(super) async fn job_views(
+    store: &Store,
+    jobs: &[crate::core::model::Job],
+) -> Result<Vec<JobView>, ApiError> {
+    let parents: Vec<JobId> = jobs
+        .iter()
+        .filter(|job| matches!(job.array, crate::core::model::ArrayRole::Parent { .. }))
+        .map(|job| job.job_id.clone())
+        .collect();
+    let summaries = if parents.is_empty() {
+        HashMap::new()
+    } else {
+        store.array_status_summaries(&parents).await?
+    };
+    Ok(jobs
+        .iter()
+        .map(|job| JobView::from(job).with_status_summary(summaries.get(&job.job_id)))
+        .collect())
+}
+
+pub(super) async fn job_view(
+    store: &Store,
+    job: &crate::core::model::Job,
+) -> Result<JobView, ApiError> {
+    let mut views = job_views(store, std::slice::from_ref(job)).await?;
+    Ok(views.remove(0))
+}
+
+/// What holds a job that is not running (`batchctl why`).
+pub(super) async fn why(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let job_id = JobId(job_id);
+    let job = state
+        .store
+        .job(&job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
+    let queue = state.store.job_queue(&job.queue).await?;
+    let environments = state
+        .store
+        .compute_environments()
+        .await?
+        .into_iter()
+        .map(|environment| (environment.name.clone(), environment))
+        .collect();
+    let used = state.store.capacity_in_use().await?;
+    let runnable_ahead = state.store.runnable_ahead(&job_id).await?;
+    let unfinished_dependencies = state.store.unfinished_dependencies(&job_id).await?;
+    let unhealthy = state.dispatcher.unhealthy_environments();
+    let unfinished_children = match job.array {
+        crate::core::model::ArrayRole::Parent { .. } => state
+            .store
+            .array_status_summaries(std::slice::from_ref(&job_id))
+            .await?
+            .get(&job_id)
+            .map(|counts| {
+                counts
+                    .iter()
+                    .filter(|(status, _)| !status.is_terminal())
+                    .map(|(_, count)| count)
+                    .sum()
+            })
+            .unwrap_or(0),
+        crate::core::model::ArrayRole::Single | crate::core::model::ArrayRole::Child { .. } => 0,
+    };
+    let holds = crate::core::why::why(&crate::core::why::Snapshot {
+        job: &job,
+        queue: queue.as_ref(),
+        environments: &environments,
+        used: &used,
+        runnable_ahead,
+        unfinished_dependencies: &unfinished_dependencies,
+        unhealthy: &unhealthy,
+        unfinished_children,
+        shares: &state.dispatcher.share_standings(&job.queue),
+        now: now_millis(),
+    });
+    Ok(Json(
+        serde_json::json!({"jobId": job_id.0, "status": job.status, "holds": holds}),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StopRequest {
+    reason: Option<String>,
+}
+
+pub(super) async fn stop(
+    state: AppState,
+    job_id: String,
+    body: Bytes,
+    mode: StopMode,
+) -> Result<Json<JobView>, ApiError> {
+    let request: StopRequest = if body.is_empty() {
+        StopRequest::default()
+    } else {
+        parse_body(&body)?
+    };
+    let default_reason = match mode {
+        StopMode::Cancel => "Cancelled by user",
+        StopMode::Terminate => "Terminated by user",
+    };
+    let reason = request
+        .reason
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| default_reason.to_string());
+    let job = stop_job(
+        &state.store,
+        &state.dispatcher,
+        &JobId(job_id),
+        &reason,
+        mode,
+    )
+    .await?;
+    Ok(Json(job_view(&state.store, &job).await?))
+}
+
+pub(super) async fn cancel(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobView>, ApiError> {
+    stop(state, job_id, body, StopMode::Cancel).await
+}
+
+pub(super) async fn terminate(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobView>, ApiError> {
+    stop(state, job_id, body, StopMode::Terminate).await
+}
+
+/// An attempt's output as raw bytes (stdout and stderr interleaved as they were read, or one of
+/// them). With `follow=true` the response streams until the attempt has ended and all is sent.
+pub(super) async fn logs(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let mut query = QueryParameters(query);
+    let (attempt, follow, stream) = (
+        query.take("attempt"),
+        query.take("follow"),
+        query.take("stream"),
+    );
+    query.finish("attempt, follow or stream")?;
+    let job_id = JobId(job_id);
+    let job = state
+        .store
+        .job(&job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
+    let attempt = match attempt.as_deref() {
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                ApiError::invalid(FieldError::new(
+                    "attempt",
+                    format!("{text:?} is not an attempt number (1, 2, …)"),
+                ))
+            })?,
+        None => job
+            .current_attempt
+            .as_ref()
+            .map_or(job.n_attempts.max(1), |attempt| attempt.number),
+    };
+    let follow = matches!(follow.as_deref(), Some("true" | "1"));
+    // Following holds a slot while the attempt runs; a plain read ends at once.
+    let slot = if follow {
+        Some(stream_slot(&state, &headers)?)
+    } else {
+        None
+    };
+    let stream = match stream.as_deref() {
+        None => None,
+        Some("stdout") => Some(OutputStream::Stdout),
+        Some("stderr") => Some(OutputStream::Stderr),
+        Some(other) => {
+            return Err(ApiError::invalid(FieldError::new(
+                "stream",
+                format!("{other:?} is not a stream; use stdout or stderr"),
+            )))
+        }
+    };
+    let follower = LogFollower {
+        store: state.store.clone(),
+        job_id,
+        attempt,
+        after: 0,
+        stream,
+        follow,
+        done: false,
+        shutdown: state.shutdown.clone(),
+    };
+    let body = futures::stream::unfold((follower, slot), |(mut follower, slot)| async move {
+        follower.next().await.map(|item| (item, (follower, slot)))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+pub(super) struct LogFollower {
+    store: Store,
+    job_id: JobId,
+    attempt: u32,
+    after: i64,
+    stream: Option<OutputStream>,
+    follow: bool,
+    done: bool,
+    shutdown: CancellationToken,
+}
+
+impl LogFollower {
+    async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        while !self.done {
+            // Whether the attempt was over is read before its chunks, so the chunks read after it
+            // include everything the attempt wrote.
+            let over = !self.follow || self.attempt_over().await;
+            let lines = match self
+                .store
+                .logs(&self.job_id, self.attempt, self.after, 256)
+                .await
+            {
+                Ok(lines) => lines,
+                Err(error) => return Some(Err(std::io::Error::other(error.to_string()))),
+            };
+            if let Some(last) = lines.last() {
+                self.after = last.id;
+                let data: Vec<u8> = lines
+                    .into_iter()
+                    .filter(|line| self.stream.is_none_or(|stream| stream == line.stream))
+                    .flat_map(|line| line.data)
+                    .collect();
+                if !data.is_empty() {
+                    return Some(Ok(Bytes::from(data)));
+                }
+                continue;
+            }
+            if over {
+                self.done = true;
+            } else {
+                tokio::select! {
+                    () = tokio::time::sleep(LOG_FOLLOW_INTERVAL) => {}
+                    () = self.shutdown.cancelled() => self.done = true,
+                }
+            }
+        }
+        None
+    }
+
+    async fn attempt_over(&self) -> bool {
+        match self.store.job(&self.job_id).await {
+            Ok(Some(job)) => job.status.is_terminal() || job.n_attempts >= self.attempt,
+            Ok(None) | Err(_) => true,
+        }
+    }
+}
