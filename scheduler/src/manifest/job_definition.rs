@@ -1,0 +1,439 @@
+//! `kind: JobDefinition`: container properties, retry strategy, timeout; and the checks shared
+//! with submits (environment, resources, retries).
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobDefinitionSpec {
+    /// AWS Batch's `type`; only `container` exists here.
+    #[serde(default, rename = "type")]
+    pub definition_type: Option<String>,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    pub container_properties: ContainerPropertiesSpec,
+    #[serde(default)]
+    pub retry_strategy: Option<RetryStrategySpec>,
+    #[serde(default)]
+    pub timeout: Option<TimeoutSpec>,
+    /// Order within a share of a fair-share queue; higher first.
+    #[serde(default)]
+    pub scheduling_priority: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerPropertiesSpec {
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub environment: Vec<KeyValue>,
+    #[serde(default)]
+    pub resource_requirements: Vec<ResourceRequirement>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+    #[serde(default)]
+    pub privileged: Option<bool>,
+    #[serde(default)]
+    pub linux_parameters: Option<LinuxParametersSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LinuxParametersSpec {
+    #[serde(default)]
+    pub capabilities: Option<CapabilitiesSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CapabilitiesSpec {
+    #[serde(default)]
+    pub add: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyValue {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceRequirement {
+    #[serde(rename = "type")]
+    pub resource_type: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryStrategySpec {
+    #[serde(default)]
+    pub attempts: Option<i64>,
+    #[serde(default)]
+    pub evaluate_on_exit: Vec<EvaluateOnExitSpec>,
+    #[serde(default)]
+    pub backoff: Option<BackoffSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EvaluateOnExitSpec {
+    #[serde(default)]
+    pub on_exit_code: Option<String>,
+    #[serde(default)]
+    pub on_reason: Option<String>,
+    #[serde(default)]
+    pub on_status_reason: Option<String>,
+    pub action: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackoffSpec {
+    pub initial_delay_seconds: i64,
+    #[serde(default)]
+    pub factor: Option<f64>,
+    #[serde(default)]
+    pub max_delay_seconds: Option<i64>,
+    #[serde(default)]
+    pub jitter: Option<bool>,
+}
+
+/// AWS Batch allows up to 5 `evaluateOnExit` rules.
+pub const MAX_EXIT_RULES: usize = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TimeoutSpec {
+    pub attempt_duration_seconds: i64,
+}
+
+pub fn definition_spec(spec: &JobDefinitionSpec) -> Result<DefinitionSpec, FieldError> {
+    if let Some(other) = spec
+        .definition_type
+        .as_deref()
+        .filter(|t| *t != "container")
+    {
+        return Err(FieldError::new(
+            "type",
+            format!("{other:?} job definitions are not supported; use \"container\""),
+        ));
+    }
+    let properties = &spec.container_properties;
+    let within = |error: FieldError| error.within("containerProperties");
+    let image = match properties.image.as_deref().map(str::trim) {
+        Some(image) if !image.is_empty() => image.to_string(),
+        _ => {
+            return Err(FieldError::new(
+                "containerProperties.image",
+                "is required: name the container image to run (process environments ignore it)",
+            ))
+        }
+    };
+    if properties.command.is_empty() {
+        return Err(FieldError::new(
+            "containerProperties.command",
+            "is required: give the command to run as a list, e.g. [\"sh\", \"-c\", \"echo hi\"]",
+        ));
+    }
+    let container = ContainerProperties {
+        image,
+        command: properties.command.clone(),
+        environment: environment(&properties.environment, "environment").map_err(within)?,
+        resources: resources(&properties.resource_requirements, DEFAULT_RESOURCES)
+            .map_err(within)?,
+        working_dir: properties.working_dir.clone(),
+        user: properties.user.clone(),
+        image_pull_policy: properties.image_pull_policy.unwrap_or_default(),
+        privileged: properties.privileged.unwrap_or(false),
+        capabilities: capabilities(properties.linux_parameters.as_ref()).map_err(within)?,
+    };
+    Ok(DefinitionSpec {
+        parameters: spec.parameters.clone(),
+        container,
+        retry: retry_policy(spec.retry_strategy.as_ref())?,
+        timeout_seconds: timeout_seconds(spec.timeout.as_ref())?,
+        scheduling_priority: spec.scheduling_priority.unwrap_or(0),
+    })
+}
+
+/// Capability names as Docker takes them (`NET_ADMIN`; a `CAP_` prefix is accepted and removed).
+pub(super) fn capabilities(
+    parameters: Option<&LinuxParametersSpec>,
+) -> Result<Vec<String>, FieldError> {
+    let added = parameters
+        .and_then(|p| p.capabilities.as_ref())
+        .map(|c| c.add.clone())
+        .unwrap_or_default();
+    added
+        .iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let name = name.strip_prefix("CAP_").unwrap_or(name);
+            let valid = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit());
+            if valid {
+                Ok(name.to_string())
+            } else {
+                Err(FieldError::new(
+                    format!("linuxParameters.capabilities.add[{index}]"),
+                    format!("{name:?} is not a capability name such as NET_ADMIN"),
+                ))
+            }
+        })
+        .collect()
+}
+
+pub fn retry_policy(strategy: Option<&RetryStrategySpec>) -> Result<RetryPolicy, FieldError> {
+    let Some(strategy) = strategy else {
+        return Ok(RetryPolicy::attempts(1));
+    };
+    let attempts = match strategy.attempts {
+        None => 1,
+        Some(attempts @ 1..=10) => attempts as u32,
+        Some(other) => {
+            return Err(FieldError::new(
+                "retryStrategy.attempts",
+                format!("{other} is out of range; use 1 to {MAX_RETRY_ATTEMPTS}"),
+            ))
+        }
+    };
+    if strategy.evaluate_on_exit.len() > MAX_EXIT_RULES {
+        return Err(FieldError::new(
+            "retryStrategy.evaluateOnExit",
+            format!(
+                "has {} rules; at most {MAX_EXIT_RULES} are allowed",
+                strategy.evaluate_on_exit.len()
+            ),
+        ));
+    }
+    let evaluate_on_exit = strategy
+        .evaluate_on_exit
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| {
+            exit_rule(rule).map_err(|e| e.within(&format!("retryStrategy.evaluateOnExit[{index}]")))
+        })
+        .collect::<Result<_, _>>()?;
+    let backoff = strategy
+        .backoff
+        .as_ref()
+        .map(|b| backoff(b).map_err(|e| e.within("retryStrategy.backoff")))
+        .transpose()?;
+    Ok(RetryPolicy {
+        attempts,
+        evaluate_on_exit,
+        backoff,
+    })
+}
+
+pub(super) fn exit_rule(rule: &EvaluateOnExitSpec) -> Result<ExitRule, FieldError> {
+    let action = match rule.action.to_ascii_uppercase().as_str() {
+        "RETRY" => RetryAction::Retry,
+        "EXIT" => RetryAction::Exit,
+        _ => {
+            return Err(FieldError::new(
+                "action",
+                format!("{:?} is not an action; use RETRY or EXIT", rule.action),
+            ))
+        }
+    };
+    let pattern = |field: &str, value: &Option<String>| -> Result<Option<String>, FieldError> {
+        let Some(value) = value else { return Ok(None) };
+        let star_inside = value.trim_end_matches('*').contains('*') || value.ends_with("**");
+        if value.is_empty() || value.len() > 512 || star_inside {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "{value:?} is not a pattern: 1 to 512 characters, with `*` only at the end"
+                ),
+            ));
+        }
+        Ok(Some(value.clone()))
+    };
+    let on_exit_code = pattern("onExitCode", &rule.on_exit_code)?;
+    if let Some(code) = &on_exit_code {
+        if !code
+            .trim_end_matches('*')
+            .chars()
+            .all(|c| c.is_ascii_digit())
+        {
+            return Err(FieldError::new(
+                "onExitCode",
+                format!("{code:?} may only hold digits and a trailing `*`"),
+            ));
+        }
+    }
+    Ok(ExitRule {
+        on_exit_code,
+        on_reason: pattern("onReason", &rule.on_reason)?,
+        on_status_reason: pattern("onStatusReason", &rule.on_status_reason)?,
+        action,
+    })
+}
+
+pub(super) fn backoff(spec: &BackoffSpec) -> Result<Backoff, FieldError> {
+    if spec.initial_delay_seconds < 1 {
+        return Err(FieldError::new(
+            "initialDelaySeconds",
+            format!(
+                "{} is not a delay; give 1 or more seconds",
+                spec.initial_delay_seconds
+            ),
+        ));
+    }
+    let factor = spec.factor.unwrap_or(2.0);
+    if !(1.0..=10.0).contains(&factor) {
+        return Err(FieldError::new(
+            "factor",
+            format!("{factor} is out of range; use 1 to 10"),
+        ));
+    }
+    let max_delay_seconds = spec.max_delay_seconds.unwrap_or(3600);
+    if max_delay_seconds < spec.initial_delay_seconds {
+        return Err(FieldError::new(
+            "maxDelaySeconds",
+            format!(
+                "{max_delay_seconds} is below initialDelaySeconds ({}); give at least that",
+                spec.initial_delay_seconds
+            ),
+        ));
+    }
+    Ok(Backoff {
+        initial_delay_seconds: spec.initial_delay_seconds as u64,
+        factor_percent: (factor * 100.0).round() as u64,
+        max_delay_seconds: max_delay_seconds as u64,
+        jitter: spec.jitter.unwrap_or(false),
+    })
+}
+
+pub fn timeout_seconds(timeout: Option<&TimeoutSpec>) -> Result<Option<u64>, FieldError> {
+    match timeout.map(|t| t.attempt_duration_seconds) {
+        None => Ok(None),
+        Some(seconds @ 1..) => Ok(Some(seconds as u64)),
+        Some(other) => Err(FieldError::new(
+            "timeout.attemptDurationSeconds",
+            format!("{other} is not a duration; give a positive number of seconds"),
+        )),
+    }
+}
+
+/// Validates environment variables into ordered, unique pairs.
+pub fn environment(
+    variables: &[KeyValue],
+    field: &str,
+) -> Result<Vec<(String, String)>, FieldError> {
+    let mut seen = HashSet::new();
+    for (index, variable) in variables.iter().enumerate() {
+        let field = format!("{field}[{index}].name");
+        let valid = !variable.name.is_empty()
+            && !variable.name.contains('=')
+            && !variable.name.contains('\0');
+        if !valid {
+            return Err(FieldError::new(
+                field,
+                format!("{:?} is not a valid variable name", variable.name),
+            ));
+        }
+        if let Some(prefix) = RESERVED_VARIABLE_PREFIXES
+            .iter()
+            .find(|prefix| variable.name.starts_with(*prefix))
+        {
+            return Err(FieldError::new(
+                field,
+                format!(
+                    "{:?} starts with {prefix:?}, which batchctl reserves for the variables it sets",
+                    variable.name
+                ),
+            ));
+        }
+        if !seen.insert(variable.name.as_str()) {
+            return Err(FieldError::new(
+                field,
+                format!("{:?} is set twice", variable.name),
+            ));
+        }
+    }
+    Ok(variables
+        .iter()
+        .map(|v| (v.name.clone(), v.value.clone()))
+        .collect())
+}
+
+/// Applies resource requirements over `base`: each listed type replaces the base's value.
+pub fn resources(
+    requirements: &[ResourceRequirement],
+    base: Resources,
+) -> Result<Resources, FieldError> {
+    let mut result = base;
+    let mut seen = HashSet::new();
+    for (index, requirement) in requirements.iter().enumerate() {
+        let field = format!("resourceRequirements[{index}]");
+        let value_error = |message: String| FieldError::new(format!("{field}.value"), message);
+        if !seen.insert(requirement.resource_type.as_str()) {
+            return Err(FieldError::new(
+                format!("{field}.type"),
+                format!("{} is listed twice", requirement.resource_type),
+            ));
+        }
+        match requirement.resource_type.as_str() {
+            "VCPU" => {
+                result.vcpu_millis = vcpus(&requirement.value).map_err(value_error)?;
+                if result.vcpu_millis == 0 {
+                    return Err(value_error("a job needs more than 0 vCPUs".into()));
+                }
+            }
+            "MEMORY" => {
+                result.memory_mib = whole_number(&requirement.value).map_err(value_error)?;
+                if result.memory_mib == 0 {
+                    return Err(value_error("a job needs more than 0 MiB of memory".into()));
+                }
+            }
+            "GPU" => result.gpus = whole_number(&requirement.value).map_err(value_error)?,
+            other => {
+                return Err(FieldError::new(
+                    format!("{field}.type"),
+                    format!("unknown resource type {other:?}; use VCPU, MEMORY or GPU"),
+                ))
+            }
+        }
+    }
+    Ok(result)
+}
+
+/// Parses a vCPU count ("2", "0.25") into thousandths.
+pub(super) fn vcpus(text: &str) -> Result<u64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of vCPUs"))?;
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!(
+            "{text} is negative or not finite; give 0 or more vCPUs"
+        ));
+    }
+    let millis = value * 1000.0;
+    if millis.fract() != 0.0 {
+        return Err(format!("{text} is finer than a thousandth of a vCPU"));
+    }
+    Ok(millis as u64)
+}
+
+pub(super) fn whole_number(text: &str) -> Result<u64, String> {
+    match text.trim().parse::<i64>() {
+        Ok(value) if value >= 0 => Ok(value as u64),
+        Ok(value) => Err(format!("{value} is negative; give 0 or more")),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}

@@ -1,0 +1,320 @@
+//! The SubmitJob request (`POST /v1/jobs`, schedule and rule targets) and `build_job`.
+
+use super::*;
+
+/// What a submit depends on, each once. Which jobs exist, and whether an N_TO_N partner is an
+/// array of the same size, is checked against the store by the caller.
+pub(super) fn dependencies(
+    specs: &[JobDependencySpec],
+    array_size: Option<u32>,
+) -> Result<Vec<Dependency>, FieldError> {
+    if specs.len() > MAX_DEPENDENCIES {
+        return Err(FieldError::new(
+            "dependsOn",
+            format!(
+                "has {} entries; at most {MAX_DEPENDENCIES} are allowed",
+                specs.len()
+            ),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut dependencies = Vec::with_capacity(specs.len());
+    for (index, spec) in specs.iter().enumerate() {
+        let field = |name: &str| format!("dependsOn[{index}].{name}");
+        let kind = match spec.dependency_type.as_deref() {
+            None => DependencyKind::Whole,
+            Some("N_TO_N") => DependencyKind::NToN,
+            Some("SEQUENTIAL") => DependencyKind::Sequential,
+            Some(other) => {
+                return Err(FieldError::new(
+                    field("type"),
+                    format!("{other:?} is not a dependency type; use N_TO_N or SEQUENTIAL, or leave it out to wait for the whole job"),
+                ))
+            }
+        };
+        if kind != DependencyKind::Whole && array_size.is_none() {
+            return Err(FieldError::new(
+                field("type"),
+                format!(
+                    "{} dependencies are for array jobs; set arrayProperties.size, or leave type out to wait for the whole job",
+                    kind.aws_name().unwrap_or_default()
+                ),
+            ));
+        }
+        let job_id = match (kind, spec.job_id.as_deref().map(str::trim)) {
+            (DependencyKind::Sequential, None) => None,
+            (DependencyKind::Sequential, Some(_)) => {
+                return Err(FieldError::new(
+                    field("jobId"),
+                    "must be left out of a SEQUENTIAL dependency, which orders this array's own children",
+                ))
+            }
+            (DependencyKind::Whole | DependencyKind::NToN, None | Some("")) => {
+                return Err(FieldError::new(field("jobId"), "is empty; give a job id"))
+            }
+            (DependencyKind::Whole | DependencyKind::NToN, Some(id)) => Some(JobId(id.to_string())),
+        };
+        let key = (job_id.clone(), kind == DependencyKind::Sequential);
+        if seen.insert(key) {
+            dependencies.push(Dependency { job_id, kind });
+        }
+    }
+    Ok(dependencies)
+}
+
+/// Checks a job's dependencies against the jobs they name, as found in the store (each with its
+/// array size): every named job must exist, and an N_TO_N partner must be an array job of the same
+/// size. Dependencies can only name jobs that already exist, so they can never form a cycle.
+pub fn check_dependency_targets(
+    dependencies: &[Dependency],
+    array_size: Option<u32>,
+    found: &HashMap<JobId, Option<u32>>,
+) -> Result<(), FieldError> {
+    for (index, dependency) in dependencies.iter().enumerate() {
+        let Some(job_id) = &dependency.job_id else {
+            continue;
+        };
+        let field = format!("dependsOn[{index}].jobId");
+        let Some(target_size) = found.get(job_id) else {
+            return Err(FieldError::new(
+                field,
+                format!("job {job_id} does not exist; depend only on jobs already submitted"),
+            ));
+        };
+        match dependency.kind {
+            DependencyKind::NToN if *target_size != array_size => {
+                return Err(FieldError::new(
+                    field,
+                    format!(
+                        "an N_TO_N dependency needs an array job of the same size; job {job_id} has {} and this job {} children",
+                        target_size.map_or("no array".to_string(), |size| format!("{size} children")),
+                        array_size.unwrap_or(0)
+                    ),
+                ))
+            }
+            DependencyKind::NToN | DependencyKind::Whole | DependencyKind::Sequential => {}
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn array_size(
+    properties: Option<&ArrayPropertiesSpec>,
+) -> Result<Option<u32>, FieldError> {
+    let Some(properties) = properties else {
+        return Ok(None);
+    };
+    match properties.size {
+        size @ 2..=MAX_ARRAY_SIZE => Ok(Some(size)),
+        size => Err(FieldError::new(
+            "arrayProperties.size",
+            format!("is {size}; an array job has 2 to {MAX_ARRAY_SIZE} children (leave arrayProperties out for a single job)"),
+        )),
+    }
+}
+
+/// A submit request, as AWS Batch's SubmitJob: `jobName`, `jobQueue`, `jobDefinition` (`name` or
+/// `name:revision`), `parameters`, `containerOverrides`, and per-job `retryStrategy` and `timeout`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubmitJobRequest {
+    #[serde(default)]
+    pub job_name: Option<String>,
+    pub job_queue: String,
+    pub job_definition: String,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    pub container_overrides: Option<ContainerOverrides>,
+    #[serde(default)]
+    pub retry_strategy: Option<RetryStrategySpec>,
+    #[serde(default)]
+    pub timeout: Option<TimeoutSpec>,
+    #[serde(default)]
+    pub depends_on: Vec<JobDependencySpec>,
+    #[serde(default)]
+    pub array_properties: Option<ArrayPropertiesSpec>,
+    /// The share of a fair-share queue this job counts against (required there, refused elsewhere).
+    #[serde(default)]
+    pub share_identifier: Option<String>,
+    /// Replaces the definition's `schedulingPriority`.
+    #[serde(default)]
+    pub scheduling_priority_override: Option<i64>,
+}
+
+/// AWS Batch's ArrayProperties of SubmitJob.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ArrayPropertiesSpec {
+    pub size: u32,
+}
+
+/// AWS Batch's JobDependency.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobDependencySpec {
+    #[serde(default)]
+    pub job_id: Option<String>,
+    #[serde(default, rename = "type")]
+    pub dependency_type: Option<String>,
+}
+
+/// How many jobs one job may depend on (AWS Batch allows 20).
+pub const MAX_DEPENDENCIES: usize = 1000;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerOverrides {
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub environment: Vec<KeyValue>,
+    #[serde(default)]
+    pub resource_requirements: Vec<ResourceRequirement>,
+}
+
+/// What a submit is checked against, read from the store.
+pub struct SubmitContext<'a> {
+    pub definition: &'a JobDefinition,
+    pub queue: &'a JobQueue,
+    pub environments: &'a [ComputeEnvironment],
+}
+
+/// Builds the SUBMITTED job a request asks for: the definition's spec with the request's parameters
+/// and overrides applied, checked against the queue and its environments.
+pub fn build_job(
+    request: &SubmitJobRequest,
+    context: &SubmitContext<'_>,
+    job_id: JobId,
+    idempotency_key: Option<String>,
+    now: i64,
+) -> Result<Job, FieldError> {
+    let SubmitContext {
+        definition,
+        queue,
+        environments,
+    } = context;
+    if queue.state == ResourceState::Disabled {
+        return Err(FieldError::new(
+            "jobQueue",
+            format!("queue \"{}\" is DISABLED and accepts no new jobs; enable it or submit to another queue", queue.name),
+        ));
+    }
+    let job_name = JobName::try_from(
+        request
+            .job_name
+            .clone()
+            .unwrap_or_else(|| definition.name.to_string()),
+    )
+    .map_err(|m| FieldError::new("jobName", m))?;
+    let mut container = definition.spec.container.clone();
+    let mut parameters = definition.spec.parameters.clone();
+    parameters.extend(request.parameters.clone());
+    if let Some(overrides) = &request.container_overrides {
+        let within = |error: FieldError| error.within("containerOverrides");
+        if let Some(command) = &overrides.command {
+            if command.is_empty() {
+                return Err(FieldError::new(
+                    "containerOverrides.command",
+                    "is empty; leave it out to run the definition's command",
+                ));
+            }
+            container.command = command.clone();
+        }
+        for (name, value) in environment(&overrides.environment, "environment").map_err(within)? {
+            match container
+                .environment
+                .iter_mut()
+                .find(|(existing, _)| *existing == name)
+            {
+                Some(entry) => entry.1 = value,
+                None => container.environment.push((name, value)),
+            }
+        }
+        container.resources =
+            resources(&overrides.resource_requirements, container.resources).map_err(within)?;
+    }
+    let fits_somewhere = queue.compute_environments.iter().any(|name| {
+        environments
+            .iter()
+            .any(|e| e.name == *name && container.resources.fits_within(&e.capacity))
+    });
+    if !fits_somewhere {
+        let needs = &container.resources;
+        return Err(FieldError::new(
+            "containerOverrides.resourceRequirements",
+            format!(
+                "the job needs {} vCPU, {} MiB and {} GPU, more than any compute environment of queue \"{}\" has; ask for less or add a larger environment",
+                needs.vcpu_millis as f64 / 1000.0,
+                needs.memory_mib,
+                needs.gpus,
+                queue.name
+            ),
+        ));
+    }
+    let share_identifier = match (&queue.fair_share, &request.share_identifier) {
+        (Some(_), Some(share)) => {
+            validate_share_identifier(share, false)
+                .map_err(|reason| FieldError::new("shareIdentifier", reason))?;
+            Some(share.clone())
+        }
+        (Some(_), None) => {
+            return Err(FieldError::new(
+                "shareIdentifier",
+                format!("is required: queue \"{}\" has a fair-share schedulingPolicy; name the share this job counts against", queue.name),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(FieldError::new(
+                "shareIdentifier",
+                format!("queue \"{}\" has no schedulingPolicy; leave shareIdentifier out or submit to a fair-share queue", queue.name),
+            ))
+        }
+        (None, None) => None,
+    };
+    let array_size = array_size(request.array_properties.as_ref())?;
+    let depends_on = dependencies(&request.depends_on, array_size)?;
+    // A submit's retryStrategy replaces the definition's, as in AWS Batch.
+    let retry = match &request.retry_strategy {
+        Some(strategy) => retry_policy(Some(strategy))?,
+        None => definition.spec.retry.clone(),
+    };
+    let timeout_seconds = match &request.timeout {
+        Some(timeout) => timeout_seconds(Some(timeout))?,
+        None => definition.spec.timeout_seconds,
+    };
+    Ok(Job {
+        job_id,
+        job_name,
+        queue: queue.name.clone(),
+        status: JobStatus::Submitted,
+        status_reason: None,
+        spec: JobSpec {
+            definition: definition.name.clone(),
+            definition_revision: definition.revision,
+            parameters,
+            container,
+            retry,
+            timeout_seconds,
+            depends_on,
+            array_size,
+            share_identifier,
+            scheduling_priority: request
+                .scheduling_priority_override
+                .unwrap_or(definition.spec.scheduling_priority),
+        },
+        created_at: now,
+        started_at: None,
+        stopped_at: None,
+        n_attempts: 0,
+        attempts: Vec::new(),
+        current_attempt: None,
+        stop_requested: None,
+        idempotency_key,
+        runnable_after: None,
+        array: match array_size {
+            Some(size) => ArrayRole::Parent { size },
+            None => ArrayRole::Single,
+        },
+    })
+}
