@@ -1,0 +1,98 @@
+//! Admission: SUBMITTED jobs of each queue to PENDING or RUNNABLE, dependencies resolved, array
+//! parents ended, RUNNABLE jobs over their queue's time limit cancelled.
+
+use super::*;
+
+impl Dispatcher {
+    /// Admits the oldest submitted jobs: SUBMITTED → PENDING, and on to RUNNABLE at once for jobs
+    /// without dependencies. Then PENDING jobs move on: to RUNNABLE when every job they depend on
+    /// SUCCEEDED, to FAILED when one of them FAILED.
+    pub(super) async fn admit(&mut self) -> Result<u64, DispatchError> {
+        let now = now_millis();
+        let pending = transition(JobStatus::Submitted, JobEvent::Admitted)?;
+        let runnable = transition(pending, JobEvent::DependenciesSatisfied)?;
+        let failed = transition(pending, JobEvent::DependencyFailed)?;
+        let (mut ready, mut waiting) = (0, 0);
+        if self.admission_due {
+            // Each queue in turn, highest priority first, a batch each: a backlog of one queue
+            // (a 100,000-child array) never holds up the jobs of another.
+            self.admission_due = false;
+            let mut queues: Vec<&JobQueue> = self.queues.iter().collect();
+            queues.sort_by_key(|queue| std::cmp::Reverse(queue.priority));
+            for queue in queues {
+                let moved = self
+                    .store
+                    .admit_submitted(&queue.name, runnable, pending, self.config.batch_size, now)
+                    .await?;
+                ready += moved.0;
+                waiting += moved.1;
+                // A full batch may have left more behind.
+                self.admission_due |= moved.0 + moved.1 >= u64::from(self.config.batch_size);
+            }
+        }
+        self.waiters_exist |= waiting > 0;
+        let mut resolved = 0;
+        if self.waiters_exist && (waiting > 0 || self.dependencies_dirty) {
+            self.dependencies_dirty = false;
+            resolved = self
+                .store
+                .resolve_dependencies(failed, runnable, now)
+                .await?;
+            resolved += self.finish_arrays(now).await?;
+            // A failure can cascade to the jobs that depend on the ones just failed.
+            self.dependencies_dirty = resolved > 0;
+            self.waiters_exist = self.store.count_jobs(JobStatus::Pending).await? > 0;
+        }
+        let moved = ready + waiting + resolved;
+        if ready + resolved > 0 {
+            self.placement_dirty = true;
+        }
+        Ok(moved)
+    }
+
+    /// Carries out the queues' `jobStateTimeLimitActions`: cancels jobs RUNNABLE for too long.
+    pub(super) async fn cancel_jobs_over_time_limits(&mut self) -> Result<u64, DispatchError> {
+        let now = now_millis();
+        let cancelled = transition(JobStatus::Runnable, JobEvent::Cancelled)?;
+        let mut moved = 0;
+        for queue in &self.queues {
+            let Some((limit, cutoff)) = runnable_cutoff(queue, now) else {
+                continue;
+            };
+            let n = self
+                .store
+                .cancel_runnable_since(&queue.name, cutoff, cancelled, &limit.reason, now)
+                .await?;
+            if n > 0 {
+                tracing::info!(queue = %queue.name, jobs = n, reason = %limit.reason, "cancelled jobs RUNNABLE beyond the queue's time limit");
+            }
+            moved += n;
+        }
+        Ok(moved)
+    }
+
+    /// Ends the array parents whose children have all finished: SUCCEEDED if every child did,
+    /// otherwise FAILED, as AWS Batch.
+    pub(super) async fn finish_arrays(&mut self, now: i64) -> Result<u64, DispatchError> {
+        let finished = self.store.finished_arrays().await?;
+        if finished.is_empty() {
+            return Ok(0);
+        }
+        let transitions = finished
+            .iter()
+            .map(|array| {
+                let ArrayEnd { outcome, reason } =
+                    decide_array_end(array.size, array.n_failed, array.stop_reason.as_deref());
+                let to = transition(JobStatus::Pending, JobEvent::ArrayChildrenEnded(outcome))?;
+                Ok(Transition {
+                    job_id: array.job_id.clone(),
+                    from: JobStatus::Pending,
+                    to,
+                    effect: Effect::ArrayEnded { reason, at: now },
+                })
+            })
+            .collect::<Result<Vec<_>, TransitionError>>()?;
+        let applied = self.store.apply_transitions(&transitions, now).await?;
+        Ok(applied.into_iter().filter(|applied| *applied).count() as u64)
+    }
+}

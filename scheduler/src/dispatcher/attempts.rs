@@ -1,0 +1,161 @@
+//! Supervisors' reports applied in batches (`core::retry::decide_attempt_end`), and terminate
+//! requests passed on to the supervisors.
+
+use super::*;
+
+impl Dispatcher {
+    /// Applies a batch of supervisor reports in one transaction.
+    pub(super) async fn apply_events(
+        &mut self,
+        events: Vec<AttemptEvent>,
+    ) -> Result<(), DispatchError> {
+        let now = now_millis();
+        let mut transitions = Vec::with_capacity(events.len());
+        // What to do for each transition once it is committed.
+        let mut after: Vec<Option<Removal>> = Vec::new();
+        for event in events {
+            let job_id = match &event {
+                AttemptEvent::Started { job_id, .. }
+                | AttemptEvent::Deferred { job_id, .. }
+                | AttemptEvent::Waiting { job_id, .. }
+                | AttemptEvent::Ended { job_id, .. } => job_id.clone(),
+            };
+            let Some(active) = self.active.get_mut(&job_id) else {
+                tracing::warn!(%job_id, "report for an attempt the dispatcher does not hold");
+                continue;
+            };
+            match event {
+                AttemptEvent::Started { number, at, .. } if number == active.number => {
+                    let to = transition(active.status, JobEvent::Started)?;
+                    self.handle.set_health(&active.environment, None);
+                    transitions.push(Transition {
+                        job_id,
+                        from: active.status,
+                        to,
+                        effect: Effect::Started { at },
+                    });
+                    active.status = to;
+                    active.started_at = Some(at);
+                    after.push(None);
+                }
+                AttemptEvent::Deferred { number, reason, .. } if number == active.number => {
+                    let to = transition(active.status, JobEvent::StartDeferred)?;
+                    self.handle.set_health(&active.environment, Some(&reason));
+                    transitions.push(Transition {
+                        job_id: job_id.clone(),
+                        from: active.status,
+                        to,
+                        effect: Effect::Deferred { reason },
+                    });
+                    let active = self.active.remove(&job_id).expect("present");
+                    self.backing_off.insert(
+                        active.environment.clone(),
+                        tokio::time::Instant::now() + UNAVAILABLE_BACKOFF,
+                    );
+                    self.release(&active.environment, &active.reserved);
+                    after.push(None);
+                }
+                AttemptEvent::Ended {
+                    number,
+                    outcome,
+                    stop_cause,
+                    at,
+                    ..
+                } if number == active.number => {
+                    let AttemptEnd {
+                        judgement,
+                        runnable_after,
+                    } = decide_attempt_end(
+                        &outcome,
+                        stop_cause.as_ref(),
+                        number,
+                        &active.retry,
+                        at,
+                        rand_fraction(),
+                    );
+                    let to = transition(active.status, JobEvent::AttemptEnded(judgement.verdict))?;
+                    tracing::info!(%job_id, attempt = number, status = %to, reason = %judgement.reason, "attempt ended");
+                    transitions.push(Transition {
+                        job_id: job_id.clone(),
+                        from: active.status,
+                        to,
+                        effect: Effect::AttemptEnded {
+                            attempt: Attempt {
+                                number,
+                                compute_environment: active.environment.clone(),
+                                exit_code: judgement.exit_code,
+                                status_reason: judgement.reason,
+                                started_at: active.started_at,
+                                stopped_at: at,
+                            },
+                            runnable_after,
+                        },
+                    });
+                    let active = self.active.remove(&job_id).expect("present");
+                    self.release(&active.environment, &active.reserved);
+                    self.record_share_usage(&active, at);
+                    after.push(active.executor.map(|executor| Removal {
+                        job_id,
+                        handle: active.handle,
+                        executor,
+                    }));
+                }
+                AttemptEvent::Waiting { number, reason, .. } if number == active.number => {
+                    // Not a transition: the job stays STARTING, with the reason shown. A reason
+                    // that cannot be written now is only shown later.
+                    if let Err(error) = self
+                        .store
+                        .set_starting_reason(&job_id, number, &reason, now_millis())
+                        .await
+                    {
+                        tracing::warn!(%job_id, %error, "cannot record why the attempt waits");
+                    }
+                }
+                AttemptEvent::Started { number, .. }
+                | AttemptEvent::Deferred { number, .. }
+                | AttemptEvent::Waiting { number, .. }
+                | AttemptEvent::Ended { number, .. } => {
+                    tracing::warn!(%job_id, attempt = number, current = active.number, "report for a superseded attempt");
+                }
+            }
+        }
+        let applied = self.write_transitions(&transitions, now).await?;
+        for ((transition, applied), cleanup) in transitions.iter().zip(applied).zip(after) {
+            if !applied {
+                tracing::warn!(job_id = %transition.job_id, from = %transition.from, to = %transition.to, "transition lost a compare-and-set");
+            }
+            if let Some(Removal {
+                job_id,
+                handle,
+                executor,
+            }) = cleanup
+            {
+                // The outcome and logs are durable now; the executor can forget the attempt.
+                tokio::spawn(async move {
+                    if let Err(error) = executor.remove(&handle).await {
+                        tracing::warn!(%job_id, %error, "could not remove a finished attempt");
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn deliver_stop_requests(&mut self) -> Result<(), DispatchError> {
+        if self.active.is_empty() {
+            return Ok(());
+        }
+        for (job_id, reason) in self.store.stop_requests().await? {
+            if let Some(active) = self.active.get(&job_id) {
+                active.stop.send_if_modified(|current| {
+                    let first = current.is_none();
+                    if first {
+                        *current = Some(reason.clone());
+                    }
+                    first
+                });
+            }
+        }
+        Ok(())
+    }
+}

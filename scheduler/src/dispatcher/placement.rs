@@ -1,0 +1,292 @@
+//! Placement: each queue's head planned against free capacity (`core::placement`, fair share),
+//! committed STARTING before a supervisor is asked to start anything.
+
+use super::*;
+
+impl Dispatcher {
+    /// A fair-share queue's RUNNABLE jobs in the order shares take turns, cut to what
+    /// `computeReservation` lets the queue place now.
+    pub(super) fn fair_share_head(
+        &mut self,
+        queue: &JobQueue,
+        policy: &FairSharePolicy,
+        waiting: &[&Job],
+    ) -> Vec<Candidate> {
+        let now = now_millis();
+        let ledger = self.ledgers.entry(queue.name.clone()).or_default();
+        ledger.decay_to(policy, now);
+        let running: Vec<RunningShareJob> = self
+            .active
+            .values()
+            .filter(|active| active.queue == queue.name)
+            .filter_map(|active| {
+                Some(RunningShareJob {
+                    share: active.share.clone()?,
+                    vcpu_millis: active.reserved.vcpu_millis,
+                    seconds: active
+                        .started_at
+                        .map_or(0.0, |started| (now - started).max(0) as f64 / 1000.0),
+                })
+            })
+            .collect();
+        let candidates = waiting
+            .iter()
+            .map(|job| ShareCandidate {
+                job_id: job.job_id.clone(),
+                needs: job.spec.container.resources,
+                share: job.spec.share_identifier.clone().unwrap_or_default(),
+                priority: job.spec.scheduling_priority,
+            })
+            .collect();
+        let capacity: u64 = queue
+            .compute_environments
+            .iter()
+            .filter_map(|name| self.environments.get(name))
+            .map(|environment| environment.capacity.vcpu_millis)
+            .sum();
+        let (order, mut budget) = fair_share_order(policy, ledger, &running, candidates, capacity);
+        self.handle
+            .share_standings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(queue.name.clone(), standings(policy, ledger, &running));
+        order
+            .into_iter()
+            .filter(|candidate| {
+                let fits = candidate.needs.vcpu_millis <= budget;
+                if fits {
+                    budget -= candidate.needs.vcpu_millis;
+                }
+                fits
+            })
+            .map(|candidate| Candidate {
+                job_id: candidate.job_id,
+                needs: candidate.needs,
+            })
+            .collect()
+    }
+
+    pub(super) fn record_share_usage(&mut self, active: &ActiveAttempt, ended_at: i64) {
+        let (Some(share), Some(started_at)) = (&active.share, active.started_at) else {
+            return;
+        };
+        let Some(policy) = self
+            .queues
+            .iter()
+            .find(|queue| queue.name == active.queue)
+            .and_then(|queue| queue.fair_share.as_ref())
+        else {
+            return;
+        };
+        let seconds = (ended_at - started_at).max(0) as f64 / 1000.0;
+        let vcpus = active.reserved.vcpu_millis as f64 / 1000.0;
+        self.ledgers
+            .entry(active.queue.clone())
+            .or_default()
+            .record(policy, share, vcpus, seconds, ended_at);
+    }
+
+    pub(super) async fn load_resources(&mut self) -> Result<(), DispatchError> {
+        self.queues = self.store.job_queues().await?;
+        self.environments = self
+            .store
+            .compute_environments()
+            .await?
+            .into_iter()
+            .map(|environment| (environment.name.clone(), environment))
+            .collect();
+        Ok(())
+    }
+
+    pub(super) async fn dispatch(&mut self) -> Result<usize, DispatchError> {
+        let queues = self.queues.clone();
+        let mut heads = HashMap::new();
+        let mut jobs = HashMap::new();
+        for queue in &queues {
+            if !self.queue_has_room(queue) {
+                continue;
+            }
+            let runnable = match &queue.fair_share {
+                None => {
+                    self.store
+                        .runnable_jobs(&queue.name, self.config.batch_size, now_millis())
+                        .await?
+                }
+                // Each share's own head, so a share with a long backlog hides no other.
+                Some(_) => {
+                    let mut runnable = Vec::new();
+                    for share in self.store.runnable_shares(&queue.name).await? {
+                        runnable.extend(
+                            self.store
+                                .runnable_jobs_of_share(
+                                    &queue.name,
+                                    share.as_deref(),
+                                    self.config.batch_size,
+                                    now_millis(),
+                                )
+                                .await?,
+                        );
+                    }
+                    runnable
+                }
+            };
+            let waiting: Vec<&Job> = runnable
+                .iter()
+                .filter(|job| !self.active.contains_key(&job.job_id))
+                .collect();
+            let candidates = match &queue.fair_share {
+                Some(policy) => self.fair_share_head(queue, policy, &waiting),
+                None => waiting
+                    .iter()
+                    .map(|job| Candidate {
+                        job_id: job.job_id.clone(),
+                        needs: job.spec.container.resources,
+                    })
+                    .collect(),
+            };
+            heads.insert(queue.name.clone(), candidates);
+            jobs.extend(runnable.into_iter().map(|job| (job.job_id.clone(), job)));
+        }
+        let now_instant = tokio::time::Instant::now();
+        self.backing_off.retain(|_, until| *until > now_instant);
+        let mut environments = self.environments.clone();
+        for name in self.backing_off.keys() {
+            if let Some(environment) = environments.get_mut(name) {
+                environment.state = ResourceState::Disabled;
+            }
+        }
+        let plan = plan_placements(&queues, &environments, &mut self.used, &heads);
+        if plan.is_empty() {
+            return Ok(0);
+        }
+        let now = now_millis();
+        let placed = transition(JobStatus::Runnable, JobEvent::Placed)?;
+        let transitions: Vec<Transition> = plan
+            .iter()
+            .map(|placement| {
+                let job = &jobs[&placement.job_id];
+                let number = job.n_attempts + 1;
+                Transition {
+                    job_id: placement.job_id.clone(),
+                    from: JobStatus::Runnable,
+                    to: placed,
+                    effect: Effect::Placed {
+                        attempt: CurrentAttempt {
+                            number,
+                            compute_environment: placement.environment.clone(),
+                            executor_handle: attempt_id(&job.job_id.0, number),
+                            placed_at: now,
+                            started_at: None,
+                        },
+                    },
+                }
+            })
+            .collect();
+        let applied = match self.store.apply_transitions(&transitions, now).await {
+            Ok(applied) => applied,
+            Err(error) => {
+                // Nothing was placed: what the plan reserved is free again.
+                for placement in &plan {
+                    self.release(&placement.environment, &placement.reserved);
+                }
+                return Err(error.into());
+            }
+        };
+        let mut started = 0;
+        for ((placement, transition), applied) in plan.into_iter().zip(&transitions).zip(applied) {
+            if !applied {
+                // Cancelled between reading the queue head and placing it.
+                self.release(&placement.environment, &placement.reserved);
+                continue;
+            }
+            let Effect::Placed { attempt } = &transition.effect else {
+                unreachable!("placement transitions carry Placed")
+            };
+            let mut job = jobs
+                .remove(&placement.job_id)
+                .expect("planned jobs were read");
+            job.status = JobStatus::Starting;
+            job.current_attempt = Some(attempt.clone());
+            self.spawn_supervisor(job, Takeover::Start, placement.reserved);
+            started += 1;
+        }
+        Ok(started)
+    }
+
+    /// Whether any environment of the queue has some vCPU and some memory free: without both, no
+    /// job can be placed, and reading the queue's head would be wasted work.
+    pub(super) fn queue_has_room(&self, queue: &JobQueue) -> bool {
+        queue.compute_environments.iter().any(|name| {
+            self.environments.get(name).is_some_and(|environment| {
+                let in_use = self.used.get(name).copied().unwrap_or_default();
+                let free = environment.capacity.saturating_minus(&in_use);
+                free.vcpu_millis > 0 && free.memory_mib > 0
+            })
+        })
+    }
+
+    pub(super) fn release(&mut self, environment: &EnvironmentName, reserved: &Resources) {
+        if let Some(in_use) = self.used.get_mut(environment) {
+            *in_use = in_use.saturating_minus(reserved);
+        }
+        self.placement_dirty = true;
+    }
+
+    pub(super) fn spawn_supervisor(&mut self, job: Job, takeover: Takeover, reserved: Resources) {
+        let attempt = job
+            .current_attempt
+            .clone()
+            .expect("placed jobs have an attempt");
+        let executor = self
+            .environments
+            .get(&attempt.compute_environment)
+            .cloned()
+            .and_then(|environment| self.executors.for_environment(&environment));
+        let (stop, stop_receiver) = watch::channel(job.stop_requested.clone());
+        self.active.insert(
+            job.job_id.clone(),
+            ActiveAttempt {
+                number: attempt.number,
+                status: job.status,
+                environment: attempt.compute_environment.clone(),
+                reserved,
+                started_at: attempt.started_at,
+                stop,
+                executor: executor.clone(),
+                handle: AttemptHandle(attempt.executor_handle.clone()),
+                retry: job.spec.retry.clone(),
+                queue: job.queue.clone(),
+                share: job.spec.share_identifier.clone(),
+            },
+        );
+        let Some(executor) = executor else {
+            // Without an executor the attempt cannot start; it goes back to the queue.
+            tracing::error!(job_id = %job.job_id, environment = %attempt.compute_environment, "no executor for the compute environment");
+            let _ = self.events_sender.try_send(AttemptEvent::Deferred {
+                job_id: job.job_id.clone(),
+                number: attempt.number,
+                reason: format!(
+                    "no executor is available for compute environment {}",
+                    attempt.compute_environment
+                ),
+            });
+            return;
+        };
+        let context = SupervisorContext {
+            store: self.store.clone(),
+            events: self.events_sender.clone(),
+            kill_grace: self.config.kill_grace,
+            log_flush_interval: self.config.log_flush_interval,
+        };
+        let assignment = AttemptAssignment {
+            number: attempt.number,
+            environment: attempt.compute_environment.clone(),
+            executor,
+            takeover,
+            clock_started_at: attempt.placed_at,
+            stop: stop_receiver,
+            job,
+        };
+        tokio::spawn(supervise(context, assignment));
+    }
+}
