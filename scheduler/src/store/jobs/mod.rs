@@ -1,0 +1,414 @@
+//! Jobs and their attempts: group-committed inserts, compare-and-set transitions, and the queries the
+//! dispatcher and the API need, each served by an index (see the migrations).
+
+mod moves;
+mod reads;
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::events::{emit_moved, Emission};
+use super::{Store, StoreError};
+use crate::core::model::{
+    ArrayRole, Attempt, CurrentAttempt, DependencyKind, EnvironmentName, Job, JobId, JobName,
+    JobSpec, JobStatus, QueueName,
+};
+
+/// An array child stores no spec; it runs its parent's.
+const JOB_COLUMNS: &str = "seq, job_id, job_name, job_queue, status, status_reason, \
+    CASE WHEN array_parent IS NULL THEN spec \
+    ELSE (SELECT p.spec FROM jobs p WHERE p.job_id = jobs.array_parent) END AS spec, \
+    created_at, started_at, stopped_at, n_attempts, attempt_number, attempt_environment, \
+    attempt_handle, attempt_placed_at, attempt_started_at, stop_requested, idempotency_key, \
+    runnable_after, array_size, array_parent, array_index";
+
+/// The statuses in which a job has not finished.
+const UNFINISHED: &str = "('SUBMITTED', 'PENDING', 'RUNNABLE', 'STARTING', 'RUNNING')";
+
+/// A job to insert, in status SUBMITTED.
+pub type NewJob = Job;
+
+/// A move of one job, computed by `core::state_machine::transition`, with what it changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub job_id: JobId,
+    pub from: JobStatus,
+    pub to: JobStatus,
+    pub effect: Effect,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Capacity was reserved for this attempt.
+    Placed {
+        attempt: CurrentAttempt,
+    },
+    /// The executor confirmed the attempt runs.
+    Started {
+        at: i64,
+    },
+    /// The attempt was not handed over; the job waits in its queue again.
+    Deferred {
+        reason: String,
+    },
+    /// The attempt ended; `attempt` is its record. A retried job waiting out a backoff is not placed
+    /// before `runnable_after`.
+    AttemptEnded {
+        attempt: Attempt,
+        runnable_after: Option<i64>,
+    },
+    Cancelled {
+        reason: String,
+        at: i64,
+    },
+    /// Every child of the array job has finished.
+    ArrayEnded {
+        reason: String,
+        at: i64,
+    },
+}
+
+/// An array job whose children have all finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedArray {
+    pub job_id: JobId,
+    pub size: u32,
+    pub n_failed: u32,
+    /// The reason given when the array was cancelled or terminated.
+    pub stop_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    /// Only the children of this array job; without it, children are left out, as AWS Batch's
+    /// ListJobs does.
+    pub array_parent: Option<JobId>,
+    pub queue: Option<QueueName>,
+    pub status: Option<JobStatus>,
+    /// Only jobs submitted before the one with this sequence number (the page cursor).
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// The most bytes of job specs one page of `jobs` reads: a page holds fewer jobs than asked
+/// when their specs are large (at least one), so a list costs bounded memory whatever was
+/// submitted.
+pub const MAX_PAGE_SPEC_BYTES: i64 = 4 * 1024 * 1024;
+
+/// Binds the values of `jobs`' conditions for `filter`, in their placeholders' order.
+fn bind_filter<'q>(
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    filter: &'q JobFilter,
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    let mut query = query.bind(filter.before.unwrap_or(i64::MAX));
+    if let Some(parent) = &filter.array_parent {
+        query = query.bind(parent.0.as_str());
+    }
+    if let Some(queue) = &filter.queue {
+        query = query.bind(queue.as_str());
+    }
+    if let Some(status) = filter.status {
+        query = query.bind(status.as_str());
+    }
+    query
+}
+
+/// How many placeholders the conditions of `jobs` for `filter` use (`seq < $1`, then one each
+/// for the array parent, the queue and the status when given).
+fn bound_parameters(filter: &JobFilter) -> usize {
+    1 + usize::from(filter.array_parent.is_some())
+        + usize::from(filter.queue.is_some())
+        + usize::from(filter.status.is_some())
+}
+
+/// An array child as lists show it: without the spec, which is its parent's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildSummary {
+    pub job_id: JobId,
+    pub job_name: String,
+    pub queue: String,
+    pub status: JobStatus,
+    pub status_reason: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub stopped_at: Option<i64>,
+    pub array_index: Option<u32>,
+    /// Attempts started, the one under way included.
+    pub n_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChildPage {
+    pub children: Vec<ChildSummary>,
+    /// Pass as `before` to read the next page; `None` on the last page.
+    pub next: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobPage {
+    pub jobs: Vec<Job>,
+    /// Pass as `before` to read the next page; `None` on the last page.
+    pub next: Option<i64>,
+}
+
+impl Store {
+    /// Inserts jobs in one transaction, many rows per statement. A job whose idempotency key is
+    /// already taken is not inserted; the job that holds the key is returned in its place.
+    pub async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Job>, StoreError> {
+        let mut transaction = self.write.begin().await?;
+        let stored = self.insert_jobs_in(&mut transaction, jobs).await?;
+        transaction.commit().await?;
+        Ok(stored)
+    }
+
+    /// Runs `record` (an `INSERT … ON CONFLICT DO NOTHING` of the row that makes an action happen
+    /// once) and inserts `job` in the same transaction. False, and no job, if the row was there.
+    pub(super) async fn record_once_with_job<'q>(
+        &self,
+        record: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+        job: &Job,
+    ) -> Result<bool, StoreError> {
+        let mut transaction = self.begin_fenced().await?;
+        let inserted = record.execute(&mut *transaction).await?.rows_affected();
+        if inserted == 0 {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
+        self.insert_jobs_in(&mut transaction, std::slice::from_ref(job))
+            .await?;
+        transaction.commit().await?;
+        Ok(true)
+    }
+
+    /// `insert_jobs` inside a transaction the caller commits.
+    pub(super) async fn insert_jobs_in(
+        &self,
+        transaction: &mut Transaction<'static, Any>,
+        jobs: &[NewJob],
+    ) -> Result<Vec<Job>, StoreError> {
+        const COLUMNS: usize = 14;
+        let mut inserted = std::collections::HashSet::new();
+        for chunk in jobs.chunks(super::transitions::ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO jobs (job_id, job_name, job_queue, status, spec, vcpu_millis, \
+                 memory_mib, gpus, created_at, idempotency_key, updated_at, array_size, \
+                 share_identifier, scheduling_priority) VALUES {} \
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING job_id",
+                super::transitions::placeholders(self.dialect, chunk.len(), COLUMNS, 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for job in chunk {
+                let spec = serde_json::to_string(&job.spec)
+                    .map_err(|e| StoreError::corrupt("job spec", e))?;
+                let resources = &job.spec.container.resources;
+                query = query
+                    .bind(job.job_id.0.clone())
+                    .bind(job.job_name.to_string())
+                    .bind(job.queue.to_string())
+                    .bind(job.status.as_str())
+                    .bind(spec)
+                    .bind(resources.vcpu_millis as i64)
+                    .bind(resources.memory_mib as i64)
+                    .bind(resources.gpus as i64)
+                    .bind(job.created_at)
+                    .bind(job.idempotency_key.clone())
+                    .bind(job.created_at)
+                    .bind(job.spec.array_size.map(i64::from))
+                    .bind(job.spec.share_identifier.clone())
+                    .bind(job.spec.scheduling_priority);
+            }
+            for row in query.fetch_all(&mut **transaction).await? {
+                inserted.insert(row.try_get::<String, _>(0)?);
+            }
+        }
+        let new_jobs: Vec<&Job> = jobs
+            .iter()
+            .filter(|job| inserted.contains(&job.job_id.0))
+            .collect();
+        for job in &new_jobs {
+            if let Some(size) = job.spec.array_size {
+                insert_array_children(transaction, job, size).await?;
+            }
+        }
+        // Whole-job dependencies are rows of the job itself (an array's children wait on their
+        // parent's rows too); N_TO_N and SEQUENTIAL ones are rows of the children.
+        let dependencies: Vec<(&str, &str)> = new_jobs
+            .iter()
+            .flat_map(|job| {
+                job.spec.depends_on.iter().filter_map(|dependency| {
+                    match (dependency.kind, &dependency.job_id) {
+                        (DependencyKind::Whole, Some(parent)) => {
+                            Some((job.job_id.0.as_str(), parent.0.as_str()))
+                        }
+                        (DependencyKind::Whole, None)
+                        | (DependencyKind::NToN | DependencyKind::Sequential, _) => None,
+                    }
+                })
+            })
+            .collect();
+        for chunk in dependencies.chunks(super::transitions::ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "INSERT INTO job_dependencies (job_id, depends_on) VALUES {}",
+                super::transitions::placeholders(self.dialect, chunk.len(), 2, 1)
+            );
+            let mut query = sqlx::query(&sql);
+            for (job_id, parent) in chunk {
+                query = query.bind(job_id.to_string()).bind(parent.to_string());
+            }
+            query.execute(&mut **transaction).await?;
+        }
+        let mut stored = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if inserted.contains(&job.job_id.0) {
+                stored.push(job.clone());
+                continue;
+            }
+            let row = sqlx::query(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"
+            ))
+            .bind(job.idempotency_key.as_deref())
+            .fetch_one(&mut **transaction)
+            .await?;
+            stored.push(job_from_row(&row)?);
+        }
+        Ok(stored)
+    }
+}
+
+/// Writes an array job's children (`PARENT:0` … `PARENT:size-1`, SUBMITTED, in index order) and
+/// their N_TO_N and SEQUENTIAL dependency rows, each with one statement that generates the rows in
+/// the database: 100,000 children cost one round trip, not 100,000 bound rows.
+async fn insert_array_children(
+    transaction: &mut Transaction<'static, Any>,
+    parent: &Job,
+    size: u32,
+) -> Result<(), StoreError> {
+    let resources = &parent.spec.container.resources;
+    sqlx::query(
+        "WITH RECURSIVE array_index(i) AS (SELECT 0 UNION ALL \
+         SELECT i + 1 FROM array_index WHERE i + 1 < $1) \
+         INSERT INTO jobs (job_id, job_name, job_queue, status, spec, vcpu_millis, memory_mib, \
+         gpus, created_at, updated_at, array_parent, array_index, share_identifier, \
+         scheduling_priority) \
+         SELECT $2 || ':' || CAST(i AS TEXT), $3, $4, 'SUBMITTED', '', $5, $6, $7, $8, $8, $2, i, \
+         $9, $10 FROM array_index",
+    )
+    .bind(i64::from(size))
+    .bind(parent.job_id.0.clone())
+    .bind(parent.job_name.to_string())
+    .bind(parent.queue.to_string())
+    .bind(resources.vcpu_millis as i64)
+    .bind(resources.memory_mib as i64)
+    .bind(resources.gpus as i64)
+    .bind(parent.created_at)
+    .bind(parent.spec.share_identifier.clone())
+    .bind(parent.spec.scheduling_priority)
+    .execute(&mut **transaction)
+    .await?;
+    for dependency in &parent.spec.depends_on {
+        // Child i depends on child (i - offset) of `other`, for i from `first`.
+        let (other, first, offset) = match (dependency.kind, &dependency.job_id) {
+            (DependencyKind::NToN, Some(other)) => (other, 0, 0),
+            (DependencyKind::Sequential, _) => (&parent.job_id, 1, 1),
+            (DependencyKind::Whole, _) | (DependencyKind::NToN, None) => continue,
+        };
+        sqlx::query(
+            "WITH RECURSIVE array_index(i) AS (SELECT $1 UNION ALL \
+             SELECT i + 1 FROM array_index WHERE i + 1 < $2) \
+             INSERT INTO job_dependencies (job_id, depends_on) \
+             SELECT $3 || ':' || CAST(i AS TEXT), $4 || ':' || CAST(i - $5 AS TEXT) \
+             FROM array_index",
+        )
+        .bind(first)
+        .bind(i64::from(size))
+        .bind(parent.job_id.0.clone())
+        .bind(other.0.clone())
+        .bind(offset)
+        .execute(&mut **transaction)
+        .await?;
+    }
+    Ok(())
+}
+
+fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
+    let job_id: String = row.try_get("job_id")?;
+    let corrupt = |reason: String| StoreError::corrupt(format!("job {job_id}"), reason);
+    let status: String = row.try_get("status")?;
+    let status =
+        JobStatus::parse(&status).ok_or_else(|| corrupt(format!("unknown status {status}")))?;
+    let spec: String = row.try_get("spec")?;
+    let spec: JobSpec = serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
+    let current_attempt = match (
+        row.try_get::<Option<i64>, _>("attempt_number")?,
+        row.try_get::<Option<String>, _>("attempt_environment")?,
+        row.try_get::<Option<String>, _>("attempt_handle")?,
+    ) {
+        (Some(number), Some(environment), Some(handle)) => Some(CurrentAttempt {
+            number: number as u32,
+            compute_environment: EnvironmentName::try_from(environment).map_err(corrupt)?,
+            executor_handle: handle,
+            placed_at: row
+                .try_get::<Option<i64>, _>("attempt_placed_at")?
+                .unwrap_or(0),
+            started_at: row.try_get("attempt_started_at")?,
+        }),
+        _ => None,
+    };
+    Ok(Job {
+        job_id: JobId(job_id.clone()),
+        job_name: JobName::try_from(row.try_get::<String, _>("job_name")?).map_err(corrupt)?,
+        queue: QueueName::try_from(row.try_get::<String, _>("job_queue")?).map_err(corrupt)?,
+        status,
+        status_reason: row.try_get("status_reason")?,
+        spec,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        stopped_at: row.try_get("stopped_at")?,
+        n_attempts: row.try_get::<i64, _>("n_attempts")? as u32,
+        attempts: Vec::new(),
+        current_attempt,
+        stop_requested: row.try_get("stop_requested")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        runnable_after: row.try_get("runnable_after")?,
+        array: match (
+            row.try_get::<Option<i64>, _>("array_size")?,
+            row.try_get::<Option<String>, _>("array_parent")?,
+            row.try_get::<Option<i64>, _>("array_index")?,
+        ) {
+            (Some(size), None, None) => ArrayRole::Parent { size: size as u32 },
+            (None, Some(parent), Some(index)) => ArrayRole::Child {
+                parent: JobId(parent),
+                index: index as u32,
+            },
+            (None, None, None) => ArrayRole::Single,
+            other => return Err(corrupt(format!("inconsistent array columns {other:?}"))),
+        },
+    })
+}
+
+fn attempt_from_row(row: &AnyRow) -> Result<Attempt, StoreError> {
+    let environment: String = row.try_get("compute_environment")?;
+    Ok(Attempt {
+        number: row.try_get::<i64, _>("attempt_number")? as u32,
+        compute_environment: EnvironmentName::try_from(environment)
+            .map_err(|e| StoreError::corrupt("attempt", e))?,
+        exit_code: row
+            .try_get::<Option<i64>, _>("exit_code")?
+            .map(|c| c as i32),
+        status_reason: row.try_get("status_reason")?,
+        started_at: row.try_get("started_at")?,
+        stopped_at: row.try_get("stopped_at")?,
+    })
+}
+
+/// `emit_moved` for statements whose transitions carry no exit code.
+async fn emit_moved_rows(
+    emission: Emission,
+    transaction: &mut Transaction<'static, Any>,
+    rows: &[AnyRow],
+    now: i64,
+) -> Result<u64, StoreError> {
+    emit_moved(emission, transaction, rows, |_| None, now).await
+}

@@ -1,0 +1,307 @@
+//! Moving jobs in bulk (admission per queue, dependency resolution, array ends, cancels), each a
+//! compare-and-set from the status core gives.
+
+use super::*;
+
+impl Store {
+    /// Moves up to `limit` of the oldest jobs in `from` to `to` (a bulk compare-and-set); returns
+    /// how many moved.
+    pub async fn advance_oldest(
+        &self,
+        from: JobStatus,
+        to: JobStatus,
+        limit: u32,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let emission = self.emission();
+        let returning = emission.returning();
+        let mut transaction = self.begin_fenced().await?;
+        let rows = sqlx::query(&format!(
+            "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = $3 AND seq IN \
+             (SELECT seq FROM jobs WHERE status = $3 ORDER BY status, seq LIMIT $4) \
+             {returning}"
+        ))
+        .bind(to.as_str())
+        .bind(now)
+        .bind(from.as_str())
+        .bind(i64::from(limit))
+        .fetch_all(&mut *transaction)
+        .await?;
+        let moved = emit_moved_rows(emission, &mut transaction, &rows, now).await?;
+        transaction.commit().await?;
+        Ok(moved)
+    }
+
+    /// Admits up to `limit` of the oldest SUBMITTED jobs in one transaction: those without
+    /// dependencies to `ready` (they have nothing to wait for), the others, and array parents
+    /// (which wait for their children), to `waiting`. Returns how
+    /// many moved to each.
+    pub async fn admit_submitted(
+        &self,
+        queue: &QueueName,
+        ready: JobStatus,
+        waiting: JobStatus,
+        limit: u32,
+        now: i64,
+    ) -> Result<(u64, u64), StoreError> {
+        let emission = self.emission();
+        let returning = emission.returning();
+        let mut transaction = self.begin_fenced().await?;
+        // The oldest `limit` SUBMITTED jobs are those with a seq up to the limit-th one's: one
+        // scalar subquery (an InitPlan, run once) and an index range on (status, seq), a plan no
+        // statistics can spoil. Written as a join or `seq IN (subquery)`, Postgres with statistics
+        // taken while the table was small looped over every pair: seconds per pass.
+        // Per queue (index jobs_submitted_by_queue), so no queue's backlog holds up another's.
+        let oldest = "status = 'SUBMITTED' AND job_queue = $4 AND seq <= (SELECT MAX(seq) FROM \
+             (SELECT seq FROM jobs WHERE status = 'SUBMITTED' AND job_queue = $4 \
+             ORDER BY job_queue, seq LIMIT $3) AS oldest)";
+        let ready_count = sqlx::query(&format!(
+            "UPDATE jobs SET status = $1, updated_at = $2 WHERE {oldest} AND array_size IS NULL \
+             AND NOT EXISTS (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.job_id) \
+             AND (array_parent IS NULL OR NOT EXISTS \
+             (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.array_parent)) \
+             {returning}"
+        ))
+        .bind(ready.as_str())
+        .bind(now)
+        .bind(i64::from(limit))
+        .bind(queue.as_str())
+        .fetch_all(&mut *transaction)
+        .await?;
+        let ready_count = emit_moved_rows(emission, &mut transaction, &ready_count, now).await?;
+        let waiting_limit = i64::from(limit).saturating_sub(ready_count as i64);
+        let waiting_count = if waiting_limit > 0 {
+            let rows = sqlx::query(&format!(
+                "UPDATE jobs SET status = $1, updated_at = $2 WHERE {oldest} \
+                 {returning}"
+            ))
+            .bind(waiting.as_str())
+            .bind(now)
+            .bind(waiting_limit)
+            .bind(queue.as_str())
+            .fetch_all(&mut *transaction)
+            .await?;
+            emit_moved_rows(emission, &mut transaction, &rows, now).await?
+        } else {
+            0
+        };
+        transaction.commit().await?;
+        Ok((ready_count, waiting_count))
+    }
+
+    /// Moves PENDING jobs on: to FAILED (`failed`, with a reason naming the first failed
+    /// dependency) when a job they depend on FAILED, then to RUNNABLE (`runnable`) when every job
+    /// they depend on SUCCEEDED. An array child also waits on what its parent depends on; an array
+    /// parent never becomes RUNNABLE (see `finished_arrays`). Both are bulk compare-and-sets from
+    /// PENDING. Returns how many moved.
+    pub async fn resolve_dependencies(
+        &self,
+        failed: JobStatus,
+        runnable: JobStatus,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let emission = self.emission();
+        let returning = emission.returning();
+        const DEPENDENCY_OF_THIS_JOB: &str = "FROM job_dependencies d \
+             JOIN jobs p ON p.job_id = d.depends_on \
+             WHERE d.job_id IN (jobs.job_id, jobs.array_parent)";
+        let mut transaction = self.begin_fenced().await?;
+        // A SEQUENTIAL array breaks at its first failed child: every later child fails in this
+        // one statement, each naming its predecessor, instead of one link per pass (which made
+        // a long chain quadratic). A child is in a SEQUENTIAL chain when it depends on the child
+        // before it.
+        let broken_chain = sqlx::query(&format!(
+            "UPDATE jobs SET status = $1, stopped_at = $2, updated_at = $2, status_reason = \
+             'Dependency ' || array_parent || ':' || CAST(array_index - 1 AS TEXT) || ' failed' \
+             WHERE status = 'PENDING' AND array_parent IS NOT NULL \
+             AND EXISTS (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.job_id \
+             AND d.depends_on = jobs.array_parent || ':' || CAST(jobs.array_index - 1 AS TEXT)) \
+             AND EXISTS (SELECT 1 FROM jobs s WHERE s.array_parent = jobs.array_parent \
+             AND s.status = 'FAILED' AND s.array_index < jobs.array_index) {returning}"
+        ))
+        .bind(failed.as_str())
+        .bind(now)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let broken_count = emit_moved_rows(emission, &mut transaction, &broken_chain, now).await?;
+        let failed_count = sqlx::query(&format!(
+            "UPDATE jobs SET status = $1, stopped_at = $2, updated_at = $2, status_reason = \
+             'Dependency ' || (SELECT d.depends_on {DEPENDENCY_OF_THIS_JOB} \
+             AND p.status = 'FAILED' LIMIT 1) || ' failed' \
+             WHERE status = 'PENDING' AND EXISTS (SELECT 1 {DEPENDENCY_OF_THIS_JOB} \
+             AND p.status = 'FAILED') {returning}"
+        ))
+        .bind(failed.as_str())
+        .bind(now)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let failed_count = emit_moved_rows(emission, &mut transaction, &failed_count, now).await?;
+        let runnable_count = sqlx::query(&format!(
+            "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = 'PENDING' \
+             AND array_size IS NULL \
+             AND NOT EXISTS (SELECT 1 {DEPENDENCY_OF_THIS_JOB} AND p.status <> 'SUCCEEDED') \
+             {returning}"
+        ))
+        .bind(runnable.as_str())
+        .bind(now)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let runnable_count =
+            emit_moved_rows(emission, &mut transaction, &runnable_count, now).await?;
+        transaction.commit().await?;
+        Ok(broken_count + failed_count + runnable_count)
+    }
+
+    /// PENDING array parents all of whose children have finished, with how many children failed
+    /// and any cancel or terminate reason given to the parent.
+    pub async fn finished_arrays(&self) -> Result<Vec<FinishedArray>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT p.job_id, p.array_size, p.stop_requested, \
+             (SELECT COUNT(*) FROM jobs c WHERE c.array_parent = p.job_id AND c.status = 'FAILED') \
+             FROM jobs p WHERE p.status = 'PENDING' AND p.array_size IS NOT NULL \
+             AND NOT EXISTS (SELECT 1 FROM jobs c WHERE c.array_parent = p.job_id \
+             AND c.status IN {UNFINISHED})"
+        ))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(FinishedArray {
+                    job_id: JobId(row.try_get(0)?),
+                    size: row.try_get::<i64, _>(1)? as u32,
+                    stop_reason: row.try_get(2)?,
+                    n_failed: row.try_get::<i64, _>(3)? as u32,
+                })
+            })
+            .collect()
+    }
+
+    /// Cancels an array job: moves its children that are in each `from` to `to` (compare-and-set
+    /// per status), and keeps `reason` on the parent to end with once its children have. Returns
+    /// how many children moved.
+    pub async fn cancel_array_children(
+        &self,
+        parent: &JobId,
+        moves: &[(JobStatus, JobStatus)],
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let emission = self.emission();
+        let returning = emission.returning();
+        let mut transaction = self.begin_fenced().await?;
+        sqlx::query(
+            "UPDATE jobs SET stop_requested = $2, updated_at = $3 \
+             WHERE job_id = $1 AND status IN ('SUBMITTED', 'PENDING')",
+        )
+        .bind(&parent.0)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *transaction)
+        .await?;
+        let mut changed = 0;
+        for (from, to) in moves {
+            let rows = sqlx::query(&format!(
+                "UPDATE jobs SET status = $3, status_reason = $4, stopped_at = $5, updated_at = $5 \
+                 WHERE array_parent = $1 AND status = $2 {returning}"
+            ))
+            .bind(&parent.0)
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(reason)
+            .bind(now)
+            .fetch_all(&mut *transaction)
+            .await?;
+            changed += emit_moved_rows(emission, &mut transaction, &rows, now).await?;
+        }
+        transaction.commit().await?;
+        Ok(changed)
+    }
+
+    /// Records a terminate request on every STARTING or RUNNING child of an array job; returns
+    /// how many.
+    pub async fn request_stop_of_array_children(
+        &self,
+        parent: &JobId,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE jobs SET stop_requested = $2 \
+             WHERE array_parent = $1 AND status IN ('STARTING', 'RUNNING')",
+        )
+        .bind(&parent.0)
+        .bind(reason)
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(changed)
+    }
+
+    /// Cancels (`from` RUNNABLE `to` what the state machine says) the jobs of a queue that became
+    /// RUNNABLE at or before `cutoff` and whose backoff, if any, ended by then; returns how many.
+    pub async fn cancel_runnable_since(
+        &self,
+        queue: &QueueName,
+        cutoff: i64,
+        to: JobStatus,
+        reason: &str,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let emission = self.emission();
+        let returning = emission.returning();
+        let mut transaction = self.begin_fenced().await?;
+        let rows = sqlx::query(&format!(
+            "UPDATE jobs SET status = $1, status_reason = $2, stopped_at = $3, updated_at = $3 \
+             WHERE status = 'RUNNABLE' AND job_queue = $4 AND updated_at <= $5 \
+             AND (runnable_after IS NULL OR runnable_after <= $5) {returning}"
+        ))
+        .bind(to.as_str())
+        .bind(reason)
+        .bind(now)
+        .bind(queue.as_str())
+        .bind(cutoff)
+        .fetch_all(&mut *transaction)
+        .await?;
+        let changed = emit_moved_rows(emission, &mut transaction, &rows, now).await?;
+        transaction.commit().await?;
+        Ok(changed)
+    }
+
+    /// Records a terminate request for a STARTING or RUNNING job; false if it is in neither state.
+    pub async fn request_stop(&self, job_id: &JobId, reason: &str) -> Result<bool, StoreError> {
+        let changed = sqlx::query(
+            "UPDATE jobs SET stop_requested = $2 \
+             WHERE job_id = $1 AND status IN ('STARTING', 'RUNNING')",
+        )
+        .bind(&job_id.0)
+        .bind(reason)
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(changed == 1)
+    }
+
+    /// Says why a STARTING job's attempt is not running yet (a pod that cannot be scheduled);
+    /// false if the job is no longer STARTING at that attempt.
+    pub async fn set_starting_reason(
+        &self,
+        job_id: &JobId,
+        attempt_number: u32,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut transaction = self.begin_fenced().await?;
+        let changed = sqlx::query(
+            "UPDATE jobs SET status_reason = $1, updated_at = $2 \
+             WHERE job_id = $3 AND status = 'STARTING' AND attempt_number = $4",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(&job_id.0)
+        .bind(i64::from(attempt_number))
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        transaction.commit().await?;
+        Ok(changed == 1)
+    }
+}
