@@ -2,8 +2,8 @@
 
 mod client;
 mod output;
+mod server;
 
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use client::Client;
 use output::Format;
+use server::{process_executor_setting, serve, ServeSettings};
 
 #[derive(Parser)]
 #[command(
@@ -713,110 +714,6 @@ fn preview(
         .into_iter()
         .map(|time| time.with_timezone(&zone).to_rfc3339())
         .collect())
-}
-
-/// The server's settings from its command line, beyond where it listens and stores.
-struct ServeSettings {
-    kill_grace: Duration,
-    tokens: batchctl_scheduler::core::auth::Tokens,
-    event_retention: Duration,
-    lease: batchctl_scheduler::leadership::LeaseSettings,
-    apply_files: Vec<PathBuf>,
-    poll_interval: Duration,
-    notification_policy: batchctl_scheduler::core::endpoint_policy::EndpointPolicy,
-    process_executor: batchctl_scheduler::server::ProcessExecutorSetting,
-}
-
-/// The process executor's setting from the command line: off unless `enabled`; its work runs as
-/// `user`, or as `nobody` when the server runs as root.
-fn process_executor_setting(
-    enabled: bool,
-    user: Option<&str>,
-) -> anyhow::Result<batchctl_scheduler::server::ProcessExecutorSetting> {
-    use batchctl_executor::process::RunAs;
-    use batchctl_scheduler::server::ProcessExecutorSetting;
-    if !enabled {
-        return Ok(ProcessExecutorSetting::Disabled);
-    }
-    let run_as = match user {
-        Some(user) => Some(
-            RunAs::resolve(user).map_err(|error| anyhow::anyhow!("--process-user: {error}"))?,
-        ),
-        None if nix::unistd::geteuid().is_root() => Some(RunAs::resolve("nobody").map_err(|error| {
-            anyhow::anyhow!("the server runs as root, so process jobs run as nobody, but: {error}; name another user with --process-user")
-        })?),
-        None => None,
-    };
-    Ok(ProcessExecutorSetting::Enabled { run_as })
-}
-
-async fn serve(
-    listen: SocketAddr,
-    data_dir: Option<PathBuf>,
-    database_url: Option<String>,
-    settings: ServeSettings,
-) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BATCHCTL_LOG")
-                .unwrap_or_else(|_| "info,tower_http=warn,sqlx=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        // A log that cannot be written (its file on a full disk) loses lines; by default
-        // tracing-subscriber would report that with `eprintln!`, which panics the task that
-        // logged — a request, or the dispatcher.
-        .log_internal_errors(false)
-        .init();
-    let data_dir = data_dir.unwrap_or_else(default_data_dir);
-    let shim_program =
-        std::env::current_exe().context("cannot find the batchctl executable for attempt shims")?;
-    let config = batchctl_scheduler::server::ServerConfig {
-        listen,
-        data_dir,
-        database_url,
-        shim_program,
-        shim_arguments: vec![OsString::from("shim")],
-        dispatcher: batchctl_scheduler::dispatcher::DispatcherConfig {
-            kill_grace: settings.kill_grace,
-            poll_interval: settings.poll_interval,
-            ..Default::default()
-        },
-        tokens: settings.tokens,
-        event_retention: settings.event_retention,
-        lease: settings.lease,
-        apply_files: settings.apply_files,
-        notification_policy: settings.notification_policy,
-        process_executor: settings.process_executor,
-    };
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let signal_shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
-        }
-        tracing::info!(
-            "shutting down; running attempts keep running and are adopted at the next start"
-        );
-        signal_shutdown.cancel();
-    });
-    batchctl_scheduler::server::run(config, shutdown, |address| {
-        println!("batchctl server listening on http://{address}");
-    })
-    .await?;
-    Ok(())
-}
-
-fn default_data_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("batchctl")
 }
 
 /// Polls until the job ends: every 25 ms for the first 2 s, so short jobs are seen at once, then
