@@ -2,7 +2,7 @@
 
 use sqlx::{Any, Row, Transaction};
 
-use super::transitions::{placeholders, ROWS_PER_STATEMENT};
+use super::sql::{placeholders, ROWS_PER_STATEMENT};
 use super::{Store, StoreError};
 use std::sync::atomic::Ordering;
 

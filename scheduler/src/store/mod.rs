@@ -18,6 +18,7 @@ mod logs;
 mod notifications;
 mod resources;
 mod schedules;
+mod sql;
 mod transitions;
 
 use std::path::{Path, PathBuf};

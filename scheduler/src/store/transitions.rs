@@ -9,33 +9,48 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::events::{emit_moved, Emission};
-use super::jobs::{Effect, Transition};
+use super::sql::{placeholder, placeholders, ROWS_PER_STATEMENT};
 use super::{Dialect, Store, StoreError};
+use crate::core::model::{Attempt, CurrentAttempt, JobId, JobStatus};
 
-/// Rows per statement: well under both databases' limits on bound parameters.
-pub const ROWS_PER_STATEMENT: usize = 512;
-
-/// The VALUES rows of a bulk statement: `($first, $first+1, …), (…)` on Postgres, and anonymous
-/// `?`s on SQLite. sqlx binds a numbered SQLite parameter by looking its name up in a list, which
-/// makes binding P numbered parameters cost O(P²); anonymous ones are bound by position. Parameters
-/// must therefore be bound in the order they appear in the statement text.
-pub fn placeholders(dialect: Dialect, rows: usize, columns: usize, first: usize) -> String {
-    (0..rows)
-        .map(|row| {
-            let cells: Vec<String> = (0..columns)
-                .map(|column| placeholder(dialect, first + row * columns + column))
-                .collect();
-            format!("({})", cells.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// A move of one job, computed by `core::state_machine::transition`, with what it changes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub job_id: JobId,
+    pub from: JobStatus,
+    pub to: JobStatus,
+    pub effect: Effect,
 }
 
-fn placeholder(dialect: Dialect, number: usize) -> String {
-    match dialect {
-        Dialect::Sqlite => "?".into(),
-        Dialect::Postgres => format!("${number}"),
-    }
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Capacity was reserved for this attempt.
+    Placed {
+        attempt: CurrentAttempt,
+    },
+    /// The executor confirmed the attempt runs.
+    Started {
+        at: i64,
+    },
+    /// The attempt was not handed over; the job waits in its queue again.
+    Deferred {
+        reason: String,
+    },
+    /// The attempt ended; `attempt` is its record. A retried job waiting out a backoff is not placed
+    /// before `runnable_after`.
+    AttemptEnded {
+        attempt: Attempt,
+        runnable_after: Option<i64>,
+    },
+    Cancelled {
+        reason: String,
+        at: i64,
+    },
+    /// Every child of the array job has finished.
+    ArrayEnded {
+        reason: String,
+        at: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

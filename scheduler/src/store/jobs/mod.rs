@@ -10,6 +10,8 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::events::{emit_moved, Emission};
+use super::sql::{placeholders, ROWS_PER_STATEMENT};
+pub use super::transitions::{Effect, Transition};
 use super::{Store, StoreError};
 use crate::core::model::{
     ArrayRole, Attempt, CurrentAttempt, DependencyKind, EnvironmentName, Job, JobId, JobName,
@@ -29,46 +31,6 @@ const UNFINISHED: &str = "('SUBMITTED', 'PENDING', 'RUNNABLE', 'STARTING', 'RUNN
 
 /// A job to insert, in status SUBMITTED.
 pub type NewJob = Job;
-
-/// A move of one job, computed by `core::state_machine::transition`, with what it changes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Transition {
-    pub job_id: JobId,
-    pub from: JobStatus,
-    pub to: JobStatus,
-    pub effect: Effect,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// Capacity was reserved for this attempt.
-    Placed {
-        attempt: CurrentAttempt,
-    },
-    /// The executor confirmed the attempt runs.
-    Started {
-        at: i64,
-    },
-    /// The attempt was not handed over; the job waits in its queue again.
-    Deferred {
-        reason: String,
-    },
-    /// The attempt ended; `attempt` is its record. A retried job waiting out a backoff is not placed
-    /// before `runnable_after`.
-    AttemptEnded {
-        attempt: Attempt,
-        runnable_after: Option<i64>,
-    },
-    Cancelled {
-        reason: String,
-        at: i64,
-    },
-    /// Every child of the array job has finished.
-    ArrayEnded {
-        reason: String,
-        at: i64,
-    },
-}
 
 /// An array job whose children have all finished.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -190,13 +152,13 @@ impl Store {
     ) -> Result<Vec<Job>, StoreError> {
         const COLUMNS: usize = 14;
         let mut inserted = std::collections::HashSet::new();
-        for chunk in jobs.chunks(super::transitions::ROWS_PER_STATEMENT) {
+        for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO jobs (job_id, job_name, job_queue, status, spec, vcpu_millis, \
                  memory_mib, gpus, created_at, idempotency_key, updated_at, array_size, \
                  share_identifier, scheduling_priority) VALUES {} \
                  ON CONFLICT (idempotency_key) DO NOTHING RETURNING job_id",
-                super::transitions::placeholders(self.dialect, chunk.len(), COLUMNS, 1)
+                placeholders(self.dialect, chunk.len(), COLUMNS, 1)
             );
             let mut query = sqlx::query(&sql);
             for job in chunk {
@@ -248,10 +210,10 @@ impl Store {
                 })
             })
             .collect();
-        for chunk in dependencies.chunks(super::transitions::ROWS_PER_STATEMENT) {
+        for chunk in dependencies.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
                 "INSERT INTO job_dependencies (job_id, depends_on) VALUES {}",
-                super::transitions::placeholders(self.dialect, chunk.len(), 2, 1)
+                placeholders(self.dialect, chunk.len(), 2, 1)
             );
             let mut query = sqlx::query(&sql);
             for (job_id, parent) in chunk {

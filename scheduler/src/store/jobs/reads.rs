@@ -10,7 +10,7 @@ impl Store {
         parents: &[JobId],
     ) -> Result<HashMap<JobId, BTreeMap<JobStatus, u64>>, StoreError> {
         let mut summaries: HashMap<JobId, BTreeMap<JobStatus, u64>> = HashMap::new();
-        for chunk in parents.chunks(crate::store::transitions::ROWS_PER_STATEMENT) {
+        for chunk in parents.chunks(crate::store::sql::ROWS_PER_STATEMENT) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
             let sql = format!(
                 "SELECT array_parent, status, COUNT(*) FROM jobs WHERE array_parent IN ({}) \
@@ -290,7 +290,7 @@ impl Store {
         ids: &[JobId],
     ) -> Result<HashMap<JobId, Option<u32>>, StoreError> {
         let mut found = HashMap::new();
-        for chunk in ids.chunks(crate::store::transitions::ROWS_PER_STATEMENT) {
+        for chunk in ids.chunks(crate::store::sql::ROWS_PER_STATEMENT) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
             let sql = format!(
                 "SELECT job_id, array_size FROM jobs WHERE job_id IN ({})",
