@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::core::attempt::{origin_variables, JobOrigin};
 use crate::core::events::{fill_placeholders, input_values};
 use crate::dispatcher::DispatcherHandle;
 use crate::manifest::SubmitJobRequest;
@@ -142,10 +143,13 @@ impl RuleRunner {
         let now = now_millis();
         match crate::submission::build_from_store(&self.store, &request, now).await? {
             Ok(mut job) => {
-                job.spec.container.environment.extend([
-                    ("BATCH_EVENT_ID".to_string(), event.event_id.clone()),
-                    ("BATCH_EVENT_RULE".to_string(), rule.name.clone()),
-                ]);
+                job.spec
+                    .container
+                    .environment
+                    .extend(origin_variables(JobOrigin::Rule {
+                        event_id: &event.event_id,
+                        rule: &rule.name,
+                    }));
                 if self
                     .store
                     .deliver(&event.event_id, &rule.name, &job, now)

@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{stop_job, StopMode};
+use crate::core::attempt::{origin_variables, JobOrigin};
 use crate::core::model::{Job, JobId};
 use crate::core::schedule::{
     due_ticks, flexible_delay, next_fire, overlap_action, OverlapAction, TickDecision,
@@ -307,7 +308,9 @@ impl ScheduleRunner {
                     job.spec
                         .container
                         .environment
-                        .push(("BATCH_SCHEDULED_TIME".into(), scheduled_time.clone()));
+                        .extend(origin_variables(JobOrigin::Schedule {
+                            scheduled_time: &scheduled_time,
+                        }));
                     job
                 }),
         )

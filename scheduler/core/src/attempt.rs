@@ -10,6 +10,30 @@ use super::model::{ArrayRole, EnvironmentName, Job};
 /// Prefixes of the variables batchctl sets itself; a job may not set them.
 pub const RESERVED_VARIABLE_PREFIXES: [&str; 2] = ["AWS_BATCH_", "BATCH_"];
 
+/// What made a job, beyond a person's submit: each origin adds variables of its own to the job's
+/// environment, named here with every other `BATCH_*` variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOrigin<'a> {
+    /// An event rule's delivery of an event.
+    Rule { event_id: &'a str, rule: &'a str },
+    /// A schedule's tick, at this scheduled time (RFC 3339, in the schedule's time zone).
+    Schedule { scheduled_time: &'a str },
+}
+
+/// The variables a job made by `origin` carries: `BATCH_EVENT_ID` and `BATCH_EVENT_RULE`, or
+/// `BATCH_SCHEDULED_TIME`.
+pub fn origin_variables(origin: JobOrigin<'_>) -> Vec<(String, String)> {
+    match origin {
+        JobOrigin::Rule { event_id, rule } => vec![
+            ("BATCH_EVENT_ID".into(), event_id.into()),
+            ("BATCH_EVENT_RULE".into(), rule.into()),
+        ],
+        JobOrigin::Schedule { scheduled_time } => {
+            vec![("BATCH_SCHEDULED_TIME".into(), scheduled_time.into())]
+        }
+    }
+}
+
 /// The name of attempt `number` of a job, usable as a directory, container or Kubernetes object name.
 /// An array child's `:` (not allowed in container names) becomes `.`.
 pub fn attempt_id(job_id: &str, number: u32) -> String {
