@@ -172,9 +172,7 @@ impl Store {
                 let options = AnyConnectOptions::from_str(url)?;
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
-                    .after_release(|connection, _| {
-                        Box::pin(released_cleanly(connection, ReleaseCheck::Count))
-                    })
+                    .after_release(|connection, _| Box::pin(released_cleanly(connection)))
                     .acquire_timeout(Duration::from_secs(30))
                     .after_connect(|connection, _| {
                         Box::pin(async move {
@@ -239,11 +237,11 @@ impl Store {
 
 async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
     let url = format!("sqlite://{}?mode=rwc", path.display());
-    let pool = |connections: u32, check: ReleaseCheck| {
+    let pool = |connections: u32| {
         AnyPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(Duration::from_secs(60))
-            .after_release(move |connection, _| Box::pin(released_cleanly(connection, check)))
+            .after_release(|connection, _| Box::pin(released_cleanly(connection)))
             .after_connect(|connection, _| {
                 Box::pin(async move {
                     // WAL lets readers run beside the writer. synchronous=NORMAL keeps every commit
@@ -259,11 +257,8 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
             })
     };
     let options = AnyConnectOptions::from_str(&url)?;
-    // The write connection is also asked SQLite itself; readers open no transactions.
-    let write = pool(1, ReleaseCheck::CountAndDatabase)
-        .connect_with(options.clone())
-        .await?;
-    let read = pool(4, ReleaseCheck::Count).connect_with(options).await?;
+    let write = pool(1).connect_with(options.clone()).await?;
+    let read = pool(4).connect_with(options).await?;
     Ok(Store {
         dialect: Dialect::Sqlite,
         write,
@@ -272,16 +267,6 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         watchers: Default::default(),
         fence: None,
     })
-}
-
-/// How a connection going back to its pool is checked (see `released_cleanly`).
-#[derive(Debug, Clone, Copy)]
-enum ReleaseCheck {
-    /// sqlx's count of open transactions only: a Postgres connection (whose failed commit ends
-    /// its transaction or its connection), or a SQLite reader.
-    Count,
-    /// That count and SQLite's own state: the SQLite write connection.
-    CountAndDatabase,
 }
 
 /// Whether a connection going back to its pool is outside any transaction; one that is not is
@@ -293,28 +278,19 @@ enum ReleaseCheck {
 /// next transaction is then a `SAVEPOINT`; if that savepoint's `RELEASE` fails too (the disk is
 /// still full), SQLite leaves a transaction open, and from then on every transaction on the
 /// connection is a savepoint inside one that never commits: acknowledged, readable on that
-/// connection, invisible to others and gone at restart. sqlx's count (`is_in_transaction`) and,
-/// on SQLite, the database's own state (a `BEGIN` succeeds only outside a transaction) must both
-/// say "no transaction" for the connection to be used again.
-async fn released_cleanly(
-    connection: &mut sqlx::AnyConnection,
-    check: ReleaseCheck,
-) -> Result<bool, sqlx::Error> {
+/// connection, invisible to others and gone at restart.
+///
+/// sqlx's count is what drifts, and it only ever drifts upwards (a COMMIT, RELEASE or ROLLBACK that
+/// fails leaves it as it was), so a count of zero is a connection outside any transaction as long
+/// as transactions are opened only through sqlx's API — which the store does: it never sends
+/// `BEGIN` itself. Asking SQLite too (a `BEGIN`/`ROLLBACK` probe per release) was tried and cost
+/// about 10% of the group-commit submit rate and 25% of one-commit-per-job writes (BENCHMARKS.md).
+async fn released_cleanly(connection: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
     if sqlx::Connection::is_in_transaction(connection) {
         tracing::warn!("a database connection was left inside a transaction; closing it");
         return Ok(false);
     }
-    match check {
-        ReleaseCheck::Count => Ok(true),
-        ReleaseCheck::CountAndDatabase => {
-            if connection.execute("BEGIN").await.is_err() {
-                tracing::warn!("a database connection was left inside a transaction; closing it");
-                return Ok(false);
-            }
-            connection.execute("ROLLBACK").await?;
-            Ok(true)
-        }
-    }
+    Ok(true)
 }
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.
