@@ -20,6 +20,19 @@ fn curl(arguments: &[&str]) -> (u16, String) {
     )
 }
 
+/// A POST of `body` as JSON, as a program would send it.
+fn post_json(url: &str, body: &str) -> (u16, String) {
+    curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        body,
+        url,
+    ])
+}
+
 const DEFINITION: &str = "
 apiVersion: batchctl/v1
 kind: ComputeEnvironment
@@ -196,15 +209,7 @@ fn webhook_deliveries_are_cheap_to_refuse_and_cannot_be_preempted() {
     assert_eq!(missing_status, 401);
 
     // A submit token cannot put an event under a webhook delivery's id…
-    let (status, answer) = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "content-type: application/json",
-        "--data-binary",
-        &json!({"entries": [{"id": "hook-billing-msg_100", "source": "billing", "detail-type": "Invoice", "detail": {}}]}).to_string(),
-        &format!("{}/v1/events", server.url),
-    ]);
+    let (status, answer) = post_json(&format!("{}/v1/events", server.url), &json!({"entries": [{"id": "hook-billing-msg_100", "source": "billing", "detail-type": "Invoice", "detail": {}}]}).to_string());
     assert_eq!(status, 200, "{answer}");
     let answer: Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer["failedEntryCount"], 1, "{answer}");
@@ -231,15 +236,7 @@ fn array_children_are_listed_without_the_parents_spec() {
     let big = "x".repeat(100_000);
     let request = json!({"jobQueue": "default", "jobDefinition": "quick", "arrayProperties": {"size": 200},
         "containerOverrides": {"environment": [{"name": "BIG", "value": big}]}});
-    let (status, answer) = curl(&[
-        "-X",
-        "POST",
-        "-H",
-        "content-type: application/json",
-        "--data-binary",
-        &request.to_string(),
-        &format!("{}/v1/jobs", server.url),
-    ]);
+    let (status, answer) = post_json(&format!("{}/v1/jobs", server.url), &request.to_string());
     assert_eq!(status, 201, "{answer}");
     let parent: Value = serde_json::from_str(&answer).unwrap();
     let parent = parent["jobId"].as_str().unwrap();
@@ -267,15 +264,7 @@ fn array_children_are_listed_without_the_parents_spec() {
     for _ in 0..60 {
         let request = json!({"jobQueue": "default", "jobDefinition": "quick",
             "containerOverrides": {"environment": [{"name": "BIG", "value": big}]}});
-        let (status, answer) = curl(&[
-            "-X",
-            "POST",
-            "-H",
-            "content-type: application/json",
-            "--data-binary",
-            &request.to_string(),
-            &format!("{}/v1/jobs", server.url),
-        ]);
+        let (status, answer) = post_json(&format!("{}/v1/jobs", server.url), &request.to_string());
         assert_eq!(status, 201, "{answer}");
     }
     let page = get_json(&format!("{}/v1/jobs?limit=1000", server.url));
