@@ -6,7 +6,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use batchctl_executor::kubernetes::job::JobSettings;
+use batchctl_executor::kubernetes::spec::JobSettings;
 use batchctl_executor::kubernetes::{KubernetesExecutor, KubernetesExecutorConfig};
 use batchctl_executor::{
     AttemptHandle, AttemptOutcome, AttemptSpec, EnvironmentVariable, Executor, ExecutorError,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchctl_executor::docker::{DockerExecutor, DockerExecutorConfig};
-use batchctl_executor::kubernetes::job::JobSettings;
+use batchctl_executor::kubernetes::spec::JobSettings;
 use batchctl_executor::kubernetes::{KubernetesExecutor, KubernetesExecutorConfig};
 use batchctl_executor::process::{ProcessExecutor, ProcessExecutorConfig, RunAs};
 use batchctl_executor::Executor;

@@ -10,7 +10,8 @@
 //! - Output is read from the container's log (kept until the container is removed) and the log
 //!   cursor is a byte offset into it, so collection resumes exactly after a restart.
 
-pub mod container;
+mod logs;
+pub mod spec;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,12 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
-    LogsOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
-    WaitContainerOptions,
+    RemoveContainerOptions, StartContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
 use bollard::Docker;
 use futures::stream::{BoxStream, StreamExt};
@@ -31,11 +30,10 @@ use tokio::sync::OnceCell;
 
 use crate::{
     AttemptHandle, AttemptOutcome, AttemptSpec, Executor, ExecutorError, ImagePullPolicy,
-    ListedAttempt, LogChunk, LogCursor, ObservedState, OutputStream,
+    ListedAttempt, LogChunk, LogCursor, ObservedState,
 };
-use container::{
-    container_body, LABEL_ATTEMPT, LABEL_COMPUTE_ENVIRONMENT, LABEL_JOB_ID, LABEL_OWNER,
-};
+use logs::log_chunks;
+use spec::{container_body, LABEL_ATTEMPT, LABEL_COMPUTE_ENVIRONMENT, LABEL_JOB_ID, LABEL_OWNER};
 
 /// The longest an image pull may take before the attempt fails.
 const PULL_TIMEOUT: Duration = Duration::from_secs(300);
@@ -345,52 +343,6 @@ impl Executor for DockerExecutor {
             Err(error) => Err(classify(error)),
         }
     }
-}
-
-/// The container's output after byte `from` of its log, counting bytes into `offset`.
-fn log_chunks(
-    docker: &Docker,
-    name: &str,
-    follow: bool,
-    from: LogCursor,
-    offset: Arc<AtomicU64>,
-) -> BoxStream<'static, Result<LogChunk, ExecutorError>> {
-    let options = LogsOptions {
-        follow,
-        stdout: true,
-        stderr: true,
-        tail: "all".into(),
-        ..LogsOptions::default()
-    };
-    docker
-        .logs(name, Some(options))
-        .filter_map(move |item| {
-            let chunk = match item {
-                Err(error) => Some(Err(classify(error))),
-                Ok(output) => {
-                    let (stream, message) = match output {
-                        LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                            (OutputStream::Stdout, message)
-                        }
-                        LogOutput::StdErr { message } => (OutputStream::Stderr, message),
-                        LogOutput::StdIn { .. } => return futures::future::ready(None),
-                    };
-                    let start = offset.fetch_add(message.len() as u64, Ordering::AcqRel);
-                    let end = start + message.len() as u64;
-                    // Skip what was collected before; a chunk may straddle the cursor.
-                    (end > from.0).then(|| {
-                        let skip = from.0.saturating_sub(start) as usize;
-                        Ok(LogChunk {
-                            stream,
-                            data: message.slice(skip..),
-                            next: LogCursor(end),
-                        })
-                    })
-                }
-            };
-            futures::future::ready(chunk)
-        })
-        .boxed()
 }
 
 fn status(error: &DockerError) -> Option<u16> {

@@ -16,7 +16,8 @@
 //!   keeps jobs RUNNABLE; a 4xx is an answer (`Refused`).
 
 mod cache;
-pub mod job;
+pub mod observe;
+pub mod spec;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,9 +39,8 @@ use crate::{
     LogCursor, ObservedState, OutputStream,
 };
 use cache::Cache;
-use job::{
-    job_manifest, observe, selector, JobSettings, Observation, ANNOTATION_JOB_ID, LABEL_ATTEMPT,
-};
+use observe::{observe, Observation};
+use spec::{job_manifest, selector, JobSettings, ANNOTATION_JOB_ID, LABEL_ATTEMPT};
 
 /// The label Kubernetes' Job controller puts on a Job's pods.
 pub(crate) const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
@@ -371,7 +371,7 @@ impl KubernetesExecutor {
             };
             let (_, pod_api) = self.apis().await?;
             let params = LogParams {
-                container: Some(job::CONTAINER.to_string()),
+                container: Some(spec::CONTAINER.to_string()),
                 follow: !finished,
                 ..LogParams::default()
             };

@@ -8,7 +8,10 @@
 //!   the spec names a working directory.
 
 pub mod layout;
+mod logs;
+mod observe;
 pub mod shim;
+mod spec;
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -27,16 +30,14 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{getpgid, Pid};
 
 use crate::{
-    AttemptHandle, AttemptOutcome, AttemptSpec, EnvironmentVariable, Executor, ExecutorError,
-    ListedAttempt, LogChunk, LogCursor, ObservedState,
+    AttemptHandle, AttemptOutcome, AttemptSpec, Executor, ExecutorError, ListedAttempt, LogChunk,
+    LogCursor, ObservedState,
 };
 pub use layout::RunAs;
-use layout::{io_error, write_json_atomically, AttemptDir, ExitRecord, Frame, WorkUser};
-
-/// How often a follower of a running attempt's output looks for more.
-const LOG_POLL_INTERVAL: Duration = Duration::from_millis(100);
-/// Variables a host process needs to find programs; passed through unless the job sets them.
-const INHERITED_VARIABLES: [&str; 4] = ["PATH", "HOME", "LANG", "TZ"];
+use layout::{io_error, write_json_atomically, AttemptDir, Frame, WorkUser};
+use logs::OutputFollower;
+use observe::{outcome_of_finished, outcome_of_record};
+use spec::with_inherited_variables;
 
 #[derive(Debug, Clone)]
 pub struct ProcessExecutorConfig {
@@ -238,22 +239,6 @@ impl Executor for ProcessExecutor {
     }
 }
 
-fn with_inherited_variables(mut spec: AttemptSpec) -> AttemptSpec {
-    for name in INHERITED_VARIABLES {
-        let set_by_job = spec.environment.iter().any(|v| v.name == name);
-        if let (false, Ok(value)) = (set_by_job, std::env::var(name)) {
-            spec.environment.insert(
-                0,
-                EnvironmentVariable {
-                    name: name.to_string(),
-                    value,
-                },
-            );
-        }
-    }
-    spec
-}
-
 fn open_lock(dir: &AttemptDir) -> Result<File, ExecutorError> {
     File::open(dir.lock()).map_err(|error| match error.kind() {
         io::ErrorKind::NotFound => ExecutorError::UnknownAttempt {
@@ -284,37 +269,6 @@ fn signal_group(pid: i32, signal: Signal) {
     }
     // The group may already be gone; that is the outcome a kill wants.
     let _ = killpg(Pid::from_raw(pid), signal);
-}
-
-/// The outcome of an attempt whose shim is gone.
-fn outcome_of_finished(dir: &AttemptDir) -> Result<AttemptOutcome, ExecutorError> {
-    Ok(match dir.read_exit()? {
-        Some(record) => outcome_of_record(record),
-        None => AttemptOutcome::Lost {
-            reason: "the attempt's supervising process ended without recording an exit status"
-                .into(),
-        },
-    })
-}
-
-fn outcome_of_record(record: ExitRecord) -> AttemptOutcome {
-    match (record.start_error, record.exit_code, record.signal) {
-        (Some(reason), _, _) => AttemptOutcome::StartFailed {
-            reason: format!("CannotStartContainerError: {reason}"),
-        },
-        (None, Some(exit_code), _) => AttemptOutcome::Exited {
-            exit_code,
-            signal: None,
-        },
-        // A process killed by signal N reports 128 + N, as shells and container runtimes do.
-        (None, None, Some(signal)) => AttemptOutcome::Exited {
-            exit_code: 128 + signal,
-            signal: Some(signal),
-        },
-        (None, None, None) => AttemptOutcome::Lost {
-            reason: "the exit record holds neither an exit code nor a signal".into(),
-        },
-    }
 }
 
 fn list_attempts(root: &std::path::Path) -> Result<Vec<ListedAttempt>, ExecutorError> {
@@ -358,74 +312,5 @@ fn list_attempts(root: &std::path::Path) -> Result<Vec<ListedAttempt>, ExecutorE
 fn join_error(error: tokio::task::JoinError) -> ExecutorError {
     ExecutorError::Unavailable {
         reason: format!("executor task failed: {error}"),
-    }
-}
-
-/// Reads `output.log` from an offset, following it while the shim lives.
-struct OutputFollower {
-    dir: AttemptDir,
-    offset: u64,
-    buffer: Vec<u8>,
-    pending: std::collections::VecDeque<LogChunk>,
-    finished: bool,
-}
-
-impl OutputFollower {
-    async fn next(&mut self) -> Option<Result<LogChunk, ExecutorError>> {
-        loop {
-            if let Some(chunk) = self.pending.pop_front() {
-                return Some(Ok(chunk));
-            }
-            if self.finished {
-                return None;
-            }
-            // Decide whether the attempt is over *before* reading, so that a final read after the
-            // shim is gone sees everything it wrote.
-            let over = match shim_alive(&self.dir) {
-                Ok(alive) => !alive,
-                Err(ExecutorError::UnknownAttempt { .. }) => true,
-                Err(error) => return Some(Err(error)),
-            };
-            match self.read_available() {
-                Ok(0) if over => self.finished = true,
-                Ok(0) => tokio::time::sleep(LOG_POLL_INTERVAL).await,
-                Ok(_) => {}
-                Err(error) => return Some(Err(error)),
-            }
-        }
-    }
-
-    /// Reads what is in the file past the offset and decodes every whole record into `pending`.
-    fn read_available(&mut self) -> Result<usize, ExecutorError> {
-        let path = self.dir.output();
-        let mut file = match File::open(&path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(error) => return Err(io_error(&path, error)),
-        };
-        let read_from = self.offset + self.buffer.len() as u64;
-        file.seek(SeekFrom::Start(read_from))
-            .map_err(|error| io_error(&path, error))?;
-        let n = file
-            .take(4 * Frame::MAX_DATA_LEN as u64)
-            .read_to_end(&mut self.buffer)
-            .map_err(|error| io_error(&path, error))?;
-        let mut consumed = 0;
-        while let Some((stream, data)) =
-            Frame::decode(&self.buffer[consumed..]).map_err(|r| ExecutorError::CorruptRecord {
-                path: path.display().to_string(),
-                reason: r,
-            })?
-        {
-            consumed += Frame::HEADER_LEN + data.len();
-            self.pending.push_back(LogChunk {
-                stream,
-                data: Bytes::copy_from_slice(data),
-                next: LogCursor(self.offset + consumed as u64),
-            });
-        }
-        self.buffer.drain(..consumed);
-        self.offset += consumed as u64;
-        Ok(n)
     }
 }
