@@ -11,6 +11,7 @@
 //!   cursor is a byte offset into it, so collection resumes exactly after a restart.
 
 mod logs;
+pub mod observe;
 pub mod spec;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ use crate::{
     ListedAttempt, LogChunk, LogCursor, ObservedState,
 };
 use logs::log_chunks;
+use observe::outcome_of_state;
 use spec::{container_body, LABEL_ATTEMPT, LABEL_COMPUTE_ENVIRONMENT, LABEL_JOB_ID, LABEL_OWNER};
 
 /// The longest an image pull may take before the attempt fails.
@@ -139,18 +141,7 @@ impl DockerExecutor {
             .inspect_container(name, None::<InspectContainerOptions>)
             .await
             .map_err(|error| not_found_as_unknown(error, name))?;
-        let state = inspected.state.unwrap_or_default();
-        let exit_code = state.exit_code.map(|code| code as i32);
-        Ok(match (state.oom_killed, exit_code) {
-            (Some(true), exit_code) => AttemptOutcome::OutOfMemory { exit_code },
-            (_, Some(exit_code)) => AttemptOutcome::Exited {
-                exit_code,
-                signal: None,
-            },
-            (_, None) => AttemptOutcome::Lost {
-                reason: format!("container {name} reports no exit code"),
-            },
-        })
+        Ok(outcome_of_state(name, &inspected.state.unwrap_or_default()))
     }
 }
 

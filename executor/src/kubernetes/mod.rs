@@ -16,6 +16,7 @@
 //!   keeps jobs RUNNABLE; a 4xx is an answer (`Refused`).
 
 mod cache;
+mod logs;
 pub mod observe;
 pub mod spec;
 
@@ -341,77 +342,6 @@ impl Executor for KubernetesExecutor {
 
     async fn remove(&self, handle: &AttemptHandle) -> Result<(), ExecutorError> {
         self.delete_job(&handle.0, None).await
-    }
-}
-
-impl KubernetesExecutor {
-    /// Sends the pod's log after byte `from`: following while it runs, then one full read once it
-    /// ended, for what a follow cut short.
-    async fn copy_logs(
-        &self,
-        name: &str,
-        from: LogCursor,
-        sender: &tokio::sync::mpsc::Sender<Result<LogChunk, ExecutorError>>,
-    ) -> Result<(), ExecutorError> {
-        let mut sent = from.0;
-        loop {
-            let (observation, version) = self.observe(name).await?;
-            let finished = match observation {
-                None => return Ok(()),
-                Some(Observation::Waiting { recheck_in, .. }) => {
-                    self.next_change(version, recheck_in).await;
-                    continue;
-                }
-                Some(Observation::Running) => false,
-                Some(Observation::Finished(_)) => true,
-            };
-            let (_, pods, _) = self.read(name).await?;
-            let Some(pod) = pods.last().and_then(|pod| pod.metadata.name.clone()) else {
-                return Ok(());
-            };
-            let (_, pod_api) = self.apis().await?;
-            let params = LogParams {
-                container: Some(spec::CONTAINER.to_string()),
-                follow: !finished,
-                ..LogParams::default()
-            };
-            let reader = match pod_api.log_stream(&pod, &params).await {
-                Ok(reader) => reader,
-                // A container that never started has no log.
-                Err(kube::Error::Api(status)) if finished && status.code == 400 => return Ok(()),
-                Err(error) => return Err(classify(error)),
-            };
-            let mut reader = Box::pin(reader);
-            let mut offset = 0u64;
-            let mut buffer = vec![0u8; 64 * 1024];
-            loop {
-                let read = reader.read(&mut buffer).await.map_err(|error| {
-                    unavailable(format!("reading the log of pod {pod}: {error}"))
-                })?;
-                if read == 0 {
-                    break;
-                }
-                let (start, end) = (offset, offset + read as u64);
-                offset = end;
-                if end > sent {
-                    let skip = sent.saturating_sub(start) as usize;
-                    let chunk = LogChunk {
-                        stream: OutputStream::Stdout,
-                        data: Bytes::copy_from_slice(&buffer[skip..read]),
-                        next: LogCursor(end),
-                    };
-                    sent = end;
-                    if sender.send(Ok(chunk)).await.is_err() {
-                        return Ok(());
-                    }
-                }
-            }
-            if finished {
-                return Ok(());
-            }
-            // The follow ended: the container stopped (read everything once more), or the
-            // connection dropped (follow again); both skip what was sent.
-        }
     }
 }
 
