@@ -29,7 +29,7 @@ use futures::stream::BoxStream;
 
 pub use batchctl_core::contract::{
     privilege_refusal, AttemptHandle, AttemptOutcome, AttemptSpec, EnvironmentVariable,
-    ImagePullPolicy, ListedAttempt, LogCursor, ObservedState, OutputStream, ResourceLimits,
+    ImagePullPolicy, ListedAttempt, LogCursor, ObservedState, OutputStream, Resources,
     UNPRIVILEGED_CAPABILITIES,
 };
 

@@ -10,7 +10,7 @@ use batchctl_executor::kubernetes::spec::JobSettings;
 use batchctl_executor::kubernetes::{KubernetesExecutor, KubernetesExecutorConfig};
 use batchctl_executor::{
     AttemptHandle, AttemptOutcome, AttemptSpec, EnvironmentVariable, Executor, ExecutorError,
-    LogCursor, ObservedState, ResourceLimits,
+    LogCursor, ObservedState, Resources,
 };
 use futures::StreamExt;
 use support::fake_kube::FakeApiServer;
@@ -64,7 +64,7 @@ fn spec(job_id: &str, image: &str, script: &str) -> AttemptSpec {
         }],
         working_dir: None,
         user: Some("1000".into()),
-        resources: ResourceLimits {
+        resources: Resources {
             vcpu_millis: 500,
             memory_mib: 64,
             gpus: 0,

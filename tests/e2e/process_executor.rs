@@ -7,7 +7,7 @@ use std::time::Duration;
 use batchctl_executor::process::{ProcessExecutor, ProcessExecutorConfig};
 use batchctl_executor::{
     AttemptOutcome, AttemptSpec, EnvironmentVariable, Executor, LogCursor, ObservedState,
-    OutputStream, ResourceLimits,
+    OutputStream, Resources,
 };
 use futures::StreamExt;
 
@@ -39,7 +39,7 @@ fn spec(id: &str, script: &str) -> AttemptSpec {
         }],
         working_dir: None,
         user: None,
-        resources: ResourceLimits::default(),
+        resources: Resources::default(),
         image_pull_policy: Default::default(),
         privileged: false,
         capabilities: vec![],

@@ -64,7 +64,7 @@ pub fn container_body(spec: &AttemptSpec, owner: &str) -> ContainerCreateBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EnvironmentVariable, ResourceLimits};
+    use crate::{EnvironmentVariable, Resources};
 
     fn spec() -> AttemptSpec {
         AttemptSpec {
@@ -80,7 +80,7 @@ mod tests {
             }],
             working_dir: Some("/tmp".into()),
             user: Some("1000".into()),
-            resources: ResourceLimits {
+            resources: Resources {
                 vcpu_millis: 1500,
                 memory_mib: 64,
                 gpus: 0,

@@ -197,7 +197,7 @@ pub fn job_manifest(spec: &AttemptSpec, settings: &JobSettings, timeout: Option<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EnvironmentVariable, ResourceLimits};
+    use crate::{EnvironmentVariable, Resources};
 
     fn spec() -> AttemptSpec {
         AttemptSpec {
@@ -213,7 +213,7 @@ mod tests {
             }],
             working_dir: Some("/work".into()),
             user: Some("1000".into()),
-            resources: ResourceLimits {
+            resources: Resources {
                 vcpu_millis: 1500,
                 memory_mib: 2048,
                 gpus: 1,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::contract::{AttemptSpec, EnvironmentVariable, ResourceLimits};
+use crate::contract::{AttemptSpec, EnvironmentVariable};
 
 use super::model::{ArrayRole, EnvironmentName, Job};
 
@@ -89,11 +89,7 @@ pub fn attempt_spec(job: &Job, number: u32, environment_name: &EnvironmentName) 
         environment,
         working_dir: container.working_dir.clone(),
         user: container.user.clone(),
-        resources: ResourceLimits {
-            vcpu_millis: container.resources.vcpu_millis,
-            memory_mib: container.resources.memory_mib,
-            gpus: container.resources.gpus,
-        },
+        resources: container.resources,
         image_pull_policy: container.image_pull_policy,
         privileged: container.privileged,
         capabilities: container.capabilities.clone(),

@@ -5,6 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// What an attempt may use: the model's one resources type (vCPUs in thousandths, so 0.25 is
+/// exact), the same a job needs and an environment offers.
+pub use crate::model::Resources;
+
 /// Everything a backend needs to run one attempt of a job. Built by the scheduler, which has already
 /// applied parameter substitution, overrides and the `BATCH_*` environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,7 +25,7 @@ pub struct AttemptSpec {
     pub environment: Vec<EnvironmentVariable>,
     pub working_dir: Option<String>,
     pub user: Option<String>,
-    pub resources: ResourceLimits,
+    pub resources: Resources,
     /// Container backends only; the process backend ignores it.
     #[serde(default)]
     pub image_pull_policy: ImagePullPolicy,
@@ -50,15 +54,6 @@ pub enum ImagePullPolicy {
 pub struct EnvironmentVariable {
     pub name: String,
     pub value: String,
-}
-
-/// What an attempt may use. vCPUs are kept in thousandths so fractional requests (0.25) are exact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResourceLimits {
-    pub vcpu_millis: u64,
-    pub memory_mib: u64,
-    pub gpus: u64,
 }
 
 /// The backend's name for a started attempt, stored by the scheduler and handed back on every call.
@@ -167,7 +162,7 @@ mod tests {
             environment: vec![],
             working_dir: None,
             user: None,
-            resources: ResourceLimits {
+            resources: Resources {
                 vcpu_millis: 1000,
                 memory_mib: 64,
                 gpus: 0,
