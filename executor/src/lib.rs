@@ -14,7 +14,9 @@
 //! - `start` does not return until the backend holds a durable record of the attempt: after it
 //!   returns, `list` reports the attempt until `remove` is called.
 
+#[cfg(feature = "docker")]
 pub mod docker;
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod process;
 

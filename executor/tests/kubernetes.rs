@@ -1,5 +1,6 @@
 //! The Kubernetes executor through the real kube client, over real HTTP, against an in-process
 //! fake API server (see `support/fake_kube.rs`): no cluster can run here.
+#![cfg(feature = "kubernetes")]
 
 mod support;
 

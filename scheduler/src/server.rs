@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "docker")]
 use batchctl_executor::docker::{DockerExecutor, DockerExecutorConfig};
+#[cfg(feature = "kubernetes")]
 use batchctl_executor::kubernetes::spec::JobSettings;
+#[cfg(feature = "kubernetes")]
 use batchctl_executor::kubernetes::{KubernetesExecutor, KubernetesExecutorConfig};
 use batchctl_executor::process::{ProcessExecutor, ProcessExecutorConfig, RunAs};
 use batchctl_executor::Executor;
@@ -181,21 +184,16 @@ pub async fn run(
         })?;
         executors = executors.with(EnvironmentType::Process, Arc::new(process));
     }
-    let executors =
-        executors.with_factory(Arc::new({
-            let installation = installation.clone();
-            move |name: &EnvironmentName, backend: &Backend| -> Option<Arc<dyn Executor>> {
-                match backend {
-                    Backend::Process => None,
-                    Backend::Docker(settings) => Some(Arc::new(DockerExecutor::new(
-                        docker_config(name, settings, &installation),
-                    ))),
-                    Backend::Kubernetes(settings) => Some(Arc::new(KubernetesExecutor::new(
-                        kubernetes_config(name, settings, &installation),
-                    ))),
-                }
+    let executors = executors.with_factory(Arc::new({
+        let installation = installation.clone();
+        move |name: &EnvironmentName, backend: &Backend| -> Option<Arc<dyn Executor>> {
+            match backend {
+                Backend::Process => None,
+                Backend::Docker(settings) => docker_executor(name, settings, &installation),
+                Backend::Kubernetes(settings) => kubernetes_executor(name, settings, &installation),
             }
-        }));
+        }
+    }));
     // Handles the API wakes the leader's loops through; the loops themselves start on leading.
     let handle = DispatcherHandle::default();
     let submitter = Submitter::start(store.clone(), handle.clone(), shutdown.clone());
@@ -472,19 +470,10 @@ async fn create_defaults_on_first_start(
     let vcpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let memory_mib = total_memory_mib().unwrap_or(4096);
     // Where a Docker engine answers, jobs run in containers; elsewhere as local processes.
-    let local = EnvironmentName::try_from("local".to_string()).expect("a valid name");
-    let engine = DockerExecutor::new(docker_config(
-        &local,
-        &DockerSettings::default(),
-        installation,
-    ));
-    let backend = match tokio::time::timeout(Duration::from_secs(2), engine.ping()).await {
-        Ok(Ok(())) => "docker",
-        Ok(Err(error)) => {
-            tracing::info!(%error, "no Docker engine answers; the default environment runs local processes");
-            "process"
-        }
-        Err(_) => "process",
+    let backend = if docker_answers(installation).await {
+        "docker"
+    } else {
+        "process"
     };
     if backend == "process" && !process_executor.is_enabled() {
         tracing::warn!("first start: no Docker engine answers and the process executor is disabled, so no compute environment was created; apply one (see docs/security.md)");
@@ -523,6 +512,81 @@ fn total_memory_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
+/// Whether a Docker engine answers on the default socket (`DOCKER_HOST` or the local one).
+#[cfg(feature = "docker")]
+async fn docker_answers(installation: &str) -> bool {
+    let local = EnvironmentName::try_from("local".to_string()).expect("a valid name");
+    let engine = DockerExecutor::new(docker_config(
+        &local,
+        &DockerSettings::default(),
+        installation,
+    ));
+    match tokio::time::timeout(Duration::from_secs(2), engine.ping()).await {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            tracing::info!(%error, "no Docker engine answers; the default environment runs local processes");
+            false
+        }
+        Err(_) => false,
+    }
+}
+
+/// Built without the docker backend: no engine is asked.
+#[cfg(not(feature = "docker"))]
+async fn docker_answers(_installation: &str) -> bool {
+    false
+}
+
+#[cfg(feature = "docker")]
+fn docker_executor(
+    name: &EnvironmentName,
+    settings: &DockerSettings,
+    installation: &str,
+) -> Option<Arc<dyn Executor>> {
+    Some(Arc::new(DockerExecutor::new(docker_config(
+        name,
+        settings,
+        installation,
+    ))))
+}
+
+/// Built without the docker backend: its environments get no executor, so their jobs wait (the
+/// dispatcher says why).
+#[cfg(not(feature = "docker"))]
+fn docker_executor(
+    name: &EnvironmentName,
+    _settings: &DockerSettings,
+    _installation: &str,
+) -> Option<Arc<dyn Executor>> {
+    tracing::warn!(environment = %name, "this batchctl was built without the docker backend");
+    None
+}
+
+#[cfg(feature = "kubernetes")]
+fn kubernetes_executor(
+    name: &EnvironmentName,
+    settings: &KubernetesSettings,
+    installation: &str,
+) -> Option<Arc<dyn Executor>> {
+    Some(Arc::new(KubernetesExecutor::new(kubernetes_config(
+        name,
+        settings,
+        installation,
+    ))))
+}
+
+/// Built without the kubernetes backend: as for docker.
+#[cfg(not(feature = "kubernetes"))]
+fn kubernetes_executor(
+    name: &EnvironmentName,
+    _settings: &KubernetesSettings,
+    _installation: &str,
+) -> Option<Arc<dyn Executor>> {
+    tracing::warn!(environment = %name, "this batchctl was built without the kubernetes backend");
+    None
+}
+
+#[cfg(feature = "docker")]
 fn docker_config(
     environment: &EnvironmentName,
     settings: &DockerSettings,
@@ -537,6 +601,7 @@ fn docker_config(
     }
 }
 
+#[cfg(feature = "kubernetes")]
 fn kubernetes_config(
     environment: &EnvironmentName,
     settings: &KubernetesSettings,
@@ -560,4 +625,5 @@ fn kubernetes_config(
 }
 
 /// How long a kubernetes attempt's image may fail to pull before the attempt fails.
+#[cfg(feature = "kubernetes")]
 const KUBERNETES_PULL_TIMEOUT: Duration = Duration::from_secs(300);
