@@ -33,19 +33,6 @@ pub fn set_storage_location(location: String) {
     let _ = STORAGE_LOCATION.set(location);
 }
 
-/// When a write last failed for want of space (epoch milliseconds; 0: never), for `/healthz`.
-static LAST_STORAGE_FULL_MILLIS: std::sync::atomic::AtomicI64 =
-    std::sync::atomic::AtomicI64::new(0);
-
-/// How long after a write failed for want of space `/healthz` still says the storage is full.
-const STORAGE_FULL_REMEMBERED_MILLIS: i64 = 10_000;
-
-/// Whether a write failed for want of space in the last few seconds.
-pub fn storage_full_recently() -> bool {
-    let last = LAST_STORAGE_FULL_MILLIS.load(std::sync::atomic::Ordering::Relaxed);
-    last > 0 && crate::store::now_millis() - last < STORAGE_FULL_REMEMBERED_MILLIS
-}
-
 /// How long a client should wait before retrying while the database is away or full.
 pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u32 = 2;
 pub const STORAGE_FULL_RETRY_AFTER_SECONDS: u32 = 30;
@@ -138,10 +125,6 @@ impl ApiError {
         match error {
             StoreError::StorageFull(_) => {
                 tracing::warn!(%error, "a write failed: no space left for the database");
-                LAST_STORAGE_FULL_MILLIS.store(
-                    crate::store::now_millis(),
-                    std::sync::atomic::Ordering::Relaxed,
-                );
                 let place = STORAGE_LOCATION
                     .get()
                     .map_or("the database's disk".to_string(), Clone::clone);

@@ -128,7 +128,7 @@ pub(super) fn storage_health(sqlite_data_dir: Option<&std::path::Path>) -> Stora
     let place = sqlite_data_dir.map_or("the database's disk".to_string(), |dir| {
         format!("the data directory {}", dir.display())
     });
-    let full = if error::storage_full_recently() {
+    let full = if crate::store::storage_full_recently() {
         Some(format!("{place} is full: writes fail; free space there"))
     } else if free_bytes.is_some_and(|free| free < LOW_SPACE_BYTES) {
         Some(format!(

@@ -23,6 +23,7 @@ mod transitions;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -82,11 +83,28 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> StoreError {
         match classify(&error) {
-            Fault::StorageFull => StoreError::StorageFull(error),
+            Fault::StorageFull => {
+                LAST_STORAGE_FULL_MILLIS.store(now_millis(), Ordering::Relaxed);
+                StoreError::StorageFull(error)
+            }
             Fault::Unavailable => StoreError::Unavailable(error),
             Fault::Other => StoreError::Database(error),
         }
     }
+}
+
+/// When a database operation last failed for want of space (epoch milliseconds; 0: never): by
+/// any path — a submit, the dispatcher, a log write — since every store error is made here. One
+/// per process, as a server has one store.
+static LAST_STORAGE_FULL_MILLIS: AtomicI64 = AtomicI64::new(0);
+
+/// How long after a failure for want of space the storage still counts as full.
+const STORAGE_FULL_REMEMBERED_MILLIS: i64 = 10_000;
+
+/// Whether a database operation failed for want of space in the last few seconds.
+pub fn storage_full_recently() -> bool {
+    let last = LAST_STORAGE_FULL_MILLIS.load(Ordering::Relaxed);
+    last > 0 && now_millis() - last < STORAGE_FULL_REMEMBERED_MILLIS
 }
 
 enum Fault {
