@@ -134,6 +134,11 @@ impl Server {
             && !self.extra_arguments.iter().any(|a| a == "--process-user")
         {
             command.args(["--process-user", "0:0"]);
+            // Process jobs get working directories under the temporary directory; kept inside
+            // the data directory, they go with it when the test ends, even after a kill -9.
+            let work = self.data_dir.join("tmp");
+            std::fs::create_dir_all(&work).unwrap();
+            command.env("TMPDIR", work);
         }
         command.args(&self.extra_arguments);
         let mut child = command.spawn().unwrap();
