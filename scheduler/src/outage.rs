@@ -71,7 +71,8 @@ impl Outage {
         self.delay = FIRST_DELAY;
     }
 
-    pub fn is_ongoing(&self) -> bool {
+    #[cfg(test)]
+    fn is_ongoing(&self) -> bool {
         self.since.is_some()
     }
 }

@@ -500,22 +500,18 @@ fn open_streams_are_bounded_per_caller() {
 #[test]
 fn a_mistyped_secret_is_not_echoed() {
     const SECRET_NUMBER: &str = "8675309867530986";
+    let refused_without_the_secret = |output: &std::process::Output| {
+        let error = stderr(output);
+        assert!(!output.status.success());
+        assert!(error.contains("secrets[0]"), "{error}");
+        assert!(!error.contains(SECRET_NUMBER), "{error}");
+    };
     let server = Server::start(None);
     let document = format!(
         "apiVersion: batchctl/v1\nkind: WebhookTrigger\nmetadata: {{name: w}}\nspec: {{profile: github, secrets: [{SECRET_NUMBER}], source: s}}\n"
     );
     let output = server.cli_with_stdin(&["apply", "-f", "-"], &document);
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("secrets[0]"),
-        "{}",
-        stderr(&output)
-    );
-    assert!(
-        !stderr(&output).contains(SECRET_NUMBER),
-        "{}",
-        stderr(&output)
-    );
+    refused_without_the_secret(&output);
     let file = server.data_dir.join("mistyped.yaml");
     std::fs::write(&file, &document).unwrap();
     let output = Command::new(BINARY)
@@ -525,17 +521,7 @@ fn a_mistyped_secret_is_not_echoed() {
         .arg(&file)
         .output()
         .unwrap();
-    assert!(!output.status.success());
-    assert!(
-        stderr(&output).contains("secrets[0]"),
-        "{}",
-        stderr(&output)
-    );
-    assert!(
-        !stderr(&output).contains(SECRET_NUMBER),
-        "{}",
-        stderr(&output)
-    );
+    refused_without_the_secret(&output);
     assert!(!server.log().contains(SECRET_NUMBER));
 }
 
