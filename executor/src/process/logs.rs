@@ -8,6 +8,9 @@ pub(super) const LOG_POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Reads `output.log` from an offset, following it while the shim lives.
 pub(super) struct OutputFollower {
     pub(super) dir: AttemptDir,
+    /// The end of the shim, when this executor started it: the follower then looks once more at
+    /// once rather than at its next poll.
+    pub(super) exit: Option<watch::Receiver<bool>>,
     pub(super) offset: u64,
     pub(super) buffer: Vec<u8>,
     pub(super) pending: std::collections::VecDeque<LogChunk>,
@@ -32,10 +35,26 @@ impl OutputFollower {
             };
             match self.read_available() {
                 Ok(0) if over => self.finished = true,
-                Ok(0) => tokio::time::sleep(LOG_POLL_INTERVAL).await,
+                Ok(0) => self.pause().await,
                 Ok(_) => {}
                 Err(error) => return Some(Err(error)),
             }
+        }
+    }
+
+    /// Until the next look: the poll interval, or less if the shim exits first.
+    async fn pause(&mut self) {
+        match &mut self.exit {
+            Some(exit) => {
+                let gone = tokio::time::timeout(LOG_POLL_INTERVAL, exit.wait_for(|exited| *exited))
+                    .await
+                    .is_ok_and(|result| result.is_err());
+                if gone {
+                    // The watching task is gone without a word: poll from now on.
+                    self.exit = None;
+                }
+            }
+            None => tokio::time::sleep(LOG_POLL_INTERVAL).await,
         }
     }
 

@@ -6,6 +6,9 @@
 //! - A kill signals the work's process group, never a pid whose shim is gone.
 //! - The image is ignored: the command runs on the host, in `work/` of the attempt directory unless
 //!   the spec names a working directory.
+//! - The lock is the truth about whether a shim lives. A shim this executor started is also
+//!   awaited as a child process, which tells `wait` and the log follower of its end at once
+//!   instead of at their next look; shims adopted after a restart are known by the lock alone.
 
 pub mod layout;
 mod logs;
@@ -13,6 +16,7 @@ mod observe;
 pub mod shim;
 mod spec;
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -20,6 +24,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +33,7 @@ use futures::stream::{self, BoxStream, StreamExt};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{getpgid, Pid};
+use tokio::sync::watch;
 
 use crate::{
     AttemptHandle, AttemptOutcome, AttemptSpec, Executor, ExecutorError, ListedAttempt, LogChunk,
@@ -54,19 +60,33 @@ pub struct ProcessExecutorConfig {
 #[derive(Debug, Clone)]
 pub struct ProcessExecutor {
     config: ProcessExecutorConfig,
+    /// The shims this executor started, by attempt id: true once the shim has exited.
+    exits: Arc<Mutex<HashMap<String, watch::Receiver<bool>>>>,
 }
 
 impl ProcessExecutor {
     pub fn new(config: ProcessExecutorConfig) -> Result<ProcessExecutor, ExecutorError> {
         fs::create_dir_all(&config.root).map_err(|error| io_error(&config.root, error))?;
-        Ok(ProcessExecutor { config })
+        Ok(ProcessExecutor {
+            config,
+            exits: Arc::default(),
+        })
+    }
+
+    /// Tells of the end of a shim this executor started; `None` for one it did not start.
+    fn exit_signal(&self, handle: &AttemptHandle) -> Option<watch::Receiver<bool>> {
+        self.exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&handle.0)
+            .cloned()
     }
 
     fn dir(&self, handle: &AttemptHandle) -> AttemptDir {
         AttemptDir::new(&self.config.root, &handle.0)
     }
 
-    fn spawn_shim(&self, dir: &AttemptDir) -> Result<(), ExecutorError> {
+    fn spawn_shim(&self, dir: &AttemptDir, attempt_id: &str) -> Result<(), ExecutorError> {
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -97,9 +117,7 @@ impl ProcessExecutor {
                 Ok(())
             });
         }
-        // The child handle is dropped: tokio reaps the shim when it exits, and `wait` learns of the
-        // exit through the lock, which works the same for shims started before a restart.
-        command
+        let mut child = command
             .spawn()
             .map_err(|error| ExecutorError::Unavailable {
                 reason: format!(
@@ -107,6 +125,17 @@ impl ProcessExecutor {
                     self.config.shim_program.display()
                 ),
             })?;
+        // The shim's exit releases the lock (it holds the only descriptor of it), so its end as a
+        // child is the end the lock would show, known without polling.
+        let (exited, exit_signal) = watch::channel(false);
+        self.exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(attempt_id.to_string(), exit_signal);
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+            let _ = exited.send(true);
+        });
         Ok(())
     }
 }
@@ -143,7 +172,7 @@ impl Executor for ProcessExecutor {
                 write_json_atomically(&dir.run_as(), &WorkUser { run_as, work_dir })
                     .map_err(|e| io_error(&dir.run_as(), e))?;
             }
-            this.spawn_shim(&dir)
+            this.spawn_shim(&dir, &spec.attempt_id)
         })
         .await
         .map_err(join_error)??;
@@ -152,6 +181,11 @@ impl Executor for ProcessExecutor {
 
     async fn wait(&self, handle: &AttemptHandle) -> Result<AttemptOutcome, ExecutorError> {
         let dir = self.dir(handle);
+        if let Some(mut exit) = self.exit_signal(handle) {
+            // Holds no thread while the work runs. An error means the watching task is gone,
+            // which happens only with the runtime; the lock below then decides.
+            let _ = exit.wait_for(|exited| *exited).await;
+        }
         tokio::task::spawn_blocking(move || {
             let lock = open_lock(&dir)?;
             // Blocks until the shim (and so the work) is gone.
@@ -170,6 +204,7 @@ impl Executor for ProcessExecutor {
     ) -> BoxStream<'static, Result<LogChunk, ExecutorError>> {
         let follower = OutputFollower {
             dir: self.dir(handle),
+            exit: self.exit_signal(handle),
             offset: from.0,
             buffer: Vec::new(),
             pending: std::collections::VecDeque::new(),
@@ -219,6 +254,10 @@ impl Executor for ProcessExecutor {
     }
 
     async fn remove(&self, handle: &AttemptHandle) -> Result<(), ExecutorError> {
+        self.exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&handle.0);
         let dir = self.dir(handle);
         tokio::task::spawn_blocking(move || {
             if let Ok(Some(user)) = dir.read_run_as() {
