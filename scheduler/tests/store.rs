@@ -410,11 +410,28 @@ async fn advance_oldest_moves_in_submission_order(store: Store) {
         .unwrap();
     assert_eq!(moved, 2);
     let heads = store
-        .runnable_jobs(&QueueName::try_from("q".to_string()).unwrap(), 10, i64::MAX)
+        .runnable_jobs(
+            &QueueName::try_from("q".to_string()).unwrap(),
+            0,
+            10,
+            i64::MAX,
+        )
         .await
         .unwrap();
-    let ids: Vec<&str> = heads.iter().map(|j| j.job_id.0.as_str()).collect();
+    let ids: Vec<&str> = heads.iter().map(|(_, j)| j.job_id.0.as_str()).collect();
     assert_eq!(ids, ["1", "2"]);
+    // A page after the first job starts behind it.
+    let rest = store
+        .runnable_jobs(
+            &QueueName::try_from("q".to_string()).unwrap(),
+            heads[0].0,
+            10,
+            i64::MAX,
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&str> = rest.iter().map(|(_, j)| j.job_id.0.as_str()).collect();
+    assert_eq!(ids, ["2"]);
 }
 
 async fn a_job_backing_off_is_not_runnable_before_its_time(store: Store) {
@@ -427,12 +444,16 @@ async fn a_job_backing_off_is_not_runnable_before_its_time(store: Store) {
     assert_eq!(store.apply_transitions(&[retry], 4).await.unwrap(), [true]);
     let queue = QueueName::try_from("q".to_string()).unwrap();
     assert!(store
-        .runnable_jobs(&queue, 10, 999)
+        .runnable_jobs(&queue, 0, 10, 999)
         .await
         .unwrap()
         .is_empty());
     assert_eq!(
-        store.runnable_jobs(&queue, 10, 1_000).await.unwrap().len(),
+        store
+            .runnable_jobs(&queue, 0, 10, 1_000)
+            .await
+            .unwrap()
+            .len(),
         1
     );
 }

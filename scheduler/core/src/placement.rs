@@ -35,32 +35,69 @@ pub fn plan_placements(
     used: &mut HashMap<EnvironmentName, Resources>,
     heads: &HashMap<QueueName, Vec<Candidate>>,
 ) -> Vec<Placement> {
-    // A DISABLED queue takes no new jobs, but, as in AWS Batch, the jobs already in it can finish,
-    // so its queue head is still placed.
+    let mut plan = Vec::new();
+    for queue in queue_order(queues) {
+        let head = heads.get(&queue.name).map_or(&[][..], Vec::as_slice);
+        plan.extend(plan_queue(queue, environments, used, head));
+    }
+    plan
+}
+
+/// The order queues are served in: priority, highest first, ties by name. A DISABLED queue takes
+/// no new jobs, but, as in AWS Batch, the jobs already in it can finish, so it is served too.
+pub fn queue_order(queues: &[JobQueue]) -> Vec<&JobQueue> {
     let mut ordered: Vec<&JobQueue> = queues.iter().collect();
     ordered.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
+    ordered
+}
+
+/// Whether an ENABLED environment of the queue has some vCPU and some memory free: without one,
+/// no job of the queue can be placed and reading its head would be wasted work.
+pub fn has_room(
+    queue: &JobQueue,
+    environments: &HashMap<EnvironmentName, ComputeEnvironment>,
+    used: &HashMap<EnvironmentName, Resources>,
+) -> bool {
+    queue.compute_environments.iter().any(|name| {
+        environments.get(name).is_some_and(|environment| {
+            let in_use = used.get(name).copied().unwrap_or_default();
+            let free = environment.capacity.saturating_minus(&in_use);
+            environment.state == ResourceState::Enabled
+                && free.vcpu_millis > 0
+                && free.memory_mib > 0
+        })
+    })
+}
+
+/// One queue's part of the plan: `head` (or a page of it, pages taken in order) against what
+/// `used` leaves free. Planning queues one after another in `queue_order`, each head page by page,
+/// gives the plan `plan_placements` gives for all heads at once.
+pub fn plan_queue(
+    queue: &JobQueue,
+    environments: &HashMap<EnvironmentName, ComputeEnvironment>,
+    used: &mut HashMap<EnvironmentName, Resources>,
+    head: &[Candidate],
+) -> Vec<Placement> {
     let mut plan = Vec::new();
-    for queue in ordered {
-        for candidate in heads.get(&queue.name).into_iter().flatten() {
-            let room = queue.compute_environments.iter().find(|name| {
-                environments.get(*name).is_some_and(|environment| {
-                    let in_use = used.get(*name).copied().unwrap_or_default();
-                    environment.state == ResourceState::Enabled
-                        && in_use
-                            .plus(&candidate.needs)
-                            .fits_within(&environment.capacity)
-                })
+    for candidate in head {
+        let room = queue.compute_environments.iter().find(|name| {
+            environments.get(*name).is_some_and(|environment| {
+                let in_use = used.get(*name).copied().unwrap_or_default();
+                environment.state == ResourceState::Enabled
+                    && in_use
+                        .plus(&candidate.needs)
+                        .fits_within(&environment.capacity)
+            })
+        });
+        if let Some(environment) = room {
+            let in_use = used.entry(environment.clone()).or_default();
+            *in_use = in_use.plus(&candidate.needs);
+            plan.push(Placement {
+                job_id: candidate.job_id.clone(),
+                queue: queue.name.clone(),
+                environment: environment.clone(),
+                reserved: candidate.needs,
             });
-            if let Some(environment) = room {
-                let in_use = used.entry(environment.clone()).or_default();
-                *in_use = in_use.plus(&candidate.needs);
-                plan.push(Placement {
-                    job_id: candidate.job_id.clone(),
-                    queue: queue.name.clone(),
-                    environment: environment.clone(),
-                    reserved: candidate.needs,
-                });
-            }
         }
     }
     plan
@@ -134,6 +171,45 @@ mod tests {
             &[("q", vec![job("1", 1), job("2", 1), job("3", 1)])],
         );
         assert_eq!(placed, ["1@a", "2@a"]);
+    }
+
+    #[test]
+    fn planning_queue_by_queue_and_page_by_page_gives_the_whole_plan() {
+        let queues = [
+            queue("low", 1, &["a", "b"]),
+            queue("high", 9, &["a"]),
+            queue("mid", 5, &["b"]),
+        ];
+        let envs = [
+            env("a", 5, ResourceState::Enabled),
+            env("b", 3, ResourceState::Enabled),
+        ];
+        let sizes = [2, 3, 1, 1, 2, 1, 1];
+        let head = |prefix: &str| -> Vec<Candidate> {
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(i, size)| job(&format!("{prefix}{i}"), *size))
+                .collect()
+        };
+        let heads: HashMap<QueueName, Vec<Candidate>> = ["low", "high", "mid"]
+            .iter()
+            .map(|q| (QueueName::try_from(q.to_string()).unwrap(), head(q)))
+            .collect();
+        let environments: HashMap<_, _> =
+            envs.iter().map(|e| (e.name.clone(), e.clone())).collect();
+        let whole = plan_placements(&queues, &environments, &mut HashMap::new(), &heads);
+        for page in 1..=sizes.len() {
+            let mut used = HashMap::new();
+            let mut paged = Vec::new();
+            for queue in queue_order(&queues) {
+                for chunk in heads[&queue.name].chunks(page) {
+                    paged.extend(plan_queue(queue, &environments, &mut used, chunk));
+                }
+            }
+            assert_eq!(paged, whole, "pages of {page}");
+        }
+        assert_eq!(whole.len(), 4, "{whole:?}");
     }
 
     #[test]

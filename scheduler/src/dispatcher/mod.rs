@@ -31,7 +31,7 @@ use crate::core::model::{
     FairSharePolicy, Job, JobId, JobQueue, JobStatus, QueueName, ResourceState, Resources,
     RetryPolicy,
 };
-use crate::core::placement::{plan_placements, Candidate};
+use crate::core::placement::Candidate;
 use crate::core::reconcile::{reconcile_action, ReconcileAction};
 use crate::core::retry::{decide_attempt_end, AttemptEnd};
 use crate::core::state_machine::{transition, JobEvent, TransitionError, Verdict};

@@ -2,6 +2,10 @@
 //! committed STARTING before a supervisor is asked to start anything.
 
 use super::*;
+use crate::core::placement::{has_room, plan_queue, queue_order};
+
+/// The first page of a FIFO queue's head a pass reads; each further page is four times larger.
+const FIRST_HEAD_PAGE: u32 = 16;
 
 impl Dispatcher {
     /// A fair-share queue's RUNNABLE jobs in the order shares take turns, cut to what
@@ -98,55 +102,12 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Places what fits now. Queues are planned in their serving order against a copy of the
+    /// capacity in use; a FIFO queue's head is read page by page, growing, only while its
+    /// environments still have room, so a long queue costs a pass what it can place, not its
+    /// length (up to `batch_size` deep, for best-effort backfill).
     pub(super) async fn dispatch(&mut self) -> Result<usize, DispatchError> {
         let queues = self.queues.clone();
-        let mut heads = HashMap::new();
-        let mut jobs = HashMap::new();
-        for queue in &queues {
-            if !self.queue_has_room(queue) {
-                continue;
-            }
-            let runnable = match &queue.fair_share {
-                None => {
-                    self.store
-                        .runnable_jobs(&queue.name, self.config.batch_size, now_millis())
-                        .await?
-                }
-                // Each share's own head, so a share with a long backlog hides no other.
-                Some(_) => {
-                    let mut runnable = Vec::new();
-                    for share in self.store.runnable_shares(&queue.name).await? {
-                        runnable.extend(
-                            self.store
-                                .runnable_jobs_of_share(
-                                    &queue.name,
-                                    share.as_deref(),
-                                    self.config.batch_size,
-                                    now_millis(),
-                                )
-                                .await?,
-                        );
-                    }
-                    runnable
-                }
-            };
-            let waiting: Vec<&Job> = runnable
-                .iter()
-                .filter(|job| !self.active.contains_key(&job.job_id))
-                .collect();
-            let candidates = match &queue.fair_share {
-                Some(policy) => self.fair_share_head(queue, policy, &waiting),
-                None => waiting
-                    .iter()
-                    .map(|job| Candidate {
-                        job_id: job.job_id.clone(),
-                        needs: job.spec.container.resources,
-                    })
-                    .collect(),
-            };
-            heads.insert(queue.name.clone(), candidates);
-            jobs.extend(runnable.into_iter().map(|job| (job.job_id.clone(), job)));
-        }
         let now_instant = tokio::time::Instant::now();
         self.backing_off.retain(|_, until| *until > now_instant);
         let mut environments = self.environments.clone();
@@ -155,7 +116,63 @@ impl Dispatcher {
                 environment.state = ResourceState::Disabled;
             }
         }
-        let plan = plan_placements(&queues, &environments, &mut self.used, &heads);
+        let mut used = self.used.clone();
+        let mut plan = Vec::new();
+        let mut jobs = HashMap::new();
+        for queue in queue_order(&queues) {
+            if !has_room(queue, &environments, &used) {
+                continue;
+            }
+            if let Some(policy) = &queue.fair_share {
+                // Each share's own head, so a share with a long backlog hides no other.
+                let mut runnable = Vec::new();
+                for share in self.store.runnable_shares(&queue.name).await? {
+                    runnable.extend(
+                        self.store
+                            .runnable_jobs_of_share(
+                                &queue.name,
+                                share.as_deref(),
+                                self.config.batch_size,
+                                now_millis(),
+                            )
+                            .await?,
+                    );
+                }
+                let waiting: Vec<&Job> = runnable
+                    .iter()
+                    .filter(|job| !self.active.contains_key(&job.job_id))
+                    .collect();
+                let candidates = self.fair_share_head(queue, policy, &waiting);
+                plan.extend(plan_queue(queue, &environments, &mut used, &candidates));
+                jobs.extend(runnable.into_iter().map(|job| (job.job_id.clone(), job)));
+                continue;
+            }
+            let (mut after, mut read, mut page) = (0, 0, FIRST_HEAD_PAGE);
+            while read < self.config.batch_size && has_room(queue, &environments, &used) {
+                let limit = page.min(self.config.batch_size - read);
+                let rows = self
+                    .store
+                    .runnable_jobs(&queue.name, after, limit, now_millis())
+                    .await?;
+                let n = rows.len() as u32;
+                read += n;
+                after = rows.last().map_or(after, |(seq, _)| *seq);
+                let candidates: Vec<Candidate> = rows
+                    .iter()
+                    .filter(|(_, job)| !self.active.contains_key(&job.job_id))
+                    .map(|(_, job)| Candidate {
+                        job_id: job.job_id.clone(),
+                        needs: job.spec.container.resources,
+                    })
+                    .collect();
+                plan.extend(plan_queue(queue, &environments, &mut used, &candidates));
+                jobs.extend(rows.into_iter().map(|(_, job)| (job.job_id.clone(), job)));
+                if n < limit {
+                    break;
+                }
+                page = page.saturating_mul(4);
+            }
+        }
         if plan.is_empty() {
             return Ok(0);
         }
@@ -182,16 +199,10 @@ impl Dispatcher {
                 }
             })
             .collect();
-        let applied = match self.store.apply_transitions(&transitions, now).await {
-            Ok(applied) => applied,
-            Err(error) => {
-                // Nothing was placed: what the plan reserved is free again.
-                for placement in &plan {
-                    self.release(&placement.environment, &placement.reserved);
-                }
-                return Err(error.into());
-            }
-        };
+        // Nothing is reserved until the placements are committed: a failed write leaves the
+        // capacity in use as it was.
+        let applied = self.store.apply_transitions(&transitions, now).await?;
+        self.used = used;
         let mut started = 0;
         for ((placement, transition), applied) in plan.into_iter().zip(&transitions).zip(applied) {
             if !applied {
@@ -211,18 +222,6 @@ impl Dispatcher {
             started += 1;
         }
         Ok(started)
-    }
-
-    /// Whether any environment of the queue has some vCPU and some memory free: without both, no
-    /// job can be placed, and reading the queue's head would be wasted work.
-    pub(super) fn queue_has_room(&self, queue: &JobQueue) -> bool {
-        queue.compute_environments.iter().any(|name| {
-            self.environments.get(name).is_some_and(|environment| {
-                let in_use = self.used.get(name).copied().unwrap_or_default();
-                let free = environment.capacity.saturating_minus(&in_use);
-                free.vcpu_millis > 0 && free.memory_mib > 0
-            })
-        })
     }
 
     pub(super) fn release(&mut self, environment: &EnvironmentName, reserved: &Resources) {

@@ -308,23 +308,29 @@ impl Store {
         Ok(found)
     }
 
-    /// The oldest RUNNABLE jobs of a queue that may be placed at `now`, in submission order.
+    /// The oldest RUNNABLE jobs of a queue that may be placed at `now`, in submission order,
+    /// after the job of `after_seq` (0: from the head), each with its place in that order.
     pub async fn runnable_jobs(
         &self,
         queue: &QueueName,
+        after_seq: i64,
         limit: u32,
         now: i64,
-    ) -> Result<Vec<Job>, StoreError> {
+    ) -> Result<Vec<(i64, Job)>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'RUNNABLE' AND job_queue = $1 \
-             AND (runnable_after IS NULL OR runnable_after <= $3) ORDER BY seq LIMIT $2"
+             AND seq > $4 AND (runnable_after IS NULL OR runnable_after <= $3) \
+             ORDER BY seq LIMIT $2"
         ))
         .bind(queue.as_str())
         .bind(i64::from(limit))
         .bind(now)
+        .bind(after_seq)
         .fetch_all(&self.read)
         .await?;
-        rows.iter().map(job_from_row).collect()
+        rows.iter()
+            .map(|row| Ok((row.try_get("seq")?, job_from_row(row)?)))
+            .collect()
     }
 
     /// The shares with RUNNABLE jobs in a queue; `None` for jobs submitted without one (before
