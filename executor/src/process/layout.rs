@@ -101,12 +101,26 @@ impl AttemptDir {
     }
 }
 
-/// Writes `value` as JSON so that readers see either the old file or the whole new one.
+/// Writes `value` as JSON so that readers see either the old file or the whole new one. Not
+/// flushed to the disk: for records that matter only while the machine runs (what to run, the
+/// work's pid), which a server `kill -9` leaves intact in the page cache.
 pub fn write_json_atomically<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_json(path, value, false)
+}
+
+/// As `write_json_atomically`, and on the disk before it returns: for the exit record, the
+/// outcome of work that has already run.
+pub fn write_json_durably<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    write_json(path, value, true)
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T, durable: bool) -> io::Result<()> {
     let temporary = path.with_extension("tmp");
     let mut file = fs::File::create(&temporary)?;
     file.write_all(&serde_json::to_vec(value).map_err(io::Error::other)?)?;
-    file.sync_all()?;
+    if durable {
+        file.sync_all()?;
+    }
     fs::rename(&temporary, path)
 }
 

@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -30,7 +29,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{self, BoxStream, StreamExt};
-use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{getpgid, Pid};
 use tokio::sync::watch;
@@ -98,25 +96,20 @@ impl ProcessExecutor {
         let shim_log_err = shim_log
             .try_clone()
             .map_err(|e| io_error(&dir.shim_log(), e))?;
-        let lock_fd = lock.as_raw_fd();
         let mut command = tokio::process::Command::new(&self.config.shim_program);
+        // The locked descriptor goes to the shim as its standard input, and the shim leads a
+        // process group of its own (out of reach of a terminal's signals to the server's group):
+        // both without code between fork and exec, so the standard library starts the shim with
+        // posix_spawn instead of copying the server's address space with fork.
         command
             .args(&self.config.shim_arguments)
             .arg(&dir.path)
             .arg("--lock-fd")
-            .arg(lock_fd.to_string())
-            .stdin(Stdio::null())
+            .arg("0")
+            .stdin(Stdio::from(lock))
             .stdout(shim_log)
-            .stderr(shim_log_err);
-        // SAFETY: between fork and exec only async-signal-safe calls are made (setsid, fcntl).
-        unsafe {
-            command.pre_exec(move || {
-                // A session of its own: the shim survives the server and its terminal.
-                nix::unistd::setsid().map_err(io::Error::from)?;
-                fcntl(lock_fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(io::Error::from)?;
-                Ok(())
-            });
-        }
+            .stderr(shim_log_err)
+            .process_group(0);
         let mut child = command
             .spawn()
             .map_err(|error| ExecutorError::Unavailable {

@@ -22,7 +22,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 
-use super::layout::{write_json_atomically, AttemptDir, ExitRecord, Frame};
+use super::layout::{write_json_atomically, write_json_durably, AttemptDir, ExitRecord, Frame};
 use crate::OutputStream;
 
 /// Runs the attempt in `dir` to completion. `lock_fd` is the inherited descriptor of `dir/lock`,
@@ -178,7 +178,7 @@ fn start_failure(reason: String) -> ExitRecord {
 }
 
 fn record_exit(attempt: &AttemptDir, record: ExitRecord, lock: File) -> io::Result<()> {
-    write_json_atomically(&attempt.exit(), &record)?;
+    write_json_durably(&attempt.exit(), &record)?;
     drop(lock);
     Ok(())
 }

@@ -259,6 +259,9 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         AnyPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(Duration::from_secs(60))
+            // A connection to a local file cannot go stale; the round trip sqlx makes to check
+            // one before lending it would only cost every query.
+            .test_before_acquire(false)
             .after_release(|connection, _| Box::pin(released_cleanly(connection)))
             .after_connect(|connection, _| {
                 Box::pin(async move {
