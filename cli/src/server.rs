@@ -61,14 +61,21 @@ pub(crate) async fn serve(
         .log_internal_errors(false)
         .init();
     let data_dir = data_dir.unwrap_or_else(default_data_dir);
-    let shim_program =
+    let executable =
         std::env::current_exe().context("cannot find the batchctl executable for attempt shims")?;
+    // The small `batchctl-shim` beside this executable when it is installed, else `batchctl shim`.
+    let small_shim = executable.with_file_name("batchctl-shim");
+    let (shim_program, shim_arguments) = if small_shim.is_file() {
+        (small_shim, Vec::new())
+    } else {
+        (executable, vec![OsString::from("shim")])
+    };
     let config = batchctl_scheduler::server::ServerConfig {
         listen,
         data_dir,
         database_url,
         shim_program,
-        shim_arguments: vec![OsString::from("shim")],
+        shim_arguments,
         dispatcher: batchctl_scheduler::dispatcher::DispatcherConfig {
             kill_grace: settings.kill_grace,
             poll_interval: settings.poll_interval,
