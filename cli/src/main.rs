@@ -719,16 +719,14 @@ fn preview(
 /// Polls until the job ends: every 25 ms for the first 2 s, so short jobs are seen at once, then
 /// backing off to every 500 ms so long waits cost the server little.
 async fn wait_for_job(client: &Client, job_id: &str) -> anyhow::Result<Value> {
-    let started = std::time::Instant::now();
-    let mut delay = Duration::from_millis(25);
+    // The server answers as soon as the job has finished, or after the timeout with the job as
+    // it is then; ask again until it has finished.
     loop {
-        let job = client.get(&format!("/v1/jobs/{job_id}")).await?;
+        let job = client
+            .get(&format!("/v1/jobs/{job_id}/wait?timeoutSeconds=30"))
+            .await?;
         if matches!(job["status"].as_str(), Some("SUCCEEDED" | "FAILED")) {
             return Ok(job);
-        }
-        tokio::time::sleep(delay).await;
-        if started.elapsed() > Duration::from_secs(2) {
-            delay = (delay * 2).min(Duration::from_millis(500));
         }
     }
 }

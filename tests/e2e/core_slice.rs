@@ -550,3 +550,56 @@ fn server_apply_files_declare_resources_and_a_bad_one_stops_the_server() {
         "{text}"
     );
 }
+
+/// `GET /v1/jobs/{id}/wait` (what `submit --wait` uses): answers with the job as it is when the
+/// timeout passes, at once when the job ends, and refuses a timeout out of range by name.
+#[test]
+fn a_wait_answers_when_the_job_ends_or_its_timeout_passes() {
+    let server = Server::start(None);
+    server.apply_examples();
+    let job_id = server.submit_script("sleep 3");
+    let wait = |query: &str| {
+        let output = Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}"])
+            .arg(format!("{}/v1/jobs/{job_id}/wait{query}", server.url))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+
+    let started = Instant::now();
+    let (code, body) = wait("?timeoutSeconds=1");
+    assert_eq!(code, "200", "{body}");
+    let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        !matches!(job["status"].as_str(), Some("SUCCEEDED" | "FAILED")),
+        "the job sleeps for 3 s: {job:#}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1), "it waited");
+
+    let (code, body) = wait("?timeoutSeconds=60");
+    assert_eq!(code, "200", "{body}");
+    let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(job["status"], "SUCCEEDED", "{job:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "answered when the job ended, not at the timeout"
+    );
+
+    let (code, body) = wait("?timeoutSeconds=0");
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("timeoutSeconds"), "{body}");
+    let (code, body) = wait("?timeoutSeconds=61");
+    assert_eq!(code, "400", "{body}");
+    let (code, body) = wait("?until=done");
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("until"), "{body}");
+    let output = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("{}/v1/jobs/no-such-job/wait", server.url))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "404");
+}

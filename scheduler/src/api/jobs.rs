@@ -181,6 +181,62 @@ pub(super) async fn describe_job(
     Ok(Json(job_view(&state.store, &job).await?))
 }
 
+/// The most a wait holds its answer; a client waiting longer asks again.
+const MAX_WAIT_SECONDS: u64 = 60;
+/// How often a wait looks at the job without being told (an end committed by another server,
+/// or by a bulk move such as a dependency failing).
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `GET /v1/jobs/{id}/wait?timeoutSeconds=N`: the job once it has finished (SUCCEEDED or FAILED),
+/// or as it is after N seconds (default 30, at most 60). Holds a stream slot while it waits.
+pub(super) async fn wait_for_job(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<JobView>, ApiError> {
+    let mut query = QueryParameters(query);
+    let timeout = query.take("timeoutSeconds");
+    query.finish("timeoutSeconds")?;
+    let seconds = match timeout {
+        None => 30,
+        Some(text) => text
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=MAX_WAIT_SECONDS).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(FieldError::new(
+                    "timeoutSeconds",
+                    format!(
+                        "{text:?} is not a whole number of seconds from 1 to {MAX_WAIT_SECONDS}"
+                    ),
+                ))
+            })?,
+    };
+    let _slot = stream_slot(&state, &headers)?;
+    let job_id = JobId(job_id);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let registration = state.store.wait_for_finish(&job_id);
+    loop {
+        // Told of ends committed from here on, before the read, so none is missed in between.
+        let told = registration.notified();
+        let job = state
+            .store
+            .job(&job_id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
+        let now = tokio::time::Instant::now();
+        if job.status.is_terminal() || now >= deadline {
+            return Ok(Json(job_view(&state.store, &job).await?));
+        }
+        let look_again = deadline.min(now + WAIT_POLL);
+        tokio::select! {
+            () = told => {}
+            () = tokio::time::sleep_until(look_again) => {}
+        }
+    }
+}
+
 /// Jobs as the API shows them, with each array parent's `statusSummary` (one query for all).
 pub(super) async fn job_views(
     store: &Store,

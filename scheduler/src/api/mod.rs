@@ -126,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{job_id}/terminate", post(terminate))
         .route("/v1/jobs/{job_id}/logs", get(logs))
         .route("/v1/jobs/{job_id}/why", get(why))
+        .route("/v1/jobs/{job_id}/wait", get(wait_for_job))
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see the API section of the README")
         })

@@ -12,6 +12,7 @@
 //!   in the pool instead of failing with SQLITE_BUSY; reads use their own connections (WAL mode).
 
 mod events;
+mod finish_waits;
 mod jobs;
 mod lease;
 mod logs;
@@ -27,6 +28,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+
+pub use finish_waits::FinishWait;
+use finish_waits::FinishWaits;
 use sqlx::{AnyPool, Executor};
 
 pub use events::{BusEvent, StoredRule, WatchGuard};
@@ -178,6 +182,8 @@ pub struct Store {
     watchers: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// On a leader's store, the term its job-moving writes are fenced by (see `lease`).
     fence: Option<std::sync::Arc<Fence>>,
+    /// Who waits here for jobs to finish; told after each commit that finishes jobs.
+    finish_waits: FinishWaits,
 }
 
 impl Store {
@@ -212,6 +218,7 @@ impl Store {
                     job_events_wanted: Default::default(),
                     watchers: Default::default(),
                     fence: None,
+                    finish_waits: FinishWaits::default(),
                 }
             }
         };
@@ -244,6 +251,11 @@ impl Store {
             }
             Dialect::Postgres => Ok("ok".into()),
         }
+    }
+
+    /// Registers for the end of `job_id` as this process commits it (see `finish_waits`).
+    pub fn wait_for_finish(&self, job_id: &crate::core::model::JobId) -> FinishWait {
+        self.finish_waits.register(job_id)
     }
 
     /// A cheap round trip, for health checks.
@@ -287,6 +299,7 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         job_events_wanted: Default::default(),
         watchers: Default::default(),
         fence: None,
+        finish_waits: FinishWaits::default(),
     })
 }
 

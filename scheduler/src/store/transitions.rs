@@ -172,6 +172,13 @@ impl Store {
             insert_attempts(&mut transaction, self.dialect, &ended).await?;
         }
         transaction.commit().await?;
+        self.finish_waits.announce(
+            transitions
+                .iter()
+                .zip(&applied)
+                .filter(|(transition, applied)| **applied && transition.to.is_terminal())
+                .map(|(transition, _)| &transition.job_id),
+        );
         Ok(applied)
     }
 }
