@@ -2,9 +2,8 @@
 
 mod client;
 mod output;
-mod server;
+mod server_args;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use serde_json::{json, Value};
 
 use client::Client;
 use output::Format;
-use server::{process_executor_setting, serve, ServeSettings};
+use server_args::ServerArgs;
 
 #[derive(Parser)]
 #[command(
@@ -41,55 +40,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the scheduler and its HTTP API.
-    Server {
-        #[arg(long, env = "BATCHCTL_LISTEN", default_value = "127.0.0.1:7700")]
-        listen: SocketAddr,
-        /// Where the embedded database, attempt records and logs live.
-        #[arg(long, env = "BATCHCTL_DATA_DIR")]
-        data_dir: Option<PathBuf>,
-        /// Use Postgres (postgres://…) instead of the embedded SQLite database.
-        #[arg(long, env = "BATCHCTL_DATABASE_URL")]
-        database_url: Option<String>,
-        /// Seconds between asking an attempt to stop and killing it.
-        #[arg(long, default_value_t = 10)]
-        kill_grace_seconds: u64,
-        /// API tokens, one `SCOPE TOKEN` per line (scopes: read, submit, admin). Required when
-        /// listening on a non-loopback address. BATCHCTL_TOKENS may hold the same lines.
-        #[arg(long, env = "BATCHCTL_TOKENS_FILE")]
-        tokens_file: Option<PathBuf>,
-        /// Hours events, rule deliveries and sent notifications are kept (dead letters stay).
-        #[arg(long, default_value_t = 168)]
-        event_retention_hours: u64,
-        /// Postgres only: seconds the leader lease lasts without renewal. Several servers may share
-        /// one Postgres database; one leads (dispatches and fires schedules), the others serve the
-        /// API and take over within this long after the leader dies.
-        #[arg(long, env = "BATCHCTL_LEASE_TTL_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=600))]
-        lease_ttl_seconds: u64,
-        /// This server's name in the leader lease; the host name, pid and a random suffix by
-        /// default (in Kubernetes, the pod's host name is its name).
-        #[arg(long, env = "BATCHCTL_REPLICA_ID")]
-        replica_id: Option<String>,
-        /// Manifests (YAML or JSON, as for `apply -f`) applied at every start before anything runs;
-        /// may be given more than once. An invalid file stops the server.
-        #[arg(long = "apply", value_name = "FILE")]
-        apply: Vec<PathBuf>,
-        /// Seconds between the leader's looks at the store for changes no wake-up announced.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        poll_interval_seconds: u64,
-        /// A network (CIDR, e.g. 10.20.0.0/16) notifications may reach although it is loopback,
-        /// link-local or private, which they may not by default; may be given more than once.
-        #[arg(long = "notification-allow-cidr", value_name = "CIDR")]
-        notification_allow_cidr: Vec<ipnet::IpNet>,
-        /// Allow `type: process` compute environments, which run each job's command as a host
-        /// process. On by default only on a loopback address without tokens (a laptop).
-        #[arg(long, env = "BATCHCTL_ENABLE_PROCESS_EXECUTOR")]
-        enable_process_executor: bool,
-        /// Who process jobs run as: a user NAME or UID[:GID]. Default: `nobody` when the server
-        /// runs as root, else the server's own user.
-        #[arg(long, env = "BATCHCTL_PROCESS_USER", value_name = "USER")]
-        process_user: Option<String>,
-    },
+    /// Run the scheduler and its HTTP API (the `batchctl-server` program beside this one).
+    Server(ServerArgs),
     /// Create or update compute environments, job queues and job definitions from a file.
     Apply {
         /// A YAML (several documents) or JSON file; `-` reads standard input.
@@ -362,6 +314,9 @@ fn main() -> ExitCode {
     if let Command::Rules(RulesCommand::Test { pattern, event }) = &cli.command {
         return rules_test(pattern, event);
     }
+    if let Command::Server(_) = &cli.command {
+        return exec_server();
+    }
     if let Command::Shim { dir, lock_fd } = &cli.command {
         // The shim must stay small and synchronous: no runtime, no logging set-up.
         return match batchctl_executor::process::shim::run(dir, *lock_fd) {
@@ -388,59 +343,45 @@ fn main() -> ExitCode {
     }
 }
 
+/// `batchctl server …`: hands over to `batchctl-server` beside this program, with the arguments
+/// after `server` (clap has checked them already), keeping this process's id and descriptors.
+fn exec_server() -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let program = match std::env::current_exe() {
+        Ok(path) => path.with_file_name("batchctl-server"),
+        Err(error) => {
+            eprintln!("error: cannot find the batchctl executable: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut arguments = std::env::args_os().skip(1).peekable();
+    // Global options may come before `server`; those that take a value take the next argument.
+    let mut before: Vec<std::ffi::OsString> = Vec::new();
+    while let Some(argument) = arguments.next() {
+        if argument == "server" {
+            break;
+        }
+        let takes_value = argument == "--server" || argument == "-o" || argument == "--output";
+        before.push(argument);
+        if takes_value {
+            before.extend(arguments.next());
+        }
+    }
+    let error = std::process::Command::new(&program)
+        .args(arguments)
+        .args(before)
+        .exec();
+    eprintln!(
+        "error: cannot run {}: {error}; install batchctl-server beside batchctl (both are built by `cargo install --path cli`)",
+        program.display()
+    );
+    ExitCode::FAILURE
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = Client::new(&cli.server)?;
     let format = cli.output;
     match cli.command {
-        Command::Server {
-            listen,
-            data_dir,
-            database_url,
-            kill_grace_seconds,
-            tokens_file,
-            event_retention_hours,
-            lease_ttl_seconds,
-            replica_id,
-            apply,
-            poll_interval_seconds,
-            notification_allow_cidr,
-            enable_process_executor,
-            process_user,
-        } => {
-            let mut text = match &tokens_file {
-                Some(path) => std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read the tokens file {}", path.display()))?,
-                None => String::new(),
-            };
-            if let Ok(more) = std::env::var("BATCHCTL_TOKENS") {
-                text.push('\n');
-                text.push_str(&more);
-            }
-            let tokens = batchctl_scheduler::core::auth::Tokens::parse(&text)
-                .map_err(|error| anyhow::anyhow!("API tokens: {error}"))?;
-            let process_executor = process_executor_setting(
-                enable_process_executor || (listen.ip().is_loopback() && tokens.is_empty()),
-                process_user.as_deref(),
-            )?;
-            let settings = ServeSettings {
-                kill_grace: Duration::from_secs(kill_grace_seconds),
-                tokens,
-                event_retention: Duration::from_secs(event_retention_hours * 3600),
-                lease: batchctl_scheduler::leadership::LeaseSettings {
-                    holder: replica_id.unwrap_or_else(
-                        batchctl_scheduler::leadership::LeaseSettings::default_holder,
-                    ),
-                    ttl: Duration::from_secs(lease_ttl_seconds),
-                },
-                apply_files: apply,
-                poll_interval: Duration::from_secs(poll_interval_seconds),
-                notification_policy: batchctl_scheduler::core::endpoint_policy::EndpointPolicy::new(
-                    notification_allow_cidr,
-                ),
-                process_executor,
-            };
-            serve(listen, data_dir, database_url, settings).await?;
-        }
         Command::Apply { file } => {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
@@ -651,6 +592,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output::print_job(&job, format)?;
         }
         Command::Shim { .. }
+        | Command::Server(_)
         | Command::Schedule(ScheduleCommand::Preview { .. })
         | Command::Rules(RulesCommand::Test { .. }) => {
             unreachable!("handled before the runtime starts")

@@ -68,7 +68,10 @@ pub(crate) async fn serve(
     let (shim_program, shim_arguments) = if small_shim.is_file() {
         (small_shim, Vec::new())
     } else {
-        (executable, vec![OsString::from("shim")])
+        (
+            executable.with_file_name("batchctl"),
+            vec![OsString::from("shim")],
+        )
     };
     let config = batchctl_scheduler::server::ServerConfig {
         listen,
