@@ -1,7 +1,7 @@
 # The batchctl server image, for the Helm chart (charts/batchctl). Multi-stage: the build stage
 # compiles the programs (batchctl; batchctl-server, which `batchctl server` runs; batchctl-shim,
-# which supervises each process attempt); the runtime stage is distroless (glibc, no shell) and runs as non-root uid 65532, as the chart's pod
-# security context expects. SQLite is compiled in.
+# which supervises each process attempt); the runtime stage is distroless (glibc, no shell) and runs
+# as non-root uid 65532, as the chart's pod security context expects. SQLite is compiled in.
 #
 #   docker build -t batchctl:0.1.0 .
 FROM rust:1-bookworm AS build
