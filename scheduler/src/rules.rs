@@ -141,7 +141,9 @@ impl RuleRunner {
         let values = input_values(&rule.input_paths, &event.envelope);
         let request = transformed(&stored.target, &values);
         let now = now_millis();
-        match crate::submission::build_from_store(&self.store, &request, now).await? {
+        match crate::submission::build_from_store(&self.store, &request, None, now, "target.")
+            .await?
+        {
             Ok(mut job) => {
                 job.spec
                     .container

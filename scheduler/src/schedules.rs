@@ -302,7 +302,7 @@ impl ScheduleRunner {
         let request = with_scheduled_time(&stored.target, &scheduled_time);
         let now = self.clock.now().timestamp_millis();
         Ok(
-            crate::submission::build_from_store(&self.store, &request, now)
+            crate::submission::build_from_store(&self.store, &request, None, now, "target.")
                 .await?
                 .map(|mut job| {
                     job.spec

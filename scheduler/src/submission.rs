@@ -1,48 +1,52 @@
 //! Building a SUBMITTED job from a SubmitJob request against what the store holds: the path the
-//! schedule and rule runners share (the HTTP handler does the same, answering with field errors).
+//! HTTP handler, the schedule runner and the rule runner share. Queues, definitions and compute
+//! environments come from the store's short-lived cache (`store::resource_cache`).
 
 use crate::core::model::{DefinitionRef, Job, JobId, QueueName};
 use crate::manifest::{build_job, FieldError, SubmitContext, SubmitJobRequest};
 use crate::store::{Store, StoreError};
 
 /// The job `request` asks for, or why it cannot be built (the request's fault: a queue or
-/// definition that does not exist, a bad override). The outer error is the store's.
+/// definition that does not exist, a bad override), its fields named after `field_prefix`
+/// (`""` for an API request, `"target."` for a schedule's or rule's target). The outer error is
+/// the store's.
 pub async fn build_from_store(
     store: &Store,
     request: &SubmitJobRequest,
+    idempotency_key: Option<String>,
     now: i64,
+    field_prefix: &str,
 ) -> Result<Result<Job, FieldError>, StoreError> {
-    let Ok(queue_name) = QueueName::try_from(request.job_queue.clone()) else {
-        return Ok(Err(FieldError::new(
-            "target.jobQueue",
-            "is not a queue name",
-        )));
+    let field = |name: &str| format!("{field_prefix}{name}");
+    let queue_name = match QueueName::try_from(request.job_queue.clone()) {
+        Ok(name) => name,
+        Err(message) => return Ok(Err(FieldError::new(field("jobQueue"), message))),
     };
-    let Some(queue) = store.job_queue(&queue_name).await? else {
+    let Some(queue) = store.job_queue_for_submit(&queue_name).await? else {
         return Ok(Err(FieldError::new(
-            "target.jobQueue",
-            format!("queue \"{queue_name}\" does not exist"),
+            field("jobQueue"),
+            format!("queue \"{queue_name}\" does not exist; see `batchctl get queues`"),
         )));
     };
     let definition = match DefinitionRef::parse(&request.job_definition) {
-        Ok(reference) => store.job_definition(&reference).await?,
-        Err(message) => return Ok(Err(FieldError::new("target.jobDefinition", message))),
+        Ok(reference) => store.job_definition_for_submit(&reference).await?,
+        Err(message) => return Ok(Err(FieldError::new(field("jobDefinition"), message))),
     };
     let Some(definition) = definition else {
         return Ok(Err(FieldError::new(
-            "target.jobDefinition",
+            field("jobDefinition"),
             format!(
-                "job definition \"{}\" does not exist",
+                "job definition \"{}\" does not exist; see `batchctl get definitions`",
                 request.job_definition
             ),
         )));
     };
-    let environments = store.compute_environments().await?;
+    let environments = store.compute_environments_for_submit().await?;
     let context = SubmitContext {
         definition: &definition.definition,
         queue: &queue,
         environments: &environments,
     };
     let job_id = JobId(uuid::Uuid::new_v4().to_string());
-    Ok(build_job(request, &context, job_id, None, now))
+    Ok(build_job(request, &context, job_id, idempotency_key, now))
 }

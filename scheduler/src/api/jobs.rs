@@ -24,44 +24,16 @@ pub(super) async fn submit(
         ),
         None => None,
     };
-    let queue_name = QueueName::try_from(request.job_queue.clone())
-        .map_err(|m| ApiError::invalid(FieldError::new("jobQueue", m)))?;
-    let definition_ref = DefinitionRef::parse(&request.job_definition)
-        .map_err(|m| ApiError::invalid(FieldError::new("jobDefinition", m)))?;
-    let queue = state.store.job_queue(&queue_name).await?.ok_or_else(|| {
-        ApiError::invalid(FieldError::new(
-            "jobQueue",
-            format!("queue \"{queue_name}\" does not exist; see `batchctl get queues`"),
-        ))
-    })?;
-    let definition = state
-        .store
-        .job_definition(&definition_ref)
-        .await?
-        .ok_or_else(|| {
-            ApiError::invalid(FieldError::new(
-                "jobDefinition",
-                format!(
-                    "job definition \"{}\" does not exist; see `batchctl get definitions`",
-                    request.job_definition
-                ),
-            ))
-        })?;
-    let environments = state.store.compute_environments().await?;
-    let context = SubmitContext {
-        definition: &definition.definition,
-        queue: &queue,
-        environments: &environments,
-    };
-    let job_id = JobId(uuid::Uuid::new_v4().to_string());
-    let job = build_job(
+    let job = crate::submission::build_from_store(
+        &state.store,
         &request,
-        &context,
-        job_id.clone(),
         idempotency_key,
         now_millis(),
+        "",
     )
+    .await?
     .map_err(ApiError::invalid)?;
+    let job_id = job.job_id.clone();
     let named: Vec<JobId> = job
         .spec
         .depends_on

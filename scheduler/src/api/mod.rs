@@ -37,9 +37,9 @@ use views::{JobView, Page, ResourceView};
 
 use crate::aws_compat;
 use crate::control::{stop_job, StopMode};
-use crate::core::model::{DefinitionName, DefinitionRef, JobId, JobStatus, QueueName};
+use crate::core::model::{DefinitionName, JobId, JobStatus, QueueName};
 use crate::dispatcher::DispatcherHandle;
-use crate::manifest::{self, build_job, FieldError, Kind, SubmitContext, SubmitJobRequest};
+use crate::manifest::{self, FieldError, Kind, SubmitJobRequest};
 use crate::rules::RuleHandle;
 use crate::schedules::ScheduleRunner;
 use crate::store::{now_millis, JobFilter, Store};

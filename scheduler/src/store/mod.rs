@@ -17,6 +17,7 @@ mod jobs;
 mod lease;
 mod logs;
 mod notifications;
+mod resource_cache;
 mod resources;
 mod schedules;
 mod sql;
@@ -31,6 +32,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 pub use finish_waits::FinishWait;
 use finish_waits::FinishWaits;
+pub use resource_cache::FRESH_FOR;
 use sqlx::{AnyPool, Executor};
 
 pub use events::{BusEvent, StoredRule, WatchGuard};
@@ -184,6 +186,8 @@ pub struct Store {
     fence: Option<std::sync::Arc<Fence>>,
     /// Who waits here for jobs to finish; told after each commit that finishes jobs.
     finish_waits: FinishWaits,
+    /// What submits read, kept briefly; emptied by every apply (see `resource_cache`).
+    resource_cache: resource_cache::ResourceCache,
 }
 
 impl Store {
@@ -219,6 +223,7 @@ impl Store {
                     watchers: Default::default(),
                     fence: None,
                     finish_waits: FinishWaits::default(),
+                    resource_cache: Default::default(),
                 }
             }
         };
@@ -300,6 +305,7 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         watchers: Default::default(),
         fence: None,
         finish_waits: FinishWaits::default(),
+        resource_cache: Default::default(),
     })
 }
 

@@ -156,6 +156,7 @@ impl Store {
             });
         }
         transaction.commit().await?;
+        self.resource_cache.invalidate();
         Ok(applied)
     }
 

@@ -119,10 +119,48 @@ impl Store {
     /// Inserts jobs in one transaction, many rows per statement. A job whose idempotency key is
     /// already taken is not inserted; the job that holds the key is returned in its place.
     pub async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Job>, StoreError> {
+        // Plain jobs that fit one statement need no transaction: the statement is atomic by
+        // itself, and the two round trips of BEGIN and COMMIT were most of a submit's write.
+        let plain = jobs.len() <= ROWS_PER_STATEMENT
+            && jobs
+                .iter()
+                .all(|job| job.spec.array_size.is_none() && job.spec.depends_on.is_empty());
+        if plain {
+            let sql = insert_sql(self.dialect, jobs.len());
+            let inserted = bind_jobs(sqlx::query(&sql), jobs)?
+                .fetch_all(&self.write)
+                .await?
+                .iter()
+                .map(|row| row.try_get::<String, _>(0))
+                .collect::<Result<std::collections::HashSet<String>, _>>()?;
+            let mut stored = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                if inserted.contains(&job.job_id.0) {
+                    stored.push(job.clone());
+                } else {
+                    stored.push(self.job_holding_key(&self.write, job).await?);
+                }
+            }
+            return Ok(stored);
+        }
         let mut transaction = self.write.begin().await?;
         let stored = self.insert_jobs_in(&mut transaction, jobs).await?;
         transaction.commit().await?;
         Ok(stored)
+    }
+
+    /// The job stored under `job`'s idempotency key (which a conflict showed is taken).
+    async fn job_holding_key<'e, E>(&self, executor: E, job: &Job) -> Result<Job, StoreError>
+    where
+        E: sqlx::Executor<'e, Database = Any>,
+    {
+        let row = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"
+        ))
+        .bind(job.idempotency_key.as_deref())
+        .fetch_one(executor)
+        .await?;
+        job_from_row(&row)
     }
 
     /// Runs `record` (an `INSERT … ON CONFLICT DO NOTHING` of the row that makes an action happen
@@ -150,37 +188,10 @@ impl Store {
         transaction: &mut Transaction<'static, Any>,
         jobs: &[NewJob],
     ) -> Result<Vec<Job>, StoreError> {
-        const COLUMNS: usize = 14;
         let mut inserted = std::collections::HashSet::new();
         for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
-            let sql = format!(
-                "INSERT INTO jobs (job_id, job_name, job_queue, status, spec, vcpu_millis, \
-                 memory_mib, gpus, created_at, idempotency_key, updated_at, array_size, \
-                 share_identifier, scheduling_priority) VALUES {} \
-                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING job_id",
-                placeholders(self.dialect, chunk.len(), COLUMNS, 1)
-            );
-            let mut query = sqlx::query(&sql);
-            for job in chunk {
-                let spec = serde_json::to_string(&job.spec)
-                    .map_err(|e| StoreError::corrupt("job spec", e))?;
-                let resources = &job.spec.container.resources;
-                query = query
-                    .bind(job.job_id.0.clone())
-                    .bind(job.job_name.to_string())
-                    .bind(job.queue.to_string())
-                    .bind(job.status.as_str())
-                    .bind(spec)
-                    .bind(resources.vcpu_millis as i64)
-                    .bind(resources.memory_mib as i64)
-                    .bind(resources.gpus as i64)
-                    .bind(job.created_at)
-                    .bind(job.idempotency_key.clone())
-                    .bind(job.created_at)
-                    .bind(job.spec.array_size.map(i64::from))
-                    .bind(job.spec.share_identifier.clone())
-                    .bind(job.spec.scheduling_priority);
-            }
+            let sql = insert_sql(self.dialect, chunk.len());
+            let query = bind_jobs(sqlx::query(&sql), chunk)?;
             for row in query.fetch_all(&mut **transaction).await? {
                 inserted.insert(row.try_get::<String, _>(0)?);
             }
@@ -227,13 +238,7 @@ impl Store {
                 stored.push(job.clone());
                 continue;
             }
-            let row = sqlx::query(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"
-            ))
-            .bind(job.idempotency_key.as_deref())
-            .fetch_one(&mut **transaction)
-            .await?;
-            stored.push(job_from_row(&row)?);
+            stored.push(self.job_holding_key(&mut **transaction, job).await?);
         }
         Ok(stored)
     }
@@ -292,6 +297,45 @@ async fn insert_array_children(
         .await?;
     }
     Ok(())
+}
+
+/// `INSERT` of `rows` jobs (bound by `bind_jobs`), returning the ids of those inserted.
+fn insert_sql(dialect: super::Dialect, rows: usize) -> String {
+    const COLUMNS: usize = 14;
+    format!(
+        "INSERT INTO jobs (job_id, job_name, job_queue, status, spec, vcpu_millis, \
+         memory_mib, gpus, created_at, idempotency_key, updated_at, array_size, \
+         share_identifier, scheduling_priority) VALUES {} \
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING job_id",
+        placeholders(dialect, rows, COLUMNS, 1)
+    )
+}
+
+fn bind_jobs<'q>(
+    mut query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
+    jobs: &[NewJob],
+) -> Result<sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>, StoreError> {
+    for job in jobs {
+        let spec =
+            serde_json::to_string(&job.spec).map_err(|e| StoreError::corrupt("job spec", e))?;
+        let resources = &job.spec.container.resources;
+        query = query
+            .bind(job.job_id.0.clone())
+            .bind(job.job_name.to_string())
+            .bind(job.queue.to_string())
+            .bind(job.status.as_str())
+            .bind(spec)
+            .bind(resources.vcpu_millis as i64)
+            .bind(resources.memory_mib as i64)
+            .bind(resources.gpus as i64)
+            .bind(job.created_at)
+            .bind(job.idempotency_key.clone())
+            .bind(job.created_at)
+            .bind(job.spec.array_size.map(i64::from))
+            .bind(job.spec.share_identifier.clone())
+            .bind(job.spec.scheduling_priority);
+    }
+    Ok(query)
 }
 
 fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
