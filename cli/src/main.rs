@@ -327,12 +327,14 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    // One thread: a client command waits on the network, and starting worker threads (and
+    // reading the cgroup's CPU quota to size them) cost more than the command's own work.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
     let result = runtime.block_on(run(cli));
-    // Dropping the runtime would wait for every blocking task, and a process attempt's `wait`
-    // blocks (on its shim's lock) until the attempt ends: a stopped server would linger, holding
-    // its data directory, for as long as its longest job. Attempts outlive the server by design
-    // and are adopted at its next start, so what still blocks is left behind.
+    // Reading standard input (`apply -f -`) may still block a thread at an error; do not wait.
     runtime.shutdown_timeout(Duration::from_millis(500));
     match result {
         Ok(code) => code,
