@@ -4,54 +4,34 @@
 //! - batch: N trivial containers at concurrency 8 (the environment has 8 vCPUs, jobs take 1) vs N
 //!   `docker run --rm` from 8 parallel workers.
 //!
-//! The image is built locally from Debian's busybox-static (no registry needed).
+//! The image is built locally from Debian's busybox-static (no registry needed). The last line is
+//! one JSON object.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use support::{argument, median, time, Server};
 
 const IMAGE: &str = "batchctl-test/busybox:latest";
 const CONCURRENCY: usize = 8;
 
 fn main() {
-    let arguments: Vec<String> = std::env::args().collect();
-    let value = |name: &str| {
-        arguments
-            .iter()
-            .position(|a| a == name)
-            .and_then(|i| arguments.get(i + 1))
-            .and_then(|v| v.parse().ok())
-    };
-    let runs: usize = value("--runs").unwrap_or(5);
-    let jobs: usize = value("--jobs").unwrap_or(200);
+    let runs: usize = argument("--runs").unwrap_or(5);
+    let jobs: usize = argument("--jobs").unwrap_or(200);
     build_image();
     let data_dir = tempfile::tempdir().unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_batchctl"))
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir.path())
-        .env("BATCHCTL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("batchctl server listening on ")
-        .expect("server started")
-        .to_string();
+    let server = Server::start(data_dir.path(), None);
+    let url = server.url.clone();
     let manifest = format!(
         "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {{name: bench}}\nspec: {{type: docker, maxVcpus: {CONCURRENCY}, maxMemoryMiB: 65536}}\n---\n\
          apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {{name: bench}}\nspec: {{priority: 1, computeEnvironmentOrder: [{{order: 1, computeEnvironment: bench}}]}}\n---\n\
          apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {{name: trivial}}\nspec:\n  containerProperties: {{image: '{IMAGE}', command: ['true'], resourceRequirements: [{{type: VCPU, value: '1'}}, {{type: MEMORY, value: '64'}}]}}\n"
     );
-    let path = data_dir.path().join("bench.yaml");
-    std::fs::write(&path, manifest).unwrap();
-    assert!(cli(&url, &["apply", "-f", path.to_str().unwrap()]));
+    server.apply(data_dir.path(), &manifest);
     println!(
         "machine: {} cores; docker {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -59,47 +39,47 @@ fn main() {
     );
 
     // Warm both paths once (image layers in the page cache, server connections).
-    assert!(cli(
-        &url,
-        &[
-            "submit",
-            "--queue",
-            "bench",
-            "--definition",
-            "trivial",
-            "--wait"
-        ]
-    ));
+    assert!(server.cli(&[
+        "submit",
+        "--queue",
+        "bench",
+        "--definition",
+        "trivial",
+        "--wait"
+    ]));
     assert!(docker_run());
 
     let mut batchctl_single = Vec::new();
     let mut docker_single = Vec::new();
     for _ in 0..runs {
         batchctl_single.push(time(|| {
-            assert!(cli(
-                &url,
-                &[
-                    "submit",
-                    "--queue",
-                    "bench",
-                    "--definition",
-                    "trivial",
-                    "--wait"
-                ]
-            ))
+            assert!(server.cli(&[
+                "submit",
+                "--queue",
+                "bench",
+                "--definition",
+                "trivial",
+                "--wait"
+            ]))
         }));
         docker_single.push(time(|| assert!(docker_run())));
     }
-    let (b, d) = (median(&mut batchctl_single), median(&mut docker_single));
+    let (b, d) = (median(&batchctl_single), median(&docker_single));
     println!(
         "single trivial container, submit to exit: batchctl {:.0} ms, docker run --rm {:.0} ms, ratio {:.2} (goal <= 1.10)",
         b * 1000.0,
         d * 1000.0,
         b / d
     );
-
+    let mut line = serde_json::json!({
+        "bench": "docker",
+        "runs": runs,
+        "single_batchctl_ms": (b * 1000.0).round(),
+        "single_docker_run_ms": (d * 1000.0).round(),
+        "single_ratio": (b / d * 100.0).round() / 100.0,
+    });
     if jobs == 0 {
-        stop(server);
+        println!("{line}");
         return;
     }
     let batch_runs = runs.min(3);
@@ -109,7 +89,7 @@ fn main() {
         batchctl_batch.push(time(|| batchctl_batch_run(&url, jobs)));
         docker_batch.push(time(|| parallel(jobs, || assert!(docker_run()))));
     }
-    let (b, d) = (median(&mut batchctl_batch), median(&mut docker_batch));
+    let (b, d) = (median(&batchctl_batch), median(&docker_batch));
     println!(
         "{jobs} trivial containers at concurrency {CONCURRENCY}: batchctl {:.2} s ({:.1}/s), docker run loop {:.2} s ({:.1}/s), throughput ratio {:.2} (goal >= 1.00)",
         b,
@@ -118,22 +98,11 @@ fn main() {
         jobs as f64 / d,
         d / b
     );
-    stop(server);
-}
-
-fn stop(mut server: std::process::Child) {
-    let _ = server.kill();
-    let _ = server.wait();
-}
-
-fn cli(url: &str, args: &[&str]) -> bool {
-    Command::new(env!("CARGO_BIN_EXE_batchctl"))
-        .args(args)
-        .env("BATCHCTL_SERVER", url)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap()
-        .success()
+    line["jobs"] = jobs.into();
+    line["batch_batchctl_per_second"] = (jobs as f64 / b).round().into();
+    line["batch_docker_run_per_second"] = (jobs as f64 / d).round().into();
+    line["batch_throughput_ratio"] = ((d / b * 100.0).round() / 100.0).into();
+    println!("{line}");
 }
 
 fn docker_run() -> bool {
@@ -212,17 +181,6 @@ fn parallel(jobs: usize, work: impl Fn() + Sync) {
             });
         }
     });
-}
-
-fn time(work: impl FnOnce()) -> f64 {
-    let started = Instant::now();
-    work();
-    started.elapsed().as_secs_f64()
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    values[values.len() / 2]
 }
 
 fn docker_version() -> String {

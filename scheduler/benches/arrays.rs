@@ -36,6 +36,7 @@ async fn main() {
         "array size: {size}, runs: {runs}, cores: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let mut summary = serde_json::Map::new();
     for database in ["sqlite", "postgres"] {
         if arguments.skips(database) {
             continue;
@@ -65,7 +66,19 @@ async fn main() {
             singles / array,
             median(|f| f.children_per_second)
         );
+        summary.insert(
+            database.to_string(),
+            serde_json::json!({
+                "array_submit_seconds": array,
+                "single_submits_seconds": singles,
+                "children_per_second": median(|f| f.children_per_second).round(),
+            }),
+        );
     }
+    summary.insert("bench".into(), "arrays".into());
+    summary.insert("size".into(), size.into());
+    summary.insert("runs".into(), runs.into());
+    println!("{}", serde_json::Value::Object(summary));
 }
 
 async fn run_once(store: Store, size: u32) -> Figures {

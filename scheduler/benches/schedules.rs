@@ -24,6 +24,7 @@ async fn main() {
     let arguments = common::Arguments::from_env();
     let runs: usize = arguments.number("--runs", 3);
     println!("{SCHEDULES} schedules due over {SECONDS} s, runs: {runs}");
+    let mut summary = serde_json::Map::new();
     for database in ["sqlite", "postgres"] {
         if arguments.skips(database) {
             continue;
@@ -56,7 +57,18 @@ async fn main() {
             runner as f64 / 50.0,
             baseline as f64 / runner.max(1) as f64
         );
+        summary.insert(
+            database.to_string(),
+            serde_json::json!({
+                "runner_p99_lateness_ms": runner,
+                "poll_every_second_p99_lateness_ms": baseline,
+            }),
+        );
     }
+    summary.insert("bench".into(), "schedules".into());
+    summary.insert("schedules".into(), SCHEDULES.into());
+    summary.insert("runs".into(), runs.into());
+    println!("{}", serde_json::Value::Object(summary));
 }
 
 #[derive(Clone, Copy)]

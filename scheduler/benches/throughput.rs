@@ -41,6 +41,7 @@ async fn main() {
         "jobs per run: {jobs}, runs: {runs}, submitters: {SUBMITTERS}, cores: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let mut summary = serde_json::Map::new();
     for database in ["sqlite", "postgres"] {
         if arguments.skips(database) {
             continue;
@@ -92,7 +93,21 @@ async fn main() {
             median(|f| f.latency_p50_ms),
             median(|f| f.latency_p99_ms)
         );
+        summary.insert(
+            database.to_string(),
+            serde_json::json!({
+                "submit_per_second": submit.round(),
+                "one_commit_per_job_submit_per_second": baseline.round(),
+                "dispatch_per_second": dispatch.round(),
+                "submit_to_start_p50_ms": median(|f| f.latency_p50_ms),
+                "submit_to_start_p99_ms": median(|f| f.latency_p99_ms),
+            }),
+        );
     }
+    summary.insert("bench".into(), "throughput".into());
+    summary.insert("jobs".into(), jobs.into());
+    summary.insert("runs".into(), runs.into());
+    println!("{}", serde_json::Value::Object(summary));
 }
 
 /// Submits `jobs` from SUBMITTERS concurrent tasks through `submit`; returns jobs per second.
