@@ -39,29 +39,13 @@ fn main() {
     );
 
     // Warm both paths once (image layers in the page cache, server connections).
-    assert!(server.cli(&[
-        "submit",
-        "--queue",
-        "bench",
-        "--definition",
-        "trivial",
-        "--wait"
-    ]));
+    assert!(server.submit_and_wait());
     assert!(docker_run());
 
     let mut batchctl_single = Vec::new();
     let mut docker_single = Vec::new();
     for _ in 0..runs {
-        batchctl_single.push(time(|| {
-            assert!(server.cli(&[
-                "submit",
-                "--queue",
-                "bench",
-                "--definition",
-                "trivial",
-                "--wait"
-            ]))
-        }));
+        batchctl_single.push(time(|| assert!(server.submit_and_wait())));
         docker_single.push(time(|| assert!(docker_run())));
     }
     let (b, d) = (median(&batchctl_single), median(&docker_single));
@@ -99,8 +83,8 @@ fn main() {
         d / b
     );
     line["jobs"] = jobs.into();
-    line["batch_batchctl_per_second"] = (jobs as f64 / b).round().into();
-    line["batch_docker_run_per_second"] = (jobs as f64 / d).round().into();
+    line["batch_batchctl_per_second"] = ((jobs as f64 / b * 10.0).round() / 10.0).into();
+    line["batch_docker_run_per_second"] = ((jobs as f64 / d * 10.0).round() / 10.0).into();
     line["batch_throughput_ratio"] = ((d / b * 100.0).round() / 100.0).into();
     println!("{line}");
 }

@@ -120,14 +120,7 @@ fn batchctl_run(run: usize, jobs: usize, waits: usize, postgres: Option<&str>) -
     let server = Server::start(data_dir.path(), database_url.as_deref());
     server.apply(data_dir.path(), MANIFEST);
     // Warm the path once (page cache, the server's connections).
-    assert!(server.cli(&[
-        "submit",
-        "--queue",
-        "bench",
-        "--definition",
-        "trivial",
-        "--wait"
-    ]));
+    assert!(server.submit_and_wait());
 
     let started = now_millis();
     let clock = Instant::now();
@@ -179,14 +172,7 @@ fn batchctl_run(run: usize, jobs: usize, waits: usize, postgres: Option<&str>) -
     let mut latencies = Vec::new();
     for _ in 0..waits {
         let clock = Instant::now();
-        assert!(server.cli(&[
-            "submit",
-            "--queue",
-            "bench",
-            "--definition",
-            "trivial",
-            "--wait"
-        ]));
+        assert!(server.submit_and_wait());
         latencies.push(clock.elapsed().as_secs_f64() * 1000.0);
     }
     Run {

@@ -58,6 +58,19 @@ impl Server {
             .success()
     }
 
+    /// `batchctl submit --wait` of the benches' definition `trivial` to their queue `bench`; true
+    /// if the job SUCCEEDED.
+    pub fn submit_and_wait(&self) -> bool {
+        self.cli(&[
+            "submit",
+            "--queue",
+            "bench",
+            "--definition",
+            "trivial",
+            "--wait",
+        ])
+    }
+
     /// The CLI's standard output, parsed as JSON (`-o json` is added).
     pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
         let output = self

@@ -27,7 +27,7 @@ struct Snapshot {
     generation: u64,
     queues: HashMap<QueueName, (JobQueue, Instant)>,
     definitions: HashMap<String, (StoredDefinition, Instant)>,
-    environments: Option<(Arc<Vec<ComputeEnvironment>>, Instant)>,
+    environments: HashMap<(), (Arc<Vec<ComputeEnvironment>>, Instant)>,
 }
 
 impl std::fmt::Debug for ResourceCache {
@@ -49,10 +49,38 @@ impl ResourceCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
         self.snapshot.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-fn fresh(read_at: &Instant) -> bool {
-    read_at.elapsed() < FRESH_FOR
+    /// The value under `key` in the map `slot` picks, if read less than `FRESH_FOR` ago; else
+    /// what `read` finds, kept unless the cache was emptied while it read.
+    async fn get_or_read<K, V, Fut>(
+        &self,
+        slot: fn(&mut Snapshot) -> &mut HashMap<K, (V, Instant)>,
+        key: K,
+        read: impl FnOnce() -> Fut,
+    ) -> Result<Option<V>, StoreError>
+    where
+        K: Eq + std::hash::Hash,
+        V: Clone,
+        Fut: std::future::Future<Output = Result<Option<V>, StoreError>>,
+    {
+        let generation = {
+            let mut snapshot = self.lock();
+            if let Some((value, read_at)) = slot(&mut snapshot).get(&key) {
+                if read_at.elapsed() < FRESH_FOR {
+                    return Ok(Some(value.clone()));
+                }
+            }
+            snapshot.generation
+        };
+        let value = read().await?;
+        if let Some(value) = &value {
+            let mut snapshot = self.lock();
+            if snapshot.generation == generation {
+                slot(&mut snapshot).insert(key, (value.clone(), Instant::now()));
+            }
+        }
+        Ok(value)
+    }
 }
 
 impl Store {
@@ -61,25 +89,9 @@ impl Store {
         &self,
         name: &QueueName,
     ) -> Result<Option<JobQueue>, StoreError> {
-        let generation = {
-            let snapshot = self.resource_cache.lock();
-            if let Some((queue, read_at)) = snapshot.queues.get(name) {
-                if fresh(read_at) {
-                    return Ok(Some(queue.clone()));
-                }
-            }
-            snapshot.generation
-        };
-        let queue = self.job_queue(name).await?;
-        if let Some(queue) = &queue {
-            let mut snapshot = self.resource_cache.lock();
-            if snapshot.generation == generation {
-                snapshot
-                    .queues
-                    .insert(name.clone(), (queue.clone(), Instant::now()));
-            }
-        }
-        Ok(queue)
+        self.resource_cache
+            .get_or_read(|s| &mut s.queues, name.clone(), || self.job_queue(name))
+            .await
     }
 
     /// The definition revision `reference` names (the latest when it names none), as of at most
@@ -92,45 +104,27 @@ impl Store {
             Some(revision) => format!("{}:{revision}", reference.name),
             None => reference.name.to_string(),
         };
-        let generation = {
-            let snapshot = self.resource_cache.lock();
-            if let Some((definition, read_at)) = snapshot.definitions.get(&key) {
-                if fresh(read_at) {
-                    return Ok(Some(definition.clone()));
-                }
-            }
-            snapshot.generation
-        };
-        let definition = self.job_definition(reference).await?;
-        if let Some(definition) = &definition {
-            let mut snapshot = self.resource_cache.lock();
-            if snapshot.generation == generation {
-                snapshot
-                    .definitions
-                    .insert(key, (definition.clone(), Instant::now()));
-            }
-        }
-        Ok(definition)
+        self.resource_cache
+            .get_or_read(
+                |s| &mut s.definitions,
+                key,
+                || self.job_definition(reference),
+            )
+            .await
     }
 
     /// Every compute environment, as of at most `FRESH_FOR` ago.
     pub async fn compute_environments_for_submit(
         &self,
     ) -> Result<Arc<Vec<ComputeEnvironment>>, StoreError> {
-        let generation = {
-            let snapshot = self.resource_cache.lock();
-            if let Some((environments, read_at)) = &snapshot.environments {
-                if fresh(read_at) {
-                    return Ok(Arc::clone(environments));
-                }
-            }
-            snapshot.generation
-        };
-        let environments = Arc::new(self.compute_environments().await?);
-        let mut snapshot = self.resource_cache.lock();
-        if snapshot.generation == generation {
-            snapshot.environments = Some((Arc::clone(&environments), Instant::now()));
-        }
-        Ok(environments)
+        let environments = self
+            .resource_cache
+            .get_or_read(
+                |s| &mut s.environments,
+                (),
+                || async { Ok(Some(Arc::new(self.compute_environments().await?))) },
+            )
+            .await?;
+        Ok(environments.unwrap_or_default())
     }
 }
