@@ -178,6 +178,35 @@ impl Client {
         Ok(())
     }
 
+    /// The job once it has finished (SUCCEEDED or FAILED). The server answers as soon as the job
+    /// has ended, or after a timeout with the job as it is; this asks again until it has ended. A
+    /// caller holding all its stream slots (429) is not refused: it looks every half second
+    /// instead, as a client without the wait route would.
+    pub async fn wait_for_job(&self, job_id: &str) -> anyhow::Result<Value> {
+        let finished = |job: &Value| matches!(job["status"].as_str(), Some("SUCCEEDED" | "FAILED"));
+        loop {
+            let wait = self
+                .http
+                .get(self.url(&format!("/v1/jobs/{job_id}/wait?timeoutSeconds=30")));
+            let job: Value = match self.send_once(wait).await {
+                Ok(response) => response.json().await?,
+                Err(Failure::Answered {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    ..
+                }) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    self.get(&format!("/v1/jobs/{job_id}")).await?
+                }
+                Err(Failure::Unreachable(error) | Failure::Answered { error, .. }) => {
+                    return Err(error)
+                }
+            };
+            if finished(&job) {
+                return Ok(job);
+            }
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -457,7 +457,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     job["jobId"].as_str().unwrap_or_default()
                 );
             }
-            let job = wait_for_job(&client, job["jobId"].as_str().unwrap_or_default()).await?;
+            let job = client
+                .wait_for_job(job["jobId"].as_str().unwrap_or_default())
+                .await?;
             output::print_job(&job, format)?;
             return Ok(exit_for(&job));
         }
@@ -662,19 +664,6 @@ fn preview(
 
 /// Polls until the job ends: every 25 ms for the first 2 s, so short jobs are seen at once, then
 /// backing off to every 500 ms so long waits cost the server little.
-async fn wait_for_job(client: &Client, job_id: &str) -> anyhow::Result<Value> {
-    // The server answers as soon as the job has finished, or after the timeout with the job as
-    // it is then; ask again until it has finished.
-    loop {
-        let job = client
-            .get(&format!("/v1/jobs/{job_id}/wait?timeoutSeconds=30"))
-            .await?;
-        if matches!(job["status"].as_str(), Some("SUCCEEDED" | "FAILED")) {
-            return Ok(job);
-        }
-    }
-}
-
 fn exit_for(job: &Value) -> ExitCode {
     if job["status"] == "SUCCEEDED" {
         ExitCode::SUCCESS
@@ -714,7 +703,7 @@ async fn run_one_off(
     let job_id = job["jobId"].as_str().unwrap_or_default().to_string();
     eprintln!("job {job_id}");
     client.copy_logs(&job_id, Some(1), true).await?;
-    let job = wait_for_job(client, &job_id).await?;
+    let job = client.wait_for_job(&job_id).await?;
     let exit_code = job["attempts"]
         .as_array()
         .and_then(|a| a.last())

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{postgres_url, stderr, stdout, Server, BINARY};
+use crate::support::{eventually, postgres_url, stderr, stdout, Server, BINARY};
 
 /// The README's first steps: apply the examples, run `hello` for "you", read its output; then a job
 /// that exits 3 ends FAILED with that exit code on its last attempt.
@@ -602,4 +602,68 @@ fn a_wait_answers_when_the_job_ends_or_its_timeout_passes() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&output.stdout), "404");
+}
+
+/// A caller that holds every stream slot it may (32 open waits or log follows) still gets its
+/// `submit --wait` answered: refused a wait (429), the CLI looks at the job every half second.
+#[test]
+fn submit_wait_works_when_the_caller_holds_every_stream_slot() {
+    let server = Server::start(None);
+    server.apply_examples();
+    let long = server.submit_script("sleep 60");
+    let wait_url = |seconds: u32| {
+        format!(
+            "{}/v1/jobs/{long}/wait?timeoutSeconds={seconds}",
+            server.url
+        )
+    };
+    let mut holders: Vec<std::process::Child> = (0..32)
+        .map(|_| {
+            Command::new("curl")
+                .args(["-s", "-o", "/dev/null", &wait_url(60)])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    // Let every holder take its slot before probing: a probe that took one first would leave a
+    // holder refused, and the caller one slot short of full for ever.
+    std::thread::sleep(Duration::from_secs(2));
+    let exited: Vec<String> = holders
+        .iter_mut()
+        .filter_map(|h| h.try_wait().unwrap().map(|status| status.to_string()))
+        .collect();
+    assert!(exited.is_empty(), "holders ended: {exited:?}");
+    eventually(20, "every stream slot of the caller is held", || {
+        let output = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &wait_url(1)])
+            .output()
+            .unwrap();
+        match String::from_utf8_lossy(&output.stdout).as_ref() {
+            "429" => Ok(()),
+            other => Err(format!(
+                "a 33rd wait answered {other}; the job: {}",
+                server.job(&long)["status"]
+            )),
+        }
+    });
+    let output = server.cli(&[
+        "submit",
+        "--queue",
+        "default",
+        "--definition",
+        "hello",
+        "--wait",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(stdout(&output).contains("SUCCEEDED"), "{}", stdout(&output));
+    for holder in &mut holders {
+        let _ = holder.kill();
+        let _ = holder.wait();
+    }
+    server.cli(&["terminate", &long]);
 }
