@@ -4,6 +4,7 @@
 //! `CI=true` a missing database fails the test; elsewhere the test is skipped, saying so loudly.
 #![allow(dead_code)]
 
+pub mod dispatcher;
 pub mod small_filesystem;
 
 use std::collections::BTreeMap;
