@@ -4,11 +4,12 @@
 use super::*;
 
 impl Dispatcher {
-    /// Applies a batch of supervisor reports in one transaction.
+    /// Applies a batch of supervisor reports in one transaction. True if a job finished
+    /// (SUCCEEDED or FAILED), which is what may move the jobs that depend on it.
     pub(super) async fn apply_events(
         &mut self,
         events: Vec<AttemptEvent>,
-    ) -> Result<(), DispatchError> {
+    ) -> Result<bool, DispatchError> {
         let now = now_millis();
         let mut transitions = Vec::with_capacity(events.len());
         // What to do for each transition once it is committed.
@@ -120,6 +121,10 @@ impl Dispatcher {
             }
         }
         let applied = self.write_transitions(&transitions, now).await?;
+        let finished = transitions
+            .iter()
+            .zip(&applied)
+            .any(|(transition, applied)| *applied && transition.to.is_terminal());
         for ((transition, applied), cleanup) in transitions.iter().zip(applied).zip(after) {
             if !applied {
                 tracing::warn!(job_id = %transition.job_id, from = %transition.from, to = %transition.to, "transition lost a compare-and-set");
@@ -138,7 +143,7 @@ impl Dispatcher {
                 });
             }
         }
-        Ok(())
+        Ok(finished)
     }
 
     pub(super) async fn deliver_stop_requests(&mut self) -> Result<(), DispatchError> {

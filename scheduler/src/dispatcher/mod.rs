@@ -412,8 +412,11 @@ impl Dispatcher {
     ) -> Result<bool, DispatchError> {
         let mut progressed = false;
         if !buffered.is_empty() {
-            self.apply_events(std::mem::take(buffered)).await?;
-            self.dependencies_dirty = true;
+            // Only a job that finished can move the jobs that depend on it (or end its array):
+            // a start, a retry or a deferral leaves them as they are.
+            if self.apply_events(std::mem::take(buffered)).await? {
+                self.dependencies_dirty = true;
+            }
             progressed = true;
         }
         let polling = tokio::time::Instant::now() >= *next_poll;
