@@ -404,6 +404,8 @@ async fn advance_oldest_moves_in_submission_order(store: Store) {
     for id in ["1", "2", "3"] {
         store.insert_jobs(&[job(id, None)]).await.unwrap();
     }
+    assert!(store.any_job_in(JobStatus::Submitted).await.unwrap());
+    assert!(!store.any_job_in(JobStatus::Runnable).await.unwrap());
     let moved = store
         .advance_oldest(JobStatus::Submitted, JobStatus::Runnable, 2, 5)
         .await

@@ -41,7 +41,7 @@ impl Dispatcher {
             resolved += self.finish_arrays(now).await?;
             // A failure can cascade to the jobs that depend on the ones just failed.
             self.dependencies_dirty = resolved > 0;
-            self.waiters_exist = self.store.count_jobs(JobStatus::Pending).await? > 0;
+            self.waiters_exist = self.store.any_job_in(JobStatus::Pending).await?;
         }
         let moved = ready + waiting + resolved;
         if ready + resolved > 0 {
