@@ -4,7 +4,7 @@
 mod moves;
 mod reads;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -125,42 +125,49 @@ impl Store {
             && jobs
                 .iter()
                 .all(|job| job.spec.array_size.is_none() && job.spec.depends_on.is_empty());
-        if plain {
-            let sql = insert_sql(self.dialect, jobs.len());
-            let inserted = bind_jobs(sqlx::query(&sql), jobs)?
-                .fetch_all(&self.write)
-                .await?
-                .iter()
-                .map(|row| row.try_get::<String, _>(0))
-                .collect::<Result<std::collections::HashSet<String>, _>>()?;
-            let mut stored = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                if inserted.contains(&job.job_id.0) {
-                    stored.push(job.clone());
-                } else {
-                    stored.push(self.job_holding_key(&self.write, job).await?);
-                }
+        let inserted = if plain {
+            self.insert_rows(&self.write, jobs).await?
+        } else {
+            let mut transaction = self.write.begin().await?;
+            let inserted = self.insert_jobs_in(&mut transaction, jobs).await?;
+            transaction.commit().await?;
+            inserted
+        };
+        let mut stored = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            if inserted.contains(&job.job_id.0) {
+                stored.push(job.clone());
+            } else {
+                // The key's holder is committed: a conflict is only ever with a committed row.
+                let row = sqlx::query(&format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"
+                ))
+                .bind(job.idempotency_key.as_deref())
+                .fetch_one(&self.write)
+                .await?;
+                stored.push(job_from_row(&row)?);
             }
-            return Ok(stored);
         }
-        let mut transaction = self.write.begin().await?;
-        let stored = self.insert_jobs_in(&mut transaction, jobs).await?;
-        transaction.commit().await?;
         Ok(stored)
     }
 
-    /// The job stored under `job`'s idempotency key (which a conflict showed is taken).
-    async fn job_holding_key<'e, E>(&self, executor: E, job: &Job) -> Result<Job, StoreError>
+    /// One `INSERT` of `jobs` (at most `ROWS_PER_STATEMENT`); the ids of those inserted (the
+    /// others' idempotency keys were taken).
+    async fn insert_rows<'e, E>(
+        &self,
+        executor: E,
+        jobs: &[NewJob],
+    ) -> Result<HashSet<String>, StoreError>
     where
         E: sqlx::Executor<'e, Database = Any>,
     {
-        let row = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"
-        ))
-        .bind(job.idempotency_key.as_deref())
-        .fetch_one(executor)
-        .await?;
-        job_from_row(&row)
+        let sql = insert_sql(self.dialect, jobs.len());
+        bind_jobs(sqlx::query(&sql), jobs)?
+            .fetch_all(executor)
+            .await?
+            .iter()
+            .map(|row| row.try_get::<String, _>(0).map_err(StoreError::from))
+            .collect()
     }
 
     /// Runs `record` (an `INSERT … ON CONFLICT DO NOTHING` of the row that makes an action happen
@@ -182,19 +189,16 @@ impl Store {
         Ok(true)
     }
 
-    /// `insert_jobs` inside a transaction the caller commits.
+    /// The writes of `insert_jobs` (rows, array children, dependency rows) inside a transaction
+    /// the caller commits; the ids of the jobs inserted.
     pub(super) async fn insert_jobs_in(
         &self,
         transaction: &mut Transaction<'static, Any>,
         jobs: &[NewJob],
-    ) -> Result<Vec<Job>, StoreError> {
-        let mut inserted = std::collections::HashSet::new();
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut inserted = HashSet::new();
         for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
-            let sql = insert_sql(self.dialect, chunk.len());
-            let query = bind_jobs(sqlx::query(&sql), chunk)?;
-            for row in query.fetch_all(&mut **transaction).await? {
-                inserted.insert(row.try_get::<String, _>(0)?);
-            }
+            inserted.extend(self.insert_rows(&mut **transaction, chunk).await?);
         }
         let new_jobs: Vec<&Job> = jobs
             .iter()
@@ -232,15 +236,7 @@ impl Store {
             }
             query.execute(&mut **transaction).await?;
         }
-        let mut stored = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            if inserted.contains(&job.job_id.0) {
-                stored.push(job.clone());
-                continue;
-            }
-            stored.push(self.job_holding_key(&mut **transaction, job).await?);
-        }
-        Ok(stored)
+        Ok(inserted)
     }
 }
 
