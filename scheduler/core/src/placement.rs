@@ -27,22 +27,6 @@ pub struct Placement {
     pub reserved: Resources,
 }
 
-/// `used` holds what each environment's STARTING and RUNNING attempts hold; it is updated with what
-/// the plan reserves. `heads` holds each queue's runnable jobs in submission order.
-pub fn plan_placements(
-    queues: &[JobQueue],
-    environments: &HashMap<EnvironmentName, ComputeEnvironment>,
-    used: &mut HashMap<EnvironmentName, Resources>,
-    heads: &HashMap<QueueName, Vec<Candidate>>,
-) -> Vec<Placement> {
-    let mut plan = Vec::new();
-    for queue in queue_order(queues) {
-        let head = heads.get(&queue.name).map_or(&[][..], Vec::as_slice);
-        plan.extend(plan_queue(queue, environments, used, head));
-    }
-    plan
-}
-
 /// The order queues are served in: priority, highest first, ties by name. A DISABLED queue takes
 /// no new jobs, but, as in AWS Batch, the jobs already in it can finish, so it is served too.
 pub fn queue_order(queues: &[JobQueue]) -> Vec<&JobQueue> {
@@ -71,7 +55,7 @@ pub fn has_room(
 
 /// One queue's part of the plan: `head` (or a page of it, pages taken in order) against what
 /// `used` leaves free. Planning queues one after another in `queue_order`, each head page by page,
-/// gives the plan `plan_placements` gives for all heads at once.
+/// gives the plan of all heads at once (the tests' `plan_placements`).
 pub fn plan_queue(
     queue: &JobQueue,
     environments: &HashMap<EnvironmentName, ComputeEnvironment>,
@@ -106,6 +90,23 @@ pub fn plan_queue(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The whole plan, all heads at once: what the dispatcher's queue-by-queue, page-by-page
+    /// planning must equal. `used` holds what each environment's STARTING and RUNNING attempts hold; it is updated with what
+    /// the plan reserves. `heads` holds each queue's runnable jobs in submission order.
+    fn plan_placements(
+        queues: &[JobQueue],
+        environments: &HashMap<EnvironmentName, ComputeEnvironment>,
+        used: &mut HashMap<EnvironmentName, Resources>,
+        heads: &HashMap<QueueName, Vec<Candidate>>,
+    ) -> Vec<Placement> {
+        let mut plan = Vec::new();
+        for queue in queue_order(queues) {
+            let head = heads.get(&queue.name).map_or(&[][..], Vec::as_slice);
+            plan.extend(plan_queue(queue, environments, used, head));
+        }
+        plan
+    }
     use crate::model::Backend;
 
     fn env(name: &str, vcpus: u64, state: ResourceState) -> ComputeEnvironment {
@@ -210,6 +211,39 @@ mod tests {
             assert_eq!(paged, whole, "pages of {page}");
         }
         assert_eq!(whole.len(), 4, "{whole:?}");
+    }
+
+    /// A queue's head is read only while one of its environments could take a job: never for
+    /// a DISABLED environment, however empty (a disabled queue's backlog would be read each pass).
+    #[test]
+    fn room_needs_an_enabled_environment_with_vcpu_and_memory_free() {
+        let environments: HashMap<_, _> = [
+            env("off", 4, ResourceState::Disabled),
+            env("on", 2, ResourceState::Enabled),
+        ]
+        .into_iter()
+        .map(|e| (e.name.clone(), e))
+        .collect();
+        let mut used = HashMap::new();
+        assert!(!has_room(&queue("q", 1, &["off"]), &environments, &used));
+        assert!(has_room(
+            &queue("q", 1, &["off", "on"]),
+            &environments,
+            &used
+        ));
+        used.insert(
+            EnvironmentName::try_from("on".to_string()).unwrap(),
+            Resources {
+                vcpu_millis: 2000,
+                memory_mib: 64,
+                gpus: 0,
+            },
+        );
+        assert!(!has_room(
+            &queue("q", 1, &["off", "on"]),
+            &environments,
+            &used
+        ));
     }
 
     #[test]
