@@ -432,6 +432,17 @@ fn sigterm_stops_the_server_promptly_while_process_jobs_run() {
     server.apply_examples();
     let id = server.submit_script("sleep 3; echo finished");
     server.wait_for_status(&id, "RUNNING");
+    // A client waiting for the job's end (`submit --wait`) holds an answer open; it must not hold
+    // the server open too.
+    let mut waiting = Command::new("curl")
+        .args(["-s", "-o", "/dev/null"])
+        .arg(format!(
+            "{}/v1/jobs/{id}/wait?timeoutSeconds=60",
+            server.url
+        ))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
     server.signal("TERM");
     let status = server.wait_exit(5);
     assert!(
@@ -439,6 +450,8 @@ fn sigterm_stops_the_server_promptly_while_process_jobs_run() {
         "the server did not stop within 5 s of SIGTERM ({status:?}):\n{}",
         server.log()
     );
+    let _ = waiting.kill();
+    let _ = waiting.wait();
     server.restart();
     let job = server.wait_for_status(&id, "SUCCEEDED");
     assert_eq!(job["attempts"].as_array().unwrap().len(), 1, "{job:#}");

@@ -160,7 +160,8 @@ const MAX_WAIT_SECONDS: u64 = 60;
 const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// `GET /v1/jobs/{id}/wait?timeoutSeconds=N`: the job once it has finished (SUCCEEDED or FAILED),
-/// or as it is after N seconds (default 30, at most 60). Holds a stream slot while it waits.
+/// or as it is after N seconds (default 30, at most 60) or when the server stops. Holds a stream
+/// slot while it waits.
 pub(super) async fn wait_for_job(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
@@ -198,13 +199,15 @@ pub(super) async fn wait_for_job(
             .await?
             .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
         let now = tokio::time::Instant::now();
-        if job.status.is_terminal() || now >= deadline {
+        if job.status.is_terminal() || now >= deadline || state.shutdown.is_cancelled() {
             return Ok(Json(job_view(&state.store, &job).await?));
         }
         let look_again = deadline.min(now + WAIT_POLL);
         tokio::select! {
             () = told => {}
             () = tokio::time::sleep_until(look_again) => {}
+            // A stopping server answers with the job as it is rather than wait for it.
+            () = state.shutdown.cancelled() => {}
         }
     }
 }
