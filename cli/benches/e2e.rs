@@ -161,23 +161,17 @@ fn batchctl_run(run: usize, jobs: usize, waits: usize, postgres: Option<&str>) -
     let submits_per_second = jobs as f64 / loop_seconds;
 
     let started = now_millis();
-    let output = server
-        .cli_command(&[
-            "submit",
-            "--queue",
-            "bench",
-            "--definition",
-            "trivial",
-            "--name",
-            "array",
-            "--array-size",
-            &jobs.to_string(),
-        ])
-        .args(["-o", "json"])
-        .output()
-        .expect("submit the array");
-    assert!(output.status.success(), "array submit failed");
-    let parent: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let parent = server.cli_json(&[
+        "submit",
+        "--queue",
+        "bench",
+        "--definition",
+        "trivial",
+        "--name",
+        "array",
+        "--array-size",
+        &jobs.to_string(),
+    ]);
     let parent_id = parent["jobId"].as_str().expect("jobId").to_string();
     let last_stop = loop {
         let job = server.cli_json(&["describe", "job", &parent_id]);

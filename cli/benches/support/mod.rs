@@ -82,7 +82,7 @@ impl Server {
         serde_json::from_slice(&output.stdout).expect("JSON output")
     }
 
-    pub fn cli_command(&self, args: &[&str]) -> Command {
+    fn cli_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_batchctl"));
         command.args(args).env("BATCHCTL_SERVER", &self.url);
         command
