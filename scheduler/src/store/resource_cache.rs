@@ -1,7 +1,8 @@
 //! What a submit reads (its queue, its definition, the compute environments), kept in memory for
 //! a short while: a submit then costs one write instead of three reads and a write.
 //!
-//! Freshness: an apply through this store empties the cache when it commits, so this server sees
+//! Freshness: an apply through this store empties the cache when it commits (any other write of
+//! queues, definitions or environments added later must call `invalidate` too), so this server sees
 //! its own changes at once. Changes applied through another server sharing the database are seen
 //! within `FRESH_FOR`, and a queue or definition the cache does not know is always read again, so
 //! a resource created elsewhere is never refused for being missing.
