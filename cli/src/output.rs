@@ -486,7 +486,11 @@ pub fn print_why(answer: &Value, format: Format) -> anyhow::Result<()> {
                 text(&hold["size"])
             ),
             "backingOff" => format!("it waits out its retry backoff: {}s left", text(&hold["secondsLeft"])),
-            "queuePosition" => format!("{} runnable jobs of its queue are ahead of it", text(&hold["runnableAhead"])),
+            "queuePosition" => format!(
+            "{}{} runnable jobs of its queue are ahead of it",
+            if hold["atLeast"] == true { "at least " } else { "" },
+            text(&hold["runnableAhead"])
+        ),
             "environmentDisabled" => format!("compute environment {environment} is DISABLED"),
             "environmentUnavailable" => format!("compute environment {environment} is unavailable: {}", text(&hold["reason"])),
             "environmentTooSmall" => format!(

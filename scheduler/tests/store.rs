@@ -31,7 +31,69 @@ store_suite!(
     n_to_n_children_wait_for_their_partners,
     a_failed_sequential_child_fails_every_later_one_at_once,
     admission_takes_each_queue_by_itself,
+    job_counts_follow_every_status_write,
 );
+
+/// The counters `/metrics` reads follow inserts (singles and array children), bulk admission and
+/// transitions without a count of the table, and survive a fold unchanged.
+async fn job_counts_follow_every_status_write(store: Store) {
+    let mut other = job("other-0", None);
+    other.queue = queue_name("other");
+    store
+        .insert_jobs(&[
+            job("a", None),
+            job("b", None),
+            array_job("p", 3, vec![]),
+            other,
+        ])
+        .await
+        .unwrap();
+    admit_and_resolve(&store).await;
+    succeed(&store, "a").await;
+    let expected = |store: Store| async move {
+        let mut counts: Vec<(String, String, i64)> = store
+            .job_counts()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|count| (count.queue, count.status, count.n))
+            .collect();
+        counts.sort();
+        counts
+    };
+    let counts = expected(store.clone()).await;
+    let mut by_status: BTreeMap<String, i64> = BTreeMap::new();
+    for (_, status, n) in &counts {
+        *by_status.entry(status.clone()).or_default() += n;
+    }
+    for (status, n) in &by_status {
+        let status = JobStatus::parse(status).unwrap();
+        assert_eq!(
+            store.count_jobs(status).await.unwrap() as i64,
+            *n,
+            "{status}"
+        );
+    }
+    assert_eq!(
+        counts.iter().map(|(_, _, n)| n).sum::<i64>(),
+        7,
+        "a, b, p and its 3 children, other-0: {counts:?}"
+    );
+    assert!(
+        counts.contains(&("other".into(), "SUBMITTED".into(), 1)),
+        "{counts:?}"
+    );
+    assert!(
+        counts.contains(&("q".into(), "SUCCEEDED".into(), 1)),
+        "{counts:?}"
+    );
+    store.fold_job_counts().await.unwrap();
+    assert_eq!(
+        expected(store.clone()).await,
+        counts,
+        "a fold changes no count"
+    );
+}
 
 /// A queue's backlog does not hold up another queue's jobs: admission takes the oldest
 /// SUBMITTED jobs of the queue it is asked for, whatever other queues hold.

@@ -12,13 +12,17 @@ use super::model::{
 };
 
 /// What the explanation is computed from.
+/// How far `why` counts the jobs ahead of one in its queue.
+pub const QUEUE_POSITION_COUNTED_TO: u64 = 10_000;
+
 pub struct Snapshot<'a> {
     pub job: &'a Job,
     pub queue: Option<&'a JobQueue>,
     pub environments: &'a HashMap<EnvironmentName, ComputeEnvironment>,
     /// What STARTING and RUNNING attempts hold, per environment.
     pub used: &'a HashMap<EnvironmentName, Resources>,
-    /// RUNNABLE jobs of the same queue submitted before this one.
+    /// RUNNABLE jobs of the same queue submitted before this one, counted up to
+    /// `QUEUE_POSITION_COUNTED_TO + 1` (a larger count only says there are more).
     pub runnable_ahead: u64,
     /// Dependencies that have not SUCCEEDED, with their status.
     pub unfinished_dependencies: &'a [(JobId, JobStatus)],
@@ -57,9 +61,12 @@ pub enum Hold {
         runnable_after: i64,
         seconds_left: i64,
     },
-    /// Jobs of the same queue that were submitted earlier and are also waiting.
+    /// Jobs of the same queue that were submitted earlier and are also waiting. Counted up to
+    /// `QUEUE_POSITION_COUNTED_TO`, so that `why` costs the same behind a million jobs; `at_least`
+    /// says there are more.
     QueuePosition {
         runnable_ahead: u64,
+        at_least: bool,
     },
     /// In a fair-share queue, shares take turns by weighted usage: the job's share and the shares
     /// whose weighted usage is lower, which go first.
@@ -193,7 +200,8 @@ fn runnable_holds(snapshot: &Snapshot<'_>) -> Vec<Hold> {
     }
     if snapshot.runnable_ahead > 0 {
         holds.push(Hold::QueuePosition {
-            runnable_ahead: snapshot.runnable_ahead,
+            runnable_ahead: snapshot.runnable_ahead.min(QUEUE_POSITION_COUNTED_TO),
+            at_least: snapshot.runnable_ahead > QUEUE_POSITION_COUNTED_TO,
         });
     }
     let policy = snapshot.queue.and_then(|queue| queue.fair_share.as_ref());
@@ -351,7 +359,10 @@ mod tests {
         assert_eq!(
             holds,
             vec![
-                Hold::QueuePosition { runnable_ahead: 7 },
+                Hold::QueuePosition {
+                    runnable_ahead: 7,
+                    at_least: false
+                },
                 Hold::EnvironmentDisabled {
                     compute_environment: "off".into()
                 },
@@ -426,5 +437,32 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_long_queue_is_counted_only_so_far() {
+        let job = job(JobStatus::Runnable, resources(1, 64));
+        let (environments, used, unhealthy) = (HashMap::new(), HashMap::new(), BTreeMap::new());
+        let holds = |runnable_ahead| {
+            why(&Snapshot {
+                job: &job,
+                queue: None,
+                environments: &environments,
+                used: &used,
+                runnable_ahead,
+                unfinished_dependencies: &[],
+                unhealthy: &unhealthy,
+                unfinished_children: 0,
+                shares: &[],
+                now: 0,
+            })
+        };
+        let position = |runnable_ahead, at_least| Hold::QueuePosition {
+            runnable_ahead,
+            at_least,
+        };
+        let counted_to = QUEUE_POSITION_COUNTED_TO;
+        assert_eq!(holds(counted_to)[0], position(counted_to, false));
+        assert_eq!(holds(counted_to + 1)[0], position(counted_to, true));
     }
 }

@@ -17,12 +17,27 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, A
     use crate::core::model::JobStatus;
     use crate::leadership::RoleState;
     use std::fmt::Write;
-    let counts: HashMap<String, i64> = state.store.job_counts().await?.into_iter().collect();
+    let counts = state.store.job_counts().await?;
+    let mut by_status: HashMap<&str, i64> = HashMap::new();
+    for count in &counts {
+        *by_status.entry(count.status.as_str()).or_default() += count.n;
+    }
     let mut text =
         String::from("# HELP batchctl_jobs Jobs in each status.\n# TYPE batchctl_jobs gauge\n");
     for status in JobStatus::ALL {
-        let n = counts.get(status.as_str()).copied().unwrap_or(0);
+        let n = by_status.get(status.as_str()).copied().unwrap_or(0);
         let _ = writeln!(text, "batchctl_jobs{{status=\"{}\"}} {n}", status.as_str());
+    }
+    text.push_str(
+        "# HELP batchctl_queue_jobs Jobs of each queue in each status (pairs without jobs left out).\n\
+         # TYPE batchctl_queue_jobs gauge\n",
+    );
+    for count in &counts {
+        let _ = writeln!(
+            text,
+            "batchctl_queue_jobs{{queue=\"{}\",status=\"{}\"}} {}",
+            count.queue, count.status, count.n
+        );
     }
     let (leader, term) = match state.role.get() {
         RoleState::Leader { term } => (1, term.unwrap_or(0)),

@@ -261,7 +261,10 @@ pub(super) async fn why(
         .map(|environment| (environment.name.clone(), environment))
         .collect();
     let used = state.store.capacity_in_use().await?;
-    let runnable_ahead = state.store.runnable_ahead(&job_id).await?;
+    let runnable_ahead = state
+        .store
+        .runnable_ahead(&job_id, crate::core::why::QUEUE_POSITION_COUNTED_TO)
+        .await?;
     let unfinished_dependencies = state.store.unfinished_dependencies(&job_id).await?;
     let unhealthy = state.dispatcher.unhealthy_environments();
     let unfinished_children = match job.array {

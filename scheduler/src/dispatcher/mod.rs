@@ -435,6 +435,13 @@ impl Dispatcher {
         if self.handle.stops_requested.swap(false, Ordering::AcqRel) || polling {
             self.deliver_stop_requests().await?;
         }
+        if polling {
+            // Counters for `/metrics` stay a few rows on Postgres; a fold that fails is only
+            // retried at the next poll (reads stay right meanwhile, a little slower).
+            if let Err(error) = self.store.fold_job_counts().await {
+                tracing::warn!(%error, "could not fold the job counters");
+            }
+        }
         if polling && self.cancel_jobs_over_time_limits().await? > 0 {
             self.dependencies_dirty = true;
             progressed = true;

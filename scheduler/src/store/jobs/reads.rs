@@ -218,14 +218,16 @@ impl Store {
         Ok(ChildPage { children, next })
     }
 
-    /// RUNNABLE jobs of the same queue submitted before this one.
-    pub async fn runnable_ahead(&self, job_id: &JobId) -> Result<u64, StoreError> {
+    /// RUNNABLE jobs of the same queue submitted before this one, counted up to `limit + 1`: a
+    /// count past `limit` only says there are more, and costs no more behind a million jobs.
+    pub async fn runnable_ahead(&self, job_id: &JobId, limit: u64) -> Result<u64, StoreError> {
         let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE status = 'RUNNABLE' \
+            "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE status = 'RUNNABLE' \
              AND job_queue = (SELECT job_queue FROM jobs WHERE job_id = $1) \
-             AND seq < (SELECT seq FROM jobs WHERE job_id = $1)",
+             AND seq < (SELECT seq FROM jobs WHERE job_id = $1) LIMIT $2) AS ahead",
         )
         .bind(&job_id.0)
+        .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
         .fetch_one(&self.read)
         .await?;
         Ok(count as u64)
@@ -425,16 +427,6 @@ impl Store {
                     row.try_get("stop_requested")?,
                 ))
             })
-            .collect()
-    }
-
-    /// How many jobs are in each status (statuses without jobs are left out).
-    pub async fn job_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
-            .fetch_all(&self.read)
-            .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("status")?, row.try_get("n")?)))
             .collect()
     }
 }
