@@ -15,10 +15,10 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::{argument, cores, median, Server};
+use support::{argument, cores, fresh_database, median, wait_for_all, Server};
 
 const MANIFEST: &str = "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: bench}\n\
 spec: {type: process, maxVcpus: 2, maxMemoryMiB: 4096}\n---\n\
@@ -121,7 +121,7 @@ fn now_millis() -> i64 {
 
 fn batchctl_run(run: usize, jobs: usize, waits: usize, postgres: Option<&str>) -> Run {
     let data_dir = tempfile::tempdir().expect("temporary directory");
-    let database_url = postgres.map(|url| fresh_database(url, run));
+    let database_url = postgres.map(|url| fresh_database(url, &run.to_string()));
     let server = Server::start(data_dir.path(), database_url.as_deref());
     server.apply(data_dir.path(), MANIFEST);
     // Warm the path once (page cache, the server's connections).
@@ -194,56 +194,6 @@ fn batchctl_run(run: usize, jobs: usize, waits: usize, postgres: Option<&str>) -
         submits_per_second,
         array_jobs_per_second,
         wait_p50_ms: Some(median(&latencies)),
-    }
-}
-
-/// Waits until `count` jobs named `name` have SUCCEEDED; the latest `stoppedAt` among them.
-/// Only the last submitted job is looked at while they run (a cheap read every 50 ms), so the
-/// measurement does not load the server; the list is read once it has ended (two slots may end
-/// in either order, so the list is read again until it holds them all).
-fn wait_for_all(server: &Server, last: &str, name: &str, count: usize) -> i64 {
-    while server.cli_json(&["describe", "job", last])["status"] != "SUCCEEDED" {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let limit = (count + 10).to_string();
-    loop {
-        let page = server.cli_json(&[
-            "get",
-            "jobs",
-            "--queue",
-            "bench",
-            "--status",
-            "SUCCEEDED",
-            "--limit",
-            &limit,
-        ]);
-        let stops: Vec<i64> = page["items"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .filter(|job| job["jobName"] == name)
-            .filter_map(|job| job["stoppedAt"].as_i64())
-            .collect();
-        if stops.len() >= count {
-            return stops.into_iter().max().unwrap_or(0);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A new empty database on the server of `url`, named for this process and run.
-fn fresh_database(url: &str, run: usize) -> String {
-    let name = format!("bench_e2e_{}_{run}", std::process::id());
-    let status = Command::new("psql")
-        .args([url, "-q", "-c", &format!("CREATE DATABASE {name}")])
-        .stdout(Stdio::null())
-        .status()
-        .expect("psql (from Debian's postgresql-client)");
-    assert!(status.success(), "cannot create database {name}");
-    match url.rsplit_once('/') {
-        Some((server, _)) => format!("{server}/{name}"),
-        None => panic!("{url} names no database"),
     }
 }
 

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A `batchctl server` on a free loopback port; killed when dropped.
 pub struct Server {
@@ -82,6 +82,35 @@ impl Server {
         serde_json::from_slice(&output.stdout).expect("JSON output")
     }
 
+    /// The server's process id (`batchctl server` execs the server binary, so it keeps the pid).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A plain HTTP/1.1 GET of `path`; the response body. Panics unless the status is 200.
+    pub fn get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect to the server");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send the request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read the response");
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "GET {path}: {response}"
+        );
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default()
+    }
+
     fn cli_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_batchctl"));
         command.args(args).env("BATCHCTL_SERVER", &self.url);
@@ -121,4 +150,54 @@ pub fn argument<T: std::str::FromStr>(name: &str) -> Option<T> {
 
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(0, |n| n.get())
+}
+
+/// A new empty database on the server of `url`, named for this process and `tag`.
+pub fn fresh_database(url: &str, tag: &str) -> String {
+    let name = format!("bench_{}_{tag}", std::process::id());
+    let status = Command::new("psql")
+        .args([url, "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .stdout(Stdio::null())
+        .status()
+        .expect("psql (from Debian's postgresql-client)");
+    assert!(status.success(), "cannot create database {name}");
+    match url.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("{url} names no database"),
+    }
+}
+
+/// Waits until `count` jobs named `name` have SUCCEEDED; the latest `stoppedAt` among them.
+/// Only the last submitted job is looked at while they run (a cheap read every 50 ms), so the
+/// measurement does not load the server; the list is read once it has ended (two slots may end
+/// in either order, so the list is read again until it holds them all).
+pub fn wait_for_all(server: &Server, last: &str, name: &str, count: usize) -> i64 {
+    while server.cli_json(&["describe", "job", last])["status"] != "SUCCEEDED" {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let limit = (count + 10).to_string();
+    loop {
+        let page = server.cli_json(&[
+            "get",
+            "jobs",
+            "--queue",
+            "bench",
+            "--status",
+            "SUCCEEDED",
+            "--limit",
+            &limit,
+        ]);
+        let stops: Vec<i64> = page["items"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|job| job["jobName"] == name)
+            .filter_map(|job| job["stoppedAt"].as_i64())
+            .collect();
+        if stops.len() >= count {
+            return stops.into_iter().max().unwrap_or(0);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

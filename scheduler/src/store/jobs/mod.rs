@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::events::{emit_moved, Emission};
-use super::sql::{placeholders, ROWS_PER_STATEMENT};
+use super::sql::{indexed_by, placeholders, ROWS_PER_STATEMENT};
 pub use super::transitions::{Effect, Transition};
 use super::{Store, StoreError};
 use crate::core::model::{

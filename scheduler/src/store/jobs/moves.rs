@@ -52,11 +52,14 @@ impl Store {
         // statistics can spoil. Written as a join or `seq IN (subquery)`, Postgres with statistics
         // taken while the table was small looped over every pair: seconds per pass.
         // Per queue (index jobs_submitted_by_queue), so no queue's backlog holds up another's.
-        let oldest = "status = 'SUBMITTED' AND job_queue = $4 AND seq <= (SELECT MAX(seq) FROM \
-             (SELECT seq FROM jobs WHERE status = 'SUBMITTED' AND job_queue = $4 \
-             ORDER BY job_queue, seq LIMIT $3) AS oldest)";
+        let by_queue = indexed_by(self.dialect, "jobs_submitted_by_queue");
+        let oldest = format!(
+            "status = 'SUBMITTED' AND job_queue = $4 AND seq <= (SELECT MAX(seq) FROM \
+             (SELECT seq FROM jobs{by_queue} WHERE status = 'SUBMITTED' AND job_queue = $4 \
+             ORDER BY job_queue, seq LIMIT $3) AS oldest)"
+        );
         let ready_count = sqlx::query(&format!(
-            "UPDATE jobs SET status = $1, updated_at = $2 WHERE {oldest} AND array_size IS NULL \
+            "UPDATE jobs{by_queue} SET status = $1, updated_at = $2 WHERE {oldest} AND array_size IS NULL \
              AND NOT EXISTS (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.job_id) \
              AND (array_parent IS NULL OR NOT EXISTS \
              (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.array_parent)) \
@@ -72,7 +75,7 @@ impl Store {
         let waiting_limit = i64::from(limit).saturating_sub(ready_count as i64);
         let waiting_count = if waiting_limit > 0 {
             let rows = sqlx::query(&format!(
-                "UPDATE jobs SET status = $1, updated_at = $2 WHERE {oldest} \
+                "UPDATE jobs{by_queue} SET status = $1, updated_at = $2 WHERE {oldest} \
                  {returning}"
             ))
             .bind(waiting.as_str())
@@ -249,8 +252,9 @@ impl Store {
         let emission = self.emission();
         let returning = emission.returning();
         let mut transaction = self.begin_fenced().await?;
+        let by_queue = indexed_by(self.dialect, "jobs_runnable_by_queue");
         let rows = sqlx::query(&format!(
-            "UPDATE jobs SET status = $1, status_reason = $2, stopped_at = $3, updated_at = $3 \
+            "UPDATE jobs{by_queue} SET status = $1, status_reason = $2, stopped_at = $3, updated_at = $3 \
              WHERE status = 'RUNNABLE' AND job_queue = $4 AND updated_at <= $5 \
              AND (runnable_after IS NULL OR runnable_after <= $5) {returning}"
         ))

@@ -221,11 +221,12 @@ impl Store {
     /// RUNNABLE jobs of the same queue submitted before this one, counted up to `limit + 1`: a
     /// count past `limit` only says there are more, and costs no more behind a million jobs.
     pub async fn runnable_ahead(&self, job_id: &JobId, limit: u64) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE status = 'RUNNABLE' \
+        let by_queue = indexed_by(self.dialect, "jobs_runnable_by_queue");
+        let count: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM jobs{by_queue} WHERE status = 'RUNNABLE' \
              AND job_queue = (SELECT job_queue FROM jobs WHERE job_id = $1) \
-             AND seq < (SELECT seq FROM jobs WHERE job_id = $1) LIMIT $2) AS ahead",
-        )
+             AND seq < (SELECT seq FROM jobs WHERE job_id = $1) LIMIT $2) AS ahead"
+        ))
         .bind(&job_id.0)
         .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
         .fetch_one(&self.read)
@@ -319,8 +320,9 @@ impl Store {
         limit: u32,
         now: i64,
     ) -> Result<Vec<(i64, Job)>, StoreError> {
+        let by_queue = indexed_by(self.dialect, "jobs_runnable_by_queue");
         let rows = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'RUNNABLE' AND job_queue = $1 \
+            "SELECT {JOB_COLUMNS} FROM jobs{by_queue} WHERE status = 'RUNNABLE' AND job_queue = $1 \
              AND seq > $4 AND (runnable_after IS NULL OR runnable_after <= $3) \
              ORDER BY seq LIMIT $2"
         ))
@@ -341,10 +343,11 @@ impl Store {
         &self,
         queue: &QueueName,
     ) -> Result<Vec<Option<String>>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT share_identifier FROM jobs WHERE status = 'RUNNABLE' \
-             AND job_queue = $1",
-        )
+        let by_share = indexed_by(self.dialect, "jobs_runnable_by_share");
+        let rows = sqlx::query(&format!(
+            "SELECT DISTINCT share_identifier FROM jobs{by_share} WHERE status = 'RUNNABLE' \
+             AND job_queue = $1"
+        ))
         .bind(queue.as_str())
         .fetch_all(&self.read)
         .await?;
@@ -366,8 +369,9 @@ impl Store {
             Some(_) => "share_identifier = $4",
             None => "share_identifier IS NULL",
         };
+        let by_share = indexed_by(self.dialect, "jobs_runnable_by_share");
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'RUNNABLE' AND job_queue = $1 \
+            "SELECT {JOB_COLUMNS} FROM jobs{by_share} WHERE status = 'RUNNABLE' AND job_queue = $1 \
              AND (runnable_after IS NULL OR runnable_after <= $3) AND {share_condition} \
              ORDER BY scheduling_priority DESC, seq LIMIT $2"
         );
