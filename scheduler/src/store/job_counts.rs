@@ -1,5 +1,5 @@
-//! Jobs per queue and status, for `/metrics`, read from counters the database keeps by triggers
-//! (migration 0014) instead of counting the jobs table. On SQLite the triggers add to one row per
+//! Jobs per queue and status, for `/metrics`, and each array's children per status, read from counters the database keeps by triggers
+//! (migrations 0014 and 0016) instead of counting the jobs table. On SQLite the triggers add to one row per
 //! queue and status; on Postgres each writing statement appends its own rows, which a reader sums
 //! and `fold_job_counts` compacts (see the migration for why).
 
@@ -37,23 +37,33 @@ impl Store {
             .collect()
     }
 
-    /// Replaces the Postgres counters' rows with one per queue and status, so reading them stays
-    /// cheap however many statements wrote since. Safe to run from several servers at once: a
-    /// second fold waits on the rows the first deletes and then finds them gone. Nothing to do on
-    /// SQLite. Returns how many rows it folded.
+    /// Replaces the Postgres counters' rows (jobs per queue and status, children per array and
+    /// status) with one per group, so reading them stays cheap however many statements wrote since.
+    /// Only groups with more than one row are rewritten, so a history of finished arrays is not
+    /// rewritten at every fold. Safe to run from several servers at once: a second fold waits on
+    /// the rows the first deletes and then finds them gone. Nothing to do on SQLite. Returns how
+    /// many rows it folded.
     pub async fn fold_job_counts(&self) -> Result<u64, StoreError> {
         if self.dialect != Dialect::Postgres {
             return Ok(0);
         }
-        let folded: i64 = sqlx::query_scalar(
-            "WITH gone AS (DELETE FROM job_count_deltas RETURNING job_queue, status, n), \
-             kept AS (INSERT INTO job_count_deltas (job_queue, status, n) \
-             SELECT job_queue, status, SUM(n) FROM gone GROUP BY job_queue, status \
-             HAVING SUM(n) <> 0 RETURNING 1) \
-             SELECT COUNT(*) FROM gone",
-        )
-        .fetch_one(&self.write)
-        .await?;
-        Ok(folded as u64)
+        let mut folded = 0;
+        for (table, group) in [
+            ("job_count_deltas", "job_queue, status"),
+            ("array_count_deltas", "array_parent, status"),
+        ] {
+            let n: i64 = sqlx::query_scalar(&format!(
+                "WITH gone AS (DELETE FROM {table} WHERE ({group}) IN \
+                 (SELECT {group} FROM {table} GROUP BY {group} HAVING COUNT(*) > 1) \
+                 RETURNING {group}, n), \
+                 kept AS (INSERT INTO {table} ({group}, n) \
+                 SELECT {group}, SUM(n) FROM gone GROUP BY {group} HAVING SUM(n) <> 0 RETURNING 1) \
+                 SELECT COUNT(*) FROM gone"
+            ))
+            .fetch_one(&self.write)
+            .await?;
+            folded += n as u64;
+        }
+        Ok(folded)
     }
 }

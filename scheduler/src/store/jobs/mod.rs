@@ -12,7 +12,7 @@ use sqlx::{Any, Row, Transaction};
 use super::events::{emit_moved, Emission};
 use super::sql::{indexed_by, placeholders, ROWS_PER_STATEMENT};
 pub use super::transitions::{Effect, Transition};
-use super::{Store, StoreError};
+use super::{Dialect, Store, StoreError};
 use crate::core::model::{
     ArrayRole, Attempt, CurrentAttempt, DependencyKind, EnvironmentName, Job, JobId, JobName,
     JobSpec, JobStatus, QueueName,

@@ -4,7 +4,8 @@
 use super::*;
 
 impl Store {
-    /// Each array job's children by status (`arrayProperties.statusSummary`).
+    /// Each array job's children by status (`arrayProperties.statusSummary`), from the counters
+    /// the database keeps (migration 0016), not by counting the children.
     pub async fn array_status_summaries(
         &self,
         parents: &[JobId],
@@ -12,11 +13,18 @@ impl Store {
         let mut summaries: HashMap<JobId, BTreeMap<JobStatus, u64>> = HashMap::new();
         for chunk in parents.chunks(crate::store::sql::ROWS_PER_STATEMENT) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
-            let sql = format!(
-                "SELECT array_parent, status, COUNT(*) FROM jobs WHERE array_parent IN ({}) \
-                 GROUP BY array_parent, status",
-                placeholders.join(", ")
-            );
+            let placeholders = placeholders.join(", ");
+            let sql = match self.dialect {
+                Dialect::Sqlite => format!(
+                    "SELECT array_parent, status, n FROM array_counts \
+                     WHERE array_parent IN ({placeholders}) AND n <> 0"
+                ),
+                Dialect::Postgres => format!(
+                    "SELECT array_parent, status, SUM(n)::BIGINT FROM array_count_deltas \
+                     WHERE array_parent IN ({placeholders}) \
+                     GROUP BY array_parent, status HAVING SUM(n) <> 0"
+                ),
+            };
             let mut query = sqlx::query(&sql);
             for parent in chunk {
                 query = query.bind(parent.0.clone());
