@@ -14,7 +14,7 @@
 //! - the wall time of one CLI process (median of 5) for `get jobs` with each filter, `describe job`
 //!   and `why` of the deepest waiting child, and of one `GET /metrics`.
 //!
-//! Then the servers' resident memory. The last line is one JSON object.
+//! Then the servers' resident memory, now and at its peak (which includes taking in the backlog). The last line is one JSON object.
 
 mod support;
 
@@ -118,16 +118,20 @@ fn main() {
             .values()
             .filter_map(|v| v.as_f64())
             .fold(0.0, f64::max);
-        let rss = resident_mib(side.server.pid());
+        let (rss, peak) = (
+            memory_mib(side.server.pid(), "VmRSS:"),
+            memory_mib(side.server.pid(), "VmHWM:"),
+        );
         line[side.name] = serde_json::json!({
             "submits_per_second": pick(&|run| run.submits_per_second),
             "jobs_per_second": pick(&|run| run.jobs_per_second),
             "slowest_query_ms": slowest,
             "queries_ms": queries,
             "server_rss_mib": rss,
+            "server_peak_rss_mib": peak,
         });
         println!(
-            "{} median: submits {}/s, jobs {}/s, slowest query {slowest} ms, server RSS {rss} MiB",
+            "{} median: submits {}/s, jobs {}/s, slowest query {slowest} ms, server RSS {rss} MiB (peak {peak} MiB)",
             side.name, line[side.name]["submits_per_second"], line[side.name]["jobs_per_second"]
         );
     }
@@ -348,14 +352,15 @@ fn measure(side: &Side, run: usize, jobs: usize) -> Run {
     }
 }
 
-/// The resident memory of process `pid`, in MiB (0 if it cannot be read).
-fn resident_mib(pid: u32) -> f64 {
+/// A memory figure of process `pid` from /proc (`VmRSS:` now, `VmHWM:` its peak), in MiB (0 if it
+/// cannot be read).
+fn memory_mib(pid: u32, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find_map(|line| line.strip_prefix("VmRSS:"))
+                .find_map(|line| line.strip_prefix(field))
                 .and_then(|value| {
                     value
                         .trim()

@@ -4,9 +4,10 @@
 mod support;
 
 use batchctl_scheduler::core::events::{event_from_entry, Event};
+use batchctl_scheduler::core::model::{Attempt, CurrentAttempt, JobId, JobStatus};
 use batchctl_scheduler::dispatcher::DispatcherHandle;
 use batchctl_scheduler::rules::RuleRunner;
-use batchctl_scheduler::store::{now_millis, JobFilter, Store};
+use batchctl_scheduler::store::{now_millis, Effect, JobFilter, Store, Transition};
 use serde_json::json;
 
 store_suite!(
@@ -158,7 +159,6 @@ async fn a_target_that_cannot_be_submitted_is_recorded(store: Store) {
 }
 
 async fn job_state_changes_reach_the_bus_while_a_rule_can_match_them(store: Store) {
-    use batchctl_scheduler::core::model::JobStatus;
     support::apply_on_local_queue(&store, RESOURCES).await;
     let definition = store
         .job_definition(&batchctl_scheduler::core::model::DefinitionRef::parse("ingest").unwrap())
@@ -236,6 +236,64 @@ async fn job_state_changes_reach_the_bus_while_a_rule_can_match_them(store: Stor
             "loud watched RUNNABLE",
             "quiet watched FAILED",
             "loud watched FAILED"
+        ]
+    );
+    // A start and an end reported together are written as one move from STARTING; the job still
+    // shows when it started, and the bus still has its RUNNING before its end.
+    store.insert_jobs(&[submit("short")]).await.unwrap();
+    store
+        .advance_oldest(JobStatus::Submitted, JobStatus::Runnable, 10, now_millis())
+        .await
+        .unwrap();
+    let environment =
+        batchctl_scheduler::core::model::EnvironmentName::try_from("local".to_string()).unwrap();
+    let placed = Transition {
+        job_id: JobId("short".into()),
+        from: JobStatus::Runnable,
+        to: JobStatus::Starting,
+        effect: Effect::Placed {
+            attempt: CurrentAttempt {
+                number: 1,
+                compute_environment: environment.clone(),
+                executor_handle: "h".into(),
+                placed_at: 5,
+                started_at: None,
+            },
+        },
+    };
+    let ended = Transition {
+        job_id: JobId("short".into()),
+        from: JobStatus::Starting,
+        to: JobStatus::Succeeded,
+        effect: Effect::AttemptEnded {
+            attempt: Attempt {
+                number: 1,
+                compute_environment: environment,
+                exit_code: Some(0),
+                status_reason: "Essential container in task exited".into(),
+                started_at: Some(7),
+                stopped_at: 9,
+            },
+            runnable_after: None,
+        },
+    };
+    assert!(ended.passes_running());
+    assert_eq!(
+        store.apply_transitions(&[placed, ended], 9).await.unwrap(),
+        [true, true]
+    );
+    let job = store.job(&JobId("short".into())).await.unwrap().unwrap();
+    assert_eq!(
+        (job.status, job.started_at),
+        (JobStatus::Succeeded, Some(7))
+    );
+    let seen = job_events(store.events_after(0, 100).await.unwrap());
+    assert_eq!(
+        seen[seen.len() - 3..],
+        [
+            "short watched STARTING",
+            "short watched RUNNING",
+            "short watched SUCCEEDED"
         ]
     );
 }

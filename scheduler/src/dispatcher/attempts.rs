@@ -11,6 +11,17 @@ impl Dispatcher {
         events: Vec<AttemptEvent>,
     ) -> Result<bool, DispatchError> {
         let now = now_millis();
+        // Attempts that start and end within this batch (short work) are written as one move from
+        // STARTING to their end, carrying the start: one row version instead of two.
+        let ending: std::collections::HashSet<(JobId, u32)> = events
+            .iter()
+            .filter_map(|event| match event {
+                AttemptEvent::Ended { job_id, number, .. } => Some((job_id.clone(), *number)),
+                AttemptEvent::Started { .. }
+                | AttemptEvent::Deferred { .. }
+                | AttemptEvent::Waiting { .. } => None,
+            })
+            .collect();
         let mut transitions = Vec::with_capacity(events.len());
         // What to do for each transition once it is committed.
         let mut after: Vec<Option<Removal>> = Vec::new();
@@ -26,6 +37,14 @@ impl Dispatcher {
                 continue;
             };
             match event {
+                AttemptEvent::Started { number, at, .. }
+                    if number == active.number && ending.contains(&(job_id.clone(), number)) =>
+                {
+                    // Checked all the same, so a start the state machine refuses still fails.
+                    transition(active.status, JobEvent::Started)?;
+                    self.handle.set_health(&active.environment, None);
+                    active.started_at = Some(at);
+                }
                 AttemptEvent::Started { number, at, .. } if number == active.number => {
                     let to = transition(active.status, JobEvent::Started)?;
                     self.handle.set_health(&active.environment, None);

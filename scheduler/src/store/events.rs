@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use crate::core::events::{
     job_state_change, Event, EventRule, JobChange, JOB_EVENT_SOURCE, JOB_STATE_CHANGE,
 };
-use crate::core::model::Job;
+use crate::core::model::{Job, JobStatus};
 use crate::manifest::{self, EventRuleSpec, SubmitJobRequest};
 
 /// Keeps an event stream counted (see `Store::watch_events`).
@@ -79,24 +79,38 @@ pub(super) async fn emit_moved(
     transaction: &mut Transaction<'static, Any>,
     rows: &[sqlx::any::AnyRow],
     exit_code: impl Fn(&str) -> Option<i32>,
+    passed_running: impl Fn(&str) -> bool,
     now: i64,
 ) -> Result<u64, StoreError> {
     if rows.is_empty() || !emission.wanted {
         return Ok(rows.len() as u64);
     }
     let time = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
-    let events = rows
-        .iter()
-        .map(|row| {
-            let mut change = change_from_row(row)?;
-            change.exit_code = exit_code(&change.job_id);
-            Ok(job_state_change(
-                &change,
+    let mut events = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut change = change_from_row(row)?;
+        // A start and an end applied as one write: the RUNNING that was skipped is still an
+        // event, before the end's, as rules on job state changes expect.
+        if passed_running(&change.job_id) {
+            let running = JobChange {
+                status: JobStatus::Running.as_str().to_string(),
+                status_reason: None,
+                exit_code: None,
+                ..change.clone()
+            };
+            events.push(job_state_change(
+                &running,
                 &uuid::Uuid::new_v4().to_string(),
                 time,
-            ))
-        })
-        .collect::<Result<Vec<Event>, StoreError>>()?;
+            ));
+        }
+        change.exit_code = exit_code(&change.job_id);
+        events.push(job_state_change(
+            &change,
+            &uuid::Uuid::new_v4().to_string(),
+            time,
+        ));
+    }
     insert_events(transaction, emission.dialect, &events, now).await?;
     Ok(rows.len() as u64)
 }

@@ -22,6 +22,18 @@ pub struct Transition {
     pub effect: Effect,
 }
 
+impl Transition {
+    /// An attempt's end from STARTING whose attempt did start: its start (STARTING → RUNNING)
+    /// and its end were reported together and are written as this one move, which still
+    /// counts as having passed RUNNING (its Job State Change events include RUNNING).
+    pub fn passes_running(&self) -> bool {
+        matches!(
+            (&self.effect, self.from),
+            (Effect::AttemptEnded { attempt, .. }, JobStatus::Starting) if attempt.started_at.is_some()
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Capacity was reserved for this attempt.
@@ -103,10 +115,12 @@ impl Kind {
                  attempt_handle = NULL, attempt_placed_at = NULL, attempt_started_at = NULL",
                 "",
             ),
+            // `started_at` for an end from STARTING that carries its start (`Transition::
+            // passes_running`): the start and the end written at once.
             Kind::AttemptEnded => (
-                4,
+                5,
                 "status_reason = v.column4, stopped_at = v.column5, n_attempts = n_attempts + 1, \
-                 runnable_after = v.column7, \
+                 runnable_after = v.column7, started_at = COALESCE(started_at, v.column8), \
                  attempt_number = NULL, attempt_environment = NULL, attempt_handle = NULL, \
                  attempt_placed_at = NULL, attempt_started_at = NULL, stop_requested = NULL",
                 " AND jobs.attempt_number = v.column6",
@@ -160,7 +174,21 @@ impl Store {
                         })
                         .collect();
                     let exit_code = |job_id: &str| exit_codes.get(job_id).copied();
-                    emit_moved(emission, &mut transaction, &returned, exit_code, now).await?;
+                    let passed: HashSet<&str> = rows
+                        .iter()
+                        .filter(|transition| transition.passes_running())
+                        .map(|transition| transition.job_id.0.as_str())
+                        .collect();
+                    let passed_running = |job_id: &str| passed.contains(job_id);
+                    emit_moved(
+                        emission,
+                        &mut transaction,
+                        &returned,
+                        exit_code,
+                        passed_running,
+                        now,
+                    )
+                    .await?;
                 }
             }
             let ended: Vec<&Transition> = wave
@@ -240,7 +268,8 @@ async fn update(
                 .bind(attempt.status_reason.clone())
                 .bind(transition.to.is_terminal().then_some(attempt.stopped_at))
                 .bind(i64::from(attempt.number))
-                .bind(*runnable_after),
+                .bind(*runnable_after)
+                .bind(attempt.started_at),
             Effect::Cancelled { reason, at } | Effect::ArrayEnded { reason, at } => {
                 query.bind(reason.clone()).bind(*at)
             }
