@@ -32,7 +32,36 @@ store_suite!(
     a_failed_sequential_child_fails_every_later_one_at_once,
     admission_takes_each_queue_by_itself,
     job_counts_follow_every_status_write,
+    runnable_ahead_counts_the_queue_only_up_to_its_limit,
 );
+
+/// `why`'s queue position: RUNNABLE jobs of the same queue submitted earlier, counted only up to
+/// one past the limit.
+async fn runnable_ahead_counts_the_queue_only_up_to_its_limit(store: Store) {
+    let mut elsewhere = job("elsewhere", None);
+    elsewhere.queue = queue_name("other");
+    let jobs = [
+        job("a", None),
+        elsewhere,
+        job("b", None),
+        job("c", None),
+        job("d", None),
+    ];
+    store.insert_jobs(&jobs).await.unwrap();
+    store
+        .advance_oldest(JobStatus::Submitted, JobStatus::Runnable, 10, 3)
+        .await
+        .unwrap();
+    let ahead = |id: &str, limit| {
+        let store = store.clone();
+        let id = JobId(id.to_string());
+        async move { store.runnable_ahead(&id, limit).await.unwrap() }
+    };
+    assert_eq!(ahead("a", 10).await, 0);
+    assert_eq!(ahead("d", 10).await, 3, "a, b and c; not the other queue's");
+    assert_eq!(ahead("d", 1).await, 2, "counted to one past the limit");
+    assert_eq!(ahead("elsewhere", 10).await, 0);
+}
 
 /// The counters `/metrics` reads follow inserts (singles and array children), bulk admission and
 /// transitions without a count of the table, and survive a fold unchanged.

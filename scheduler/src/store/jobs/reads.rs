@@ -216,10 +216,22 @@ impl Store {
     /// count past `limit` only says there are more, and costs no more behind a million jobs.
     pub async fn runnable_ahead(&self, job_id: &JobId, limit: u64) -> Result<u64, StoreError> {
         let by_queue = indexed_by(self.dialect, "jobs_runnable_by_queue");
+        // On Postgres as a row comparison in the index's order, for the reason `runnable_jobs`
+        // gives (the primary key walked backwards: 257 ms behind a million jobs, 2.6 ms so).
+        let ahead = match self.dialect {
+            Dialect::Postgres => {
+                "(job_queue, seq) < (SELECT job_queue, seq FROM jobs WHERE job_id = $1) \
+                 AND job_queue >= (SELECT job_queue FROM jobs WHERE job_id = $1) \
+                 ORDER BY job_queue DESC, seq DESC"
+            }
+            Dialect::Sqlite => {
+                "job_queue = (SELECT job_queue FROM jobs WHERE job_id = $1) \
+                 AND seq < (SELECT seq FROM jobs WHERE job_id = $1)"
+            }
+        };
         let count: i64 = sqlx::query_scalar(&format!(
             "SELECT COUNT(*) FROM (SELECT 1 FROM jobs{by_queue} WHERE status = 'RUNNABLE' \
-             AND job_queue = (SELECT job_queue FROM jobs WHERE job_id = $1) \
-             AND seq < (SELECT seq FROM jobs WHERE job_id = $1) LIMIT $2) AS ahead"
+             AND {ahead} LIMIT $2) AS ahead"
         ))
         .bind(&job_id.0)
         .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
