@@ -19,7 +19,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use batchctl_scheduler::core::model::{DefinitionRef, JobId, JobStatus, QueueName};
@@ -276,30 +275,9 @@ fn measure(side: &Side, run: usize, jobs: usize) -> Run {
     let server = &side.server;
     let name = format!("single-{run}");
     let started = now_millis();
-    let clock = Instant::now();
-    let status = Command::new("sh")
-        .args([
-            "-c",
-            "for i in $(seq \"$1\"); do \"$0\" submit --queue bench --definition trivial --name \"$2\" >/dev/null || exit 1; done",
-        ])
-        .arg(env!("CARGO_BIN_EXE_batchctl"))
-        .arg((jobs - 1).to_string())
-        .arg(&name)
-        .env("BATCHCTL_SERVER", &server.url)
-        .status()
-        .expect("sh");
-    assert!(status.success(), "the submit loop failed");
-    let last = server.cli_json(&[
-        "submit",
-        "--queue",
-        "bench",
-        "--definition",
-        "trivial",
-        "--name",
-        &name,
-    ]);
-    let submits_per_second = jobs as f64 / clock.elapsed().as_secs_f64();
-    let last_stop = wait_for_all(server, last["jobId"].as_str().expect("jobId"), &name, jobs);
+    let (last, loop_seconds) = server.submit_loop(jobs, &name);
+    let submits_per_second = jobs as f64 / loop_seconds;
+    let last_stop = wait_for_all(server, &last, &name, jobs);
     let jobs_per_second = jobs as f64 / ((last_stop - started) as f64 / 1000.0);
 
     let mut queries = BTreeMap::new();

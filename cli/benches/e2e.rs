@@ -128,35 +128,8 @@ fn batchctl_run(run: usize, jobs: usize, waits: usize, postgres: Option<&str>) -
     assert!(server.submit_and_wait());
 
     let started = now_millis();
-    let clock = Instant::now();
-    let status = Command::new("sh")
-        .args([
-            "-c",
-            "for i in $(seq \"$1\"); do \"$0\" submit --queue bench --definition trivial --name single >/dev/null || exit 1; done",
-        ])
-        .arg(env!("CARGO_BIN_EXE_batchctl"))
-        .arg((jobs - 1).to_string())
-        .env("BATCHCTL_SERVER", &server.url)
-        .status()
-        .expect("sh");
-    assert!(status.success(), "the submit loop failed");
-    // The last submit of the loop, made here to learn its id.
-    let last = server.cli_json(&[
-        "submit",
-        "--queue",
-        "bench",
-        "--definition",
-        "trivial",
-        "--name",
-        "single",
-    ]);
-    let loop_seconds = clock.elapsed().as_secs_f64();
-    let last_stop = wait_for_all(
-        &server,
-        last["jobId"].as_str().expect("jobId"),
-        "single",
-        jobs,
-    );
+    let (last, loop_seconds) = server.submit_loop(jobs, "single");
+    let last_stop = wait_for_all(&server, &last, "single", jobs);
     let singles_jobs_per_second = jobs as f64 / ((last_stop - started) as f64 / 1000.0);
     let submits_per_second = jobs as f64 / loop_seconds;
 

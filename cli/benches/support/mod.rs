@@ -82,6 +82,35 @@ impl Server {
         serde_json::from_slice(&output.stdout).expect("JSON output")
     }
 
+    /// `n` `batchctl submit` processes of `trivial` to queue `bench`, named `name`, from one shell
+    /// loop (the last made here, to learn its id): that id and the loop's wall time in seconds.
+    pub fn submit_loop(&self, n: usize, name: &str) -> (String, f64) {
+        let clock = Instant::now();
+        let status = Command::new("sh")
+            .args([
+                "-c",
+                "for i in $(seq \"$1\"); do \"$0\" submit --queue bench --definition trivial --name \"$2\" >/dev/null || exit 1; done",
+            ])
+            .arg(env!("CARGO_BIN_EXE_batchctl"))
+            .arg((n - 1).to_string())
+            .arg(name)
+            .env("BATCHCTL_SERVER", &self.url)
+            .status()
+            .expect("sh");
+        assert!(status.success(), "the submit loop failed");
+        let last = self.cli_json(&[
+            "submit",
+            "--queue",
+            "bench",
+            "--definition",
+            "trivial",
+            "--name",
+            name,
+        ]);
+        let id = last["jobId"].as_str().expect("jobId").to_string();
+        (id, clock.elapsed().as_secs_f64())
+    }
+
     /// The server's process id (`batchctl server` execs the server binary, so it keeps the pid).
     pub fn pid(&self) -> u32 {
         self.child.id()
