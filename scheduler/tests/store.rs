@@ -112,6 +112,12 @@ async fn job_counts_follow_every_status_write(store: Store) {
         counts.contains(&("other".into(), "SUBMITTED".into(), 1)),
         "{counts:?}"
     );
+    let submitted = store.queues_with(JobStatus::Submitted).await.unwrap();
+    assert_eq!(
+        submitted,
+        ["other".to_string()].into(),
+        "admission asks only these"
+    );
     assert!(
         counts.contains(&("q".into(), "SUCCEEDED".into(), 1)),
         "{counts:?}"

@@ -17,7 +17,12 @@ impl Dispatcher {
             // Each queue in turn, highest priority first, a batch each: a backlog of one queue
             // (a 100,000-child array) never holds up the jobs of another.
             self.admission_due = false;
-            let mut queues: Vec<&JobQueue> = self.queues.iter().collect();
+            let submitted = self.store.queues_with(JobStatus::Submitted).await?;
+            let mut queues: Vec<&JobQueue> = self
+                .queues
+                .iter()
+                .filter(|queue| submitted.contains(queue.name.as_str()))
+                .collect();
             queues.sort_by_key(|queue| std::cmp::Reverse(queue.priority));
             for queue in queues {
                 let moved = self
@@ -41,7 +46,7 @@ impl Dispatcher {
             resolved += self.finish_arrays(now).await?;
             // A failure can cascade to the jobs that depend on the ones just failed.
             self.dependencies_dirty = resolved > 0;
-            self.waiters_exist = self.store.any_job_in(JobStatus::Pending).await?;
+            self.waiters_exist = !self.store.queues_with(JobStatus::Pending).await?.is_empty();
         }
         let moved = ready + waiting + resolved;
         if ready + resolved > 0 {

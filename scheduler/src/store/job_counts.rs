@@ -3,9 +3,12 @@
 //! queue and status; on Postgres each writing statement appends its own rows, which a reader sums
 //! and `fold_job_counts` compacts (see the migration for why).
 
+use std::collections::HashSet;
+
 use sqlx::Row;
 
 use super::{Dialect, Store, StoreError};
+use crate::core::model::JobStatus;
 
 /// How many jobs one queue holds in one status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +37,27 @@ impl Store {
                     n: row.try_get(2)?,
                 })
             })
+            .collect()
+    }
+
+    /// The queues holding at least one job in `status`, from the counters: admission asks only
+    /// those, so a queue whose SUBMITTED jobs all left costs nothing (on Postgres, looking for
+    /// SUBMITTED jobs walks the index entries of every job that left SUBMITTED until a vacuum:
+    /// a million after a large array was admitted).
+    pub async fn queues_with(&self, status: JobStatus) -> Result<HashSet<String>, StoreError> {
+        let sql = match self.dialect {
+            Dialect::Sqlite => "SELECT job_queue FROM job_counts WHERE status = $1 AND n > 0",
+            Dialect::Postgres => {
+                "SELECT job_queue FROM job_count_deltas WHERE status = $1 \
+                 GROUP BY job_queue HAVING SUM(n) > 0"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(status.as_str())
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|row| row.try_get(0).map_err(StoreError::from))
             .collect()
     }
 
