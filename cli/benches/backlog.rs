@@ -305,7 +305,7 @@ fn measure(side: &Side, run: usize, jobs: usize) -> Run {
     let server = &side.server;
     let name = format!("single-{run}");
     let started = now_millis();
-    let (last, loop_seconds) = server.submit_loop(jobs, &name);
+    let (last, loop_seconds) = server.submit_loop("bench", jobs, &name);
     let submits_per_second = jobs as f64 / loop_seconds;
     let last_stop = wait_for_all(server, &last, &name, jobs);
     let jobs_per_second = jobs as f64 / ((last_stop - started) as f64 / 1000.0);

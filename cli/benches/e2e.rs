@@ -8,10 +8,13 @@
 //!   per job from a shell loop; jobs/s from the first submit until the last job stopped, and submit
 //!   processes/s of the loop;
 //! - array: one array of `--jobs` such children, from submit until the last child stopped;
-//! - wait: `--waits` times `batchctl submit --wait` of one trivial job, submit to exit (p50).
+//! - wait: `--waits` times `batchctl submit --wait` of one trivial job, submit to exit (p50);
+//! - the CLI alone: `--jobs` `batchctl submit` processes from a shell loop into a queue whose
+//!   compute environment is DISABLED, so nothing runs beside them (processes/s).
 //!
 //! With `--peer slurm`, a running Slurm (`sinfo` answers; see BENCHMARKS.md for the set-up) runs
-//! the same singles and array in the same run, with `sbatch`. The last line is one JSON object.
+//! the same singles and array in the same run, with `sbatch`, and the loop alone with `sbatch -H`
+//! (submitted held, then cancelled). The last line is one JSON object.
 
 mod support;
 
@@ -24,6 +27,10 @@ const MANIFEST: &str = "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetad
 spec: {type: process, maxVcpus: 2, maxMemoryMiB: 4096}\n---\n\
 apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: bench}\n\
 spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: bench}]}\n---\n\
+apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: parked}\n\
+spec: {type: process, state: DISABLED, maxVcpus: 2, maxMemoryMiB: 4096}\n---\n\
+apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: parked}\n\
+spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: parked}]}\n---\n\
 apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: trivial}\n\
 spec:\n  containerProperties: {image: none, command: ['true'], resourceRequirements: [{type: VCPU, value: '1'}, {type: MEMORY, value: '16'}]}\n";
 
@@ -31,6 +38,8 @@ spec:\n  containerProperties: {image: none, command: ['true'], resourceRequireme
 struct Run {
     singles_jobs_per_second: f64,
     submits_per_second: f64,
+    /// The submit loop with nothing running beside it.
+    submits_alone_per_second: f64,
     array_jobs_per_second: f64,
     /// `None` for Slurm, which has no `submit --wait` measured here.
     wait_p50_ms: Option<f64>,
@@ -58,9 +67,10 @@ fn main() {
     for run in 0..runs {
         let result = batchctl_run(run, jobs, waits, postgres.as_deref());
         println!(
-            "run {run}: batchctl singles {:.1} jobs/s (submit loop {:.0}/s), array {:.1} jobs/s, submit --wait p50 {:.1} ms",
+            "run {run}: batchctl singles {:.1} jobs/s (submit loop {:.0}/s; alone {:.0}/s), array {:.1} jobs/s, submit --wait p50 {:.1} ms",
             result.singles_jobs_per_second,
             result.submits_per_second,
+            result.submits_alone_per_second,
             result.array_jobs_per_second,
             result.wait_p50_ms.unwrap_or_default()
         );
@@ -68,8 +78,11 @@ fn main() {
         if peer.as_deref() == Some("slurm") {
             let peer = slurm_run(jobs);
             println!(
-                "run {run}: slurm singles {:.1} jobs/s (sbatch loop {:.0}/s), array {:.1} jobs/s",
-                peer.singles_jobs_per_second, peer.submits_per_second, peer.array_jobs_per_second
+                "run {run}: slurm singles {:.1} jobs/s (sbatch loop {:.0}/s; alone {:.0}/s), array {:.1} jobs/s",
+                peer.singles_jobs_per_second,
+                peer.submits_per_second,
+                peer.submits_alone_per_second,
+                peer.array_jobs_per_second
             );
             slurm.push(peer);
         }
@@ -80,6 +93,7 @@ fn main() {
         let mut summary = serde_json::json!({
             "singles_jobs_per_second": round(pick(|r| r.singles_jobs_per_second)),
             "submits_per_second": round(pick(|r| r.submits_per_second)),
+            "submits_alone_per_second": round(pick(|r| r.submits_alone_per_second)),
             "array_jobs_per_second": round(pick(|r| r.array_jobs_per_second)),
         });
         if !waits.is_empty() {
@@ -104,6 +118,7 @@ fn main() {
         };
         line["ratio_singles"] = ratio("singles_jobs_per_second").into();
         line["ratio_array"] = ratio("array_jobs_per_second").into();
+        line["ratio_submits_alone"] = ratio("submits_alone_per_second").into();
     }
     println!("{line}");
 }
@@ -126,9 +141,11 @@ fn batchctl_run(run: usize, jobs: usize, waits: usize, postgres: Option<&str>) -
     server.apply(data_dir.path(), MANIFEST);
     // Warm the path once (page cache, the server's connections).
     assert!(server.submit_and_wait());
+    let (_, alone_seconds) = server.submit_loop("parked", jobs, "alone");
+    let submits_alone_per_second = jobs as f64 / alone_seconds;
 
     let started = now_millis();
-    let (last, loop_seconds) = server.submit_loop(jobs, "single");
+    let (last, loop_seconds) = server.submit_loop("bench", jobs, "single");
     let last_stop = wait_for_all(&server, &last, "single", jobs);
     let singles_jobs_per_second = jobs as f64 / ((last_stop - started) as f64 / 1000.0);
     let submits_per_second = jobs as f64 / loop_seconds;
@@ -165,6 +182,7 @@ fn batchctl_run(run: usize, jobs: usize, waits: usize, postgres: Option<&str>) -
     Run {
         singles_jobs_per_second,
         submits_per_second,
+        submits_alone_per_second,
         array_jobs_per_second,
         wait_p50_ms: Some(median(&latencies)),
     }
@@ -173,6 +191,25 @@ fn batchctl_run(run: usize, jobs: usize, waits: usize, postgres: Option<&str>) -
 /// The same workloads under Slurm: `sbatch` per job from a shell loop, then one array; finished
 /// when `squeue` shows none of them (polled every 50 ms).
 fn slurm_run(jobs: usize) -> Run {
+    // The loop alone: held jobs (`-H`) never run; they are cancelled after.
+    let started = Instant::now();
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            "for i in $(seq \"$0\"); do sbatch -Q -H -c1 -o /dev/null -J alone --wrap true || exit 1; done",
+        ])
+        .arg(jobs.to_string())
+        .status()
+        .expect("sbatch (Debian's slurm-wlm)");
+    assert!(status.success(), "sbatch -H loop failed");
+    let alone_seconds = started.elapsed().as_secs_f64();
+    let status = Command::new("scancel")
+        .args(["-n", "alone"])
+        .status()
+        .expect("scancel");
+    assert!(status.success(), "scancel failed");
+    wait_for_slurm();
+
     let started = Instant::now();
     let status = Command::new("sh")
         .args([
@@ -208,6 +245,7 @@ fn slurm_run(jobs: usize) -> Run {
     Run {
         singles_jobs_per_second: jobs as f64 / singles,
         submits_per_second: jobs as f64 / loop_seconds,
+        submits_alone_per_second: jobs as f64 / alone_seconds,
         array_jobs_per_second: jobs as f64 / array,
         wait_p50_ms: None,
     }

@@ -82,18 +82,19 @@ impl Server {
         serde_json::from_slice(&output.stdout).expect("JSON output")
     }
 
-    /// `n` `batchctl submit` processes of `trivial` to queue `bench`, named `name`, from one shell
-    /// loop (the last made here, to learn its id): that id and the loop's wall time in seconds.
-    pub fn submit_loop(&self, n: usize, name: &str) -> (String, f64) {
+    /// `n` `batchctl submit` processes of `trivial` to `queue`, named `name`, from one shell loop
+    /// (the last made here, to learn its id): that id and the loop's wall time in seconds.
+    pub fn submit_loop(&self, queue: &str, n: usize, name: &str) -> (String, f64) {
         let clock = Instant::now();
         let status = Command::new("sh")
             .args([
                 "-c",
-                "for i in $(seq \"$1\"); do \"$0\" submit --queue bench --definition trivial --name \"$2\" >/dev/null || exit 1; done",
+                "for i in $(seq \"$1\"); do \"$0\" submit --queue \"$3\" --definition trivial --name \"$2\" >/dev/null || exit 1; done",
             ])
             .arg(env!("CARGO_BIN_EXE_batchctl"))
             .arg((n - 1).to_string())
             .arg(name)
+            .arg(queue)
             .env("BATCHCTL_SERVER", &self.url)
             .status()
             .expect("sh");
@@ -101,7 +102,7 @@ impl Server {
         let last = self.cli_json(&[
             "submit",
             "--queue",
-            "bench",
+            queue,
             "--definition",
             "trivial",
             "--name",
