@@ -26,18 +26,7 @@ use std::time::{Duration, Instant};
 use batchctl_scheduler::core::model::{DefinitionRef, JobId, JobStatus, QueueName};
 use batchctl_scheduler::manifest::{build_job, SubmitContext, SubmitJobRequest};
 use batchctl_scheduler::store::{now_millis, Store, StoreLocation};
-use support::{argument, cores, fresh_database, median, wait_for_all, Server};
-
-const MANIFEST: &str = "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: bench}\n\
-spec: {type: process, maxVcpus: 2, maxMemoryMiB: 4096}\n---\n\
-apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: bench}\n\
-spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: bench}]}\n---\n\
-apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: parked}\n\
-spec: {type: process, state: DISABLED, maxVcpus: 2, maxMemoryMiB: 4096}\n---\n\
-apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: backlog}\n\
-spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: parked}]}\n---\n\
-apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: trivial}\n\
-spec:\n  containerProperties: {image: none, command: ['true'], resourceRequirements: [{type: VCPU, value: '1'}, {type: MEMORY, value: '16'}]}\n";
+use support::{argument, cores, fresh_database, median, wait_for_all, Server, MANIFEST};
 
 /// Arrays the waiting jobs are submitted as.
 const ARRAYS: usize = 10;

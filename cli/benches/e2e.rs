@@ -21,18 +21,7 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::{argument, cores, fresh_database, median, wait_for_all, Server};
-
-const MANIFEST: &str = "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: bench}\n\
-spec: {type: process, maxVcpus: 2, maxMemoryMiB: 4096}\n---\n\
-apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: bench}\n\
-spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: bench}]}\n---\n\
-apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: parked}\n\
-spec: {type: process, state: DISABLED, maxVcpus: 2, maxMemoryMiB: 4096}\n---\n\
-apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: parked}\n\
-spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: parked}]}\n---\n\
-apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: trivial}\n\
-spec:\n  containerProperties: {image: none, command: ['true'], resourceRequirements: [{type: VCPU, value: '1'}, {type: MEMORY, value: '16'}]}\n";
+use support::{argument, cores, fresh_database, median, wait_for_all, Server, MANIFEST};
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Run {
@@ -141,7 +130,7 @@ fn batchctl_run(run: usize, jobs: usize, waits: usize, postgres: Option<&str>) -
     server.apply(data_dir.path(), MANIFEST);
     // Warm the path once (page cache, the server's connections).
     assert!(server.submit_and_wait());
-    let (_, alone_seconds) = server.submit_loop("parked", jobs, "alone");
+    let (_, alone_seconds) = server.submit_loop("backlog", jobs, "alone");
     let submits_alone_per_second = jobs as f64 / alone_seconds;
 
     let started = now_millis();

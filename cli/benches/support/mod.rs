@@ -8,6 +8,19 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// What the benches apply: queue `bench` on a process environment of 2 vCPUs, queue `backlog` on
+/// a DISABLED environment (its jobs wait for ever), and the definition `trivial` (`true`, 1 vCPU).
+pub const MANIFEST: &str = "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: bench}\n\
+spec: {type: process, maxVcpus: 2, maxMemoryMiB: 4096}\n---\n\
+apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: bench}\n\
+spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: bench}]}\n---\n\
+apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: parked}\n\
+spec: {type: process, state: DISABLED, maxVcpus: 2, maxMemoryMiB: 4096}\n---\n\
+apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: backlog}\n\
+spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: parked}]}\n---\n\
+apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: trivial}\n\
+spec:\n  containerProperties: {image: none, command: ['true'], resourceRequirements: [{type: VCPU, value: '1'}, {type: MEMORY, value: '16'}]}\n";
+
 /// A `batchctl server` on a free loopback port; killed when dropped.
 pub struct Server {
     pub url: String,
