@@ -7,7 +7,9 @@ impl Dispatcher {
     /// Admits the oldest submitted jobs: SUBMITTED → PENDING, and on to RUNNABLE at once for jobs
     /// without dependencies. Then PENDING jobs move on: to RUNNABLE when every job they depend on
     /// SUCCEEDED, to FAILED when one of them FAILED.
-    pub(super) async fn admit(&mut self) -> Result<u64, DispatchError> {
+    /// Queues are asked when their counters hold SUBMITTED jobs, and all of them at a poll
+    /// (`every_queue`), so that admission never depends on the counters alone.
+    pub(super) async fn admit(&mut self, every_queue: bool) -> Result<u64, DispatchError> {
         let now = now_millis();
         let pending = transition(JobStatus::Submitted, JobEvent::Admitted)?;
         let runnable = transition(pending, JobEvent::DependenciesSatisfied)?;
@@ -21,7 +23,7 @@ impl Dispatcher {
             let mut queues: Vec<&JobQueue> = self
                 .queues
                 .iter()
-                .filter(|queue| submitted.contains(queue.name.as_str()))
+                .filter(|queue| every_queue || submitted.contains(queue.name.as_str()))
                 .collect();
             queues.sort_by_key(|queue| std::cmp::Reverse(queue.priority));
             for queue in queues {

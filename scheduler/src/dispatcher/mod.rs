@@ -447,7 +447,7 @@ impl Dispatcher {
             progressed = true;
         }
         self.admission_due |= self.handle.work_submitted.swap(false, Ordering::AcqRel) || polling;
-        progressed |= self.admit().await? > 0;
+        progressed |= self.admit(polling).await? > 0;
         if self.placement_dirty {
             self.placement_dirty = false;
             progressed |= self.dispatch().await? > 0;
