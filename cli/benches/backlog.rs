@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use batchctl_scheduler::core::model::{DefinitionRef, JobId, JobStatus, QueueName};
 use batchctl_scheduler::manifest::{build_job, SubmitContext, SubmitJobRequest};
 use batchctl_scheduler::store::{now_millis, Store, StoreLocation};
-use support::{argument, cores, fresh_database, median, wait_for_all, Server, MANIFEST};
+use support::{
+    argument, cores, database_argument, fresh_database, median, wait_for_all, Server, MANIFEST,
+};
 
 /// Arrays the waiting jobs are submitted as.
 const ARRAYS: usize = 10;
@@ -56,14 +58,7 @@ fn main() {
     let jobs: usize = argument("--jobs").unwrap_or(200);
     let waiting: usize = argument("--waiting").unwrap_or(1_000_000);
     let finished: usize = argument("--finished").unwrap_or(1_000_000);
-    let database: String = argument("--database").unwrap_or_else(|| "sqlite".to_string());
-    let postgres = match database.as_str() {
-        "sqlite" => None,
-        "postgres" => Some(std::env::var("BATCHCTL_BENCH_DATABASE_URL").expect(
-            "--database postgres needs BATCHCTL_BENCH_DATABASE_URL (e.g. $(.ci/postgres))",
-        )),
-        other => panic!("--database {other}: use sqlite or postgres"),
-    };
+    let (database, postgres) = database_argument();
     println!(
         "machine: {} cores; database {database}; {jobs} jobs per run, {runs} runs; backlog: {waiting} waiting, {finished} finished",
         cores()

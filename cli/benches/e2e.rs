@@ -21,7 +21,9 @@ mod support;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::{argument, cores, fresh_database, median, wait_for_all, Server, MANIFEST};
+use support::{
+    argument, cores, database_argument, fresh_database, median, wait_for_all, Server, MANIFEST,
+};
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Run {
@@ -38,15 +40,8 @@ fn main() {
     let runs: usize = argument("--runs").unwrap_or(3);
     let jobs: usize = argument("--jobs").unwrap_or(1000);
     let waits: usize = argument("--waits").unwrap_or(20);
-    let database: String = argument("--database").unwrap_or_else(|| "sqlite".to_string());
+    let (database, postgres) = database_argument();
     let peer: Option<String> = argument("--peer");
-    let postgres = match database.as_str() {
-        "sqlite" => None,
-        "postgres" => Some(std::env::var("BATCHCTL_BENCH_DATABASE_URL").expect(
-            "--database postgres needs BATCHCTL_BENCH_DATABASE_URL (e.g. $(.ci/postgres))",
-        )),
-        other => panic!("--database {other}: use sqlite or postgres"),
-    };
     println!(
         "machine: {} cores; {jobs} jobs per workload; {runs} runs; database {database}",
         cores()

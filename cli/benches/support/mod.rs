@@ -191,6 +191,20 @@ pub fn argument<T: std::str::FromStr>(name: &str) -> Option<T> {
         .and_then(|v| v.parse().ok())
 }
 
+/// `--database sqlite|postgres` (default sqlite), and for Postgres the server's URL from
+/// BATCHCTL_BENCH_DATABASE_URL.
+pub fn database_argument() -> (String, Option<String>) {
+    let database: String = argument("--database").unwrap_or_else(|| "sqlite".to_string());
+    let postgres = match database.as_str() {
+        "sqlite" => None,
+        "postgres" => Some(std::env::var("BATCHCTL_BENCH_DATABASE_URL").expect(
+            "--database postgres needs BATCHCTL_BENCH_DATABASE_URL (e.g. $(.ci/postgres))",
+        )),
+        other => panic!("--database {other}: use sqlite or postgres"),
+    };
+    (database, postgres)
+}
+
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(0, |n| n.get())
 }
