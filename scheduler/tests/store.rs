@@ -501,8 +501,16 @@ async fn advance_oldest_moves_in_submission_order(store: Store) {
     for id in ["1", "2", "3"] {
         store.insert_jobs(&[job(id, None)]).await.unwrap();
     }
-    assert!(store.any_job_in(JobStatus::Submitted).await.unwrap());
-    assert!(!store.any_job_in(JobStatus::Runnable).await.unwrap());
+    assert!(!store
+        .queues_with(JobStatus::Submitted)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .queues_with(JobStatus::Runnable)
+        .await
+        .unwrap()
+        .is_empty());
     let moved = store
         .advance_oldest(JobStatus::Submitted, JobStatus::Runnable, 2, 5)
         .await

@@ -420,17 +420,6 @@ impl Store {
         Ok(count as u64)
     }
 
-    /// Whether any job is in `status`: one index probe, where counting would read every such row
-    /// (a backlog of PENDING jobs, say) on each dispatcher pass that asks.
-    pub async fn any_job_in(&self, status: JobStatus) -> Result<bool, StoreError> {
-        let found: Option<i64> =
-            sqlx::query_scalar("SELECT seq FROM jobs WHERE status = $1 LIMIT 1")
-                .bind(status.as_str())
-                .fetch_optional(&self.read)
-                .await?;
-        Ok(found.is_some())
-    }
-
     /// Terminate requests of STARTING and RUNNING jobs, with their reasons.
     pub async fn stop_requests(&self) -> Result<Vec<(JobId, String)>, StoreError> {
         let rows = sqlx::query(
