@@ -12,17 +12,10 @@ use batchctl_scheduler::submitter::Submitter;
 use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
 
-pub const RESOURCES: &str = r#"
-apiVersion: batchctl/v1
-kind: ComputeEnvironment
-metadata: {name: local}
-spec: {type: process, maxVcpus: 2, maxMemoryMiB: 1024}
----
-apiVersion: batchctl/v1
-kind: JobQueue
-metadata: {name: q}
-spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]}
----
+/// `LOCAL_QUEUE` and a definition `d` echoing its parameter `word`, with two attempts.
+pub const RESOURCES: &str = concat!(
+    local_queue!(),
+    r#"---
 apiVersion: batchctl/v1
 kind: JobDefinition
 metadata: {name: d}
@@ -34,7 +27,8 @@ spec:
     environment: [{name: GREETING, value: hi}]
     resourceRequirements: [{type: VCPU, value: "1"}, {type: MEMORY, value: "64"}]
   retryStrategy: {attempts: 2}
-"#;
+"#
+);
 
 pub struct Harness {
     pub store: Store,

@@ -4,6 +4,22 @@
 //! `CI=true` a missing database fails the test; elsewhere the test is skipped, saying so loudly.
 #![allow(dead_code)]
 
+/// The text of `LOCAL_QUEUE`, as a literal so that other manifests can `concat!` it.
+macro_rules! local_queue {
+    () => {
+        "apiVersion: batchctl/v1
+kind: ComputeEnvironment
+metadata: {name: local}
+spec: {type: process, maxVcpus: 2, maxMemoryMiB: 1024}
+---
+apiVersion: batchctl/v1
+kind: JobQueue
+metadata: {name: q}
+spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]}
+"
+    };
+}
+
 pub mod dispatcher;
 pub mod small_filesystem;
 
@@ -106,16 +122,7 @@ pub async fn apply(store: &Store, text: &str) {
 }
 
 /// A 2-vCPU process environment `local` and a queue `q` on it, which most suites start from.
-pub const LOCAL_QUEUE: &str = "apiVersion: batchctl/v1
-kind: ComputeEnvironment
-metadata: {name: local}
-spec: {type: process, maxVcpus: 2, maxMemoryMiB: 1024}
----
-apiVersion: batchctl/v1
-kind: JobQueue
-metadata: {name: q}
-spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]}
-";
+pub const LOCAL_QUEUE: &str = local_queue!();
 
 /// Applies `LOCAL_QUEUE`, then `text`.
 pub async fn apply_on_local_queue(store: &Store, text: &str) {
