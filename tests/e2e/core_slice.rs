@@ -20,13 +20,7 @@ fn readme_flow(server: &Server) {
         "who=you",
         "--wait",
     ]);
-    assert!(
-        output.status.success(),
-        "{}{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    assert!(stdout(&output).contains("SUCCEEDED"), "{}", stdout(&output));
+    assert_succeeded(&output);
     let jobs = server.json(&["get", "jobs", "--status", "SUCCEEDED"]);
     let job_id = jobs["items"][0]["jobId"].as_str().unwrap();
     let logs = server.cli(&["logs", job_id]);
@@ -654,16 +648,21 @@ fn submit_wait_works_when_the_caller_holds_every_stream_slot() {
         "hello",
         "--wait",
     ]);
-    assert!(
-        output.status.success(),
-        "{}{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    assert!(stdout(&output).contains("SUCCEEDED"), "{}", stdout(&output));
+    assert_succeeded(&output);
     for holder in &mut holders {
         let _ = holder.kill();
         let _ = holder.wait();
     }
     server.cli(&["terminate", &long]);
+}
+
+/// A `submit --wait` that exited 0 and printed its job SUCCEEDED.
+fn assert_succeeded(output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(output),
+        stderr(output)
+    );
+    assert!(stdout(output).contains("SUCCEEDED"), "{}", stdout(output));
 }

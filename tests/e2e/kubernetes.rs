@@ -107,6 +107,8 @@ fn jobs_run_as_kubernetes_jobs_and_an_unschedulable_one_waits_in_starting() {
         "batchctl_jobs{status=\"SUCCEEDED\"} 1",
         "batchctl_jobs{status=\"FAILED\"} 1",
         "batchctl_jobs{status=\"RUNNING\"} 0",
+        "batchctl_queue_jobs{queue=\"kq\",status=\"SUCCEEDED\"} 1",
+        "batchctl_queue_jobs{queue=\"kq\",status=\"FAILED\"} 1",
         "batchctl_leader 1",
         "batchctl_compute_environment_up{environment=\"cluster\"} 1",
     ] {
