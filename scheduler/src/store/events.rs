@@ -78,8 +78,7 @@ pub(super) async fn emit_moved(
     emission: Emission,
     transaction: &mut Transaction<'static, Any>,
     rows: &[sqlx::any::AnyRow],
-    exit_code: impl Fn(&str) -> Option<i32>,
-    passed_running: impl Fn(&str) -> bool,
+    moved: impl Fn(&str) -> Option<MovedJob>,
     now: i64,
 ) -> Result<u64, StoreError> {
     if rows.is_empty() || !emission.wanted {
@@ -89,9 +88,10 @@ pub(super) async fn emit_moved(
     let mut events = Vec::with_capacity(rows.len());
     for row in rows {
         let mut change = change_from_row(row)?;
+        let moved = moved(&change.job_id).unwrap_or_default();
         // A start and an end applied as one write: the RUNNING that was skipped is still an
         // event, before the end's, as rules on job state changes expect.
-        if passed_running(&change.job_id) {
+        if moved.passed_running {
             let running = JobChange {
                 status: JobStatus::Running.as_str().to_string(),
                 status_reason: None,
@@ -104,7 +104,7 @@ pub(super) async fn emit_moved(
                 time,
             ));
         }
-        change.exit_code = exit_code(&change.job_id);
+        change.exit_code = moved.exit_code;
         events.push(job_state_change(
             &change,
             &uuid::Uuid::new_v4().to_string(),
@@ -113,6 +113,14 @@ pub(super) async fn emit_moved(
     }
     insert_events(transaction, emission.dialect, &events, now).await?;
     Ok(rows.len() as u64)
+}
+
+/// What a moved job's events say beyond its row: the exit code its attempt reported, and
+/// whether it passed RUNNING on the way (`Transition::passes_running`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct MovedJob {
+    pub exit_code: Option<i32>,
+    pub passed_running: bool,
 }
 
 /// Whether a status-changing statement stores Job State Change events, decided once per

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::events::{emit_moved, Emission};
+use super::events::{emit_moved, Emission, MovedJob};
 use super::sql::{placeholder, placeholders, ROWS_PER_STATEMENT};
 use super::{Dialect, Store, StoreError};
 use crate::core::model::{Attempt, CurrentAttempt, JobId, JobStatus};
@@ -23,6 +23,18 @@ pub struct Transition {
 }
 
 impl Transition {
+    /// The exit code an attempt's end reports, for its Job State Change event.
+    pub fn exit_code(&self) -> Option<i32> {
+        match &self.effect {
+            Effect::AttemptEnded { attempt, .. } => attempt.exit_code,
+            Effect::Placed { .. }
+            | Effect::Started { .. }
+            | Effect::Deferred { .. }
+            | Effect::Cancelled { .. }
+            | Effect::ArrayEnded { .. } => None,
+        }
+    }
+
     /// An attempt's end from STARTING whose attempt did start: its start (STARTING → RUNNING)
     /// and its end were reported together and are written as this one move, which still
     /// counts as having passed RUNNING (its Job State Change events include RUNNING).
@@ -160,32 +172,25 @@ impl Store {
                     for &i in chunk {
                         applied[i] = changed.contains(&transitions[i].job_id.0);
                     }
-                    let exit_codes: HashMap<&str, i32> = rows
-                        .iter()
-                        .filter_map(|transition| match &transition.effect {
-                            Effect::AttemptEnded { attempt, .. } => attempt
-                                .exit_code
-                                .map(|code| (transition.job_id.0.as_str(), code)),
-                            Effect::Placed { .. }
-                            | Effect::Started { .. }
-                            | Effect::Deferred { .. }
-                            | Effect::Cancelled { .. }
-                            | Effect::ArrayEnded { .. } => None,
-                        })
-                        .collect();
-                    let exit_code = |job_id: &str| exit_codes.get(job_id).copied();
-                    let passed: HashSet<&str> = rows
-                        .iter()
-                        .filter(|transition| transition.passes_running())
-                        .map(|transition| transition.job_id.0.as_str())
-                        .collect();
-                    let passed_running = |job_id: &str| passed.contains(job_id);
+                    // Only read when events are stored.
+                    let moved: HashMap<&str, MovedJob> = match emission.wanted {
+                        true => rows
+                            .iter()
+                            .map(|t| {
+                                let moved = MovedJob {
+                                    exit_code: t.exit_code(),
+                                    passed_running: t.passes_running(),
+                                };
+                                (t.job_id.0.as_str(), moved)
+                            })
+                            .collect(),
+                        false => HashMap::new(),
+                    };
                     emit_moved(
                         emission,
                         &mut transaction,
                         &returned,
-                        exit_code,
-                        passed_running,
+                        |job_id| moved.get(job_id).copied(),
                         now,
                     )
                     .await?;

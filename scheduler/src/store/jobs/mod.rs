@@ -466,5 +466,5 @@ async fn emit_moved_rows(
     rows: &[AnyRow],
     now: i64,
 ) -> Result<u64, StoreError> {
-    emit_moved(emission, transaction, rows, |_| None, |_| false, now).await
+    emit_moved(emission, transaction, rows, |_| None, now).await
 }
