@@ -51,6 +51,16 @@ impl Client {
         Ok(response.json().await?)
     }
 
+    /// `DELETE path`. The body is empty, but declared JSON, as the server asks of every
+    /// request that changes something.
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
+        let request = self
+            .http
+            .delete(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        Ok(self.send(request).await?.json().await?)
+    }
+
     /// Submits a job. A server that cannot be reached or answers 503 (its database restarting,
     /// say) is asked again, with a bounded backoff for up to `SUBMIT_RETRY_BUDGET`, under one
     /// `Idempotency-Key` (the caller's, or one made up for this invocation), so a submit whose

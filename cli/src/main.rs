@@ -113,6 +113,21 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+    /// Delete resources or finished jobs, by kind and name or as listed in a file (kubectl's
+    /// `delete`). Job definitions are deregistered: all ACTIVE revisions, or NAME:REVISION.
+    /// Queues and compute environments must be DISABLED first, as AWS Batch requires.
+    Delete {
+        /// The kind of what to delete (not with -f).
+        #[arg(value_enum, required_unless_present = "file")]
+        resource: Option<ResourceKind>,
+        /// Names (job ids for jobs).
+        #[arg(requires = "resource")]
+        names: Vec<String>,
+        /// Delete what this YAML or JSON file (as given to `apply -f`) describes; `-` reads
+        /// standard input.
+        #[arg(short = 'f', long = "filename", conflicts_with = "resource")]
+        file: Option<PathBuf>,
+    },
     /// Show one job in full.
     Describe {
         #[arg(value_enum)]
@@ -260,6 +275,92 @@ enum ResourceKind {
     Notifications,
 }
 
+impl ResourceKind {
+    /// The kind's collection under `/v1`.
+    fn collection(self) -> &'static str {
+        match self {
+            ResourceKind::Jobs => "jobs",
+            ResourceKind::Queues => "jobqueues",
+            ResourceKind::Definitions => "jobdefinitions",
+            ResourceKind::Computeenvironments => "computeenvironments",
+            ResourceKind::Schedules => "schedules",
+            ResourceKind::Rules => "eventrules",
+            ResourceKind::Webhooktriggers => "webhooktriggers",
+            ResourceKind::Notifications => "notifications",
+        }
+    }
+}
+
+/// The documents of a YAML or JSON file (`-`: standard input).
+fn read_documents(file: &std::path::Path) -> anyhow::Result<Vec<Value>> {
+    let text = if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    batchctl_scheduler::manifest::documents_from_text(&text)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", file.display()))
+}
+
+/// The paths to DELETE for a file's documents, in an order that lets each go: what refers to
+/// others first (notifications, rules, schedules, definitions, queues), environments last.
+fn deletion_targets(documents: &[Value]) -> anyhow::Result<Vec<String>> {
+    use batchctl_scheduler::manifest::Kind;
+    let order = [
+        Kind::Notification,
+        Kind::WebhookTrigger,
+        Kind::EventRule,
+        Kind::Schedule,
+        Kind::JobDefinition,
+        Kind::JobQueue,
+        Kind::ComputeEnvironment,
+    ];
+    let mut targets = Vec::new();
+    for (index, document) in documents.iter().enumerate() {
+        let kind_name = document["kind"].as_str().unwrap_or_default();
+        let Some(rank) = order.iter().position(|kind| kind.as_str() == kind_name) else {
+            bail!("documents[{index}].kind: {kind_name:?} is not a batchctl kind; `delete -f` reads the documents `apply -f` takes in batchctl's form (kind, metadata.name)");
+        };
+        let Some(name) = document["metadata"]["name"].as_str() else {
+            bail!("documents[{index}].metadata.name is missing");
+        };
+        targets.push((rank, format!("/v1/{}/{name}", order[rank].collection())));
+    }
+    targets.sort_by_key(|(rank, _)| *rank);
+    Ok(targets.into_iter().map(|(_, path)| path).collect())
+}
+
+/// DELETEs each path in turn, going on past failures (as kubectl); fails if any did.
+async fn delete_all(
+    client: &Client,
+    targets: &[String],
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let mut deleted = Vec::new();
+    let mut failed = 0;
+    for target in targets {
+        match client.delete(target).await {
+            Ok(answer) => {
+                let entries = answer["deleted"].as_array().cloned().unwrap_or_default();
+                if entries.is_empty() {
+                    eprintln!("{}: nothing left to deregister (every revision is INACTIVE already)", target.trim_start_matches("/v1/"));
+                }
+                deleted.extend(entries);
+            }
+            Err(error) => {
+                failed += 1;
+                eprintln!("error: {}: {error:#}", target.trim_start_matches("/v1/"));
+            }
+        }
+    }
+    output::print_deleted(&json!({ "deleted": deleted }), format)?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum DescribeKind {
     Job,
@@ -385,14 +486,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let format = cli.output;
     match cli.command {
         Command::Apply { file } => {
-            let text = if file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?
-            } else {
-                std::fs::read_to_string(&file)
-                    .with_context(|| format!("cannot read {}", file.display()))?
-            };
-            let documents = batchctl_scheduler::manifest::documents_from_text(&text)
-                .map_err(|error| anyhow::anyhow!("{}: {error}", file.display()))?;
+            let documents = read_documents(&file)?;
             let answer = client
                 .post("/v1/apply", &json!({ "documents": documents }))
                 .await?;
@@ -502,6 +596,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Webhooktriggers => output::print_webhook_triggers(&list, format)?,
                 ResourceKind::Notifications => output::print_notifications(&list, format)?,
             }
+        }
+        Command::Delete {
+            resource,
+            names,
+            file,
+        } => {
+            let targets = match (resource, file) {
+                (_, Some(file)) => deletion_targets(&read_documents(&file)?)?,
+                (Some(kind), None) if names.is_empty() => {
+                    bail!("name what to delete: `batchctl delete {} NAME…`", kind.collection())
+                }
+                (Some(kind), None) => names
+                    .into_iter()
+                    .map(|name| format!("/v1/{}/{name}", kind.collection()))
+                    .collect(),
+                (None, None) => bail!("name a kind and names, or give -f FILE"),
+            };
+            return delete_all(&client, &targets, format).await;
         }
         Command::Describe {
             resource: DescribeKind::Job,

@@ -116,6 +116,31 @@ pub fn print_applied(answer: &Value, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `delete` did, as kubectl prints it: `jobqueue/NAME deleted`,
+/// `jobdefinition/NAME:REVISION deregistered`.
+pub fn print_deleted(answer: &Value, format: Format) -> anyhow::Result<()> {
+    if print_structured(answer, format)? {
+        return Ok(());
+    }
+    for deleted in answer["deleted"].as_array().into_iter().flatten() {
+        let kind = deleted["kind"].as_str().unwrap_or_default().to_lowercase();
+        let revision = deleted["revision"]
+            .as_u64()
+            .map(|r| format!(":{r}"))
+            .unwrap_or_default();
+        let jobs = match deleted["jobs"].as_u64() {
+            Some(n) if n > 1 => format!(" ({n} jobs with its children)"),
+            Some(_) | None => String::new(),
+        };
+        println!(
+            "{kind}/{}{revision} {}{jobs}",
+            text(&deleted["name"]),
+            text(&deleted["action"])
+        );
+    }
+    Ok(())
+}
+
 pub fn print_job(job: &Value, format: Format) -> anyhow::Result<()> {
     if print_structured(job, format)? {
         return Ok(());

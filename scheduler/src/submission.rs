@@ -41,6 +41,22 @@ pub async fn build_from_store(
             ),
         )));
     };
+    if !definition.active {
+        let revision = definition.definition.revision;
+        return Ok(Err(FieldError::new(
+            field("jobDefinition"),
+            match DefinitionRef::parse(&request.job_definition).map(|r| r.revision) {
+                Ok(Some(_)) => format!(
+                    "job definition \"{}\" revision {revision} is INACTIVE (deregistered); submit another revision, or apply the definition again to register a new one",
+                    definition.definition.name
+                ),
+                Ok(None) | Err(_) => format!(
+                    "every revision of job definition \"{}\" is INACTIVE (deregistered; the latest is {revision}); apply the definition again to register a new revision",
+                    definition.definition.name
+                ),
+            },
+        )));
+    }
     let environments = store.compute_environments_for_submit().await?;
     let context = SubmitContext {
         definition: &definition.definition,

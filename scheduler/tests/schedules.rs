@@ -21,6 +21,7 @@ store_suite!(
     forbid_skips_a_tick_while_the_last_run_is_unfinished,
     a_target_that_cannot_be_submitted_records_a_failed_tick,
     a_tick_whose_job_cannot_be_written_is_not_recorded,
+    a_deleted_schedule_fires_no_more,
 );
 
 #[derive(Clone)]
@@ -302,4 +303,48 @@ async fn a_tick_whose_job_cannot_be_written_is_not_recorded(store: Store) {
     clock.advance(Duration::seconds(60));
     runner(&store, &clock).run_once().await.unwrap();
     assert_eq!(store.count_fired("nightly").await.unwrap(), 2);
+}
+
+async fn a_deleted_schedule_fires_no_more(store: Store) {
+    let clock = ManualClock::at("2026-11-21T10:00:00Z");
+    apply_at(
+        &store,
+        &format!("{}---\n{RESOURCES}", support::LOCAL_QUEUE),
+        &clock,
+    )
+    .await;
+    apply_at(&store, &schedule_document("rate(1 minute)", ""), &clock).await;
+    // What a runner read just before the delete: its tick must still not fire afterwards.
+    let stale = store.schedules().await.unwrap().remove(0);
+    let deleted = store
+        .delete_resource(manifest::Kind::Schedule, "nightly", None)
+        .await
+        .unwrap();
+    assert_eq!(deleted.len(), 1);
+    let now = clock.now().timestamp_millis();
+    let job = batchctl_scheduler::submission::build_from_store(
+        &store,
+        &stale.target,
+        None,
+        now,
+        "target.",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(!store.fire_tick("nightly", now, &job, now).await.unwrap());
+    assert!(!store
+        .record_unfired_tick("nightly", now, FiringOutcome::Skipped, "late", now)
+        .await
+        .unwrap());
+    clock.advance(Duration::seconds(600));
+    runner(&store, &clock).run_once().await.unwrap();
+    assert!(fired_jobs(&store).await.is_empty());
+    assert!(store.last_firing("nightly").await.unwrap().is_none());
+    // Deleting it again says it is gone.
+    let again = store
+        .delete_resource(manifest::Kind::Schedule, "nightly", None)
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("Schedule \"nightly\" does not exist"), "{again}");
 }

@@ -10,6 +10,7 @@ mod events;
 mod faults;
 mod high_availability;
 mod kubernetes;
+mod lifecycle;
 mod process_executor;
 mod schedules;
 mod scheduling;

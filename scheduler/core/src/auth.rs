@@ -155,7 +155,11 @@ pub fn required_scope(method: &str, path: &str) -> Option<Scope> {
     if path == "/healthz" || path == "/metrics" || path.starts_with("/v1/hooks/") {
         return None;
     }
-    let admin = path == "/v1/apply" || path.starts_with("/v1/dlq/");
+    // Changing resources is the admin's; deleting a finished job is the submitter's, as is
+    // cancelling one.
+    let admin = path == "/v1/apply"
+        || path.starts_with("/v1/dlq/")
+        || (method == "DELETE" && !path.starts_with("/v1/jobs/"));
     Some(match method {
         "GET" | "HEAD" => Scope::Read,
         _ if admin => Scope::Admin,
@@ -230,6 +234,23 @@ mod tests {
                 Access::Allowed,
             ),
             (Some(bearer(ADMIN)), "GET", "/v1/jobs", Access::Allowed),
+            // Deleting a finished job is the submitter's; deleting a resource the admin's.
+            (Some(bearer(SUBMITTER)), "DELETE", "/v1/jobs/x", Access::Allowed),
+            (
+                Some(bearer(SUBMITTER)),
+                "DELETE",
+                "/v1/jobqueues/q",
+                Access::Forbidden {
+                    has: Scope::Submit,
+                    needs: Scope::Admin,
+                },
+            ),
+            (
+                Some(bearer(ADMIN)),
+                "DELETE",
+                "/v1/schedules/s",
+                Access::Allowed,
+            ),
             // RFC 7235: the scheme is case-insensitive.
             (
                 Some(format!("bearer {READER}")),

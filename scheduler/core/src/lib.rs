@@ -14,6 +14,7 @@ pub mod endpoint_policy;
 pub mod event_pattern;
 pub mod events;
 pub mod fair_share;
+pub mod lifecycle;
 pub mod model;
 pub mod placement;
 pub mod reconcile;

@@ -195,6 +195,16 @@ pub struct JobQueue {
     /// With a fair-share policy, jobs carry a share identifier and shares take turns by usage
     /// (see `crate::fair_share`); without one, the queue is FIFO.
     pub fair_share: Option<FairSharePolicy>,
+    /// How long this queue's finished jobs are kept, where it differs from the server's default.
+    pub job_retention: JobRetention,
+}
+
+/// A queue's `jobRetention`: seconds its finished jobs are kept, by outcome; `None` keeps the
+/// server's default (`core::lifecycle::Retention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct JobRetention {
+    pub succeeded_seconds: Option<u64>,
+    pub failed_seconds: Option<u64>,
 }
 
 /// AWS Batch's FairsharePolicy.

@@ -133,6 +133,7 @@ mod tests {
                 .collect(),
             runnable_time_limits: vec![],
             fair_share: None,
+            job_retention: Default::default(),
         }
     }
 

@@ -34,6 +34,7 @@ mod tests {
                 })
                 .collect(),
             fair_share: None,
+            job_retention: Default::default(),
         }
     }
 

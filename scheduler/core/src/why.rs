@@ -331,6 +331,7 @@ mod tests {
             compute_environments: names.to_vec(),
             runnable_time_limits: vec![],
             fair_share: None,
+            job_retention: Default::default(),
         };
         let environments: HashMap<_, _> = [
             environment("off", resources(8, 8192), ResourceState::Disabled),

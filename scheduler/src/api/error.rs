@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::control::ControlError;
 use crate::manifest::FieldError;
-use crate::store::{ApplyError, StoreError};
+use crate::store::{ApplyError, DeleteError, StoreError};
 use crate::submitter::SubmitError;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -212,6 +212,16 @@ impl From<ControlError> for ApiError {
             | ControlError::AlreadyStarted { .. }
             | ControlError::Contended(_) => ApiError::conflict(error.to_string()),
             ControlError::Store(error) => error.into(),
+        }
+    }
+}
+
+impl From<DeleteError> for ApiError {
+    fn from(error: DeleteError) -> ApiError {
+        match error {
+            DeleteError::NotFound(detail) => ApiError::not_found(detail),
+            DeleteError::Refused(refusal) => ApiError::conflict(refusal.to_string()),
+            DeleteError::Store(error) => error.into(),
         }
     }
 }

@@ -336,6 +336,16 @@ pub(super) async fn stop(
     Ok(Json(job_view(&state.store, &job).await?))
 }
 
+/// `DELETE /v1/jobs/{id}`: a finished job with its attempts and output (an array job with its
+/// children). 409 while it waits or runs, or while a waiting job depends on it.
+pub(super) async fn delete_job(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let deleted = state.store.delete_job(&JobId(job_id)).await?;
+    Ok(Json(serde_json::json!({ "deleted": [deleted] })))
+}
+
 pub(super) async fn cancel(
     State(state): State<AppState>,
     Path(job_id): Path<String>,

@@ -103,7 +103,18 @@ fn stream_slot(state: &AppState, headers: &HeaderMap) -> Result<streams::StreamS
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    for kind in Kind::ALL {
+        router = router.route(
+            &format!("/v1/{}/{{name}}", kind.collection()),
+            axum::routing::delete(
+                move |State(state): State<AppState>, Path(name): Path<String>| {
+                    delete_resource(state, kind, name)
+                },
+            ),
+        );
+    }
+    router
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/apply", post(apply))
@@ -121,7 +132,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/hooks/{name}", post(receive_hook))
         .route("/v1/schedules/{name}/trigger", post(trigger_schedule))
         .route("/v1/jobs", post(submit).get(list_jobs))
-        .route("/v1/jobs/{job_id}", get(describe_job))
+        .route("/v1/jobs/{job_id}", get(describe_job).delete(delete_job))
         .route("/v1/jobs/{job_id}/cancel", post(cancel))
         .route("/v1/jobs/{job_id}/terminate", post(terminate))
         .route("/v1/jobs/{job_id}/logs", get(logs))

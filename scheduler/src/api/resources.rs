@@ -34,6 +34,37 @@ pub(super) async fn apply(
     Ok(Json(serde_json::json!({ "applied": applied, "warnings": warnings })).into_response())
 }
 
+/// `DELETE /v1/{collection}/{name}`: deletes a resource, or deregisters a job definition (all
+/// its ACTIVE revisions, or the one named `NAME:REVISION`). 409 when AWS Batch's rules say it may
+/// not go yet, saying what blocks it.
+pub(super) async fn delete_resource(
+    state: AppState,
+    kind: Kind,
+    name: String,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (name, revision) = match kind {
+        Kind::JobDefinition => {
+            let reference = crate::core::model::DefinitionRef::parse(&name)
+                .map_err(|m| ApiError::invalid(FieldError::new("name", m)))?;
+            (reference.name.to_string(), reference.revision)
+        }
+        _ => (name, None),
+    };
+    let deleted = state.store.delete_resource(kind, &name, revision).await?;
+    match kind {
+        Kind::ComputeEnvironment | Kind::JobQueue | Kind::JobDefinition => {
+            state.dispatcher.notify_resources_changed();
+        }
+        Kind::Schedule => state.schedules.handle().notify_changed(),
+        Kind::EventRule => {
+            state.store.refresh_job_event_interest().await?;
+            state.rules.notify();
+        }
+        Kind::WebhookTrigger | Kind::Notification => {}
+    }
+    Ok(Json(serde_json::json!({ "deleted": deleted })))
+}
+
 pub(super) async fn resources(
     store: &Store,
     kind: Kind,
@@ -302,12 +333,15 @@ pub(super) async fn list_job_definitions(
         .into_iter()
         .map(|stored| {
             let definition = stored.definition;
-            ResourceView::new(
-                Kind::JobDefinition.as_str(),
-                definition.name.to_string(),
-                Some(definition.revision),
-                stored.spec,
-            )
+            ResourceView {
+                status: Some(if stored.active { "ACTIVE" } else { "INACTIVE" }.into()),
+                ..ResourceView::new(
+                    Kind::JobDefinition.as_str(),
+                    definition.name.to_string(),
+                    Some(definition.revision),
+                    stored.spec,
+                )
+            }
         })
         .collect();
     Ok(Json(Page {

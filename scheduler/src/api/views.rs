@@ -307,6 +307,9 @@ pub struct ResourceView {
     pub kind: String,
     pub metadata: ResourceMetadataView,
     pub spec: serde_json::Value,
+    /// A job definition revision's ACTIVE or INACTIVE (deregistered), as AWS Batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -324,6 +327,7 @@ impl ResourceView {
             kind: kind.into(),
             metadata: ResourceMetadataView { name, revision },
             spec,
+            status: None,
         }
     }
 }

@@ -14,6 +14,19 @@ pub struct JobQueueSpec {
     /// AWS Batch references a SchedulingPolicy by ARN; here the policy is written in the queue.
     #[serde(default)]
     pub scheduling_policy: Option<SchedulingPolicySpec>,
+    /// How long finished jobs are kept, where it differs from the server's `--job-retention`.
+    #[serde(default)]
+    pub job_retention: Option<JobRetentionSpec>,
+}
+
+/// `jobRetention`: seconds finished jobs are kept after they stop, by outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobRetentionSpec {
+    #[serde(default)]
+    pub succeeded_seconds: Option<u64>,
+    #[serde(default)]
+    pub failed_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +120,12 @@ pub fn job_queue(name: QueueName, spec: &JobQueueSpec) -> Result<JobQueue, Field
             .as_ref()
             .map(|policy| fair_share_policy(&policy.fairshare_policy))
             .transpose()?,
+        job_retention: spec
+            .job_retention
+            .map_or_else(JobRetention::default, |retention| JobRetention {
+                succeeded_seconds: retention.succeeded_seconds,
+                failed_seconds: retention.failed_seconds,
+            }),
     })
 }
 

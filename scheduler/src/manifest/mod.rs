@@ -34,7 +34,7 @@ use crate::core::events::{check_input_paths, EventRule};
 use crate::core::model::{
     ArrayRole, Backend, Backoff, ComputeEnvironment, ContainerProperties, DefinitionName,
     DefinitionSpec, Dependency, DependencyKind, DockerSettings, EnvironmentName, ExitRule,
-    FairSharePolicy, ImagePullPolicy, Job, JobDefinition, JobId, JobName, JobQueue, JobSpec,
+    FairSharePolicy, ImagePullPolicy, Job, JobDefinition, JobId, JobName, JobQueue, JobRetention, JobSpec,
     JobStatus, KubernetesSettings, QueueName, ResourceState, Resources, RetryAction, RetryPolicy,
     RunnableTimeLimit, ShareWeight, MAX_ARRAY_SIZE,
 };
@@ -113,6 +113,39 @@ impl Kind {
             Kind::WebhookTrigger => "WebhookTrigger",
             Kind::Notification => "Notification",
         }
+    }
+
+    /// What `batchctl get` calls the kind.
+    pub fn plural(&self) -> &'static str {
+        match self {
+            Kind::ComputeEnvironment => "computeenvironments",
+            Kind::JobQueue => "queues",
+            Kind::JobDefinition => "definitions",
+            Kind::Schedule => "schedules",
+            Kind::EventRule => "rules",
+            Kind::WebhookTrigger => "webhooktriggers",
+            Kind::Notification => "notifications",
+        }
+    }
+
+    /// The kind's collection under `/v1`.
+    pub fn collection(&self) -> &'static str {
+        match self {
+            Kind::ComputeEnvironment => "computeenvironments",
+            Kind::JobQueue => "jobqueues",
+            Kind::JobDefinition => "jobdefinitions",
+            Kind::Schedule => "schedules",
+            Kind::EventRule => "eventrules",
+            Kind::WebhookTrigger => "webhooktriggers",
+            Kind::Notification => "notifications",
+        }
+    }
+
+    /// The kind whose collection under `/v1` is `collection`.
+    pub fn from_collection(collection: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|kind| kind.collection() == collection)
     }
 }
 

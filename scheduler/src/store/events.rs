@@ -300,7 +300,8 @@ impl Store {
         .bind(rule)
         .bind(&job.job_id.0)
         .bind(now);
-        self.record_once_with_job(record, job).await
+        self.record_once_with_job(("event_rules", rule), record, job)
+            .await
     }
 
     /// Records that a rule's target could not be submitted for an event, and why.

@@ -16,6 +16,7 @@ mod finish_waits;
 mod job_counts;
 mod jobs;
 mod lease;
+mod lifecycle;
 mod logs;
 mod notifications;
 mod resource_cache;
@@ -43,6 +44,7 @@ pub use jobs::{
     MAX_PAGE_SPEC_BYTES,
 };
 pub use lease::{Fence, LeaseHolder};
+pub use lifecycle::{DeleteError, Deleted, DeletedAction, DELETE_BATCH};
 pub use logs::{LogLine, NewLogChunk};
 pub use notifications::NotificationDelivery;
 pub use resources::{Applied, AppliedAction, ApplyError, StoredDefinition, ValidDocument};

@@ -54,6 +54,8 @@ pub struct StoredDefinition {
     pub definition: JobDefinition,
     pub spec: serde_json::Value,
     pub created_at: i64,
+    /// False once deregistered (INACTIVE): jobs that used it still show it, new submits are refused.
+    pub active: bool,
 }
 
 /// A validated document and the spec JSON to keep for it.
@@ -236,7 +238,7 @@ impl Store {
         name: Option<&DefinitionName>,
     ) -> Result<Vec<StoredDefinition>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, revision, spec, created_at FROM job_definitions \
+            "SELECT name, revision, spec, created_at, status FROM job_definitions \
              WHERE $1 = '' OR name = $1 ORDER BY name, revision DESC",
         )
         .bind(name.map(DefinitionName::as_str).unwrap_or(""))
@@ -245,14 +247,16 @@ impl Store {
         rows.iter().map(definition_from_row).collect()
     }
 
-    /// The named revision, or the latest when none is named.
+    /// The named revision, or when none is named the latest ACTIVE one (the latest of all when
+    /// every revision is INACTIVE, so that a submit can say so).
     pub async fn job_definition(
         &self,
         reference: &DefinitionRef,
     ) -> Result<Option<StoredDefinition>, StoreError> {
         let row = sqlx::query(
-            "SELECT name, revision, spec, created_at FROM job_definitions \
-             WHERE name = $1 AND ($2 = 0 OR revision = $2) ORDER BY revision DESC LIMIT 1",
+            "SELECT name, revision, spec, created_at, status FROM job_definitions \
+             WHERE name = $1 AND ($2 = 0 OR revision = $2) \
+             ORDER BY CASE WHEN status = 'ACTIVE' THEN 0 ELSE 1 END, revision DESC LIMIT 1",
         )
         .bind(reference.name.as_str())
         .bind(i64::from(reference.revision.unwrap_or(0)))
@@ -363,7 +367,8 @@ async fn upsert(
     Ok((action, None))
 }
 
-/// Adds revision n+1 unless the latest revision already has this spec.
+/// Adds revision n+1 unless the latest ACTIVE revision already has this spec (after a
+/// deregistration, applying the same spec again registers a new revision, as AWS Batch).
 async fn register_definition(
     transaction: &mut Transaction<'static, Any>,
     name: &DefinitionName,
@@ -372,7 +377,7 @@ async fn register_definition(
     now: i64,
 ) -> Result<(AppliedAction, Option<u32>), ApplyError> {
     let latest = sqlx::query(
-        "SELECT name, revision, spec, created_at FROM job_definitions WHERE name = $1 \
+        "SELECT name, revision, spec, created_at, status FROM job_definitions WHERE name = $1 \
          ORDER BY revision DESC LIMIT 1",
     )
     .bind(name.as_str())
@@ -380,7 +385,7 @@ async fn register_definition(
     .await?;
     let latest = latest.as_ref().map(definition_from_row).transpose()?;
     if let Some(latest) = &latest {
-        if latest.definition.spec == *model {
+        if latest.active && latest.definition.spec == *model {
             return Ok((AppliedAction::Unchanged, Some(latest.definition.revision)));
         }
     }
@@ -421,10 +426,30 @@ fn queue_from_row(row: &AnyRow) -> Result<JobQueue, StoreError> {
     manifest::job_queue(name, &wire).map_err(|e| corrupt(&spec, e))
 }
 
+/// A queue rebuilt from its stored spec text.
+pub(super) fn queue_from_spec(name: QueueName, text: &str) -> Result<JobQueue, StoreError> {
+    let spec: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| StoreError::corrupt(name.as_str(), e))?;
+    let wire = manifest::parse_strict(&spec).map_err(|e| corrupt(&spec, e))?;
+    manifest::job_queue(name, &wire).map_err(|e| corrupt(&spec, e))
+}
+
+/// A compute environment rebuilt from its stored spec text.
+pub(super) fn environment_from_spec(
+    name: EnvironmentName,
+    text: &str,
+) -> Result<ComputeEnvironment, StoreError> {
+    let spec: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| StoreError::corrupt(name.as_str(), e))?;
+    let wire = manifest::parse_strict(&spec).map_err(|e| corrupt(&spec, e))?;
+    manifest::compute_environment(name, &wire).map_err(|e| corrupt(&spec, e))
+}
+
 fn definition_from_row(row: &AnyRow) -> Result<StoredDefinition, StoreError> {
     let (name, spec) = name_and_spec(row)?;
     let revision: i64 = row.try_get("revision")?;
     let created_at: i64 = row.try_get("created_at")?;
+    let status: String = row.try_get("status")?;
     let name = DefinitionName::try_from(name).map_err(|e| corrupt(&spec, e))?;
     let wire = manifest::parse_strict(&spec).map_err(|e| corrupt(&spec, e))?;
     let model = manifest::definition_spec(&wire).map_err(|e| corrupt(&spec, e))?;
@@ -436,6 +461,7 @@ fn definition_from_row(row: &AnyRow) -> Result<StoredDefinition, StoreError> {
         },
         spec,
         created_at,
+        active: status == "ACTIVE",
     })
 }
 

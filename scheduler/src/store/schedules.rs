@@ -122,7 +122,8 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let inserted = sqlx::query(
             "INSERT INTO schedule_firings (schedule, scheduled_time, outcome, reason, recorded_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (schedule, scheduled_time) DO NOTHING",
+             SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM schedules WHERE name = $1) \
+             ON CONFLICT (schedule, scheduled_time) DO NOTHING",
         )
         .bind(schedule)
         .bind(scheduled_time)
@@ -152,7 +153,8 @@ impl Store {
         .bind(scheduled_time)
         .bind(&job.job_id.0)
         .bind(now);
-        self.record_once_with_job(record, job).await
+        self.record_once_with_job(("schedules", schedule), record, job)
+            .await
     }
 
     /// How many ticks of a schedule fired a job (for tests and status).

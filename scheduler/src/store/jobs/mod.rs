@@ -225,13 +225,32 @@ impl Store {
     }
 
     /// Runs `record` (an `INSERT … ON CONFLICT DO NOTHING` of the row that makes an action happen
-    /// once) and inserts `job` in the same transaction. False, and no job, if the row was there.
+    /// once) and inserts `job` in the same transaction, while the resource that acts (`owner`:
+    /// its table and name, a schedule or a rule) still exists. False, and no job, if the row was
+    /// there or the owner is gone.
+    ///
+    /// The owner's row is written first, so it is locked until the commit: a delete of the owner
+    /// waits for an action in flight, and an action after the delete finds no owner. A deleted
+    /// schedule or rule acts no more, and never half.
     pub(super) async fn record_once_with_job<'q>(
         &self,
+        owner: (&str, &str),
         record: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
         job: &Job,
     ) -> Result<bool, StoreError> {
         let mut transaction = self.begin_fenced().await?;
+        let (table, name) = owner;
+        let owned = sqlx::query(&format!(
+            "UPDATE {table} SET updated_at = updated_at WHERE name = $1"
+        ))
+        .bind(name)
+        .execute(&mut *transaction)
+        .await?
+        .rows_affected();
+        if owned == 0 {
+            transaction.rollback().await?;
+            return Ok(false);
+        }
         let inserted = record.execute(&mut *transaction).await?.rows_affected();
         if inserted == 0 {
             transaction.rollback().await?;
