@@ -343,7 +343,10 @@ async fn delete_all(
             Ok(answer) => {
                 let entries = answer["deleted"].as_array().cloned().unwrap_or_default();
                 if entries.is_empty() {
-                    eprintln!("{}: nothing left to deregister (every revision is INACTIVE already)", target.trim_start_matches("/v1/"));
+                    eprintln!(
+                        "{}: nothing left to deregister (every revision is INACTIVE already)",
+                        target.trim_start_matches("/v1/")
+                    );
                 }
                 deleted.extend(entries);
             }
@@ -605,7 +608,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let targets = match (resource, file) {
                 (_, Some(file)) => deletion_targets(&read_documents(&file)?)?,
                 (Some(kind), None) if names.is_empty() => {
-                    bail!("name what to delete: `batchctl delete {} NAME…`", kind.collection())
+                    bail!(
+                        "name what to delete: `batchctl delete {} NAME…`",
+                        kind.collection()
+                    )
                 }
                 (Some(kind), None) => names
                     .into_iter()

@@ -346,5 +346,10 @@ async fn a_deleted_schedule_fires_no_more(store: Store) {
         .delete_resource(manifest::Kind::Schedule, "nightly", None)
         .await
         .unwrap_err();
-    assert!(again.to_string().contains("Schedule \"nightly\" does not exist"), "{again}");
+    assert!(
+        again
+            .to_string()
+            .contains("Schedule \"nightly\" does not exist"),
+        "{again}"
+    );
 }

@@ -449,6 +449,48 @@ fn notifications_are_signed_retried_and_dead_lettered() {
         .as_array()
         .unwrap()
         .is_empty());
+
+    // A deleted notification sends nothing more: what it still had to send becomes dead
+    // letters, which stay listable, and a redrive has nowhere to send them.
+    *down.statuses.lock().unwrap() = vec![503];
+    let second = server.submit(&[
+        "--queue",
+        "default",
+        "--definition",
+        "hello",
+        "--",
+        "sh",
+        "-c",
+        "exit 5",
+    ]);
+    server.wait_for_status(&second, "FAILED");
+    while down.requests.lock().unwrap().len() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline + std::time::Duration::from_secs(30),
+            "the second failure was not sent to pager"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let output = server.cli(&["delete", "notification", "pager"]);
+    assert_eq!(
+        stdout(&output),
+        "notification/pager deleted\n",
+        "{}",
+        stderr(&output)
+    );
+    let letters = server.json(&["dlq", "list"]);
+    let letter = &letters["items"][0];
+    assert_eq!(letter["notification"], "pager", "{letters:#}");
+    assert_eq!(letter["event"]["detail"]["jobId"], second.as_str());
+    let output = server.cli(&["dlq", "redrive", "--notification", "pager"]);
+    assert_eq!(stdout(&output), "0 dead letters sent again\n");
+    // Past the 1 s backoff at which pager's retry would have gone out.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        down.requests.lock().unwrap().len(),
+        4,
+        "nothing more is sent"
+    );
 }
 
 #[test]

@@ -93,7 +93,10 @@ fn queues_and_environments_go_only_when_aws_batch_would_let_them(database_url: O
         "{}",
         stderr(&output)
     );
-    assert_eq!(server.json(&["get", "queues"])["items"], serde_json::json!([]));
+    assert_eq!(
+        server.json(&["get", "queues"])["items"],
+        serde_json::json!([])
+    );
     assert_eq!(
         server.json(&["get", "computeenvironments"])["items"],
         serde_json::json!([])

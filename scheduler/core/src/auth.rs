@@ -235,7 +235,12 @@ mod tests {
             ),
             (Some(bearer(ADMIN)), "GET", "/v1/jobs", Access::Allowed),
             // Deleting a finished job is the submitter's; deleting a resource the admin's.
-            (Some(bearer(SUBMITTER)), "DELETE", "/v1/jobs/x", Access::Allowed),
+            (
+                Some(bearer(SUBMITTER)),
+                "DELETE",
+                "/v1/jobs/x",
+                Access::Allowed,
+            ),
             (
                 Some(bearer(SUBMITTER)),
                 "DELETE",

@@ -224,7 +224,10 @@ mod tests {
         let disabled = queue(ResourceState::Disabled, &["ce"]);
         let refusal =
             check_queue_delete(&disabled, Some((job("j1"), JobStatus::Running))).unwrap_err();
-        assert!(refusal.to_string().contains("job j1 is RUNNING"), "{refusal}");
+        assert!(
+            refusal.to_string().contains("job j1 is RUNNING"),
+            "{refusal}"
+        );
         assert_eq!(check_queue_delete(&disabled, None), Ok(()));
     }
 
@@ -237,7 +240,10 @@ mod tests {
         ));
         let disabled = environment(ResourceState::Disabled);
         let refusal = check_environment_delete(&disabled, &queues, None).unwrap_err();
-        assert!(refusal.to_string().contains("job queue(s) \"q\""), "{refusal}");
+        assert!(
+            refusal.to_string().contains("job queue(s) \"q\""),
+            "{refusal}"
+        );
         assert!(matches!(
             check_environment_delete(&disabled, &[], Some(job("j2"))),
             Err(DeleteRefusal::EnvironmentRunsJobs { .. })
@@ -254,7 +260,10 @@ mod tests {
             check_job_delete(&job("a"), JobStatus::Failed, Some(job("b"))),
             Err(DeleteRefusal::JobNeeded { .. })
         ));
-        assert_eq!(check_job_delete(&job("a"), JobStatus::Succeeded, None), Ok(()));
+        assert_eq!(
+            check_job_delete(&job("a"), JobStatus::Succeeded, None),
+            Ok(())
+        );
     }
 
     #[test]
@@ -281,7 +290,9 @@ mod tests {
         assert_eq!(parse_duration("15m"), Ok(900));
         assert_eq!(parse_duration("12h"), Ok(43_200));
         assert_eq!(parse_duration("30d"), Ok(2_592_000));
-        assert!(parse_duration("3w").unwrap_err().contains("use s, m, h or d"));
+        assert!(parse_duration("3w")
+            .unwrap_err()
+            .contains("use s, m, h or d"));
         assert!(parse_duration("").is_err());
         assert!(parse_duration("d").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());

@@ -62,7 +62,8 @@ impl Store {
         Ok(())
     }
 
-    /// Deliveries due to be sent at `now`, oldest first.
+    /// Deliveries due to be sent at `now`, oldest first; those of a deleted notification wait no
+    /// more (a delete makes them dead letters; one queued while it ran is left behind here).
     pub async fn due_notifications(
         &self,
         now: i64,
@@ -70,7 +71,9 @@ impl Store {
     ) -> Result<Vec<NotificationDelivery>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM notification_deliveries \
-             WHERE status = 'PENDING' AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT $2"
+             WHERE status = 'PENDING' AND next_attempt_at <= $1 \
+             AND EXISTS (SELECT 1 FROM notifications n WHERE n.name = notification) \
+             ORDER BY next_attempt_at LIMIT $2"
         ))
         .bind(now)
         .bind(i64::from(limit))
@@ -139,6 +142,7 @@ impl Store {
     }
 
     /// Sends dead deliveries again (of one notification, or all): their retries start over.
+    /// Those of a deleted notification stay dead letters: there is nowhere to send them.
     pub async fn redrive_notifications(
         &self,
         notification: Option<&str>,
@@ -147,11 +151,13 @@ impl Store {
         let sql = match notification {
             Some(_) => {
                 "UPDATE notification_deliveries SET status = 'PENDING', attempts = 0, \
-                 next_attempt_at = $1, updated_at = $1 WHERE status = 'DEAD' AND notification = $2"
+                 next_attempt_at = $1, updated_at = $1 WHERE status = 'DEAD' AND notification = $2 \
+                 AND EXISTS (SELECT 1 FROM notifications n WHERE n.name = notification)"
             }
             None => {
                 "UPDATE notification_deliveries SET status = 'PENDING', attempts = 0, \
-                 next_attempt_at = $1, updated_at = $1 WHERE status = 'DEAD'"
+                 next_attempt_at = $1, updated_at = $1 WHERE status = 'DEAD' \
+                 AND EXISTS (SELECT 1 FROM notifications n WHERE n.name = notification)"
             }
         };
         let mut query = sqlx::query(sql).bind(now);
