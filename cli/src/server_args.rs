@@ -23,6 +23,10 @@ pub struct ServerArgs {
     /// Hours events, rule deliveries and sent notifications are kept (dead letters stay).
     #[arg(long, default_value_t = 168)]
     pub event_retention_hours: u64,
+    /// How long finished jobs (with their attempts and output) are kept after they stop, where
+    /// their queue's `jobRetention` says nothing else: `90s`, `12h`, `30d`.
+    #[arg(long, env = "BATCHCTL_JOB_RETENTION", default_value = "30d", value_parser = batchctl_scheduler::core::lifecycle::parse_duration)]
+    pub job_retention: u64,
     /// Postgres only: seconds the leader lease lasts without renewal. Several servers may share
     /// one Postgres database; one leads (dispatches and fires schedules), the others serve the
     /// API and take over within this long after the leader dies.

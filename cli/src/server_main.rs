@@ -59,6 +59,7 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         kill_grace_seconds,
         tokens_file,
         event_retention_hours,
+        job_retention,
         lease_ttl_seconds,
         replica_id,
         apply,
@@ -86,6 +87,7 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         kill_grace: Duration::from_secs(kill_grace_seconds),
         tokens,
         event_retention: Duration::from_secs(event_retention_hours * 3600),
+        job_retention: batchctl_scheduler::core::lifecycle::Retention::uniform(job_retention),
         lease: batchctl_scheduler::leadership::LeaseSettings {
             holder: replica_id
                 .unwrap_or_else(batchctl_scheduler::leadership::LeaseSettings::default_holder),

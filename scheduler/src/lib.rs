@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod notifier;
 pub mod outage;
 pub mod peers;
+pub mod retention;
 pub mod rules;
 pub mod schedules;
 pub mod server;

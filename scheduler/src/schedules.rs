@@ -26,9 +26,9 @@ use crate::core::schedule::{
     due_ticks, flexible_delay, next_fire, overlap_action, OverlapAction, TickDecision,
 };
 use crate::dispatcher::DispatcherHandle;
-use crate::manifest::{FieldError, SubmitJobRequest};
+use crate::manifest::{FieldError, Kind, SubmitJobRequest};
 use crate::outage::{AfterWait, Outage};
-use crate::store::{FiringOutcome, Store, StoreError, StoredSchedule};
+use crate::store::{DeleteError, FiringOutcome, Store, StoreError, StoredSchedule};
 
 /// The clock the runner reads and sleeps on: the system's, or a test's.
 #[async_trait]
@@ -202,11 +202,27 @@ impl ScheduleRunner {
             return Ok(None);
         }
         let after = now.max(since);
-        Ok(
-            next_fire(&schedule.expression, schedule.time_zone, anchor, after)
-                .filter(|tick| schedule.end.is_none_or(|end| *tick <= end))
-                .map(|tick| tick + flexible_delay(schedule, tick)),
-        )
+        let next = next_fire(&schedule.expression, schedule.time_zone, anchor, after)
+            .filter(|tick| schedule.end.is_none_or(|end| *tick <= end));
+        if next.is_none() && schedule.delete_after_completion {
+            // No tick left, and every due one handled above: the schedule is complete.
+            match self
+                .store
+                .delete_resource(Kind::Schedule, &schedule.name, None)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(schedule = %schedule.name, "schedule completed and deleted (actionAfterCompletion: DELETE)")
+                }
+                // Deleted by someone else meanwhile.
+                Err(DeleteError::NotFound(_)) => {}
+                Err(DeleteError::Store(error)) => return Err(error.into()),
+                Err(DeleteError::Refused(refusal)) => {
+                    tracing::warn!(schedule = %schedule.name, %refusal, "could not delete a completed schedule")
+                }
+            }
+        }
+        Ok(next.map(|tick| tick + flexible_delay(schedule, tick)))
     }
 
     /// Fires one tick as the overlap policy allows.

@@ -47,6 +47,8 @@ pub struct ServerConfig {
     pub tokens: crate::core::auth::Tokens,
     /// How long events (and what was done with them) are kept on the bus.
     pub event_retention: Duration,
+    /// How long finished jobs are kept where their queue says nothing else.
+    pub job_retention: crate::core::lifecycle::Retention,
     /// The leader lease, when several servers share a Postgres database.
     pub lease: LeaseSettings,
     /// Manifest files applied at every start, before anything runs (as `batchctl apply -f`): how
@@ -236,6 +238,7 @@ pub async fn run(
             schedule_handle: schedules.handle(),
             rules_handle: rules_handle.clone(),
             event_retention: config.event_retention,
+            job_retention: config.job_retention,
             notification_policy: config.notification_policy.clone(),
             role: role.clone(),
         },
@@ -304,6 +307,7 @@ struct Leading {
     schedule_handle: ScheduleHandle,
     rules_handle: RuleHandle,
     event_retention: Duration,
+    job_retention: crate::core::lifecycle::Retention,
     notification_policy: crate::core::endpoint_policy::EndpointPolicy,
     role: Role,
 }
@@ -321,6 +325,7 @@ async fn lead(leading: Leading, shutdown: CancellationToken) -> Result<(), Serve
         schedule_handle,
         rules_handle,
         event_retention,
+        job_retention,
         notification_policy,
         role,
     } = leading;
@@ -367,6 +372,11 @@ async fn lead(leading: Leading, shutdown: CancellationToken) -> Result<(), Serve
         event_retention,
         stop.clone(),
     ));
+    let job_prune_task = tokio::spawn(crate::retention::prune_jobs_periodically(
+        store.clone(),
+        job_retention,
+        stop.clone(),
+    ));
 
     // Leading ends with the server, when the lease is lost, or when the dispatcher fails.
     let (ended, dispatched) = match term {
@@ -382,6 +392,7 @@ async fn lead(leading: Leading, shutdown: CancellationToken) -> Result<(), Serve
     stop.cancel();
     for (name, task) in [
         ("event pruning", prune_task),
+        ("job pruning", job_prune_task),
         ("notifier", notifier_task),
         ("rule runner", rules_task),
         ("schedule runner", schedules_task),

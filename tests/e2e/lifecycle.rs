@@ -269,3 +269,70 @@ fn a_deleted_schedule_fires_no_more_and_delete_reads_files() {
         "schedule/kept deleted\njobqueue/default deleted\ncomputeenvironment/local deleted\n"
     );
 }
+
+#[test]
+fn finished_jobs_expire_and_one_shot_schedules_delete_themselves() {
+    let server = Server::start_with(None, &["--job-retention".into(), "2s".into()]);
+    server.apply_examples();
+    server.apply_text("apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: keep}\nspec:\n  priority: 1\n  computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]\n  jobRetention: {succeededSeconds: 3600}\n");
+    let short = server.submit_script("echo short-lived");
+    let kept = server.submit(&["--queue", "keep", "--definition", "hello"]);
+    server.wait_for_status(&short, "SUCCEEDED");
+    server.wait_for_status(&kept, "SUCCEEDED");
+    crate::support::eventually(30, "the job to expire after 2 s", || {
+        let output = server.cli(&["describe", "job", &short]);
+        match output.status.success() {
+            true => Err("still there".into()),
+            false => Ok(()),
+        }
+    });
+    assert_eq!(
+        server.job(&kept)["status"],
+        "SUCCEEDED",
+        "its queue keeps it an hour"
+    );
+    assert!(
+        server
+            .log()
+            .contains("pruned finished jobs past their retention"),
+        "{}",
+        server.log()
+    );
+
+    // A one-shot schedule with actionAfterCompletion: DELETE goes once its tick has fired.
+    let at = (chrono::Utc::now() + chrono::Duration::seconds(2))
+        .format("%Y-%m-%dT%H:%M:%S")
+        .to_string();
+    server.apply_text(&format!("apiVersion: batchctl/v1\nkind: Schedule\nmetadata: {{name: once}}\nspec:\n  scheduleExpression: 'at({at})'\n  actionAfterCompletion: DELETE\n  target: {{jobQueue: keep, jobDefinition: hello}}\n"));
+    assert_eq!(
+        server.json(&["get", "schedules"])["items"][0]["metadata"]["name"],
+        "once"
+    );
+    crate::support::eventually(20, "the schedule to fire and delete itself", || {
+        let schedules = server.json(&["get", "schedules"]);
+        let jobs = server.json(&["get", "jobs", "--queue", "keep"]);
+        match (
+            schedules["items"].as_array().unwrap().len(),
+            jobs["items"].as_array().unwrap().len(),
+        ) {
+            (0, 2) => Ok(()),
+            other => Err(format!("(schedules, jobs in keep) = {other:?}")),
+        }
+    });
+    let refused = server.cli_with_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: batchctl/v1\nkind: Schedule\nmetadata: {name: bad}\nspec:\n  scheduleExpression: '@daily'\n  actionAfterCompletion: KEEP\n  target: {jobQueue: keep, jobDefinition: hello}\n",
+    );
+    assert!(
+        stderr(&refused)
+            .contains("spec.actionAfterCompletion: \"KEEP\" is not an action; use NONE or DELETE"),
+        "{}",
+        stderr(&refused)
+    );
+    let refused = server.cli(&["server", "--job-retention", "3w"]);
+    assert!(
+        stderr(&refused).contains("use s, m, h or d"),
+        "{}",
+        stderr(&refused)
+    );
+}

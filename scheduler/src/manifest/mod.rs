@@ -38,7 +38,9 @@ use crate::core::model::{
     JobSpec, JobStatus, KubernetesSettings, QueueName, ResourceState, Resources, RetryAction,
     RetryPolicy, RunnableTimeLimit, ShareWeight, MAX_ARRAY_SIZE,
 };
-use crate::core::schedule::{parse_expression, CatchUp, CatchUpPolicy, OverlapPolicy, Schedule};
+use crate::core::schedule::{
+    parse_expression, CatchUp, CatchUpPolicy, HistoryLimits, OverlapPolicy, Schedule,
+};
 use crate::core::webhooks::Profile;
 
 pub const API_VERSION: &str = "batchctl/v1";

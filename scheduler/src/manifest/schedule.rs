@@ -23,6 +23,15 @@ pub struct ScheduleSpec {
     pub overlap_policy: Option<OverlapPolicy>,
     #[serde(default)]
     pub catch_up: Option<CatchUpSpec>,
+    /// Kubernetes CronJob's: how many finished jobs of each outcome to keep; older ones are
+    /// deleted (with their output) by the retention pass. Unset: the queue's retention decides.
+    #[serde(default)]
+    pub successful_jobs_history_limit: Option<u32>,
+    #[serde(default)]
+    pub failed_jobs_history_limit: Option<u32>,
+    /// EventBridge Scheduler's: `DELETE` removes the schedule once it has no tick left.
+    #[serde(default)]
+    pub action_after_completion: Option<String>,
     pub target: SubmitJobRequest,
 }
 
@@ -133,6 +142,16 @@ pub fn schedule(name: String, spec: &ScheduleSpec) -> Result<Schedule, FieldErro
             "needs jobQueue and jobDefinition: the job each tick submits",
         ));
     }
+    let delete_after_completion = match spec.action_after_completion.as_deref() {
+        None | Some("NONE") => false,
+        Some("DELETE") => true,
+        Some(other) => {
+            return Err(FieldError::new(
+                "actionAfterCompletion",
+                format!("{other:?} is not an action; use NONE or DELETE"),
+            ))
+        }
+    };
     Ok(Schedule {
         name,
         expression,
@@ -144,5 +163,10 @@ pub fn schedule(name: String, spec: &ScheduleSpec) -> Result<Schedule, FieldErro
         flexible_window_minutes,
         overlap: spec.overlap_policy.unwrap_or(OverlapPolicy::Allow),
         catch_up,
+        history: HistoryLimits {
+            succeeded: spec.successful_jobs_history_limit,
+            failed: spec.failed_jobs_history_limit,
+        },
+        delete_after_completion,
     })
 }

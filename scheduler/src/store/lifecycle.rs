@@ -263,6 +263,77 @@ impl Store {
         Ok(deleted)
     }
 
+    /// One batch of a schedule's history limit: the jobs it fired that finished with `status`,
+    /// beyond the newest `keep` of them, deleted until `budget` jobs went (those a waiting job
+    /// depends on stay). Returns how many jobs were deleted.
+    pub async fn prune_schedule_history(
+        &self,
+        schedule: &str,
+        status: JobStatus,
+        keep: u32,
+        budget: u32,
+    ) -> Result<u64, StoreError> {
+        let mut transaction = self.begin_fenced().await?;
+        let candidates: Vec<String> = sqlx::query_scalar(
+            "SELECT f.job_id FROM schedule_firings f JOIN jobs j ON j.job_id = f.job_id \
+             WHERE f.schedule = $1 AND f.outcome = 'FIRED' AND j.status = $2 \
+             ORDER BY f.scheduled_time DESC LIMIT $3 OFFSET $4",
+        )
+        .bind(schedule)
+        .bind(status.as_str())
+        .bind(i64::from(budget))
+        .bind(i64::from(keep))
+        .fetch_all(&mut *transaction)
+        .await?;
+        let mut deleted = 0;
+        for job_id in candidates {
+            let job_id = JobId(job_id);
+            let left = u32::try_from(u64::from(budget).saturating_sub(deleted)).unwrap_or(0);
+            if left == 0 {
+                break;
+            }
+            if waiting_dependent(&mut transaction, &job_id)
+                .await?
+                .is_some()
+            {
+                continue;
+            }
+            let (n, done) =
+                delete_finished_job(self.dialect, &mut transaction, &job_id, left).await?;
+            deleted += n;
+            if !done {
+                break;
+            }
+        }
+        transaction.commit().await?;
+        Ok(deleted)
+    }
+
+    /// Gives free pages back to the file system, up to `pages` of them: SQLite's incremental
+    /// vacuum (a database made before 0.1's auto_vacuum setting reuses them instead; see
+    /// docs/operations.md). Postgres reclaims space by autovacuum, so nothing is done there.
+    pub async fn reclaim_space(&self, pages: u32) -> Result<(), StoreError> {
+        if self.dialect == Dialect::Sqlite {
+            let mut connection = self.write.acquire().await?;
+            // The pragma returns a row per step; reading them all runs it to the end.
+            sqlx::query(&format!("PRAGMA incremental_vacuum({pages})"))
+                .fetch_all(&mut *connection)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// SQLite: copies what the write-ahead log holds into the database file and empties the log
+    /// (for a measurement of the file, or before copying it); nothing on Postgres.
+    pub async fn checkpoint(&self) -> Result<(), StoreError> {
+        if self.dialect == Dialect::Sqlite {
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_all(&self.write)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn locked_queue(
         &self,
         transaction: &mut Transaction<'static, Any>,

@@ -276,7 +276,8 @@ impl Store {
 
 async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
     let url = format!("sqlite://{}?mode=rwc", path.display());
-    let pool = |connections: u32| {
+    // `first` runs before the rest on each new connection.
+    let pool = |connections: u32, first: &'static str| {
         AnyPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(Duration::from_secs(60))
@@ -284,14 +285,17 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
             // one before lending it would only cost every query.
             .test_before_acquire(false)
             .after_release(|connection, _| Box::pin(released_cleanly(connection)))
-            .after_connect(|connection, _| {
+            .after_connect(move |connection, _| {
                 Box::pin(async move {
                     // WAL lets readers run beside the writer. synchronous=NORMAL keeps every commit
                     // across a process crash (kill -9); only a power loss can take the last ones.
                     connection
                         .execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY;",
+                            format!(
+                                "PRAGMA busy_timeout = 10000; {first} PRAGMA journal_mode = WAL; \
+                                 PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;"
+                            )
+                            .as_str(),
                         )
                         .await?;
                     Ok(())
@@ -299,8 +303,22 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
             })
     };
     let options = AnyConnectOptions::from_str(&url)?;
-    let write = pool(1).connect_with(options.clone()).await?;
-    let read = pool(4).connect_with(options).await?;
+    // Incremental auto-vacuum takes effect only in a new database, set before anything else
+    // (WAL mode included): pages freed by retention can then be given back (`reclaim_space`).
+    // On the writer only: on a reader it would need the write lock.
+    let write = pool(1, "PRAGMA auto_vacuum = INCREMENTAL;")
+        .connect_with(options.clone())
+        .await?;
+    let auto_vacuum: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(&write)
+        .await?;
+    if auto_vacuum != 2 {
+        tracing::warn!(
+            path = %path.display(),
+            "this SQLite database was made without incremental auto-vacuum: space freed by job retention is reused but the file does not shrink; see docs/operations.md to convert it"
+        );
+    }
+    let read = pool(4, "").connect_with(options).await?;
     Ok(Store {
         dialect: Dialect::Sqlite,
         write,

@@ -21,6 +21,18 @@ pub struct Schedule {
     pub flexible_window_minutes: u32,
     pub overlap: OverlapPolicy,
     pub catch_up: CatchUp,
+    /// How many of its finished jobs are kept, by outcome (Kubernetes CronJob's
+    /// successfulJobsHistoryLimit and failedJobsHistoryLimit); `None` leaves them to retention.
+    pub history: HistoryLimits,
+    /// Deleted once it has no tick left (EventBridge Scheduler's `actionAfterCompletion: DELETE`):
+    /// an `at()` schedule after its one tick, another after its end date.
+    pub delete_after_completion: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HistoryLimits {
+    pub succeeded: Option<u32>,
+    pub failed: Option<u32>,
 }
 
 /// Kubernetes CronJob's concurrencyPolicy.
@@ -187,6 +199,8 @@ mod decision_tests {
                 policy,
                 max_age_seconds: max_age,
             },
+            history: HistoryLimits::default(),
+            delete_after_completion: false,
         }
     }
 
