@@ -13,6 +13,7 @@ pub(crate) struct ServeSettings {
     pub(crate) tokens: batchctl_scheduler::core::auth::Tokens,
     pub(crate) event_retention: Duration,
     pub(crate) job_retention: batchctl_scheduler::core::lifecycle::Retention,
+    pub(crate) max_log_bytes_per_attempt: u64,
     pub(crate) lease: batchctl_scheduler::leadership::LeaseSettings,
     pub(crate) apply_files: Vec<PathBuf>,
     pub(crate) poll_interval: Duration,
@@ -83,6 +84,7 @@ pub(crate) async fn serve(
         dispatcher: batchctl_scheduler::dispatcher::DispatcherConfig {
             kill_grace: settings.kill_grace,
             poll_interval: settings.poll_interval,
+            max_log_bytes_per_attempt: settings.max_log_bytes_per_attempt,
             ..Default::default()
         },
         tokens: settings.tokens,

@@ -27,6 +27,10 @@ pub struct ServerArgs {
     /// their queue's `jobRetention` says nothing else: `90s`, `12h`, `30d`.
     #[arg(long, env = "BATCHCTL_JOB_RETENTION", default_value = "30d", value_parser = batchctl_scheduler::core::lifecycle::parse_duration)]
     pub job_retention: u64,
+    /// The most output one attempt keeps in the database (its first and last halves, with a
+    /// note of what was dropped between), where its definition sets no maxLogBytesPerAttempt.
+    #[arg(long, env = "BATCHCTL_MAX_LOG_BYTES_PER_ATTEMPT", default_value = "100M", value_parser = batchctl_scheduler::core::output_limit::parse_size)]
+    pub max_log_bytes_per_attempt: u64,
     /// Postgres only: seconds the leader lease lasts without renewal. Several servers may share
     /// one Postgres database; one leads (dispatches and fires schedules), the others serve the
     /// API and take over within this long after the leader dies.

@@ -60,6 +60,7 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tokens_file,
         event_retention_hours,
         job_retention,
+        max_log_bytes_per_attempt,
         lease_ttl_seconds,
         replica_id,
         apply,
@@ -88,6 +89,7 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         tokens,
         event_retention: Duration::from_secs(event_retention_hours * 3600),
         job_retention: batchctl_scheduler::core::lifecycle::Retention::uniform(job_retention),
+        max_log_bytes_per_attempt,
         lease: batchctl_scheduler::leadership::LeaseSettings {
             holder: replica_id
                 .unwrap_or_else(batchctl_scheduler::leadership::LeaseSettings::default_holder),

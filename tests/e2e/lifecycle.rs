@@ -336,3 +336,66 @@ fn finished_jobs_expire_and_one_shot_schedules_delete_themselves() {
         stderr(&refused)
     );
 }
+
+/// What `batchctl logs` prints: the head, the marker, the tail.
+fn split_at_marker(logs: &str) -> (&str, u64, &str) {
+    let (head, rest) = logs
+        .split_once("\n[batchctl: ")
+        .unwrap_or_else(|| panic!("no marker in {} bytes of output", logs.len()));
+    let (dropped, rest) = rest.split_once(' ').unwrap();
+    let (_, tail) = rest.split_once(")]\n").unwrap();
+    (head, dropped.parse().unwrap(), tail)
+}
+
+#[test]
+fn an_attempt_keeps_the_start_and_end_of_its_output_across_a_restart() {
+    let mut server = Server::start_with(None, &["--max-log-bytes-per-attempt".into(), "4K".into()]);
+    server.apply_examples();
+    // 20,000 numbers at once: 108,894 bytes; 2,048 from the start and 2,048 from the end stay.
+    let flood = server.submit_script("seq 1 20000");
+    server.wait_for_status(&flood, "SUCCEEDED");
+    let expected: String = (1..=20000).map(|n| format!("{n}\n")).collect();
+    let logs = stdout(&server.cli(&["logs", &flood]));
+    let (head, dropped, tail) = split_at_marker(&logs);
+    assert_eq!(head, &expected[..2048]);
+    assert!(expected.ends_with(tail) && tail.len() <= 2048, "{tail:?}");
+    assert_eq!(dropped as usize, expected.len() - head.len() - tail.len());
+
+    // Output written while the server is down and after it came back is counted on.
+    let trickle =
+        server.submit_script("i=0; while [ $i -lt 40 ]; do seq 1 200; i=$((i+1)); sleep 0.1; done");
+    server.wait_for_status(&trickle, "RUNNING");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    server.kill_9();
+    server.restart();
+    server.wait_for_status(&trickle, "SUCCEEDED");
+    let expected: String = (0..40)
+        .flat_map(|_| (1..=200).map(|n| format!("{n}\n")))
+        .collect();
+    let logs = stdout(&server.cli(&["logs", &trickle]));
+    let (head, dropped, tail) = split_at_marker(&logs);
+    assert_eq!(head, &expected[..2048]);
+    assert!(expected.ends_with(tail) && tail.len() <= 2048, "{tail:?}");
+    assert_eq!(
+        dropped as usize,
+        expected.len() - head.len() - tail.len(),
+        "{logs}"
+    );
+
+    // A definition sets its own limit; one below the minimum is refused, naming the field.
+    server.apply_text("apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: small}\nspec:\n  maxLogBytesPerAttempt: 1024\n  containerProperties: {image: busybox, command: [seq, '1', '5000']}\n");
+    let small = server.submit(&["--queue", "default", "--definition", "small"]);
+    server.wait_for_status(&small, "SUCCEEDED");
+    let logs = stdout(&server.cli(&["logs", &small]));
+    let (head, _, tail) = split_at_marker(&logs);
+    assert_eq!((head.len(), tail.len() <= 512), (512, true));
+    let refused = server.cli_with_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: tiny}\nspec:\n  maxLogBytesPerAttempt: 10\n  containerProperties: {image: busybox, command: ['true']}\n",
+    );
+    assert!(
+        stderr(&refused).contains("spec.maxLogBytesPerAttempt: is 10; give at least 1024"),
+        "{}",
+        stderr(&refused)
+    );
+}

@@ -16,6 +16,7 @@ pub mod events;
 pub mod fair_share;
 pub mod lifecycle;
 pub mod model;
+pub mod output_limit;
 pub mod placement;
 pub mod reconcile;
 pub mod request_guard;

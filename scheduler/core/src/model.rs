@@ -269,6 +269,9 @@ pub struct DefinitionSpec {
     /// Order within a share of a fair-share queue; higher first.
     #[serde(default)]
     pub scheduling_priority: i64,
+    /// What one attempt's output may take in the store; the server's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_log_bytes: Option<u64>,
 }
 
 /// AWS Batch's retryStrategy, and a backoff it lacks.
@@ -437,6 +440,10 @@ pub struct JobSpec {
     /// Order within its share; higher first.
     #[serde(default)]
     pub scheduling_priority: i64,
+    /// What one attempt's output may take in the store (`core::output_limit`); the server's
+    /// default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_log_bytes: Option<u64>,
 }
 
 /// The most children an array job may have (AWS Batch stops at 10,000).

@@ -296,6 +296,7 @@ mod tests {
                 array_size: None,
                 share_identifier: None,
                 scheduling_priority: 0,
+                max_log_bytes: None,
             },
             created_at: 0,
             started_at: None,

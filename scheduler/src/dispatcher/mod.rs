@@ -56,6 +56,9 @@ pub struct DispatcherConfig {
     /// Between asking an attempt to stop and forcing it.
     pub kill_grace: Duration,
     pub log_flush_interval: Duration,
+    /// What one attempt's output may take in the store, unless its definition sets its own
+    /// `maxLogBytesPerAttempt` (see `core::output_limit`).
+    pub max_log_bytes_per_attempt: u64,
 }
 
 impl Default for DispatcherConfig {
@@ -65,6 +68,7 @@ impl Default for DispatcherConfig {
             poll_interval: Duration::from_secs(1),
             kill_grace: Duration::from_secs(10),
             log_flush_interval: Duration::from_millis(200),
+            max_log_bytes_per_attempt: crate::core::output_limit::DEFAULT_MAX_LOG_BYTES,
         }
     }
 }

@@ -276,6 +276,7 @@ impl Dispatcher {
             events: self.events_sender.clone(),
             kill_grace: self.config.kill_grace,
             log_flush_interval: self.config.log_flush_interval,
+            max_log_bytes: self.config.max_log_bytes_per_attempt,
         };
         let assignment = AttemptAssignment {
             number: attempt.number,

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::core::attempt::attempt_spec;
 use crate::core::model::{EnvironmentName, Job, JobId};
+use crate::core::output_limit::StoredOutput;
 use crate::core::retry::StopCause;
 use crate::store::{now_millis, NewLogChunk, Store};
 
@@ -58,6 +59,8 @@ pub struct SupervisorContext {
     pub events: mpsc::Sender<AttemptEvent>,
     pub kill_grace: Duration,
     pub log_flush_interval: Duration,
+    /// What one attempt's output may take in the store where its definition says nothing.
+    pub max_log_bytes: u64,
 }
 
 pub struct AttemptAssignment {
@@ -142,13 +145,18 @@ pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssign
             }
         },
     };
+    let limit = assignment
+        .job
+        .spec
+        .max_log_bytes
+        .unwrap_or(context.max_log_bytes);
     let logs = tokio::spawn(collect_logs(
         context.clone(),
         Arc::clone(&executor),
         handle.clone(),
-        job_id.clone(),
-        number,
+        (job_id.clone(), number),
         from,
+        limit,
     ));
 
     let deadline = assignment.job.spec.timeout_seconds.map(|seconds| {
@@ -274,24 +282,26 @@ async fn wait_for_outcome(executor: Arc<dyn Executor>, handle: AttemptHandle) ->
 }
 
 /// Copies the attempt's output into the store, resuming after what is already stored. Consecutive
-/// chunks of one stream are merged, and writes are batched by time.
+/// chunks of one stream are merged, and writes are batched by time. At most `limit` bytes are kept
+/// (`core::output_limit`): the head and the tail, with a marker between.
 async fn collect_logs(
     context: SupervisorContext,
     executor: Arc<dyn Executor>,
     handle: AttemptHandle,
-    job_id: JobId,
-    number: u32,
+    (job_id, number): (JobId, u32),
     from: LogCursor,
+    limit: u64,
 ) {
     let mut stream = executor.logs(&handle, from);
     let mut cursor = from;
+    let mut output = stored_output(&context.store, &job_id, number, limit).await;
     let mut pending: Vec<NewLogChunk> = Vec::new();
     let mut flush_at = tokio::time::Instant::now() + context.log_flush_interval;
     loop {
         let next = tokio::select! {
             next = stream.next() => next,
             () = tokio::time::sleep_until(flush_at) => {
-                flush_logs(&context.store, &mut pending).await;
+                flush_logs(&context.store, &mut output, &mut pending).await;
                 flush_at = tokio::time::Instant::now() + context.log_flush_interval;
                 continue;
             }
@@ -304,7 +314,7 @@ async fn collect_logs(
             // A backend that is briefly unreachable: resume from the last chunk read once it answers.
             Some(Err(error)) if error.is_retryable() => {
                 tracing::warn!(%job_id, attempt = number, %error, "reading attempt output failed; retrying");
-                flush_logs(&context.store, &mut pending).await;
+                flush_logs(&context.store, &mut output, &mut pending).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 stream = executor.logs(&handle, cursor);
             }
@@ -315,7 +325,58 @@ async fn collect_logs(
             None => break,
         }
     }
-    flush_logs(&context.store, &mut pending).await;
+    flush_logs(&context.store, &mut output, &mut pending).await;
+}
+
+/// What the attempt has stored so far (nothing for a new one; an adopted one's after a restart),
+/// and the marker's key once it exists.
+struct AttemptOutput {
+    counts: StoredOutput,
+    marker: Option<i64>,
+}
+
+async fn stored_output(store: &Store, job_id: &JobId, number: u32, limit: u64) -> AttemptOutput {
+    let mut output = AttemptOutput {
+        counts: StoredOutput::new(limit),
+        marker: None,
+    };
+    let mut delay = Duration::from_millis(100);
+    let layout = loop {
+        match store.output_layout(job_id, number).await {
+            Ok(layout) => break layout,
+            Err(error) => {
+                tracing::warn!(%job_id, %error, "reading what an attempt stored failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    for chunk in layout {
+        match (chunk.marker, output.marker) {
+            (true, _) => {
+                output.marker = Some(chunk.key);
+                output.counts.marked = true;
+                output.counts.dropped = chunk
+                    .marker_text
+                    .as_deref()
+                    .and_then(dropped_in_marker)
+                    .unwrap_or(0);
+            }
+            (false, None) => output.counts.head += chunk.len,
+            (false, Some(_)) => output.counts.tail_stored(chunk.key, chunk.len),
+        }
+    }
+    output
+}
+
+/// The count a marker's text gives (`[batchctl: N bytes of output dropped here; …`).
+fn dropped_in_marker(text: &str) -> Option<u64> {
+    text.trim_start()
+        .strip_prefix("[batchctl: ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 const MAX_STORED_CHUNK: usize = 256 * 1024;
@@ -337,14 +398,53 @@ fn merge_chunk(pending: &mut Vec<NewLogChunk>, job_id: &JobId, number: u32, chun
     });
 }
 
-async fn flush_logs(store: &Store, pending: &mut Vec<NewLogChunk>) {
+/// Stores what is pending as `core::output_limit` plans it, waiting out a database that is away.
+async fn flush_logs(store: &Store, output: &mut AttemptOutput, pending: &mut Vec<NewLogChunk>) {
     if pending.is_empty() {
         return;
     }
+    let lengths: Vec<usize> = pending.iter().map(|chunk| chunk.data.len()).collect();
+    let dropped_before = output.counts.dropped;
+    let plan = output.counts.plan(&lengths);
+    let part = |chunk: &NewLogChunk, range: std::ops::Range<usize>| NewLogChunk {
+        data: chunk.data[range].to_vec(),
+        ..chunk.clone()
+    };
+    let head: Vec<NewLogChunk> = pending
+        .iter()
+        .zip(&plan.to_head)
+        .filter(|(_, n)| **n > 0)
+        .map(|(chunk, n)| part(chunk, 0..*n))
+        .collect();
+    let tail: Vec<NewLogChunk> = pending
+        .iter()
+        .zip(&plan.to_tail)
+        .filter_map(|(chunk, range)| range.map(|(start, end)| part(chunk, start..end)))
+        .collect();
+    let marker = (plan.add_marker || output.counts.dropped != dropped_before).then(|| {
+        let first_cut = pending
+            .iter()
+            .zip(&plan.to_head)
+            .find(|(chunk, n)| **n < chunk.data.len())
+            .map_or(&pending[0], |(chunk, _)| chunk);
+        NewLogChunk {
+            stream: batchctl_executor::OutputStream::Stderr,
+            data: output.counts.marker().into_bytes(),
+            ..first_cut.clone()
+        }
+    });
     let mut delay = Duration::from_millis(100);
     loop {
-        match store.append_logs(pending).await {
-            Ok(()) => {
+        let marker = marker.as_ref().map(|chunk| (output.marker, chunk));
+        match store
+            .store_output(&head, marker, &tail, &plan.drop_stored)
+            .await
+        {
+            Ok((marker_key, keys)) => {
+                output.marker = marker_key.or(output.marker);
+                for (key, chunk) in keys.into_iter().zip(&tail) {
+                    output.counts.tail_stored(key, chunk.data.len() as u64);
+                }
                 pending.clear();
                 return;
             }

@@ -2,6 +2,7 @@
 //! with submits (environment, resources, retries).
 
 use super::*;
+use crate::core::output_limit::MIN_MAX_LOG_BYTES;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -19,6 +20,10 @@ pub struct JobDefinitionSpec {
     /// Order within a share of a fair-share queue; higher first.
     #[serde(default)]
     pub scheduling_priority: Option<i64>,
+    /// The most bytes of output one attempt keeps (its first and last halves), instead of the
+    /// server's `--max-log-bytes-per-attempt`.
+    #[serde(default)]
+    pub max_log_bytes_per_attempt: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,6 +168,15 @@ pub fn definition_spec(spec: &JobDefinitionSpec) -> Result<DefinitionSpec, Field
         retry: retry_policy(spec.retry_strategy.as_ref())?,
         timeout_seconds: timeout_seconds(spec.timeout.as_ref())?,
         scheduling_priority: spec.scheduling_priority.unwrap_or(0),
+        max_log_bytes: match spec.max_log_bytes_per_attempt {
+            Some(bytes) if bytes < MIN_MAX_LOG_BYTES => {
+                return Err(FieldError::new(
+                    "maxLogBytesPerAttempt",
+                    format!("is {bytes}; give at least {MIN_MAX_LOG_BYTES} (room for the start and the end of the output)"),
+                ))
+            }
+            bytes => bytes,
+        },
     })
 }
 

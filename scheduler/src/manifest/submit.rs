@@ -302,6 +302,7 @@ pub fn build_job(
             scheduling_priority: request
                 .scheduling_priority_override
                 .unwrap_or(definition.spec.scheduling_priority),
+            max_log_bytes: definition.spec.max_log_bytes,
         },
         created_at: now,
         started_at: None,

@@ -25,23 +25,103 @@ pub struct LogLine {
 }
 
 impl Store {
+    /// Stores chunks of output as they are (no limit applied: see `store_output`).
     pub async fn append_logs(&self, chunks: &[NewLogChunk]) -> Result<(), StoreError> {
+        self.store_output(chunks, None, &[], &[]).await?;
+        Ok(())
+    }
+
+    /// Stores a flush of an attempt's output as `core::output_limit` planned it, in one
+    /// transaction: `head` chunks, then the marker (inserted when `marker` has no key yet,
+    /// rewritten otherwise), then `tail` chunks, and the stored tail chunks `drop` deleted.
+    /// Returns the marker's key and the keys of the tail chunks, in order.
+    pub async fn store_output(
+        &self,
+        head: &[NewLogChunk],
+        marker: Option<(Option<i64>, &NewLogChunk)>,
+        tail: &[NewLogChunk],
+        drop: &[i64],
+    ) -> Result<(Option<i64>, Vec<i64>), StoreError> {
         let mut transaction = self.write.begin().await?;
-        for chunk in chunks {
-            sqlx::query(
+        let insert = |chunk: &NewLogChunk, stream: &'static str| {
+            sqlx::query_scalar::<_, i64>(
                 "INSERT INTO log_chunks (job_id, attempt_number, stream, data, cursor) \
-                 VALUES ($1, $2, $3, $4, $5)",
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
             )
-            .bind(&chunk.job_id.0)
+            .bind(chunk.job_id.0.clone())
             .bind(i64::from(chunk.attempt_number))
-            .bind(stream_name(chunk.stream))
-            .bind(&chunk.data)
+            .bind(stream)
+            .bind(chunk.data.clone())
             .bind(chunk.cursor as i64)
-            .execute(&mut *transaction)
-            .await?;
+        };
+        for chunk in head {
+            insert(chunk, stream_name(chunk.stream))
+                .fetch_one(&mut *transaction)
+                .await?;
+        }
+        let marker_key = match marker {
+            None => None,
+            Some((None, chunk)) => Some(
+                insert(chunk, MARKER_STREAM)
+                    .fetch_one(&mut *transaction)
+                    .await?,
+            ),
+            Some((Some(key), chunk)) => {
+                sqlx::query("UPDATE log_chunks SET data = $2 WHERE id = $1")
+                    .bind(key)
+                    .bind(chunk.data.clone())
+                    .execute(&mut *transaction)
+                    .await?;
+                Some(key)
+            }
+        };
+        let mut keys = Vec::with_capacity(tail.len());
+        for chunk in tail {
+            keys.push(
+                insert(chunk, stream_name(chunk.stream))
+                    .fetch_one(&mut *transaction)
+                    .await?,
+            );
+        }
+        for key in drop {
+            sqlx::query("DELETE FROM log_chunks WHERE id = $1")
+                .bind(key)
+                .execute(&mut *transaction)
+                .await?;
         }
         transaction.commit().await?;
-        Ok(())
+        Ok((marker_key, keys))
+    }
+
+    /// What an attempt has stored, in order: each chunk's key, whether it is the marker, its
+    /// length, and the marker's text (to resume counting after a restart).
+    pub async fn output_layout(
+        &self,
+        job_id: &JobId,
+        attempt_number: u32,
+    ) -> Result<Vec<StoredChunk>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, stream, LENGTH(data), CASE WHEN stream = $3 THEN data END \
+             FROM log_chunks WHERE job_id = $1 AND attempt_number = $2 ORDER BY id",
+        )
+        .bind(&job_id.0)
+        .bind(i64::from(attempt_number))
+        .bind(MARKER_STREAM)
+        .fetch_all(&self.write)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let stream: String = row.try_get(1)?;
+                Ok(StoredChunk {
+                    key: row.try_get(0)?,
+                    marker: stream == MARKER_STREAM,
+                    len: row.try_get::<i64, _>(2)? as u64,
+                    marker_text: row
+                        .try_get::<Option<Vec<u8>>, _>(3)?
+                        .map(|data| String::from_utf8_lossy(&data).into_owned()),
+                })
+            })
+            .collect()
     }
 
     /// Up to `limit` chunks of an attempt after chunk `after` (0 for the start).
@@ -68,7 +148,8 @@ impl Store {
                 Ok(LogLine {
                     id: row.try_get("id")?,
                     stream: match stream.as_str() {
-                        "stderr" => OutputStream::Stderr,
+                        // The marker of dropped output reads as the server's note on stderr.
+                        "stderr" | MARKER_STREAM => OutputStream::Stderr,
                         _ => OutputStream::Stdout,
                     },
                     data: row.try_get("data")?,
@@ -89,6 +170,18 @@ impl Store {
         .await?;
         Ok(cursor.unwrap_or(0) as u64)
     }
+}
+
+/// The stream name of the marker where an attempt's output was cut (`core::output_limit`).
+const MARKER_STREAM: &str = "batchctl";
+
+/// One stored chunk, as `output_layout` reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredChunk {
+    pub key: i64,
+    pub marker: bool,
+    pub len: u64,
+    pub marker_text: Option<String>,
 }
 
 fn stream_name(stream: OutputStream) -> &'static str {

@@ -45,7 +45,7 @@ pub use jobs::{
 };
 pub use lease::{Fence, LeaseHolder};
 pub use lifecycle::{DeleteError, Deleted, DeletedAction, DELETE_BATCH};
-pub use logs::{LogLine, NewLogChunk};
+pub use logs::{LogLine, NewLogChunk, StoredChunk};
 pub use notifications::NotificationDelivery;
 pub use resources::{Applied, AppliedAction, ApplyError, StoredDefinition, ValidDocument};
 pub use schedules::{Firing, FiringOutcome, StoredSchedule};

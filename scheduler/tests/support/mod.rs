@@ -162,6 +162,7 @@ pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
             array_size: None,
             share_identifier: None,
             scheduling_priority: 0,
+            max_log_bytes: None,
             timeout_seconds: None,
         },
         created_at: 1,
