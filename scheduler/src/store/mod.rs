@@ -305,10 +305,15 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
     let options = AnyConnectOptions::from_str(&url)?;
     // Incremental auto-vacuum takes effect only in a new database, set before anything else
     // (WAL mode included): pages freed by retention can then be given back (`reclaim_space`).
-    // On the writer only: on a reader it would need the write lock.
-    let write = pool(1, "PRAGMA auto_vacuum = INCREMENTAL;")
-        .connect_with(options.clone())
-        .await?;
+    // Only when the file is new, and on the writer: on an existing database the pragma would
+    // want the write lock for nothing (and waited for ever on one reopened after a full disk).
+    let new = std::fs::metadata(path).map_or(true, |metadata| metadata.len() == 0);
+    let first = if new {
+        "PRAGMA auto_vacuum = INCREMENTAL;"
+    } else {
+        ""
+    };
+    let write = pool(1, first).connect_with(options.clone()).await?;
     let auto_vacuum: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
         .fetch_one(&write)
         .await?;
