@@ -334,6 +334,25 @@ impl Store {
         Ok(())
     }
 
+    /// How many bytes the database takes: SQLite's pages (free ones included: the file's size
+    /// once checkpointed), or Postgres's `pg_database_size`.
+    pub async fn database_bytes(&self) -> Result<u64, StoreError> {
+        let bytes: i64 =
+            match self.dialect {
+                Dialect::Sqlite => sqlx::query_scalar(
+                    "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                )
+                .fetch_one(&self.read)
+                .await?,
+                Dialect::Postgres => {
+                    sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                        .fetch_one(&self.read)
+                        .await?
+                }
+            };
+        Ok(bytes as u64)
+    }
+
     async fn locked_queue(
         &self,
         transaction: &mut Transaction<'static, Any>,
