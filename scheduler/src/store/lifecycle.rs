@@ -232,8 +232,8 @@ impl Store {
             | JobStatus::Running => return Ok(0),
         };
         let mut transaction = self.begin_fenced().await?;
-        let candidates: Vec<String> = sqlx::query_scalar(&format!(
-            "SELECT job_id FROM jobs{} WHERE array_parent IS NULL AND job_queue = $1 \
+        let candidates = sqlx::query(&format!(
+            "SELECT job_id, array_size FROM jobs{} WHERE array_parent IS NULL AND job_queue = $1 \
              AND status = '{status}' AND stopped_at < $2 \
              AND NOT EXISTS (SELECT 1 FROM job_dependencies d JOIN jobs w ON w.job_id = d.job_id \
              WHERE (d.depends_on = jobs.job_id OR (d.depends_on > jobs.job_id || ':' \
@@ -246,14 +246,24 @@ impl Store {
         .bind(i64::from(budget))
         .fetch_all(&mut *transaction)
         .await?;
-        let mut deleted = 0;
-        for job_id in candidates {
+        // Single jobs go together, a few statements for the whole batch; arrays one by one,
+        // children first, within what is left of the budget.
+        let mut singles = Vec::new();
+        let mut arrays = Vec::new();
+        for row in &candidates {
+            let job_id: String = row.try_get(0)?;
+            match row.try_get::<Option<i64>, _>(1)? {
+                None => singles.push(job_id),
+                Some(_) => arrays.push(JobId(job_id)),
+            }
+        }
+        let mut deleted = delete_rows(self.dialect, &mut transaction, &singles).await?;
+        for job_id in arrays {
             let left = u32::try_from(u64::from(budget).saturating_sub(deleted)).unwrap_or(0);
             if left == 0 {
                 break;
             }
-            let (n, done) =
-                delete_finished_job(self.dialect, &mut transaction, &JobId(job_id), left).await?;
+            let (n, done) = delete_finished_job(self.dialect, &mut transaction, &job_id, left).await?;
             deleted += n;
             if !done {
                 break;
