@@ -61,6 +61,14 @@ impl Client {
         Ok(self.send(request).await?.json().await?)
     }
 
+    /// `PATCH path` with a JSON body.
+    pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let response = self
+            .send(self.http.patch(self.url(path)).json(body))
+            .await?;
+        Ok(response.json().await?)
+    }
+
     /// Submits a job. A server that cannot be reached or answers 503 (its database restarting,
     /// say) is asked again, with a bounded backoff for up to `SUBMIT_RETRY_BUDGET`, under one
     /// `Idempotency-Key` (the caller's, or one made up for this invocation), so a submit whose

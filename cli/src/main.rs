@@ -128,6 +128,41 @@ enum Command {
         #[arg(short = 'f', long = "filename", conflicts_with = "resource")]
         file: Option<PathBuf>,
     },
+    /// Hold waiting jobs in their place: they are not placed until resumed (Kubernetes'
+    /// `suspend`). An array job's waiting children are held with it.
+    Suspend {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Let suspended jobs be placed again, from the place they kept.
+    Resume {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Change a waiting job's scheduling priority, a queue's priority or state, or a compute
+    /// environment's capacity or state; effective at the dispatcher's next pass.
+    Update {
+        #[arg(value_enum)]
+        resource: UpdateKind,
+        /// The job id, queue name or environment name.
+        name: String,
+        /// A job's order within its share (higher first).
+        #[arg(long)]
+        scheduling_priority: Option<i64>,
+        /// A queue's priority (higher is served first).
+        #[arg(long)]
+        priority: Option<i64>,
+        /// ENABLED or DISABLED (queues and environments).
+        #[arg(long)]
+        state: Option<String>,
+        /// An environment's vCPUs (may be fractional).
+        #[arg(long)]
+        max_vcpus: Option<f64>,
+        #[arg(long = "max-memory-mib")]
+        max_memory_mib: Option<u64>,
+        #[arg(long)]
+        max_gpus: Option<u64>,
+    },
     /// Show one job in full.
     Describe {
         #[arg(value_enum)]
@@ -361,6 +396,74 @@ async fn delete_all(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UpdateKind {
+    Job,
+    #[value(alias = "jobqueue")]
+    Queue,
+    #[value(alias = "ce")]
+    Computeenvironment,
+}
+
+impl UpdateKind {
+    fn collection(self) -> &'static str {
+        match self {
+            UpdateKind::Job => "jobs",
+            UpdateKind::Queue => "jobqueues",
+            UpdateKind::Computeenvironment => "computeenvironments",
+        }
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            UpdateKind::Job => "job",
+            UpdateKind::Queue => "queue",
+            UpdateKind::Computeenvironment => "compute environment",
+        }
+    }
+
+    fn flags(self) -> &'static str {
+        match self {
+            UpdateKind::Job => "--scheduling-priority N",
+            UpdateKind::Queue => "--priority N and/or --state ENABLED|DISABLED",
+            UpdateKind::Computeenvironment => {
+                "--max-vcpus, --max-memory-mib, --max-gpus and/or --state ENABLED|DISABLED"
+            }
+        }
+    }
+}
+
+/// `suspend` or `resume` each job in turn, going on past failures; fails if any did.
+async fn change_jobs(
+    client: &Client,
+    ids: &[String],
+    action: &str,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let mut jobs = Vec::new();
+    let mut failed = false;
+    for id in ids {
+        match client
+            .post(&format!("/v1/jobs/{id}/{action}"), &json!({}))
+            .await
+        {
+            Ok(job) => jobs.push(job),
+            Err(error) => {
+                failed = true;
+                eprintln!("error: {id}: {error:#}");
+            }
+        }
+    }
+    if !jobs.is_empty() {
+        output::print_jobs(&json!({ "items": jobs }), format)?;
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     })
 }
 
@@ -620,6 +723,84 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, None) => bail!("name a kind and names, or give -f FILE"),
             };
             return delete_all(&client, &targets, format).await;
+        }
+        Command::Suspend { ids } => return change_jobs(&client, &ids, "suspend", format).await,
+        Command::Resume { ids } => return change_jobs(&client, &ids, "resume", format).await,
+        Command::Update {
+            resource,
+            name,
+            scheduling_priority,
+            priority,
+            state,
+            max_vcpus,
+            max_memory_mib,
+            max_gpus,
+        } => {
+            let mut patch = serde_json::Map::new();
+            let mut refused = Vec::new();
+            let mut set = |flag: &str, key: &str, value: Option<Value>, allowed: bool| {
+                if let Some(value) = value {
+                    if allowed {
+                        patch.insert(key.to_string(), value);
+                    } else {
+                        refused.push(flag.to_string());
+                    }
+                }
+            };
+            let (job, queue, environment) = (
+                matches!(resource, UpdateKind::Job),
+                matches!(resource, UpdateKind::Queue),
+                matches!(resource, UpdateKind::Computeenvironment),
+            );
+            set(
+                "--scheduling-priority",
+                "schedulingPriority",
+                scheduling_priority.map(|v| json!(v)),
+                job,
+            );
+            set("--priority", "priority", priority.map(|v| json!(v)), queue);
+            set(
+                "--state",
+                "state",
+                state.map(|v| json!(v.to_uppercase())),
+                queue || environment,
+            );
+            set(
+                "--max-vcpus",
+                "maxVcpus",
+                max_vcpus.map(|v| json!(v)),
+                environment,
+            );
+            set(
+                "--max-memory-mib",
+                "maxMemoryMiB",
+                max_memory_mib.map(|v| json!(v)),
+                environment,
+            );
+            set(
+                "--max-gpus",
+                "maxGpus",
+                max_gpus.map(|v| json!(v)),
+                environment,
+            );
+            if !refused.is_empty() {
+                bail!(
+                    "{} do(es) not apply to a {}",
+                    refused.join(", "),
+                    resource.noun()
+                );
+            }
+            if patch.is_empty() {
+                bail!("say what to change: {}", resource.flags());
+            }
+            let path = format!("/v1/{}/{name}", resource.collection());
+            let answer = client.patch(&path, &Value::Object(patch)).await?;
+            match resource {
+                UpdateKind::Job => output::print_job(&answer, format)?,
+                UpdateKind::Queue | UpdateKind::Computeenvironment => {
+                    output::print_applied(&answer, format)?
+                }
+            }
         }
         Command::Describe {
             resource: DescribeKind::Job,

@@ -165,7 +165,11 @@ pub fn print_jobs(list: &Value, format: Format) -> anyhow::Result<()> {
             text(&job["jobId"]),
             text(&job["jobName"]),
             text(&job["jobQueue"]),
-            text(&job["status"]),
+            if job["suspended"] == true {
+                format!("{} (suspended)", text(&job["status"]))
+            } else {
+                text(&job["status"])
+            },
             attempts.to_string(),
             age(&job["createdAt"]),
             text(&job["statusReason"]),
@@ -473,6 +477,14 @@ pub fn print_why(answer: &Value, format: Format) -> anyhow::Result<()> {
         let environment = text(&hold["computeEnvironment"]);
         let line = match hold["type"].as_str().unwrap_or_default() {
             "notWaiting" => "it is not waiting".to_string(),
+            "suspended" => {
+                "it is suspended: it keeps its place but is not placed until `batchctl resume`"
+                    .to_string()
+            }
+            "queueHeld" => format!(
+                "its queue {} is held (stopPolicy: Hold): nothing is placed from it until the policy is None",
+                text(&hold["jobQueue"])
+            ),
             "notYetAdmitted" => "it has not been admitted by the dispatcher yet".to_string(),
             "waitingForDependencies" => {
                 let jobs: Vec<String> = hold["jobs"]

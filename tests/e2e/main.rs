@@ -5,6 +5,7 @@ mod arrays;
 mod auth;
 mod chart;
 mod core_slice;
+mod day2;
 mod docker_executor;
 mod events;
 mod faults;

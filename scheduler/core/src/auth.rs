@@ -155,11 +155,11 @@ pub fn required_scope(method: &str, path: &str) -> Option<Scope> {
     if path == "/healthz" || path == "/metrics" || path.starts_with("/v1/hooks/") {
         return None;
     }
-    // Changing resources is the admin's; deleting a finished job is the submitter's, as is
+    // Changing resources is the admin's; deleting or updating a job is the submitter's, as is
     // cancelling one.
     let admin = path == "/v1/apply"
         || path.starts_with("/v1/dlq/")
-        || (method == "DELETE" && !path.starts_with("/v1/jobs/"));
+        || (matches!(method, "DELETE" | "PATCH") && !path.starts_with("/v1/jobs/"));
     Some(match method {
         "GET" | "HEAD" => Scope::Read,
         _ if admin => Scope::Admin,
@@ -254,6 +254,21 @@ mod tests {
                 Some(bearer(ADMIN)),
                 "DELETE",
                 "/v1/schedules/s",
+                Access::Allowed,
+            ),
+            (
+                Some(bearer(SUBMITTER)),
+                "PATCH",
+                "/v1/computeenvironments/ce",
+                Access::Forbidden {
+                    has: Scope::Submit,
+                    needs: Scope::Admin,
+                },
+            ),
+            (
+                Some(bearer(SUBMITTER)),
+                "PATCH",
+                "/v1/jobs/x",
                 Access::Allowed,
             ),
             // RFC 7235: the scheme is case-insensitive.

@@ -43,6 +43,45 @@ fn quoted(names: &[QueueName]) -> String {
         .join(", ")
 }
 
+/// Why a job's wait cannot be changed (suspended, resumed, reprioritised): it no longer waits.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("job {job_id} is {status}: only waiting jobs (SUBMITTED, PENDING, RUNNABLE) can be {action}{}", advice(*.status))]
+pub struct NotWaiting {
+    pub job_id: JobId,
+    pub status: JobStatus,
+    /// What was asked: "suspended", "resumed", "given a new scheduling priority".
+    pub action: &'static str,
+}
+
+fn advice(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Starting | JobStatus::Running => "; terminate it to stop it",
+        JobStatus::Submitted
+        | JobStatus::Pending
+        | JobStatus::Runnable
+        | JobStatus::Succeeded
+        | JobStatus::Failed => "",
+    }
+}
+
+/// Whether a job in `status` still waits, so that its hold or priority may change.
+pub fn check_waiting(
+    job_id: &JobId,
+    status: JobStatus,
+    action: &'static str,
+) -> Result<(), NotWaiting> {
+    match status {
+        JobStatus::Submitted | JobStatus::Pending | JobStatus::Runnable => Ok(()),
+        JobStatus::Starting | JobStatus::Running | JobStatus::Succeeded | JobStatus::Failed => {
+            Err(NotWaiting {
+                job_id: job_id.clone(),
+                status,
+                action,
+            })
+        }
+    }
+}
+
 /// A queue may go when it is DISABLED and holds no unfinished job (`unfinished` is one of them,
 /// if any, with its status).
 pub fn check_queue_delete(
@@ -198,6 +237,7 @@ mod tests {
             runnable_time_limits: Vec::new(),
             fair_share: None,
             job_retention: JobRetention::default(),
+            held: false,
         }
     }
 
@@ -264,6 +304,23 @@ mod tests {
             check_job_delete(&job("a"), JobStatus::Succeeded, None),
             Ok(())
         );
+    }
+
+    #[test]
+    fn only_waiting_jobs_change_their_wait() {
+        for status in [
+            JobStatus::Submitted,
+            JobStatus::Pending,
+            JobStatus::Runnable,
+        ] {
+            assert_eq!(check_waiting(&job("a"), status, "suspended"), Ok(()));
+        }
+        let refusal = check_waiting(&job("a"), JobStatus::Running, "suspended").unwrap_err();
+        assert_eq!(
+            refusal.to_string(),
+            "job a is RUNNING: only waiting jobs (SUBMITTED, PENDING, RUNNABLE) can be suspended; terminate it to stop it"
+        );
+        assert!(check_waiting(&job("a"), JobStatus::Succeeded, "resumed").is_err());
     }
 
     #[test]

@@ -197,6 +197,9 @@ pub struct JobQueue {
     pub fair_share: Option<FairSharePolicy>,
     /// How long this queue's finished jobs are kept, where it differs from the server's default.
     pub job_retention: JobRetention,
+    /// Kueue's `stopPolicy: Hold`: nothing new is placed from the queue; what runs goes on, and
+    /// submits are still taken.
+    pub held: bool,
 }
 
 /// A queue's `jobRetention`: seconds its finished jobs are kept, by outcome; `None` keeps the
@@ -522,6 +525,8 @@ pub struct Job {
     pub idempotency_key: Option<String>,
     /// A RUNNABLE job waiting out a retry backoff is not placed before this time.
     pub runnable_after: Option<i64>,
+    /// Held (`batchctl suspend`): keeps its place in its queue but is never placed.
+    pub suspended: bool,
     pub array: ArrayRole,
 }
 

@@ -29,8 +29,9 @@ pub struct Placement {
 
 /// The order queues are served in: priority, highest first, ties by name. A DISABLED queue takes
 /// no new jobs, but, as in AWS Batch, the jobs already in it can finish, so it is served too.
+/// The queues placement serves, in order; a held queue (`stopPolicy: Hold`) is not served.
 pub fn queue_order(queues: &[JobQueue]) -> Vec<&JobQueue> {
-    let mut ordered: Vec<&JobQueue> = queues.iter().collect();
+    let mut ordered: Vec<&JobQueue> = queues.iter().filter(|queue| !queue.held).collect();
     ordered.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(&b.name)));
     ordered
 }
@@ -134,6 +135,7 @@ mod tests {
             runnable_time_limits: vec![],
             fair_share: None,
             job_retention: Default::default(),
+            held: false,
         }
     }
 
@@ -255,6 +257,18 @@ mod tests {
             &[("low", vec![job("l", 1)]), ("high", vec![job("h", 1)])],
         );
         assert_eq!(placed, ["h@a"]);
+    }
+
+    #[test]
+    fn a_held_queue_places_nothing_and_leaves_room_to_others() {
+        let mut held = queue("high", 9, &["a"]);
+        held.held = true;
+        let placed = check(
+            &[queue("low", 1, &["a"]), held],
+            &[env("a", 1, ResourceState::Enabled)],
+            &[("low", vec![job("l", 1)]), ("high", vec![job("h", 1)])],
+        );
+        assert_eq!(placed, ["l@a"]);
     }
 
     #[test]

@@ -35,6 +35,7 @@ mod tests {
                 .collect(),
             fair_share: None,
             job_retention: Default::default(),
+            held: false,
         }
     }
 

@@ -47,6 +47,12 @@ pub enum Hold {
     NotWaiting {
         status: JobStatus,
     },
+    /// Held by `batchctl suspend`: it keeps its place but is not placed until resumed.
+    Suspended,
+    /// Its queue's `stopPolicy` is `Hold`: nothing is placed from it until the policy is lifted.
+    QueueHeld {
+        job_queue: String,
+    },
     /// Accepted, not yet admitted by the dispatcher.
     NotYetAdmitted,
     WaitingForDependencies {
@@ -138,6 +144,19 @@ impl From<Resources> for Amounts {
 
 pub fn why(snapshot: &Snapshot<'_>) -> Vec<Hold> {
     let job = snapshot.job;
+    let mut holds = waiting_holds(snapshot);
+    let waiting = matches!(
+        job.status,
+        JobStatus::Submitted | JobStatus::Pending | JobStatus::Runnable
+    );
+    if job.suspended && waiting {
+        holds.insert(0, Hold::Suspended);
+    }
+    holds
+}
+
+fn waiting_holds(snapshot: &Snapshot<'_>) -> Vec<Hold> {
+    let job = snapshot.job;
     match job.status {
         JobStatus::Submitted => vec![Hold::NotYetAdmitted],
         JobStatus::Pending => {
@@ -214,6 +233,11 @@ fn runnable_holds(snapshot: &Snapshot<'_>) -> Vec<Hold> {
         });
         return holds;
     };
+    if queue.held {
+        holds.push(Hold::QueueHeld {
+            job_queue: queue.name.to_string(),
+        });
+    }
     let needs = job.spec.container.resources;
     for name in &queue.compute_environments {
         let compute_environment = name.to_string();
@@ -307,6 +331,7 @@ mod tests {
             stop_requested: None,
             idempotency_key: None,
             runnable_after: None,
+            suspended: false,
             array: crate::model::ArrayRole::Single,
         }
     }
@@ -333,6 +358,7 @@ mod tests {
             runnable_time_limits: vec![],
             fair_share: None,
             job_retention: Default::default(),
+            held: false,
         };
         let environments: HashMap<_, _> = [
             environment("off", resources(8, 8192), ResourceState::Disabled),
@@ -424,6 +450,21 @@ mod tests {
             vec![Hold::NotWaiting {
                 status: JobStatus::Running
             }]
+        );
+        let mut held = job(JobStatus::Submitted, resources(1, 1));
+        held.suspended = true;
+        assert_eq!(
+            snapshot(&held),
+            vec![Hold::Suspended, Hold::NotYetAdmitted],
+            "a suspended job says so first"
+        );
+        held.status = JobStatus::Running;
+        assert_eq!(
+            snapshot(&held),
+            vec![Hold::NotWaiting {
+                status: JobStatus::Running
+            }],
+            "once it runs, a hold no longer matters"
         );
         let mut backing_off = job(JobStatus::Runnable, resources(1, 1));
         backing_off.runnable_after = Some(5_500);

@@ -336,6 +336,71 @@ pub(super) async fn stop(
     Ok(Json(job_view(&state.store, &job).await?))
 }
 
+/// `POST /v1/jobs/{id}/suspend` and `/resume`: holds a waiting job (an array job with its waiting
+/// children) in its place, or lets it be placed again.
+pub(super) async fn suspend(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    change_job(state, JobId(job_id), JobChange::Suspend).await
+}
+
+pub(super) async fn resume(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    change_job(state, JobId(job_id), JobChange::Resume).await
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct JobPatch {
+    scheduling_priority: i64,
+}
+
+/// `PATCH /v1/jobs/{id}` with `{"schedulingPriority": N}`: a waiting job's order within its
+/// share, effective at the next placement pass.
+pub(super) async fn patch_job(
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobView>, ApiError> {
+    let patch: JobPatch = parse_body(&body)?;
+    change_job(
+        state,
+        JobId(job_id),
+        JobChange::SchedulingPriority(patch.scheduling_priority),
+    )
+    .await
+}
+
+async fn change_job(
+    state: AppState,
+    job_id: JobId,
+    change: JobChange,
+) -> Result<Json<JobView>, ApiError> {
+    state
+        .store
+        .change_waiting_job(&job_id, change)
+        .await
+        .map_err(|error| match error {
+            JobChangeError::NotFound(_) => ApiError::not_found(error.to_string()),
+            JobChangeError::NotWaiting(_) | JobChangeError::Contended(_) => {
+                ApiError::conflict(error.to_string())
+            }
+            JobChangeError::Store(error) => error.into(),
+        })?;
+    if change != JobChange::Suspend {
+        state.dispatcher.notify_work();
+    }
+    let job = state
+        .store
+        .job(&job_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
+    Ok(Json(job_view(&state.store, &job).await?))
+}
+
 /// `DELETE /v1/jobs/{id}`: a finished job with its attempts and output (an array job with its
 /// children). 409 while it waits or runs, or while a waiting job depends on it.
 pub(super) async fn delete_job(

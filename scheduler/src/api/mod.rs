@@ -42,7 +42,7 @@ use crate::dispatcher::DispatcherHandle;
 use crate::manifest::{self, FieldError, Kind, SubmitJobRequest};
 use crate::rules::RuleHandle;
 use crate::schedules::ScheduleRunner;
-use crate::store::{now_millis, JobFilter, Store};
+use crate::store::{now_millis, JobChange, JobChangeError, JobFilter, Store};
 use crate::submitter::Submitter;
 use std::sync::Arc;
 
@@ -111,6 +111,11 @@ pub fn router(state: AppState) -> Router {
                 move |State(state): State<AppState>, Path(name): Path<String>| {
                     delete_resource(state, kind, name)
                 },
+            )
+            .patch(
+                move |State(state): State<AppState>, Path(name): Path<String>, body: Bytes| {
+                    patch_resource(state, kind, name, body)
+                },
             ),
         );
     }
@@ -132,7 +137,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/hooks/{name}", post(receive_hook))
         .route("/v1/schedules/{name}/trigger", post(trigger_schedule))
         .route("/v1/jobs", post(submit).get(list_jobs))
-        .route("/v1/jobs/{job_id}", get(describe_job).delete(delete_job))
+        .route(
+            "/v1/jobs/{job_id}",
+            get(describe_job).delete(delete_job).patch(patch_job),
+        )
+        .route("/v1/jobs/{job_id}/suspend", post(suspend))
+        .route("/v1/jobs/{job_id}/resume", post(resume))
         .route("/v1/jobs/{job_id}/cancel", post(cancel))
         .route("/v1/jobs/{job_id}/terminate", post(terminate))
         .route("/v1/jobs/{job_id}/logs", get(logs))

@@ -20,8 +20,77 @@ pub(super) async fn apply(
             "is empty; send at least one document",
         )));
     }
-    let (valid, warnings) =
-        aws_compat::documents_to_apply(&request.documents).map_err(ApiError::invalid)?;
+    apply_documents(&state, &request.documents).await
+}
+
+/// `PATCH /v1/{collection}/{name}`: a JSON merge patch (RFC 7386) of the resource's spec, such as
+/// `{"priority": 5, "state": "DISABLED"}` for a queue or `{"maxVcpus": 8}` for an environment,
+/// then applied as `apply` would, with the same checks; effective at the dispatcher's next pass.
+pub(super) async fn patch_resource(
+    state: AppState,
+    kind: Kind,
+    name: String,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if kind == Kind::JobDefinition {
+        return Err(ApiError::conflict(
+            "job definitions are revisions, not changed in place: apply the changed definition to register a new revision",
+        ));
+    }
+    let patch: serde_json::Value = parse_body(&body)?;
+    if !patch.is_object() {
+        return Err(ApiError::invalid(FieldError::new(
+            "spec",
+            "send a JSON object of the spec fields to change (a merge patch)",
+        )));
+    }
+    let Some((_, mut spec)) = state
+        .store
+        .resource_specs(kind)
+        .await?
+        .into_iter()
+        .find(|(stored, _)| *stored == name)
+    else {
+        return Err(ApiError::not_found(format!(
+            "{} \"{name}\" does not exist; see `batchctl get {}`",
+            kind.as_str(),
+            kind.plural()
+        )));
+    };
+    merge_patch(&mut spec, &patch);
+    let document = serde_json::json!({
+        "apiVersion": manifest::API_VERSION,
+        "kind": kind.as_str(),
+        "metadata": {"name": name},
+        "spec": spec,
+    });
+    apply_documents(&state, &[document]).await
+}
+
+/// RFC 7386: objects merge key by key, `null` removes a key, anything else replaces.
+fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    let (Some(target), Some(patch)) = (target.as_object_mut(), patch.as_object()) else {
+        *target = patch.clone();
+        return;
+    };
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge_patch(
+                target.entry(key.clone()).or_insert(serde_json::Value::Null),
+                value,
+            );
+        }
+    }
+}
+
+/// Validates and stores documents, then tells the loops that read them.
+async fn apply_documents(
+    state: &AppState,
+    documents: &[serde_json::Value],
+) -> Result<Response, ApiError> {
+    let (valid, warnings) = aws_compat::documents_to_apply(documents).map_err(ApiError::invalid)?;
     if let Some(error) = crate::server::process_environment_refusal(&valid, state.process_executor)
     {
         return Err(ApiError::invalid(error));

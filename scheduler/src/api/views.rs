@@ -40,6 +40,14 @@ pub struct JobView {
     pub stop_requested: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub array_properties: Option<ArrayPropertiesView>,
+    /// Order within its share (AWS Batch's `schedulingPriority`); `batchctl update job` changes it.
+    #[serde(default)]
+    pub scheduling_priority: i64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub share_identifier: Option<String>,
+    /// Held by `batchctl suspend` (Kubernetes' `suspend`): not placed until resumed.
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub suspended: bool,
 }
 
 /// An array child in a list (`GET /v1/jobs?arrayJobId=…`), in the shape of AWS Batch's
@@ -248,6 +256,9 @@ impl From<&Job> for JobView {
                 })
                 .collect(),
             stop_requested: job.stop_requested.clone(),
+            scheduling_priority: job.spec.scheduling_priority,
+            share_identifier: job.spec.share_identifier.clone(),
+            suspended: job.suspended,
             array_properties: match &job.array {
                 ArrayRole::Single => None,
                 ArrayRole::Parent { size } => Some(ArrayPropertiesView {

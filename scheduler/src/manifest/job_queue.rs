@@ -17,6 +17,9 @@ pub struct JobQueueSpec {
     /// How long finished jobs are kept, where it differs from the server's `--job-retention`.
     #[serde(default)]
     pub job_retention: Option<JobRetentionSpec>,
+    /// Kueue's: `None` (the default) or `Hold` (place nothing new; running work goes on).
+    #[serde(default)]
+    pub stop_policy: Option<String>,
 }
 
 /// `jobRetention`: seconds finished jobs are kept after they stop, by outcome.
@@ -109,8 +112,25 @@ pub fn job_queue(name: QueueName, spec: &JobQueueSpec) -> Result<JobQueue, Field
     for entry in order {
         environments.push(EnvironmentName::try_from(entry.compute_environment).expect("checked"));
     }
+    let held = match spec.stop_policy.as_deref() {
+        None | Some("None") => false,
+        Some("Hold") => true,
+        Some("HoldAndDrain") => {
+            return Err(FieldError::new(
+                "stopPolicy",
+                "HoldAndDrain is not supported yet: use Hold, then terminate what runs (`batchctl terminate`)",
+            ))
+        }
+        Some(other) => {
+            return Err(FieldError::new(
+                "stopPolicy",
+                format!("{other:?} is not a stop policy; use None or Hold"),
+            ))
+        }
+    };
     Ok(JobQueue {
         name,
+        held,
         priority: spec.priority,
         state: spec.state.unwrap_or(ResourceState::Enabled),
         compute_environments: environments,

@@ -313,6 +313,7 @@ pub fn build_job(
         stop_requested: None,
         idempotency_key,
         runnable_after: None,
+        suspended: false,
         array: match array_size {
             Some(size) => ArrayRole::Parent { size },
             None => ArrayRole::Single,

@@ -263,7 +263,8 @@ impl Store {
             if left == 0 {
                 break;
             }
-            let (n, done) = delete_finished_job(self.dialect, &mut transaction, &job_id, left).await?;
+            let (n, done) =
+                delete_finished_job(self.dialect, &mut transaction, &job_id, left).await?;
             deleted += n;
             if !done {
                 break;

@@ -13,6 +13,7 @@
 
 mod events;
 mod finish_waits;
+mod job_changes;
 mod job_counts;
 mod jobs;
 mod lease;
@@ -34,6 +35,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 
 pub use finish_waits::FinishWait;
 use finish_waits::FinishWaits;
+pub use job_changes::{JobChange, JobChangeError};
 pub use job_counts::JobCount;
 pub use resource_cache::FRESH_FOR;
 use sqlx::{AnyPool, Executor};

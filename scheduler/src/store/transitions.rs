@@ -114,7 +114,8 @@ impl Kind {
                 4,
                 "status_reason = NULL, attempt_number = v.column4, attempt_environment = v.column5, \
                  attempt_handle = v.column6, attempt_placed_at = v.column7, attempt_started_at = NULL",
-                "",
+                // A job suspended after placement read it is not placed after all.
+                " AND jobs.suspended = 0",
             ),
             Kind::Started => (
                 1,

@@ -174,6 +174,7 @@ pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
         stop_requested: None,
         idempotency_key: idempotency_key.map(str::to_string),
         runnable_after: None,
+        suspended: false,
         array: ArrayRole::Single,
     }
 }

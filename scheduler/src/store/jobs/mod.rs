@@ -24,7 +24,7 @@ const JOB_COLUMNS: &str = "seq, job_id, job_name, job_queue, status, status_reas
     ELSE (SELECT p.spec FROM jobs p WHERE p.job_id = jobs.array_parent) END AS spec, \
     created_at, started_at, stopped_at, n_attempts, attempt_number, attempt_environment, \
     attempt_handle, attempt_placed_at, attempt_started_at, stop_requested, idempotency_key, \
-    runnable_after, array_size, array_parent, array_index";
+    runnable_after, array_size, array_parent, array_index, suspended, scheduling_priority";
 
 /// The statuses in which a job has not finished.
 const UNFINISHED: &str = "('SUBMITTED', 'PENDING', 'RUNNABLE', 'STARTING', 'RUNNING')";
@@ -414,7 +414,10 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
     let status =
         JobStatus::parse(&status).ok_or_else(|| corrupt(format!("unknown status {status}")))?;
     let spec: String = row.try_get("spec")?;
-    let spec: JobSpec = serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
+    let mut spec: JobSpec = serde_json::from_str(&spec).map_err(|e| corrupt(e.to_string()))?;
+    // The column is the truth: `batchctl update job` changes it (and a child shares its
+    // parent's spec).
+    spec.scheduling_priority = row.try_get("scheduling_priority")?;
     let current_attempt = match (
         row.try_get::<Option<i64>, _>("attempt_number")?,
         row.try_get::<Option<String>, _>("attempt_environment")?,
@@ -447,6 +450,7 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
         stop_requested: row.try_get("stop_requested")?,
         idempotency_key: row.try_get("idempotency_key")?,
         runnable_after: row.try_get("runnable_after")?,
+        suspended: row.try_get::<i64, _>("suspended")? != 0,
         array: match (
             row.try_get::<Option<i64>, _>("array_size")?,
             row.try_get::<Option<String>, _>("array_parent")?,

@@ -275,7 +275,7 @@ impl Store {
         let by_queue = indexed_by(self.dialect, "jobs_runnable_by_queue");
         let rows = sqlx::query(&format!(
             "UPDATE jobs{by_queue} SET status = $1, status_reason = $2, stopped_at = $3, updated_at = $3 \
-             WHERE status = 'RUNNABLE' AND job_queue = $4 AND updated_at <= $5 \
+             WHERE status = 'RUNNABLE' AND suspended = 0 AND job_queue = $4 AND updated_at <= $5 \
              AND (runnable_after IS NULL OR runnable_after <= $5) {returning}"
         ))
         .bind(to.as_str())

@@ -231,7 +231,7 @@ impl Store {
         };
         let count: i64 = sqlx::query_scalar(&format!(
             "SELECT COUNT(*) FROM (SELECT 1 FROM jobs{by_queue} WHERE status = 'RUNNABLE' \
-             AND {ahead} LIMIT $2) AS ahead"
+             AND suspended = 0 AND {ahead} LIMIT $2) AS ahead"
         ))
         .bind(&job_id.0)
         .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
@@ -337,7 +337,8 @@ impl Store {
             Dialect::Sqlite => "job_queue = $1 AND seq > $4",
         };
         let rows = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs{by_queue} WHERE status = 'RUNNABLE' AND {position} \
+            "SELECT {JOB_COLUMNS} FROM jobs{by_queue} WHERE status = 'RUNNABLE' AND suspended = 0 \
+             AND {position} \
              AND (runnable_after IS NULL OR runnable_after <= $3) \
              ORDER BY job_queue, seq LIMIT $2"
         ))
@@ -361,7 +362,7 @@ impl Store {
         let by_share = indexed_by(self.dialect, "jobs_runnable_by_share");
         let rows = sqlx::query(&format!(
             "SELECT DISTINCT share_identifier FROM jobs{by_share} WHERE status = 'RUNNABLE' \
-             AND job_queue = $1"
+             AND suspended = 0 AND job_queue = $1"
         ))
         .bind(queue.as_str())
         .fetch_all(&self.read)
@@ -386,7 +387,8 @@ impl Store {
         };
         let by_share = indexed_by(self.dialect, "jobs_runnable_by_share");
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs{by_share} WHERE status = 'RUNNABLE' AND job_queue = $1 \
+            "SELECT {JOB_COLUMNS} FROM jobs{by_share} WHERE status = 'RUNNABLE' AND suspended = 0 \
+             AND job_queue = $1 \
              AND (runnable_after IS NULL OR runnable_after <= $3) AND {share_condition} \
              ORDER BY scheduling_priority DESC, seq LIMIT $2"
         );

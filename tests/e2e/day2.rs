@@ -1,0 +1,173 @@
+//! Day-2 changes through the real CLI and server: suspend and resume (a held job keeps its
+//! place), a waiting job's priority, a queue's priority and state, an environment's capacity.
+
+use crate::support::{postgres_url, stderr, stdout, Server};
+
+fn refused(server: &Server, args: &[&str], expected: &str) {
+    let output = server.cli(args);
+    assert!(!output.status.success(), "batchctl {args:?} should fail");
+    assert!(
+        stderr(&output).contains(expected),
+        "batchctl {args:?}: expected {expected:?} in: {}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_suspended_job_is_not_placed_and_resumes_in_its_place_sqlite() {
+    a_suspended_job_is_not_placed_and_resumes_in_its_place(None);
+}
+
+#[test]
+fn a_suspended_job_is_not_placed_and_resumes_in_its_place_postgres() {
+    let Some(url) = postgres_url() else { return };
+    a_suspended_job_is_not_placed_and_resumes_in_its_place(Some(url));
+}
+
+fn a_suspended_job_is_not_placed_and_resumes_in_its_place(database_url: Option<String>) {
+    let server = Server::start(database_url);
+    server.apply_examples();
+    // One job at a time.
+    let output = server.cli(&["update", "ce", "local", "--max-vcpus", "1"]);
+    assert_eq!(
+        stdout(&output),
+        "computeenvironment/local configured\n",
+        "{}",
+        stderr(&output)
+    );
+    let blocker = server.submit_script("sleep 30");
+    server.wait_for_status(&blocker, "RUNNING");
+    let first = server.submit_script("echo first");
+    let second = server.submit_script("sleep 1; echo second");
+    server.wait_for_status(&first, "RUNNABLE");
+    let output = server.cli(&["suspend", &first]);
+    assert!(
+        stdout(&output).contains("RUNNABLE (suspended)"),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let why = stdout(&server.cli(&["why", &first]));
+    assert!(why.contains("it is suspended"), "{why}");
+
+    // The slot frees: the job behind the held one runs, the held one does not.
+    server.cli(&["terminate", &blocker]);
+    server.wait_for_status(&second, "RUNNING");
+    assert_eq!(server.job(&first)["status"], "RUNNABLE");
+    assert_eq!(server.job(&first)["suspended"], true);
+    // Resumed while `second` runs, it goes before a job submitted after it was held.
+    let third = server.submit_script("echo third");
+    server.json(&["resume", &first]);
+    let first_done = server.wait_for_status(&first, "SUCCEEDED");
+    let third_done = server.wait_for_status(&third, "SUCCEEDED");
+    assert!(
+        first_done["startedAt"].as_i64() < third_done["startedAt"].as_i64(),
+        "the resumed job kept its place: {first_done:#} {third_done:#}"
+    );
+    assert!(first_done.get("suspended").is_none());
+    refused(
+        &server,
+        &["suspend", &first],
+        &format!("job {first} is SUCCEEDED: only waiting jobs (SUBMITTED, PENDING, RUNNABLE) can be suspended"),
+    );
+    refused(&server, &["resume", "no-such-job"], "does not exist");
+}
+
+#[test]
+fn priorities_states_and_capacity_change_in_place() {
+    let server = Server::start(None);
+    server.apply_examples();
+    server.cli(&["update", "ce", "local", "--max-vcpus", "1"]);
+    let blocker = server.submit_script("sleep 30");
+    server.wait_for_status(&blocker, "RUNNING");
+    let waiting = server.submit_script("true");
+    let job = server.json(&["update", "job", &waiting, "--scheduling-priority", "7"]);
+    assert_eq!(job["schedulingPriority"], 7);
+    assert_eq!(server.job(&waiting)["schedulingPriority"], 7);
+    refused(
+        &server,
+        &["update", "job", &blocker, "--scheduling-priority", "1"],
+        "is RUNNING: only waiting jobs (SUBMITTED, PENDING, RUNNABLE) can be given a new scheduling priority; terminate it to stop it",
+    );
+
+    // More capacity: the waiting job starts beside the blocker at the next pass.
+    server.cli(&["update", "ce", "local", "--max-vcpus", "2"]);
+    server.wait_for_status(&waiting, "SUCCEEDED");
+    assert_eq!(server.job(&blocker)["status"], "RUNNING");
+
+    let output = server.cli(&[
+        "update",
+        "queue",
+        "default",
+        "--priority",
+        "3",
+        "--state",
+        "disabled",
+    ]);
+    assert_eq!(
+        stdout(&output),
+        "jobqueue/default configured\n",
+        "{}",
+        stderr(&output)
+    );
+    let queue = &server.json(&["get", "queues"])["items"][0]["spec"];
+    assert_eq!(
+        (queue["priority"].as_i64(), queue["state"].as_str()),
+        (Some(3), Some("DISABLED"))
+    );
+    refused(
+        &server,
+        &["submit", "--queue", "default", "--definition", "hello"],
+        "is DISABLED and accepts no new jobs",
+    );
+    refused(
+        &server,
+        &["update", "queue", "default", "--max-vcpus", "2"],
+        "--max-vcpus do(es) not apply to a queue",
+    );
+    refused(
+        &server,
+        &["update", "queue", "default"],
+        "say what to change",
+    );
+    refused(
+        &server,
+        &["update", "queue", "default", "--state", "PAUSED"],
+        "spec.state",
+    );
+    refused(
+        &server,
+        &["update", "queue", "nope", "--priority", "1"],
+        "JobQueue \"nope\" does not exist",
+    );
+}
+
+#[test]
+fn a_held_queue_places_nothing_until_the_hold_is_lifted() {
+    let server = Server::start(None);
+    server.apply_examples();
+    let held = "apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: default}\nspec:\n  priority: 10\n  stopPolicy: Hold\n  computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]\n";
+    server.apply_text(held);
+    let job = server.submit_script("echo released");
+    server.wait_for_status(&job, "RUNNABLE");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        server.job(&job)["status"],
+        "RUNNABLE",
+        "a held queue placed a job"
+    );
+    let why = stdout(&server.cli(&["why", &job]));
+    assert!(
+        why.contains("its queue default is held (stopPolicy: Hold)"),
+        "{why}"
+    );
+    server.apply_text(&held.replace("Hold", "None"));
+    server.wait_for_status(&job, "SUCCEEDED");
+    let refused_drain =
+        server.cli_with_stdin(&["apply", "-f", "-"], &held.replace("Hold", "HoldAndDrain"));
+    assert!(
+        stderr(&refused_drain).contains("spec.stopPolicy: HoldAndDrain is not supported yet"),
+        "{}",
+        stderr(&refused_drain)
+    );
+}
