@@ -172,6 +172,21 @@ impl Client {
         pattern: Option<&str>,
         after: Option<i64>,
     ) -> anyhow::Result<()> {
+        self.follow_events(pattern, after, |event| {
+            println!("{event}");
+            Ok(())
+        })
+        .await
+    }
+
+    /// Follows `GET /v1/events/stream` (server-sent events), handing each event's JSON to `each`
+    /// as it arrives, until the stream ends.
+    pub async fn follow_events(
+        &self,
+        pattern: Option<&str>,
+        after: Option<i64>,
+        mut each: impl FnMut(Value) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
         let mut query = Vec::new();
         query.extend(pattern.map(|p| ("pattern", p.to_string())));
         query.extend(after.map(|a| ("after", a.to_string())));
@@ -180,20 +195,26 @@ impl Client {
             .await?;
         let mut body = response.bytes_stream();
         let mut buffer: Vec<u8> = Vec::new();
-        let mut stdout = std::io::stdout().lock();
         while let Some(chunk) = body.next().await {
             buffer.extend_from_slice(&chunk.context("the event stream broke off")?);
             // Server-sent events: lines; an event's JSON is on its `data:` line.
             while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buffer.drain(..=end).collect();
                 if let Some(data) = line.strip_prefix(b"data:") {
-                    stdout.write_all(data.trim_ascii())?;
-                    stdout.write_all(b"\n")?;
-                    stdout.flush()?;
+                    let event: Value = serde_json::from_slice(data.trim_ascii())
+                        .context("the server sent an event that is not JSON")?;
+                    each(event)?;
+                    std::io::stdout().flush()?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// A text answer (`/metrics`).
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let response = self.send(self.http.get(self.url(path))).await?;
+        Ok(response.text().await?)
     }
 
     /// The job once it has finished (SUCCEEDED or FAILED). The server answers as soon as the job

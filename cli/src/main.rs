@@ -100,6 +100,12 @@ enum Command {
     Get {
         #[arg(value_enum)]
         resource: ResourceKind,
+        /// Only these (job ids, or names; a definition as NAME or NAME:REVISION).
+        names: Vec<String>,
+        /// After the list, print job state changes as they happen, until interrupted (jobs only;
+        /// the --queue and --status filters apply).
+        #[arg(short = 'w', long)]
+        watch: bool,
         /// Jobs of this queue only.
         #[arg(long)]
         queue: Option<String>,
@@ -163,11 +169,18 @@ enum Command {
         #[arg(long)]
         max_gpus: Option<u64>,
     },
-    /// Show one job in full.
+    /// Show one job or resource in full: a queue with its job counts and latest jobs, a
+    /// schedule with its next ticks, a rule with its latest deliveries, a definition's revisions.
     Describe {
         #[arg(value_enum)]
-        resource: DescribeKind,
+        resource: ResourceKind,
+        /// A job id or a resource name.
         id: String,
+    },
+    /// Print a shell completion script: `source <(batchctl completion bash)`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Print a job attempt's output.
     Logs {
@@ -326,6 +339,187 @@ impl ResourceKind {
     }
 }
 
+/// The resources of a kind, as `get` lists them.
+async fn list_of(client: &Client, resource: ResourceKind) -> anyhow::Result<Value> {
+    client.get(&format!("/v1/{}", resource.collection())).await
+}
+
+/// Whether a listed item is the one `name` names (a definition also as NAME:REVISION).
+fn is_named(item: &Value, name: &str) -> bool {
+    let own = item["metadata"]["name"].as_str().unwrap_or_default();
+    match item["metadata"]["revision"].as_u64() {
+        Some(revision) => own == name || format!("{own}:{revision}") == name,
+        None => own == name,
+    }
+}
+
+/// `get KIND NAME…`: those items, printed as the list is; fails naming any not found.
+async fn get_named(
+    client: &Client,
+    resource: ResourceKind,
+    names: &[String],
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    if let ResourceKind::Jobs = resource {
+        for id in names {
+            match client.get(&format!("/v1/jobs/{id}")).await {
+                Ok(job) => found.push(job),
+                Err(error) => missing.push(format!("{id}: {error:#}")),
+            }
+        }
+    } else {
+        let list = list_of(client, resource).await?;
+        let items = list["items"].as_array().cloned().unwrap_or_default();
+        for name in names {
+            let matching: Vec<Value> = items
+                .iter()
+                .filter(|item| is_named(item, name))
+                .cloned()
+                .collect();
+            if matching.is_empty() {
+                missing.push(format!("{} \"{name}\" not found", resource.collection()));
+            }
+            found.extend(matching);
+        }
+    }
+    let list = json!({ "items": found });
+    if found.len() == 1 && matches!(format, Format::Json | Format::Yaml) {
+        // One object, as kubectl prints `get KIND NAME -o json`.
+        output::print_structured(&list["items"][0], format)?;
+    } else {
+        print_kind(&list, resource, format)?;
+    }
+    for problem in &missing {
+        eprintln!("error: {problem}");
+    }
+    Ok(if missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_kind(list: &Value, resource: ResourceKind, format: Format) -> anyhow::Result<()> {
+    match resource {
+        ResourceKind::Jobs => output::print_jobs(list, format),
+        ResourceKind::Queues => output::print_queues(list, format),
+        ResourceKind::Definitions => output::print_definitions(list, format),
+        ResourceKind::Computeenvironments => output::print_environments(list, format),
+        ResourceKind::Schedules => output::print_schedules(list, format),
+        ResourceKind::Rules => output::print_rules(list, format),
+        ResourceKind::Webhooktriggers => output::print_webhook_triggers(list, format),
+        ResourceKind::Notifications => output::print_notifications(list, format),
+    }
+}
+
+/// `describe KIND NAME` for a resource: its document, then what a person asks next about it.
+async fn describe_resource(
+    client: &Client,
+    resource: ResourceKind,
+    name: &str,
+    format: Format,
+) -> anyhow::Result<()> {
+    let list = list_of(client, resource).await?;
+    let matching: Vec<Value> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|item| is_named(item, name) || item["metadata"]["name"].as_str() == Some(name))
+        .cloned()
+        .collect();
+    let Some(item) = matching.first() else {
+        bail!(
+            "{} \"{name}\" not found; see `batchctl get {}`",
+            resource.collection(),
+            resource.collection()
+        );
+    };
+    let document = if matching.len() > 1 {
+        json!({ "items": matching })
+    } else {
+        item.clone()
+    };
+    if output::print_structured(&document, format)? {
+        return Ok(());
+    }
+    print!("{}", serde_yaml_ng::to_string(&document)?);
+    match resource {
+        ResourceKind::Queues => {
+            let metrics = client.get_text("/metrics").await?;
+            let prefix = format!("batchctl_queue_jobs{{queue=\"{name}\",status=\"");
+            println!("\njobs by status:");
+            for line in metrics.lines().filter(|line| line.starts_with(&prefix)) {
+                let rest = &line[prefix.len()..];
+                if let Some((status, count)) = rest.split_once("\"} ") {
+                    println!("  {status:<10} {count}");
+                }
+            }
+            let filter = client::JobListFilter {
+                queue: Some(name.to_string()),
+                ..Default::default()
+            };
+            println!("\nlatest jobs:");
+            output::print_jobs(&client.list_jobs(&filter, 10).await?, Format::Table)?;
+        }
+        ResourceKind::Schedules => {
+            let spec = &item["spec"];
+            let expression = spec["scheduleExpression"].as_str().unwrap_or_default();
+            let zone = spec["timeZone"]
+                .as_str()
+                .or(spec["scheduleExpressionTimezone"].as_str())
+                .unwrap_or("UTC");
+            println!("\nnext ticks ({zone}):");
+            match preview(expression, zone, None, 5) {
+                Ok(times) if times.is_empty() => println!("  none: the schedule has no tick left"),
+                Ok(times) => times.iter().for_each(|time| println!("  {time}")),
+                Err(error) => println!("  cannot be computed: {error}"),
+            }
+        }
+        ResourceKind::Rules => {
+            println!("\nlatest deliveries:");
+            let deliveries = json!({ "items": item["status"]["recentDeliveries"] });
+            output::print_deliveries(&deliveries)?;
+        }
+        ResourceKind::Jobs
+        | ResourceKind::Definitions
+        | ResourceKind::Computeenvironments
+        | ResourceKind::Webhooktriggers
+        | ResourceKind::Notifications => {}
+    }
+    Ok(())
+}
+
+/// `get jobs --watch`: each Job State Change from the server's event stream as it happens, as a
+/// table row (or one JSON object per line with `-o json`), filtered like the list.
+async fn watch_jobs(
+    client: &Client,
+    queue: Option<&str>,
+    status: Option<&str>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let mut detail = serde_json::Map::new();
+    if let Some(queue) = queue {
+        detail.insert("jobQueue".into(), json!([queue]));
+    }
+    if let Some(status) = status {
+        detail.insert("status".into(), json!([status.to_uppercase()]));
+    }
+    let mut pattern = json!({
+        "source": ["batchctl"],
+        "detail-type": [batchctl_scheduler::core::events::JOB_STATE_CHANGE],
+    });
+    if !detail.is_empty() {
+        pattern["detail"] = Value::Object(detail);
+    }
+    client
+        .follow_events(Some(&pattern.to_string()), None, |event| {
+            output::print_job_change(&event, format)
+        })
+        .await
+}
+
 /// The documents of a YAML or JSON file (`-`: standard input).
 fn read_documents(file: &std::path::Path) -> anyhow::Result<Vec<Value>> {
     let text = if file.as_os_str() == "-" {
@@ -467,11 +661,6 @@ async fn change_jobs(
     })
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum DescribeKind {
-    Job,
-}
-
 /// `jobId=ID[,type=TYPE]` into a JobDependency.
 fn dependency(text: &str) -> Result<Value, String> {
     let mut dependency = serde_json::Map::new();
@@ -523,6 +712,16 @@ fn main() -> ExitCode {
     }
     if let Command::Server(_) = &cli.command {
         return exec_server();
+    }
+    if let Command::Completion { shell } = &cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "batchctl",
+            &mut std::io::stdout(),
+        );
+        return ExitCode::SUCCESS;
     }
     if let Command::Shim { dir, lock_fd } = &cli.command {
         // The shim must stay small and synchronous: no runtime, no logging set-up.
@@ -670,16 +869,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => return run_one_off(&client, &image, &queue, command).await,
         Command::Get {
             resource,
+            names,
+            watch,
             queue,
             status,
             array_job_id,
             limit,
         } => {
+            if watch && !matches!(resource, ResourceKind::Jobs) {
+                bail!("--watch follows jobs only: `batchctl get jobs --watch`");
+            }
+            if !names.is_empty() {
+                return get_named(&client, resource, &names, format).await;
+            }
             let list = match resource {
                 ResourceKind::Jobs => {
                     let filter = client::JobListFilter {
-                        queue,
-                        status,
+                        queue: queue.clone(),
+                        status: status.clone(),
                         array_job_id,
                     };
                     client.list_jobs(&filter, limit).await?
@@ -701,6 +908,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Rules => output::print_rules(&list, format)?,
                 ResourceKind::Webhooktriggers => output::print_webhook_triggers(&list, format)?,
                 ResourceKind::Notifications => output::print_notifications(&list, format)?,
+            }
+            if watch {
+                watch_jobs(&client, queue.as_deref(), status.as_deref(), format).await?;
             }
         }
         Command::Delete {
@@ -803,11 +1013,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Describe {
-            resource: DescribeKind::Job,
+            resource: ResourceKind::Jobs,
             id,
         } => {
             let job = client.get(&format!("/v1/jobs/{id}")).await?;
             output::describe_job(&job, format)?;
+        }
+        Command::Describe { resource, id } => {
+            describe_resource(&client, resource, &id, format).await?
         }
         Command::Logs {
             follow,
@@ -895,6 +1108,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output::print_job(&job, format)?;
         }
         Command::Shim { .. }
+        | Command::Completion { .. }
         | Command::Server(_)
         | Command::Schedule(ScheduleCommand::Preview { .. })
         | Command::Rules(RulesCommand::Test { .. }) => {

@@ -5,21 +5,45 @@ use std::fmt::Write as _;
 use clap::ValueEnum;
 use serde_json::Value;
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
+    /// The table with more columns (jobs and queues; other kinds as `table`).
+    Wide,
     Json,
     Yaml,
+    /// `kind/name` per item, as kubectl's `-o name`.
+    Name,
 }
 
-/// Prints `value` as JSON or YAML; returns false for the table format, which callers render.
+/// Prints `value` as JSON, YAML or names; returns false for the table formats, which callers
+/// render.
 pub fn print_structured(value: &Value, format: Format) -> anyhow::Result<bool> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
         Format::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
-        Format::Table => return Ok(false),
+        Format::Name => {
+            let listed = value["items"].as_array();
+            for item in listed.map_or_else(|| vec![value], |items| items.iter().collect()) {
+                println!("{}", name_of(item));
+            }
+        }
+        Format::Table | Format::Wide => return Ok(false),
     }
     Ok(true)
+}
+
+/// `job/ID`, `jobqueue/NAME`, `jobdefinition/NAME:REVISION`, … as `-o name` prints them.
+pub fn name_of(item: &Value) -> String {
+    if let Some(job_id) = item["jobId"].as_str() {
+        return format!("job/{job_id}");
+    }
+    let kind = item["kind"].as_str().unwrap_or("resource").to_lowercase();
+    let name = text(&item["metadata"]["name"]);
+    match item["metadata"]["revision"].as_u64() {
+        Some(revision) => format!("{kind}/{name}:{revision}"),
+        None => format!("{kind}/{name}"),
+    }
 }
 
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
@@ -42,18 +66,45 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     text
 }
 
-/// Prints a list as JSON or YAML, or as a table with one row per item.
+/// Prints a list as JSON, YAML or names, or as a table with one row per item.
 fn print_list(
     list: &Value,
     format: Format,
     header: &[&str],
     row: impl Fn(&Value) -> Vec<String>,
 ) -> anyhow::Result<()> {
+    print_list_wide(list, format, header, row, &[], |_| Vec::new())
+}
+
+/// `print_list` whose `-o wide` table adds `wide_header` columns, filled by `wide_row`.
+fn print_list_wide(
+    list: &Value,
+    format: Format,
+    header: &[&str],
+    row: impl Fn(&Value) -> Vec<String>,
+    wide_header: &[&str],
+    wide_row: impl Fn(&Value) -> Vec<String>,
+) -> anyhow::Result<()> {
     if print_structured(list, format)? {
         return Ok(());
     }
-    let rows = items(list).iter().map(row).collect();
-    print!("{}", table(header, rows));
+    let wide = format == Format::Wide;
+    let header: Vec<&str> = header
+        .iter()
+        .chain(wide_header.iter().filter(|_| wide))
+        .copied()
+        .collect();
+    let rows = items(list)
+        .iter()
+        .map(|item| {
+            let mut cells = row(item);
+            if wide {
+                cells.extend(wide_row(item));
+            }
+            cells
+        })
+        .collect();
+    print!("{}", table(&header, rows));
     Ok(())
 }
 
@@ -152,59 +203,114 @@ pub fn print_jobs(list: &Value, format: Format) -> anyhow::Result<()> {
     let header = [
         "JOB ID", "NAME", "QUEUE", "STATUS", "ATTEMPTS", "AGE", "REASON",
     ];
-    print_list(list, format, &header, |job| {
-        // Array children are listed as summaries, which count their attempts.
-        let attempts = job["attemptCount"].as_u64().map_or_else(
-            || {
-                job["attempts"].as_array().map_or(0, Vec::len)
-                    + usize::from(!job["currentAttempt"].is_null())
-            },
-            |count| count as usize,
-        );
+    let wide = [
+        "DEFINITION",
+        "PRIORITY",
+        "SHARE",
+        "STARTED",
+        "STOPPED",
+        "EXIT CODE",
+    ];
+    let wide_row = |job: &Value| {
+        let exit_code = job["attempts"]
+            .as_array()
+            .and_then(|attempts| attempts.last())
+            .map_or_else(|| "-".to_string(), |attempt| text(&attempt["exitCode"]));
         vec![
-            text(&job["jobId"]),
-            text(&job["jobName"]),
-            text(&job["jobQueue"]),
-            if job["suspended"] == true {
-                format!("{} (suspended)", text(&job["status"]))
-            } else {
-                text(&job["status"])
-            },
-            attempts.to_string(),
-            age(&job["createdAt"]),
-            text(&job["statusReason"]),
+            text(&job["jobDefinition"]),
+            text(&job["schedulingPriority"]),
+            text(&job["shareIdentifier"]),
+            timestamp(&job["startedAt"]),
+            timestamp(&job["stoppedAt"]),
+            exit_code,
         ]
-    })
+    };
+    print_list_wide(
+        list,
+        format,
+        &header,
+        |job| {
+            // Array children are listed as summaries, which count their attempts.
+            let attempts = job["attemptCount"].as_u64().map_or_else(
+                || {
+                    job["attempts"].as_array().map_or(0, Vec::len)
+                        + usize::from(!job["currentAttempt"].is_null())
+                },
+                |count| count as usize,
+            );
+            vec![
+                text(&job["jobId"]),
+                text(&job["jobName"]),
+                text(&job["jobQueue"]),
+                if job["suspended"] == true {
+                    format!("{} (suspended)", text(&job["status"]))
+                } else {
+                    text(&job["status"])
+                },
+                attempts.to_string(),
+                age(&job["createdAt"]),
+                text(&job["statusReason"]),
+            ]
+        },
+        &wide,
+        wide_row,
+    )
 }
 
 pub fn print_queues(list: &Value, format: Format) -> anyhow::Result<()> {
     let header = ["NAME", "PRIORITY", "STATE", "COMPUTE ENVIRONMENTS"];
-    print_list(list, format, &header, |queue| {
+    let wide = ["STOP POLICY", "KEEP SUCCEEDED", "KEEP FAILED", "FAIR SHARE"];
+    let wide_row = |queue: &Value| {
         let spec = &queue["spec"];
-        let mut order: Vec<(i64, String)> = spec["computeEnvironmentOrder"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                (
-                    e["order"].as_i64().unwrap_or(0),
-                    text(&e["computeEnvironment"]),
-                )
-            })
-            .collect();
-        order.sort();
-        let environments: Vec<String> = order.into_iter().map(|(_, name)| name).collect();
+        let seconds = |value: &Value| match value.as_u64() {
+            Some(seconds) => format!("{seconds}s"),
+            None => "default".into(),
+        };
         vec![
-            text(&queue["metadata"]["name"]),
-            text(&spec["priority"]),
-            spec["state"].as_str().unwrap_or("ENABLED").to_string(),
-            environments.join(","),
+            spec["stopPolicy"].as_str().unwrap_or("None").to_string(),
+            seconds(&spec["jobRetention"]["succeededSeconds"]),
+            seconds(&spec["jobRetention"]["failedSeconds"]),
+            if spec["schedulingPolicy"].is_null() {
+                "no"
+            } else {
+                "yes"
+            }
+            .to_string(),
         ]
-    })
+    };
+    print_list_wide(
+        list,
+        format,
+        &header,
+        |queue| {
+            let spec = &queue["spec"];
+            let mut order: Vec<(i64, String)> = spec["computeEnvironmentOrder"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    (
+                        e["order"].as_i64().unwrap_or(0),
+                        text(&e["computeEnvironment"]),
+                    )
+                })
+                .collect();
+            order.sort();
+            let environments: Vec<String> = order.into_iter().map(|(_, name)| name).collect();
+            vec![
+                text(&queue["metadata"]["name"]),
+                text(&spec["priority"]),
+                spec["state"].as_str().unwrap_or("ENABLED").to_string(),
+                environments.join(","),
+            ]
+        },
+        &wide,
+        wide_row,
+    )
 }
 
 pub fn print_definitions(list: &Value, format: Format) -> anyhow::Result<()> {
-    let header = ["NAME", "REVISION", "IMAGE", "COMMAND"];
+    let header = ["NAME", "REVISION", "STATUS", "IMAGE", "COMMAND"];
     print_list(list, format, &header, |definition| {
         let container = &definition["spec"]["containerProperties"];
         let command: Vec<String> = container["command"]
@@ -216,6 +322,7 @@ pub fn print_definitions(list: &Value, format: Format) -> anyhow::Result<()> {
         vec![
             text(&definition["metadata"]["name"]),
             text(&definition["metadata"]["revision"]),
+            text(&definition["status"]),
             text(&container["image"]),
             command.join(" "),
         ]
@@ -545,6 +652,39 @@ pub fn print_why(answer: &Value, format: Format) -> anyhow::Result<()> {
             other => format!("{other}: {hold}"),
         };
         println!("- {line}");
+    }
+    Ok(())
+}
+
+/// A rule's latest deliveries (`describe rule`).
+pub fn print_deliveries(list: &Value) -> anyhow::Result<()> {
+    let header = ["EVENT ID", "OUTCOME", "JOB ID", "REASON"];
+    print_list(list, Format::Table, &header, |delivery| {
+        vec![
+            text(&delivery["eventId"]),
+            text(&delivery["outcome"]),
+            text(&delivery["jobId"]),
+            text(&delivery["reason"]),
+        ]
+    })
+}
+
+/// One Job State Change as `get jobs --watch` prints it: a table row without a header, or the
+/// event's `detail` as one JSON line, or `job/ID`.
+pub fn print_job_change(event: &Value, format: Format) -> anyhow::Result<()> {
+    let detail = &event["detail"];
+    match format {
+        Format::Json => println!("{detail}"),
+        Format::Yaml => print!("---\n{}", serde_yaml_ng::to_string(detail)?),
+        Format::Name => println!("job/{}", text(&detail["jobId"])),
+        Format::Table | Format::Wide => println!(
+            "{}   {}   {}   {}   {}",
+            text(&detail["jobId"]),
+            text(&detail["jobName"]),
+            text(&detail["jobQueue"]),
+            text(&detail["status"]),
+            text(&detail["statusReason"]),
+        ),
     }
     Ok(())
 }

@@ -171,3 +171,102 @@ fn a_held_queue_places_nothing_until_the_hold_is_lifted() {
         stderr(&refused_drain)
     );
 }
+
+#[test]
+fn get_describe_watch_and_completion_as_kubectl_has_them() {
+    use std::io::BufRead;
+    let server = Server::start(None);
+    server.apply_examples();
+    server.apply_text("apiVersion: batchctl/v1\nkind: Schedule\nmetadata: {name: nightly}\nspec:\n  scheduleExpression: 'cron(0 2 * * ? *)'\n  target: {jobQueue: default, jobDefinition: hello}\n---\napiVersion: batchctl/v1\nkind: EventRule\nmetadata: {name: on-upload}\nspec:\n  eventPattern: {source: [uploads]}\n  target: {jobQueue: default, jobDefinition: hello}\n");
+    let job = server.submit(&["--queue", "default", "--definition", "hello"]);
+    server.wait_for_status(&job, "SUCCEEDED");
+
+    let names = |args: &[&str]| {
+        let mut full = vec!["-o", "name"];
+        full.extend(args);
+        stdout(&server.cli(&full))
+    };
+    assert_eq!(names(&["get", "queues"]), "jobqueue/default\n");
+    assert_eq!(
+        names(&["get", "definitions", "hello:1"]),
+        "jobdefinition/hello:1\n"
+    );
+    assert_eq!(names(&["get", "jobs"]), format!("job/{job}\n"));
+    // One name with -o json is the object itself, not a list.
+    let queue = server.json(&["get", "queue", "default"]);
+    assert_eq!(queue["metadata"]["name"], "default");
+    let output = server.cli(&["get", "queues", "default", "nope"]);
+    assert!(!output.status.success());
+    assert!(stdout(&output).contains("default"));
+    assert!(
+        stderr(&output).contains("jobqueues \"nope\" not found"),
+        "{}",
+        stderr(&output)
+    );
+
+    let wide = stdout(&server.cli(&["-o", "wide", "get", "jobs"]));
+    assert!(
+        wide.contains("DEFINITION") && wide.contains("hello:1") && wide.contains("EXIT CODE"),
+        "{wide}"
+    );
+    let wide = stdout(&server.cli(&["-o", "wide", "get", "queues"]));
+    assert!(
+        wide.contains("STOP POLICY") && wide.contains("None"),
+        "{wide}"
+    );
+
+    let described = stdout(&server.cli(&["describe", "queue", "default"]));
+    assert!(
+        described.contains("jobs by status:") && described.contains("SUCCEEDED"),
+        "{described}"
+    );
+    assert!(
+        described.contains("latest jobs:") && described.contains(&job),
+        "{described}"
+    );
+    let described = stdout(&server.cli(&["describe", "schedule", "nightly"]));
+    assert!(
+        described.contains("next ticks (UTC):") && described.contains("T02:00:00+00:00"),
+        "{described}"
+    );
+    let described = stdout(&server.cli(&["describe", "rule", "on-upload"]));
+    assert!(described.contains("latest deliveries:"), "{described}");
+
+    // --watch: the list, then each change as it happens.
+    let mut watcher = std::process::Command::new(crate::support::BINARY)
+        .args(["get", "jobs", "--watch", "--queue", "default"])
+        .env("BATCHCTL_SERVER", &server.url)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("JOB ID"));
+    assert!(lines.next().unwrap().unwrap().starts_with(&job));
+    // The stream is open once the list is printed; give the server a moment to subscribe it.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let watched = server.submit(&["--queue", "default", "--definition", "hello"]);
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.starts_with(&watched) && line.contains("SUCCEEDED") {
+            break;
+        }
+        assert!(
+            seen.len() < 20,
+            "no SUCCEEDED line for {watched}: {seen:#?}"
+        );
+    }
+    assert!(
+        seen.iter().any(|line| line.contains("RUNNING")),
+        "{seen:#?}"
+    );
+    watcher.kill().unwrap();
+
+    let completion = stdout(&server.cli(&["completion", "bash"]));
+    assert!(
+        completion.contains("_batchctl()"),
+        "{}",
+        &completion[..200.min(completion.len())]
+    );
+}
