@@ -208,7 +208,12 @@ impl ScheduleRunner {
             // No tick left, and every due one handled above: the schedule is complete.
             match self
                 .store
-                .delete_resource(Kind::Schedule, &schedule.name, None)
+                .delete_resource(
+                    Kind::Schedule,
+                    &schedule.name,
+                    None,
+                    Some(crate::core::audit::Caller::Server),
+                )
                 .await
             {
                 Ok(_) => {

@@ -317,7 +317,7 @@ async fn a_deleted_schedule_fires_no_more(store: Store) {
     // What a runner read just before the delete: its tick must still not fire afterwards.
     let stale = store.schedules().await.unwrap().remove(0);
     let deleted = store
-        .delete_resource(manifest::Kind::Schedule, "nightly", None)
+        .delete_resource(manifest::Kind::Schedule, "nightly", None, None)
         .await
         .unwrap();
     assert_eq!(deleted.len(), 1);
@@ -343,7 +343,7 @@ async fn a_deleted_schedule_fires_no_more(store: Store) {
     assert!(store.last_firing("nightly").await.unwrap().is_none());
     // Deleting it again says it is gone.
     let again = store
-        .delete_resource(manifest::Kind::Schedule, "nightly", None)
+        .delete_resource(manifest::Kind::Schedule, "nightly", None, None)
         .await
         .unwrap_err();
     assert!(

@@ -110,3 +110,78 @@ fn an_open_api_is_refused_on_a_network_address() {
         stderr(&output)
     );
 }
+
+#[test]
+fn every_change_is_an_audit_event_with_its_scope_and_rules_act_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, format!("submit {SUBMITTER}\nadmin {ADMIN}\n")).unwrap();
+    let mut server = Server::start_with(
+        None,
+        &[
+            "--tokens-file".into(),
+            file.display().to_string(),
+            "--enable-process-executor".into(),
+        ],
+    );
+    server.token = Some(ADMIN.into());
+    server.apply_examples();
+    // A rule on the audit trail: deleting a queue runs a job.
+    server.apply_text("apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: spare}\nspec:\n  priority: 1\n  state: DISABLED\n  computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]\n---\napiVersion: batchctl/v1\nkind: EventRule\nmetadata: {name: on-queue-deleted}\nspec:\n  eventPattern: {source: [batchctl.audit], detail-type: [Resource Change], detail: {kind: [JobQueue], action: [deleted]}}\n  target: {jobQueue: default, jobDefinition: hello}\n");
+    assert!(server.cli(&["delete", "queue", "spare"]).status.success());
+    server.token = Some(SUBMITTER.into());
+    let job = server.submit(&["--queue", "default", "--definition", "hello"]);
+    server.wait_for_status(&job, "SUCCEEDED");
+    assert!(server.cli(&["delete", "job", &job]).status.success());
+
+    let events = server.json(&["events", "list"]);
+    let audit: Vec<(String, String, String, String)> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| &item["event"])
+        .filter(|event| event["source"] == "batchctl.audit")
+        .map(|event| {
+            let detail = &event["detail"];
+            let field = |name: &str| detail[name].as_str().unwrap_or_default().to_string();
+            (
+                field("kind"),
+                field("name"),
+                field("action"),
+                field("scope"),
+            )
+        })
+        .collect();
+    let expect = |kind: &str, name: &str, action: &str, scope: &str| {
+        let wanted = (kind.into(), name.into(), action.into(), scope.into());
+        assert!(audit.contains(&wanted), "no {wanted:?} in {audit:#?}");
+    };
+    expect("ComputeEnvironment", "local", "configured", "admin");
+    expect("JobDefinition", "hello", "created", "admin");
+    expect("EventRule", "on-queue-deleted", "created", "admin");
+    expect("JobQueue", "spare", "deleted", "admin");
+    expect("Job", &job, "deleted", "submit");
+    // The rule ran its job on the queue's deletion.
+    crate::support::eventually(20, "the rule's job", || {
+        let jobs = server.json(&["get", "jobs"]);
+        match jobs["items"].as_array().unwrap().len() {
+            n if n >= 1 => Ok(()),
+            n => Err(format!("{n} jobs")),
+        }
+    });
+    // No one else may speak as batchctl.audit.
+    server.token = Some(ADMIN.into());
+    let output = server.cli(&[
+        "events",
+        "put",
+        "--source",
+        "batchctl.audit",
+        "--detail-type",
+        "Resource Change",
+    ]);
+    assert!(
+        stderr(&output).contains("source \"batchctl.audit\" is reserved"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -107,6 +107,13 @@ impl Tokens {
     }
 
     /// Whether the `Authorization` header's value (if any) grants `needs`.
+    /// The scope of the token `authorization` presents (the widest, if several match).
+    pub fn scope_of(&self, authorization: Option<&str>) -> Option<Scope> {
+        [Scope::Admin, Scope::Submit, Scope::Read]
+            .into_iter()
+            .find(|scope| self.check(authorization, *scope) == Access::Allowed)
+    }
+
     pub fn check(&self, authorization: Option<&str>, needs: Scope) -> Access {
         // RFC 7235: the scheme is case-insensitive.
         let presented = authorization

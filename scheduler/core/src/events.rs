@@ -82,9 +82,9 @@ pub fn event_from_entry(entry: &Value, new_id: &str, now: DateTime<Utc>) -> Resu
         }
     };
     let source = text("source")?.ok_or("source is required: say where the event comes from")?;
-    if source == JOB_EVENT_SOURCE {
+    if crate::audit::is_reserved_source(&source) {
         return Err(format!(
-            "source {JOB_EVENT_SOURCE:?} is reserved for batchctl's own job events; use another"
+            "source {source:?} is reserved for batchctl's own events (its job and audit events); use another"
         ));
     }
     let detail_type =
@@ -247,7 +247,7 @@ mod tests {
             (json!("event"), "an entry is a JSON object"),
             (
                 json!({"source": "batchctl", "detail-type": "t", "detail": {}}),
-                "is reserved for batchctl's own job events",
+                "is reserved for batchctl's own events",
             ),
         ];
         for (entry, expected) in cases {

@@ -8,6 +8,7 @@
 
 pub mod array;
 pub mod attempt;
+pub mod audit;
 pub mod auth;
 pub mod contract;
 pub mod endpoint_policy;

@@ -340,16 +340,18 @@ pub(super) async fn stop(
 /// children) in its place, or lets it be placed again.
 pub(super) async fn suspend(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(job_id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    change_job(state, JobId(job_id), JobChange::Suspend).await
+    change_job(state, caller, JobId(job_id), JobChange::Suspend).await
 }
 
 pub(super) async fn resume(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(job_id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    change_job(state, JobId(job_id), JobChange::Resume).await
+    change_job(state, caller, JobId(job_id), JobChange::Resume).await
 }
 
 #[derive(Deserialize)]
@@ -362,12 +364,14 @@ pub(super) struct JobPatch {
 /// share, effective at the next placement pass.
 pub(super) async fn patch_job(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(job_id): Path<String>,
     body: Bytes,
 ) -> Result<Json<JobView>, ApiError> {
     let patch: JobPatch = parse_body(&body)?;
     change_job(
         state,
+        caller,
         JobId(job_id),
         JobChange::SchedulingPriority(patch.scheduling_priority),
     )
@@ -376,12 +380,13 @@ pub(super) async fn patch_job(
 
 async fn change_job(
     state: AppState,
+    caller: Caller,
     job_id: JobId,
     change: JobChange,
 ) -> Result<Json<JobView>, ApiError> {
     state
         .store
-        .change_waiting_job(&job_id, change)
+        .change_waiting_job(&job_id, change, Some(caller))
         .await
         .map_err(|error| match error {
             JobChangeError::NotFound(_) => ApiError::not_found(error.to_string()),
@@ -393,6 +398,7 @@ async fn change_job(
     if change != JobChange::Suspend {
         state.dispatcher.notify_work();
     }
+    state.rules.notify();
     let job = state
         .store
         .job(&job_id)
@@ -405,9 +411,11 @@ async fn change_job(
 /// children). 409 while it waits or runs, or while a waiting job depends on it.
 pub(super) async fn delete_job(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(job_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let deleted = state.store.delete_job(&JobId(job_id)).await?;
+    let deleted = state.store.delete_job(&JobId(job_id), Some(caller)).await?;
+    state.rules.notify();
     Ok(Json(serde_json::json!({ "deleted": [deleted] })))
 }
 

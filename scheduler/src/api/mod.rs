@@ -26,6 +26,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use batchctl_executor::OutputStream;
 use serde::de::DeserializeOwned;
@@ -37,6 +38,7 @@ use views::{JobView, Page, ResourceView};
 
 use crate::aws_compat;
 use crate::control::{stop_job, StopMode};
+use crate::core::audit::Caller;
 use crate::core::model::{DefinitionName, JobId, JobStatus, QueueName};
 use crate::dispatcher::DispatcherHandle;
 use crate::manifest::{self, FieldError, Kind, SubmitJobRequest};
@@ -108,13 +110,18 @@ pub fn router(state: AppState) -> Router {
         router = router.route(
             &format!("/v1/{}/{{name}}", kind.collection()),
             axum::routing::delete(
-                move |State(state): State<AppState>, Path(name): Path<String>| {
-                    delete_resource(state, kind, name)
+                move |State(state): State<AppState>,
+                      Extension(caller): Extension<Caller>,
+                      Path(name): Path<String>| {
+                    delete_resource(state, caller, kind, name)
                 },
             )
             .patch(
-                move |State(state): State<AppState>, Path(name): Path<String>, body: Bytes| {
-                    patch_resource(state, kind, name, body)
+                move |State(state): State<AppState>,
+                      Extension(caller): Extension<Caller>,
+                      Path(name): Path<String>,
+                      body: Bytes| {
+                    patch_resource(state, caller, kind, name, body)
                 },
             ),
         );
@@ -208,8 +215,11 @@ async fn authenticate(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
+    use crate::core::audit::Caller;
     use crate::core::auth::{required_scope, Access};
+    let mut request = request;
     if state.tokens.is_empty() {
+        request.extensions_mut().insert(Caller::Open);
         return next.run(request).await;
     }
     let Some(needs) = required_scope(request.method().as_str(), request.uri().path()) else {
@@ -220,7 +230,15 @@ async fn authenticate(
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok());
     match state.tokens.check(authorization, needs) {
-        Access::Allowed => next.run(request).await,
+        Access::Allowed => {
+            // Who made a change, for its audit event (`core::audit`).
+            let caller = state
+                .tokens
+                .scope_of(authorization)
+                .map_or(Caller::Open, Caller::Token);
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
         Access::Unauthenticated => {
             let mut response = ApiError::unauthorized(
                 "a valid API token is required: send Authorization: Bearer TOKEN (the CLI reads BATCHCTL_TOKEN)",

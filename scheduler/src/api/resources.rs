@@ -11,6 +11,7 @@ pub(super) struct ApplyRequest {
 
 pub(super) async fn apply(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: ApplyRequest = parse_body(&body)?;
@@ -20,7 +21,7 @@ pub(super) async fn apply(
             "is empty; send at least one document",
         )));
     }
-    apply_documents(&state, &request.documents).await
+    apply_documents(&state, caller, &request.documents).await
 }
 
 /// `PATCH /v1/{collection}/{name}`: a JSON merge patch (RFC 7386) of the resource's spec, such as
@@ -28,6 +29,7 @@ pub(super) async fn apply(
 /// then applied as `apply` would, with the same checks; effective at the dispatcher's next pass.
 pub(super) async fn patch_resource(
     state: AppState,
+    caller: Caller,
     kind: Kind,
     name: String,
     body: Bytes,
@@ -64,7 +66,7 @@ pub(super) async fn patch_resource(
         "metadata": {"name": name},
         "spec": spec,
     });
-    apply_documents(&state, &[document]).await
+    apply_documents(&state, caller, &[document]).await
 }
 
 /// RFC 7386: objects merge key by key, `null` removes a key, anything else replaces.
@@ -88,6 +90,7 @@ fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
 /// Validates and stores documents, then tells the loops that read them.
 async fn apply_documents(
     state: &AppState,
+    caller: Caller,
     documents: &[serde_json::Value],
 ) -> Result<Response, ApiError> {
     let (valid, warnings) = aws_compat::documents_to_apply(documents).map_err(ApiError::invalid)?;
@@ -95,7 +98,10 @@ async fn apply_documents(
     {
         return Err(ApiError::invalid(error));
     }
-    let applied = state.store.apply(&valid, now_millis()).await?;
+    let applied = state
+        .store
+        .apply_by(&valid, now_millis(), Some(caller))
+        .await?;
     state.dispatcher.notify_resources_changed();
     state.schedules.handle().notify_changed();
     state.store.refresh_job_event_interest().await?;
@@ -108,6 +114,7 @@ async fn apply_documents(
 /// not go yet, saying what blocks it.
 pub(super) async fn delete_resource(
     state: AppState,
+    caller: Caller,
     kind: Kind,
     name: String,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -119,7 +126,12 @@ pub(super) async fn delete_resource(
         }
         _ => (name, None),
     };
-    let deleted = state.store.delete_resource(kind, &name, revision).await?;
+    let deleted = state
+        .store
+        .delete_resource(kind, &name, revision, Some(caller))
+        .await?;
+    // Its audit event is on the bus.
+    state.rules.notify();
     match kind {
         Kind::ComputeEnvironment | Kind::JobQueue | Kind::JobDefinition => {
             state.dispatcher.notify_resources_changed();

@@ -61,10 +61,10 @@ pub fn webhook_trigger(
         }
     }
     let source = spec.source.trim();
-    if source.is_empty() || source == crate::core::events::JOB_EVENT_SOURCE {
+    if source.is_empty() || crate::core::audit::is_reserved_source(source) {
         return Err(FieldError::new(
             "source",
-            "names where the events come from; not empty, and not batchctl (reserved)",
+            "names where the events come from; not empty, and not batchctl or batchctl.* (reserved)",
         ));
     }
     Ok(WebhookTrigger {

@@ -41,6 +41,31 @@ pub struct StoredRule {
 
 /// Inserts events on the bus; returns the ids that were new (an id put before is not stored
 /// again; batchctl's own job events always are).
+/// Writes the audit events of `changes` (`core::audit`), made by `caller`, in the transaction
+/// that makes them; nothing without a caller.
+pub(super) async fn write_audit(
+    transaction: &mut Transaction<'static, Any>,
+    dialect: super::Dialect,
+    caller: Option<crate::core::audit::Caller>,
+    changes: &[crate::core::audit::Change],
+) -> Result<(), StoreError> {
+    let Some(caller) = caller else {
+        return Ok(());
+    };
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let now = chrono::Utc::now();
+    let events: Vec<Event> = changes
+        .iter()
+        .map(|change| {
+            crate::core::audit::audit_event(uuid::Uuid::new_v4().to_string(), change, caller, now)
+        })
+        .collect();
+    insert_events(transaction, dialect, &events, now.timestamp_millis()).await?;
+    Ok(())
+}
+
 async fn insert_events(
     transaction: &mut Transaction<'static, Any>,
     dialect: super::Dialect,

@@ -4,7 +4,9 @@
 
 use sqlx::Row;
 
+use super::events::write_audit;
 use super::{Store, StoreError};
+use crate::core::audit::{Caller, Change};
 use crate::core::lifecycle::{check_waiting, NotWaiting};
 use crate::core::model::{JobId, JobStatus};
 
@@ -51,6 +53,7 @@ impl Store {
         &self,
         job_id: &JobId,
         change: JobChange,
+        caller: Option<Caller>,
     ) -> Result<(), JobChangeError> {
         let (assignment, value) = match change {
             JobChange::Suspend => ("suspended = $2", 1),
@@ -96,6 +99,23 @@ impl Store {
         .bind(value)
         .execute(&mut *transaction)
         .await?;
+        let mut extra = serde_json::Map::new();
+        if let JobChange::SchedulingPriority(priority) = change {
+            extra.insert("schedulingPriority".into(), priority.into());
+        }
+        let audited = Change {
+            action: match change {
+                JobChange::Suspend => "suspended",
+                JobChange::Resume => "resumed",
+                JobChange::SchedulingPriority(_) => "reprioritized",
+            }
+            .into(),
+            kind: "Job".into(),
+            name: job_id.0.clone(),
+            revision: None,
+            extra,
+        };
+        write_audit(&mut transaction, self.dialect, caller, &[audited]).await?;
         transaction.commit().await?;
         Ok(())
     }

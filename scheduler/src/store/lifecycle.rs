@@ -12,8 +12,10 @@
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
+use super::events::write_audit;
 use super::sql::{indexed_by, placeholders};
 use super::{Dialect, Store, StoreError};
+use crate::core::audit::{Caller, Change};
 use crate::core::lifecycle::{
     check_environment_delete, check_job_delete, check_queue_delete, DeleteRefusal,
 };
@@ -63,6 +65,31 @@ pub struct Deleted {
 }
 
 impl Deleted {
+    fn job(job_id: &JobId, jobs: u64) -> Deleted {
+        Deleted {
+            kind: "Job",
+            name: job_id.0.clone(),
+            revision: None,
+            action: DeletedAction::Deleted,
+            jobs: Some(jobs),
+        }
+    }
+
+    /// The change as its audit event tells it.
+    fn change(&self) -> Change {
+        Change {
+            action: match self.action {
+                DeletedAction::Deleted => "deleted",
+                DeletedAction::Deregistered => "deregistered",
+            }
+            .into(),
+            kind: self.kind.into(),
+            name: self.name.clone(),
+            revision: self.revision,
+            extra: Default::default(),
+        }
+    }
+
     fn resource(kind: Kind, name: &str) -> Deleted {
         Deleted {
             kind: kind.as_str(),
@@ -93,6 +120,7 @@ impl Store {
         kind: Kind,
         name: &str,
         revision: Option<u32>,
+        caller: Option<Caller>,
     ) -> Result<Vec<Deleted>, DeleteError> {
         let mut transaction = self.write.begin().await?;
         let deleted = match kind {
@@ -160,6 +188,8 @@ impl Store {
                 vec![Deleted::resource(kind, name)]
             }
         };
+        let changes: Vec<Change> = deleted.iter().map(Deleted::change).collect();
+        write_audit(&mut transaction, self.dialect, caller, &changes).await?;
         transaction.commit().await?;
         self.resource_cache.invalidate();
         Ok(deleted)
@@ -167,7 +197,11 @@ impl Store {
 
     /// Deletes a finished job with its attempts and output (an array with its children).
     /// Refused while it runs or waits, or while a waiting job depends on it.
-    pub async fn delete_job(&self, job_id: &JobId) -> Result<Deleted, DeleteError> {
+    pub async fn delete_job(
+        &self,
+        job_id: &JobId,
+        caller: Option<Caller>,
+    ) -> Result<Deleted, DeleteError> {
         let row = sqlx::query("SELECT status, array_parent FROM jobs WHERE job_id = $1")
             .bind(&job_id.0)
             .fetch_optional(&self.read)
@@ -196,19 +230,17 @@ impl Store {
             check_job_delete(job_id, status, dependent)?;
             let (deleted, done) =
                 delete_finished_job(self.dialect, &mut transaction, job_id, DELETE_BATCH).await?;
-            transaction.commit().await?;
             n += deleted;
             if done {
-                break;
+                // The audit event goes with the batch that deletes the job itself.
+                let gone = Deleted::job(job_id, n);
+                write_audit(&mut transaction, self.dialect, caller, &[gone.change()]).await?;
+                transaction.commit().await?;
+                return Ok(gone);
             }
+            transaction.commit().await?;
         }
-        Ok(Deleted {
-            kind: "Job",
-            name: job_id.0.clone(),
-            revision: None,
-            action: DeletedAction::Deleted,
-            jobs: Some(n),
-        })
+        Ok(Deleted::job(job_id, n))
     }
 
     /// One pruning batch: the finished top-level jobs of `queue` that ended with `status` before

@@ -68,6 +68,17 @@ impl Store {
         documents: &[ValidDocument],
         now: i64,
     ) -> Result<Vec<Applied>, ApplyError> {
+        self.apply_by(documents, now, None).await
+    }
+
+    /// `apply`, with an audit event for each change `caller` made (`core::audit`), written in
+    /// the same transaction.
+    pub async fn apply_by(
+        &self,
+        documents: &[ValidDocument],
+        now: i64,
+        caller: Option<crate::core::audit::Caller>,
+    ) -> Result<Vec<Applied>, ApplyError> {
         let mut transaction = self.write.begin().await?;
         let mut environment_names: HashSet<String> =
             sqlx::query("SELECT name FROM compute_environments")
@@ -157,6 +168,24 @@ impl Store {
                 action: result.0,
             });
         }
+        let changes: Vec<crate::core::audit::Change> = applied
+            .iter()
+            .filter_map(|applied| {
+                let action = match applied.action {
+                    AppliedAction::Created => "created",
+                    AppliedAction::Configured => "configured",
+                    AppliedAction::Unchanged => return None,
+                };
+                Some(crate::core::audit::Change {
+                    action: action.into(),
+                    kind: applied.kind.as_str().into(),
+                    name: applied.name.clone(),
+                    revision: applied.revision,
+                    extra: Default::default(),
+                })
+            })
+            .collect();
+        super::events::write_audit(&mut transaction, self.dialect, caller, &changes).await?;
         transaction.commit().await?;
         self.resource_cache.invalidate();
         Ok(applied)
