@@ -262,6 +262,7 @@ fn get_describe_watch_and_completion_as_kubectl_has_them() {
         "{seen:#?}"
     );
     watcher.kill().unwrap();
+    watcher.wait().unwrap();
 
     let completion = stdout(&server.cli(&["completion", "bash"]));
     assert!(
