@@ -22,6 +22,7 @@ store_suite!(
     dependencies_hold_jobs_until_they_succeed_and_fail_them_when_they_fail,
     disabled_queues_refuse_new_jobs_and_disabled_environments_get_no_work,
     busy_shares_get_vcpu_seconds_in_inverse_ratio_of_their_weights,
+    share_usage_survives_a_restart,
 );
 
 const RULES: &str = r#"
@@ -336,13 +337,17 @@ async fn busy_shares_get_vcpu_seconds_in_inverse_ratio_of_their_weights(store: S
     support::apply(&harness.store, FAIR_SHARE).await;
     harness.handle.notify_resources_changed();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while harness
-        .store
-        .count_jobs(JobStatus::Succeeded)
-        .await
-        .unwrap()
-        < 120
-    {
+    let succeeded =
+        |store: Store| async move { store.count_jobs(JobStatus::Succeeded).await.unwrap() };
+    while succeeded(harness.store.clone()).await < 60 {
+        assert!(tokio::time::Instant::now() < deadline, "jobs did not run");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A restart in the middle: a new dispatcher on the same store (and executor, which kept
+    // running what was placed) goes on from the stored usage.
+    let (store, fake) = harness.stop().await;
+    let harness = Harness::start(store, fake).await;
+    while succeeded(harness.store.clone()).await < 120 {
         assert!(tokio::time::Instant::now() < deadline, "jobs did not run");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -368,4 +373,62 @@ async fn busy_shares_get_vcpu_seconds_in_inverse_ratio_of_their_weights(store: S
         (1.8..=2.2).contains(&ratio),
         "light:heavy vCPU-seconds {ratio:.3}, not 2:1 within 10% ({vcpu_seconds:?}, {finished:?})"
     );
+}
+
+/// The usage a share ran up before a restart still counts after it: the new dispatcher's
+/// standings start from the stored ledger, not from zero.
+async fn share_usage_survives_a_restart(store: Store) {
+    support::apply(&store, RESOURCES).await;
+    support::apply(&store, FAIR_SHARE).await;
+    let harness = Harness::start(store, FakeExecutor::new()).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(
+            harness
+                .submit_request(SubmitJobRequest {
+                    job_queue: "fair".into(),
+                    share_identifier: Some("heavy".into()),
+                    ..request("d", &["sleep-ms", "200"])
+                })
+                .await,
+        );
+    }
+    for id in &ids {
+        harness.wait_for_status(id, JobStatus::Succeeded).await;
+    }
+    let usage = |harness: &Harness| {
+        harness
+            .handle
+            .share_standings(&QueueName::try_from("fair".to_string()).unwrap())
+            .iter()
+            .find(|standing| standing.share == "heavy")
+            .map_or(0.0, |standing| standing.usage_vcpu_seconds)
+    };
+    // Standings are taken at placement: one more job shows them.
+    let id = probe(&harness).await;
+    harness.wait_for_status(&id, JobStatus::Succeeded).await;
+    let before = usage(&harness);
+    assert!(before >= 1.0, "six jobs of 0.2 s on 1 vCPU each: {before}");
+    let (store, fake) = harness.stop().await;
+
+    let harness = Harness::start(store, fake).await;
+    let id = probe(&harness).await;
+    harness.wait_for_status(&id, JobStatus::Succeeded).await;
+    let after = usage(&harness);
+    // Decayed with a half-life of an hour over a second or so: all but a hair of it.
+    assert!(
+        after > before * 0.99 && after <= before,
+        "heavy's usage {before} before the restart, {after} after"
+    );
+    harness.stop().await;
+}
+
+async fn probe(harness: &Harness) -> JobId {
+    harness
+        .submit_request(SubmitJobRequest {
+            job_queue: "fair".into(),
+            share_identifier: Some("light".into()),
+            ..request("d", &["sleep-ms", "10"])
+        })
+        .await
 }

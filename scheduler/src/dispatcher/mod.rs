@@ -286,9 +286,11 @@ pub struct Dispatcher {
     events: mpsc::Receiver<AttemptEvent>,
     active: HashMap<JobId, ActiveAttempt>,
     used: HashMap<EnvironmentName, Resources>,
-    /// Past usage of each fair-share queue's shares. Kept in memory: a restart starts every share
-    /// even again (what runs still counts).
+    /// Past usage of each fair-share queue's shares, loaded from the store at start and saved
+    /// after the attempt ends that change it (`ledgers_dirty`), so a restart or a new leader goes
+    /// on from the same standing.
     ledgers: HashMap<QueueName, ShareLedger>,
+    ledgers_dirty: std::collections::HashSet<QueueName>,
     environments: HashMap<EnvironmentName, ComputeEnvironment>,
     queues: Vec<JobQueue>,
     /// Environments placement skips until the given time because their executor was unreachable.
@@ -322,6 +324,7 @@ impl Dispatcher {
             active: HashMap::new(),
             used: HashMap::new(),
             ledgers: HashMap::new(),
+            ledgers_dirty: Default::default(),
             environments: HashMap::new(),
             queues: Vec::new(),
             backing_off: HashMap::new(),
@@ -421,6 +424,7 @@ impl Dispatcher {
             if self.apply_events(std::mem::take(buffered)).await? {
                 self.dependencies_dirty = true;
             }
+            self.save_share_ledgers().await;
             progressed = true;
         }
         let polling = tokio::time::Instant::now() >= *next_poll;

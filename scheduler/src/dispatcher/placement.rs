@@ -88,6 +88,21 @@ impl Dispatcher {
             .entry(active.queue.clone())
             .or_default()
             .record(policy, share, vcpus, seconds, ended_at);
+        self.ledgers_dirty.insert(active.queue.clone());
+    }
+
+    /// Saves the ledgers that changed. One that cannot be saved now stays marked and is saved
+    /// with the next change: at most that much usage is lost if the server stops meanwhile.
+    pub(super) async fn save_share_ledgers(&mut self) {
+        for queue in std::mem::take(&mut self.ledgers_dirty) {
+            let Some(ledger) = self.ledgers.get(&queue) else {
+                continue;
+            };
+            if let Err(error) = self.store.save_share_ledger(&queue, ledger).await {
+                tracing::warn!(%queue, %error, "could not save fair-share usage; trying again later");
+                self.ledgers_dirty.insert(queue);
+            }
+        }
     }
 
     pub(super) async fn load_resources(&mut self) -> Result<(), DispatchError> {

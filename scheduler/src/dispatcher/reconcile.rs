@@ -9,6 +9,7 @@ impl Dispatcher {
     /// job owns.
     pub(super) async fn reconcile(&mut self) -> Result<(), DispatchError> {
         self.load_resources().await?;
+        self.ledgers = self.store.share_ledgers().await?;
         let environments: Vec<ComputeEnvironment> = self.environments.values().cloned().collect();
         for environment in &environments {
             self.executors.for_environment(environment);

@@ -23,6 +23,7 @@ mod notifications;
 mod resource_cache;
 mod resources;
 mod schedules;
+mod share_usage;
 mod sql;
 mod transitions;
 
