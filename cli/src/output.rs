@@ -589,8 +589,9 @@ pub fn print_why(answer: &Value, format: Format) -> anyhow::Result<()> {
                     .to_string()
             }
             "queueHeld" => format!(
-                "its queue {} is held (stopPolicy: Hold): nothing is placed from it until the policy is None",
-                text(&hold["jobQueue"])
+                "its queue {} is held (stopPolicy: {}): nothing is placed from it until the policy is None",
+                text(&hold["jobQueue"]),
+                text(&hold["stopPolicy"])
             ),
             "notYetAdmitted" => "it has not been admitted by the dispatcher yet".to_string(),
             "waitingForDependencies" => {

@@ -163,12 +163,37 @@ fn a_held_queue_places_nothing_until_the_hold_is_lifted() {
     );
     server.apply_text(&held.replace("Hold", "None"));
     server.wait_for_status(&job, "SUCCEEDED");
-    let refused_drain =
-        server.cli_with_stdin(&["apply", "-f", "-"], &held.replace("Hold", "HoldAndDrain"));
+
+    // HoldAndDrain also stops what runs, and requeues it in its place.
+    let running = server.submit_script("sleep 30");
+    server.wait_for_status(&running, "RUNNING");
+    server.apply_text(&held.replace("Hold", "HoldAndDrain"));
+    let drained = server.wait_for(&running, "the drain", |job| {
+        job["status"] == "RUNNABLE" && job["attempts"].as_array().is_some_and(|a| a.len() == 1)
+    });
+    assert_eq!(
+        drained["attempts"][0]["statusReason"],
+        "Drained: queue default has stopPolicy HoldAndDrain; requeued"
+    );
+    let why = stdout(&server.cli(&["why", &running]));
+    assert!(why.contains("(stopPolicy: HoldAndDrain)"), "{why}");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(
+        server.job(&running)["status"],
+        "RUNNABLE",
+        "a draining queue placed a job"
+    );
+    // Lifted: it runs again, as its second attempt.
+    server.apply_text(&held.replace("Hold", "None"));
+    server.wait_for_status(&running, "RUNNING");
+    server.cli(&["terminate", &running]);
+    let refused = server.cli_with_stdin(&["apply", "-f", "-"], &held.replace("Hold", "Pause"));
     assert!(
-        stderr(&refused_drain).contains("spec.stopPolicy: HoldAndDrain is not supported yet"),
+        stderr(&refused).contains(
+            "spec.stopPolicy: \"Pause\" is not a stop policy; use None, Hold or HoldAndDrain"
+        ),
         "{}",
-        stderr(&refused_drain)
+        stderr(&refused)
     );
 }
 

@@ -238,6 +238,7 @@ mod tests {
             fair_share: None,
             job_retention: JobRetention::default(),
             held: false,
+            drain: false,
         }
     }
 

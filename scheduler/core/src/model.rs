@@ -200,6 +200,9 @@ pub struct JobQueue {
     /// Kueue's `stopPolicy: Hold`: nothing new is placed from the queue; what runs goes on, and
     /// submits are still taken.
     pub held: bool,
+    /// `stopPolicy: HoldAndDrain`: held, and what runs is stopped and requeued
+    /// (`retry::StopCause::Drained`).
+    pub drain: bool,
 }
 
 /// A queue's `jobRetention`: seconds its finished jobs are kept, by outcome; `None` keeps the

@@ -136,6 +136,7 @@ mod tests {
             fair_share: None,
             job_retention: Default::default(),
             held: false,
+            drain: false,
         }
     }
 

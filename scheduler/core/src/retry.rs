@@ -12,8 +12,18 @@ use super::state_machine::Verdict;
 /// Why the scheduler stopped an attempt, when it did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StopCause {
-    Timeout { seconds: u64 },
-    Terminated { reason: String },
+    Timeout {
+        seconds: u64,
+    },
+    Terminated {
+        reason: String,
+    },
+    /// Its queue's `stopPolicy` is `HoldAndDrain` (Kueue's): the attempt is stopped and the job
+    /// goes back to RUNNABLE in its place, whatever its retry strategy, to run once the hold is
+    /// lifted.
+    Drained {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +54,13 @@ pub fn judge_attempt(
     };
     match stop_cause {
         Some(StopCause::Terminated { reason }) => return final_failure(reason.clone()),
+        Some(StopCause::Drained { reason }) => {
+            return Judgement {
+                verdict: Verdict::Retry,
+                reason: reason.clone(),
+                exit_code,
+            }
+        }
         Some(StopCause::Timeout { seconds }) => {
             return final_failure(format!(
                 "Job attempt duration exceeded timeout of {seconds} seconds"
@@ -159,8 +176,9 @@ pub fn decide_attempt_end(
     random: f64,
 ) -> AttemptEnd {
     let judgement = judge_attempt(outcome, stop_cause, attempt_number, policy);
+    let drained = matches!(stop_cause, Some(StopCause::Drained { .. }));
     let runnable_after = match (judgement.verdict, &policy.backoff) {
-        (Verdict::Retry, Some(backoff)) => {
+        (Verdict::Retry, Some(backoff)) if !drained => {
             let delay = retry_delay(backoff, attempt_number, random);
             Some(ended_at + delay.as_millis() as i64)
         }
@@ -191,6 +209,30 @@ pub fn retry_delay(backoff: &Backoff, attempt_number: u32, jitter: f64) -> Durat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drained_attempt_is_requeued_at_once_whatever_its_retry_strategy() {
+        let drained = StopCause::Drained {
+            reason: "Drained: queue q".into(),
+        };
+        let policy = RetryPolicy {
+            backoff: Some(Backoff {
+                initial_delay_seconds: 60,
+                factor_percent: 200,
+                max_delay_seconds: 600,
+                jitter: false,
+            }),
+            ..RetryPolicy::attempts(1)
+        };
+        let outcome = AttemptOutcome::Stopped {
+            reason: "killed".into(),
+            exit_code: Some(137),
+        };
+        let end = decide_attempt_end(&outcome, Some(&drained), 1, &policy, 1_000, 0.5);
+        assert_eq!(end.judgement.verdict, Verdict::Retry, "even the last attempt");
+        assert_eq!(end.judgement.reason, "Drained: queue q");
+        assert_eq!(end.runnable_after, None, "no backoff: it waits for the hold instead");
+    }
 
     fn exited(exit_code: i32) -> AttemptOutcome {
         AttemptOutcome::Exited {

@@ -36,6 +36,7 @@ mod tests {
             fair_share: None,
             job_retention: Default::default(),
             held: false,
+            drain: false,
         }
     }
 

@@ -49,9 +49,11 @@ pub enum Hold {
     },
     /// Held by `batchctl suspend`: it keeps its place but is not placed until resumed.
     Suspended,
-    /// Its queue's `stopPolicy` is `Hold`: nothing is placed from it until the policy is lifted.
+    /// Its queue's `stopPolicy` is `Hold` or `HoldAndDrain`: nothing is placed from it until the
+    /// policy is lifted.
     QueueHeld {
         job_queue: String,
+        stop_policy: String,
     },
     /// Accepted, not yet admitted by the dispatcher.
     NotYetAdmitted,
@@ -236,6 +238,7 @@ fn runnable_holds(snapshot: &Snapshot<'_>) -> Vec<Hold> {
     if queue.held {
         holds.push(Hold::QueueHeld {
             job_queue: queue.name.to_string(),
+            stop_policy: if queue.drain { "HoldAndDrain" } else { "Hold" }.into(),
         });
     }
     let needs = job.spec.container.resources;
@@ -359,6 +362,7 @@ mod tests {
             fair_share: None,
             job_retention: Default::default(),
             held: false,
+            drain: false,
         };
         let environments: HashMap<_, _> = [
             environment("off", resources(8, 8192), ResourceState::Disabled),

@@ -171,15 +171,49 @@ impl Dispatcher {
         }
         for (job_id, reason) in self.store.stop_requests().await? {
             if let Some(active) = self.active.get(&job_id) {
-                active.stop.send_if_modified(|current| {
-                    let first = current.is_none();
-                    if first {
-                        *current = Some(reason.clone());
-                    }
-                    first
-                });
+                ask_to_stop(
+                    active,
+                    StopRequest {
+                        reason,
+                        drain: false,
+                    },
+                );
             }
         }
         Ok(())
     }
+
+    /// Stops the attempts of queues whose `stopPolicy` is `HoldAndDrain`; their jobs go back to
+    /// RUNNABLE (`StopCause::Drained`). Memory only: after a restart the next pass drains again.
+    pub(super) fn drain_queues(&self) {
+        let draining: Vec<&JobQueue> = self.queues.iter().filter(|queue| queue.drain).collect();
+        if draining.is_empty() {
+            return;
+        }
+        for active in self.active.values() {
+            if let Some(queue) = draining.iter().find(|queue| queue.name == active.queue) {
+                ask_to_stop(
+                    active,
+                    StopRequest {
+                        reason: format!(
+                            "Drained: queue {} has stopPolicy HoldAndDrain; requeued",
+                            queue.name
+                        ),
+                        drain: true,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Passes a stop request to an attempt's supervisor, unless one was passed already.
+fn ask_to_stop(active: &ActiveAttempt, request: StopRequest) {
+    active.stop.send_if_modified(|current| {
+        let first = current.is_none();
+        if first {
+            *current = Some(request);
+        }
+        first
+    });
 }

@@ -44,7 +44,7 @@ mod attempts;
 mod placement;
 mod reconcile;
 
-use supervisor::{supervise, AttemptAssignment, SupervisorContext, Takeover};
+use supervisor::{supervise, AttemptAssignment, StopRequest, SupervisorContext, Takeover};
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -260,7 +260,7 @@ struct ActiveAttempt {
     environment: EnvironmentName,
     reserved: Resources,
     started_at: Option<i64>,
-    stop: watch::Sender<Option<String>>,
+    stop: watch::Sender<Option<StopRequest>>,
     /// `None` when no executor serves the environment; such an attempt only ever gets deferred.
     executor: Option<Arc<dyn Executor>>,
     handle: AttemptHandle,
@@ -443,6 +443,7 @@ impl Dispatcher {
         if self.handle.stops_requested.swap(false, Ordering::AcqRel) || polling {
             self.deliver_stop_requests().await?;
         }
+        self.drain_queues();
         if polling {
             // Counters for `/metrics` stay a few rows on Postgres; a fold that fails is only
             // retried at the next poll (reads stay right meanwhile, a little slower).

@@ -256,7 +256,11 @@ impl Dispatcher {
             .get(&attempt.compute_environment)
             .cloned()
             .and_then(|environment| self.executors.for_environment(&environment));
-        let (stop, stop_receiver) = watch::channel(job.stop_requested.clone());
+        let (stop, stop_receiver) =
+            watch::channel(job.stop_requested.clone().map(|reason| StopRequest {
+                reason,
+                drain: false,
+            }));
         self.active.insert(
             job.job_id.clone(),
             ActiveAttempt {

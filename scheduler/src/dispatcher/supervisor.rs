@@ -15,6 +15,27 @@ use crate::core::output_limit::StoredOutput;
 use crate::core::retry::StopCause;
 use crate::store::{now_millis, NewLogChunk, Store};
 
+/// Why the loop asks a supervisor to stop its attempt: a terminate request (the job fails), or
+/// its queue draining (the job is requeued).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopRequest {
+    pub reason: String,
+    pub drain: bool,
+}
+
+impl StopRequest {
+    fn cause(self) -> StopCause {
+        match self.drain {
+            true => StopCause::Drained {
+                reason: self.reason,
+            },
+            false => StopCause::Terminated {
+                reason: self.reason,
+            },
+        }
+    }
+}
+
 /// What a supervisor tells the control loop.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptEvent {
@@ -71,7 +92,7 @@ pub struct AttemptAssignment {
     pub takeover: Takeover,
     /// When the attempt's timeout clock started (placement time), in epoch milliseconds.
     pub clock_started_at: i64,
-    pub stop: watch::Receiver<Option<String>>,
+    pub stop: watch::Receiver<Option<StopRequest>>,
 }
 
 pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssignment) {
@@ -165,13 +186,10 @@ pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssign
             Duration::from_secs(seconds).saturating_sub(Duration::from_millis(elapsed_ms));
         (tokio::time::Instant::now() + remaining, seconds)
     });
-    let mut stop_cause: Option<StopCause> = assignment
-        .stop
-        .borrow()
-        .clone()
-        .map(|reason| StopCause::Terminated { reason });
-    if let Some(StopCause::Terminated { reason }) = &stop_cause {
-        tracing::info!(%job_id, attempt = number, %reason, "terminating attempt");
+    let mut stop_cause: Option<StopCause> =
+        assignment.stop.borrow().clone().map(StopRequest::cause);
+    if let Some(cause) = &stop_cause {
+        tracing::info!(%job_id, attempt = number, ?cause, "stopping attempt");
         spawn_kill(&context, &executor, &handle);
     }
     let wait = wait_for_outcome(Arc::clone(&executor), handle.clone());
@@ -201,13 +219,14 @@ pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssign
                 spawn_kill(&context, &executor, &handle);
             }
             changed = assignment.stop.changed(), if stop_cause.is_none() => {
-                let reason = match changed {
+                let request = match changed {
                     Ok(()) => assignment.stop.borrow().clone(),
                     Err(_) => None,
                 };
-                if let Some(reason) = reason {
-                    tracing::info!(%job_id, attempt = number, %reason, "terminating attempt");
-                    stop_cause = Some(StopCause::Terminated { reason });
+                if let Some(request) = request {
+                    let cause = request.cause();
+                    tracing::info!(%job_id, attempt = number, ?cause, "stopping attempt");
+                    stop_cause = Some(cause);
                     spawn_kill(&context, &executor, &handle);
                 }
             }

@@ -112,25 +112,21 @@ pub fn job_queue(name: QueueName, spec: &JobQueueSpec) -> Result<JobQueue, Field
     for entry in order {
         environments.push(EnvironmentName::try_from(entry.compute_environment).expect("checked"));
     }
-    let held = match spec.stop_policy.as_deref() {
-        None | Some("None") => false,
-        Some("Hold") => true,
-        Some("HoldAndDrain") => {
-            return Err(FieldError::new(
-                "stopPolicy",
-                "HoldAndDrain is not supported yet: use Hold, then terminate what runs (`batchctl terminate`)",
-            ))
-        }
+    let (held, drain) = match spec.stop_policy.as_deref() {
+        None | Some("None") => (false, false),
+        Some("Hold") => (true, false),
+        Some("HoldAndDrain") => (true, true),
         Some(other) => {
             return Err(FieldError::new(
                 "stopPolicy",
-                format!("{other:?} is not a stop policy; use None or Hold"),
+                format!("{other:?} is not a stop policy; use None, Hold or HoldAndDrain"),
             ))
         }
     };
     Ok(JobQueue {
         name,
         held,
+        drain,
         priority: spec.priority,
         state: spec.state.unwrap_or(ResourceState::Enabled),
         compute_environments: environments,
