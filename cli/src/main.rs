@@ -856,9 +856,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     job["jobId"].as_str().unwrap_or_default()
                 );
             }
-            let job = client
-                .wait_for_job(job["jobId"].as_str().unwrap_or_default())
-                .await?;
+            let job_id = job["jobId"].as_str().unwrap_or_default();
+            let job = match job["arrayProperties"]["size"].as_u64() {
+                Some(size) if matches!(format, Format::Table | Format::Wide) => {
+                    wait_with_progress(&client, job_id, size).await?
+                }
+                Some(_) | None => client.wait_for_job(job_id).await?,
+            };
             output::print_job(&job, format)?;
             return Ok(exit_for(&job));
         }
@@ -1182,6 +1186,35 @@ fn exit_for(job: &Value) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `submit --wait` on an array job: a progress bar of its children on standard error (drawn only
+/// when that is a terminal), from the parent's `statusSummary`, until the array has ended.
+async fn wait_with_progress(client: &Client, job_id: &str, size: u64) -> anyhow::Result<Value> {
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40.cyan/blue} {pos}/{len} children finished {msg} [{elapsed}]",
+        )
+        .expect("a valid template")
+        .progress_chars("##-"),
+    );
+    loop {
+        let job = client.get(&format!("/v1/jobs/{job_id}")).await?;
+        let summary = &job["arrayProperties"]["statusSummary"];
+        let count = |status: &str| summary[status].as_u64().unwrap_or(0);
+        bar.set_position(count("SUCCEEDED") + count("FAILED"));
+        bar.set_message(format!(
+            "({} running, {} failed)",
+            count("RUNNING") + count("STARTING"),
+            count("FAILED")
+        ));
+        if matches!(job["status"].as_str(), Some("SUCCEEDED" | "FAILED")) {
+            bar.finish_and_clear();
+            return Ok(job);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -46,22 +46,20 @@ pub fn name_of(item: &Value) -> String {
     }
 }
 
+/// A kubectl-style table: no borders, a header row, columns left-aligned three spaces apart.
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.iter().copied())
+        .add_rows(rows);
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 3));
     }
     let mut text = String::new();
-    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        let _ = writeln!(text, "{}", line.join("   ").trim_end());
+    for line in table.lines() {
+        let _ = writeln!(text, "{}", line.trim_end());
     }
     text
 }

@@ -296,3 +296,41 @@ fn get_describe_watch_and_completion_as_kubectl_has_them() {
         &completion[..200.min(completion.len())]
     );
 }
+
+#[test]
+fn submit_wait_on_an_array_shows_its_children_in_a_terminal_only() {
+    let server = Server::start(None);
+    server.apply_examples();
+    // In a terminal (`script` gives the command one): a progress bar of the children on stderr.
+    let command = format!(
+        "{} submit --queue default --definition hello --array-size 4 --wait -- sh -c 'sleep 0.3'",
+        crate::support::BINARY
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("BATCHCTL_SERVER", &server.url)
+        .output()
+        .expect("script (bsdutils) runs a command in a terminal");
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{shown}");
+    assert!(shown.contains("/4 children finished"), "{shown}");
+    assert!(shown.contains("SUCCEEDED"), "{shown}");
+    // Not a terminal: no bar, only the job.
+    let output = server.cli(&[
+        "submit",
+        "--queue",
+        "default",
+        "--definition",
+        "hello",
+        "--array-size",
+        "2",
+        "--wait",
+    ]);
+    assert!(output.status.success());
+    assert!(
+        !stderr(&output).contains("children finished"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(stdout(&output).contains("SUCCEEDED"));
+}

@@ -229,9 +229,16 @@ mod tests {
             exit_code: Some(137),
         };
         let end = decide_attempt_end(&outcome, Some(&drained), 1, &policy, 1_000, 0.5);
-        assert_eq!(end.judgement.verdict, Verdict::Retry, "even the last attempt");
+        assert_eq!(
+            end.judgement.verdict,
+            Verdict::Retry,
+            "even the last attempt"
+        );
         assert_eq!(end.judgement.reason, "Drained: queue q");
-        assert_eq!(end.runnable_after, None, "no backoff: it waits for the hold instead");
+        assert_eq!(
+            end.runnable_after, None,
+            "no backoff: it waits for the hold instead"
+        );
     }
 
     fn exited(exit_code: i32) -> AttemptOutcome {
