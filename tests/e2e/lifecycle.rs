@@ -271,8 +271,18 @@ fn a_deleted_schedule_fires_no_more_and_delete_reads_files() {
 }
 
 #[test]
-fn finished_jobs_expire_and_one_shot_schedules_delete_themselves() {
-    let server = Server::start_with(None, &["--job-retention".into(), "2s".into()]);
+fn finished_jobs_expire_and_one_shot_schedules_delete_themselves_sqlite() {
+    finished_jobs_expire_and_one_shot_schedules_delete_themselves(None);
+}
+
+#[test]
+fn finished_jobs_expire_and_one_shot_schedules_delete_themselves_postgres() {
+    let Some(url) = postgres_url() else { return };
+    finished_jobs_expire_and_one_shot_schedules_delete_themselves(Some(url));
+}
+
+fn finished_jobs_expire_and_one_shot_schedules_delete_themselves(database_url: Option<String>) {
+    let server = Server::start_with(database_url, &["--job-retention".into(), "2s".into()]);
     server.apply_examples();
     server.apply_text("apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: keep}\nspec:\n  priority: 1\n  computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]\n  jobRetention: {succeededSeconds: 3600}\n");
     let short = server.submit_script("echo short-lived");
