@@ -3,16 +3,6 @@
 
 use crate::support::{postgres_url, stderr, stdout, Server};
 
-fn refused(server: &Server, args: &[&str], expected: &str) {
-    let output = server.cli(args);
-    assert!(!output.status.success(), "batchctl {args:?} should fail");
-    assert!(
-        stderr(&output).contains(expected),
-        "batchctl {args:?}: expected {expected:?} in: {}",
-        stderr(&output)
-    );
-}
-
 #[test]
 fn a_suspended_job_is_not_placed_and_resumes_in_its_place_sqlite() {
     a_suspended_job_is_not_placed_and_resumes_in_its_place(None);
@@ -65,12 +55,11 @@ fn a_suspended_job_is_not_placed_and_resumes_in_its_place(database_url: Option<S
         "the resumed job kept its place: {first_done:#} {third_done:#}"
     );
     assert!(first_done.get("suspended").is_none());
-    refused(
-        &server,
+    server.refused(
         &["suspend", &first],
         &format!("job {first} is SUCCEEDED: only waiting jobs (SUBMITTED, PENDING, RUNNABLE) can be suspended"),
     );
-    refused(&server, &["resume", "no-such-job"], "does not exist");
+    server.refused(&["resume", "no-such-job"], "does not exist");
 }
 
 #[test]
@@ -84,8 +73,7 @@ fn priorities_states_and_capacity_change_in_place() {
     let job = server.json(&["update", "job", &waiting, "--scheduling-priority", "7"]);
     assert_eq!(job["schedulingPriority"], 7);
     assert_eq!(server.job(&waiting)["schedulingPriority"], 7);
-    refused(
-        &server,
+    server.refused(
         &["update", "job", &blocker, "--scheduling-priority", "1"],
         "is RUNNING: only waiting jobs (SUBMITTED, PENDING, RUNNABLE) can be given a new scheduling priority; terminate it to stop it",
     );
@@ -115,28 +103,20 @@ fn priorities_states_and_capacity_change_in_place() {
         (queue["priority"].as_i64(), queue["state"].as_str()),
         (Some(3), Some("DISABLED"))
     );
-    refused(
-        &server,
+    server.refused(
         &["submit", "--queue", "default", "--definition", "hello"],
         "is DISABLED and accepts no new jobs",
     );
-    refused(
-        &server,
+    server.refused(
         &["update", "queue", "default", "--max-vcpus", "2"],
         "--max-vcpus do(es) not apply to a queue",
     );
-    refused(
-        &server,
-        &["update", "queue", "default"],
-        "say what to change",
-    );
-    refused(
-        &server,
+    server.refused(&["update", "queue", "default"], "say what to change");
+    server.refused(
         &["update", "queue", "default", "--state", "PAUSED"],
         "spec.state",
     );
-    refused(
-        &server,
+    server.refused(
         &["update", "queue", "nope", "--priority", "1"],
         "JobQueue \"nope\" does not exist",
     );

@@ -7,21 +7,6 @@ use crate::support::{postgres_url, stderr, stdout, Server};
 const DISABLED_DEFAULT_QUEUE: &str = "apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: default}\nspec:\n  priority: 10\n  state: DISABLED\n  computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]\n";
 const DISABLED_LOCAL_ENVIRONMENT: &str = "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: local}\nspec: {type: process, state: DISABLED, maxVcpus: 4, maxMemoryMiB: 4096}\n";
 
-/// Runs `batchctl ARGS`, asserting it fails with `expected` in its error.
-fn refused(server: &Server, args: &[&str], expected: &str) {
-    let output = server.cli(args);
-    assert!(
-        !output.status.success(),
-        "batchctl {args:?} should fail: {}",
-        stdout(&output)
-    );
-    assert!(
-        stderr(&output).contains(expected),
-        "batchctl {args:?}: expected {expected:?} in: {}",
-        stderr(&output)
-    );
-}
-
 #[test]
 fn queues_and_environments_go_only_when_aws_batch_would_let_them_sqlite() {
     queues_and_environments_go_only_when_aws_batch_would_let_them(None);
@@ -39,25 +24,21 @@ fn queues_and_environments_go_only_when_aws_batch_would_let_them(database_url: O
     let running = server.submit_script("sleep 30");
     server.wait_for_status(&running, "RUNNING");
 
-    refused(
-        &server,
+    server.refused(
         &["delete", "queue", "default"],
         "job queue \"default\" is ENABLED: disable it first",
     );
-    refused(
-        &server,
+    server.refused(
         &["delete", "computeenvironment", "local"],
         "compute environment \"local\" is ENABLED",
     );
     server.apply_text(DISABLED_DEFAULT_QUEUE);
-    refused(
-        &server,
+    server.refused(
         &["delete", "queue", "default"],
         &format!("still has unfinished jobs (job {running} is RUNNING)"),
     );
     server.apply_text(DISABLED_LOCAL_ENVIRONMENT);
-    refused(
-        &server,
+    server.refused(
         &["delete", "computeenvironment", "local"],
         "is named by job queue(s) \"default\"",
     );
@@ -105,7 +86,7 @@ fn queues_and_environments_go_only_when_aws_batch_would_let_them(database_url: O
     assert_eq!(server.job(&running)["status"], "FAILED");
     let deleted = server.json(&["delete", "job", &running]);
     assert_eq!(deleted["deleted"][0]["name"], running.as_str());
-    refused(&server, &["describe", "job", &running], "does not exist");
+    server.refused(&["describe", "job", &running], "does not exist");
 }
 
 #[test]
@@ -119,8 +100,7 @@ fn definitions_are_deregistered_per_revision_and_jobs_keep_showing_them() {
     let output = server.cli(&["delete", "definition", "hello:1"]);
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(stdout(&output), "jobdefinition/hello:1 deregistered\n");
-    refused(
-        &server,
+    server.refused(
         &["submit", "--queue", "default", "--definition", "hello:1"],
         "job definition \"hello\" revision 1 is INACTIVE (deregistered)",
     );
@@ -131,8 +111,7 @@ fn definitions_are_deregistered_per_revision_and_jobs_keep_showing_them() {
 
     let output = server.cli(&["delete", "definitions", "hello"]);
     assert_eq!(stdout(&output), "jobdefinition/hello:2 deregistered\n");
-    refused(
-        &server,
+    server.refused(
         &["submit", "--queue", "default", "--definition", "hello"],
         "every revision of job definition \"hello\" is INACTIVE",
     );
@@ -161,8 +140,7 @@ fn finished_jobs_go_with_their_output_and_needed_ones_stay() {
     assert_eq!(stdout(&server.cli(&["logs", &done])), "kept output\n");
     let waiting = server.submit_script("sleep 30");
     server.wait_for_status(&waiting, "RUNNING");
-    refused(
-        &server,
+    server.refused(
         &["delete", "job", &waiting],
         &format!("job {waiting} is RUNNING: only finished jobs"),
     );
@@ -178,8 +156,7 @@ fn finished_jobs_go_with_their_output_and_needed_ones_stay() {
         &format!("jobId={waiting}"),
     ]);
     server.wait_for_status(&dependent, "PENDING");
-    refused(
-        &server,
+    server.refused(
         &["delete", "job", &done],
         &format!("job {done} is needed by job {dependent}, which waits on it"),
     );
@@ -196,8 +173,7 @@ fn finished_jobs_go_with_their_output_and_needed_ones_stay() {
         "3",
     ]);
     server.wait_for_status(&array, "SUCCEEDED");
-    refused(
-        &server,
+    server.refused(
         &["delete", "job", &format!("{array}:1")],
         "delete the array job to delete its children",
     );
@@ -208,9 +184,9 @@ fn finished_jobs_go_with_their_output_and_needed_ones_stay() {
         format!("job/{done} deleted\njob/{array} deleted (4 jobs with its children)\n")
     );
     for gone in [&done, &format!("{array}:2")] {
-        refused(&server, &["describe", "job", gone], "does not exist");
+        server.refused(&["describe", "job", gone], "does not exist");
     }
-    refused(&server, &["logs", &done], "does not exist");
+    server.refused(&["logs", &done], "does not exist");
     // Deleted jobs leave the counters `/metrics` reads.
     let metrics = stdout(
         &std::process::Command::new("curl")

@@ -217,6 +217,21 @@ impl Server {
         serde_json::from_slice(&output.stdout).unwrap()
     }
 
+    /// Runs `batchctl ARGS`, asserting that it fails with `expected` in its error.
+    pub fn refused(&self, args: &[&str], expected: &str) {
+        let output = self.cli(args);
+        assert!(
+            !output.status.success(),
+            "batchctl {args:?} should fail: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(
+            stderr(&output).contains(expected),
+            "batchctl {args:?}: expected {expected:?} in: {}",
+            stderr(&output)
+        );
+    }
+
     /// Submits with `batchctl submit ARGS` and returns the job id.
     pub fn submit(&self, args: &[&str]) -> String {
         let mut full = vec!["submit"];

@@ -401,14 +401,9 @@ impl Store {
         transaction: &mut Transaction<'static, Any>,
         name: &str,
     ) -> Result<crate::core::model::JobQueue, DeleteError> {
-        let spec: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT spec FROM job_queues WHERE name = $1{}",
-            self.for_update()
-        ))
-        .bind(name)
-        .fetch_optional(&mut **transaction)
-        .await?;
-        let spec = spec.ok_or_else(|| not_found(Kind::JobQueue, name))?;
+        let spec = self
+            .locked_spec(transaction, (Kind::JobQueue, "job_queues"), name)
+            .await?;
         let name = QueueName::try_from(name.to_string())
             .map_err(|error| StoreError::corrupt("job queue name", error))?;
         Ok(super::resources::queue_from_spec(name, &spec)?)
@@ -419,17 +414,33 @@ impl Store {
         transaction: &mut Transaction<'static, Any>,
         name: &str,
     ) -> Result<crate::core::model::ComputeEnvironment, DeleteError> {
+        let spec = self
+            .locked_spec(
+                transaction,
+                (Kind::ComputeEnvironment, "compute_environments"),
+                name,
+            )
+            .await?;
+        let name = EnvironmentName::try_from(name.to_string())
+            .map_err(|error| StoreError::corrupt("compute environment name", error))?;
+        Ok(super::resources::environment_from_spec(name, &spec)?)
+    }
+
+    /// The stored spec of a resource (its kind and table), locked until the transaction ends.
+    async fn locked_spec(
+        &self,
+        transaction: &mut Transaction<'static, Any>,
+        (kind, table): (Kind, &str),
+        name: &str,
+    ) -> Result<String, DeleteError> {
         let spec: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT spec FROM compute_environments WHERE name = $1{}",
+            "SELECT spec FROM {table} WHERE name = $1{}",
             self.for_update()
         ))
         .bind(name)
         .fetch_optional(&mut **transaction)
         .await?;
-        let spec = spec.ok_or_else(|| not_found(Kind::ComputeEnvironment, name))?;
-        let name = EnvironmentName::try_from(name.to_string())
-            .map_err(|error| StoreError::corrupt("compute environment name", error))?;
-        Ok(super::resources::environment_from_spec(name, &spec)?)
+        spec.ok_or_else(|| not_found(kind, name))
     }
 
     async fn job_queues_in(
