@@ -289,19 +289,16 @@ impl Store {
                 Some(_) => arrays.push(JobId(job_id)),
             }
         }
-        let mut deleted = delete_rows(self.dialect, &mut transaction, &singles).await?;
-        for job_id in arrays {
-            let left = u32::try_from(u64::from(budget).saturating_sub(deleted)).unwrap_or(0);
-            if left == 0 {
-                break;
-            }
-            let (n, done) =
-                delete_finished_job(self.dialect, &mut transaction, &job_id, left).await?;
-            deleted += n;
-            if !done {
-                break;
-            }
-        }
+        let deleted = delete_rows(self.dialect, &mut transaction, &singles).await?;
+        let deleted = delete_in_turn(
+            self.dialect,
+            &mut transaction,
+            arrays,
+            deleted,
+            budget,
+            false,
+        )
+        .await?;
         transaction.commit().await?;
         Ok(deleted)
     }
@@ -328,26 +325,9 @@ impl Store {
         .bind(i64::from(keep))
         .fetch_all(&mut *transaction)
         .await?;
-        let mut deleted = 0;
-        for job_id in candidates {
-            let job_id = JobId(job_id);
-            let left = u32::try_from(u64::from(budget).saturating_sub(deleted)).unwrap_or(0);
-            if left == 0 {
-                break;
-            }
-            if waiting_dependent(&mut transaction, &job_id)
-                .await?
-                .is_some()
-            {
-                continue;
-            }
-            let (n, done) =
-                delete_finished_job(self.dialect, &mut transaction, &job_id, left).await?;
-            deleted += n;
-            if !done {
-                break;
-            }
-        }
+        let candidates = candidates.into_iter().map(JobId).collect();
+        let deleted =
+            delete_in_turn(self.dialect, &mut transaction, candidates, 0, budget, true).await?;
         transaction.commit().await?;
         Ok(deleted)
     }
@@ -560,6 +540,34 @@ async fn waiting_dependent(
     .fetch_optional(&mut **transaction)
     .await?;
     Ok(dependent.map(JobId))
+}
+
+/// Deletes finished top-level jobs one after another (an array's children first) until `budget`
+/// jobs in all went, `deleted` of them already; with `check_needed`, those a waiting job depends
+/// on are passed over. Returns how many went in all.
+async fn delete_in_turn(
+    dialect: Dialect,
+    transaction: &mut Transaction<'static, Any>,
+    jobs: Vec<JobId>,
+    mut deleted: u64,
+    budget: u32,
+    check_needed: bool,
+) -> Result<u64, StoreError> {
+    for job_id in jobs {
+        let left = u32::try_from(u64::from(budget).saturating_sub(deleted)).unwrap_or(0);
+        if left == 0 {
+            break;
+        }
+        if check_needed && waiting_dependent(transaction, &job_id).await?.is_some() {
+            continue;
+        }
+        let (n, done) = delete_finished_job(dialect, transaction, &job_id, left).await?;
+        deleted += n;
+        if !done {
+            break;
+        }
+    }
+    Ok(deleted)
 }
 
 /// Deletes up to `budget` of a finished top-level job's children, then, once none is left, the
