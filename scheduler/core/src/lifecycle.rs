@@ -33,6 +33,8 @@ pub enum DeleteRefusal {
     JobUnfinished { job_id: JobId, status: JobStatus },
     #[error("job {job_id} is needed by job {dependent}, which waits on it: delete it once that job has moved on")]
     JobNeeded { job_id: JobId, dependent: JobId },
+    #[error("job {job_id} is a child of array job {parent}: delete the array job to delete its children")]
+    ArrayChild { job_id: JobId, parent: JobId },
 }
 
 fn quoted(names: &[QueueName]) -> String {

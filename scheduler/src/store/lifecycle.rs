@@ -207,10 +207,12 @@ impl Store {
             .fetch_optional(&self.read)
             .await?
             .ok_or_else(|| DeleteError::NotFound(format!("job {job_id} does not exist")))?;
-        if row.try_get::<Option<String>, _>(1)?.is_some() {
-            return Err(DeleteError::NotFound(format!(
-                "job {job_id} is a child of an array job: delete the array job to delete its children"
-            )));
+        if let Some(parent) = row.try_get::<Option<String>, _>(1)? {
+            return Err(DeleteRefusal::ArrayChild {
+                job_id: job_id.clone(),
+                parent: JobId(parent),
+            }
+            .into());
         }
         let mut n = 0;
         loop {
