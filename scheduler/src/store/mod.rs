@@ -280,7 +280,8 @@ impl Store {
 async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
     let url = format!("sqlite://{}?mode=rwc", path.display());
     // `first` runs before the rest on each new connection.
-    let pool = |connections: u32, first: &'static str| {
+    // `writer`: the one connection that writes (see the module's invariants).
+    let pool = |connections: u32, writer: bool| {
         AnyPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(Duration::from_secs(60))
@@ -290,15 +291,28 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
             .after_release(|connection, _| Box::pin(released_cleanly(connection)))
             .after_connect(move |connection, _| {
                 Box::pin(async move {
+                    connection.execute("PRAGMA busy_timeout = 10000;").await?;
+                    // Incremental auto-vacuum takes effect only in an empty database, set before
+                    // anything else (WAL mode included): pages freed by retention can then be
+                    // given back (`reclaim_space`). Asked only of an empty one: on a database
+                    // with pages the pragma wants the write lock for nothing, and a writer
+                    // reconnecting after a full disk waited on it until the pool timed out.
+                    if writer {
+                        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+                            .fetch_one(&mut *connection)
+                            .await?;
+                        if pages == 0 {
+                            connection
+                                .execute("PRAGMA auto_vacuum = INCREMENTAL;")
+                                .await?;
+                        }
+                    }
                     // WAL lets readers run beside the writer. synchronous=NORMAL keeps every commit
                     // across a process crash (kill -9); only a power loss can take the last ones.
                     connection
                         .execute(
-                            format!(
-                                "PRAGMA busy_timeout = 10000; {first} PRAGMA journal_mode = WAL; \
-                                 PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY;"
-                            )
-                            .as_str(),
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                             PRAGMA temp_store = MEMORY;",
                         )
                         .await?;
                     Ok(())
@@ -306,27 +320,17 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
             })
     };
     let options = AnyConnectOptions::from_str(&url)?;
-    // Incremental auto-vacuum takes effect only in a new database, set before anything else
-    // (WAL mode included): pages freed by retention can then be given back (`reclaim_space`).
-    // Only when the file is new, and on the writer: on an existing database the pragma would
-    // want the write lock for nothing (and waited for ever on one reopened after a full disk).
-    let new = std::fs::metadata(path).map_or(true, |metadata| metadata.len() == 0);
-    let first = if new {
-        "PRAGMA auto_vacuum = INCREMENTAL;"
-    } else {
-        ""
-    };
-    let write = pool(1, first).connect_with(options.clone()).await?;
+    let write = pool(1, true).connect_with(options.clone()).await?;
     let auto_vacuum: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
         .fetch_one(&write)
         .await?;
     if auto_vacuum != 2 {
         tracing::warn!(
             path = %path.display(),
-            "this SQLite database was made without incremental auto-vacuum: space freed by job retention is reused but the file does not shrink; see docs/operations.md to convert it"
+            "this SQLite database was made without incremental auto-vacuum: space freed by job retention is reused but the file does not shrink; see docs/lifecycle.md to convert it"
         );
     }
-    let read = pool(4, "").connect_with(options).await?;
+    let read = pool(4, false).connect_with(options).await?;
     Ok(Store {
         dialect: Dialect::Sqlite,
         write,
