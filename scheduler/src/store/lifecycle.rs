@@ -292,15 +292,8 @@ impl Store {
             }
         }
         let deleted = delete_rows(self.dialect, &mut transaction, &singles).await?;
-        let deleted = delete_in_turn(
-            self.dialect,
-            &mut transaction,
-            arrays,
-            deleted,
-            budget,
-            false,
-        )
-        .await?;
+        let deleted =
+            delete_in_turn(self.dialect, &mut transaction, arrays, deleted, budget).await?;
         transaction.commit().await?;
         Ok(deleted)
     }
@@ -328,8 +321,7 @@ impl Store {
         .fetch_all(&mut *transaction)
         .await?;
         let candidates = candidates.into_iter().map(JobId).collect();
-        let deleted =
-            delete_in_turn(self.dialect, &mut transaction, candidates, 0, budget, true).await?;
+        let deleted = delete_in_turn(self.dialect, &mut transaction, candidates, 0, budget).await?;
         transaction.commit().await?;
         Ok(deleted)
     }
@@ -545,22 +537,21 @@ async fn waiting_dependent(
 }
 
 /// Deletes finished top-level jobs one after another (an array's children first) until `budget`
-/// jobs in all went, `deleted` of them already; with `check_needed`, those a waiting job depends
-/// on are passed over. Returns how many went in all.
+/// jobs in all went, `deleted` of them already; those a waiting job depends on are passed over.
+/// Returns how many went in all.
 async fn delete_in_turn(
     dialect: Dialect,
     transaction: &mut Transaction<'static, Any>,
     jobs: Vec<JobId>,
     mut deleted: u64,
     budget: u32,
-    check_needed: bool,
 ) -> Result<u64, StoreError> {
     for job_id in jobs {
         let left = u32::try_from(u64::from(budget).saturating_sub(deleted)).unwrap_or(0);
         if left == 0 {
             break;
         }
-        if check_needed && waiting_dependent(transaction, &job_id).await?.is_some() {
+        if waiting_dependent(transaction, &job_id).await?.is_some() {
             continue;
         }
         let (n, done) = delete_finished_job(dialect, transaction, &job_id, left).await?;

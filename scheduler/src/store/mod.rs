@@ -280,8 +280,7 @@ impl Store {
 async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
     let url = format!("sqlite://{}?mode=rwc", path.display());
     // `first` runs before the rest on each new connection.
-    // `writer`: the one connection that writes (see the module's invariants).
-    let pool = |connections: u32, writer: bool| {
+    let pool = |connections: u32, role: ConnectionRole| {
         AnyPoolOptions::new()
             .max_connections(connections)
             .acquire_timeout(Duration::from_secs(60))
@@ -297,7 +296,7 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
                     // given back (`reclaim_space`). Asked only of an empty one: on a database
                     // with pages the pragma wants the write lock for nothing, and a writer
                     // reconnecting after a full disk waited on it until the pool timed out.
-                    if writer {
+                    if role == ConnectionRole::Writer {
                         let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
                             .fetch_one(&mut *connection)
                             .await?;
@@ -320,7 +319,9 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
             })
     };
     let options = AnyConnectOptions::from_str(&url)?;
-    let write = pool(1, true).connect_with(options.clone()).await?;
+    let write = pool(1, ConnectionRole::Writer)
+        .connect_with(options.clone())
+        .await?;
     let auto_vacuum: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
         .fetch_one(&write)
         .await?;
@@ -330,7 +331,9 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
             "this SQLite database was made without incremental auto-vacuum: space freed by job retention is reused but the file does not shrink; see docs/lifecycle.md to convert it"
         );
     }
-    let read = pool(4, false).connect_with(options).await?;
+    let read = pool(4, ConnectionRole::Reader)
+        .connect_with(options)
+        .await?;
     Ok(Store {
         dialect: Dialect::Sqlite,
         write,
@@ -359,6 +362,14 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
 /// as transactions are opened only through sqlx's API — which the store does: it never sends
 /// `BEGIN` itself. Asking SQLite too (a `BEGIN`/`ROLLBACK` probe per release) was tried and cost
 /// about 10% of the group-commit submit rate and 25% of one-commit-per-job writes (BENCHMARKS.md).
+/// What a SQLite connection is for: the one that writes (see the module's invariants), or one of
+/// those that read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnectionRole {
+    Writer,
+    Reader,
+}
+
 async fn released_cleanly(connection: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
     if sqlx::Connection::is_in_transaction(connection) {
         tracing::warn!("a database connection was left inside a transaction; closing it");
