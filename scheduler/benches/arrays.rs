@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use batchctl_executor::fake::FakeExecutor;
-use batchctl_scheduler::core::model::{EnvironmentType, JobStatus};
-use batchctl_scheduler::dispatcher::{Dispatcher, DispatcherConfig, DispatcherHandle, Executors};
+use batchctl_scheduler::core::model::JobStatus;
+use batchctl_scheduler::dispatcher::DispatcherHandle;
 use batchctl_scheduler::manifest::{ArrayPropertiesSpec, SubmitJobRequest};
 use batchctl_scheduler::store::Store;
 use batchctl_scheduler::submitter::Submitter;
@@ -125,16 +123,7 @@ async fn run_once(store: Store, size: u32) -> Figures {
     submitter.submit(array).await.unwrap();
     let array_submit_seconds = started.elapsed().as_secs_f64();
 
-    let fake = FakeExecutor::new();
-    let executors = Executors::default().with(EnvironmentType::Process, Arc::new(fake));
-    let dispatcher = Dispatcher::new(
-        store.clone(),
-        executors,
-        DispatcherConfig {
-            log_flush_interval: Duration::from_millis(50),
-            ..DispatcherConfig::default()
-        },
-    );
+    let (dispatcher, _fake) = common::noop_dispatcher(&store);
     let handle = dispatcher.handle();
     let started = Instant::now();
     let dispatch_cancel = cancel.clone();

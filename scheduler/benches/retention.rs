@@ -4,15 +4,12 @@
 //! -- [--jobs N] [--runs R] [--retention SECONDS] [--only sqlite|postgres]`. Postgres comes from
 //! BATCHCTL_TEST_DATABASE_URL. Figures and method: BENCHMARKS.md.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use batchctl_executor::fake::FakeExecutor;
 use batchctl_scheduler::core::lifecycle::Retention;
-use batchctl_scheduler::core::model::{EnvironmentType, JobStatus};
-use batchctl_scheduler::dispatcher::{Dispatcher, DispatcherConfig, Executors};
+use batchctl_scheduler::core::model::JobStatus;
 use batchctl_scheduler::retention::prune_jobs_periodically;
 use batchctl_scheduler::store::Store;
 use batchctl_scheduler::submitter::Submitter;
@@ -129,16 +126,7 @@ async fn rows(store: &Store) -> (i64, i64) {
 /// server's pruning task deletes them); returns once all have finished.
 async fn churn(store: Store, n: usize, retention: Option<Retention>) -> Figures {
     let cancel = CancellationToken::new();
-    let fake = FakeExecutor::new();
-    let executors = Executors::default().with(EnvironmentType::Process, Arc::new(fake.clone()));
-    let dispatcher = Dispatcher::new(
-        store.clone(),
-        executors,
-        DispatcherConfig {
-            log_flush_interval: Duration::from_millis(50),
-            ..DispatcherConfig::default()
-        },
-    );
+    let (dispatcher, _fake) = common::noop_dispatcher(&store);
     let handle = dispatcher.handle();
     let dispatch_task = tokio::spawn(dispatcher.run(cancel.clone()));
     let prune_task = retention.map(|retention| {

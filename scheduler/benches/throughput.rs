@@ -3,14 +3,12 @@
 //! -- [--jobs N] [--runs R] [--only sqlite|postgres] [--job-events] [--fenced]`. Postgres comes from
 //! BATCHCTL_TEST_DATABASE_URL (see .ci/postgres). Figures and method: BENCHMARKS.md.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use batchctl_executor::fake::FakeExecutor;
-use batchctl_scheduler::core::model::{EnvironmentType, Job, JobStatus};
-use batchctl_scheduler::dispatcher::{Dispatcher, DispatcherConfig, DispatcherHandle, Executors};
+use batchctl_scheduler::core::model::{Job, JobStatus};
+use batchctl_scheduler::dispatcher::DispatcherHandle;
 use batchctl_scheduler::store::{now_millis, Fence, Store};
 use batchctl_scheduler::submitter::Submitter;
 use common::{fresh_store, make_jobs};
@@ -174,16 +172,7 @@ async fn run_once(store: Store, n: usize) -> Figures {
     .await;
 
     // Dispatch: everything submitted above, from SUBMITTED to SUCCEEDED on the no-op executor.
-    let fake = FakeExecutor::new();
-    let executors = Executors::default().with(EnvironmentType::Process, Arc::new(fake.clone()));
-    let dispatcher = Dispatcher::new(
-        store.clone(),
-        executors,
-        DispatcherConfig {
-            log_flush_interval: Duration::from_millis(50),
-            ..DispatcherConfig::default()
-        },
-    );
+    let (dispatcher, fake) = common::noop_dispatcher(&store);
     let handle = dispatcher.handle();
     let started = Instant::now();
     let dispatch_cancel = cancel.clone();

@@ -2,7 +2,12 @@
 // Each bench binary uses a different part of this module.
 #![allow(dead_code)]
 
-use batchctl_scheduler::core::model::{DefinitionRef, Job, JobId, QueueName};
+use std::sync::Arc;
+use std::time::Duration;
+
+use batchctl_executor::fake::FakeExecutor;
+use batchctl_scheduler::core::model::{DefinitionRef, EnvironmentType, Job, JobId, QueueName};
+use batchctl_scheduler::dispatcher::{Dispatcher, DispatcherConfig, Executors};
 use batchctl_scheduler::manifest::{self, build_job, SubmitContext, SubmitJobRequest};
 use batchctl_scheduler::store::{now_millis, Store, StoreLocation};
 use sqlx::Connection;
@@ -46,6 +51,22 @@ pub fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.collect();
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
+}
+
+/// A dispatcher on `store` whose process environments run on a no-op executor (returned, to
+/// count what it started), with logs flushed every 50 ms, as every bench here runs it.
+pub fn noop_dispatcher(store: &Store) -> (Dispatcher, FakeExecutor) {
+    let fake = FakeExecutor::new();
+    let executors = Executors::default().with(EnvironmentType::Process, Arc::new(fake.clone()));
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        executors,
+        DispatcherConfig {
+            log_flush_interval: Duration::from_millis(50),
+            ..DispatcherConfig::default()
+        },
+    );
+    (dispatcher, fake)
 }
 
 /// A process environment too large to ever be full, a queue on it, and a no-op definition.
