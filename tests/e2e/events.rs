@@ -461,16 +461,7 @@ fn notifications_are_signed_retried_and_dead_lettered() {
     // A deleted notification sends nothing more: what it still had to send becomes dead
     // letters, which stay listable, and a redrive has nowhere to send them.
     *down.statuses.lock().unwrap() = vec![503];
-    let second = server.submit(&[
-        "--queue",
-        "default",
-        "--definition",
-        "hello",
-        "--",
-        "sh",
-        "-c",
-        "exit 5",
-    ]);
+    let second = server.submit_script("exit 5");
     server.wait_for_status(&second, "FAILED");
     while down.requests.lock().unwrap().len() < 4 {
         assert!(

@@ -331,10 +331,9 @@ impl Store {
     /// docs/operations.md). Postgres reclaims space by autovacuum, so nothing is done there.
     pub async fn reclaim_space(&self, pages: u32) -> Result<(), StoreError> {
         if self.dialect == Dialect::Sqlite {
-            let mut connection = self.write.acquire().await?;
             // The pragma returns a row per step; reading them all runs it to the end.
             sqlx::query(&format!("PRAGMA incremental_vacuum({pages})"))
-                .fetch_all(&mut *connection)
+                .fetch_all(&self.write)
                 .await?;
         }
         Ok(())
