@@ -207,8 +207,9 @@ async fn an_image_that_cannot_be_pulled_fails_the_attempt_after_the_bounded_wait
         .start(&spec("job-pull", "missing/image:1", "true"))
         .await
         .unwrap();
-    // While the pull fails the attempt waits with the reason, for the bounded time (Kubernetes'
-    // timestamps have whole seconds, so the bound is as exact as that).
+    // While the pull fails the attempt waits with the reason, for at least the bounded time
+    // (Kubernetes' timestamps have whole seconds: the wait counts from the end of the second the
+    // Job's names, so it may run up to a second longer, never shorter).
     let (running, reasons) = until_running(&executor, &handle, Duration::from_secs(20)).await;
     running
         .expect("until_running ends when the pull's bounded wait does")

@@ -152,11 +152,14 @@ impl KubernetesExecutor {
             return Ok((None, generation));
         }
         let job = job.unwrap_or_default();
+        // Kubernetes' timestamps have whole seconds: the Job was created at most a second after
+        // the one it names. Counting from the end of that second, an image pull is given at
+        // least its bounded wait (never less, which could fail it before it was seen waiting).
         let created = job
             .metadata
             .creation_timestamp
             .as_ref()
-            .map(|time| time.0.as_millisecond())
+            .map(|time| time.0.as_millisecond() + 999)
             .unwrap_or_else(now_millis);
         let age = Duration::from_millis((now_millis() - created).max(0) as u64);
         let observation = observe(&job, &pods, age, self.config.image_pull_timeout);
