@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use clap::ValueEnum;
+use serde::Deserialize as _;
 use serde_json::Value;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -565,90 +566,17 @@ pub fn print_why(answer: &Value, format: Format) -> anyhow::Result<()> {
     if print_structured(answer, format)? {
         return Ok(());
     }
-    let amounts = |a: &Value| {
-        format!(
-            "{} vCPU, {} MiB, {} GPU",
-            text(&a["vcpus"]),
-            text(&a["memoryMiB"]),
-            text(&a["gpus"])
-        )
-    };
     println!(
         "job {} is {}",
         text(&answer["jobId"]),
         text(&answer["status"])
     );
     for hold in answer["holds"].as_array().into_iter().flatten() {
-        let environment = text(&hold["computeEnvironment"]);
-        let line = match hold["type"].as_str().unwrap_or_default() {
-            "notWaiting" => "it is not waiting".to_string(),
-            "suspended" => {
-                "it is suspended: it keeps its place but is not placed until `batchctl resume`"
-                    .to_string()
-            }
-            "queueHeld" => format!(
-                "its queue {} is held (stopPolicy: {}): nothing is placed from it until the policy is None",
-                text(&hold["jobQueue"]),
-                text(&hold["stopPolicy"])
-            ),
-            "notYetAdmitted" => "it has not been admitted by the dispatcher yet".to_string(),
-            "waitingForDependencies" => {
-                let jobs: Vec<String> = hold["jobs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|j| format!("{} ({})", text(&j["jobId"]), text(&j["status"])))
-                    .collect();
-                format!("it waits for {} to succeed: {}", jobs.len(), jobs.join(", "))
-            }
-            "fairShare" => {
-                let ahead: Vec<String> = hold["sharesAhead"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|share| {
-                        format!(
-                            "{} (weight {}, {:.1} vCPU-s)",
-                            text(&share["shareIdentifier"]),
-                            text(&share["weightFactor"]),
-                            share["usageVcpuSeconds"].as_f64().unwrap_or(0.0)
-                        )
-                    })
-                    .collect();
-                format!(
-                    "its share {} (weight {}) has used {:.1} vCPU-seconds; shares ahead of it by weighted usage: {}",
-                    text(&hold["shareIdentifier"]),
-                    text(&hold["weightFactor"]),
-                    hold["usageVcpuSeconds"].as_f64().unwrap_or(0.0),
-                    if ahead.is_empty() { "none".to_string() } else { ahead.join(", ") }
-                )
-            }
-            "waitingForArrayChildren" => format!(
-                "it is an array job: {} of its {} children have not finished",
-                text(&hold["unfinished"]),
-                text(&hold["size"])
-            ),
-            "backingOff" => format!("it waits out its retry backoff: {}s left", text(&hold["secondsLeft"])),
-            "queuePosition" => format!(
-            "{}{} runnable jobs of its queue are ahead of it",
-            if hold["atLeast"] == true { "at least " } else { "" },
-            text(&hold["runnableAhead"])
-        ),
-            "environmentDisabled" => format!("compute environment {environment} is DISABLED"),
-            "environmentUnavailable" => format!("compute environment {environment} is unavailable: {}", text(&hold["reason"])),
-            "environmentTooSmall" => format!(
-                "compute environment {environment} is too small: the job needs {}, it has {} in all",
-                amounts(&hold["needs"]),
-                amounts(&hold["capacity"])
-            ),
-            "environmentFull" => format!(
-                "compute environment {environment} is full: the job needs {}, {} are free",
-                amounts(&hold["needs"]),
-                amounts(&hold["free"])
-            ),
-            "unknownEnvironment" => format!("compute environment {environment} does not exist"),
-            "unknownQueue" => format!("queue {} does not exist", text(&hold["jobQueue"])),
-            other => format!("{other}: {hold}"),
+        // The sentence is the core's (`Hold`'s Display, which the console shows too); a hold this
+        // client does not know (a newer server) is printed as it came.
+        let line = match batchctl_core::why::Hold::deserialize(hold) {
+            Ok(hold) => hold.to_string(),
+            Err(_) => format!("{}: {hold}", text(&hold["type"])),
         };
         println!("- {line}");
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use batchctl_executor::OutputStream;
 use batchctl_scheduler::core::model::{
     ArrayRole, Attempt, CurrentAttempt, DefinitionRef, Dependency, DependencyKind, EnvironmentName,
-    Job, JobId, JobStatus, QueueName,
+    Job, JobId, JobName, JobStatus, QueueName,
 };
 use batchctl_scheduler::manifest::{self, Kind};
 use batchctl_scheduler::store::{
@@ -441,13 +441,43 @@ async fn job_lists_page_newest_first_and_filter(store: Store) {
             status: Some(JobStatus::Runnable),
             queue: Some(QueueName::try_from("q".to_string()).unwrap()),
             limit: 10,
-            before: None,
-            array_parent: None,
+            ..JobFilter::default()
         })
         .await
         .unwrap();
     let ids: Vec<&str> = runnable.jobs.iter().map(|j| j.job_id.0.as_str()).collect();
     assert_eq!(ids, ["2", "1"]);
+    // AWS Batch's JOB_NAME filter: a name, or a prefix with `*`; ASCII letters in either case.
+    let mut named = job("6", None);
+    named.job_name = JobName::try_from("Nightly-Report".to_string()).unwrap();
+    store.insert_jobs(&[named]).await.unwrap();
+    for (text, status, expected) in [
+        ("nightly-report", None, vec!["6"]),
+        ("NIGHTLY*", None, vec!["6"]),
+        ("nightly", None, vec![]),
+        ("te*", None, vec!["5", "4", "3", "2", "1"]),
+        ("te*", Some(JobStatus::Runnable), vec!["2", "1"]),
+        ("test", Some(JobStatus::Submitted), vec!["5", "4", "3"]),
+    ] {
+        let page = store
+            .jobs(&JobFilter {
+                name: Some(batchctl_scheduler::store::JobNameFilter::parse(text).unwrap()),
+                status,
+                queue: Some(QueueName::try_from("q".to_string()).unwrap()),
+                limit: 10,
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page.jobs.iter().map(|j| j.job_id.0.as_str()).collect();
+        assert_eq!(ids, expected, "{text} {status:?}");
+    }
+    for bad in ["", "*", "a*b", "a**"] {
+        assert!(
+            batchctl_scheduler::store::JobNameFilter::parse(bad).is_err(),
+            "{bad:?}"
+        );
+    }
     let other_queue = store
         .jobs(&JobFilter {
             queue: Some(QueueName::try_from("other".to_string()).unwrap()),

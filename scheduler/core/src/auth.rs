@@ -158,8 +158,22 @@ fn is_token_character(character: char) -> bool {
 
 /// The scope a request needs, by method and path; `None` for what is open to all (`/healthz`,
 /// and webhook deliveries, which prove themselves by signature).
+/// Whether a request reads the web console's shell, script or style: open, as they hold no
+/// data (the console's fragments are under `/ui/`, and need the read scope as any GET does).
+pub fn is_console_shell(method: &str, path: &str) -> bool {
+    matches!(method, "GET" | "HEAD")
+        && (path == "/"
+            || path == "/console"
+            || path.starts_with("/console/")
+            || path.starts_with("/console-assets/"))
+}
+
 pub fn required_scope(method: &str, path: &str) -> Option<Scope> {
-    if path == "/healthz" || path == "/metrics" || path.starts_with("/v1/hooks/") {
+    if path == "/healthz"
+        || path == "/metrics"
+        || path.starts_with("/v1/hooks/")
+        || is_console_shell(method, path)
+    {
         return None;
     }
     // Changing resources is the admin's; deleting or updating a job is the submitter's, as is
@@ -308,6 +322,12 @@ mod tests {
         }
         assert_eq!(required_scope("GET", "/healthz"), None);
         assert_eq!(required_scope("POST", "/v1/hooks/github"), None);
+        // The console's shell is open; its data is not.
+        for shell in ["/", "/console", "/console/jobs/x", "/console-assets/console.js"] {
+            assert_eq!(required_scope("GET", shell), None, "{shell}");
+        }
+        assert_eq!(required_scope("GET", "/ui/jobs"), Some(Scope::Read));
+        assert_eq!(required_scope("POST", "/"), Some(Scope::Submit));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! - On a loopback address, `Host` must name a loopback host (`localhost`, `127.0.0.0/8`,
 //!   `[::1]`) and the port the server listens on: a rebinding name is refused.
 //! - A request carrying `Origin` must come from the server's own origin (the `Host` it was sent
-//!   to); `Sec-Fetch-Site: cross-site` or `same-site` is refused likewise. No CORS headers are
+//!   to); `Sec-Fetch-Site: cross-site` or `same-site` is refused likewise, except for opening
+//!   the web console's shell, which holds no data (a link to it from elsewhere works; what it
+//!   fetches then is same-origin). No CORS headers are
 //!   ever sent, so a page cannot read answers either.
 //! - A request that changes something (any method but GET, HEAD, OPTIONS) must say
 //!   `Content-Type: application/json`: the types a page may send without a preflight
@@ -76,7 +78,10 @@ pub fn check(request: &RequestFacts<'_>, listening: SocketAddr) -> Result<(), Re
             return Err(Refusal::CrossOrigin(origin.to_string()));
         }
     }
-    if let Some(site) = request.sec_fetch_site {
+    // A link from another site may open the console's shell (it holds no data; what it then
+    // fetches is same-origin and carries the token).
+    let shell = crate::auth::is_console_shell(request.method, request.path);
+    if let Some(site) = request.sec_fetch_site.filter(|_| !shell) {
         if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
             return Err(Refusal::CrossOrigin(format!("Sec-Fetch-Site: {site}")));
         }
@@ -270,5 +275,25 @@ mod tests {
             check(&cross, listening),
             Err(Refusal::CrossOrigin(_))
         ));
+        // A link from another site may open the console's shell, not its data.
+        for path in ["/", "/console/jobs/x", "/console-assets/console.js"] {
+            assert!(
+                check(&RequestFacts { path, ..cross }, listening).is_ok(),
+                "{path}"
+            );
+        }
+        for path in ["/ui/jobs", "/v1/jobs"] {
+            assert!(
+                check(&RequestFacts { path, ..cross }, listening).is_err(),
+                "{path}"
+            );
+        }
+        let post = RequestFacts {
+            method: "POST",
+            path: "/",
+            content_type: Some("application/json"),
+            ..cross
+        };
+        assert!(check(&post, listening).is_err());
     }
 }

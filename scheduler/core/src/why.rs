@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::fair_share::{weight_of, ShareStanding};
 use super::model::{
@@ -36,7 +36,7 @@ pub struct Snapshot<'a> {
 }
 
 /// One thing that keeps the job from running.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(
     rename_all = "camelCase",
     rename_all_fields = "camelCase",
@@ -109,7 +109,7 @@ pub enum Hold {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShareHold {
     pub share_identifier: String,
@@ -117,7 +117,7 @@ pub struct ShareHold {
     pub usage_vcpu_seconds: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DependencyHold {
     pub job_id: String,
@@ -125,13 +125,117 @@ pub struct DependencyHold {
 }
 
 /// Resources as a person reads them: vCPUs may be fractional.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Amounts {
     pub vcpus: String,
     #[serde(rename = "memoryMiB")]
     pub memory_mib: u64,
     pub gpus: u64,
+}
+
+impl std::fmt::Display for Amounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} vCPU, {} MiB, {} GPU",
+            self.vcpus, self.memory_mib, self.gpus
+        )
+    }
+}
+
+/// Each hold as a sentence, the same in `batchctl why` and the console.
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hold::NotWaiting { .. } => write!(f, "it is not waiting"),
+            Hold::Suspended => write!(
+                f,
+                "it is suspended: it keeps its place but is not placed until `batchctl resume`"
+            ),
+            Hold::QueueHeld {
+                job_queue,
+                stop_policy,
+            } => write!(
+                f,
+                "its queue {job_queue} is held (stopPolicy: {stop_policy}): nothing is placed from it until the policy is None"
+            ),
+            Hold::NotYetAdmitted => write!(f, "it has not been admitted by the dispatcher yet"),
+            Hold::WaitingForDependencies { jobs } => {
+                let jobs: Vec<String> = jobs
+                    .iter()
+                    .map(|job| format!("{} ({})", job.job_id, job.status.as_str()))
+                    .collect();
+                write!(f, "it waits for {} to succeed: {}", jobs.len(), jobs.join(", "))
+            }
+            Hold::FairShare {
+                share_identifier,
+                weight_factor,
+                usage_vcpu_seconds,
+                shares_ahead,
+            } => {
+                let ahead: Vec<String> = shares_ahead
+                    .iter()
+                    .map(|share| {
+                        format!(
+                            "{} (weight {}, {:.1} vCPU-s)",
+                            share.share_identifier, share.weight_factor, share.usage_vcpu_seconds
+                        )
+                    })
+                    .collect();
+                write!(
+                    f,
+                    "its share {share_identifier} (weight {weight_factor}) has used {usage_vcpu_seconds:.1} vCPU-seconds; shares ahead of it by weighted usage: {}",
+                    if ahead.is_empty() { "none".to_string() } else { ahead.join(", ") }
+                )
+            }
+            Hold::WaitingForArrayChildren { size, unfinished } => write!(
+                f,
+                "it is an array job: {unfinished} of its {size} children have not finished"
+            ),
+            Hold::BackingOff { seconds_left, .. } => {
+                write!(f, "it waits out its retry backoff: {seconds_left}s left")
+            }
+            Hold::QueuePosition {
+                runnable_ahead,
+                at_least,
+            } => write!(
+                f,
+                "{}{runnable_ahead} runnable jobs of its queue are ahead of it",
+                if *at_least { "at least " } else { "" }
+            ),
+            Hold::EnvironmentDisabled {
+                compute_environment,
+            } => write!(f, "compute environment {compute_environment} is DISABLED"),
+            Hold::EnvironmentUnavailable {
+                compute_environment,
+                reason,
+            } => write!(
+                f,
+                "compute environment {compute_environment} is unavailable: {reason}"
+            ),
+            Hold::EnvironmentTooSmall {
+                compute_environment,
+                needs,
+                capacity,
+            } => write!(
+                f,
+                "compute environment {compute_environment} is too small: the job needs {needs}, it has {capacity} in all"
+            ),
+            Hold::EnvironmentFull {
+                compute_environment,
+                needs,
+                free,
+            } => write!(
+                f,
+                "compute environment {compute_environment} is full: the job needs {needs}, {free} are free"
+            ),
+            Hold::UnknownEnvironment {
+                compute_environment,
+            } => write!(f, "compute environment {compute_environment} does not exist"),
+            Hold::UnknownQueue { job_queue } => write!(f, "queue {job_queue} does not exist"),
+        }
+    }
 }
 
 impl From<Resources> for Amounts {

@@ -110,12 +110,21 @@ pub(super) const LOW_SPACE_BYTES: u64 = 1024 * 1024;
 
 pub(super) struct StorageHealth {
     /// Why writes fail or are about to, if they do.
-    full: Option<String>,
+    pub(super) full: Option<String>,
     data_dir: Option<String>,
     free_bytes: Option<u64>,
 }
 
 impl StorageHealth {
+    /// One line for the console.
+    pub(super) fn summary(&self) -> String {
+        match (&self.full, self.free_bytes) {
+            (Some(reason), _) => reason.clone(),
+            (None, Some(free)) => format!("ok, {} MiB free", free / (1024 * 1024)),
+            (None, None) => "ok".into(),
+        }
+    }
+
     fn view(&self) -> serde_json::Value {
         let mut view =
             serde_json::json!({"status": if self.full.is_some() { "full" } else { "ok" }});

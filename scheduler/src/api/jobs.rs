@@ -102,12 +102,17 @@ pub(super) async fn list_jobs(
         .unwrap_or(DEFAULT_PAGE_SIZE)
         .clamp(1, MAX_PAGE_SIZE);
     let array_parent = query.take("arrayJobId").map(JobId);
-    query.finish("queue, status, arrayJobId, limit or cursor")?;
+    let name = query
+        .take("name")
+        .map(|text| crate::store::JobNameFilter::parse(&text))
+        .transpose()
+        .map_err(|m| ApiError::invalid(FieldError::new("name", m)))?;
+    query.finish("queue, status, name, arrayJobId, limit or cursor")?;
     if let Some(parent) = &array_parent {
-        if queue.is_some() {
+        if queue.is_some() || name.is_some() {
             return Err(ApiError::invalid(FieldError::new(
-                "queue",
-                "cannot be combined with arrayJobId: an array's children are in its queue",
+                if queue.is_some() { "queue" } else { "name" },
+                "cannot be combined with arrayJobId: an array's children are in its queue and share its name",
             )));
         }
         let page = state
@@ -130,6 +135,7 @@ pub(super) async fn list_jobs(
             array_parent,
             queue,
             status,
+            name,
             before,
             limit,
         })
@@ -252,6 +258,19 @@ pub(super) async fn why(
         .job(&job_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
+    let holds = holds(&state, &job).await?;
+    Ok(Json(
+        serde_json::json!({"jobId": job_id.0, "status": job.status, "holds": holds}),
+    ))
+}
+
+/// What holds `job`, from a snapshot read now (`core::why`); the API's `why` and the console's
+/// job page.
+pub(super) async fn holds(
+    state: &AppState,
+    job: &crate::core::model::Job,
+) -> Result<Vec<crate::core::why::Hold>, ApiError> {
+    let job_id = &job.job_id;
     let queue = state.store.job_queue(&job.queue).await?;
     let environments = state
         .store
@@ -263,16 +282,16 @@ pub(super) async fn why(
     let used = state.store.capacity_in_use().await?;
     let runnable_ahead = state
         .store
-        .runnable_ahead(&job_id, crate::core::why::QUEUE_POSITION_COUNTED_TO)
+        .runnable_ahead(job_id, crate::core::why::QUEUE_POSITION_COUNTED_TO)
         .await?;
-    let unfinished_dependencies = state.store.unfinished_dependencies(&job_id).await?;
+    let unfinished_dependencies = state.store.unfinished_dependencies(job_id).await?;
     let unhealthy = state.dispatcher.unhealthy_environments();
     let unfinished_children = match job.array {
         crate::core::model::ArrayRole::Parent { .. } => state
             .store
-            .array_status_summaries(std::slice::from_ref(&job_id))
+            .array_status_summaries(std::slice::from_ref(job_id))
             .await?
-            .get(&job_id)
+            .get(job_id)
             .map(|counts| {
                 counts
                     .iter()
@@ -283,8 +302,8 @@ pub(super) async fn why(
             .unwrap_or(0),
         crate::core::model::ArrayRole::Single | crate::core::model::ArrayRole::Child { .. } => 0,
     };
-    let holds = crate::core::why::why(&crate::core::why::Snapshot {
-        job: &job,
+    Ok(crate::core::why::why(&crate::core::why::Snapshot {
+        job,
         queue: queue.as_ref(),
         environments: &environments,
         used: &used,
@@ -294,10 +313,7 @@ pub(super) async fn why(
         unfinished_children,
         shares: &state.dispatcher.share_standings(&job.queue),
         now: now_millis(),
-    });
-    Ok(Json(
-        serde_json::json!({"jobId": job_id.0, "status": job.status, "holds": holds}),
-    ))
+    }))
 }
 
 #[derive(Deserialize, Default)]

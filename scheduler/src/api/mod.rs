@@ -5,6 +5,7 @@
 //!   or `control`; they make no scheduling decision of their own.
 //! - A 2xx to a submit or an apply means the write committed.
 
+mod console;
 pub mod error;
 mod events;
 mod health;
@@ -127,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         );
     }
     router
+        .merge(console::routes())
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/apply", post(apply))

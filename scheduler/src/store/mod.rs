@@ -37,14 +37,14 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 pub use finish_waits::FinishWait;
 use finish_waits::FinishWaits;
 pub use job_changes::{JobChange, JobChangeError};
-pub use job_counts::JobCount;
+pub use job_counts::{FinishedMinute, JobCount};
 pub use resource_cache::FRESH_FOR;
 use sqlx::{AnyPool, Executor};
 
 pub use events::{BusEvent, StoredRule, WatchGuard};
 pub use jobs::{
-    ChildPage, ChildSummary, Effect, FinishedArray, JobFilter, JobPage, NewJob, Transition,
-    MAX_PAGE_SPEC_BYTES,
+    ChildPage, ChildSummary, Effect, FinishedArray, JobFilter, JobNameFilter, JobPage, NewJob,
+    Transition, MAX_PAGE_SPEC_BYTES,
 };
 pub use lease::{Fence, LeaseHolder};
 pub use lifecycle::{DeleteError, Deleted, DeletedAction, DELETE_BATCH};

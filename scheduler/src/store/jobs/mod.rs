@@ -49,9 +49,58 @@ pub struct JobFilter {
     pub array_parent: Option<JobId>,
     pub queue: Option<QueueName>,
     pub status: Option<JobStatus>,
+    /// Only jobs whose name matches (AWS Batch's `JOB_NAME` filter).
+    pub name: Option<JobNameFilter>,
     /// Only jobs submitted before the one with this sequence number (the page cursor).
     pub before: Option<i64>,
     pub limit: u32,
+}
+
+/// AWS Batch's `JOB_NAME` list filter: a name, or a prefix when it ends with `*`; ASCII letters
+/// match in either case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobNameFilter {
+    Exact(String),
+    Prefix(String),
+}
+
+impl JobNameFilter {
+    /// Reads `name` or `prefix*` (1 to 128 characters, `*` only at the end).
+    pub fn parse(text: &str) -> Result<JobNameFilter, String> {
+        let (stem, prefix) = match text.strip_suffix('*') {
+            Some(stem) => (stem, true),
+            None => (text, false),
+        };
+        if stem.is_empty() || stem.chars().count() > 128 || stem.contains('*') {
+            return Err(format!(
+                "{text:?} is not a job name filter: give a name, or a prefix ending in * (1 to 128 characters, * only at the end)"
+            ));
+        }
+        let stem = stem.to_ascii_lowercase();
+        Ok(if prefix {
+            JobNameFilter::Prefix(stem)
+        } else {
+            JobNameFilter::Exact(stem)
+        })
+    }
+
+    /// The condition on `job_name` with its one placeholder.
+    fn condition(&self, placeholder: &str) -> String {
+        match self {
+            JobNameFilter::Exact(_) => format!("LOWER(job_name) = {placeholder}"),
+            // The length is a number this code counted, never text from the request.
+            JobNameFilter::Prefix(stem) => format!(
+                "LOWER(SUBSTR(job_name, 1, {})) = {placeholder}",
+                stem.chars().count()
+            ),
+        }
+    }
+
+    fn value(&self) -> &str {
+        match self {
+            JobNameFilter::Exact(stem) | JobNameFilter::Prefix(stem) => stem,
+        }
+    }
 }
 
 /// The most bytes of job specs one page of `jobs` reads: a page holds fewer jobs than asked
@@ -73,6 +122,9 @@ fn bind_filter<'q>(
     }
     if let Some(status) = filter.status {
         query = query.bind(status.as_str());
+    }
+    if let Some(name) = &filter.name {
+        query = query.bind(name.value());
     }
     query
 }
@@ -100,12 +152,18 @@ fn listing_plan(dialect: Dialect, filter: &JobFilter) -> (Vec<String>, String) {
     if filter.status.is_some() {
         keys.push(("status", next_parameter()));
     }
+    // Not a key of any index: checked on the rows the keys lead to.
+    let name = filter
+        .name
+        .as_ref()
+        .map(|name| name.condition(&next_parameter()));
     if let Some(parent) = parent {
         let mut conditions = vec!["seq < $1".to_string(), format!("array_parent = {parent}")];
         conditions.extend(keys.iter().map(|(column, p)| format!("{column} = {p}")));
+        conditions.extend(name);
         return (conditions, "seq DESC".into());
     }
-    match (dialect, keys.is_empty()) {
+    let (mut conditions, order) = match (dialect, keys.is_empty()) {
         (Dialect::Postgres, false) => {
             let columns: Vec<&str> = keys.iter().map(|(column, _)| *column).collect();
             let values: Vec<&str> = keys.iter().map(|(_, p)| p.as_str()).collect();
@@ -128,7 +186,9 @@ fn listing_plan(dialect: Dialect, filter: &JobFilter) -> (Vec<String>, String) {
             conditions.extend(keys.iter().map(|(column, p)| format!("{column} = {p}")));
             (conditions, "seq DESC".into())
         }
-    }
+    };
+    conditions.extend(name);
+    (conditions, order)
 }
 
 /// How many placeholders the conditions of `jobs` for `filter` use (`seq < $1`, then one each
@@ -137,6 +197,7 @@ fn bound_parameters(filter: &JobFilter) -> usize {
     1 + usize::from(filter.array_parent.is_some())
         + usize::from(filter.queue.is_some())
         + usize::from(filter.status.is_some())
+        + usize::from(filter.name.is_some())
 }
 
 /// An array child as lists show it: without the spec, which is its parent's.
