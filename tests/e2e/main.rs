@@ -4,6 +4,7 @@
 mod arrays;
 mod auth;
 mod chart;
+mod console;
 mod core_slice;
 mod day2;
 mod docker_executor;

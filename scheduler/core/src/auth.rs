@@ -323,7 +323,12 @@ mod tests {
         assert_eq!(required_scope("GET", "/healthz"), None);
         assert_eq!(required_scope("POST", "/v1/hooks/github"), None);
         // The console's shell is open; its data is not.
-        for shell in ["/", "/console", "/console/jobs/x", "/console-assets/console.js"] {
+        for shell in [
+            "/",
+            "/console",
+            "/console/jobs/x",
+            "/console-assets/console.js",
+        ] {
             assert_eq!(required_scope("GET", shell), None, "{shell}");
         }
         assert_eq!(required_scope("GET", "/ui/jobs"), Some(Scope::Read));

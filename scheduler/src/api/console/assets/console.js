@@ -103,7 +103,9 @@
     for (const section of fresh.querySelectorAll('[data-live][id]')) {
       const current = document.getElementById(section.id);
       if (!current) return false;
-      if (current.contains(document.activeElement)) continue;
+      // Someone typing in a field of this section keeps what they typed.
+      const active = document.activeElement;
+      if (current.contains(active) && active.matches('input, select, textarea')) continue;
       if (current.innerHTML !== section.innerHTML) {
         current.innerHTML = section.innerHTML;
         wire(current);
