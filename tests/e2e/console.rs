@@ -426,3 +426,90 @@ async fn console_asks_for_a_token_and_hides_what_a_read_token_cannot_do() {
         .await;
     browser.client.clone().close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_lists_schedules_rules_dead_letters_and_live_events() {
+    const SECRET: &str = "whsec_Y29uc29sZVNlY3JldE11c3ROb3RTaG93MDEyMw==";
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    // The notification's endpoint is a closed loopback port: every delivery fails.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = Server::start_with(
+        None,
+        &["--notification-allow-cidr".into(), "127.0.0.0/8".into()],
+    );
+    server.apply_examples();
+    server.apply_text(&format!(
+        "apiVersion: batchctl/v1\nkind: Schedule\nmetadata: {{name: hourly-hello}}\nspec:\n  scheduleExpression: '@hourly'\n  target: {{jobQueue: default, jobDefinition: hello}}\n---\n\
+         apiVersion: batchctl/v1\nkind: EventRule\nmetadata: {{name: greet-signups}}\nspec:\n  eventPattern: {{source: [shop]}}\n  target: {{jobQueue: default, jobDefinition: hello}}\n---\n\
+         apiVersion: batchctl/v1\nkind: Notification\nmetadata: {{name: pager}}\nspec:\n  eventPattern: {{source: [batchctl], detail: {{status: [FAILED]}}}}\n  endpoint: http://{closed}/hook\n  secret: {SECRET}\n  retryPolicy: {{maximumRetryAttempts: 0}}\n"
+    ));
+    server.submit_script("exit 3");
+
+    browser
+        .open(&format!("{}/console/schedules", server.url))
+        .await;
+    browser
+        .until_text(
+            "tr[data-schedule=\"hourly-hello\"]",
+            "the schedule",
+            |text| text.contains("@hourly") && text.contains(":00:00"),
+        )
+        .await;
+
+    browser.open(&format!("{}/console/rules", server.url)).await;
+    browser
+        .until_text("#rules", "the rule", |text| text.contains("greet-signups"))
+        .await;
+
+    // The failed job's notification fails once and is a dead letter, redriven with the button.
+    browser
+        .open(&format!("{}/console/notifications", server.url))
+        .await;
+    browser
+        .until_text("#dead-letters", "the dead letter, live", |text| {
+            text.contains("pager") && text.contains("Redrive all")
+        })
+        .await;
+    assert!(!browser.client.source().await.unwrap().contains(SECRET));
+    browser
+        .click_and_confirm("#dead-letters tbody button[data-action=\"/v1/dlq/redrive\"]")
+        .await;
+    browser
+        .until_text("#status", "the redrive is done", |text| {
+            text.contains("Done: Redrive pager")
+        })
+        .await;
+
+    // Events: those so far, and one put now appears without a reload (with the job its rule
+    // submitted).
+    browser
+        .open(&format!("{}/console/events", server.url))
+        .await;
+    browser
+        .until_text("#event-log", "job events", |text| {
+            text.contains("Job State Change")
+        })
+        .await;
+    let output = server.cli(&[
+        "events",
+        "put",
+        "--source",
+        "shop",
+        "--detail-type",
+        "Signup",
+        "--detail",
+        "{}",
+    ]);
+    assert!(output.status.success());
+    browser
+        .until_text("#event-log", "the new event, live", |text| {
+            text.contains("Signup from shop")
+        })
+        .await;
+    browser.client.clone().close().await.unwrap();
+}
