@@ -306,7 +306,7 @@ impl RetryPolicy {
 
 /// One `evaluateOnExit` entry. Patterns match whole strings; a trailing `*` matches any rest.
 /// An absent pattern matches anything; all present ones must match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExitRule {
     pub on_exit_code: Option<String>,
@@ -315,7 +315,7 @@ pub struct ExitRule {
     pub action: RetryAction,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum RetryAction {
     Retry,
@@ -365,7 +365,19 @@ impl DefinitionRef {
 
 /// AWS Batch's job states. A job only ever moves along `crate::state_machine::transition`.
 /// Ordered as a job moves through them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum JobStatus {
     Submitted,

@@ -36,7 +36,7 @@ pub struct Snapshot<'a> {
 }
 
 /// One thing that keeps the job from running.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(
     rename_all = "camelCase",
     rename_all_fields = "camelCase",
@@ -109,7 +109,7 @@ pub enum Hold {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShareHold {
     pub share_identifier: String,
@@ -117,7 +117,7 @@ pub struct ShareHold {
     pub usage_vcpu_seconds: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DependencyHold {
     pub job_id: String,
@@ -125,7 +125,7 @@ pub struct DependencyHold {
 }
 
 /// Resources as a person reads them: vCPUs may be fractional.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Amounts {
     pub vcpus: String,

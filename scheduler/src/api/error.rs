@@ -10,7 +10,7 @@ use crate::manifest::FieldError;
 use crate::store::{ApplyError, DeleteError, StoreError};
 use crate::submitter::SubmitError;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
@@ -37,8 +37,9 @@ pub fn set_storage_location(location: String) {
 pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u32 = 2;
 pub const STORAGE_FULL_RETRY_AFTER_SECONDS: u32 = 30;
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An error's body: RFC 9457 problem details (`application/problem+json`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
     #[serde(rename = "type")]
     problem_type: &'static str,
     status: u16,

@@ -2,9 +2,18 @@
 
 use super::*;
 
+/// PutEvents' body, as the handler reads it (entry by entry, so one bad entry refuses only
+/// itself): 1 to 100 entries of `{source, detail-type, detail, id?, time?, resources?}`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(super) struct PutEventsRequest {
+    entries: Vec<serde_json::Value>,
+}
+
 /// PutEvents: `{"entries": [event, …]}` → per entry its `eventId` or an `errorCode` and
 /// `errorMessage`. Accepted entries are committed before the answer; an id already on the bus
 /// is accepted again without being stored twice.
+#[utoipa::path(post, path = "/v1/events", tag = "events", request_body = PutEventsRequest, responses((status = 200, description = "Per entry its id or why it was refused", body = answers::PutEventsAnswer), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn put_events(
     State(state): State<AppState>,
     body: Bytes,
@@ -42,22 +51,30 @@ pub(super) async fn put_events(
         .put_events(&accepted, now.timestamp_millis())
         .await?;
     state.rules.notify();
-    let answers: Vec<serde_json::Value> = checked
+    let entries: Vec<answers::PutEventsEntry> = checked
         .iter()
         .map(|checked| match checked {
-            Ok(event) => serde_json::json!({"eventId": event.id}),
-            Err(message) => {
-                serde_json::json!({"errorCode": "InvalidEvent", "errorMessage": message})
-            }
+            Ok(event) => answers::PutEventsEntry::Accepted {
+                event_id: event.id.clone(),
+            },
+            Err(message) => answers::PutEventsEntry::Refused {
+                error_code: "InvalidEvent".into(),
+                error_message: message.clone(),
+            },
         })
         .collect();
-    let failed = checked.iter().filter(|c| c.is_err()).count();
-    Ok(Json(serde_json::json!({"failedEntryCount": failed, "entries": answers})).into_response())
+    let failed_entry_count = checked.iter().filter(|c| c.is_err()).count() as u64;
+    Ok(Json(answers::PutEventsAnswer {
+        failed_entry_count,
+        entries,
+    })
+    .into_response())
 }
 
 /// Server-sent events: each event on the bus from now on (or after `after`, or after the
 /// `Last-Event-ID` a reconnecting client sends), as `id: seq` and `data: envelope`, filtered by an
 /// optional EventBridge `pattern` (JSON). Ends at server shutdown.
+#[utoipa::path(get, path = "/v1/events/stream", tag = "events", params(("pattern" = Option<String>, Query, description = "An EventBridge pattern, as JSON"), ("after" = Option<i64>, Query, description = "Start after this sequence number (or Last-Event-ID)")), responses((status = 200, description = "Server-sent events: `id: seq`, `data: envelope`", body = String, content_type = "text/event-stream"), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Too many open streams for this caller or server", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn stream_events(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -153,10 +170,11 @@ pub(super) async fn stream_events(
 }
 
 /// Events on the bus after `after` (a `seq`), oldest first.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(("after" = Option<i64>, Query, description = "Events after this sequence number")), responses((status = 200, description = "Events, oldest first", body = answers::EventPage), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn list_events(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<answers::EventPage>, ApiError> {
     let mut query = QueryParameters(query);
     let after = query
         .take("after")
@@ -170,15 +188,22 @@ pub(super) async fn list_events(
     query.finish("after")?;
     let events = state.store.events_after(after, MAX_PAGE_SIZE).await?;
     let next = events.last().map(|event| event.seq);
-    Ok(Json(serde_json::json!({
-        "items": events.into_iter().map(|event| serde_json::json!({"seq": event.seq, "event": event.envelope})).collect::<Vec<_>>(),
-        "nextCursor": next.map(|seq| seq.to_string()),
-    })))
+    Ok(Json(answers::EventPage {
+        items: events
+            .into_iter()
+            .map(|event| answers::BusEventView {
+                seq: event.seq,
+                event: event.envelope,
+            })
+            .collect(),
+        next_cursor: next.map(|seq| seq.to_string()),
+    }))
 }
 
 /// A third party's delivery to a webhook trigger: its signature is checked (401, nothing stored,
 /// when it does not hold), and its JSON body becomes an event's detail. A delivery id seen before
 /// is answered 200 and not stored again.
+#[utoipa::path(post, path = "/v1/hooks/{name}", tag = "events", params(("name" = String, Path, description = "The webhook trigger")), request_body(content = Object, description = "What the third party sends, signed"), responses((status = 202, description = "Taken", body = answers::HookAnswer), (status = 200, description = "Seen before", body = answers::HookAnswer), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 401, description = "The signature does not hold", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn receive_hook(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -262,7 +287,10 @@ pub(super) async fn receive_hook(
     };
     Ok((
         status,
-        Json(serde_json::json!({"eventId": event.id, "duplicate": duplicate})),
+        Json(answers::HookAnswer {
+            event_id: event.id,
+            duplicate,
+        }),
     )
         .into_response())
 }

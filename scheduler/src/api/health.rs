@@ -3,16 +3,23 @@
 use super::*;
 
 /// Whether this server leads, for `/healthz`.
-pub(super) fn leader_view(role: crate::leadership::RoleState) -> serde_json::Value {
+fn leader_view(role: crate::leadership::RoleState) -> answers::LeaderView {
     use crate::leadership::RoleState;
     match role {
-        RoleState::Follower => serde_json::json!({"role": "follower"}),
-        RoleState::Leader { term } => serde_json::json!({"role": "leader", "term": term}),
+        RoleState::Follower => answers::LeaderView {
+            role: "follower".into(),
+            term: None,
+        },
+        RoleState::Leader { term } => answers::LeaderView {
+            role: "leader".into(),
+            term: Some(term),
+        },
     }
 }
 
 /// Prometheus text exposition: job counts by status, leadership, and compute environment health.
 /// Open like `/healthz`: counts only, no job data.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     use crate::core::model::JobStatus;
     use crate::leadership::RoleState;
@@ -66,12 +73,16 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, A
 
 /// The server, its database, and each compute environment (`ok`, or why its executor could not
 /// be reached the last time it was used). 503 only when the database does not answer.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The server, its database, storage and environments", body = answers::HealthAnswer), (status = 503, description = "The database does not answer", body = answers::UnavailableAnswer)))]
 pub(super) async fn health(State(state): State<AppState>) -> Response {
     let unhealthy = state.dispatcher.unhealthy_environments();
     let environments = match state.store.compute_environments().await {
         Ok(environments) => environments,
         Err(error) => {
-            let body = serde_json::json!({"status": "unavailable", "database": error.to_string()});
+            let body = answers::UnavailableAnswer {
+                status: "unavailable".into(),
+                database: error.to_string(),
+            };
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, error::UNAVAILABLE_RETRY_AFTER_SECONDS)],
@@ -80,12 +91,12 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
                 .into_response();
         }
     };
-    let health: serde_json::Map<String, serde_json::Value> = environments
+    let compute_environments = environments
         .iter()
         .map(|environment| {
             let name = environment.name.to_string();
             let problem = unhealthy.get(&name).cloned().unwrap_or_else(|| "ok".into());
-            (name, problem.into())
+            (name, problem)
         })
         .collect();
     let storage = storage_health(state.sqlite_data_dir.as_deref());
@@ -94,14 +105,14 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
     } else {
         "degraded"
     };
-    Json(serde_json::json!({
-        "status": status,
-        "database": "ok",
-        "storage": storage.view(),
-        "installation": state.installation,
-        "leader": leader_view(state.role.get()),
-        "computeEnvironments": health,
-    }))
+    Json(answers::HealthAnswer {
+        status: status.into(),
+        database: "ok".into(),
+        storage: storage.view(),
+        installation: state.installation.clone(),
+        leader: leader_view(state.role.get()),
+        compute_environments,
+    })
     .into_response()
 }
 
@@ -125,19 +136,13 @@ impl StorageHealth {
         }
     }
 
-    fn view(&self) -> serde_json::Value {
-        let mut view =
-            serde_json::json!({"status": if self.full.is_some() { "full" } else { "ok" }});
-        if let Some(reason) = &self.full {
-            view["reason"] = reason.clone().into();
+    fn view(&self) -> answers::StorageView {
+        answers::StorageView {
+            status: if self.full.is_some() { "full" } else { "ok" }.into(),
+            reason: self.full.clone(),
+            data_directory: self.data_dir.clone(),
+            free_bytes: self.free_bytes,
         }
-        if let Some(dir) = &self.data_dir {
-            view["dataDirectory"] = dir.clone().into();
-        }
-        if let Some(free) = self.free_bytes {
-            view["freeBytes"] = free.into();
-        }
-        view
     }
 }
 

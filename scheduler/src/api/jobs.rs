@@ -2,6 +2,7 @@
 
 use super::*;
 
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = SubmitJobRequest, params(("Idempotency-Key" = Option<String>, Header, description = "The same key returns the job it first created")), responses((status = 201, description = "Submitted", body = JobView), (status = 200, description = "Submitted before under this Idempotency-Key", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -53,13 +54,22 @@ pub(super) async fn submit(
     Ok((status, Json(view)).into_response())
 }
 
+/// A page of top-level jobs in full, or of one array's children as summaries.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub(super) enum JobList {
+    Jobs(Page<JobView>),
+    Children(Page<views::ChildView>),
+}
+
 /// Jobs, newest first. Array children (`arrayJobId`) are listed as summaries without the spec
 /// they share with their parent; other jobs in full, a page holding fewer than `limit` when
 /// their specs are large (`MAX_PAGE_SPEC_BYTES`), so no list answer is unbounded.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(("queue" = Option<String>, Query), ("status" = Option<JobStatus>, Query), ("name" = Option<String>, Query, description = "A name, or a prefix ending in *"), ("arrayJobId" = Option<String>, Query, description = "List this array's children"), ("limit" = Option<u32>, Query, description = "1 to 1000"), ("cursor" = Option<String>, Query)), responses((status = 200, description = "Jobs newest first; with arrayJobId, the children as summaries", body = JobList), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn list_jobs(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<JobList>, ApiError> {
     let mut query = QueryParameters(query);
     let queue = query
         .take("queue")
@@ -119,15 +129,14 @@ pub(super) async fn list_jobs(
             .store
             .array_children(parent, status, before, limit)
             .await?;
-        return Ok(Json(Page {
+        return Ok(Json(JobList::Children(Page {
             items: page
                 .children
                 .iter()
                 .map(views::ChildView::from)
                 .collect::<Vec<_>>(),
             next_cursor: page.next.map(|seq| seq.to_string()),
-        })
-        .into_response());
+        })));
     }
     let page = state
         .store
@@ -140,13 +149,13 @@ pub(super) async fn list_jobs(
             limit,
         })
         .await?;
-    Ok(Json(Page {
+    Ok(Json(JobList::Jobs(Page {
         items: job_views(&state.store, &page.jobs).await?,
         next_cursor: page.next.map(|seq| seq.to_string()),
-    })
-    .into_response())
+    })))
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{job_id}", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "The job", body = JobView), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn describe_job(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
@@ -168,6 +177,7 @@ const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 /// `GET /v1/jobs/{id}/wait?timeoutSeconds=N`: the job once it has finished (SUCCEEDED or FAILED),
 /// or as it is after N seconds (default 30, at most 60) or when the server stops. Holds a stream
 /// slot while it waits.
+#[utoipa::path(get, path = "/v1/jobs/{job_id}/wait", tag = "jobs", params(("job_id" = String, Path), ("timeoutSeconds" = Option<u64>, Query, description = "1 to 60, default 30")), responses((status = 200, description = "The job once finished, or as it is at the timeout", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Too many open streams for this caller or server", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn wait_for_job(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
@@ -248,10 +258,11 @@ pub(super) async fn job_view(
 }
 
 /// What holds a job that is not running (`batchctl why`).
+#[utoipa::path(get, path = "/v1/jobs/{job_id}/why", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "What holds the job", body = answers::WhyAnswer), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn why(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<answers::WhyAnswer>, ApiError> {
     let job_id = JobId(job_id);
     let job = state
         .store
@@ -259,9 +270,11 @@ pub(super) async fn why(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
     let holds = holds(&state, &job).await?;
-    Ok(Json(
-        serde_json::json!({"jobId": job_id.0, "status": job.status, "holds": holds}),
-    ))
+    Ok(Json(answers::WhyAnswer {
+        job_id: job_id.0,
+        status: job.status,
+        holds,
+    }))
 }
 
 /// What holds `job`, from a snapshot read now (`core::why`); the API's `why` and the console's
@@ -316,7 +329,7 @@ pub(super) async fn holds(
     }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct StopRequest {
     reason: Option<String>,
@@ -354,6 +367,7 @@ pub(super) async fn stop(
 
 /// `POST /v1/jobs/{id}/suspend` and `/resume`: holds a waiting job (an array job with its waiting
 /// children) in its place, or lets it be placed again.
+#[utoipa::path(post, path = "/v1/jobs/{job_id}/suspend", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "Held", body = JobView), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn suspend(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -362,6 +376,7 @@ pub(super) async fn suspend(
     change_job(state, caller, JobId(job_id), JobChange::Suspend).await
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{job_id}/resume", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "Released", body = JobView), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn resume(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -370,7 +385,7 @@ pub(super) async fn resume(
     change_job(state, caller, JobId(job_id), JobChange::Resume).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(super) struct JobPatch {
     scheduling_priority: i64,
@@ -378,6 +393,7 @@ pub(super) struct JobPatch {
 
 /// `PATCH /v1/jobs/{id}` with `{"schedulingPriority": N}`: a waiting job's order within its
 /// share, effective at the next placement pass.
+#[utoipa::path(patch, path = "/v1/jobs/{job_id}", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), request_body = JobPatch, responses((status = 200, description = "Changed", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn patch_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -425,16 +441,20 @@ async fn change_job(
 
 /// `DELETE /v1/jobs/{id}`: a finished job with its attempts and output (an array job with its
 /// children). 409 while it waits or runs, or while a waiting job depends on it.
+#[utoipa::path(delete, path = "/v1/jobs/{job_id}", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "Deleted with its attempts and output", body = answers::DeleteAnswer), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn delete_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(job_id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<answers::DeleteAnswer>, ApiError> {
     let deleted = state.store.delete_job(&JobId(job_id), Some(caller)).await?;
     state.rules.notify();
-    Ok(Json(serde_json::json!({ "deleted": [deleted] })))
+    Ok(Json(answers::DeleteAnswer {
+        deleted: vec![deleted],
+    }))
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{job_id}/cancel", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), request_body(content = Option<StopRequest>), responses((status = 200, description = "Cancelled, or already finished", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn cancel(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
@@ -443,6 +463,7 @@ pub(super) async fn cancel(
     stop(state, job_id, body, StopMode::Cancel).await
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{job_id}/terminate", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), request_body(content = Option<StopRequest>), responses((status = 200, description = "Stopping", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn terminate(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
@@ -453,6 +474,7 @@ pub(super) async fn terminate(
 
 /// An attempt's output as raw bytes (stdout and stderr interleaved as they were read, or one of
 /// them). With `follow=true` the response streams until the attempt has ended and all is sent.
+#[utoipa::path(get, path = "/v1/jobs/{job_id}/logs", tag = "jobs", params(("job_id" = String, Path), ("attempt" = Option<u32>, Query, description = "1, 2, …; the latest by default"), ("follow" = Option<bool>, Query, description = "Stream until the attempt ends"), ("stream" = Option<String>, Query, description = "stdout or stderr")), responses((status = 200, description = "The output bytes", body = String, content_type = "application/octet-stream"), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Too many open streams for this caller or server", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn logs(
     State(state): State<AppState>,
     Path(job_id): Path<String>,

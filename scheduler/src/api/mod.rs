@@ -5,11 +5,13 @@
 //!   or `control`; they make no scheduling decision of their own.
 //! - A 2xx to a submit or an apply means the write committed.
 
+pub mod answers;
 mod console;
 pub mod error;
 mod events;
 mod health;
 mod jobs;
+pub mod openapi;
 mod resources;
 pub mod streams;
 pub mod views;
@@ -35,6 +37,7 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+use error::Problem;
 use views::{JobView, Page, ResourceView};
 
 use crate::aws_compat;
@@ -106,6 +109,20 @@ fn stream_slot(state: &AppState, headers: &HeaderMap) -> Result<streams::StreamS
 }
 
 pub fn router(state: AppState) -> Router {
+    routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_browser_pages,
+        ))
+        .with_state(state)
+}
+
+/// Every route, before the middlewares and the state (`openapi`'s test reads them).
+fn routes() -> Router<AppState> {
     let mut router = Router::new();
     for kind in Kind::ALL {
         router = router.route(
@@ -131,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .merge(console::routes())
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::serve))
         .route("/v1/apply", post(apply))
         .route("/v1/computeenvironments", get(list_compute_environments))
         .route("/v1/jobqueues", get(list_job_queues))
@@ -160,15 +178,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see the API section of the README")
         })
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            refuse_browser_pages,
-        ))
-        .with_state(state)
 }
 
 /// Refuses what a web page could send to drive the API (`core::request_guard`), before

@@ -3,12 +3,15 @@
 
 use super::*;
 
-#[derive(Deserialize)]
+/// Documents as `batchctl apply -f` sends them: each `{apiVersion, kind, metadata, spec}`, or
+/// an AWS Batch JSON document.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ApplyRequest {
     documents: Vec<serde_json::Value>,
 }
 
+#[utoipa::path(post, path = "/v1/apply", tag = "resources", request_body = ApplyRequest, responses((status = 200, description = "What each document did", body = answers::ApplyAnswer), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn apply(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -106,7 +109,7 @@ async fn apply_documents(
     state.schedules.handle().notify_changed();
     state.store.refresh_job_event_interest().await?;
     state.rules.notify();
-    Ok(Json(serde_json::json!({ "applied": applied, "warnings": warnings })).into_response())
+    Ok(Json(answers::ApplyAnswer { applied, warnings }).into_response())
 }
 
 /// `DELETE /v1/{collection}/{name}`: deletes a resource, or deregisters a job definition (all
@@ -117,7 +120,7 @@ pub(super) async fn delete_resource(
     caller: Caller,
     kind: Kind,
     name: String,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<answers::DeleteAnswer>, ApiError> {
     let (name, revision) = match kind {
         Kind::JobDefinition => {
             let reference = crate::core::model::DefinitionRef::parse(&name)
@@ -143,7 +146,7 @@ pub(super) async fn delete_resource(
         }
         Kind::WebhookTrigger | Kind::Notification => {}
     }
-    Ok(Json(serde_json::json!({ "deleted": deleted })))
+    Ok(Json(answers::DeleteAnswer { deleted }))
 }
 
 pub(super) async fn resources(
@@ -162,12 +165,14 @@ pub(super) async fn resources(
     }))
 }
 
+#[utoipa::path(get, path = "/v1/computeenvironments", tag = "resources", responses((status = 200, description = "Compute environments as applied", body = Page<ResourceView>)))]
 pub(super) async fn list_compute_environments(
     State(state): State<AppState>,
 ) -> Result<Json<Page<ResourceView>>, ApiError> {
     resources(&state.store, Kind::ComputeEnvironment).await
 }
 
+#[utoipa::path(get, path = "/v1/jobqueues", tag = "resources", responses((status = 200, description = "Job queues as applied", body = Page<ResourceView>)))]
 pub(super) async fn list_job_queues(
     State(state): State<AppState>,
 ) -> Result<Json<Page<ResourceView>>, ApiError> {
@@ -175,9 +180,10 @@ pub(super) async fn list_job_queues(
 }
 
 /// Notifications as applied, without their secrets.
+#[utoipa::path(get, path = "/v1/notifications", tag = "events", responses((status = 200, description = "Notifications, secrets hidden", body = Page<ResourceView>)))]
 pub(super) async fn list_notifications(
     State(state): State<AppState>,
-) -> Result<Json<Page<serde_json::Value>>, ApiError> {
+) -> Result<Json<Page<ResourceView>>, ApiError> {
     let items = state
         .store
         .resource_specs(Kind::Notification)
@@ -190,7 +196,7 @@ pub(super) async fn list_notifications(
             if let Some(endpoint) = spec.get("endpoint").and_then(|e| e.as_str()) {
                 spec["endpoint"] = views::redacted_endpoint(endpoint).into();
             }
-            serde_json::json!({"apiVersion": manifest::API_VERSION, "kind": "Notification", "metadata": {"name": name}, "spec": spec})
+            ResourceView::new(Kind::Notification.as_str(), name, None, spec)
         })
         .collect();
     Ok(Json(Page {
@@ -200,22 +206,21 @@ pub(super) async fn list_notifications(
 }
 
 /// The dead-letter list: notifications whose retries are spent.
+#[utoipa::path(get, path = "/v1/dlq", tag = "events", responses((status = 200, description = "Notifications whose retries are spent", body = Page<answers::DeadLetterView>)))]
 pub(super) async fn list_dead_letters(
     State(state): State<AppState>,
-) -> Result<Json<Page<serde_json::Value>>, ApiError> {
+) -> Result<Json<Page<answers::DeadLetterView>>, ApiError> {
     let items = state
         .store
         .dead_notifications(MAX_PAGE_SIZE)
         .await?
         .into_iter()
-        .map(|delivery| {
-            serde_json::json!({
-                "eventId": delivery.event_id,
-                "notification": delivery.notification,
-                "attempts": delivery.attempts,
-                "lastError": delivery.last_error,
-                "event": serde_json::from_str::<serde_json::Value>(&delivery.body).unwrap_or(serde_json::Value::Null),
-            })
+        .map(|delivery| answers::DeadLetterView {
+            event: serde_json::from_str(&delivery.body).unwrap_or(serde_json::Value::Null),
+            event_id: delivery.event_id,
+            notification: delivery.notification,
+            attempts: delivery.attempts,
+            last_error: delivery.last_error,
         })
         .collect();
     Ok(Json(Page {
@@ -224,17 +229,18 @@ pub(super) async fn list_dead_letters(
     }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RedriveRequest {
     notification: Option<String>,
 }
 
 /// Sends dead letters again (those of one notification, or all); their retries start over.
+#[utoipa::path(post, path = "/v1/dlq/redrive", tag = "events", request_body(content = RedriveRequest, description = "One notification's dead letters, or all when empty"), responses((status = 200, description = "How many were queued again", body = answers::RedriveAnswer), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn redrive_dead_letters(
     State(state): State<AppState>,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<answers::RedriveAnswer>, ApiError> {
     let request: RedriveRequest = if body.is_empty() {
         RedriveRequest::default()
     } else {
@@ -244,13 +250,14 @@ pub(super) async fn redrive_dead_letters(
         .store
         .redrive_notifications(request.notification.as_deref(), now_millis())
         .await?;
-    Ok(Json(serde_json::json!({"redriven": redriven})))
+    Ok(Json(answers::RedriveAnswer { redriven }))
 }
 
 /// Webhook triggers as applied, without their secrets.
+#[utoipa::path(get, path = "/v1/webhooktriggers", tag = "events", responses((status = 200, description = "Webhook triggers, secrets hidden", body = Page<answers::ResourceWithStatus<answers::WebhookTriggerStatus>>)))]
 pub(super) async fn list_webhook_triggers(
     State(state): State<AppState>,
-) -> Result<Json<Page<serde_json::Value>>, ApiError> {
+) -> Result<Json<Page<answers::ResourceWithStatus<answers::WebhookTriggerStatus>>>, ApiError> {
     let items = state
         .store
         .resource_specs(Kind::WebhookTrigger)
@@ -259,7 +266,11 @@ pub(super) async fn list_webhook_triggers(
         .map(|(name, mut spec)| {
             let n_secrets = spec["secrets"].as_array().map_or(0, Vec::len);
             spec["secrets"] = serde_json::json!(format!("({n_secrets} hidden)"));
-            serde_json::json!({"apiVersion": manifest::API_VERSION, "kind": "WebhookTrigger", "metadata": {"name": name}, "spec": spec, "status": {"url": format!("/v1/hooks/{name}")}})
+            let url = format!("/v1/hooks/{name}");
+            with_status(
+                ResourceView::new(Kind::WebhookTrigger.as_str(), name, None, spec),
+                answers::WebhookTriggerStatus { url },
+            )
         })
         .collect();
     Ok(Json(Page {
@@ -269,28 +280,30 @@ pub(super) async fn list_webhook_triggers(
 }
 
 /// Event rules as applied, each with its latest deliveries.
+#[utoipa::path(get, path = "/v1/eventrules", tag = "events", responses((status = 200, description = "Event rules with their latest deliveries", body = Page<answers::ResourceWithStatus<answers::RuleStatus>>)))]
 pub(super) async fn list_event_rules(
     State(state): State<AppState>,
-) -> Result<Json<Page<serde_json::Value>>, ApiError> {
+) -> Result<Json<Page<answers::ResourceWithStatus<answers::RuleStatus>>>, ApiError> {
     let mut items = Vec::new();
     for (name, spec) in state.store.resource_specs(Kind::EventRule).await? {
-        let deliveries: Vec<serde_json::Value> = state
+        let recent_deliveries = state
             .store
             .rule_deliveries(&name, 10)
             .await?
             .into_iter()
-            .map(|(event_id, outcome, job_id, reason)| {
-                serde_json::json!({"eventId": event_id, "outcome": outcome, "jobId": job_id, "reason": reason})
-            })
+            .map(
+                |(event_id, outcome, job_id, reason)| answers::DeliveryView {
+                    event_id,
+                    outcome,
+                    job_id,
+                    reason,
+                },
+            )
             .collect();
-        let view = ResourceView::new("EventRule", name, None, spec);
-        items.push(serde_json::json!({
-            "apiVersion": view.api_version,
-            "kind": view.kind,
-            "metadata": view.metadata,
-            "spec": view.spec,
-            "status": {"recentDeliveries": deliveries},
-        }));
+        items.push(with_status(
+            ResourceView::new(Kind::EventRule.as_str(), name, None, spec),
+            answers::RuleStatus { recent_deliveries },
+        ));
     }
     Ok(Json(Page {
         items,
@@ -299,9 +312,10 @@ pub(super) async fn list_event_rules(
 }
 
 /// Schedules as applied, with when each fires next and what its last tick did.
+#[utoipa::path(get, path = "/v1/schedules", tag = "schedules", responses((status = 200, description = "Schedules with their next fire time and last tick", body = Page<answers::ResourceWithStatus<answers::ScheduleStatus>>)))]
 pub(super) async fn list_schedules(
     State(state): State<AppState>,
-) -> Result<Json<Page<serde_json::Value>>, ApiError> {
+) -> Result<Json<Page<answers::ResourceWithStatus<answers::ScheduleStatus>>>, ApiError> {
     let now = chrono::Utc::now();
     let mut items = Vec::new();
     for stored in state.store.schedules().await? {
@@ -321,33 +335,35 @@ pub(super) async fn list_schedules(
             })
             .flatten()
             .filter(|tick| schedule.end.is_none_or(|end| *tick <= end));
-        let last_view = match last {
+        let last_firing = match last {
             Some(firing) => {
                 let job_status = match &firing.job_id {
                     Some(job_id) => state.store.job(job_id).await?.map(|job| job.status),
                     None => None,
                 };
-                serde_json::json!({
-                    "scheduledTime": chrono::DateTime::from_timestamp_millis(firing.scheduled_time)
+                Some(answers::LastFiring {
+                    scheduled_time: chrono::DateTime::from_timestamp_millis(firing.scheduled_time)
                         .map(|t| t.with_timezone(&schedule.time_zone).to_rfc3339()),
-                    "outcome": firing.outcome.as_str(),
-                    "jobId": firing.job_id.map(|id| id.0),
-                    "jobStatus": job_status,
-                    "reason": firing.reason,
+                    outcome: firing.outcome.as_str().to_string(),
+                    job_id: firing.job_id.map(|id| id.0),
+                    job_status,
+                    reason: firing.reason,
                 })
             }
-            None => serde_json::Value::Null,
+            None => None,
         };
-        items.push(serde_json::json!({
-            "apiVersion": manifest::API_VERSION,
-            "kind": "Schedule",
-            "metadata": {"name": schedule.name},
-            "spec": stored.spec,
-            "status": {
-                "nextFireTime": next.map(|t| t.with_timezone(&schedule.time_zone).to_rfc3339()),
-                "lastFiring": last_view,
+        items.push(with_status(
+            ResourceView::new(
+                Kind::Schedule.as_str(),
+                schedule.name.to_string(),
+                None,
+                stored.spec.clone(),
+            ),
+            answers::ScheduleStatus {
+                next_fire_time: next.map(|t| t.with_timezone(&schedule.time_zone).to_rfc3339()),
+                last_firing,
             },
-        }));
+        ));
     }
     Ok(Json(Page {
         items,
@@ -356,6 +372,7 @@ pub(super) async fn list_schedules(
 }
 
 /// Fires a schedule now, as a tick at this instant (subject to its overlap policy).
+#[utoipa::path(post, path = "/v1/schedules/{name}/trigger", tag = "schedules", params(("name" = String, Path, description = "The schedule")), responses((status = 201, description = "The job it submitted", body = JobView), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn trigger_schedule(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -398,6 +415,7 @@ pub(super) async fn trigger_schedule(
     }
 }
 
+#[utoipa::path(get, path = "/v1/jobdefinitions", tag = "resources", params(("name" = Option<String>, Query, description = "Only this definition's revisions")), responses((status = 200, description = "Job definition revisions, ACTIVE or INACTIVE", body = Page<ResourceView>), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn list_job_definitions(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -429,4 +447,15 @@ pub(super) async fn list_job_definitions(
         items,
         next_cursor: None,
     }))
+}
+
+/// A listed resource with the status its kind shows beside the spec.
+fn with_status<S>(view: ResourceView, status: S) -> answers::ResourceWithStatus<S> {
+    answers::ResourceWithStatus {
+        api_version: view.api_version,
+        kind: view.kind,
+        metadata: view.metadata,
+        spec: view.spec,
+        status,
+    }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::model::{ArrayRole, Attempt, ExitRule, Job, JobStatus, Resources};
 use crate::manifest::{KeyValue, ResourceRequirement, API_VERSION};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobView {
     pub job_id: String,
@@ -52,7 +52,7 @@ pub struct JobView {
 
 /// An array child in a list (`GET /v1/jobs?arrayJobId=…`), in the shape of AWS Batch's
 /// JobSummary: no container or parameters, which are the parent's (`GET /v1/jobs/{parent}`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChildView {
     pub job_id: String,
@@ -92,7 +92,7 @@ impl From<&crate::store::ChildSummary> for ChildView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DependencyView {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,7 +102,7 @@ pub struct DependencyView {
 }
 
 /// AWS Batch's ArrayPropertiesDetail: `size` and `statusSummary` on a parent, `index` on a child.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArrayPropertiesView {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,7 +133,7 @@ impl JobView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerView {
     pub image: String,
@@ -149,7 +149,7 @@ pub struct ContainerView {
     pub exit_code: Option<i32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryStrategyView {
     pub attempts: u32,
@@ -159,7 +159,7 @@ pub struct RetryStrategyView {
     pub backoff: Option<BackoffView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackoffView {
     pub initial_delay_seconds: u64,
@@ -168,13 +168,13 @@ pub struct BackoffView {
     pub jitter: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TimeoutView {
     pub attempt_duration_seconds: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptView {
     pub attempt_number: u32,
@@ -185,7 +185,7 @@ pub struct AttemptView {
     pub stopped_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CurrentAttemptView {
     pub attempt_number: u32,
@@ -311,7 +311,7 @@ pub fn resource_requirements(resources: &Resources) -> Vec<ResourceRequirement> 
 }
 
 /// A stored resource, shaped as the document that applies it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceView {
     pub api_version: String,
@@ -323,7 +323,7 @@ pub struct ResourceView {
     pub status: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceMetadataView {
     pub name: String,
@@ -344,7 +344,7 @@ impl ResourceView {
 }
 
 /// A page of a list.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Page<T> {
     pub items: Vec<T>,

@@ -53,7 +53,7 @@ pub const DEFAULT_RESOURCES: Resources = Resources {
 pub const MAX_RETRY_ATTEMPTS: u32 = 10;
 
 /// A problem with one field of the input, and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -83,7 +83,19 @@ impl fmt::Display for FieldError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub enum Kind {
     ComputeEnvironment,
     JobQueue,

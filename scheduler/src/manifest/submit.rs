@@ -115,7 +115,7 @@ pub(super) fn array_size(
 
 /// A submit request, as AWS Batch's SubmitJob: `jobName`, `jobQueue`, `jobDefinition` (`name` or
 /// `name:revision`), `parameters`, `containerOverrides`, and per-job `retryStrategy` and `timeout`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubmitJobRequest {
     #[serde(default)]
@@ -143,14 +143,14 @@ pub struct SubmitJobRequest {
 }
 
 /// AWS Batch's ArrayProperties of SubmitJob.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ArrayPropertiesSpec {
     pub size: u32,
 }
 
 /// AWS Batch's JobDependency.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobDependencySpec {
     #[serde(default)]
@@ -162,7 +162,7 @@ pub struct JobDependencySpec {
 /// How many jobs one job may depend on (AWS Batch allows 20).
 pub const MAX_DEPENDENCIES: usize = 1000;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerOverrides {
     #[serde(default)]

@@ -42,7 +42,7 @@ impl From<sqlx::Error> for DeleteError {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeletedAction {
     Deleted,
@@ -51,7 +51,7 @@ pub enum DeletedAction {
 }
 
 /// What a delete did to one thing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Deleted {
     pub kind: &'static str,

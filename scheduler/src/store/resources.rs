@@ -14,7 +14,7 @@ use crate::core::model::{
 };
 use crate::manifest::{self, FieldError, Kind, Resource};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AppliedAction {
     Created,
@@ -23,7 +23,7 @@ pub enum AppliedAction {
 }
 
 /// What `apply` did with one document.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Applied {
     pub kind: Kind,

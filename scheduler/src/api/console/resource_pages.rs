@@ -6,6 +6,8 @@ use maud::{html, Markup};
 use serde_json::Value;
 
 use super::pages::{json_block, time, Abilities};
+use crate::api::answers::{DeadLetterView, ResourceWithStatus, RuleStatus, ScheduleStatus};
+use crate::api::views::ResourceView;
 
 fn text(value: &Value) -> String {
     match value {
@@ -15,14 +17,14 @@ fn text(value: &Value) -> String {
     }
 }
 
-fn job_link(job_id: &Value) -> Markup {
-    match job_id.as_str() {
+fn job_link(job_id: Option<&str>) -> Markup {
+    match job_id {
         Some(id) => html! { a href={ "/console/jobs/" (id) } { (id) } },
         None => html! { "—" },
     }
 }
 
-pub fn schedules(items: &[Value]) -> Markup {
+pub fn schedules(items: &[ResourceWithStatus<ScheduleStatus>]) -> Markup {
     html! {
         h1 { "Schedules" }
         section id="schedules" data-live aria-label="Schedules" {
@@ -34,18 +36,21 @@ pub fn schedules(items: &[Value]) -> Markup {
                         th scope="col" { "Job" } th scope="col" { "Job status" }
                     } }
                     tbody { @for item in items {
-                        @let spec = &item["spec"];
-                        @let last = &item["status"]["lastFiring"];
-                        tr data-schedule=(text(&item["metadata"]["name"])) {
-                            th scope="row" { (text(&item["metadata"]["name"])) }
-                            @let zone = if spec["timeZone"].is_string() { &spec["timeZone"] } else { &spec["scheduleExpressionTimezone"] };
+                        @let spec = &item.spec;
+                        @let last = item.status.last_firing.as_ref();
+                        @let zone = if spec["timeZone"].is_string() { &spec["timeZone"] } else { &spec["scheduleExpressionTimezone"] };
+                        tr data-schedule=(item.metadata.name) {
+                            th scope="row" { (item.metadata.name) }
                             td { code { (text(&spec["scheduleExpression"])) } @if zone.is_string() { " (" (text(zone)) ")" } }
                             td { @if spec["state"].is_string() { (text(&spec["state"])) } @else { "ENABLED" } }
-                            td { @if item["status"]["nextFireTime"].is_null() { "—" } @else { (text(&item["status"]["nextFireTime"])) } }
-                            td { (text(&last["scheduledTime"])) }
-                            td { (text(&last["outcome"])) @if last["reason"].is_string() { ": " span class="reason" { (text(&last["reason"])) } } }
-                            td { (job_link(&last["jobId"])) }
-                            td { (text(&last["jobStatus"])) }
+                            td { (item.status.next_fire_time.as_deref().unwrap_or("—")) }
+                            td { (last.and_then(|l| l.scheduled_time.as_deref()).unwrap_or("—")) }
+                            td {
+                                (last.map_or("—", |l| l.outcome.as_str()))
+                                @if let Some(reason) = last.and_then(|l| l.reason.as_deref()) { ": " span class="reason" { (reason) } }
+                            }
+                            td { (job_link(last.and_then(|l| l.job_id.as_deref()))) }
+                            td { (last.and_then(|l| l.job_status).map_or("", |s| s.as_str())) }
                         }
                     } }
                 } }
@@ -54,27 +59,26 @@ pub fn schedules(items: &[Value]) -> Markup {
     }
 }
 
-pub fn rules(items: &[Value]) -> Markup {
+pub fn rules(items: &[ResourceWithStatus<RuleStatus>]) -> Markup {
     html! {
         h1 { "Event rules" }
         section id="rules" data-live aria-label="Event rules" {
             @if items.is_empty() { p { "No event rules." } }
             @for item in items {
-                @let name = text(&item["metadata"]["name"]);
+                @let name = &item.metadata.name;
                 article aria-labelledby={ "rule-" (name) } {
                     h2 id={ "rule-" (name) } { (name) }
-                    details { summary { "Pattern and target" } (json_block(&item["spec"])) }
-                    @let deliveries = item["status"]["recentDeliveries"].as_array().cloned().unwrap_or_default();
-                    @if deliveries.is_empty() { p { "No deliveries yet." } } @else {
+                    details { summary { "Pattern and target" } (json_block(&item.spec)) }
+                    @if item.status.recent_deliveries.is_empty() { p { "No deliveries yet." } } @else {
                         div class="scroll" { table {
                             caption { "Recent deliveries" }
                             thead { tr { th scope="col" { "Event" } th scope="col" { "Outcome" } th scope="col" { "Job" } th scope="col" { "Reason" } } }
-                            tbody { @for delivery in &deliveries {
+                            tbody { @for delivery in &item.status.recent_deliveries {
                                 tr {
-                                    td { code { (text(&delivery["eventId"])) } }
-                                    td { (text(&delivery["outcome"])) }
-                                    td { (job_link(&delivery["jobId"])) }
-                                    td class="reason" { (text(&delivery["reason"])) }
+                                    td { code { (delivery.event_id) } }
+                                    td { (delivery.outcome) }
+                                    td { (job_link(delivery.job_id.as_deref())) }
+                                    td class="reason" { (delivery.reason.as_deref().unwrap_or("")) }
                                 }
                             } }
                         } }
@@ -85,7 +89,11 @@ pub fn rules(items: &[Value]) -> Markup {
     }
 }
 
-pub fn notifications(items: &[Value], dead_letters: &[Value], abilities: Abilities) -> Markup {
+pub fn notifications(
+    items: &[ResourceView],
+    dead_letters: &[DeadLetterView],
+    abilities: Abilities,
+) -> Markup {
     html! {
         h1 { "Notifications" }
         section id="notifications" data-live aria-label="Notifications" {
@@ -94,9 +102,9 @@ pub fn notifications(items: &[Value], dead_letters: &[Value], abilities: Abiliti
                     thead { tr { th scope="col" { "Notification" } th scope="col" { "Endpoint" } th scope="col" { "Pattern" } } }
                     tbody { @for item in items {
                         tr {
-                            th scope="row" { (text(&item["metadata"]["name"])) }
-                            td { code { (text(&item["spec"]["endpoint"])) } }
-                            td { code { (text(&item["spec"]["eventPattern"])) } }
+                            th scope="row" { (item.metadata.name) }
+                            td { code { (text(&item.spec["endpoint"])) } }
+                            td { code { (text(&item.spec["eventPattern"])) } }
                         }
                     } }
                 } }
@@ -117,16 +125,15 @@ pub fn notifications(items: &[Value], dead_letters: &[Value], abilities: Abiliti
                         th scope="col" { "Last error" } @if abilities.admin { th scope="col" { "Redrive" } }
                     } }
                     tbody { @for letter in dead_letters {
-                        @let notification = text(&letter["notification"]);
                         tr {
-                            td { code { (text(&letter["eventId"])) } }
-                            td { (notification) }
-                            td { (text(&letter["attempts"])) }
-                            td class="reason" { (text(&letter["lastError"])) }
+                            td { code { (letter.event_id) } }
+                            td { (letter.notification) }
+                            td { (letter.attempts) }
+                            td class="reason" { (letter.last_error.as_deref().unwrap_or("")) }
                             @if abilities.admin {
                                 td { button type="button" data-action="/v1/dlq/redrive"
-                                    data-body=(serde_json::json!({"notification": notification}).to_string())
-                                    data-confirm={ "Send the dead letters of " (notification) " again?" } { "Redrive " (notification) } }
+                                    data-body=(serde_json::json!({"notification": letter.notification}).to_string())
+                                    data-confirm={ "Send the dead letters of " (letter.notification) " again?" } { "Redrive " (letter.notification) } }
                             }
                         }
                     } }
@@ -153,7 +160,7 @@ fn event_item(seq: i64, envelope: &Value) -> Markup {
         li data-seq=(seq) {
             (time(chrono::DateTime::parse_from_rfc3339(envelope["time"].as_str().unwrap_or_default()).ok().map(|t| t.timestamp_millis())))
             " " strong { (text(&envelope["detail-type"])) } " from " code { (text(&envelope["source"])) }
-            @if detail["jobId"].is_string() { " " (job_link(&detail["jobId"])) }
+            @if let Some(job_id) = detail["jobId"].as_str() { " " (job_link(Some(job_id))) }
             @if detail["status"].is_string() { " → " (text(&detail["status"])) }
         }
     }
