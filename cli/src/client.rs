@@ -51,14 +51,13 @@ impl Client {
         Ok(response.json().await?)
     }
 
-    /// `DELETE path`. The body is empty, but declared JSON, as the server asks of every
-    /// request that changes something.
+    /// `DELETE path` (no body).
     pub async fn delete(&self, path: &str) -> anyhow::Result<Value> {
-        let request = self
-            .http
-            .delete(self.url(path))
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
-        Ok(self.send(request).await?.json().await?)
+        Ok(self
+            .send(self.http.delete(self.url(path)))
+            .await?
+            .json()
+            .await?)
     }
 
     /// `PATCH path` with a JSON body.

@@ -171,6 +171,7 @@ pub fn is_console_shell(method: &str, path: &str) -> bool {
 pub fn required_scope(method: &str, path: &str) -> Option<Scope> {
     if path == "/healthz"
         || path == "/metrics"
+        || path == "/openapi.json"
         || path.starts_with("/v1/hooks/")
         || is_console_shell(method, path)
     {
@@ -321,6 +322,7 @@ mod tests {
             );
         }
         assert_eq!(required_scope("GET", "/healthz"), None);
+        assert_eq!(required_scope("GET", "/openapi.json"), None);
         assert_eq!(required_scope("POST", "/v1/hooks/github"), None);
         // The console's shell is open; its data is not.
         for shell in [

@@ -10,7 +10,7 @@
 //!   the web console's shell, which holds no data (a link to it from elsewhere works; what it
 //!   fetches then is same-origin). No CORS headers are
 //!   ever sent, so a page cannot read answers either.
-//! - A request that changes something (any method but GET, HEAD, OPTIONS) must say
+//! - A request with a body (POST, PATCH) must say
 //!   `Content-Type: application/json`: the types a page may send without a preflight
 //!   (`text/plain`, forms) are refused. Webhook deliveries (`/v1/hooks/…`) are exempt: third
 //!   parties send what they send, and their signature proves them.
@@ -86,8 +86,10 @@ pub fn check(request: &RequestFacts<'_>, listening: SocketAddr) -> Result<(), Re
             return Err(Refusal::CrossOrigin(format!("Sec-Fetch-Site: {site}")));
         }
     }
-    let changes = !matches!(request.method, "GET" | "HEAD" | "OPTIONS");
-    if changes && !request.path.starts_with("/v1/hooks/") && !is_json(request.content_type) {
+    // Only what carries a body: a DELETE has none, and methods the API does not serve (PUT,
+    // TRACE, …) are answered 405 by the router.
+    let has_body = matches!(request.method, "POST" | "PATCH");
+    if has_body && !request.path.starts_with("/v1/hooks/") && !is_json(request.content_type) {
         return Err(Refusal::NotJson(request.content_type.map(str::to_string)));
     }
     Ok(())
@@ -193,6 +195,18 @@ mod tests {
                 false,
             ),
             ("POST", "/v1/jobs/x/terminate", here, None, None, false),
+            (
+                "PATCH",
+                "/v1/jobqueues/q",
+                here,
+                None,
+                Some("text/plain"),
+                false,
+            ),
+            // No body: nothing to declare (a page cannot send a DELETE without a preflight,
+            // which the API never grants); methods it does not serve reach the router's 405.
+            ("DELETE", "/v1/jobs/x", here, None, None, true),
+            ("TRACE", "/v1/jobs", here, None, None, true),
             // A page of another origin, even sending JSON.
             (
                 "POST",

@@ -55,11 +55,43 @@ pub(super) async fn submit(
 }
 
 /// A page of top-level jobs in full, or of one array's children as summaries.
-#[derive(serde::Serialize, utoipa::ToSchema)]
+#[derive(serde::Serialize)]
 #[serde(untagged)]
 pub(super) enum JobList {
     Jobs(Page<JobView>),
     Children(Page<views::ChildView>),
+}
+
+/// `anyOf`, not the `oneOf` a derive writes for an untagged enum: an empty page is both.
+impl utoipa::PartialSchema for JobList {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::AnyOfBuilder::new()
+            .item(<Page<JobView> as utoipa::PartialSchema>::schema())
+            .item(<Page<views::ChildView> as utoipa::PartialSchema>::schema())
+            .description(Some(
+                "A page of top-level jobs in full, or (with arrayJobId) of one array's children as summaries",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for JobList {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        use utoipa::PartialSchema;
+        for (name, schema) in [
+            (JobView::name(), JobView::schema()),
+            (views::ChildView::name(), views::ChildView::schema()),
+        ] {
+            schemas.push((name.into(), schema));
+        }
+        JobView::schemas(schemas);
+        views::ChildView::schemas(schemas);
+    }
 }
 
 /// Jobs, newest first. Array children (`arrayJobId`) are listed as summaries without the spec

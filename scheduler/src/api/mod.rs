@@ -118,6 +118,21 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             refuse_browser_pages,
         ))
+        // Set after the layers, so it replaces the 405 they wrap: a method a path does not serve
+        // is 405 (with `Allow`) before any token or content type is asked for; it holds no data.
+        .method_not_allowed_fallback(|request: axum::extract::Request| async move {
+            ApiError {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                title: "Method not allowed".into(),
+                detail: format!(
+                    "{} is not served at {}; the Allow header lists what is",
+                    request.method(),
+                    request.uri().path()
+                ),
+                errors: Vec::new(),
+                retry_after: None,
+            }
+        })
         .with_state(state)
 }
 

@@ -79,7 +79,75 @@ pub fn document() -> Document {
             .paths
             .insert(format!("/v1/{}/{{name}}", kind.collection()), item);
     }
+    for (path, item) in document.paths.paths.iter_mut() {
+        let operations = [
+            ("GET", item.get.as_mut()),
+            ("POST", item.post.as_mut()),
+            ("PUT", item.put.as_mut()),
+            ("PATCH", item.patch.as_mut()),
+            ("DELETE", item.delete.as_mut()),
+        ];
+        for (method, operation) in operations {
+            if let Some(operation) = operation {
+                add_common_responses(method, path, operation);
+            }
+        }
+    }
     document
+}
+
+/// The answers every route may give besides its own: those of the middlewares (browser
+/// guard, tokens) and of a database that is away or full.
+fn add_common_responses(
+    method: &str,
+    path: &str,
+    operation: &mut utoipa::openapi::path::Operation,
+) {
+    let mut add = |code: &str, description: &str| {
+        operation
+            .responses
+            .responses
+            .entry(code.to_string())
+            .or_insert_with(|| problem(description).into());
+    };
+    add(
+        "403",
+        "Refused: sent by a web page of another origin, or the token lacks the scope",
+    );
+    if crate::core::auth::required_scope(method, path).is_some() {
+        add(
+            "401",
+            "A valid API token is required (Authorization: Bearer TOKEN)",
+        );
+    }
+    if matches!(method, "POST" | "PATCH") && !path.starts_with("/v1/hooks/") {
+        add(
+            "415",
+            "The body must be declared Content-Type: application/json",
+        );
+    }
+    add(
+        "503",
+        "The database does not answer; try again after Retry-After",
+    );
+    if method != "GET" {
+        add(
+            "507",
+            "The database's disk is full: nothing was written; try again after Retry-After",
+        );
+    }
+}
+
+fn problem(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
 }
 
 #[derive(Clone, Copy)]
@@ -89,17 +157,6 @@ enum ResourceChange {
 }
 
 fn resource_operation(kind: Kind, change: ResourceChange) -> utoipa::openapi::path::Operation {
-    let problem = |description: &str| {
-        ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build()
-    };
     let json = |schema: &str| {
         ContentBuilder::new()
             .schema(Some(Ref::from_schema_name(schema)))

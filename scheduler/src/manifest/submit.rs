@@ -117,6 +117,12 @@ pub(super) fn array_size(
 /// `name:revision`), `parameters`, `containerOverrides`, and per-job `retryStrategy` and `timeout`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(example = json!({
+    "jobName": "hello",
+    "jobQueue": "default",
+    "jobDefinition": "hello",
+    "parameters": {"who": "you"}
+}))]
 pub struct SubmitJobRequest {
     #[serde(default)]
     pub job_name: Option<String>,
