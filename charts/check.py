@@ -6,6 +6,7 @@ directory given, so the caller can have the real server validate it.
 
 Usage: check.py OUTPUT_DIR. Exit status 0 when every check passes; each failure is printed."""
 
+import json
 import os
 import sys
 
@@ -106,6 +107,10 @@ def main(output_dir):
     check(env["BATCHCTL_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "batchctl-database", "the existing database Secret")
     [monitor] = by_kind(documents, "ServiceMonitor")
     check(monitor["spec"]["endpoints"][0]["path"] == "/metrics", "the ServiceMonitor scrapes /metrics")
+    dashboards = [c for c in by_kind(documents, "ConfigMap") if c["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    check(len(dashboards) == 1, "the Grafana dashboard ConfigMap when enabled")
+    dashboard = json.loads(dashboards[0]["data"]["batchctl.json"])
+    check(dashboard["uid"] == "batchctl" and len(dashboard["panels"]) >= 8, "the dashboard's panels")
 
     # Without a database or tokens the chart refuses to render, saying what is missing.
     try:

@@ -9,6 +9,7 @@ pub use batchctl_core as core;
 pub mod dispatcher;
 pub mod leadership;
 pub mod manifest;
+pub mod metrics;
 pub mod notifier;
 pub mod outage;
 pub mod peers;

@@ -37,6 +37,7 @@ pub struct Notifier {
     store: Store,
     http: reqwest::Client,
     policy: Arc<EndpointPolicy>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Notifier {
@@ -54,7 +55,14 @@ impl Notifier {
             store,
             http,
             policy,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Reports retries and dead letters to the server's metrics.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Notifier {
+        self.metrics = metrics;
+        self
     }
 
     pub async fn run(self, cancel: CancellationToken) {
@@ -192,10 +200,12 @@ impl Notifier {
                     .then(|| now + notification_backoff(failed).as_millis() as i64);
                 match retry_at {
                     Some(_) => {
-                        tracing::warn!(notification = %notification.name, event_id = %delivery.event_id, %error, attempt = failed, "notification failed; will retry")
+                        tracing::warn!(notification = %notification.name, event_id = %delivery.event_id, %error, attempt = failed, "notification failed; will retry");
+                        self.metrics.count_notification_retry(&notification.name);
                     }
                     None => {
-                        tracing::error!(notification = %notification.name, event_id = %delivery.event_id, %error, "notification failed for good; see batchctl dlq list")
+                        tracing::error!(notification = %notification.name, event_id = %delivery.event_id, %error, "notification failed for good; see batchctl dlq list");
+                        self.metrics.count_dead_letter(&notification.name);
                     }
                 }
                 self.store

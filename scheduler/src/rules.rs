@@ -158,6 +158,9 @@ impl RuleRunner {
                     .await?
                 {
                     tracing::info!(rule = %rule.name, event_id = %event.event_id, job_id = %job.job_id, "rule submitted a job");
+                    self.dispatcher
+                        .metrics()
+                        .count_rule_delivery(&rule.name, "submitted");
                     self.dispatcher.notify_work();
                 }
             }
@@ -167,6 +170,9 @@ impl RuleRunner {
                 self.store
                     .record_failed_delivery(&event.event_id, &rule.name, &reason, now)
                     .await?;
+                self.dispatcher
+                    .metrics()
+                    .count_rule_delivery(&rule.name, "failed");
             }
         }
         Ok(())

@@ -305,6 +305,10 @@ impl ScheduleRunner {
             .await?
         {
             tracing::info!(schedule = %schedule.name, %tick, %job_id, "schedule fired");
+            self.dispatcher.metrics().observe_schedule_lateness(
+                schedule.name.as_str(),
+                (now - tick.timestamp_millis()) as f64 / 1000.0,
+            );
             self.dispatcher.notify_work();
             Ok(Some(job_id))
         } else {

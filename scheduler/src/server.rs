@@ -363,10 +363,14 @@ async fn lead(leading: Leading, shutdown: CancellationToken) -> Result<(), Serve
     )
     .with_handle(schedule_handle);
     let schedules_task = tokio::spawn(Arc::new(schedules).run(stop.clone()));
+    let metrics = Arc::clone(dispatcher_handle.metrics());
     let rules = RuleRunner::new(store.clone(), dispatcher_handle).with_handle(rules_handle);
     let rules_task = tokio::spawn(rules.run(stop.clone()));
-    let notifier_task =
-        tokio::spawn(Notifier::new(store.clone(), notification_policy).run(stop.clone()));
+    let notifier_task = tokio::spawn(
+        Notifier::new(store.clone(), notification_policy)
+            .with_metrics(metrics)
+            .run(stop.clone()),
+    );
     let prune_task = tokio::spawn(prune_bus_periodically(
         store.clone(),
         event_retention,

@@ -13,6 +13,7 @@ mod faults;
 mod high_availability;
 mod kubernetes;
 mod lifecycle;
+mod metrics;
 mod openapi;
 mod process_executor;
 mod schedules;

@@ -206,8 +206,96 @@ pub fn retry_delay(backoff: &Backoff, attempt_number: u32, jitter: f64) -> Durat
     Duration::from_secs_f64(jittered.max(0.0))
 }
 
+/// How an attempt ended, in a few words a metric may carry as a label (`batchctl_attempts_ended`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndClass {
+    Succeeded,
+    Failed,
+    OutOfMemory,
+    StartFailed,
+    /// The backend stopped it (a Kubernetes deadline, an eviction).
+    Stopped,
+    Lost,
+    Timeout,
+    Terminated,
+    Drained,
+}
+
+impl EndClass {
+    /// What stopped the attempt, if batchctl did; otherwise what the work did.
+    pub fn of(outcome: &AttemptOutcome, stop_cause: Option<&StopCause>) -> EndClass {
+        match stop_cause {
+            Some(StopCause::Timeout { .. }) => return EndClass::Timeout,
+            Some(StopCause::Terminated { .. }) => return EndClass::Terminated,
+            Some(StopCause::Drained { .. }) => return EndClass::Drained,
+            None => {}
+        }
+        match outcome {
+            AttemptOutcome::Exited {
+                exit_code: 0,
+                signal: None,
+            } => EndClass::Succeeded,
+            AttemptOutcome::Exited { .. } => EndClass::Failed,
+            AttemptOutcome::OutOfMemory { .. } => EndClass::OutOfMemory,
+            AttemptOutcome::StartFailed { .. } => EndClass::StartFailed,
+            AttemptOutcome::Stopped { .. } => EndClass::Stopped,
+            AttemptOutcome::Lost { .. } => EndClass::Lost,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndClass::Succeeded => "succeeded",
+            EndClass::Failed => "failed",
+            EndClass::OutOfMemory => "out_of_memory",
+            EndClass::StartFailed => "start_failed",
+            EndClass::Stopped => "stopped",
+            EndClass::Lost => "lost",
+            EndClass::Timeout => "timeout",
+            EndClass::Terminated => "terminated",
+            EndClass::Drained => "drained",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_end_is_classed_by_what_stopped_it_then_by_what_the_work_did() {
+        let exited = |exit_code, signal| AttemptOutcome::Exited { exit_code, signal };
+        let timeout = StopCause::Timeout { seconds: 5 };
+        let terminated = StopCause::Terminated { reason: "r".into() };
+        let cases = [
+            (exited(0, None), None, EndClass::Succeeded),
+            (exited(1, None), None, EndClass::Failed),
+            (exited(0, Some(9)), None, EndClass::Failed),
+            (exited(137, Some(9)), Some(&timeout), EndClass::Timeout),
+            (exited(0, None), Some(&terminated), EndClass::Terminated),
+            (
+                AttemptOutcome::OutOfMemory { exit_code: None },
+                None,
+                EndClass::OutOfMemory,
+            ),
+            (
+                AttemptOutcome::StartFailed { reason: "x".into() },
+                None,
+                EndClass::StartFailed,
+            ),
+            (
+                AttemptOutcome::Lost { reason: "x".into() },
+                None,
+                EndClass::Lost,
+            ),
+        ];
+        for (outcome, cause, class) in cases {
+            assert_eq!(
+                EndClass::of(&outcome, cause),
+                class,
+                "{outcome:?} {cause:?}"
+            );
+        }
+    }
     use super::*;
 
     #[test]

@@ -17,58 +17,51 @@ fn leader_view(role: crate::leadership::RoleState) -> answers::LeaderView {
     }
 }
 
-/// Prometheus text exposition: job counts by status, leadership, and compute environment health.
-/// Open like `/healthz`: counts only, no job data.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
+/// `/metrics` (`crate::metrics`): what this server observed, and the job counts, leadership and
+/// environment health read now. Open like `/healthz`: counts only, no job data.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "OpenMetrics text exposition", body = String, content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
 pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    use crate::core::model::JobStatus;
     use crate::leadership::RoleState;
-    use std::fmt::Write;
-    let counts = state.store.job_counts().await?;
-    let mut by_status: HashMap<&str, i64> = HashMap::new();
-    for count in &counts {
-        *by_status.entry(count.status.as_str()).or_default() += count.n;
-    }
-    let mut text =
-        String::from("# HELP batchctl_jobs Jobs in each status.\n# TYPE batchctl_jobs gauge\n");
-    for status in JobStatus::ALL {
-        let n = by_status.get(status.as_str()).copied().unwrap_or(0);
-        let _ = writeln!(text, "batchctl_jobs{{status=\"{}\"}} {n}", status.as_str());
-    }
-    text.push_str(
-        "# HELP batchctl_queue_jobs Jobs of each queue in each status (pairs without jobs left out).\n\
-         # TYPE batchctl_queue_jobs gauge\n",
-    );
-    for count in &counts {
-        let _ = writeln!(
-            text,
-            "batchctl_queue_jobs{{queue=\"{}\",status=\"{}\"}} {}",
-            count.queue, count.status, count.n
-        );
-    }
+    let queue_jobs = state
+        .store
+        .job_counts()
+        .await?
+        .into_iter()
+        .map(|count| (count.queue, count.status, count.n))
+        .collect();
     let (leader, term) = match state.role.get() {
-        RoleState::Leader { term } => (1, term.unwrap_or(0)),
-        RoleState::Follower => (0, 0),
+        RoleState::Leader { term } => (true, term.unwrap_or(0)),
+        RoleState::Follower => (false, 0),
     };
-    let _ = write!(
-        text,
-        "# HELP batchctl_leader Whether this server leads (runs the dispatcher).\n\
-         # TYPE batchctl_leader gauge\nbatchctl_leader {leader}\n\
-         # HELP batchctl_leader_term The lease term this server leads in (0: follower or SQLite).\n\
-         # TYPE batchctl_leader_term gauge\nbatchctl_leader_term {term}\n\
-         # HELP batchctl_compute_environment_up Whether the environment's executor answered last time.\n\
-         # TYPE batchctl_compute_environment_up gauge\n"
-    );
     let unhealthy = state.dispatcher.unhealthy_environments();
-    for environment in state.store.compute_environments().await? {
-        let name = environment.name.to_string();
-        let up = u8::from(!unhealthy.contains_key(&name));
-        let _ = writeln!(
-            text,
-            "batchctl_compute_environment_up{{environment=\"{name}\"}} {up}"
-        );
-    }
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+    let environments = state
+        .store
+        .compute_environments()
+        .await?
+        .into_iter()
+        .map(|environment| {
+            let name = environment.name.to_string();
+            let up = !unhealthy.contains_key(&name);
+            (name, up)
+        })
+        .collect();
+    let text = state
+        .dispatcher
+        .metrics()
+        .encode(&crate::metrics::Snapshot {
+            queue_jobs,
+            leader,
+            term,
+            environments,
+        });
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// The server, its database, and each compute environment (`ok`, or why its executor could not

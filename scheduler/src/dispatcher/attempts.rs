@@ -44,6 +44,7 @@ impl Dispatcher {
                     transition(active.status, JobEvent::Started)?;
                     self.handle.set_health(&active.environment, None);
                     active.started_at = Some(at);
+                    observe_start(&self.handle, active, number, at);
                 }
                 AttemptEvent::Started { number, at, .. } if number == active.number => {
                     let to = transition(active.status, JobEvent::Started)?;
@@ -56,11 +57,15 @@ impl Dispatcher {
                     });
                     active.status = to;
                     active.started_at = Some(at);
+                    observe_start(&self.handle, active, number, at);
                     after.push(None);
                 }
                 AttemptEvent::Deferred { number, reason, .. } if number == active.number => {
                     let to = transition(active.status, JobEvent::StartDeferred)?;
                     self.handle.set_health(&active.environment, Some(&reason));
+                    self.handle
+                        .metrics()
+                        .count_executor_error(active.environment.as_str());
                     transitions.push(Transition {
                         job_id: job_id.clone(),
                         from: active.status,
@@ -94,6 +99,13 @@ impl Dispatcher {
                         rand_fraction(),
                     );
                     let to = transition(active.status, JobEvent::AttemptEnded(judgement.verdict))?;
+                    self.handle.metrics().observe_attempt_end(
+                        active.queue.as_str(),
+                        crate::core::retry::EndClass::of(&outcome, stop_cause.as_ref()),
+                        active
+                            .started_at
+                            .map(|started| (at - started) as f64 / 1000.0),
+                    );
                     tracing::info!(%job_id, attempt = number, status = %to, reason = %judgement.reason, "attempt ended");
                     transitions.push(Transition {
                         job_id: job_id.clone(),
@@ -208,6 +220,16 @@ impl Dispatcher {
 }
 
 /// Passes a stop request to an attempt's supervisor, unless one was passed already.
+/// A first attempt's start ends the job's wait in its queue.
+fn observe_start(handle: &DispatcherHandle, active: &ActiveAttempt, number: u32, at: i64) {
+    if number == 1 {
+        handle.metrics().observe_queue_wait(
+            active.queue.as_str(),
+            (at - active.submitted_at) as f64 / 1000.0,
+        );
+    }
+}
+
 fn ask_to_stop(active: &ActiveAttempt, request: StopRequest) {
     active.stop.send_if_modified(|current| {
         let first = current.is_none();

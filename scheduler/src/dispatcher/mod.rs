@@ -149,6 +149,9 @@ pub struct DispatcherHandle {
     share_standings: Arc<std::sync::Mutex<HashMap<QueueName, Vec<ShareStanding>>>>,
     /// Where wake-ups are also sent for other servers (see `crate::peers`).
     peers: Arc<std::sync::OnceLock<mpsc::Sender<Wake>>>,
+    /// The server's metrics: the dispatcher, the schedule and rule runners and the notifier
+    /// report to them, `/metrics` reads them (one per server, shared through this handle).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// What a wake-up asks the dispatcher to look at.
@@ -176,6 +179,10 @@ impl Wake {
 }
 
 impl DispatcherHandle {
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
     /// New jobs: look at the queues now.
     pub fn notify_work(&self) {
         self.wake_local(Wake::Work);
@@ -268,6 +275,8 @@ struct ActiveAttempt {
     queue: QueueName,
     /// The fair-share share the attempt counts against, if its queue has a policy.
     share: Option<String>,
+    /// When the job was submitted (epoch milliseconds), for the queue wait its first start ends.
+    submitted_at: i64,
 }
 
 /// A finished attempt the executor may forget once its end is committed.
@@ -374,7 +383,12 @@ impl Dispatcher {
                     break;
                 }
             }
-            let progressed = match self.pass(&mut buffered, &mut next_poll).await {
+            let started = std::time::Instant::now();
+            let passed = self.pass(&mut buffered, &mut next_poll).await;
+            self.handle
+                .metrics()
+                .observe_dispatch_pass(started.elapsed().as_secs_f64());
+            let progressed = match passed {
                 Ok(progressed) => {
                     outage.recovered();
                     progressed

@@ -275,6 +275,7 @@ impl Dispatcher {
                 retry: job.spec.retry.clone(),
                 queue: job.queue.clone(),
                 share: job.spec.share_identifier.clone(),
+                submitted_at: job.created_at,
             },
         );
         let Some(executor) = executor else {
