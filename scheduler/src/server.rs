@@ -270,6 +270,7 @@ pub async fn run(
         listening: address,
         process_executor: config.process_executor,
         streams: Default::default(),
+        console_charts: Default::default(),
         sqlite_data_dir: match &location {
             StoreLocation::Sqlite { .. } => Some(config.data_dir.clone()),
             StoreLocation::Postgres { .. } => None,

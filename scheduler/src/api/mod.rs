@@ -6,7 +6,7 @@
 //! - A 2xx to a submit or an apply means the write committed.
 
 pub mod answers;
-mod console;
+pub mod console;
 pub mod error;
 mod events;
 mod health;
@@ -80,6 +80,8 @@ pub struct AppState {
     pub streams: streams::StreamSlots,
     /// Whether process environments may be applied.
     pub process_executor: crate::server::ProcessExecutorSetting,
+    /// The console's per-minute chart counts of minutes that are over.
+    pub console_charts: Arc<std::sync::Mutex<console::chart::MinuteCache>>,
 }
 
 /// A slot for a long-lived answer, or 429 saying why there is none.

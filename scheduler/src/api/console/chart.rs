@@ -47,6 +47,63 @@ pub fn series(queues: &[String], rows: &[FinishedMinute], now: i64) -> Vec<Queue
         .collect()
 }
 
+/// The per-minute counts of minutes that are over, kept between requests so a page refresh reads
+/// only the last minutes from the store (a busy installation finishes millions of jobs in the
+/// window; the console refreshes after every burst of events).
+#[derive(Debug, Default)]
+pub struct MinuteCache {
+    queues: Vec<String>,
+    /// Rows of minutes before `complete_before`.
+    rows: Vec<FinishedMinute>,
+    complete_before: i64,
+}
+
+/// How far back a refresh reads again: jobs are written a moment after they stop, so the minute
+/// before this one may still gain some.
+const SETTLE_MINUTES: i64 = 2;
+
+impl MinuteCache {
+    /// The epoch milliseconds from which the store must be read for `queues` at `now`.
+    pub fn read_since(&self, queues: &[String], now: i64) -> i64 {
+        let first = now.div_euclid(60_000) - WINDOW_MINUTES as i64 + 1;
+        let from = if self.queues == queues {
+            self.complete_before.max(first)
+        } else {
+            first
+        };
+        from * 60_000
+    }
+
+    /// Merges what was read since `read_since` and gives every row of the window.
+    pub fn merge(
+        &mut self,
+        queues: &[String],
+        now: i64,
+        since: i64,
+        read: Vec<FinishedMinute>,
+    ) -> Vec<FinishedMinute> {
+        let minute_now = now.div_euclid(60_000);
+        let first = minute_now - WINDOW_MINUTES as i64 + 1;
+        let read_from = since.div_euclid(60_000);
+        if self.queues != queues {
+            self.queues = queues.to_vec();
+            self.rows.clear();
+        }
+        self.rows
+            .retain(|row| row.minute >= first && row.minute < read_from);
+        let settled = minute_now - SETTLE_MINUTES;
+        let mut all = self.rows.clone();
+        for row in read {
+            if row.minute < settled {
+                self.rows.push(row.clone());
+            }
+            all.push(row);
+        }
+        self.complete_before = settled;
+        all
+    }
+}
+
 const WIDTH: f64 = 540.0;
 const HEIGHT: f64 = 90.0;
 const LEFT: f64 = 44.0;
@@ -161,6 +218,50 @@ mod tests {
         );
         assert_eq!(series[1].finished[0], 2.0);
         assert_eq!(series[1].mean_wait_seconds[0], 0.5);
+    }
+
+    #[test]
+    fn the_cache_reads_only_the_last_minutes_once_it_has_the_rest() {
+        let queues = vec!["q".to_string()];
+        let minute = |m: i64| m * 60_000 + 5_000;
+        let mut cache = MinuteCache::default();
+        // First read: the whole window.
+        let now = minute(1_000);
+        let since = cache.read_since(&queues, now);
+        assert_eq!(since, (1_000 - WINDOW_MINUTES as i64 + 1) * 60_000);
+        let all = cache.merge(
+            &queues,
+            now,
+            since,
+            vec![
+                row("q", 900, 1, 1, 0),
+                row("q", 999, 2, 2, 0),
+                row("q", 1_000, 3, 3, 0),
+            ],
+        );
+        assert_eq!(all.len(), 3);
+        // A minute later: only from two minutes back; the settled minute 900 comes from the cache.
+        let now = minute(1_001);
+        let since = cache.read_since(&queues, now);
+        assert_eq!(since, 998 * 60_000);
+        let all = cache.merge(
+            &queues,
+            now,
+            since,
+            vec![
+                row("q", 999, 2, 2, 0),
+                row("q", 1_000, 4, 4, 0),
+                row("q", 1_001, 1, 1, 0),
+            ],
+        );
+        let counts: Vec<(i64, u64)> = all.iter().map(|r| (r.minute, r.finished)).collect();
+        assert_eq!(counts, [(900, 1), (999, 2), (1_000, 4), (1_001, 1)]);
+        // Another queue: everything again.
+        let other = vec!["q".to_string(), "p".to_string()];
+        assert_eq!(
+            cache.read_since(&other, now),
+            (1_001 - WINDOW_MINUTES as i64 + 1) * 60_000
+        );
     }
 
     #[test]

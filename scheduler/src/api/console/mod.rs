@@ -11,7 +11,7 @@
 //! - Every page carries a Content-Security-Policy allowing only this origin's script and style:
 //!   nothing is fetched from elsewhere, and no inline script runs.
 
-mod chart;
+pub mod chart;
 mod pages;
 mod resource_pages;
 
@@ -118,6 +118,14 @@ fn abilities(caller: Option<Extension<Caller>>) -> Abilities {
     }
 }
 
+fn lock(
+    cache: &std::sync::Mutex<chart::MinuteCache>,
+) -> std::sync::MutexGuard<'_, chart::MinuteCache> {
+    cache
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn state_name(state: ResourceState) -> &'static str {
     match state {
         ResourceState::Enabled => "ENABLED",
@@ -199,8 +207,9 @@ async fn overview(State(state): State<AppState>) -> Result<Response, ApiError> {
     let storage = super::health::storage_health(state.sqlite_data_dir.as_deref());
     let queue_names: Vec<String> = queues.iter().map(|queue| queue.name.clone()).collect();
     let now = now_millis();
-    let since = now - (chart::WINDOW_MINUTES as i64) * 60_000;
-    let minutes = state.store.finished_by_minute(&queue_names, since).await?;
+    let since = lock(&state.console_charts).read_since(&queue_names, now);
+    let read = state.store.finished_by_minute(&queue_names, since).await?;
+    let minutes = lock(&state.console_charts).merge(&queue_names, now, since, read);
     let overview = pages::Overview {
         status: if unhealthy.is_empty() && storage.full.is_none() {
             "ok".into()
