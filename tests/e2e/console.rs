@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::support::{postgres_url, Server};
+use crate::support::{postgres_url, required_program, tokens_file, Server};
 
 const READER: &str = "console-reader-token-0123456789";
 const SUBMITTER: &str = "console-submitter-token-0123456789";
@@ -27,31 +27,17 @@ impl Drop for Browser {
     }
 }
 
-/// Whether the tests may skip for want of a browser: outside CI only, saying so loudly.
-fn chromedriver() -> Option<&'static str> {
-    let found = Command::new("chromedriver")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if found {
-        return Some("chromedriver");
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but chromedriver is missing: the console's browser tests must run in CI (apt-get install chromium chromium-driver)");
-    }
-    eprintln!("\n!!! SKIPPING a console browser test: chromedriver is not installed (apt-get install chromium chromium-driver) !!!\n");
-    None
-}
-
 impl Browser {
     async fn start() -> Option<Browser> {
-        let program = chromedriver()?;
+        if !required_program("chromedriver", "apt-get install chromium chromium-driver") {
+            return None;
+        }
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let driver = Command::new(program)
+        let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -90,6 +76,30 @@ impl Browser {
 
     async fn open(&self, url: &str) {
         self.client.goto(url).await.unwrap();
+    }
+
+    /// Opens `url` and waits until `css` holds `expected`.
+    async fn visit(&self, url: &str, css: &str, expected: &str) {
+        self.open(url).await;
+        self.until_contains(css, expected).await;
+    }
+
+    async fn until_contains(&self, css: &str, expected: &str) {
+        self.until_text(css, expected, |text| text.contains(expected))
+            .await;
+    }
+
+    /// Types `token` into the sign-in form and sends it.
+    async fn sign_in(&self, token: &str) {
+        let field = self.client.find(Locator::Id("token")).await.unwrap();
+        field.send_keys(token).await.unwrap();
+        self.client
+            .find(Locator::Css("#login button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
     }
 
     /// Waits until `check` holds for the text of the element `css` (which must appear).
@@ -181,13 +191,11 @@ async fn console_shows_jobs_live_and_cancels(server: Server) {
     };
     server.apply_examples();
     let (talker, waiter) = submit_jobs(&server);
+    let url = |path: &str| format!("{}{path}", server.url);
 
     // The job list, then a job submitted after it loaded appears and finishes without a reload.
-    browser.open(&format!("{}/console/jobs", server.url)).await;
     browser
-        .until_text("#job-list", "the list shows the talker", |text| {
-            text.contains(&talker)
-        })
+        .visit(&url("/console/jobs"), "#job-list", &talker)
         .await;
     let quick = server.submit(&[
         "--queue",
@@ -210,40 +218,29 @@ async fn console_shows_jobs_live_and_cancels(server: Server) {
         "no navigation happened"
     );
 
-    // Filters: by name (a prefix) and by status.
+    // Filters: by name (a prefix).
     browser
-        .open(&format!("{}/console/jobs?name=wait*", server.url))
-        .await;
-    browser
-        .until_text("#job-list", "the name filter", |text| {
-            text.contains(&waiter)
-        })
+        .visit(&url("/console/jobs?name=wait*"), "#job-list", &waiter)
         .await;
     assert_eq!(browser.count("tr[data-job-id]").await, 1);
 
     // The running job's output follows live: the second line comes three seconds later.
     browser
-        .open(&format!("{}/console/jobs/{talker}", server.url))
+        .visit(
+            &url(&format!("/console/jobs/{talker}")),
+            "#output",
+            "first line",
+        )
         .await;
-    browser
-        .until_text("#output", "the first line", |text| {
-            text.contains("first line")
-        })
-        .await;
-    browser
-        .until_text("#output", "the second line, followed", |text| {
-            text.contains("second line")
-        })
-        .await;
+    browser.until_contains("#output", "second line").await;
 
     // The waiting job says why, links its dependency, and is cancelled with the button.
     browser
-        .open(&format!("{}/console/jobs/{waiter}", server.url))
-        .await;
-    browser
-        .until_text("#job-why", "why it waits", |text| {
-            text.contains("it waits for 1 to succeed")
-        })
+        .visit(
+            &url(&format!("/console/jobs/{waiter}")),
+            "#job-why",
+            "it waits for 1 to succeed",
+        )
         .await;
     assert_eq!(
         browser
@@ -259,21 +256,10 @@ async fn console_shows_jobs_live_and_cancels(server: Server) {
         .until_attribute("#job-status", "data-status", "FAILED")
         .await;
     assert_eq!(server.job(&waiter)["status"], "FAILED");
-    browser
-        .until_text("#status", "the outcome is announced", |text| {
-            text.contains("Done")
-        })
-        .await;
+    browser.until_contains("#status", "Done").await;
 
     // The overview: the queue's counts, the environment, the failure, a chart.
-    browser.open(&format!("{}/", server.url)).await;
-    browser
-        .until_text(
-            "#failures",
-            "the cancelled job is a recent failure",
-            |text| text.contains("waiter"),
-        )
-        .await;
+    browser.visit(&url("/"), "#failures", "waiter").await;
     browser
         .until_text(
             "tr[data-queue=\"default\"] [data-count=\"failed\"]",
@@ -321,52 +307,29 @@ async fn console_asks_for_a_token_and_hides_what_a_read_token_cannot_do() {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("tokens");
-    std::fs::write(
-        &file,
-        format!("read {READER}\nsubmit {SUBMITTER}\nadmin {ADMIN}\n"),
-    )
-    .unwrap();
-    let mut server = Server::start_with(
-        None,
-        &[
-            "--tokens-file".into(),
-            file.display().to_string(),
-            "--enable-process-executor".into(),
-        ],
-    );
+    let (_tokens, mut arguments) = tokens_file(&format!(
+        "read {READER}\nsubmit {SUBMITTER}\nadmin {ADMIN}\n"
+    ));
+    arguments.push("--enable-process-executor".into());
+    let mut server = Server::start_with(None, &arguments);
     server.token = Some(ADMIN.into());
     server.apply_examples();
     let (talker, waiter) = submit_jobs(&server);
+    let refusal = "a valid API token is required";
 
     // Without a token the console shows the sign-in form and no data.
     browser
-        .open(&format!("{}/console/jobs/{waiter}", server.url))
-        .await;
-    browser
-        .until_text("#login-reason", "the sign-in form says why", |text| {
-            text.contains("a valid API token is required")
-        })
+        .visit(
+            &format!("{}/console/jobs/{waiter}", server.url),
+            "#login-reason",
+            refusal,
+        )
         .await;
     assert!(!browser.client.source().await.unwrap().contains(&talker));
 
     // A read token sees the job, but no button that would be refused.
-    let field = browser.client.find(Locator::Id("token")).await.unwrap();
-    field.send_keys(READER).await.unwrap();
-    browser
-        .client
-        .find(Locator::Css("#login button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .until_text("#job-why", "the job page", |text| {
-            text.contains("waits for")
-        })
-        .await;
+    browser.sign_in(READER).await;
+    browser.until_contains("#job-why", "waits for").await;
     assert_eq!(browser.count("button[data-action]").await, 0);
     let url = browser.client.current_url().await.unwrap();
     assert!(
@@ -404,26 +367,9 @@ async fn console_asks_for_a_token_and_hides_what_a_read_token_cannot_do() {
         .click()
         .await
         .unwrap();
-    browser
-        .until_text("#login-reason", "signed out", |text| {
-            text.contains("a valid API token is required")
-        })
-        .await;
-    let field = browser.client.find(Locator::Id("token")).await.unwrap();
-    field.send_keys(SUBMITTER).await.unwrap();
-    browser
-        .client
-        .find(Locator::Css("#login button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    browser
-        .until_text("#job-summary", "the buttons", |text| {
-            text.contains("Cancel job")
-        })
-        .await;
+    browser.until_contains("#login-reason", refusal).await;
+    browser.sign_in(SUBMITTER).await;
+    browser.until_contains("#job-summary", "Cancel job").await;
     browser.client.clone().close().await.unwrap();
 }
 
@@ -449,10 +395,9 @@ async fn console_lists_schedules_rules_dead_letters_and_live_events() {
          apiVersion: batchctl/v1\nkind: Notification\nmetadata: {{name: pager}}\nspec:\n  eventPattern: {{source: [batchctl], detail: {{status: [FAILED]}}}}\n  endpoint: http://{closed}/hook\n  secret: {SECRET}\n  retryPolicy: {{maximumRetryAttempts: 0}}\n"
     ));
     server.submit_script("exit 3");
+    let url = |path: &str| format!("{}{path}", server.url);
 
-    browser
-        .open(&format!("{}/console/schedules", server.url))
-        .await;
+    browser.open(&url("/console/schedules")).await;
     browser
         .until_text(
             "tr[data-schedule=\"hourly-hello\"]",
@@ -460,40 +405,30 @@ async fn console_lists_schedules_rules_dead_letters_and_live_events() {
             |text| text.contains("@hourly") && text.contains(":00:00"),
         )
         .await;
-
-    browser.open(&format!("{}/console/rules", server.url)).await;
     browser
-        .until_text("#rules", "the rule", |text| text.contains("greet-signups"))
+        .visit(&url("/console/rules"), "#rules", "greet-signups")
         .await;
 
     // The failed job's notification fails once and is a dead letter, redriven with the button.
     browser
-        .open(&format!("{}/console/notifications", server.url))
-        .await;
-    browser
-        .until_text("#dead-letters", "the dead letter, live", |text| {
-            text.contains("pager") && text.contains("Redrive all")
-        })
+        .visit(
+            &url("/console/notifications"),
+            "#dead-letters",
+            "Redrive all",
+        )
         .await;
     assert!(!browser.client.source().await.unwrap().contains(SECRET));
     browser
         .click_and_confirm("#dead-letters tbody button[data-action=\"/v1/dlq/redrive\"]")
         .await;
     browser
-        .until_text("#status", "the redrive is done", |text| {
-            text.contains("Done: Redrive pager")
-        })
+        .until_contains("#status", "Done: Redrive pager")
         .await;
 
     // Events: those so far, and one put now appears without a reload (with the job its rule
     // submitted).
     browser
-        .open(&format!("{}/console/events", server.url))
-        .await;
-    browser
-        .until_text("#event-log", "job events", |text| {
-            text.contains("Job State Change")
-        })
+        .visit(&url("/console/events"), "#event-log", "Job State Change")
         .await;
     let output = server.cli(&[
         "events",
@@ -507,9 +442,7 @@ async fn console_lists_schedules_rules_dead_letters_and_live_events() {
     ]);
     assert!(output.status.success());
     browser
-        .until_text("#event-log", "the new event, live", |text| {
-            text.contains("Signup from shop")
-        })
+        .until_contains("#event-log", "Signup from shop")
         .await;
     browser.client.clone().close().await.unwrap();
 }

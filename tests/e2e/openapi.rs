@@ -5,40 +5,20 @@
 
 use std::process::Command;
 
-use crate::support::{stderr, stdout, Server};
+use crate::support::{required_program, stderr, stdout, tokens_file, Server};
 
 const ADMIN: &str = "fuzz-admin-token-0123456789";
 
-fn schemathesis() -> Option<&'static str> {
-    let found = Command::new("schemathesis")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if found {
-        return Some("schemathesis");
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but schemathesis is missing: the schema fuzzing must run in CI (pip install schemathesis)");
-    }
-    eprintln!("\n!!! SKIPPING the schema fuzzing: schemathesis is not installed (pip install schemathesis) !!!\n");
-    None
-}
-
 #[test]
 fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
-    let Some(program) = schemathesis() else {
+    if !required_program("schemathesis", "pip install schemathesis") {
         return;
-    };
+    }
     // With an admin token (everything may be tried) and without the process executor, so no
     // generated command runs on this host; the examples' queue and definition give the fuzzer
     // something real to submit to.
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::write(&tokens, format!("admin {ADMIN}\n")).unwrap();
-    let mut server = Server::start_with(
-        None,
-        &["--tokens-file".into(), tokens.display().to_string()],
-    );
+    let (dir, arguments) = tokens_file(&format!("admin {ADMIN}\n"));
+    let mut server = Server::start_with(None, &arguments);
     server.token = Some(ADMIN.into());
     let hello =
         std::fs::read_to_string(crate::support::repository_root().join("examples/hello.yaml"))
@@ -46,7 +26,7 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
             .replace("type: process", "type: docker");
     server.apply_text(&hello);
 
-    let output = Command::new(program)
+    let output = Command::new("schemathesis")
         .current_dir(dir.path())
         .args([
             "run",

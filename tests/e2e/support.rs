@@ -349,6 +349,32 @@ pub fn get_json(url: &str) -> Value {
     })
 }
 
+/// A tokens file (`SCOPE TOKEN` lines) in a temporary directory the caller keeps, and the
+/// `batchctl server` arguments that name it.
+pub fn tokens_file(lines: &str) -> (tempfile::TempDir, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, lines).unwrap();
+    let arguments = vec!["--tokens-file".to_string(), file.display().to_string()];
+    (dir, arguments)
+}
+
+/// Whether `program` runs (`--version`); in CI its absence fails the test, elsewhere the test is
+/// skipped after saying so loudly. `install` says how to get it.
+pub fn required_program(program: &str, install: &str) -> bool {
+    let found = Command::new(program)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CI=true but {program} is missing: the tests that need it must run in CI ({install})");
+        }
+        eprintln!("\n!!! SKIPPING a test: {program} is not installed ({install}) !!!\n");
+    }
+    found
+}
+
 /// A fresh Postgres database URL, or `None` after saying loudly why the test is skipped.
 pub fn postgres_url() -> Option<String> {
     let Ok(admin_url) = std::env::var("BATCHCTL_TEST_DATABASE_URL") else {
