@@ -478,6 +478,27 @@ async fn job_lists_page_newest_first_and_filter(store: Store) {
             "{bad:?}"
         );
     }
+    // A name is not indexed: a page looks through NAME_SCAN_WINDOW sequence numbers below its
+    // cursor and, finding fewer than asked, points at the rest. From a cursor far above the
+    // jobs (seq 1 to 6), it takes windows to reach them, never a scan of everything at once.
+    use batchctl_scheduler::store::NAME_SCAN_WINDOW;
+    let window = |before: i64| JobFilter {
+        name: Some(batchctl_scheduler::store::JobNameFilter::parse("te*").unwrap()),
+        before: Some(before),
+        limit: 10,
+        ..JobFilter::default()
+    };
+    let page = store.jobs(&window(2 * NAME_SCAN_WINDOW + 5)).await.unwrap();
+    assert!(page.jobs.is_empty());
+    assert_eq!(page.next, Some(NAME_SCAN_WINDOW + 5));
+    let page = store.jobs(&window(NAME_SCAN_WINDOW + 5)).await.unwrap();
+    let ids: Vec<&str> = page.jobs.iter().map(|j| j.job_id.0.as_str()).collect();
+    assert_eq!(ids, ["5"]);
+    assert_eq!(page.next, Some(5), "jobs 1 to 4 are below this window");
+    let page = store.jobs(&window(5)).await.unwrap();
+    let ids: Vec<&str> = page.jobs.iter().map(|j| j.job_id.0.as_str()).collect();
+    assert_eq!(ids, ["4", "3", "2", "1"]);
+    assert_eq!(page.next, None);
     let other_queue = store
         .jobs(&JobFilter {
             queue: Some(QueueName::try_from("other".to_string()).unwrap()),

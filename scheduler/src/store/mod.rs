@@ -44,7 +44,7 @@ use sqlx::{AnyPool, Executor};
 pub use events::{BusEvent, StoredRule, WatchGuard};
 pub use jobs::{
     ChildPage, ChildSummary, Effect, FinishedArray, JobFilter, JobNameFilter, JobPage, NewJob,
-    Transition, MAX_PAGE_SPEC_BYTES,
+    Transition, MAX_PAGE_SPEC_BYTES, NAME_SCAN_WINDOW,
 };
 pub use lease::{Fence, LeaseHolder};
 pub use lifecycle::{DeleteError, Deleted, DeletedAction, DELETE_BATCH};

@@ -103,6 +103,11 @@ impl JobNameFilter {
     }
 }
 
+/// How many sequence numbers (jobs submitted, array children included) one page filtered by
+/// name looks through below its cursor. A page finding fewer matches than asked gives a cursor
+/// to the rest, so a request costs at most this many rows whatever the history holds.
+pub const NAME_SCAN_WINDOW: i64 = 100_000;
+
 /// The most bytes of job specs one page of `jobs` reads: a page holds fewer jobs than asked
 /// when their specs are large (at least one), so a list costs bounded memory whatever was
 /// submitted.

@@ -88,7 +88,24 @@ impl Store {
 
     /// Jobs newest first, with their finished attempts.
     pub async fn jobs(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
-        let (conditions, order) = listing_plan(self.dialect, filter);
+        let (mut conditions, order) = listing_plan(self.dialect, filter);
+        // No index leads to a name: a page filtered by name reads at most NAME_SCAN_WINDOW
+        // sequence numbers below its cursor, and then says where to go on.
+        let floor = match &filter.name {
+            Some(_) => {
+                let (lowest, highest): (Option<i64>, Option<i64>) = sqlx::query_as(
+                    "SELECT (SELECT MIN(seq) FROM jobs), (SELECT MAX(seq) FROM jobs)",
+                )
+                .fetch_one(&self.read)
+                .await?;
+                let top = filter.before.unwrap_or(highest.unwrap_or(0) + 1);
+                let floor = top - NAME_SCAN_WINDOW;
+                // A number this code computed, never text from the request.
+                conditions.push(format!("seq >= {floor}"));
+                Some(floor).filter(|floor| lowest.is_some_and(|lowest| lowest < *floor))
+            }
+            None => None,
+        };
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE {} ORDER BY {order} LIMIT {}",
             conditions.join(" AND "),
@@ -111,7 +128,8 @@ impl Store {
         let next = if rows.len() > limit as usize {
             last_seq
         } else {
-            None
+            // Older jobs the name filter has not looked at yet.
+            floor
         };
         self.load_attempts(&mut jobs).await?;
         Ok(JobPage { jobs, next })
