@@ -25,6 +25,10 @@ impl Dispatcher {
         let mut transitions = Vec::with_capacity(events.len());
         // What to do for each transition once it is committed.
         let mut after: Vec<Option<Removal>> = Vec::new();
+        // What each transition tells the metrics, reported only once it is committed (a start
+        // folded into its end is told with the end).
+        let mut observed: Vec<Vec<Observed>> = Vec::new();
+        let mut folded_starts: HashMap<JobId, Observed> = HashMap::new();
         for event in events {
             let job_id = match &event {
                 AttemptEvent::Started { job_id, .. }
@@ -44,7 +48,9 @@ impl Dispatcher {
                     transition(active.status, JobEvent::Started)?;
                     self.handle.set_health(&active.environment, None);
                     active.started_at = Some(at);
-                    observe_start(&self.handle, active, number, at);
+                    if let Some(start) = first_start(active, number, at) {
+                        folded_starts.insert(job_id.clone(), start);
+                    }
                 }
                 AttemptEvent::Started { number, at, .. } if number == active.number => {
                     let to = transition(active.status, JobEvent::Started)?;
@@ -57,15 +63,15 @@ impl Dispatcher {
                     });
                     active.status = to;
                     active.started_at = Some(at);
-                    observe_start(&self.handle, active, number, at);
+                    observed.push(first_start(active, number, at).into_iter().collect());
                     after.push(None);
                 }
                 AttemptEvent::Deferred { number, reason, .. } if number == active.number => {
                     let to = transition(active.status, JobEvent::StartDeferred)?;
                     self.handle.set_health(&active.environment, Some(&reason));
-                    self.handle
-                        .metrics()
-                        .count_executor_error(active.environment.as_str());
+                    observed.push(vec![Observed::ExecutorError {
+                        environment: active.environment.to_string(),
+                    }]);
                     transitions.push(Transition {
                         job_id: job_id.clone(),
                         from: active.status,
@@ -99,13 +105,16 @@ impl Dispatcher {
                         rand_fraction(),
                     );
                     let to = transition(active.status, JobEvent::AttemptEnded(judgement.verdict))?;
-                    self.handle.metrics().observe_attempt_end(
-                        active.queue.as_str(),
-                        crate::core::retry::EndClass::of(&outcome, stop_cause.as_ref()),
-                        active
+                    let mut told: Vec<Observed> =
+                        folded_starts.remove(&job_id).into_iter().collect();
+                    told.push(Observed::End {
+                        queue: active.queue.to_string(),
+                        class: crate::core::retry::EndClass::of(&outcome, stop_cause.as_ref()),
+                        ran_seconds: active
                             .started_at
                             .map(|started| (at - started) as f64 / 1000.0),
-                    );
+                    });
+                    observed.push(told);
                     tracing::info!(%job_id, attempt = number, status = %to, reason = %judgement.reason, "attempt ended");
                     transitions.push(Transition {
                         job_id: job_id.clone(),
@@ -156,9 +165,15 @@ impl Dispatcher {
             .iter()
             .zip(&applied)
             .any(|(transition, applied)| *applied && transition.to.is_terminal());
-        for ((transition, applied), cleanup) in transitions.iter().zip(applied).zip(after) {
+        for (((transition, applied), cleanup), told) in
+            transitions.iter().zip(applied).zip(after).zip(observed)
+        {
             if !applied {
                 tracing::warn!(job_id = %transition.job_id, from = %transition.from, to = %transition.to, "transition lost a compare-and-set");
+            } else {
+                for observation in told {
+                    observation.report(self.handle.metrics());
+                }
             }
             if let Some(Removal {
                 job_id,
@@ -220,14 +235,42 @@ impl Dispatcher {
 }
 
 /// Passes a stop request to an attempt's supervisor, unless one was passed already.
-/// A first attempt's start ends the job's wait in its queue.
-fn observe_start(handle: &DispatcherHandle, active: &ActiveAttempt, number: u32, at: i64) {
-    if number == 1 {
-        handle.metrics().observe_queue_wait(
-            active.queue.as_str(),
-            (at - active.submitted_at) as f64 / 1000.0,
-        );
+/// What a committed transition tells the metrics.
+enum Observed {
+    QueueWait {
+        queue: String,
+        seconds: f64,
+    },
+    End {
+        queue: String,
+        class: crate::core::retry::EndClass,
+        ran_seconds: Option<f64>,
+    },
+    ExecutorError {
+        environment: String,
+    },
+}
+
+impl Observed {
+    fn report(self, metrics: &crate::metrics::Metrics) {
+        match self {
+            Observed::QueueWait { queue, seconds } => metrics.observe_queue_wait(&queue, seconds),
+            Observed::End {
+                queue,
+                class,
+                ran_seconds,
+            } => metrics.observe_attempt_end(&queue, class, ran_seconds),
+            Observed::ExecutorError { environment } => metrics.count_executor_error(&environment),
+        }
     }
+}
+
+/// A first attempt's start ends the job's wait in its queue.
+fn first_start(active: &ActiveAttempt, number: u32, at: i64) -> Option<Observed> {
+    (number == 1).then(|| Observed::QueueWait {
+        queue: active.queue.to_string(),
+        seconds: (at - active.submitted_at) as f64 / 1000.0,
+    })
 }
 
 fn ask_to_stop(active: &ActiveAttempt, request: StopRequest) {
