@@ -19,7 +19,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::core::attempt::{origin_variables, JobOrigin};
-use crate::core::events::{fill_placeholders, input_values};
+use crate::core::events::{
+    chain_step, fill_placeholders, input_values, rule_loop_detected, ChainStep,
+};
 use crate::dispatcher::DispatcherHandle;
 use crate::manifest::SubmitJobRequest;
 use crate::outage::{AfterWait, Outage};
@@ -138,13 +140,46 @@ impl RuleRunner {
         if self.store.delivered(&event.event_id, &rule.name).await? {
             return Ok(());
         }
+        let now = now_millis();
+        let depth = match chain_step(&event.envelope, rule.max_chain_depth) {
+            ChainStep::Submit { depth } => depth,
+            ChainStep::Cut { depth, announce } => {
+                let reason = format!(
+                    "loop detected: this event comes from a chain of {} rule deliveries; the rule allows {} (maxChainDepth)",
+                    depth - 1,
+                    rule.max_chain_depth
+                );
+                tracing::warn!(rule = %rule.name, event_id = %event.event_id, %reason, "rule loop cut");
+                let announcement = announce.then(|| {
+                    rule_loop_detected(
+                        &rule.name,
+                        &event.event_id,
+                        depth,
+                        rule.max_chain_depth,
+                        &format!("{}-loop-{}", rule.name, event.event_id),
+                        chrono::Utc::now(),
+                    )
+                });
+                // Announced first: a crash in between announces again rather than not at all.
+                if let Some(announcement) = announcement {
+                    self.store.put_events(&[announcement], now).await?;
+                }
+                self.store
+                    .record_failed_delivery(&event.event_id, &rule.name, &reason, now)
+                    .await?;
+                self.dispatcher
+                    .metrics()
+                    .count_rule_delivery(&rule.name, "loop_cut");
+                return Ok(());
+            }
+        };
         let values = input_values(&rule.input_paths, &event.envelope);
         let request = transformed(&stored.target, &values);
-        let now = now_millis();
         match crate::submission::build_from_store(&self.store, &request, None, now, "target.")
             .await?
         {
             Ok(mut job) => {
+                job.spec.chain_depth = depth;
                 job.spec
                     .container
                     .environment

@@ -660,3 +660,56 @@ fn a_watcher_sees_job_state_changes_without_any_rule() {
     watcher.kill().unwrap();
     let _ = watcher.wait();
 }
+
+#[test]
+fn a_rule_that_feeds_itself_is_cut_at_its_chain_depth_and_says_so() {
+    let server = crate::support::Server::start(None);
+    server.apply_examples();
+    // Each job that succeeds submits another to the same queue: a loop, cut after 3 deliveries.
+    server.apply_text(
+        "apiVersion: batchctl/v1\nkind: EventRule\nmetadata: {name: again}\nspec:\n  eventPattern: {source: [batchctl], detail-type: [Job State Change], detail: {status: [SUCCEEDED]}}\n  target: {jobQueue: default, jobDefinition: hello}\n  maxChainDepth: 3\n",
+    );
+    server.submit(&["--queue", "default", "--definition", "hello"]);
+    let rule = crate::support::eventually(30, "the loop is cut", || {
+        let rules = server.json(&["get", "rules"]);
+        let deliveries = rules["items"][0]["status"]["recentDeliveries"].clone();
+        let cut = deliveries
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["outcome"] == "FAILED");
+        if cut {
+            Ok(deliveries)
+        } else {
+            Err(deliveries.to_string())
+        }
+    });
+    let failed = rule
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["outcome"] == "FAILED")
+        .unwrap()
+        .clone();
+    assert!(
+        failed["reason"].as_str().unwrap().starts_with(
+            "loop detected: this event comes from a chain of 3 rule deliveries; the rule allows 3"
+        ),
+        "{failed}"
+    );
+    // The first job and three the rule submitted; nothing after the cut.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let jobs = server.json(&["get", "jobs"]);
+    assert_eq!(jobs["items"].as_array().unwrap().len(), 4, "{jobs:#}");
+    // And an event says so, for a notification to alert on.
+    let events = server.json(&["events", "list"]);
+    let announced: Vec<&serde_json::Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["event"]["detail-type"] == "Rule Loop Detected")
+        .collect();
+    assert_eq!(announced.len(), 1, "{events:#}");
+    assert_eq!(announced[0]["event"]["detail"]["rule"], "again");
+    assert_eq!(announced[0]["event"]["detail"]["batchctlChainDepth"], 4);
+}

@@ -298,6 +298,75 @@ pub struct EventRule {
     pub enabled: bool,
     /// `inputTransformer.inputPathsMap`: `<name>` in the target takes the value at the path.
     pub input_paths: BTreeMap<String, String>,
+    /// `maxChainDepth`: how many rule deliveries in a row may lead to a job (`chain_step`).
+    pub max_chain_depth: u32,
+}
+
+/// A rule's `maxChainDepth` when it names none: AWS stops a recursive Lambda loop after 16 calls.
+pub const DEFAULT_MAX_CHAIN_DEPTH: u32 = 16;
+/// The most a rule may allow.
+pub const MAX_CHAIN_DEPTH: u32 = 1000;
+
+/// The detail field of a Job State Change event that says how many rule deliveries led to the
+/// job (absent when none did).
+pub const CHAIN_DEPTH_FIELD: &str = "batchctlChainDepth";
+/// The detail-type of the event a rule puts on the bus when it cuts a loop.
+pub const RULE_LOOP_DETECTED: &str = "Rule Loop Detected";
+
+/// What a rule may do with an event, given the chain of deliveries that led to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainStep {
+    /// Submit the job, `depth` deliveries deep.
+    Submit { depth: u32 },
+    /// Refuse: the chain is deeper than the rule allows. `announce` is false when the event is
+    /// itself a loop announcement, so cutting a loop never starts another.
+    Cut { depth: u32, announce: bool },
+}
+
+/// The step a rule's delivery of `envelope` would be: one deeper than the job whose state
+/// change the event is (0 for events from anywhere else), cut past `max_chain_depth`. Pure.
+pub fn chain_step(envelope: &serde_json::Value, max_chain_depth: u32) -> ChainStep {
+    let ours = envelope["source"] == JOB_EVENT_SOURCE;
+    let depth_before = if ours {
+        envelope["detail"][CHAIN_DEPTH_FIELD]
+            .as_u64()
+            .map_or(0, |depth| depth.min(u64::from(u32::MAX)) as u32)
+    } else {
+        0
+    };
+    let depth = depth_before.saturating_add(1);
+    if depth <= max_chain_depth {
+        ChainStep::Submit { depth }
+    } else {
+        ChainStep::Cut {
+            depth,
+            announce: !(ours && envelope["detail-type"] == RULE_LOOP_DETECTED),
+        }
+    }
+}
+
+/// The event that says a rule cut a loop; it carries the depth, so a rule matching it is cut too.
+pub fn rule_loop_detected(
+    rule: &str,
+    event_id: &str,
+    depth: u32,
+    max_chain_depth: u32,
+    id: &str,
+    time: DateTime<Utc>,
+) -> Event {
+    let mut detail = Map::new();
+    detail.insert("rule".into(), json!(rule));
+    detail.insert("eventId".into(), json!(event_id));
+    detail.insert(CHAIN_DEPTH_FIELD.into(), json!(depth));
+    detail.insert("maxChainDepth".into(), json!(max_chain_depth));
+    Event {
+        id: id.to_string(),
+        source: JOB_EVENT_SOURCE.into(),
+        detail_type: RULE_LOOP_DETECTED.into(),
+        time,
+        detail,
+        resources: Vec::new(),
+    }
 }
 
 /// The source and detail-type of the events batchctl emits for its own jobs.
@@ -313,6 +382,8 @@ pub struct JobChange {
     pub status: String,
     pub status_reason: Option<String>,
     pub exit_code: Option<i32>,
+    /// How many rule deliveries led to the job (0: none).
+    pub chain_depth: u32,
 }
 
 /// The Job State Change event of one transition, as AWS Batch sends to EventBridge.
@@ -328,6 +399,9 @@ pub fn job_state_change(change: &JobChange, id: &str, time: DateTime<Utc>) -> Ev
     if let Some(code) = change.exit_code {
         detail.insert("exitCode".into(), json!(code));
     }
+    if change.chain_depth > 0 {
+        detail.insert(CHAIN_DEPTH_FIELD.into(), json!(change.chain_depth));
+    }
     Event {
         id: id.to_string(),
         source: JOB_EVENT_SOURCE.into(),
@@ -342,6 +416,72 @@ pub fn job_state_change(change: &JobChange, id: &str, time: DateTime<Utc>) -> Ev
 pub fn notification_backoff(failed_attempts: u32) -> std::time::Duration {
     let seconds = 1u64 << failed_attempts.saturating_sub(1).min(16);
     std::time::Duration::from_secs(seconds.min(300))
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_of_rule_deliveries_is_cut_past_its_depth_and_cutting_starts_none() {
+        let job_event = |depth: Option<u32>| {
+            let mut detail = json!({"jobId": "j", "status": "SUCCEEDED"});
+            if let Some(depth) = depth {
+                detail[CHAIN_DEPTH_FIELD] = json!(depth);
+            }
+            json!({"source": "batchctl", "detail-type": "Job State Change", "detail": detail})
+        };
+        assert_eq!(
+            chain_step(&job_event(None), 3),
+            ChainStep::Submit { depth: 1 }
+        );
+        assert_eq!(
+            chain_step(&job_event(Some(2)), 3),
+            ChainStep::Submit { depth: 3 }
+        );
+        assert_eq!(
+            chain_step(&job_event(Some(3)), 3),
+            ChainStep::Cut {
+                depth: 4,
+                announce: true
+            }
+        );
+        // Someone else's event starts a chain, whatever its detail says.
+        let foreign = json!({"source": "shop", "detail-type": "Signup",
+            "detail": {CHAIN_DEPTH_FIELD: 99}});
+        assert_eq!(chain_step(&foreign, 3), ChainStep::Submit { depth: 1 });
+        // The announcement carries the depth: a rule matching it is cut, silently.
+        let announced = rule_loop_detected("r", "e", 4, 3, "id", Utc::now());
+        let envelope = announced.envelope();
+        assert_eq!(
+            chain_step(&envelope, 3),
+            ChainStep::Cut {
+                depth: 5,
+                announce: false
+            }
+        );
+        // A job's event says its depth only when it has one.
+        let change = JobChange {
+            job_id: "j".into(),
+            job_name: "n".into(),
+            job_queue: "q".into(),
+            status: "SUCCEEDED".into(),
+            status_reason: None,
+            exit_code: None,
+            chain_depth: 0,
+        };
+        let plain = job_state_change(&change, "1", Utc::now());
+        assert!(plain.detail.get(CHAIN_DEPTH_FIELD).is_none());
+        let deep = job_state_change(
+            &JobChange {
+                chain_depth: 2,
+                ..change
+            },
+            "2",
+            Utc::now(),
+        );
+        assert_eq!(deep.detail[CHAIN_DEPTH_FIELD], 2);
+    }
 }
 
 #[cfg(test)]

@@ -462,6 +462,14 @@ pub struct JobSpec {
     /// default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_log_bytes: Option<u64>,
+    /// How many rule deliveries in a row led to this job (0: submitted by a person, a schedule,
+    /// or a rule on an event from elsewhere — see `events::chain_step`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub chain_depth: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 /// The most children an array job may have (AWS Batch stops at 10,000).

@@ -428,6 +428,7 @@ mod tests {
                 share_identifier: None,
                 scheduling_priority: 0,
                 max_log_bytes: None,
+                chain_depth: 0,
             },
             created_at: 0,
             started_at: None,

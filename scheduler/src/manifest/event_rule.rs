@@ -14,6 +14,10 @@ pub struct EventRuleSpec {
     pub target: SubmitJobRequest,
     #[serde(default)]
     pub input_transformer: Option<InputTransformerSpec>,
+    /// How many rule deliveries in a row may lead to a job before the chain is cut as a loop
+    /// (default 16, as AWS stops a recursive Lambda loop).
+    #[serde(default)]
+    pub max_chain_depth: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,10 +49,22 @@ pub fn event_rule(name: String, spec: &EventRuleSpec) -> Result<EventRule, Field
             "needs jobQueue and jobDefinition: the job each matching event submits",
         ));
     }
+    let max_chain_depth = match spec.max_chain_depth {
+        None => crate::core::events::DEFAULT_MAX_CHAIN_DEPTH,
+        Some(depth @ 1..=crate::core::events::MAX_CHAIN_DEPTH) => depth,
+        Some(depth) => return Err(FieldError::new(
+            "maxChainDepth",
+            format!(
+                "is {depth}; give 1 to {} (how many rule deliveries in a row may lead to a job)",
+                crate::core::events::MAX_CHAIN_DEPTH
+            ),
+        )),
+    };
     Ok(EventRule {
         name,
         pattern,
         enabled: spec.state.unwrap_or(ResourceState::Enabled) == ResourceState::Enabled,
         input_paths,
+        max_chain_depth,
     })
 }

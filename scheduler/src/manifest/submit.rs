@@ -309,6 +309,7 @@ pub fn build_job(
                 .scheduling_priority_override
                 .unwrap_or(definition.spec.scheduling_priority),
             max_log_bytes: definition.spec.max_log_bytes,
+            chain_depth: 0,
         },
         created_at: now,
         started_at: None,

@@ -161,7 +161,7 @@ impl Emission {
     /// is cheaper to decode when no event is wanted).
     pub fn returning(&self) -> &'static str {
         match self.wanted {
-            true => "RETURNING job_id, job_name, job_queue, status, status_reason",
+            true => "RETURNING job_id, job_name, job_queue, status, status_reason, chain_depth",
             false => "RETURNING job_id",
         }
     }
@@ -175,6 +175,9 @@ fn change_from_row(row: &sqlx::any::AnyRow) -> Result<JobChange, StoreError> {
         status: row.try_get("status")?,
         status_reason: row.try_get("status_reason")?,
         exit_code: None,
+        chain_depth: row
+            .try_get::<i64, _>("chain_depth")?
+            .clamp(0, i64::from(u32::MAX)) as u32,
     })
 }
 

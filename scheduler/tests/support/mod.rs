@@ -163,6 +163,7 @@ pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
             share_identifier: None,
             scheduling_priority: 0,
             max_log_bytes: None,
+            chain_depth: 0,
             timeout_seconds: None,
         },
         created_at: 1,

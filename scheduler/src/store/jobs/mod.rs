@@ -393,9 +393,9 @@ async fn insert_array_children(
          SELECT i + 1 FROM array_index WHERE i + 1 < $1) \
          INSERT INTO jobs (job_id, job_name, job_queue, status, spec, vcpu_millis, memory_mib, \
          gpus, created_at, updated_at, array_parent, array_index, share_identifier, \
-         scheduling_priority) \
+         scheduling_priority, chain_depth) \
          SELECT $2 || ':' || CAST(i AS TEXT), $3, $4, 'SUBMITTED', '', $5, $6, $7, $8, $8, $2, i, \
-         $9, $10 FROM array_index",
+         $9, $10, $11 FROM array_index",
     )
     .bind(i64::from(size))
     .bind(parent.job_id.0.clone())
@@ -407,6 +407,7 @@ async fn insert_array_children(
     .bind(parent.created_at)
     .bind(parent.spec.share_identifier.clone())
     .bind(parent.spec.scheduling_priority)
+    .bind(i64::from(parent.spec.chain_depth))
     .execute(&mut **transaction)
     .await?;
     for dependency in &parent.spec.depends_on {
@@ -436,11 +437,11 @@ async fn insert_array_children(
 
 /// `INSERT` of `rows` jobs (bound by `bind_jobs`), returning the ids of those inserted.
 fn insert_sql(dialect: super::Dialect, rows: usize) -> String {
-    const COLUMNS: usize = 14;
+    const COLUMNS: usize = 15;
     format!(
         "INSERT INTO jobs (job_id, job_name, job_queue, status, spec, vcpu_millis, \
          memory_mib, gpus, created_at, idempotency_key, updated_at, array_size, \
-         share_identifier, scheduling_priority) VALUES {} \
+         share_identifier, scheduling_priority, chain_depth) VALUES {} \
          ON CONFLICT (idempotency_key) DO NOTHING RETURNING job_id",
         placeholders(dialect, rows, COLUMNS, 1)
     )
@@ -468,7 +469,8 @@ fn bind_jobs<'q>(
             .bind(job.created_at)
             .bind(job.spec.array_size.map(i64::from))
             .bind(job.spec.share_identifier.clone())
-            .bind(job.spec.scheduling_priority);
+            .bind(job.spec.scheduling_priority)
+            .bind(i64::from(job.spec.chain_depth));
     }
     Ok(query)
 }
