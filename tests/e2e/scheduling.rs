@@ -141,3 +141,68 @@ fn fair_share_queues_need_a_share_and_why_shows_the_shares() {
         stderr(&output)
     );
 }
+
+/// `maxRunningJobs`, measured from the jobs' own side: each writes when it starts and ends, and
+/// at no instant do more than the cap run, though the environment has room for twice as many.
+#[test]
+fn a_queue_runs_at_most_max_running_jobs_at_once() {
+    let server = crate::support::Server::start(None);
+    server.apply_examples();
+    server.apply_text(
+        "apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: capped}\nspec:\n  priority: 1\n  maxRunningJobs: 2\n  computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]\n",
+    );
+    let log = server.data_dir.join("intervals");
+    let script = format!(
+        "echo \"start $(date +%s%N)\" >> {0}; sleep 0.4; echo \"end $(date +%s%N)\" >> {0}",
+        log.display()
+    );
+    let jobs: Vec<String> = (0..8)
+        .map(|_| {
+            server.submit(&[
+                "--queue",
+                "capped",
+                "--definition",
+                "hello",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ])
+        })
+        .collect();
+    // While some wait, why says it is the cap.
+    let waiting = crate::support::eventually(20, "a job waits for the cap", || {
+        for job in &jobs {
+            let why = server.cli(&["why", job]);
+            let text = crate::support::stdout(&why);
+            if text.contains("maxRunningJobs is 2") {
+                return Ok(text);
+            }
+        }
+        Err("no job waiting on the cap".to_string())
+    });
+    assert!(
+        waiting.contains("its queue capped runs 2 jobs"),
+        "{waiting}"
+    );
+    for job in &jobs {
+        server.wait_for_status(job, "SUCCEEDED");
+    }
+    let mut moments: Vec<(u128, i32)> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let (what, at) = line.split_once(' ').unwrap();
+            (at.parse().unwrap(), if what == "start" { 1 } else { -1 })
+        })
+        .collect();
+    assert_eq!(moments.len(), 16);
+    // Ends before starts at the same instant.
+    moments.sort();
+    let (mut running, mut most) = (0, 0);
+    for (_, step) in moments {
+        running += step;
+        most = most.max(running);
+    }
+    assert_eq!(most, 2, "two at once at most, and the cap was reached");
+}

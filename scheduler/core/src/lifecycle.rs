@@ -241,6 +241,7 @@ mod tests {
             job_retention: JobRetention::default(),
             held: false,
             drain: false,
+            max_running_jobs: None,
         }
     }
 

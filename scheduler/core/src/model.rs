@@ -203,6 +203,8 @@ pub struct JobQueue {
     /// `stopPolicy: HoldAndDrain`: held, and what runs is stopped and requeued
     /// (`retry::StopCause::Drained`).
     pub drain: bool,
+    /// `maxRunningJobs`: at most this many of the queue's jobs STARTING or RUNNING at once.
+    pub max_running_jobs: Option<u32>,
 }
 
 /// A queue's `jobRetention`: seconds its finished jobs are kept, by outcome; `None` keeps the

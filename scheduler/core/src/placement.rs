@@ -57,14 +57,27 @@ pub fn has_room(
 /// One queue's part of the plan: `head` (or a page of it, pages taken in order) against what
 /// `used` leaves free. Planning queues one after another in `queue_order`, each head page by page,
 /// gives the plan of all heads at once (the tests' `plan_placements`).
+/// How many more of `queue`'s jobs may start while `running` of them are STARTING or RUNNING:
+/// what `maxRunningJobs` leaves, or no bound without one.
+pub fn queue_slots(queue: &JobQueue, running: usize) -> usize {
+    queue
+        .max_running_jobs
+        .map_or(usize::MAX, |max| (max as usize).saturating_sub(running))
+}
+
+/// Places `head` in order where it fits, at most `slots` of it (`queue_slots`).
 pub fn plan_queue(
     queue: &JobQueue,
     environments: &HashMap<EnvironmentName, ComputeEnvironment>,
     used: &mut HashMap<EnvironmentName, Resources>,
     head: &[Candidate],
+    slots: usize,
 ) -> Vec<Placement> {
     let mut plan = Vec::new();
     for candidate in head {
+        if plan.len() >= slots {
+            break;
+        }
         let room = queue.compute_environments.iter().find(|name| {
             environments.get(*name).is_some_and(|environment| {
                 let in_use = used.get(*name).copied().unwrap_or_default();
@@ -104,7 +117,7 @@ mod tests {
         let mut plan = Vec::new();
         for queue in queue_order(queues) {
             let head = heads.get(&queue.name).map_or(&[][..], Vec::as_slice);
-            plan.extend(plan_queue(queue, environments, used, head));
+            plan.extend(plan_queue(queue, environments, used, head, usize::MAX));
         }
         plan
     }
@@ -137,6 +150,7 @@ mod tests {
             job_retention: Default::default(),
             held: false,
             drain: false,
+            max_running_jobs: None,
         }
     }
 
@@ -209,7 +223,13 @@ mod tests {
             let mut paged = Vec::new();
             for queue in queue_order(&queues) {
                 for chunk in heads[&queue.name].chunks(page) {
-                    paged.extend(plan_queue(queue, &environments, &mut used, chunk));
+                    paged.extend(plan_queue(
+                        queue,
+                        &environments,
+                        &mut used,
+                        chunk,
+                        usize::MAX,
+                    ));
                 }
             }
             assert_eq!(paged, whole, "pages of {page}");
@@ -348,5 +368,33 @@ mod tests {
         )]);
         let plan = plan_placements(&[queue("q", 1, &["a"])], &environments, &mut used, &heads);
         assert!(plan.is_empty());
+    }
+
+    /// `maxRunningJobs` caps what a queue places: the slots left after what runs, and never
+    /// more in a plan than those, whatever room the environments have.
+    #[test]
+    fn a_queue_cap_bounds_what_it_places() {
+        let environments: HashMap<_, _> = [env("a", 8, ResourceState::Enabled)]
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect();
+        let capped = JobQueue {
+            max_running_jobs: Some(3),
+            ..queue("q", 1, &["a"])
+        };
+        assert_eq!(queue_slots(&capped, 0), 3);
+        assert_eq!(queue_slots(&capped, 2), 1);
+        assert_eq!(queue_slots(&capped, 5), 0);
+        assert_eq!(queue_slots(&queue("q", 1, &["a"]), 1_000), usize::MAX);
+        let head: Vec<Candidate> = (0..6).map(|i| job(&format!("j{i}"), 1)).collect();
+        let plan = plan_queue(
+            &capped,
+            &environments,
+            &mut HashMap::new(),
+            &head,
+            queue_slots(&capped, 1),
+        );
+        let placed: Vec<&str> = plan.iter().map(|p| p.job_id.0.as_str()).collect();
+        assert_eq!(placed, ["j0", "j1"], "two slots left of three, in order");
     }
 }

@@ -37,6 +37,7 @@ mod tests {
             job_retention: Default::default(),
             held: false,
             drain: false,
+            max_running_jobs: None,
         }
     }
 

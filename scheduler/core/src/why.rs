@@ -15,6 +15,7 @@ use super::model::{
 /// How far `why` counts the jobs ahead of one in its queue.
 pub const QUEUE_POSITION_COUNTED_TO: u64 = 10_000;
 
+#[derive(Clone, Copy)]
 pub struct Snapshot<'a> {
     pub job: &'a Job,
     pub queue: Option<&'a JobQueue>,
@@ -30,6 +31,8 @@ pub struct Snapshot<'a> {
     pub unhealthy: &'a BTreeMap<String, String>,
     /// For an array parent, how many of its children have not finished.
     pub unfinished_children: u64,
+    /// How many of the job's queue's jobs are STARTING or RUNNING.
+    pub queue_running: u64,
     /// For a job of a fair-share queue, where each share stands.
     pub shares: &'a [ShareStanding],
     pub now: i64,
@@ -54,6 +57,12 @@ pub enum Hold {
     QueueHeld {
         job_queue: String,
         stop_policy: String,
+    },
+    /// Its queue's `maxRunningJobs` are all STARTING or RUNNING.
+    QueueAtMaxRunning {
+        job_queue: String,
+        max_running_jobs: u32,
+        running: u64,
     },
     /// Accepted, not yet admitted by the dispatcher.
     NotYetAdmitted,
@@ -159,6 +168,14 @@ impl std::fmt::Display for Hold {
             } => write!(
                 f,
                 "its queue {job_queue} is held (stopPolicy: {stop_policy}): nothing is placed from it until the policy is None"
+            ),
+            Hold::QueueAtMaxRunning {
+                job_queue,
+                max_running_jobs,
+                running,
+            } => write!(
+                f,
+                "its queue {job_queue} runs {running} jobs, its maxRunningJobs is {max_running_jobs}: the next starts when one ends"
             ),
             Hold::NotYetAdmitted => write!(f, "it has not been admitted by the dispatcher yet"),
             Hold::WaitingForDependencies { jobs } => {
@@ -345,6 +362,15 @@ fn runnable_holds(snapshot: &Snapshot<'_>) -> Vec<Hold> {
             stop_policy: if queue.drain { "HoldAndDrain" } else { "Hold" }.into(),
         });
     }
+    if let Some(max) = queue.max_running_jobs {
+        if snapshot.queue_running >= u64::from(max) {
+            holds.push(Hold::QueueAtMaxRunning {
+                job_queue: queue.name.to_string(),
+                max_running_jobs: max,
+                running: snapshot.queue_running,
+            });
+        }
+    }
     let needs = job.spec.container.resources;
     for name in &queue.compute_environments {
         let compute_environment = name.to_string();
@@ -468,6 +494,7 @@ mod tests {
             job_retention: Default::default(),
             held: false,
             drain: false,
+            max_running_jobs: None,
         };
         let environments: HashMap<_, _> = [
             environment("off", resources(8, 8192), ResourceState::Disabled),
@@ -489,6 +516,7 @@ mod tests {
             unfinished_dependencies: &[],
             unhealthy: &unhealthy,
             unfinished_children: 0,
+            queue_running: 0,
             shares: &[],
             now: 0,
         };
@@ -519,6 +547,33 @@ mod tests {
                 },
             ]
         );
+        // A queue whose maxRunningJobs all run says so, with the numbers.
+        let capped = JobQueue {
+            max_running_jobs: Some(2),
+            ..queue.clone()
+        };
+        let holds = why(&Snapshot {
+            queue: Some(&capped),
+            queue_running: 2,
+            ..snapshot
+        });
+        let hold = Hold::QueueAtMaxRunning {
+            job_queue: queue.name.to_string(),
+            max_running_jobs: 2,
+            running: 2,
+        };
+        assert!(holds.contains(&hold), "{holds:?}");
+        assert!(hold
+            .to_string()
+            .ends_with("its maxRunningJobs is 2: the next starts when one ends"));
+        let holds = why(&Snapshot {
+            queue: Some(&capped),
+            queue_running: 1,
+            ..snapshot
+        });
+        assert!(!holds
+            .iter()
+            .any(|h| matches!(h, Hold::QueueAtMaxRunning { .. })));
     }
 
     #[test]
@@ -537,6 +592,7 @@ mod tests {
                 unfinished_dependencies: &dependencies,
                 unhealthy: &unhealthy,
                 unfinished_children: 0,
+                queue_running: 0,
                 shares: &[],
                 now: 1_000,
             })
@@ -605,6 +661,7 @@ mod tests {
                 unfinished_dependencies: &[],
                 unhealthy: &unhealthy,
                 unfinished_children: 0,
+                queue_running: 0,
                 shares: &[],
                 now: 0,
             })

@@ -347,6 +347,19 @@ pub(super) async fn holds(
             .unwrap_or(0),
         crate::core::model::ArrayRole::Single | crate::core::model::ArrayRole::Child { .. } => 0,
     };
+    // From the counters the database keeps (a few rows), not by counting jobs.
+    let queue_running = state
+        .store
+        .job_counts()
+        .await?
+        .into_iter()
+        .filter(|count| {
+            count.queue == job.queue.as_str()
+                && (count.status == JobStatus::Starting.as_str()
+                    || count.status == JobStatus::Running.as_str())
+        })
+        .map(|count| count.n.max(0) as u64)
+        .sum();
     Ok(crate::core::why::why(&crate::core::why::Snapshot {
         job,
         queue: queue.as_ref(),
@@ -356,6 +369,7 @@ pub(super) async fn holds(
         unfinished_dependencies: &unfinished_dependencies,
         unhealthy: &unhealthy,
         unfinished_children,
+        queue_running,
         shares: &state.dispatcher.share_standings(&job.queue),
         now: now_millis(),
     }))

@@ -2,7 +2,7 @@
 //! committed STARTING before a supervisor is asked to start anything.
 
 use super::*;
-use crate::core::placement::{has_room, plan_queue, queue_order};
+use crate::core::placement::{has_room, plan_queue, queue_order, queue_slots};
 
 /// The first page of a FIFO queue's head a pass reads; each further page is four times larger.
 const FIRST_HEAD_PAGE: u32 = 16;
@@ -135,7 +135,14 @@ impl Dispatcher {
         let mut plan = Vec::new();
         let mut jobs = HashMap::new();
         for queue in queue_order(&queues) {
-            if !has_room(queue, &environments, &used) {
+            // `maxRunningJobs`: what runs now is in memory (the leader holds every attempt).
+            let running = self
+                .active
+                .values()
+                .filter(|active| active.queue == queue.name)
+                .count();
+            let mut slots = queue_slots(queue, running);
+            if slots == 0 || !has_room(queue, &environments, &used) {
                 continue;
             }
             if let Some(policy) = &queue.fair_share {
@@ -158,12 +165,21 @@ impl Dispatcher {
                     .filter(|job| !self.active.contains_key(&job.job_id))
                     .collect();
                 let candidates = self.fair_share_head(queue, policy, &waiting);
-                plan.extend(plan_queue(queue, &environments, &mut used, &candidates));
+                plan.extend(plan_queue(
+                    queue,
+                    &environments,
+                    &mut used,
+                    &candidates,
+                    slots,
+                ));
                 jobs.extend(runnable.into_iter().map(|job| (job.job_id.clone(), job)));
                 continue;
             }
             let (mut after, mut read, mut page) = (0, 0, FIRST_HEAD_PAGE);
-            while read < self.config.batch_size && has_room(queue, &environments, &used) {
+            while read < self.config.batch_size
+                && slots > 0
+                && has_room(queue, &environments, &used)
+            {
                 let limit = page.min(self.config.batch_size - read);
                 let rows = self
                     .store
@@ -180,7 +196,9 @@ impl Dispatcher {
                         needs: job.spec.container.resources,
                     })
                     .collect();
-                plan.extend(plan_queue(queue, &environments, &mut used, &candidates));
+                let placed = plan_queue(queue, &environments, &mut used, &candidates, slots);
+                slots -= placed.len();
+                plan.extend(placed);
                 jobs.extend(rows.into_iter().map(|(_, job)| (job.job_id.clone(), job)));
                 if n < limit {
                     break;

@@ -52,13 +52,15 @@ pub fn event_rule(name: String, spec: &EventRuleSpec) -> Result<EventRule, Field
     let max_chain_depth = match spec.max_chain_depth {
         None => crate::core::events::DEFAULT_MAX_CHAIN_DEPTH,
         Some(depth @ 1..=crate::core::events::MAX_CHAIN_DEPTH) => depth,
-        Some(depth) => return Err(FieldError::new(
-            "maxChainDepth",
-            format!(
+        Some(depth) => {
+            return Err(FieldError::new(
+                "maxChainDepth",
+                format!(
                 "is {depth}; give 1 to {} (how many rule deliveries in a row may lead to a job)",
                 crate::core::events::MAX_CHAIN_DEPTH
             ),
-        )),
+            ))
+        }
     };
     Ok(EventRule {
         name,

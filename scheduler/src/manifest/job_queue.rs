@@ -20,6 +20,9 @@ pub struct JobQueueSpec {
     /// Kueue's: `None` (the default) or `Hold` (place nothing new; running work goes on).
     #[serde(default)]
     pub stop_policy: Option<String>,
+    /// At most this many of the queue's jobs STARTING or RUNNING at once (1 for one at a time).
+    #[serde(default)]
+    pub max_running_jobs: Option<u32>,
 }
 
 /// `jobRetention`: seconds finished jobs are kept after they stop, by outcome.
@@ -123,10 +126,17 @@ pub fn job_queue(name: QueueName, spec: &JobQueueSpec) -> Result<JobQueue, Field
             ))
         }
     };
+    if spec.max_running_jobs == Some(0) {
+        return Err(FieldError::new(
+            "maxRunningJobs",
+            "is 0; give at least 1, or leave it out for no cap (stopPolicy: Hold places nothing)",
+        ));
+    }
     Ok(JobQueue {
         name,
         held,
         drain,
+        max_running_jobs: spec.max_running_jobs,
         priority: spec.priority,
         state: spec.state.unwrap_or(ResourceState::Enabled),
         compute_environments: environments,
