@@ -42,6 +42,11 @@ metadata: {name: q}
 spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]}
 ---
 apiVersion: batchctl/v1
+kind: JobQueue
+metadata: {name: capped}
+spec: {priority: 1, maxRunningJobs: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]}
+---
+apiVersion: batchctl/v1
 kind: JobDefinition
 metadata: {name: d}
 spec:
@@ -60,6 +65,8 @@ enum Op {
         attempts: u32,
         depends_on: Vec<usize>,
         timeout: bool,
+        /// Into the queue whose `maxRunningJobs` is 1.
+        capped: bool,
     },
     /// The running work of a job exits.
     Exit {
@@ -80,8 +87,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (1u64..=2, 1u32..=3, prop::collection::vec(0usize..8, 0..3), prop::bool::weighted(0.15))
-            .prop_map(|(vcpus, attempts, depends_on, timeout)| Op::Submit { vcpus, attempts, depends_on, timeout }),
+        4 => (1u64..=2, 1u32..=3, prop::collection::vec(0usize..8, 0..3), prop::bool::weighted(0.15), prop::bool::weighted(0.3))
+            .prop_map(|(vcpus, attempts, depends_on, timeout, capped)| Op::Submit { vcpus, attempts, depends_on, timeout, capped }),
         4 => (0usize..8, prop_oneof![Just(0), Just(1), Just(3)]).prop_map(|(job, code)| Op::Exit { job, code }),
         1 => (0usize..8).prop_map(|job| Op::Cancel { job }),
         1 => (0usize..8).prop_map(|job| Op::Terminate { job }),
@@ -99,6 +106,7 @@ struct ModelJob {
     depends_on: Vec<usize>,
     /// The status the store must show once the dispatcher settles, where the model can tell.
     expected: Option<JobStatus>,
+    capped: bool,
 }
 
 struct World {
@@ -174,7 +182,11 @@ impl World {
                 attempts,
                 depends_on,
                 timeout,
-            } => self.submit(*vcpus, *attempts, depends_on, *timeout).await,
+                capped,
+            } => {
+                self.submit(*vcpus, *attempts, depends_on, *timeout, *capped)
+                    .await
+            }
             Op::Exit { job, code } if !self.jobs.is_empty() => {
                 let index = job % self.jobs.len();
                 let before = self.job(index).await;
@@ -213,7 +225,14 @@ impl World {
         }
     }
 
-    async fn submit(&mut self, vcpus: u64, attempts: u32, depends_on: &[usize], timeout: bool) {
+    async fn submit(
+        &mut self,
+        vcpus: u64,
+        attempts: u32,
+        depends_on: &[usize],
+        timeout: bool,
+        capped: bool,
+    ) {
         let mut parents: Vec<usize> = if self.jobs.is_empty() {
             Vec::new()
         } else {
@@ -222,7 +241,7 @@ impl World {
         parents.sort();
         parents.dedup();
         let request = SubmitJobRequest {
-            job_queue: "q".into(),
+            job_queue: if capped { "capped" } else { "q" }.into(),
             job_definition: "d".into(),
             container_overrides: Some(ContainerOverrides {
                 resource_requirements: vec![ResourceRequirement {
@@ -281,6 +300,7 @@ impl World {
             attempts,
             depends_on: parents,
             expected: None,
+            capped,
         });
     }
 
@@ -327,6 +347,18 @@ impl World {
                 job.status
             );
         }
+        // The capped queue's maxRunningJobs (1) holds whatever capacity is free.
+        let capped_running = jobs
+            .iter()
+            .filter(|job| {
+                job.queue.as_str() == "capped"
+                    && running_per_job.contains_key(job.job_id.0.as_str())
+            })
+            .count();
+        assert!(
+            capped_running <= 1,
+            "{capped_running} jobs of the capped queue run at once"
+        );
         let running_vcpus: u64 = running.iter().map(|spec| spec.resources.vcpu_millis).sum();
         assert!(
             running_vcpus <= CAPACITY_VCPUS * 1000,
@@ -395,8 +427,9 @@ impl World {
             if let Some(expected) = model.expected {
                 assert_eq!(job.status, expected, "job {}: {job:?}", job.job_id);
             }
-            // Work-conserving: nothing that fits is left waiting (backoff is not used here).
-            if job.status == JobStatus::Runnable {
+            // Work-conserving: nothing that fits is left waiting (backoff is not used here),
+            // unless its queue's cap is reached.
+            if job.status == JobStatus::Runnable && !(model.capped && capped_running >= 1) {
                 assert!(
                     job.spec.container.resources.vcpu_millis > free,
                     "job {} needs {} and {free} is free, yet it waits",
