@@ -1,6 +1,7 @@
 //! Submit rate, dispatch rate and submit-to-start latency with a no-op executor, on SQLite and
 //! Postgres. A bench binary, not a timed test: `cargo bench -p batchctl-scheduler --bench throughput
-//! -- [--jobs N] [--runs R] [--only sqlite|postgres] [--job-events] [--fenced]`. Postgres comes from
+//! -- [--jobs N] [--runs R] [--only sqlite|postgres] [--job-events] [--fenced]
+//! [--max-running-jobs N]`. Postgres comes from
 //! BATCHCTL_TEST_DATABASE_URL (see .ci/postgres). Figures and method: BENCHMARKS.md.
 
 use std::time::{Duration, Instant};
@@ -35,6 +36,8 @@ async fn main() {
     let job_events = arguments.flag("--job-events");
     // On Postgres, dispatch as a leader does: every job-moving transaction checks the lease term.
     let fenced = arguments.flag("--fenced");
+    // With a queue cap, placement counts the queue's running attempts and bounds its slots.
+    let max_running_jobs: usize = arguments.number("--max-running-jobs", 0);
     println!(
         "jobs per run: {jobs}, runs: {runs}, submitters: {SUBMITTERS}, cores: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -52,6 +55,9 @@ async fn main() {
             };
             if job_events {
                 common::listen_to_job_events(&store).await;
+            }
+            if max_running_jobs > 0 {
+                common::cap_queue(&store, max_running_jobs as u64).await;
             }
             let store = match (fenced, database) {
                 (true, "postgres") => {
@@ -105,6 +111,7 @@ async fn main() {
     summary.insert("bench".into(), "throughput".into());
     summary.insert("jobs".into(), jobs.into());
     summary.insert("runs".into(), runs.into());
+    summary.insert("max_running_jobs".into(), max_running_jobs.into());
     println!("{}", serde_json::Value::Object(summary));
 }
 

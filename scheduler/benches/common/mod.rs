@@ -102,6 +102,19 @@ pub async fn fresh_store(database: &str) -> Option<(Store, Option<tempfile::Temp
     Some((store, dir))
 }
 
+/// Gives the bench queue a `maxRunningJobs` cap, so placement counts and bounds its slots.
+pub async fn cap_queue(store: &Store, max_running_jobs: u64) {
+    let text = format!(
+        "apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {{name: bench}}\nspec: {{priority: 1, maxRunningJobs: {max_running_jobs}, computeEnvironmentOrder: [{{order: 1, computeEnvironment: bench}}]}}\n"
+    );
+    let documents = manifest::documents_from_text(&text).unwrap();
+    let valid: Vec<_> = documents
+        .iter()
+        .map(|d| (manifest::parse_document(d).unwrap(), d["spec"].clone()))
+        .collect();
+    store.apply(&valid, now_millis()).await.unwrap();
+}
+
 /// Applies an event rule that matches every Job State Change, so transitions emit events.
 pub async fn listen_to_job_events(store: &Store) {
     let text = "apiVersion: batchctl/v1\nkind: EventRule\nmetadata: {name: all-jobs}\nspec:\n  eventPattern: {source: [batchctl]}\n  target: {jobQueue: bench, jobDefinition: noop}\n";
