@@ -155,29 +155,33 @@ pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssign
     let running = executor.until_running(&handle, &waiting);
     tokio::pin!(running);
 
-    // A new attempt has written nothing yet; an adopted one resumes after what is stored.
-    let from = match assignment.takeover {
-        Takeover::Start => LogCursor(0),
-        Takeover::Adopt { .. } => match context.store.log_cursor(&job_id, number).await {
-            Ok(cursor) => LogCursor(cursor),
-            Err(error) => {
-                tracing::warn!(%job_id, %error, "cannot read the log cursor; logs start over");
-                LogCursor(0)
-            }
-        },
-    };
     let limit = assignment
         .job
         .spec
         .max_log_bytes
         .unwrap_or(context.max_log_bytes);
+    // A new attempt has written nothing yet (no read for it: one per job is a cost at
+    // thousands of jobs a second); an adopted one resumes after what is stored.
+    let (from, stored) = match assignment.takeover {
+        Takeover::Start => (LogCursor(0), AttemptOutput::nothing(limit)),
+        Takeover::Adopt { .. } => {
+            let from = match context.store.log_cursor(&job_id, number).await {
+                Ok(cursor) => LogCursor(cursor),
+                Err(error) => {
+                    tracing::warn!(%job_id, %error, "cannot read the log cursor; logs start over");
+                    LogCursor(0)
+                }
+            };
+            (from, stored_output(&context.store, &job_id, number, limit).await)
+        }
+    };
     let logs = tokio::spawn(collect_logs(
         context.clone(),
         Arc::clone(&executor),
         handle.clone(),
         (job_id.clone(), number),
         from,
-        limit,
+        stored,
     ));
 
     let deadline = assignment.job.spec.timeout_seconds.map(|seconds| {
@@ -301,19 +305,19 @@ async fn wait_for_outcome(executor: Arc<dyn Executor>, handle: AttemptHandle) ->
 }
 
 /// Copies the attempt's output into the store, resuming after what is already stored. Consecutive
-/// chunks of one stream are merged, and writes are batched by time. At most `limit` bytes are kept
-/// (`core::output_limit`): the head and the tail, with a marker between.
+/// chunks of one stream are merged, and writes are batched by time. At most the limit `output`
+/// carries is kept (`core::output_limit`): the head and the tail, with a marker between.
 async fn collect_logs(
     context: SupervisorContext,
     executor: Arc<dyn Executor>,
     handle: AttemptHandle,
     (job_id, number): (JobId, u32),
     from: LogCursor,
-    limit: u64,
+    stored: AttemptOutput,
 ) {
     let mut stream = executor.logs(&handle, from);
     let mut cursor = from;
-    let mut output = stored_output(&context.store, &job_id, number, limit).await;
+    let mut output = stored;
     let mut pending: Vec<NewLogChunk> = Vec::new();
     let mut flush_at = tokio::time::Instant::now() + context.log_flush_interval;
     loop {
@@ -354,11 +358,17 @@ struct AttemptOutput {
     marker: Option<i64>,
 }
 
+impl AttemptOutput {
+    fn nothing(limit: u64) -> AttemptOutput {
+        AttemptOutput {
+            counts: StoredOutput::new(limit),
+            marker: None,
+        }
+    }
+}
+
 async fn stored_output(store: &Store, job_id: &JobId, number: u32, limit: u64) -> AttemptOutput {
-    let mut output = AttemptOutput {
-        counts: StoredOutput::new(limit),
-        marker: None,
-    };
+    let mut output = AttemptOutput::nothing(limit);
     let mut delay = Duration::from_millis(100);
     let layout = loop {
         match store.output_layout(job_id, number).await {
