@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchctl_scheduler::dispatcher::DispatcherHandle;
-use batchctl_scheduler::manifest;
 use batchctl_scheduler::schedules::{ScheduleRunner, SystemClock};
-use batchctl_scheduler::store::{now_millis, Store};
+use batchctl_scheduler::store::Store;
 use chrono::{DurationRound, Utc};
 use common::fresh_store;
 use tokio_util::sync::CancellationToken;
@@ -97,12 +96,7 @@ async fn lateness(store: &Store, how: Loop) -> (i64, i64) {
             at.format("%Y-%m-%dT%H:%M:%S")
         ));
     }
-    let documents = manifest::documents_from_text(&text).unwrap();
-    let valid: Vec<_> = documents
-        .iter()
-        .map(|d| (manifest::parse_document(d).unwrap(), d["spec"].clone()))
-        .collect();
-    store.apply(&valid, now_millis()).await.unwrap();
+    common::apply_text(store, &text).await;
     let runner = Arc::new(ScheduleRunner::new(
         store.clone(),
         DispatcherHandle::default(),

@@ -93,13 +93,18 @@ spec:
 pub async fn fresh_store(database: &str) -> Option<(Store, Option<tempfile::TempDir>)> {
     let (location, dir) = fresh_location(database).await?;
     let store = Store::open(&location).await.unwrap();
-    let documents = manifest::documents_from_text(RESOURCES).unwrap();
+    apply_text(&store, RESOURCES).await;
+    Some((store, dir))
+}
+
+/// Applies manifests, as `batchctl apply -f` would (without the API).
+pub async fn apply_text(store: &Store, text: &str) {
+    let documents = manifest::documents_from_text(text).unwrap();
     let valid: Vec<_> = documents
         .iter()
         .map(|d| (manifest::parse_document(d).unwrap(), d["spec"].clone()))
         .collect();
     store.apply(&valid, now_millis()).await.unwrap();
-    Some((store, dir))
 }
 
 /// Gives the bench queue a `maxRunningJobs` cap, so placement counts and bounds its slots.
@@ -107,23 +112,13 @@ pub async fn cap_queue(store: &Store, max_running_jobs: u64) {
     let text = format!(
         "apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {{name: bench}}\nspec: {{priority: 1, maxRunningJobs: {max_running_jobs}, computeEnvironmentOrder: [{{order: 1, computeEnvironment: bench}}]}}\n"
     );
-    let documents = manifest::documents_from_text(&text).unwrap();
-    let valid: Vec<_> = documents
-        .iter()
-        .map(|d| (manifest::parse_document(d).unwrap(), d["spec"].clone()))
-        .collect();
-    store.apply(&valid, now_millis()).await.unwrap();
+    apply_text(store, &text).await;
 }
 
 /// Applies an event rule that matches every Job State Change, so transitions emit events.
 pub async fn listen_to_job_events(store: &Store) {
     let text = "apiVersion: batchctl/v1\nkind: EventRule\nmetadata: {name: all-jobs}\nspec:\n  eventPattern: {source: [batchctl]}\n  target: {jobQueue: bench, jobDefinition: noop}\n";
-    let documents = manifest::documents_from_text(text).unwrap();
-    let valid: Vec<_> = documents
-        .iter()
-        .map(|d| (manifest::parse_document(d).unwrap(), d["spec"].clone()))
-        .collect();
-    store.apply(&valid, now_millis()).await.unwrap();
+    apply_text(store, text).await;
     assert!(store.refresh_job_event_interest().await.unwrap());
 }
 

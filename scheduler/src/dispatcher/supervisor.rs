@@ -172,7 +172,10 @@ pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssign
                     LogCursor(0)
                 }
             };
-            (from, stored_output(&context.store, &job_id, number, limit).await)
+            (
+                from,
+                stored_output(&context.store, &job_id, number, limit).await,
+            )
         }
     };
     let logs = tokio::spawn(collect_logs(
