@@ -327,6 +327,9 @@ pub(crate) struct UpdateFlags {
     /// A queue's priority (higher is served first).
     #[arg(long)]
     pub(crate) priority: Option<i64>,
+    /// A queue's cap on jobs STARTING or RUNNING at once.
+    #[arg(long)]
+    pub(crate) max_running_jobs: Option<u32>,
     /// ENABLED or DISABLED (queues and environments).
     #[arg(long)]
     pub(crate) state: Option<String>,
@@ -368,7 +371,9 @@ impl UpdateKind {
     pub(crate) fn flags(self) -> &'static str {
         match self {
             UpdateKind::Job => "--scheduling-priority N",
-            UpdateKind::Queue => "--priority N and/or --state ENABLED|DISABLED",
+            UpdateKind::Queue => {
+                "--priority N, --max-running-jobs N and/or --state ENABLED|DISABLED"
+            }
             UpdateKind::Computeenvironment => {
                 "--max-vcpus, --max-memory-mib, --max-gpus and/or --state ENABLED|DISABLED"
             }

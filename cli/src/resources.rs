@@ -309,7 +309,7 @@ pub(crate) async fn update(
     format: Format,
 ) -> anyhow::Result<()> {
     use UpdateKind::{Computeenvironment, Job, Queue};
-    let flags: [(&str, &str, Option<Value>, &[UpdateKind]); 6] = [
+    let flags: [(&str, &str, Option<Value>, &[UpdateKind]); 7] = [
         (
             "--scheduling-priority",
             "schedulingPriority",
@@ -320,6 +320,12 @@ pub(crate) async fn update(
             "--priority",
             "priority",
             changes.priority.map(Value::from),
+            &[Queue],
+        ),
+        (
+            "--max-running-jobs",
+            "maxRunningJobs",
+            changes.max_running_jobs.map(Value::from),
             &[Queue],
         ),
         (

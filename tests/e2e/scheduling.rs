@@ -205,4 +205,18 @@ fn a_queue_runs_at_most_max_running_jobs_at_once() {
         most = most.max(running);
     }
     assert_eq!(most, 2, "two at once at most, and the cap was reached");
+
+    // The cap is changed like a queue's priority; 0 is refused, naming the field.
+    let output = server.cli(&["update", "queue", "capped", "--max-running-jobs", "3"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        crate::support::stderr(&output)
+    );
+    let queue = server.json(&["get", "queues", "capped"]);
+    assert_eq!(queue["spec"]["maxRunningJobs"], 3, "{queue:#}");
+    server.refused(
+        &["update", "queue", "capped", "--max-running-jobs", "0"],
+        "maxRunningJobs: is 0; give at least 1",
+    );
 }
