@@ -197,6 +197,12 @@ async fn console_shows_jobs_live_and_cancels(server: Server) {
     browser
         .visit(&url("/console/jobs"), "#job-list", &talker)
         .await;
+    // A mark in the page's own memory: it survives a swap of sections, not a reload.
+    browser
+        .client
+        .execute("window.batchctlTestMark = 1;", vec![])
+        .await
+        .unwrap();
     let quick = server.submit(&[
         "--queue",
         "default",
@@ -213,9 +219,13 @@ async fn console_shows_jobs_live_and_cancels(server: Server) {
         )
         .await;
     assert_eq!(
-        browser.client.current_url().await.unwrap().path(),
-        "/console/jobs",
-        "no navigation happened"
+        browser
+            .client
+            .execute("return window.batchctlTestMark === 1;", vec![])
+            .await
+            .unwrap(),
+        json!(true),
+        "the job appeared without a reload"
     );
 
     // Filters: by name (a prefix).

@@ -2,12 +2,13 @@
 
 use super::*;
 
-/// PutEvents' body, as the handler reads it (entry by entry, so one bad entry refuses only
-/// itself): 1 to 100 entries of `{source, detail-type, detail, id?, time?, resources?}`.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+/// PutEvents' body: 1 to 100 entries of `{source, detail-type, detail, id?, time?, resources?}`,
+/// each checked on its own (`core::events::event_from_entry`), so one bad entry refuses only
+/// itself.
+#[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct PutEventsRequest {
-    entries: Vec<serde_json::Value>,
+    #[serde(default)]
+    entries: Option<Vec<serde_json::Value>>,
 }
 
 /// PutEvents: `{"entries": [event, …]}` → per entry its `eventId` or an `errorCode` and
@@ -19,13 +20,13 @@ pub(super) async fn put_events(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     use crate::core::events::{event_from_entry, MAX_ENTRIES};
-    let request: serde_json::Value = serde_json::from_slice(&body).map_err(|error| {
+    let request: PutEventsRequest = serde_json::from_slice(&body).map_err(|error| {
         ApiError::invalid(FieldError::new(
             "body",
-            format!("is not valid JSON: {error}"),
+            format!("is not a PutEvents request: {error}"),
         ))
     })?;
-    let Some(entries) = request.get("entries").and_then(|e| e.as_array()) else {
+    let Some(entries) = request.entries else {
         return Err(ApiError::invalid(FieldError::new(
             "entries",
             "is required: a list of events ({source, detail-type, detail})",

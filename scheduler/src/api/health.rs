@@ -93,11 +93,7 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
         })
         .collect();
     let storage = storage_health(state.sqlite_data_dir.as_deref());
-    let status = if unhealthy.is_empty() && storage.full.is_none() {
-        "ok"
-    } else {
-        "degraded"
-    };
+    let status = overall_status(&unhealthy, &storage);
     Json(answers::HealthAnswer {
         status: status.into(),
         database: "ok".into(),
@@ -107,6 +103,18 @@ pub(super) async fn health(State(state): State<AppState>) -> Response {
         compute_environments,
     })
     .into_response()
+}
+
+/// `ok`, or `degraded` while an environment's executor is unreachable or the disk is full.
+pub(super) fn overall_status(
+    unhealthy: &std::collections::BTreeMap<String, String>,
+    storage: &StorageHealth,
+) -> &'static str {
+    if unhealthy.is_empty() && storage.full.is_none() {
+        "ok"
+    } else {
+        "degraded"
+    }
 }
 
 /// Below this many free bytes in the SQLite data directory, writes are about to fail.

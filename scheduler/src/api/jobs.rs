@@ -54,6 +54,34 @@ pub(super) async fn submit(
     Ok((status, Json(view)).into_response())
 }
 
+/// The filters of a job list, each refused naming its field (the API's list and the console's).
+pub(super) fn parse_queue(text: String) -> Result<QueueName, ApiError> {
+    QueueName::try_from(text).map_err(|m| ApiError::invalid(FieldError::new("queue", m)))
+}
+
+pub(super) fn parse_status(text: &str) -> Result<JobStatus, ApiError> {
+    JobStatus::parse(text).ok_or_else(|| {
+        ApiError::invalid(FieldError::new(
+            "status",
+            format!("unknown status {text:?}; use one of SUBMITTED, PENDING, RUNNABLE, STARTING, RUNNING, SUCCEEDED, FAILED"),
+        ))
+    })
+}
+
+pub(super) fn parse_cursor(text: &str) -> Result<i64, ApiError> {
+    text.parse::<i64>().map_err(|_| {
+        ApiError::invalid(FieldError::new(
+            "cursor",
+            "is not a cursor this server returned",
+        ))
+    })
+}
+
+pub(super) fn parse_name(text: &str) -> Result<crate::store::JobNameFilter, ApiError> {
+    crate::store::JobNameFilter::parse(text)
+        .map_err(|m| ApiError::invalid(FieldError::new("name", m)))
+}
+
 /// A page of top-level jobs in full, or of one array's children as summaries.
 #[derive(serde::Serialize)]
 #[serde(untagged)]
@@ -103,32 +131,16 @@ pub(super) async fn list_jobs(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<JobList>, ApiError> {
     let mut query = QueryParameters(query);
-    let queue = query
-        .take("queue")
-        .map(QueueName::try_from)
-        .transpose()
-        .map_err(|m| ApiError::invalid(FieldError::new("queue", m)))?;
+    let queue = query.take("queue").map(parse_queue).transpose()?;
     let status = query
         .take("status")
-        .map(|text| {
-            JobStatus::parse(&text).ok_or_else(|| {
-                ApiError::invalid(FieldError::new(
-                    "status",
-                    format!("unknown status {text:?}; use one of SUBMITTED, PENDING, RUNNABLE, STARTING, RUNNING, SUCCEEDED, FAILED"),
-                ))
-            })
-        })
+        .as_deref()
+        .map(parse_status)
         .transpose()?;
     let before = query
         .take("cursor")
-        .map(|cursor| {
-            cursor.parse::<i64>().map_err(|_| {
-                ApiError::invalid(FieldError::new(
-                    "cursor",
-                    "is not a cursor this server returned",
-                ))
-            })
-        })
+        .as_deref()
+        .map(parse_cursor)
         .transpose()?;
     let limit = query
         .take("limit")
@@ -144,11 +156,7 @@ pub(super) async fn list_jobs(
         .unwrap_or(DEFAULT_PAGE_SIZE)
         .clamp(1, MAX_PAGE_SIZE);
     let array_parent = query.take("arrayJobId").map(JobId);
-    let name = query
-        .take("name")
-        .map(|text| crate::store::JobNameFilter::parse(&text))
-        .transpose()
-        .map_err(|m| ApiError::invalid(FieldError::new("name", m)))?;
+    let name = query.take("name").as_deref().map(parse_name).transpose()?;
     query.finish("queue, status, name, arrayJobId, limit or cursor")?;
     if let Some(parent) = &array_parent {
         if queue.is_some() || name.is_some() {

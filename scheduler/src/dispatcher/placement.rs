@@ -135,12 +135,16 @@ impl Dispatcher {
         let mut plan = Vec::new();
         let mut jobs = HashMap::new();
         for queue in queue_order(&queues) {
-            // `maxRunningJobs`: what runs now is in memory (the leader holds every attempt).
-            let running = self
-                .active
-                .values()
-                .filter(|active| active.queue == queue.name)
-                .count();
+            // `maxRunningJobs`: what runs now is in memory (the leader holds every attempt);
+            // counted only for a queue that has a cap, as a pass runs for every batch of reports.
+            let running = match queue.max_running_jobs {
+                Some(_) => self
+                    .active
+                    .values()
+                    .filter(|active| active.queue == queue.name)
+                    .count(),
+                None => 0,
+            };
             let mut slots = queue_slots(queue, running);
             if slots == 0 || !has_room(queue, &environments, &used) {
                 continue;

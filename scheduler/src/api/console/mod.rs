@@ -24,12 +24,12 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use maud::Markup;
 
+use super::jobs::{parse_cursor, parse_name, parse_queue, parse_status};
 use super::{ApiError, AppState, QueryParameters, DEFAULT_PAGE_SIZE};
 use crate::core::audit::Caller;
 use crate::core::auth::Scope;
-use crate::core::model::{ArrayRole, JobId, JobStatus, QueueName, ResourceState};
-use crate::manifest::FieldError;
-use crate::store::{now_millis, JobFilter, JobNameFilter};
+use crate::core::model::{ArrayRole, JobId, JobStatus, ResourceState};
+use crate::store::{now_millis, JobFilter};
 use pages::{Abilities, JobFilters, JobRows};
 
 const SCRIPT: &str = include_str!("assets/console.js");
@@ -211,11 +211,7 @@ async fn overview(State(state): State<AppState>) -> Result<Response, ApiError> {
     let read = state.store.finished_by_minute(&queue_names, since).await?;
     let minutes = lock(&state.console_charts).merge(&queue_names, now, since, read);
     let overview = pages::Overview {
-        status: if unhealthy.is_empty() && storage.full.is_none() {
-            "ok".into()
-        } else {
-            "degraded".into()
-        },
+        status: super::health::overall_status(&unhealthy, &storage).into(),
         leader: match state.role.get() {
             RoleState::Leader { term: Some(term) } => format!("leader (term {term})"),
             RoleState::Leader { term: None } => "leader (SQLite: the only server)".into(),
@@ -239,31 +235,15 @@ async fn jobs(
     let filters = JobFilters {
         queue: nonempty(query.take("queue")),
         status: nonempty(query.take("status"))
-            .map(|text| {
-                JobStatus::parse(&text).ok_or_else(|| {
-                    ApiError::invalid(FieldError::new(
-                        "status",
-                        format!("unknown status {text:?}"),
-                    ))
-                })
-            })
+            .as_deref()
+            .map(parse_status)
             .transpose()?,
         name: nonempty(query.take("name")),
         array_job_id: nonempty(query.take("arrayJobId")),
     };
     let cursor = nonempty(query.take("cursor"));
     query.finish("queue, status, name, arrayJobId or cursor")?;
-    let before = cursor
-        .as_deref()
-        .map(|text| {
-            text.parse::<i64>().map_err(|_| {
-                ApiError::invalid(FieldError::new(
-                    "cursor",
-                    "is not a cursor this server returned",
-                ))
-            })
-        })
-        .transpose()?;
+    let before = cursor.as_deref().map(parse_cursor).transpose()?;
     let (rows, next) = match &filters.array_job_id {
         Some(parent) => {
             let page = state
@@ -287,19 +267,9 @@ async fn jobs(
         }
         None => {
             let filter = JobFilter {
-                queue: filters
-                    .queue
-                    .clone()
-                    .map(QueueName::try_from)
-                    .transpose()
-                    .map_err(|m| ApiError::invalid(FieldError::new("queue", m)))?,
+                queue: filters.queue.clone().map(parse_queue).transpose()?,
                 status: filters.status,
-                name: filters
-                    .name
-                    .as_deref()
-                    .map(JobNameFilter::parse)
-                    .transpose()
-                    .map_err(|m| ApiError::invalid(FieldError::new("name", m)))?,
+                name: filters.name.as_deref().map(parse_name).transpose()?,
                 before,
                 limit: DEFAULT_PAGE_SIZE,
                 array_parent: None,
