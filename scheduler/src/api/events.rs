@@ -204,7 +204,7 @@ pub(super) async fn list_events(
 /// A third party's delivery to a webhook trigger: its signature is checked (401, nothing stored,
 /// when it does not hold), and its JSON body becomes an event's detail. A delivery id seen before
 /// is answered 200 and not stored again.
-#[utoipa::path(post, path = "/v1/hooks/{name}", tag = "events", params(("name" = String, Path, description = "The webhook trigger")), request_body(content = Object, description = "What the third party sends, signed"), responses((status = 202, description = "Taken", body = answers::HookAnswer), (status = 200, description = "Seen before", body = answers::HookAnswer), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 401, description = "The signature does not hold", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/hooks/{name}", tag = "events", params(("name" = String, Path, description = "The webhook trigger")), request_body(content = Object, description = "What the third party sends, signed"), responses((status = 202, description = "Taken", body = answers::HookAnswer), (status = 200, description = "Seen before", body = answers::HookAnswer), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 401, description = "The signature does not hold", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn receive_hook(
     State(state): State<AppState>,
     Path(name): Path<String>,

@@ -195,7 +195,7 @@ pub(super) async fn list_jobs(
     })))
 }
 
-#[utoipa::path(get, path = "/v1/jobs/{job_id}", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "The job", body = JobView), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/v1/jobs/{job_id}", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "The job", body = JobView)))]
 pub(super) async fn describe_job(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
@@ -217,7 +217,7 @@ const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 /// `GET /v1/jobs/{id}/wait?timeoutSeconds=N`: the job once it has finished (SUCCEEDED or FAILED),
 /// or as it is after N seconds (default 30, at most 60) or when the server stops. Holds a stream
 /// slot while it waits.
-#[utoipa::path(get, path = "/v1/jobs/{job_id}/wait", tag = "jobs", params(("job_id" = String, Path), ("timeoutSeconds" = Option<u64>, Query, description = "1 to 60, default 30")), responses((status = 200, description = "The job once finished, or as it is at the timeout", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Too many open streams for this caller or server", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/v1/jobs/{job_id}/wait", tag = "jobs", params(("job_id" = String, Path), ("timeoutSeconds" = Option<u64>, Query, description = "1 to 60, default 30")), responses((status = 200, description = "The job once finished, or as it is at the timeout", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Too many open streams for this caller or server", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn wait_for_job(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
@@ -298,7 +298,7 @@ pub(super) async fn job_view(
 }
 
 /// What holds a job that is not running (`batchctl why`).
-#[utoipa::path(get, path = "/v1/jobs/{job_id}/why", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "What holds the job", body = answers::WhyAnswer), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/v1/jobs/{job_id}/why", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "What holds the job", body = answers::WhyAnswer)))]
 pub(super) async fn why(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
@@ -421,7 +421,7 @@ pub(super) async fn stop(
 
 /// `POST /v1/jobs/{id}/suspend` and `/resume`: holds a waiting job (an array job with its waiting
 /// children) in its place, or lets it be placed again.
-#[utoipa::path(post, path = "/v1/jobs/{job_id}/suspend", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "Held", body = JobView), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/jobs/{job_id}/suspend", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "Held", body = JobView), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn suspend(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -430,7 +430,7 @@ pub(super) async fn suspend(
     change_job(state, caller, JobId(job_id), JobChange::Suspend).await
 }
 
-#[utoipa::path(post, path = "/v1/jobs/{job_id}/resume", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "Released", body = JobView), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/jobs/{job_id}/resume", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "Released", body = JobView), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn resume(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -447,7 +447,7 @@ pub(super) struct JobPatch {
 
 /// `PATCH /v1/jobs/{id}` with `{"schedulingPriority": N}`: a waiting job's order within its
 /// share, effective at the next placement pass.
-#[utoipa::path(patch, path = "/v1/jobs/{job_id}", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), request_body = JobPatch, responses((status = 200, description = "Changed", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(patch, path = "/v1/jobs/{job_id}", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), request_body = JobPatch, responses((status = 200, description = "Changed", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn patch_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -495,7 +495,7 @@ async fn change_job(
 
 /// `DELETE /v1/jobs/{id}`: a finished job with its attempts and output (an array job with its
 /// children). 409 while it waits or runs, or while a waiting job depends on it.
-#[utoipa::path(delete, path = "/v1/jobs/{job_id}", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "Deleted with its attempts and output", body = answers::DeleteAnswer), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(delete, path = "/v1/jobs/{job_id}", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), responses((status = 200, description = "Deleted with its attempts and output", body = answers::DeleteAnswer), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn delete_job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -508,7 +508,7 @@ pub(super) async fn delete_job(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/jobs/{job_id}/cancel", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), request_body(content = Option<StopRequest>), responses((status = 200, description = "Cancelled, or already finished", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/jobs/{job_id}/cancel", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), request_body(content = Option<StopRequest>), responses((status = 200, description = "Cancelled, or already finished", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn cancel(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
@@ -517,7 +517,7 @@ pub(super) async fn cancel(
     stop(state, job_id, body, StopMode::Cancel).await
 }
 
-#[utoipa::path(post, path = "/v1/jobs/{job_id}/terminate", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), request_body(content = Option<StopRequest>), responses((status = 200, description = "Stopping", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/jobs/{job_id}/terminate", tag = "jobs", params(("job_id" = String, Path, description = "The job's id")), request_body(content = Option<StopRequest>), responses((status = 200, description = "Stopping", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn terminate(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
@@ -528,7 +528,7 @@ pub(super) async fn terminate(
 
 /// An attempt's output as raw bytes (stdout and stderr interleaved as they were read, or one of
 /// them). With `follow=true` the response streams until the attempt has ended and all is sent.
-#[utoipa::path(get, path = "/v1/jobs/{job_id}/logs", tag = "jobs", params(("job_id" = String, Path), ("attempt" = Option<u32>, Query, description = "1, 2, …; the latest by default"), ("follow" = Option<bool>, Query, description = "Stream until the attempt ends"), ("stream" = Option<String>, Query, description = "stdout or stderr")), responses((status = 200, description = "The output bytes", body = String, content_type = "application/octet-stream"), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Too many open streams for this caller or server", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/v1/jobs/{job_id}/logs", tag = "jobs", params(("job_id" = String, Path), ("attempt" = Option<u32>, Query, description = "1, 2, …; the latest by default"), ("follow" = Option<bool>, Query, description = "Stream until the attempt ends"), ("stream" = Option<String>, Query, description = "stdout or stderr")), responses((status = 200, description = "The output bytes", body = String, content_type = "application/octet-stream"), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Too many open streams for this caller or server", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn logs(
     State(state): State<AppState>,
     Path(job_id): Path<String>,

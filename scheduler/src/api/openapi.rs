@@ -97,7 +97,8 @@ pub fn document() -> Document {
 }
 
 /// The answers every route may give besides its own: those of the middlewares (browser
-/// guard, tokens) and of a database that is away or full.
+/// guard, tokens), 404 for a path naming a job or resource, and those of a database that is
+/// away or full.
 fn add_common_responses(
     method: &str,
     path: &str,
@@ -114,6 +115,9 @@ fn add_common_responses(
         "403",
         "Refused: sent by a web page of another origin, or the token lacks the scope",
     );
+    if path.contains('{') {
+        add("404", "No such job or resource");
+    }
     if crate::core::auth::required_scope(method, path).is_some() {
         add(
             "401",
@@ -206,7 +210,6 @@ fn resource_operation(kind: Kind, change: ResourceChange) -> utoipa::openapi::pa
                 .build(),
         )
         .response("400", problem("Invalid input"))
-        .response("404", problem("No such resource"))
         .response(
             "409",
             problem("Not now: `detail` says what blocks it and what to do"),
@@ -298,5 +301,19 @@ mod tests {
         let extra: Vec<_> = documented.difference(&served).collect();
         assert!(extra.is_empty(), "documented but not served: {extra:?}");
         assert_eq!(document["openapi"], "3.1.0");
+        // The answers every route may give are in each operation that can give them.
+        let describe = &document["paths"]["/v1/jobs/{job_id}"]["get"]["responses"];
+        for code in ["200", "401", "403", "404", "503"] {
+            assert!(
+                describe.get(code).is_some(),
+                "GET /v1/jobs/{{job_id}} lacks {code}"
+            );
+        }
+        assert!(describe.get("415").is_none() && describe.get("507").is_none());
+        let list = &document["paths"]["/v1/jobs"]["get"]["responses"];
+        assert!(
+            list.get("404").is_none(),
+            "a list names nothing that could be missing"
+        );
     }
 }

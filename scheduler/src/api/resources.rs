@@ -372,7 +372,7 @@ pub(super) async fn list_schedules(
 }
 
 /// Fires a schedule now, as a tick at this instant (subject to its overlap policy).
-#[utoipa::path(post, path = "/v1/schedules/{name}/trigger", tag = "schedules", params(("name" = String, Path, description = "The schedule")), responses((status = 201, description = "The job it submitted", body = JobView), (status = 404, description = "No such job or resource", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/schedules/{name}/trigger", tag = "schedules", params(("name" = String, Path, description = "The schedule")), responses((status = 201, description = "The job it submitted", body = JobView), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn trigger_schedule(
     State(state): State<AppState>,
     Path(name): Path<String>,
