@@ -20,3 +20,4 @@ pub mod server;
 pub mod store;
 pub mod submission;
 pub mod submitter;
+pub mod upgrade;

@@ -174,10 +174,15 @@ impl RuleRunner {
             }
         };
         let values = input_values(&rule.input_paths, &event.envelope);
-        let request = transformed(&stored.target, &values);
-        match crate::submission::build_from_store(&self.store, &request, None, now, "target.")
-            .await?
-        {
+        let built = match crate::manifest::submit_request(&stored.target) {
+            Ok(target) => {
+                let request = transformed(&target, &values);
+                crate::submission::build_from_store(&self.store, &request, None, now, "target.")
+                    .await?
+            }
+            Err(error) => Err(error),
+        };
+        match built {
             Ok(mut job) => {
                 job.spec.chain_depth = depth;
                 job.spec

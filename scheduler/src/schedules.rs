@@ -324,7 +324,11 @@ impl ScheduleRunner {
         tick: DateTime<Utc>,
     ) -> Result<Result<Job, FieldError>, ScheduleError> {
         let scheduled_time = tick.with_timezone(&stored.schedule.time_zone).to_rfc3339();
-        let request = with_scheduled_time(&stored.target, &scheduled_time);
+        let target = match crate::manifest::submit_request(&stored.target) {
+            Ok(target) => target,
+            Err(error) => return Ok(Err(error)),
+        };
+        let request = with_scheduled_time(&target, &scheduled_time);
         let now = self.clock.now().timestamp_millis();
         Ok(
             crate::submission::build_from_store(&self.store, &request, None, now, "target.")

@@ -112,6 +112,8 @@ pub enum ServerError {
     DataDirInUse(String),
     #[error("cannot open the store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("cannot upgrade the store: {0}")]
+    Upgrade(#[from] crate::upgrade::UpgradeError),
     #[error("cannot apply {path}: {reason}")]
     ApplyFile { path: String, reason: String },
     #[error("cannot create the default resources: {0}")]
@@ -172,6 +174,7 @@ pub async fn run(
         StoreLocation::Postgres { .. } => "the Postgres database's disk".into(),
     });
     let store = Store::open(&location).await?;
+    crate::upgrade::stored_models(&store).await?;
     let installation = store.installation_id().await?;
     apply_files(&store, &config.apply_files, config.process_executor).await?;
     create_defaults_on_first_start(&store, &installation, config.process_executor).await?;

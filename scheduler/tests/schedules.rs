@@ -324,7 +324,7 @@ async fn a_deleted_schedule_fires_no_more(store: Store) {
     let now = clock.now().timestamp_millis();
     let job = batchctl_scheduler::submission::build_from_store(
         &store,
-        &stale.target,
+        &batchctl_scheduler::manifest::submit_request(&stale.target).unwrap(),
         None,
         now,
         "target.",

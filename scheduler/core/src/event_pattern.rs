@@ -19,9 +19,24 @@ pub struct PatternError {
     pub message: String,
 }
 
+/// Kept with the JSON it was parsed from: that is its stored form, parsed again when read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventPattern {
     root: Node,
+    source: Value,
+}
+
+impl serde::Serialize for EventPattern {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.source.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EventPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let source = Value::deserialize(deserializer)?;
+        EventPattern::parse(&source).map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +84,7 @@ impl EventPattern {
         };
         Ok(EventPattern {
             root: node(object, "")?,
+            source: pattern.clone(),
         })
     }
 

@@ -291,7 +291,8 @@ mod tests {
 }
 
 /// A validated `kind: EventRule`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EventRule {
     pub name: String,
     pub pattern: crate::event_pattern::EventPattern,

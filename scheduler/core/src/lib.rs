@@ -21,6 +21,7 @@ pub mod output_limit;
 pub mod placement;
 pub mod reconcile;
 pub mod request_guard;
+pub mod resource;
 pub mod retry;
 pub mod schedule;
 pub mod state_machine;

@@ -125,7 +125,8 @@ pub enum EnvironmentType {
 }
 
 /// What runs an environment's attempts, with the settings of that kind of backend.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum Backend {
     Process,
     Docker(DockerSettings),
@@ -142,7 +143,8 @@ impl Backend {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct DockerSettings {
     /// The engine's address (`unix:///var/run/docker.sock`, `tcp://…`); `DOCKER_HOST` or the local
     /// socket when absent.
@@ -154,7 +156,8 @@ pub struct DockerSettings {
 }
 
 /// Where a kubernetes environment's Jobs go.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct KubernetesSettings {
     pub namespace: String,
     /// A kubeconfig file; `KUBECONFIG`, `~/.kube/config` or the pod's service account when absent.
@@ -174,7 +177,8 @@ pub enum ResourceState {
     Disabled,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ComputeEnvironment {
     pub name: EnvironmentName,
     pub backend: Backend,
@@ -182,7 +186,8 @@ pub struct ComputeEnvironment {
     pub capacity: Resources,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct JobQueue {
     pub name: QueueName,
     pub priority: i64,
@@ -191,32 +196,40 @@ pub struct JobQueue {
     pub compute_environments: Vec<EnvironmentName>,
     /// `jobStateTimeLimitActions` (state RUNNABLE, action CANCEL): a job RUNNABLE for longer is
     /// cancelled with the reason, so a job that cannot be placed does not wait forever.
+    #[serde(default)]
     pub runnable_time_limits: Vec<RunnableTimeLimit>,
     /// With a fair-share policy, jobs carry a share identifier and shares take turns by usage
     /// (see `crate::fair_share`); without one, the queue is FIFO.
+    #[serde(default)]
     pub fair_share: Option<FairSharePolicy>,
     /// How long this queue's finished jobs are kept, where it differs from the server's default.
+    #[serde(default)]
     pub job_retention: JobRetention,
     /// Kueue's `stopPolicy: Hold`: nothing new is placed from the queue; what runs goes on, and
     /// submits are still taken.
+    #[serde(default)]
     pub held: bool,
     /// `stopPolicy: HoldAndDrain`: held, and what runs is stopped and requeued
     /// (`retry::StopCause::Drained`).
+    #[serde(default)]
     pub drain: bool,
     /// `maxRunningJobs`: at most this many of the queue's jobs STARTING or RUNNING at once.
+    #[serde(default)]
     pub max_running_jobs: Option<u32>,
 }
 
 /// A queue's `jobRetention`: seconds its finished jobs are kept, by outcome; `None` keeps the
 /// server's default (`core::lifecycle::Retention`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct JobRetention {
     pub succeeded_seconds: Option<u64>,
     pub failed_seconds: Option<u64>,
 }
 
 /// AWS Batch's FairsharePolicy.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FairSharePolicy {
     /// The half-life of past usage; 0 counts only what runs now.
     pub share_decay_seconds: u64,
@@ -226,7 +239,8 @@ pub struct FairSharePolicy {
     pub share_distribution: Vec<ShareWeight>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ShareWeight {
     /// A share, or a prefix of shares ending in `*`.
     pub share_identifier: String,
@@ -234,7 +248,8 @@ pub struct ShareWeight {
     pub weight_factor: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct RunnableTimeLimit {
     pub max_seconds: u64,
     pub reason: String,

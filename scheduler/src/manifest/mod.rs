@@ -22,8 +22,11 @@ pub use schedule::*;
 pub use submit::*;
 pub use webhook_trigger::*;
 
+pub use crate::core::resource::{
+    FieldError, Kind, Notification, Resource, SubmitTemplate, WebhookTrigger,
+};
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -52,117 +55,6 @@ pub const DEFAULT_RESOURCES: Resources = Resources {
 };
 pub const MAX_RETRY_ATTEMPTS: u32 = 10;
 
-/// A problem with one field of the input, and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The same error, for a field inside `prefix`.
-    pub fn within(mut self, prefix: &str) -> FieldError {
-        self.field = match self.field.as_str() {
-            "" | "." => prefix.to_string(),
-            field => format!("{prefix}.{field}"),
-        };
-        self
-    }
-}
-
-impl fmt::Display for FieldError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-pub enum Kind {
-    ComputeEnvironment,
-    JobQueue,
-    JobDefinition,
-    Schedule,
-    EventRule,
-    WebhookTrigger,
-    Notification,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 7] = [
-        Kind::ComputeEnvironment,
-        Kind::JobQueue,
-        Kind::JobDefinition,
-        Kind::Schedule,
-        Kind::EventRule,
-        Kind::WebhookTrigger,
-        Kind::Notification,
-    ];
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Kind::ComputeEnvironment => "ComputeEnvironment",
-            Kind::JobQueue => "JobQueue",
-            Kind::JobDefinition => "JobDefinition",
-            Kind::Schedule => "Schedule",
-            Kind::EventRule => "EventRule",
-            Kind::WebhookTrigger => "WebhookTrigger",
-            Kind::Notification => "Notification",
-        }
-    }
-
-    /// What `batchctl get` calls the kind.
-    pub fn plural(&self) -> &'static str {
-        match self {
-            Kind::ComputeEnvironment => "computeenvironments",
-            Kind::JobQueue => "queues",
-            Kind::JobDefinition => "definitions",
-            Kind::Schedule => "schedules",
-            Kind::EventRule => "rules",
-            Kind::WebhookTrigger => "webhooktriggers",
-            Kind::Notification => "notifications",
-        }
-    }
-
-    /// The kind's collection under `/v1`.
-    pub fn collection(&self) -> &'static str {
-        match self {
-            Kind::ComputeEnvironment => "computeenvironments",
-            Kind::JobQueue => "jobqueues",
-            Kind::JobDefinition => "jobdefinitions",
-            Kind::Schedule => "schedules",
-            Kind::EventRule => "eventrules",
-            Kind::WebhookTrigger => "webhooktriggers",
-            Kind::Notification => "notifications",
-        }
-    }
-
-    /// The kind whose collection under `/v1` is `collection`.
-    pub fn from_collection(collection: &str) -> Option<Kind> {
-        Kind::ALL
-            .into_iter()
-            .find(|kind| kind.collection() == collection)
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metadata {
@@ -177,56 +69,6 @@ pub struct Document {
     pub kind: String,
     pub metadata: Metadata,
     pub spec: serde_json::Value,
-}
-
-/// A document whose spec has been parsed and validated on its own (references to other resources
-/// are checked later, against the store and the rest of the apply).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Resource {
-    ComputeEnvironment(ComputeEnvironment),
-    JobQueue(JobQueue),
-    JobDefinition {
-        name: DefinitionName,
-        spec: Box<DefinitionSpec>,
-    },
-    /// A schedule and the submit it makes at each tick.
-    Schedule {
-        schedule: Box<Schedule>,
-        target: Box<SubmitJobRequest>,
-    },
-    /// An event rule and the submit it makes for each matching event.
-    EventRule {
-        rule: Box<EventRule>,
-        target: Box<SubmitJobRequest>,
-    },
-    WebhookTrigger(Box<WebhookTrigger>),
-    Notification(Box<Notification>),
-}
-
-impl Resource {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Resource::ComputeEnvironment(_) => Kind::ComputeEnvironment,
-            Resource::JobQueue(_) => Kind::JobQueue,
-            Resource::JobDefinition { .. } => Kind::JobDefinition,
-            Resource::Schedule { .. } => Kind::Schedule,
-            Resource::EventRule { .. } => Kind::EventRule,
-            Resource::WebhookTrigger(_) => Kind::WebhookTrigger,
-            Resource::Notification(_) => Kind::Notification,
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        match self {
-            Resource::ComputeEnvironment(environment) => environment.name.as_str(),
-            Resource::JobQueue(queue) => queue.name.as_str(),
-            Resource::JobDefinition { name, .. } => name.as_str(),
-            Resource::Schedule { schedule, .. } => &schedule.name,
-            Resource::EventRule { rule, .. } => &rule.name,
-            Resource::WebhookTrigger(trigger) => &trigger.name,
-            Resource::Notification(notification) => &notification.name,
-        }
-    }
 }
 
 /// Parses any JSON value strictly into `T`, naming the path of the first offending field.
@@ -337,7 +179,7 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
             let spec: EventRuleSpec = parse_strict(spec).map_err(within_spec)?;
             Resource::EventRule {
                 rule: Box::new(event_rule(name, &spec).map_err(within_spec)?),
-                target: Box::new(spec.target),
+                target: template_of(&document.spec),
             }
         }
         Kind::Schedule => {
@@ -345,10 +187,20 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
             let spec: ScheduleSpec = parse_strict(spec).map_err(within_spec)?;
             Resource::Schedule {
                 schedule: Box::new(schedule(name, &spec).map_err(within_spec)?),
-                target: Box::new(spec.target),
+                target: template_of(&document.spec),
             }
         }
     })
+}
+
+/// The `target` of a schedule's or a rule's spec (already parsed strictly), as applied.
+fn template_of(spec: &serde_json::Value) -> SubmitTemplate {
+    SubmitTemplate(spec.get("target").cloned().unwrap_or_default())
+}
+
+/// The submit request a schedule or rule keeps, decoded for use; its errors name `target.…`.
+pub fn submit_request(template: &SubmitTemplate) -> Result<SubmitJobRequest, FieldError> {
+    parse_strict(&template.0).map_err(|error| error.within("target"))
 }
 
 /// A Kubernetes namespace name (an RFC 1123 label).

@@ -2,19 +2,6 @@
 
 use super::*;
 
-/// A validated `kind: Notification`: events matching the pattern are POSTed to the endpoint.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Notification {
-    pub name: String,
-    pub pattern: EventPattern,
-    pub endpoint: String,
-    /// Signs each POST per Standard Webhooks when present.
-    pub secret: Option<String>,
-    /// Retries after the first try; then the delivery goes to the dead-letter list.
-    pub maximum_retry_attempts: u32,
-    pub enabled: bool,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NotificationSpec {

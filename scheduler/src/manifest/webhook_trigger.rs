@@ -2,19 +2,6 @@
 
 use super::*;
 
-/// A validated `kind: WebhookTrigger`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct WebhookTrigger {
-    pub name: String,
-    pub profile: Profile,
-    /// Any of them may have signed a delivery (rotation).
-    pub secrets: Vec<String>,
-    /// The `source` of the events it makes.
-    pub source: String,
-    /// Their `detail-type`, when the profile does not name one (GitHub's event name does).
-    pub detail_type: String,
-}
-
 /// `kind: WebhookTrigger`: `POST /v1/hooks/NAME` takes any JSON a third party sends, checks its
 /// signature, and puts it on the bus as an event's detail.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

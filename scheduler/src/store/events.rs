@@ -10,7 +10,7 @@ use crate::core::events::{
     job_state_change, Event, EventRule, JobChange, JOB_EVENT_SOURCE, JOB_STATE_CHANGE,
 };
 use crate::core::model::{Job, JobStatus};
-use crate::manifest::{self, EventRuleSpec, SubmitJobRequest};
+use crate::core::resource::{Kind, SubmitTemplate, WebhookTrigger};
 
 /// Keeps an event stream counted (see `Store::watch_events`).
 pub struct WatchGuard {
@@ -35,7 +35,7 @@ pub struct BusEvent {
 #[derive(Debug, Clone)]
 pub struct StoredRule {
     pub rule: EventRule,
-    pub target: SubmitJobRequest,
+    pub target: SubmitTemplate,
     pub created_at: i64,
 }
 
@@ -285,9 +285,7 @@ impl Store {
     /// Every event rule.
     pub async fn event_rules(&self) -> Result<Vec<StoredRule>, StoreError> {
         let parsed = self
-            .parsed_resources("event_rules", |name, spec: EventRuleSpec| {
-                Ok((manifest::event_rule(name, &spec)?, spec.target))
-            })
+            .parsed_resources::<(EventRule, SubmitTemplate)>(Kind::EventRule)
             .await?;
         Ok(parsed
             .into_iter()
@@ -382,15 +380,9 @@ impl Store {
 
 impl Store {
     /// A webhook trigger by name.
-    pub async fn webhook_trigger(
-        &self,
-        name: &str,
-    ) -> Result<Option<manifest::WebhookTrigger>, StoreError> {
+    pub async fn webhook_trigger(&self, name: &str) -> Result<Option<WebhookTrigger>, StoreError> {
         let parsed = self
-            .parsed_resources(
-                "webhook_triggers",
-                |name, spec: manifest::WebhookTriggerSpec| manifest::webhook_trigger(name, &spec),
-            )
+            .parsed_resources::<WebhookTrigger>(Kind::WebhookTrigger)
             .await?;
         Ok(parsed
             .into_iter()

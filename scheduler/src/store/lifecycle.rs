@@ -19,8 +19,8 @@ use crate::core::audit::{Caller, Change};
 use crate::core::lifecycle::{
     check_environment_delete, check_job_delete, check_queue_delete, DeleteRefusal,
 };
-use crate::core::model::{EnvironmentName, JobId, JobStatus, QueueName};
-use crate::manifest::Kind;
+use crate::core::model::{JobId, JobStatus};
+use crate::core::resource::Kind;
 
 /// Jobs deleted per transaction: a pruning pass or a large array's delete holds the writer this
 /// long at most, so dispatch goes on beside it.
@@ -374,12 +374,8 @@ impl Store {
         transaction: &mut Transaction<'static, Any>,
         name: &str,
     ) -> Result<crate::core::model::JobQueue, DeleteError> {
-        let spec = self
-            .locked_spec(transaction, (Kind::JobQueue, "job_queues"), name)
-            .await?;
-        let name = QueueName::try_from(name.to_string())
-            .map_err(|error| StoreError::corrupt("job queue name", error))?;
-        Ok(super::resources::queue_from_spec(name, &spec)?)
+        let model = self.locked_model(transaction, Kind::JobQueue, name).await?;
+        Ok(super::resources::queue_from_model(name, model.as_deref())?)
     }
 
     async fn locked_environment(
@@ -387,49 +383,47 @@ impl Store {
         transaction: &mut Transaction<'static, Any>,
         name: &str,
     ) -> Result<crate::core::model::ComputeEnvironment, DeleteError> {
-        let spec = self
-            .locked_spec(
-                transaction,
-                (Kind::ComputeEnvironment, "compute_environments"),
-                name,
-            )
+        let model = self
+            .locked_model(transaction, Kind::ComputeEnvironment, name)
             .await?;
-        let name = EnvironmentName::try_from(name.to_string())
-            .map_err(|error| StoreError::corrupt("compute environment name", error))?;
-        Ok(super::resources::environment_from_spec(name, &spec)?)
+        Ok(super::resources::environment_from_model(
+            name,
+            model.as_deref(),
+        )?)
     }
 
-    /// The stored spec of a resource (its kind and table), locked until the transaction ends.
-    async fn locked_spec(
+    /// The stored model of a resource (`None` before the start-up upgrade gave it one), locked
+    /// until the transaction ends.
+    async fn locked_model(
         &self,
         transaction: &mut Transaction<'static, Any>,
-        (kind, table): (Kind, &str),
+        kind: Kind,
         name: &str,
-    ) -> Result<String, DeleteError> {
-        let spec: Option<String> = sqlx::query_scalar(&format!(
-            "SELECT spec FROM {table} WHERE name = $1{}",
+    ) -> Result<Option<String>, DeleteError> {
+        let row = sqlx::query(&format!(
+            "SELECT model FROM {} WHERE name = $1{}",
+            super::resources::table_of(kind),
             self.for_update()
         ))
         .bind(name)
         .fetch_optional(&mut **transaction)
         .await?;
-        spec.ok_or_else(|| not_found(kind, name))
+        let row = row.ok_or_else(|| not_found(kind, name))?;
+        Ok(row.try_get(0)?)
     }
 
     async fn job_queues_in(
         &self,
         transaction: &mut Transaction<'static, Any>,
     ) -> Result<Vec<crate::core::model::JobQueue>, StoreError> {
-        let rows = sqlx::query("SELECT name, spec FROM job_queues ORDER BY name")
+        let rows = sqlx::query("SELECT name, model FROM job_queues ORDER BY name")
             .fetch_all(&mut **transaction)
             .await?;
         rows.iter()
             .map(|row| {
                 let name: String = row.try_get(0)?;
-                let spec: String = row.try_get(1)?;
-                let name = QueueName::try_from(name)
-                    .map_err(|error| StoreError::corrupt("job queue name", error))?;
-                super::resources::queue_from_spec(name, &spec)
+                let model: Option<String> = row.try_get(1)?;
+                super::resources::queue_from_model(&name, model.as_deref())
             })
             .collect()
     }

@@ -25,6 +25,7 @@ mod resources;
 mod schedules;
 mod share_usage;
 mod sql;
+mod stored_form;
 mod transitions;
 
 use std::path::{Path, PathBuf};
@@ -50,7 +51,9 @@ pub use lease::{Fence, LeaseHolder};
 pub use lifecycle::{DeleteError, Deleted, DeletedAction, DELETE_BATCH};
 pub use logs::{LogLine, NewLogChunk, StoredChunk};
 pub use notifications::NotificationDelivery;
-pub use resources::{Applied, AppliedAction, ApplyError, StoredDefinition, ValidDocument};
+pub use resources::{
+    Applied, AppliedAction, ApplyError, StoredDefinition, UnmodelledRow, ValidDocument,
+};
 pub use schedules::{Firing, FiringOutcome, StoredSchedule};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -238,7 +241,16 @@ impl Store {
             Dialect::Sqlite => SQLITE_MIGRATIONS.run(&store.write).await?,
             Dialect::Postgres => POSTGRES_MIGRATIONS.run(&store.write).await?,
         }
-        store.refresh_job_event_interest().await?;
+        match store.refresh_job_event_interest().await {
+            Ok(_) => {}
+            // A rule or notification saved before models were stored cannot be read until the
+            // start-up upgrade (`crate::upgrade`) has run, which refreshes this again: until
+            // then, job events are written as if one wanted them.
+            Err(StoreError::Corrupt { .. }) => {
+                store.job_events_wanted.store(true, Ordering::Release);
+            }
+            Err(error) => return Err(error),
+        }
         Ok(store)
     }
 

@@ -3,7 +3,7 @@
 use sqlx::Row;
 
 use super::{Store, StoreError};
-use crate::manifest::{self, Notification, NotificationSpec};
+use crate::core::resource::{Kind, Notification};
 
 /// A delivery waiting to be sent (or dead).
 #[derive(Debug, Clone, PartialEq)]
@@ -30,9 +30,7 @@ fn delivery_from_row(row: &sqlx::any::AnyRow) -> Result<NotificationDelivery, St
 impl Store {
     pub async fn notifications(&self) -> Result<Vec<(Notification, i64)>, StoreError> {
         let parsed = self
-            .parsed_resources("notifications", |name, spec: NotificationSpec| {
-                manifest::notification(name, &spec)
-            })
+            .parsed_resources::<Notification>(Kind::Notification)
             .await?;
         Ok(parsed
             .into_iter()

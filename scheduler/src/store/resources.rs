@@ -1,5 +1,7 @@
-//! Compute environments, job queues and job definition revisions.
-//! Each keeps the validated wire spec it was applied with; models are rebuilt from it on load.
+//! Resources: compute environments, job queues, job definition revisions, schedules, rules,
+//! webhook triggers and notifications. Each row keeps the spec as applied (for display, opaque
+//! here) and the validated model in the store's own stored form (`stored_form`), which is what
+//! reads decode: the wire format and its validation are the API's business, never the store's.
 
 use std::collections::HashSet;
 
@@ -7,12 +9,13 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::stored_form;
 use super::{Store, StoreError};
 use crate::core::model::{
-    ComputeEnvironment, DefinitionName, DefinitionRef, DefinitionSpec, EnvironmentName,
-    JobDefinition, JobQueue, QueueName,
+    ComputeEnvironment, DefinitionName, DefinitionRef, DefinitionSpec, JobDefinition, JobQueue,
+    QueueName,
 };
-use crate::manifest::{self, FieldError, Kind, Resource};
+use crate::core::resource::{FieldError, Kind, Resource};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -102,60 +105,25 @@ impl Store {
                 check_queue_references(queue, &environment_names)
                     .map_err(|error| ApplyError::Invalid { index, error })?;
             }
-            let spec_text = spec.to_string();
+            let texts = Texts {
+                spec: spec.to_string(),
+                model: model_text(resource),
+            };
             let result = match resource {
-                Resource::ComputeEnvironment(environment) => {
-                    upsert(
-                        &mut transaction,
-                        "compute_environments",
-                        environment.name.as_str(),
-                        &spec_text,
-                        now,
-                    )
-                    .await?
-                }
-                Resource::JobQueue(queue) => {
-                    upsert(
-                        &mut transaction,
-                        "job_queues",
-                        queue.name.as_str(),
-                        &spec_text,
-                        now,
-                    )
-                    .await?
-                }
                 Resource::JobDefinition { name, spec: model } => {
-                    register_definition(&mut transaction, name, model, &spec_text, now).await?
+                    register_definition(&mut transaction, name, model, &texts, now).await?
                 }
-                Resource::Schedule { schedule, .. } => {
+                Resource::ComputeEnvironment(_)
+                | Resource::JobQueue(_)
+                | Resource::Schedule { .. }
+                | Resource::EventRule { .. }
+                | Resource::WebhookTrigger(_)
+                | Resource::Notification(_) => {
                     upsert(
                         &mut transaction,
-                        "schedules",
-                        &schedule.name,
-                        &spec_text,
-                        now,
-                    )
-                    .await?
-                }
-                Resource::EventRule { rule, .. } => {
-                    upsert(&mut transaction, "event_rules", &rule.name, &spec_text, now).await?
-                }
-                Resource::WebhookTrigger(trigger) => {
-                    upsert(
-                        &mut transaction,
-                        "webhook_triggers",
-                        &trigger.name,
-                        &spec_text,
-                        now,
-                    )
-                    .await?
-                }
-                Resource::Notification(notification) => {
-                    upsert(
-                        &mut transaction,
-                        "notifications",
-                        &notification.name,
-                        &spec_text,
+                        table_of(resource.kind()),
+                        resource.name(),
+                        &texts,
                         now,
                     )
                     .await?
@@ -207,32 +175,31 @@ impl Store {
     }
 
     pub async fn compute_environments(&self) -> Result<Vec<ComputeEnvironment>, StoreError> {
-        let rows = sqlx::query("SELECT name, spec FROM compute_environments ORDER BY name")
+        let rows = sqlx::query("SELECT name, model FROM compute_environments ORDER BY name")
             .fetch_all(&self.read)
             .await?;
         rows.iter()
-            .map(|row| {
-                let (name, spec) = name_and_spec(row)?;
-                let name = EnvironmentName::try_from(name).map_err(|e| corrupt(&spec, e))?;
-                let wire = manifest::parse_strict(&spec).map_err(|e| corrupt(&spec, e))?;
-                manifest::compute_environment(name, &wire).map_err(|e| corrupt(&spec, e))
-            })
+            .map(|row| model_of_row("compute_environments", row))
             .collect()
     }
 
     pub async fn job_queues(&self) -> Result<Vec<JobQueue>, StoreError> {
-        let rows = sqlx::query("SELECT name, spec FROM job_queues ORDER BY name")
+        let rows = sqlx::query("SELECT name, model FROM job_queues ORDER BY name")
             .fetch_all(&self.read)
             .await?;
-        rows.iter().map(queue_from_row).collect()
+        rows.iter()
+            .map(|row| model_of_row("job_queues", row))
+            .collect()
     }
 
     pub async fn job_queue(&self, name: &QueueName) -> Result<Option<JobQueue>, StoreError> {
-        let row = sqlx::query("SELECT name, spec FROM job_queues WHERE name = $1")
+        let row = sqlx::query("SELECT name, model FROM job_queues WHERE name = $1")
             .bind(name.as_str())
             .fetch_optional(&self.read)
             .await?;
-        row.as_ref().map(queue_from_row).transpose()
+        row.as_ref()
+            .map(|row| model_of_row("job_queues", row))
+            .transpose()
     }
 
     /// The wire specs of one kind of resource, by name, for display.
@@ -241,12 +208,6 @@ impl Store {
         kind: Kind,
     ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
         let table = match kind {
-            Kind::ComputeEnvironment => "compute_environments",
-            Kind::JobQueue => "job_queues",
-            Kind::Schedule => "schedules",
-            Kind::EventRule => "event_rules",
-            Kind::WebhookTrigger => "webhook_triggers",
-            Kind::Notification => "notifications",
             Kind::JobDefinition => {
                 let definitions = self.job_definitions(None).await?;
                 return Ok(definitions
@@ -254,6 +215,12 @@ impl Store {
                     .map(|d| (d.definition.name.to_string(), d.spec))
                     .collect());
             }
+            Kind::ComputeEnvironment
+            | Kind::JobQueue
+            | Kind::Schedule
+            | Kind::EventRule
+            | Kind::WebhookTrigger
+            | Kind::Notification => table_of(kind),
         };
         let rows = sqlx::query(&format!("SELECT name, spec FROM {table} ORDER BY name"))
             .fetch_all(&self.read)
@@ -267,7 +234,7 @@ impl Store {
         name: Option<&DefinitionName>,
     ) -> Result<Vec<StoredDefinition>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, revision, spec, created_at, status FROM job_definitions \
+            "SELECT name, revision, spec, model, created_at, status FROM job_definitions \
              WHERE $1 = '' OR name = $1 ORDER BY name, revision DESC",
         )
         .bind(name.map(DefinitionName::as_str).unwrap_or(""))
@@ -283,7 +250,7 @@ impl Store {
         reference: &DefinitionRef,
     ) -> Result<Option<StoredDefinition>, StoreError> {
         let row = sqlx::query(
-            "SELECT name, revision, spec, created_at, status FROM job_definitions \
+            "SELECT name, revision, spec, model, created_at, status FROM job_definitions \
              WHERE name = $1 AND ($2 = 0 OR revision = $2) \
              ORDER BY CASE WHEN status = 'ACTIVE' THEN 0 ELSE 1 END, revision DESC LIMIT 1",
         )
@@ -311,8 +278,7 @@ fn check_queue_references(queue: &JobQueue, known: &HashSet<String>) -> Result<(
     }
 }
 
-/// A stored resource rebuilt from its spec: the model, the spec as applied, and when it was
-/// first applied.
+/// A stored resource: its model, the spec as applied, and when it was first applied.
 pub(super) struct Parsed<T> {
     pub model: T,
     pub spec: serde_json::Value,
@@ -320,47 +286,163 @@ pub(super) struct Parsed<T> {
 }
 
 impl Store {
-    /// Every row of a resource table, rebuilt by `build` from its name and spec (parsed strictly
-    /// into `S` first). A row that no longer parses is reported as corrupt.
-    pub(super) async fn parsed_resources<S, T>(
-        &self,
-        table: &str,
-        build: impl Fn(String, S) -> Result<T, crate::manifest::FieldError>,
-    ) -> Result<Vec<Parsed<T>>, StoreError>
+    /// Every row of a resource table, its model decoded from the stored form.
+    pub(super) async fn parsed_resources<T>(&self, kind: Kind) -> Result<Vec<Parsed<T>>, StoreError>
     where
-        S: serde::de::DeserializeOwned,
+        T: serde::de::DeserializeOwned,
     {
+        let table = table_of(kind);
         let rows = sqlx::query(&format!(
-            "SELECT name, spec, created_at FROM {table} ORDER BY name"
+            "SELECT name, model, spec, created_at FROM {table} ORDER BY name"
         ))
         .fetch_all(&self.read)
         .await?;
         rows.iter()
             .map(|row| {
                 let name: String = row.try_get(0)?;
-                let text: String = row.try_get(1)?;
-                let corrupt =
-                    |reason: String| StoreError::corrupt(format!("{table} {name}"), reason);
-                let spec: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-                let parsed: S =
-                    crate::manifest::parse_strict(&spec).map_err(|e| corrupt(e.to_string()))?;
-                let model = build(name.clone(), parsed).map_err(|e| corrupt(e.to_string()))?;
+                let text: String = row.try_get(2)?;
                 Ok(Parsed {
-                    model,
-                    spec,
-                    created_at: row.try_get(2)?,
+                    model: model_of_row(table, row)?,
+                    spec: serde_json::from_str(&text)
+                        .map_err(|e| StoreError::corrupt(format!("{table} {name}"), e))?,
+                    created_at: row.try_get(3)?,
                 })
             })
             .collect()
     }
+
+    /// Rows written before models were stored (migration 0022), with their spec as applied:
+    /// the start-up upgrade validates each spec as the API would and gives it its model
+    /// (`set_model`).
+    pub async fn rows_without_model(&self) -> Result<Vec<UnmodelledRow>, StoreError> {
+        let mut rows = Vec::new();
+        for kind in Kind::ALL {
+            let table = table_of(kind);
+            let revision = match kind {
+                Kind::JobDefinition => "revision",
+                Kind::ComputeEnvironment
+                | Kind::JobQueue
+                | Kind::Schedule
+                | Kind::EventRule
+                | Kind::WebhookTrigger
+                | Kind::Notification => "0",
+            };
+            let found = sqlx::query(&format!(
+                "SELECT name, {revision}, spec FROM {table} WHERE model IS NULL ORDER BY name"
+            ))
+            .fetch_all(&self.read)
+            .await?;
+            for row in found {
+                let name: String = row.try_get(0)?;
+                let spec: String = row.try_get(2)?;
+                rows.push(UnmodelledRow {
+                    kind,
+                    revision: row.try_get::<i64, _>(1)? as u32,
+                    spec: serde_json::from_str(&spec)
+                        .map_err(|e| StoreError::corrupt(format!("{table} {name}"), e))?,
+                    name,
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Stores the model of a row `rows_without_model` listed, validated from its spec.
+    pub async fn set_model(
+        &self,
+        row: &UnmodelledRow,
+        resource: &Resource,
+    ) -> Result<(), StoreError> {
+        if resource.kind() != row.kind || resource.name() != row.name {
+            return Err(StoreError::corrupt(
+                format!("{} {}", row.kind.as_str(), row.name),
+                format!(
+                    "its spec reads as {} {}",
+                    resource.kind().as_str(),
+                    resource.name()
+                ),
+            ));
+        }
+        let table = table_of(row.kind);
+        let update = format!("UPDATE {table} SET model = $1 WHERE name = $2 AND model IS NULL");
+        let update_revision = format!("{update} AND revision = $3");
+        let statement = match row.kind {
+            Kind::JobDefinition => sqlx::query(&update_revision)
+                .bind(model_text(resource))
+                .bind(&row.name)
+                .bind(i64::from(row.revision)),
+            Kind::ComputeEnvironment
+            | Kind::JobQueue
+            | Kind::Schedule
+            | Kind::EventRule
+            | Kind::WebhookTrigger
+            | Kind::Notification => sqlx::query(&update)
+                .bind(model_text(resource))
+                .bind(&row.name),
+        };
+        statement.execute(&self.write).await?;
+        self.resource_cache.invalidate();
+        Ok(())
+    }
+}
+
+/// A row saved before models were stored: its kind, name, revision (definitions; 0 otherwise)
+/// and spec as applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnmodelledRow {
+    pub kind: Kind,
+    pub name: String,
+    pub revision: u32,
+    pub spec: serde_json::Value,
+}
+
+/// What a row keeps: the spec as applied, and the model in its stored form.
+struct Texts {
+    spec: String,
+    model: String,
+}
+
+/// The table of a kind.
+pub(super) fn table_of(kind: Kind) -> &'static str {
+    match kind {
+        Kind::ComputeEnvironment => "compute_environments",
+        Kind::JobQueue => "job_queues",
+        Kind::JobDefinition => "job_definitions",
+        Kind::Schedule => "schedules",
+        Kind::EventRule => "event_rules",
+        Kind::WebhookTrigger => "webhook_triggers",
+        Kind::Notification => "notifications",
+    }
+}
+
+/// The stored form of a resource's model (a schedule's or rule's with its target).
+fn model_text(resource: &Resource) -> String {
+    match resource {
+        Resource::ComputeEnvironment(environment) => stored_form::encode(environment),
+        Resource::JobQueue(queue) => stored_form::encode(queue),
+        Resource::JobDefinition { spec, .. } => stored_form::encode(spec),
+        Resource::Schedule { schedule, target } => stored_form::encode(&(schedule, target)),
+        Resource::EventRule { rule, target } => stored_form::encode(&(rule, target)),
+        Resource::WebhookTrigger(trigger) => stored_form::encode(trigger),
+        Resource::Notification(notification) => stored_form::encode(notification),
+    }
+}
+
+/// The model of a row with `name` and `model` columns.
+fn model_of_row<T: serde::de::DeserializeOwned>(
+    table: &str,
+    row: &AnyRow,
+) -> Result<T, StoreError> {
+    let name: String = row.try_get("name")?;
+    let model: Option<String> = row.try_get("model")?;
+    stored_form::decode(&format!("{table} {name}"), model.as_deref())
 }
 
 async fn upsert(
     transaction: &mut Transaction<'static, Any>,
     table: &str,
     name: &str,
-    spec: &str,
+    texts: &Texts,
     now: i64,
 ) -> Result<(AppliedAction, Option<u32>), sqlx::Error> {
     let existing: Option<String> =
@@ -371,22 +453,25 @@ async fn upsert(
     let action = match existing {
         None => {
             sqlx::query(&format!(
-                "INSERT INTO {table} (name, spec, created_at, updated_at) VALUES ($1, $2, $3, $3)"
+                "INSERT INTO {table} (name, spec, model, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $4)"
             ))
             .bind(name)
-            .bind(spec)
+            .bind(&texts.spec)
+            .bind(&texts.model)
             .bind(now)
             .execute(&mut **transaction)
             .await?;
             AppliedAction::Created
         }
-        Some(existing) if same_json(&existing, spec) => AppliedAction::Unchanged,
+        Some(existing) if same_json(&existing, &texts.spec) => AppliedAction::Unchanged,
         Some(_) => {
             sqlx::query(&format!(
-                "UPDATE {table} SET spec = $2, updated_at = $3 WHERE name = $1"
+                "UPDATE {table} SET spec = $2, model = $3, updated_at = $4 WHERE name = $1"
             ))
             .bind(name)
-            .bind(spec)
+            .bind(&texts.spec)
+            .bind(&texts.model)
             .bind(now)
             .execute(&mut **transaction)
             .await?;
@@ -402,11 +487,11 @@ async fn register_definition(
     transaction: &mut Transaction<'static, Any>,
     name: &DefinitionName,
     model: &DefinitionSpec,
-    spec: &str,
+    texts: &Texts,
     now: i64,
 ) -> Result<(AppliedAction, Option<u32>), ApplyError> {
     let latest = sqlx::query(
-        "SELECT name, revision, spec, created_at, status FROM job_definitions WHERE name = $1 \
+        "SELECT name, revision, spec, model, created_at, status FROM job_definitions WHERE name = $1 \
          ORDER BY revision DESC LIMIT 1",
     )
     .bind(name.as_str())
@@ -420,11 +505,13 @@ async fn register_definition(
     }
     let revision = latest.map_or(1, |latest| latest.definition.revision + 1);
     sqlx::query(
-        "INSERT INTO job_definitions (name, revision, spec, created_at) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO job_definitions (name, revision, spec, model, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(name.as_str())
     .bind(i64::from(revision))
-    .bind(spec)
+    .bind(&texts.spec)
+    .bind(&texts.model)
     .bind(now)
     .execute(&mut **transaction)
     .await?;
@@ -448,30 +535,17 @@ fn name_and_spec(row: &AnyRow) -> Result<(String, serde_json::Value), StoreError
     Ok((name, spec))
 }
 
-fn queue_from_row(row: &AnyRow) -> Result<JobQueue, StoreError> {
-    let (name, spec) = name_and_spec(row)?;
-    let name = QueueName::try_from(name).map_err(|e| corrupt(&spec, e))?;
-    let wire = manifest::parse_strict(&spec).map_err(|e| corrupt(&spec, e))?;
-    manifest::job_queue(name, &wire).map_err(|e| corrupt(&spec, e))
+/// A queue from its stored form (`model` column text).
+pub(super) fn queue_from_model(name: &str, text: Option<&str>) -> Result<JobQueue, StoreError> {
+    stored_form::decode(&format!("job_queues {name}"), text)
 }
 
-/// A queue rebuilt from its stored spec text.
-pub(super) fn queue_from_spec(name: QueueName, text: &str) -> Result<JobQueue, StoreError> {
-    let spec: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| StoreError::corrupt(name.as_str(), e))?;
-    let wire = manifest::parse_strict(&spec).map_err(|e| corrupt(&spec, e))?;
-    manifest::job_queue(name, &wire).map_err(|e| corrupt(&spec, e))
-}
-
-/// A compute environment rebuilt from its stored spec text.
-pub(super) fn environment_from_spec(
-    name: EnvironmentName,
-    text: &str,
+/// A compute environment from its stored form (`model` column text).
+pub(super) fn environment_from_model(
+    name: &str,
+    text: Option<&str>,
 ) -> Result<ComputeEnvironment, StoreError> {
-    let spec: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| StoreError::corrupt(name.as_str(), e))?;
-    let wire = manifest::parse_strict(&spec).map_err(|e| corrupt(&spec, e))?;
-    manifest::compute_environment(name, &wire).map_err(|e| corrupt(&spec, e))
+    stored_form::decode(&format!("compute_environments {name}"), text)
 }
 
 fn definition_from_row(row: &AnyRow) -> Result<StoredDefinition, StoreError> {
@@ -479,9 +553,12 @@ fn definition_from_row(row: &AnyRow) -> Result<StoredDefinition, StoreError> {
     let revision: i64 = row.try_get("revision")?;
     let created_at: i64 = row.try_get("created_at")?;
     let status: String = row.try_get("status")?;
+    let model: Option<String> = row.try_get("model")?;
+    let model = stored_form::decode(
+        &format!("job_definitions {name} revision {revision}"),
+        model.as_deref(),
+    )?;
     let name = DefinitionName::try_from(name).map_err(|e| corrupt(&spec, e))?;
-    let wire = manifest::parse_strict(&spec).map_err(|e| corrupt(&spec, e))?;
-    let model = manifest::definition_spec(&wire).map_err(|e| corrupt(&spec, e))?;
     Ok(StoredDefinition {
         definition: JobDefinition {
             name,

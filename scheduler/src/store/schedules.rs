@@ -5,14 +5,14 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 use crate::core::model::{Job, JobId};
+use crate::core::resource::{Kind, SubmitTemplate};
 use crate::core::schedule::Schedule;
-use crate::manifest::{self, ScheduleSpec, SubmitJobRequest};
 
 /// A stored schedule with the submit its ticks make.
 #[derive(Debug, Clone)]
 pub struct StoredSchedule {
     pub schedule: Schedule,
-    pub target: SubmitJobRequest,
+    pub target: SubmitTemplate,
     /// The spec as applied, for display.
     pub spec: serde_json::Value,
     pub created_at: i64,
@@ -61,9 +61,7 @@ impl Store {
     /// Every schedule.
     pub async fn schedules(&self) -> Result<Vec<StoredSchedule>, StoreError> {
         let parsed = self
-            .parsed_resources("schedules", |name, spec: ScheduleSpec| {
-                Ok((manifest::schedule(name, &spec)?, spec.target))
-            })
+            .parsed_resources::<(Schedule, SubmitTemplate)>(Kind::Schedule)
             .await?;
         Ok(parsed
             .into_iter()

@@ -5,8 +5,10 @@ use chrono_tz::Tz;
 
 use super::*;
 
-/// A validated `kind: Schedule`.
-#[derive(Debug, Clone, PartialEq)]
+/// A validated `kind: Schedule`. Stored as `ScheduleForm`: the expression as its text, parsed
+/// again when read.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "ScheduleForm", into = "ScheduleForm")]
 pub struct Schedule {
     pub name: String,
     pub expression: ScheduleExpression,
@@ -29,7 +31,64 @@ pub struct Schedule {
     pub delete_after_completion: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// `Schedule` as it is stored.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScheduleForm {
+    name: String,
+    expression: String,
+    time_zone: Tz,
+    enabled: bool,
+    start: Option<DateTime<Utc>>,
+    end: Option<DateTime<Utc>>,
+    flexible_window_minutes: u32,
+    overlap: OverlapPolicy,
+    catch_up: CatchUp,
+    history: HistoryLimits,
+    #[serde(default)]
+    delete_after_completion: bool,
+}
+
+impl From<Schedule> for ScheduleForm {
+    fn from(schedule: Schedule) -> ScheduleForm {
+        ScheduleForm {
+            name: schedule.name,
+            expression: schedule.expression_text,
+            time_zone: schedule.time_zone,
+            enabled: schedule.enabled,
+            start: schedule.start,
+            end: schedule.end,
+            flexible_window_minutes: schedule.flexible_window_minutes,
+            overlap: schedule.overlap,
+            catch_up: schedule.catch_up,
+            history: schedule.history,
+            delete_after_completion: schedule.delete_after_completion,
+        }
+    }
+}
+
+impl TryFrom<ScheduleForm> for Schedule {
+    type Error = ExpressionError;
+    fn try_from(form: ScheduleForm) -> Result<Schedule, ExpressionError> {
+        Ok(Schedule {
+            expression: parse_expression(&form.expression)?,
+            name: form.name,
+            expression_text: form.expression,
+            time_zone: form.time_zone,
+            enabled: form.enabled,
+            start: form.start,
+            end: form.end,
+            flexible_window_minutes: form.flexible_window_minutes,
+            overlap: form.overlap,
+            catch_up: form.catch_up,
+            history: form.history,
+            delete_after_completion: form.delete_after_completion,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct HistoryLimits {
     pub succeeded: Option<u32>,
     pub failed: Option<u32>,
@@ -47,7 +106,8 @@ pub enum OverlapPolicy {
 }
 
 /// What happens to ticks missed while no server ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CatchUp {
     pub policy: CatchUpPolicy,
     /// Missed ticks older than this are skipped (recorded as such), whatever the policy.
