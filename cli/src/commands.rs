@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use serde_json::{json, Value};
+
+use batchctl_scheduler::manifest::JobDependencySpec;
 
 use crate::output::Format;
 use crate::server_args::ServerArgs;
@@ -61,9 +62,11 @@ pub(crate) enum Command {
         idempotency_key: Option<String>,
         /// Wait for another job to SUCCEED first, as the AWS CLI: `jobId=ID` (the whole job),
         /// `jobId=ID,type=N_TO_N` (child i waits for child i of array job ID), or `type=SEQUENTIAL`
-        /// (this array's children run one after another). Repeatable.
+        /// (this array's children run one after another); `,condition=afterany` (after it ends
+        /// either way) or `,condition=afternotok` (only after it failed) instead of the default
+        /// afterok. Repeatable.
         #[arg(long = "depends-on", value_parser = dependency)]
-        depends_on: Vec<Value>,
+        depends_on: Vec<JobDependencySpec>,
         /// Make this an array job of N children (2 to 100000), `JOBID:0` … `JOBID:N-1`, each with
         /// BATCH_JOB_ARRAY_INDEX set.
         #[arg(long)]
@@ -381,20 +384,25 @@ impl UpdateKind {
     }
 }
 
-/// `jobId=ID[,type=TYPE]` into a JobDependency.
-pub(crate) fn dependency(text: &str) -> Result<Value, String> {
-    let mut dependency = serde_json::Map::new();
+/// `--depends-on jobId=ID[,type=N_TO_N][,condition=afterany]`, as the API's `dependsOn` entry.
+pub(crate) fn dependency(text: &str) -> Result<JobDependencySpec, String> {
+    let mut dependency = JobDependencySpec::default();
     for part in text.split(',') {
         match part.split_once('=') {
-            Some(("jobId", id)) if !id.is_empty() => dependency.insert("jobId".into(), json!(id)),
-            Some(("type", kind)) => dependency.insert("type".into(), json!(kind)),
-            _ => return Err(format!("{part:?} is not jobId=ID or type=TYPE")),
+            Some(("jobId", id)) if !id.is_empty() => dependency.job_id = Some(id.into()),
+            Some(("type", kind)) => dependency.dependency_type = Some(kind.into()),
+            Some(("condition", condition)) => dependency.condition = Some(condition.into()),
+            _ => {
+                return Err(format!(
+                    "{part:?} is not jobId=ID, type=TYPE or condition=afterok|afterany|afternotok"
+                ))
+            }
         };
     }
-    if dependency.is_empty() {
+    if dependency.job_id.is_none() && dependency.dependency_type.is_none() {
         return Err(format!("{text:?} names neither jobId=ID nor type=TYPE"));
     }
-    Ok(Value::Object(dependency))
+    Ok(dependency)
 }
 
 pub(crate) fn key_value(text: &str) -> Result<(String, String), String> {

@@ -20,6 +20,7 @@ store_suite!(
     evaluate_on_exit_decides_retries,
     retries_wait_out_their_backoff,
     dependencies_hold_jobs_until_they_succeed_and_fail_them_when_they_fail,
+    dependency_conditions_decide_which_end_lets_a_dependent_run,
     disabled_queues_refuse_new_jobs_and_disabled_environments_get_no_work,
     busy_shares_get_vcpu_seconds_in_inverse_ratio_of_their_weights,
     share_usage_survives_a_restart,
@@ -110,9 +111,195 @@ fn after(command: &[&str], parents: &[&JobId]) -> SubmitJobRequest {
             .map(|p| batchctl_scheduler::manifest::JobDependencySpec {
                 job_id: Some(p.0.clone()),
                 dependency_type: None,
+                condition: None,
             })
             .collect(),
         ..request("d", command)
+    }
+}
+
+/// `condition` on each dependency, as the API takes it.
+fn after_with(
+    command: &[&str],
+    parents: &[(&JobId, &str, Option<&str>)],
+    array_size: Option<u32>,
+) -> SubmitJobRequest {
+    SubmitJobRequest {
+        depends_on: parents
+            .iter()
+            .map(
+                |(p, condition, kind)| batchctl_scheduler::manifest::JobDependencySpec {
+                    job_id: Some(p.0.clone()),
+                    dependency_type: kind.map(str::to_string),
+                    condition: Some(condition.to_string()),
+                },
+            )
+            .collect(),
+        array_properties: array_size
+            .map(|size| batchctl_scheduler::manifest::ArrayPropertiesSpec { size }),
+        // One attempt, so that a failure is the job's end.
+        retry_strategy: Some(batchctl_scheduler::manifest::RetryStrategySpec {
+            attempts: Some(1),
+            ..Default::default()
+        }),
+        ..request("d", command)
+    }
+}
+
+/// afterany runs after either end, afternotok only after a failure and fails the dependent,
+/// naming the dependency, after a success; on single jobs and child by child on N_TO_N arrays.
+/// What the bulk statements did is checked against `core::dependencies::resolve`.
+async fn dependency_conditions_decide_which_end_lets_a_dependent_run(store: Store) {
+    use batchctl_scheduler::core::model::DependencyCondition;
+    support::apply(&store, RESOURCES).await;
+    let harness = Harness::start(store, FakeExecutor::new()).await;
+    let fails = harness
+        .submit_request(after_with(&["hang"], &[], None))
+        .await;
+    let succeeds = harness
+        .submit_request(after_with(&["hang"], &[], None))
+        .await;
+    let any = harness
+        .submit_request(after_with(
+            &["exit", "0"],
+            &[(&fails, "afterany", None)],
+            None,
+        ))
+        .await;
+    let not_ok = harness
+        .submit_request(after_with(
+            &["exit", "0"],
+            &[(&fails, "afternotok", None)],
+            None,
+        ))
+        .await;
+    let not_ok_of_success = harness
+        .submit_request(after_with(
+            &["exit", "0"],
+            &[(&succeeds, "afternotok", None)],
+            None,
+        ))
+        .await;
+    let ok = harness
+        .submit_request(after_with(
+            &["exit", "0"],
+            &[(&fails, "afterok", None)],
+            None,
+        ))
+        .await;
+    // A and B are arrays of 2; B's children wait N_TO_N for A's, after a failure only.
+    let a = harness
+        .submit_request(after_with(&["hang"], &[], Some(2)))
+        .await;
+    let b = harness
+        .submit_request(after_with(
+            &["exit", "0"],
+            &[(&a, "afternotok", Some("N_TO_N"))],
+            Some(2),
+        ))
+        .await;
+    let child = |parent: &JobId, index: u32| JobId(format!("{parent}:{index}"));
+    // The environment runs two at once: the single jobs first, then A's children.
+    for job in [&fails, &succeeds] {
+        harness.wait_for_status(job, JobStatus::Running).await;
+    }
+    for job in [&any, &not_ok, &not_ok_of_success, &ok, &child(&b, 0)] {
+        assert_eq!(
+            harness.store.job(job).await.unwrap().unwrap().status,
+            JobStatus::Pending,
+            "{job} waits while what it depends on runs"
+        );
+    }
+    assert!(harness.fake.exit_job(&fails.0, 1));
+    assert!(harness.fake.exit_job(&succeeds.0, 0));
+    let singles = [
+        (
+            &any,
+            &fails,
+            DependencyCondition::AfterAny,
+            JobStatus::Failed,
+        ),
+        (
+            &not_ok,
+            &fails,
+            DependencyCondition::AfterNotOk,
+            JobStatus::Failed,
+        ),
+        (
+            &not_ok_of_success,
+            &succeeds,
+            DependencyCondition::AfterNotOk,
+            JobStatus::Succeeded,
+        ),
+        (&ok, &fails, DependencyCondition::AfterOk, JobStatus::Failed),
+    ];
+    for (dependent, dependency, condition, ended) in singles {
+        expect_resolution(&harness, dependent, dependency, condition, ended).await;
+    }
+    for index in [0, 1] {
+        harness
+            .wait_for_status(&child(&a, index), JobStatus::Running)
+            .await;
+    }
+    assert_eq!(
+        harness
+            .store
+            .job(&child(&b, 0))
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        JobStatus::Pending
+    );
+    assert!(harness.fake.exit_job(&child(&a, 0).0, 0));
+    assert!(harness.fake.exit_job(&child(&a, 1).0, 1));
+    for (index, ended) in [(0, JobStatus::Succeeded), (1, JobStatus::Failed)] {
+        let (dependent, dependency) = (child(&b, index), child(&a, index));
+        let condition = DependencyCondition::AfterNotOk;
+        expect_resolution(&harness, &dependent, &dependency, condition, ended).await;
+    }
+    let not_ok_of_success = harness
+        .store
+        .job(&not_ok_of_success)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        not_ok_of_success.status_reason.as_deref(),
+        Some(format!(
+            "Dependency {succeeds} succeeded; the dependency's condition afternotok needed it to fail"
+        ))
+        .as_deref()
+    );
+    assert!(not_ok_of_success.attempts.is_empty());
+    // B has a failed child, so it failed as a whole (no success policy).
+    harness.wait_for_status(&b, JobStatus::Failed).await;
+    harness.stop().await;
+}
+
+/// Waits for `dependent` to end as `core::dependencies::resolve` says it must, given that
+/// `dependency` ended as `ended`, with the reason it gives.
+async fn expect_resolution(
+    harness: &Harness,
+    dependent: &JobId,
+    dependency: &JobId,
+    condition: batchctl_scheduler::core::model::DependencyCondition,
+    ended: JobStatus,
+) {
+    use batchctl_scheduler::core::dependencies::{resolve, Resolution};
+    match resolve(&[(dependency.clone(), condition, ended)]) {
+        Resolution::Ready => {
+            let done = harness
+                .wait_for_status(dependent, JobStatus::Succeeded)
+                .await;
+            assert_eq!(done.attempts.len(), 1, "{dependent} ran");
+        }
+        Resolution::Failed(reason) => {
+            let done = harness.wait_for_status(dependent, JobStatus::Failed).await;
+            assert_eq!(done.status_reason, Some(reason), "{dependent}");
+            assert!(done.attempts.is_empty(), "{dependent} never ran");
+        }
+        Resolution::Waiting => unreachable!("the dependency has ended"),
     }
 }
 

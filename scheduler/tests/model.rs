@@ -266,6 +266,7 @@ impl World {
                 .map(|&parent| JobDependencySpec {
                     job_id: Some(self.jobs[parent].id.0.clone()),
                     dependency_type: None,
+                    condition: None,
                 })
                 .collect(),
             ..SubmitJobRequest::default()

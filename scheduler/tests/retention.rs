@@ -138,6 +138,7 @@ async fn expired_jobs_go_with_their_output_and_needed_ones_stay(store: Store) {
         .map(|other| Dependency {
             job_id: Some(id(other)),
             kind: DependencyKind::Whole,
+            condition: Default::default(),
         })
         .collect();
     store

@@ -672,6 +672,7 @@ async fn array_children_are_written_and_released_in_order(store: Store) {
     let sequential = Dependency {
         job_id: None,
         kind: DependencyKind::Sequential,
+        condition: Default::default(),
     };
     let parent = array_job("p", 3, vec![sequential]);
     store
@@ -736,6 +737,7 @@ async fn n_to_n_children_wait_for_their_partners(store: Store) {
     let whole = Dependency {
         job_id: Some(JobId("gate".into())),
         kind: DependencyKind::Whole,
+        condition: Default::default(),
     };
     store
         .insert_jobs(&[array_job("a", 2, vec![whole])])
@@ -744,6 +746,7 @@ async fn n_to_n_children_wait_for_their_partners(store: Store) {
     let n_to_n = Dependency {
         job_id: Some(JobId("a".into())),
         kind: DependencyKind::NToN,
+        condition: Default::default(),
     };
     store
         .insert_jobs(&[array_job("b", 2, vec![n_to_n])])
@@ -802,6 +805,7 @@ async fn a_failed_sequential_child_fails_every_later_one_at_once(store: Store) {
     let sequential = Dependency {
         job_id: None,
         kind: DependencyKind::Sequential,
+        condition: Default::default(),
     };
     store
         .insert_jobs(&[array_job("p", 5, vec![sequential])])

@@ -94,6 +94,51 @@ fn a_failed_child_fails_the_array_and_what_depends_on_it() {
     );
 }
 
+/// `condition=afterany` runs a clean-up after the array whatever its end, `condition=afternotok`
+/// an alert only because it failed, and an alert on a job that succeeded fails, saying why.
+#[test]
+fn conditions_run_a_cleanup_after_any_end_and_an_alert_only_after_a_failure() {
+    let server = Server::start(None);
+    server.apply_examples();
+    let parent = submit_array(&server, "2", &[], "[ $BATCH_JOB_ARRAY_INDEX != 1 ]");
+    let after = |condition: &str, on: &str| {
+        server.submit(&[
+            "--queue",
+            "default",
+            "--definition",
+            "hello",
+            "--depends-on",
+            &format!("jobId={on},condition={condition}"),
+        ])
+    };
+    let cleanup = after("afterany", &parent);
+    let alert = after("afternotok", &parent);
+    let job = server.job(&cleanup);
+    assert_eq!(job["dependsOn"][0]["condition"], "afterany", "{job:#}");
+    server.wait_for_status(&parent, "FAILED");
+    server.wait_for_status(&cleanup, "SUCCEEDED");
+    server.wait_for_status(&alert, "SUCCEEDED");
+    let no_alert = after("afternotok", &cleanup);
+    let failed = server.wait_for_status(&no_alert, "FAILED");
+    assert_eq!(
+        failed["statusReason"],
+        format!("Dependency {cleanup} succeeded; the dependency's condition afternotok needed it to fail")
+    );
+
+    server.refused(
+        &[
+            "submit",
+            "--queue",
+            "default",
+            "--definition",
+            "hello",
+            "--depends-on",
+            &format!("jobId={parent},condition=later"),
+        ],
+        "dependsOn[0].condition",
+    );
+}
+
 #[test]
 fn sequential_children_run_one_after_another() {
     let server = Server::start(None);

@@ -11,6 +11,7 @@ pub mod attempt;
 pub mod audit;
 pub mod auth;
 pub mod contract;
+pub mod dependencies;
 pub mod endpoint_policy;
 pub mod event_pattern;
 pub mod events;

@@ -499,6 +499,22 @@ pub struct Dependency {
     /// Absent only for `Sequential`, which is about the job's own children.
     pub job_id: Option<JobId>,
     pub kind: DependencyKind,
+    /// Which end of the job depended on lets this one run (`crate::dependencies`).
+    #[serde(default)]
+    pub condition: DependencyCondition,
+}
+
+/// Slurm's dependency conditions: which end of the job depended on lets the dependent run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DependencyCondition {
+    /// Once it SUCCEEDED (AWS Batch's only kind, and the default).
+    #[default]
+    AfterOk,
+    /// Once it ended, SUCCEEDED or FAILED.
+    AfterAny,
+    /// Once it FAILED.
+    AfterNotOk,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

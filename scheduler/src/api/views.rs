@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::model::{ArrayRole, Attempt, ExitRule, Job, JobStatus, Resources};
+use crate::core::model::{
+    ArrayRole, Attempt, DependencyCondition, ExitRule, Job, JobStatus, Resources,
+};
 use crate::manifest::{KeyValue, ResourceRequirement, API_VERSION};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -99,6 +101,9 @@ pub struct DependencyView {
     pub job_id: Option<String>,
     #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
     pub dependency_type: Option<String>,
+    /// `afterany` or `afternotok`; absent for the default, afterok (AWS Batch's only kind).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// AWS Batch's ArrayPropertiesDetail: `size` and `statusSummary` on a parent, `index` on a child.
@@ -253,6 +258,12 @@ impl From<&Job> for JobView {
                 .map(|dependency| DependencyView {
                     job_id: dependency.job_id.as_ref().map(|id| id.0.clone()),
                     dependency_type: dependency.kind.aws_name().map(str::to_string),
+                    condition: match dependency.condition {
+                        DependencyCondition::AfterOk => None,
+                        DependencyCondition::AfterAny | DependencyCondition::AfterNotOk => {
+                            Some(dependency.condition.as_str().to_string())
+                        }
+                    },
                 })
                 .collect(),
             stop_requested: job.stop_requested.clone(),

@@ -54,9 +54,28 @@ pub(super) fn dependencies(
             }
             (DependencyKind::Whole | DependencyKind::NToN, Some(id)) => Some(JobId(id.to_string())),
         };
+        let condition = match spec.condition.as_deref().map(str::trim) {
+            None => DependencyCondition::AfterOk,
+            Some(text) => DependencyCondition::parse(text).ok_or_else(|| {
+                FieldError::new(
+                    field("condition"),
+                    format!("{text:?} is not a condition; use afterok (the default), afterany or afternotok"),
+                )
+            })?,
+        };
+        if kind == DependencyKind::Sequential && condition != DependencyCondition::AfterOk {
+            return Err(FieldError::new(
+                field("condition"),
+                "a SEQUENTIAL dependency runs each child after the one before it succeeded; leave condition out (afterok)",
+            ));
+        }
         let key = (job_id.clone(), kind == DependencyKind::Sequential);
         if seen.insert(key) {
-            dependencies.push(Dependency { job_id, kind });
+            dependencies.push(Dependency {
+                job_id,
+                kind,
+                condition,
+            });
         }
     }
     Ok(dependencies)
@@ -159,10 +178,14 @@ pub struct ArrayPropertiesSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobDependencySpec {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
-    #[serde(default, rename = "type")]
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
     pub dependency_type: Option<String>,
+    /// `afterok` (the default), `afterany` or `afternotok`: which end of the job lets this one
+    /// run, as Slurm's dependency types.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
 }
 
 /// How many jobs one job may depend on (AWS Batch allows 20).

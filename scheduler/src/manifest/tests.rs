@@ -181,3 +181,37 @@ fn a_secret_of_the_wrong_type_is_not_echoed() {
         assert!(text.contains("secret"), "{text}");
     }
 }
+
+#[test]
+fn dependency_conditions_are_read_and_wrong_ones_named() {
+    let spec = |value: serde_json::Value| -> Vec<JobDependencySpec> {
+        serde_json::from_value(value).unwrap()
+    };
+    let read = dependencies(
+        &spec(json!([
+            {"jobId": "a"},
+            {"jobId": "b", "condition": "afterany"},
+            {"jobId": "c", "type": "N_TO_N", "condition": "afternotok"}
+        ])),
+        Some(2),
+    )
+    .unwrap();
+    assert_eq!(
+        read.iter().map(|d| d.condition).collect::<Vec<_>>(),
+        [
+            DependencyCondition::AfterOk,
+            DependencyCondition::AfterAny,
+            DependencyCondition::AfterNotOk
+        ]
+    );
+    let error =
+        dependencies(&spec(json!([{"jobId": "a", "condition": "later"}])), None).unwrap_err();
+    assert_eq!(error.field, "dependsOn[0].condition");
+    assert!(error.message.contains("afterany"), "{error}");
+    let error = dependencies(
+        &spec(json!([{"type": "SEQUENTIAL", "condition": "afterany"}])),
+        Some(3),
+    )
+    .unwrap_err();
+    assert_eq!(error.field, "dependsOn[0].condition");
+}

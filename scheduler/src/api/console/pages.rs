@@ -424,7 +424,7 @@ pub fn job(job: &JobView, holds: &[Hold], abilities: Abilities) -> Markup {
                 @if !job.depends_on.is_empty() {
                     dt { "Depends on" }
                     dd { ul class="inline" { @for dependency in &job.depends_on { @if let Some(id) = &dependency.job_id {
-                        li { a href={ "/console/jobs/" (id) } { (id) } @if let Some(kind) = &dependency.dependency_type { " (" (kind) ")" } }
+                        li { a href={ "/console/jobs/" (id) } { (id) } @if let Some(kind) = &dependency.dependency_type { " (" (kind) ")" } @if let Some(condition) = &dependency.condition { " " (condition) } }
                     } } } }
                 }
                 @if job.array_properties.as_ref().is_some_and(|p| p.status_summary.is_some()) {

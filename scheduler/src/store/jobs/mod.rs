@@ -350,14 +350,16 @@ impl Store {
         }
         // Whole-job dependencies are rows of the job itself (an array's children wait on their
         // parent's rows too); N_TO_N and SEQUENTIAL ones are rows of the children.
-        let dependencies: Vec<(&str, &str)> = new_jobs
+        let dependencies: Vec<(&str, &str, &str)> = new_jobs
             .iter()
             .flat_map(|job| {
                 job.spec.depends_on.iter().filter_map(|dependency| {
                     match (dependency.kind, &dependency.job_id) {
-                        (DependencyKind::Whole, Some(parent)) => {
-                            Some((job.job_id.0.as_str(), parent.0.as_str()))
-                        }
+                        (DependencyKind::Whole, Some(parent)) => Some((
+                            job.job_id.0.as_str(),
+                            parent.0.as_str(),
+                            dependency.condition.as_str(),
+                        )),
                         (DependencyKind::Whole, None)
                         | (DependencyKind::NToN | DependencyKind::Sequential, _) => None,
                     }
@@ -366,12 +368,15 @@ impl Store {
             .collect();
         for chunk in dependencies.chunks(ROWS_PER_STATEMENT) {
             let sql = format!(
-                "INSERT INTO job_dependencies (job_id, depends_on) VALUES {}",
-                placeholders(self.dialect, chunk.len(), 2, 1)
+                "INSERT INTO job_dependencies (job_id, depends_on, condition) VALUES {}",
+                placeholders(self.dialect, chunk.len(), 3, 1)
             );
             let mut query = sqlx::query(&sql);
-            for (job_id, parent) in chunk {
-                query = query.bind(job_id.to_string()).bind(parent.to_string());
+            for (job_id, parent, condition) in chunk {
+                query = query
+                    .bind(job_id.to_string())
+                    .bind(parent.to_string())
+                    .bind(condition.to_string());
             }
             query.execute(&mut **transaction).await?;
         }
@@ -420,8 +425,8 @@ async fn insert_array_children(
         sqlx::query(
             "WITH RECURSIVE array_index(i) AS (SELECT $1 UNION ALL \
              SELECT i + 1 FROM array_index WHERE i + 1 < $2) \
-             INSERT INTO job_dependencies (job_id, depends_on) \
-             SELECT $3 || ':' || CAST(i AS TEXT), $4 || ':' || CAST(i - $5 AS TEXT) \
+             INSERT INTO job_dependencies (job_id, depends_on, condition) \
+             SELECT $3 || ':' || CAST(i AS TEXT), $4 || ':' || CAST(i - $5 AS TEXT), $6 \
              FROM array_index",
         )
         .bind(first)
@@ -429,6 +434,7 @@ async fn insert_array_children(
         .bind(parent.job_id.0.clone())
         .bind(other.0.clone())
         .bind(offset)
+        .bind(dependency.condition.as_str())
         .execute(&mut **transaction)
         .await?;
     }

@@ -2,6 +2,8 @@
 //! compare-and-set from the status core gives.
 
 use super::*;
+use crate::core::dependencies::REASON_PREFIX;
+use crate::core::model::DependencyCondition;
 
 impl Store {
     /// Moves up to `limit` of the oldest jobs in `from` to `to` (a bulk compare-and-set); returns
@@ -92,9 +94,11 @@ impl Store {
         Ok((ready_count, waiting_count))
     }
 
-    /// Moves PENDING jobs on: to FAILED (`failed`, with a reason naming the first failed
-    /// dependency) when a job they depend on FAILED, then to RUNNABLE (`runnable`) when every job
-    /// they depend on SUCCEEDED. An array child also waits on what its parent depends on; an array
+    /// Moves PENDING jobs on, as `core::dependencies` decides: to FAILED (`failed`, with a
+    /// reason naming the first dependency that can no longer be met) when a job they depend on
+    /// ended in a way that breaks its condition, then to RUNNABLE (`runnable`) when every
+    /// dependency's condition is met. The statements are built from core's table of conditions
+    /// (`dependency_sql`). An array child also waits on what its parent depends on; an array
     /// parent never becomes RUNNABLE (see `finished_arrays`). Both are bulk compare-and-sets from
     /// PENDING. Returns how many moved.
     pub async fn resolve_dependencies(
@@ -118,6 +122,7 @@ impl Store {
              'Dependency ' || array_parent || ':' || CAST(array_index - 1 AS TEXT) || ' failed' \
              WHERE status = 'PENDING' AND array_parent IS NOT NULL \
              AND EXISTS (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.job_id \
+             AND d.condition = 'afterok' \
              AND d.depends_on = jobs.array_parent || ':' || CAST(jobs.array_index - 1 AS TEXT)) \
              AND EXISTS (SELECT 1 FROM jobs s WHERE s.array_parent = jobs.array_parent \
              AND s.status = 'FAILED' AND s.array_index < jobs.array_index) {returning}"
@@ -127,12 +132,14 @@ impl Store {
         .fetch_all(&mut *transaction)
         .await?;
         let broken_count = emit_moved_rows(emission, &mut transaction, &broken_chain, now).await?;
+        let broken = dependency_sql(DependencyCondition::broken_by);
+        let met = dependency_sql(DependencyCondition::met_by);
+        let reason = broken_reason_sql();
         let failed_count = sqlx::query(&format!(
             "UPDATE jobs SET status = $1, stopped_at = $2, updated_at = $2, status_reason = \
-             'Dependency ' || (SELECT d.depends_on {DEPENDENCY_OF_THIS_JOB} \
-             AND p.status = 'FAILED' LIMIT 1) || ' failed' \
+             (SELECT {reason} {DEPENDENCY_OF_THIS_JOB} AND {broken} ORDER BY p.seq LIMIT 1) \
              WHERE status = 'PENDING' AND EXISTS (SELECT 1 {DEPENDENCY_OF_THIS_JOB} \
-             AND p.status = 'FAILED') {returning}"
+             AND {broken}) {returning}"
         ))
         .bind(failed.as_str())
         .bind(now)
@@ -142,7 +149,7 @@ impl Store {
         let runnable_count = sqlx::query(&format!(
             "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = 'PENDING' \
              AND array_size IS NULL \
-             AND NOT EXISTS (SELECT 1 {DEPENDENCY_OF_THIS_JOB} AND p.status <> 'SUCCEEDED') \
+             AND NOT EXISTS (SELECT 1 {DEPENDENCY_OF_THIS_JOB} AND NOT {met}) \
              {returning}"
         ))
         .bind(runnable.as_str())
@@ -328,4 +335,53 @@ impl Store {
         transaction.commit().await?;
         Ok(changed == 1)
     }
+}
+
+/// SQL, over a dependency row `d` joined to the job it names `p`, that is true when `p`'s status
+/// is one of `ends(d.condition)`: `met_by` or `broken_by` of `core::dependencies`, so the
+/// statements above carry out core's table rather than a copy of it.
+pub(super) fn dependency_sql(ends: fn(DependencyCondition) -> &'static [JobStatus]) -> String {
+    let arms: Vec<String> = DependencyCondition::ALL
+        .into_iter()
+        .filter(|condition| !ends(*condition).is_empty())
+        .map(|condition| {
+            let statuses: Vec<String> = ends(condition)
+                .iter()
+                .map(|status| sql_literal(status.as_str()))
+                .collect();
+            format!(
+                "(d.condition = {} AND p.status IN ({}))",
+                sql_literal(condition.as_str()),
+                statuses.join(", ")
+            )
+        })
+        .collect();
+    if arms.is_empty() {
+        "(1 = 0)".into()
+    } else {
+        format!("({})", arms.join(" OR "))
+    }
+}
+
+/// The reason a dependent fails with, for the dependency row `d` that broke:
+/// `core::dependencies::unmet_reason`, as SQL.
+fn broken_reason_sql() -> String {
+    let arms: String = DependencyCondition::ALL
+        .into_iter()
+        .filter(|condition| !condition.broken_by().is_empty())
+        .map(|condition| {
+            format!(
+                " WHEN {} THEN {} || d.depends_on || {}",
+                sql_literal(condition.as_str()),
+                sql_literal(REASON_PREFIX),
+                sql_literal(condition.broken_suffix())
+            )
+        })
+        .collect();
+    format!("CASE d.condition{arms} END")
+}
+
+/// A constant as an SQL string literal.
+fn sql_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }

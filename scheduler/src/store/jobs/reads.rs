@@ -258,17 +258,18 @@ impl Store {
         Ok(count as u64)
     }
 
-    /// The jobs this one depends on that have not SUCCEEDED, with their status; for an array child,
-    /// with those its parent depends on.
+    /// The jobs this one depends on whose condition is not met yet, with their status; for an
+    /// array child, with those its parent depends on.
     pub async fn unfinished_dependencies(
         &self,
         job_id: &JobId,
     ) -> Result<Vec<(JobId, JobStatus)>, StoreError> {
-        let rows = sqlx::query(
+        let met = super::moves::dependency_sql(crate::core::model::DependencyCondition::met_by);
+        let rows = sqlx::query(&format!(
             "SELECT p.job_id, p.status FROM job_dependencies d JOIN jobs p ON p.job_id = d.depends_on \
              WHERE d.job_id IN ($1, (SELECT array_parent FROM jobs WHERE job_id = $1)) \
-             AND p.status <> 'SUCCEEDED' ORDER BY p.seq",
-        )
+             AND NOT {met} ORDER BY p.seq",
+        ))
         .bind(&job_id.0)
         .fetch_all(&self.read)
         .await?;
