@@ -1,85 +1,164 @@
-//! One shared view of an executor's Jobs and their pods, kept current by one list and two watches
-//! (an informer, as Kubernetes controllers keep), instead of a GET, a LIST and a watch per attempt
-//! for every change: a thousand running attempts cost the API server two watches, not thousands.
+//! One shared view of an executor's Jobs and their pods, kept current by kube-runtime's `watcher`
+//! (list, then watch; relist on 410 Gone or a broken stream, with backoff) feeding a `reflector`
+//! store per kind, as Kubernetes controllers keep an informer. A thousand running attempts cost
+//! the API server two watches, not thousands.
 //!
 //! Invariants:
 //! - The cache is an optimisation only. What it lacks (a Job created a moment ago, or one whose
-//!   events have not arrived yet) is read from the API server directly, so a cache behind the
-//!   server makes a caller wait a little, never conclude that an attempt is gone.
-//! - After a watch ends it resumes from the last resource version seen; when the server says that
-//!   version is too old (410 Gone) or the stream fails, everything is listed again.
+//!   events have not arrived yet, or anything before the first list) is read from the API server
+//!   directly, so a cache behind the server makes a caller wait a little, never conclude that an
+//!   attempt is gone.
+//! - The reflector stores swap in a relist whole (at `InitDone`), and so does the index of pods
+//!   by Job kept beside them (reflector stores have no secondary index; scanning every pod for
+//!   each attempt's read would cost attempts × pods per change).
 //! - Every change bumps a generation that waiters watch, so a change is never missed between a
 //!   read and a wait (waiters compare generations, not events).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
 use tokio::sync::watch;
 
 use super::JOB_NAME_LABEL;
 
-/// How long one watch request lasts before it is renewed.
+/// How long one watch request lasts before the watcher renews it.
 const WATCH_SECONDS: u32 = 290;
 
-#[derive(Default)]
-struct Objects {
-    jobs: HashMap<String, Job>,
-    /// Pods by the name of their Job.
-    pods: HashMap<String, HashMap<String, Pod>>,
-}
-
 pub struct Cache {
-    objects: Mutex<Objects>,
+    namespace: String,
+    jobs: Store<Job>,
+    pods: Store<Pod>,
+    pods_by_job: Mutex<PodIndex>,
     generation: watch::Sender<u64>,
     /// Stops the watching task when the cache (its executor) is dropped.
     _stop: tokio_util::sync::DropGuard,
 }
 
+/// Names of pods by the name of their Job, as the pod watcher's events say.
+#[derive(Default)]
+struct PodIndex {
+    current: HashMap<String, HashSet<String>>,
+    /// Filled during a relist, then swapped in whole.
+    relisting: Option<HashMap<String, HashSet<String>>>,
+}
+
+impl PodIndex {
+    fn apply(&mut self, event: &Event<Pod>) {
+        match event {
+            Event::Init => self.relisting = Some(HashMap::new()),
+            Event::InitApply(pod) => {
+                if let (Some(index), Some((job, name))) = (&mut self.relisting, names(pod)) {
+                    index.entry(job).or_default().insert(name);
+                }
+            }
+            Event::InitDone => {
+                if let Some(index) = self.relisting.take() {
+                    self.current = index;
+                }
+            }
+            Event::Apply(pod) => {
+                if let Some((job, name)) = names(pod) {
+                    self.current.entry(job).or_default().insert(name);
+                }
+            }
+            Event::Delete(pod) => {
+                if let Some((job, name)) = names(pod) {
+                    if let Some(pods) = self.current.get_mut(&job) {
+                        pods.remove(&name);
+                        if pods.is_empty() {
+                            self.current.remove(&job);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Cache {
-    /// Starts keeping the Jobs and pods `selector` matches; the task ends when the cache is dropped.
-    pub fn start(jobs: Api<Job>, pods: Api<Pod>, selector: String) -> Arc<Cache> {
+    /// Starts keeping the Jobs and pods of `namespace` that `selector` matches; the task ends when
+    /// the cache is dropped.
+    pub fn start(jobs: Api<Job>, pods: Api<Pod>, namespace: &str, selector: String) -> Arc<Cache> {
+        let config = watcher::Config::default()
+            .labels(&selector)
+            .timeout(WATCH_SECONDS);
+        let (job_store, job_writer) = reflector::store();
+        let (pod_store, pod_writer) = reflector::store();
+        let job_events = reflector::reflector(job_writer, watcher::watcher(jobs, config.clone()))
+            .default_backoff()
+            .map(|event| event.map(|_| ()));
+        let pod_events =
+            reflector::reflector(pod_writer, watcher::watcher(pods, config)).default_backoff();
         let (generation, _) = watch::channel(0);
         let stop = tokio_util::sync::CancellationToken::new();
         let cache = Arc::new(Cache {
-            objects: Mutex::new(Objects::default()),
+            namespace: namespace.to_string(),
+            jobs: job_store,
+            pods: pod_store,
+            pods_by_job: Mutex::new(PodIndex::default()),
             generation,
             _stop: stop.clone().drop_guard(),
         });
         let weak = Arc::downgrade(&cache);
         tokio::spawn(async move {
+            let mut job_events = std::pin::pin!(job_events);
+            let mut pod_events = std::pin::pin!(pod_events);
             loop {
-                tokio::select! {
+                let outcome = tokio::select! {
                     () = stop.cancelled() => return,
-                    watched = list_and_watch(&weak, &jobs, &pods, &selector) => {
-                        if let Err(error) = watched {
-                            tracing::debug!(%error, "Kubernetes watch ended; listing again");
+                    Some(event) = job_events.next() => event,
+                    Some(event) = pod_events.next() => match event {
+                        Ok(event) => {
+                            let Some(cache) = weak.upgrade() else { return };
+                            cache.index().apply(&event);
+                            Ok(())
                         }
-                    }
-                }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        Err(error) => Err(error),
+                    },
+                    else => return,
+                };
+                match outcome {
+                    Ok(()) => match weak.upgrade() {
+                        Some(cache) => cache.bump(),
+                        None => return,
+                    },
+                    // The watcher relists after its backoff; until then reads go to the server.
+                    Err(error) => tracing::debug!(%error, "Kubernetes watch failed; relisting"),
                 }
             }
         });
         cache
     }
 
+    fn index(&self) -> std::sync::MutexGuard<'_, PodIndex> {
+        self.pods_by_job.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The cached Job named `name` and its pods, if the cache has the Job.
     pub fn get(&self, name: &str) -> Option<(Job, Vec<Pod>)> {
-        let objects = self.objects.lock().unwrap_or_else(|p| p.into_inner());
-        let job = objects.jobs.get(name)?.clone();
-        let pods = objects
-            .pods
+        let job = self
+            .jobs
+            .get(&ObjectRef::new(name).within(&self.namespace))?;
+        let pod_names: Vec<String> = self
+            .index()
+            .current
             .get(name)
-            .map(|pods| pods.values().cloned().collect())
+            .map(|pods| pods.iter().cloned().collect())
             .unwrap_or_default();
-        Some((job, pods))
+        let pods = pod_names
+            .iter()
+            .filter_map(|pod| self.pods.get(&ObjectRef::new(pod).within(&self.namespace)))
+            .map(|pod| (*pod).clone())
+            .collect();
+        Some(((*job).clone(), pods))
     }
 
     /// The current generation, to wait for a change after.
@@ -98,120 +177,8 @@ impl Cache {
     }
 }
 
-/// Lists, then follows both watches, holding the cache only while applying a change.
-async fn list_and_watch(
-    cache: &std::sync::Weak<Cache>,
-    jobs: &Api<Job>,
-    pods: &Api<Pod>,
-    selector: &str,
-) -> Result<(), kube::Error> {
-    let listed_jobs = jobs.list(&ListParams::default().labels(selector)).await?;
-    let listed_pods = pods.list(&ListParams::default().labels(selector)).await?;
-    let mut job_version = listed_jobs.metadata.resource_version.unwrap_or_default();
-    let mut pod_version = listed_pods.metadata.resource_version.unwrap_or_default();
-    let Some(this) = cache.upgrade() else {
-        return Ok(());
-    };
-    {
-        let mut objects = this.objects.lock().unwrap_or_else(|p| p.into_inner());
-        objects.jobs = listed_jobs
-            .items
-            .into_iter()
-            .filter_map(|job| Some((job.metadata.name.clone()?, job)))
-            .collect();
-        objects.pods.clear();
-        for pod in listed_pods.items {
-            insert_pod(&mut objects, pod);
-        }
-    }
-    this.bump();
-    drop(this);
-    let params = WatchParams::default()
-        .labels(selector)
-        .timeout(WATCH_SECONDS);
-    loop {
-        let job_events = jobs.watch(&params, &job_version).await?.boxed();
-        let pod_events = pods.watch(&params, &pod_version).await?.boxed();
-        let mut events = futures::stream::select(
-            job_events.map(|event| event.map(|e| Change::Job(Box::new(e)))),
-            pod_events.map(|event| event.map(|e| Change::Pod(Box::new(e)))),
-        );
-        while let Some(event) = events.next().await {
-            let event = event?;
-            let Some(this) = cache.upgrade() else {
-                return Ok(());
-            };
-            match event {
-                Change::Job(event) => match *event {
-                    WatchEvent::Added(job) | WatchEvent::Modified(job) => {
-                        job_version = version_of(&job.metadata).unwrap_or(job_version);
-                        let mut objects = this.objects.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(name) = job.metadata.name.clone() {
-                            objects.jobs.insert(name, job);
-                        }
-                    }
-                    WatchEvent::Deleted(job) => {
-                        job_version = version_of(&job.metadata).unwrap_or(job_version);
-                        let mut objects = this.objects.lock().unwrap_or_else(|p| p.into_inner());
-                        if let Some(name) = &job.metadata.name {
-                            objects.jobs.remove(name);
-                        }
-                    }
-                    WatchEvent::Bookmark(bookmark) => {
-                        job_version = bookmark.metadata.resource_version;
-                        continue;
-                    }
-                    // 410 Gone (the version is too old) or another error: list again.
-                    WatchEvent::Error(status) => return Err(kube::Error::Api(status)),
-                },
-                Change::Pod(event) => match *event {
-                    WatchEvent::Added(pod) | WatchEvent::Modified(pod) => {
-                        pod_version = version_of(&pod.metadata).unwrap_or(pod_version);
-                        let mut objects = this.objects.lock().unwrap_or_else(|p| p.into_inner());
-                        insert_pod(&mut objects, pod);
-                    }
-                    WatchEvent::Deleted(pod) => {
-                        pod_version = version_of(&pod.metadata).unwrap_or(pod_version);
-                        let mut objects = this.objects.lock().unwrap_or_else(|p| p.into_inner());
-                        if let (Some(job), Some(name)) = (job_name(&pod), &pod.metadata.name) {
-                            if let Some(pods) = objects.pods.get_mut(&job) {
-                                pods.remove(name);
-                                if pods.is_empty() {
-                                    objects.pods.remove(&job);
-                                }
-                            }
-                        }
-                    }
-                    WatchEvent::Bookmark(bookmark) => {
-                        pod_version = bookmark.metadata.resource_version;
-                        continue;
-                    }
-                    WatchEvent::Error(status) => return Err(kube::Error::Api(status)),
-                },
-            }
-            this.bump();
-        }
-        // Both watches ran their time: resume from what was seen.
-    }
-}
-
-enum Change {
-    Job(Box<WatchEvent<Job>>),
-    Pod(Box<WatchEvent<Pod>>),
-}
-
-fn version_of(
-    metadata: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<String> {
-    metadata.resource_version.clone()
-}
-
-fn job_name(pod: &Pod) -> Option<String> {
-    pod.metadata.labels.as_ref()?.get(JOB_NAME_LABEL).cloned()
-}
-
-fn insert_pod(objects: &mut Objects, pod: Pod) {
-    if let (Some(job), Some(name)) = (job_name(&pod), pod.metadata.name.clone()) {
-        objects.pods.entry(job).or_default().insert(name, pod);
-    }
+/// A pod's Job (by its label) and its own name.
+fn names(pod: &Pod) -> Option<(String, String)> {
+    let job = pod.metadata.labels.as_ref()?.get(JOB_NAME_LABEL)?.clone();
+    Some((job, pod.metadata.name.clone()?))
 }

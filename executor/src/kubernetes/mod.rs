@@ -124,7 +124,7 @@ impl KubernetesExecutor {
         let selector = selector(&self.config.job.owner, &self.config.compute_environment);
         Ok(self
             .cache
-            .get_or_init(|| async { Cache::start(jobs, pods, selector) })
+            .get_or_init(|| async { Cache::start(jobs, pods, &self.config.namespace, selector) })
             .await)
     }
 
