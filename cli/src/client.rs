@@ -46,7 +46,7 @@ impl Client {
         Ok(response.json().await?)
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub async fn post(&self, path: &str, body: &impl serde::Serialize) -> anyhow::Result<Value> {
         let response = self.send(self.http.post(self.url(path)).json(body)).await?;
         Ok(response.json().await?)
     }
@@ -74,7 +74,7 @@ impl Client {
     /// first answer was lost cannot create a second job.
     pub async fn submit(
         &self,
-        request: &Value,
+        request: &batchctl_scheduler::manifest::SubmitJobRequest,
         idempotency_key: Option<&str>,
     ) -> anyhow::Result<Value> {
         let key = idempotency_key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);

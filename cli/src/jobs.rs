@@ -4,6 +4,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::bail;
+use batchctl_scheduler::api::requests::ApplyRequest;
+use batchctl_scheduler::manifest::{ContainerOverrides, SubmitJobRequest};
 use serde_json::{json, Value};
 
 use crate::client::Client;
@@ -74,9 +76,23 @@ pub(crate) async fn run_one_off(
         "spec": {"containerProperties": {"image": image, "command": ["true"]}}
     });
     client
-        .post("/v1/apply", &json!({ "documents": [definition] }))
+        .post(
+            "/v1/apply",
+            &ApplyRequest {
+                documents: vec![definition],
+            },
+        )
         .await?;
-    let request = json!({"jobQueue": queue, "jobDefinition": name, "jobName": name, "containerOverrides": {"command": command}});
+    let request = SubmitJobRequest {
+        job_name: Some(name.clone()),
+        job_queue: queue.to_string(),
+        job_definition: name,
+        container_overrides: Some(ContainerOverrides {
+            command: Some(command),
+            ..ContainerOverrides::default()
+        }),
+        ..SubmitJobRequest::default()
+    };
     let job = client.submit(&request, None).await?;
     let job_id = job["jobId"].as_str().unwrap_or_default().to_string();
     eprintln!("job {job_id}");

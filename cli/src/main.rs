@@ -11,8 +11,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use batchctl_scheduler::api::requests::{
+    ApplyRequest, PutEventsEntryRequest, PutEventsRequest, RedriveRequest, StopRequest,
+};
+use batchctl_scheduler::manifest::{
+    ArrayPropertiesSpec, ContainerOverrides, KeyValue, SubmitJobRequest,
+};
 use clap::Parser;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use client::Client;
 use commands::{
@@ -134,7 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply { file } => {
             let documents = read_documents(&file)?;
             let answer = client
-                .post("/v1/apply", &json!({ "documents": documents }))
+                .post("/v1/apply", &ApplyRequest { documents })
                 .await?;
             output::print_applied(&answer, format)?;
         }
@@ -152,40 +158,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             wait,
             command,
         } => {
-            let mut overrides = serde_json::Map::new();
-            if !command.is_empty() {
-                overrides.insert("command".into(), json!(command));
-            }
-            if !env.is_empty() {
-                let env: Vec<Value> = env
-                    .iter()
-                    .map(|(k, v)| json!({"name": k, "value": v}))
-                    .collect();
-                overrides.insert("environment".into(), json!(env));
-            }
-            let mut request = json!({
-                "jobQueue": queue,
-                "jobDefinition": definition,
-                "parameters": params.into_iter().collect::<std::collections::BTreeMap<String, String>>(),
-            });
-            if let Some(name) = name {
-                request["jobName"] = json!(name);
-            }
-            if !overrides.is_empty() {
-                request["containerOverrides"] = Value::Object(overrides);
-            }
-            if !depends_on.is_empty() {
-                request["dependsOn"] = json!(depends_on);
-            }
-            if let Some(size) = array_size {
-                request["arrayProperties"] = json!({ "size": size });
-            }
-            if let Some(share) = share_identifier {
-                request["shareIdentifier"] = json!(share);
-            }
-            if let Some(priority) = scheduling_priority {
-                request["schedulingPriorityOverride"] = json!(priority);
-            }
+            let overrides = ContainerOverrides {
+                command: (!command.is_empty()).then_some(command),
+                environment: env
+                    .into_iter()
+                    .map(|(name, value)| KeyValue { name, value })
+                    .collect(),
+                resource_requirements: Vec::new(),
+            };
+            let request = SubmitJobRequest {
+                job_name: name,
+                job_queue: queue,
+                job_definition: definition,
+                parameters: params.into_iter().collect(),
+                container_overrides: (overrides != ContainerOverrides::default())
+                    .then_some(overrides),
+                depends_on,
+                array_properties: array_size.map(|size| ArrayPropertiesSpec { size }),
+                share_identifier,
+                scheduling_priority_override: scheduling_priority,
+                ..SubmitJobRequest::default()
+            };
             let job = client.submit(&request, idempotency_key.as_deref()).await?;
             if !wait {
                 output::print_job(&job, format)?;
@@ -307,19 +300,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Cancel { id, reason } => {
             let job = client
-                .post(
-                    &format!("/v1/jobs/{id}/cancel"),
-                    &json!({ "reason": reason }),
-                )
+                .post(&format!("/v1/jobs/{id}/cancel"), &StopRequest { reason })
                 .await?;
             output::print_job(&job, format)?;
         }
         Command::Terminate { id, reason } => {
             let job = client
-                .post(
-                    &format!("/v1/jobs/{id}/terminate"),
-                    &json!({ "reason": reason }),
-                )
+                .post(&format!("/v1/jobs/{id}/terminate"), &StopRequest { reason })
                 .await?;
             output::print_job(&job, format)?;
         }
@@ -331,12 +318,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => {
             let detail: Value = serde_json::from_str(&detail)
                 .with_context(|| "--detail is not JSON".to_string())?;
-            let mut entry = json!({"source": source, "detail-type": detail_type, "detail": detail});
-            if let Some(id) = id {
-                entry["id"] = json!(id);
-            }
+            let entry = PutEventsEntryRequest {
+                source,
+                detail_type,
+                detail,
+                id,
+            };
             let answer = client
-                .post("/v1/events", &json!({ "entries": [entry] }))
+                .post(
+                    "/v1/events",
+                    &PutEventsRequest {
+                        entries: Some(vec![serde_json::to_value(entry)?]),
+                    },
+                )
                 .await?;
             let first = &answer["entries"][0];
             if let Some(message) = first["errorMessage"].as_str() {
@@ -352,7 +346,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dlq(DlqCommand::Redrive { notification }) => {
             let answer = client
-                .post("/v1/dlq/redrive", &json!({ "notification": notification }))
+                .post("/v1/dlq/redrive", &RedriveRequest { notification })
                 .await?;
             if !output::print_structured(&answer, format)? {
                 println!("{} dead letters sent again", answer["redriven"]);
@@ -377,7 +371,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Schedule(ScheduleCommand::Trigger { name }) => {
             let job = client
-                .post(&format!("/v1/schedules/{name}/trigger"), &json!({}))
+                .post(
+                    &format!("/v1/schedules/{name}/trigger"),
+                    &serde_json::Map::new(),
+                )
                 .await?;
             output::print_job(&job, format)?;
         }

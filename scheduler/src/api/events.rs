@@ -2,15 +2,6 @@
 
 use super::*;
 
-/// PutEvents' body: 1 to 100 entries of `{source, detail-type, detail, id?, time?, resources?}`,
-/// each checked on its own (`core::events::event_from_entry`), so one bad entry refuses only
-/// itself.
-#[derive(Deserialize, utoipa::ToSchema)]
-pub(super) struct PutEventsRequest {
-    #[serde(default)]
-    entries: Option<Vec<serde_json::Value>>,
-}
-
 /// PutEvents: `{"entries": [event, …]}` → per entry its `eventId` or an `errorCode` and
 /// `errorMessage`. Accepted entries are committed before the answer; an id already on the bus
 /// is accepted again without being stored twice.

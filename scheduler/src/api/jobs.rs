@@ -383,12 +383,6 @@ pub(super) async fn holds(
     }))
 }
 
-#[derive(Deserialize, Default, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct StopRequest {
-    reason: Option<String>,
-}
-
 pub(super) async fn stop(
     state: AppState,
     job_id: String,

@@ -12,7 +12,9 @@ mod events;
 mod health;
 mod jobs;
 pub mod openapi;
+pub mod requests;
 mod resources;
+pub mod secret_views;
 pub mod streams;
 pub mod views;
 
@@ -38,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
 use error::Problem;
+use requests::{ApplyRequest, PutEventsRequest, RedriveRequest, StopRequest};
 use views::{JobView, Page, ResourceView};
 
 use crate::aws_compat;

@@ -3,14 +3,7 @@
 
 use super::*;
 
-/// Documents as `batchctl apply -f` sends them: each `{apiVersion, kind, metadata, spec}`, or
-/// an AWS Batch JSON document.
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ApplyRequest {
-    documents: Vec<serde_json::Value>,
-}
-
+/// Applies every document in one transaction, or none of them.
 #[utoipa::path(post, path = "/v1/apply", tag = "resources", request_body = ApplyRequest, responses((status = 200, description = "What each document did", body = answers::ApplyAnswer), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn apply(
     State(state): State<AppState>,
@@ -186,17 +179,16 @@ pub(super) async fn list_notifications(
 ) -> Result<Json<Page<ResourceView>>, ApiError> {
     let items = state
         .store
-        .resource_specs(Kind::Notification)
+        .notifications()
         .await?
-        .into_iter()
-        .map(|(name, mut spec)| {
-            if spec.get("secret").is_some() {
-                spec["secret"] = serde_json::json!("(hidden)");
-            }
-            if let Some(endpoint) = spec.get("endpoint").and_then(|e| e.as_str()) {
-                spec["endpoint"] = views::redacted_endpoint(endpoint).into();
-            }
-            ResourceView::new(Kind::Notification.as_str(), name, None, spec)
+        .iter()
+        .map(|(notification, _)| {
+            ResourceView::new(
+                Kind::Notification.as_str(),
+                notification.name.clone(),
+                None,
+                secret_views::spec_value(secret_views::NotificationSpecView::from(notification)),
+            )
         })
         .collect();
     Ok(Json(Page {
@@ -229,12 +221,6 @@ pub(super) async fn list_dead_letters(
     }))
 }
 
-#[derive(Deserialize, Default, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RedriveRequest {
-    notification: Option<String>,
-}
-
 /// Sends dead letters again (those of one notification, or all); their retries start over.
 #[utoipa::path(post, path = "/v1/dlq/redrive", tag = "events", request_body(content = RedriveRequest, description = "One notification's dead letters, or all when empty"), responses((status = 200, description = "How many were queued again", body = answers::RedriveAnswer), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn redrive_dead_letters(
@@ -260,15 +246,19 @@ pub(super) async fn list_webhook_triggers(
 ) -> Result<Json<Page<answers::ResourceWithStatus<answers::WebhookTriggerStatus>>>, ApiError> {
     let items = state
         .store
-        .resource_specs(Kind::WebhookTrigger)
+        .webhook_triggers()
         .await?
-        .into_iter()
-        .map(|(name, mut spec)| {
-            let n_secrets = spec["secrets"].as_array().map_or(0, Vec::len);
-            spec["secrets"] = serde_json::json!(format!("({n_secrets} hidden)"));
-            let url = format!("/v1/hooks/{name}");
+        .iter()
+        .map(|trigger| {
+            let spec = secret_views::WebhookTriggerSpecView::from(trigger);
+            let url = format!("/v1/hooks/{}", trigger.name);
             with_status(
-                ResourceView::new(Kind::WebhookTrigger.as_str(), name, None, spec),
+                ResourceView::new(
+                    Kind::WebhookTrigger.as_str(),
+                    trigger.name.clone(),
+                    None,
+                    secret_views::spec_value(spec),
+                ),
                 answers::WebhookTriggerStatus { url },
             )
         })

@@ -379,6 +379,14 @@ impl Store {
 }
 
 impl Store {
+    /// Every webhook trigger, by name.
+    pub async fn webhook_triggers(&self) -> Result<Vec<WebhookTrigger>, StoreError> {
+        let parsed = self
+            .parsed_resources::<WebhookTrigger>(Kind::WebhookTrigger)
+            .await?;
+        Ok(parsed.into_iter().map(|parsed| parsed.model).collect())
+    }
+
     /// A webhook trigger by name.
     pub async fn webhook_trigger(&self, name: &str) -> Result<Option<WebhookTrigger>, StoreError> {
         let parsed = self
