@@ -71,6 +71,17 @@ pub(crate) enum Command {
         /// BATCH_JOB_ARRAY_INDEX set.
         #[arg(long)]
         array_size: Option<u32>,
+        /// The array succeeds when at most M children failed (its success policy).
+        #[arg(
+            long,
+            value_name = "M",
+            requires = "array_size",
+            conflicts_with = "succeeded_indexes"
+        )]
+        max_failed_children: Option<u32>,
+        /// The array succeeds when the children at these indexes succeeded (`0-9,12`).
+        #[arg(long, value_name = "RANGES", requires = "array_size")]
+        succeeded_indexes: Option<String>,
         /// The share of a fair-share queue the job counts against (required there).
         #[arg(long)]
         share_identifier: Option<String>,

@@ -15,7 +15,7 @@ use batchctl_scheduler::api::requests::{
     ApplyRequest, PutEventsEntryRequest, PutEventsRequest, RedriveRequest, StopRequest,
 };
 use batchctl_scheduler::manifest::{
-    ArrayPropertiesSpec, ContainerOverrides, KeyValue, SubmitJobRequest,
+    ArrayPropertiesSpec, ContainerOverrides, KeyValue, SubmitJobRequest, SuccessPolicySpec,
 };
 use clap::Parser;
 use serde_json::Value;
@@ -153,6 +153,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             idempotency_key,
             depends_on,
             array_size,
+            max_failed_children,
+            succeeded_indexes,
             share_identifier,
             scheduling_priority,
             wait,
@@ -174,7 +176,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 container_overrides: (overrides != ContainerOverrides::default())
                     .then_some(overrides),
                 depends_on,
-                array_properties: array_size.map(|size| ArrayPropertiesSpec { size }),
+                array_properties: array_size.map(|size| ArrayPropertiesSpec {
+                    size,
+                    success_policy: (max_failed_children.is_some() || succeeded_indexes.is_some())
+                        .then_some(SuccessPolicySpec {
+                            max_failed_children,
+                            succeeded_indexes,
+                        }),
+                }),
                 share_identifier,
                 scheduling_priority_override: scheduling_priority,
                 ..SubmitJobRequest::default()

@@ -114,7 +114,10 @@ async fn run_once(store: Store, size: u32) -> Figures {
     let request = SubmitJobRequest {
         job_queue: "bench".into(),
         job_definition: "noop".into(),
-        array_properties: Some(ArrayPropertiesSpec { size }),
+        array_properties: Some(ArrayPropertiesSpec {
+            size,
+            success_policy: None,
+        }),
         ..SubmitJobRequest::default()
     };
     let array = make_jobs_from(&store, &request, 1).await.remove(0);

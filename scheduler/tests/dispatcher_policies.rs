@@ -135,8 +135,12 @@ fn after_with(
                 },
             )
             .collect(),
-        array_properties: array_size
-            .map(|size| batchctl_scheduler::manifest::ArrayPropertiesSpec { size }),
+        array_properties: array_size.map(|size| {
+            batchctl_scheduler::manifest::ArrayPropertiesSpec {
+                size,
+                success_policy: None,
+            }
+        }),
         // One attempt, so that a failure is the job's end.
         retry_strategy: Some(batchctl_scheduler::manifest::RetryStrategySpec {
             attempts: Some(1),

@@ -139,6 +139,73 @@ fn conditions_run_a_cleanup_after_any_end_and_an_alert_only_after_a_failure() {
     );
 }
 
+/// A success policy lets an array SUCCEED with tolerated failures, says so in its reason and
+/// its `statusSummary`, and what depends on it runs; beyond the tolerance it fails as before.
+#[test]
+fn a_success_policy_tolerates_failed_children_sqlite() {
+    a_success_policy_tolerates_failed_children(&Server::start(None));
+}
+
+/// On Postgres too: `succeededIndexes` reads the children's ends with a statement of its own.
+#[test]
+fn a_success_policy_tolerates_failed_children_postgres() {
+    let Some(url) = crate::support::postgres_url() else {
+        return;
+    };
+    a_success_policy_tolerates_failed_children(&Server::start(Some(url)));
+}
+
+fn a_success_policy_tolerates_failed_children(server: &Server) {
+    server.apply_examples();
+    // Children 1 and 3 fail (hello retries twice; both attempts fail).
+    let odd_fail = "[ $((BATCH_JOB_ARRAY_INDEX % 2)) = 0 ]";
+    let tolerant = submit_array(server, "4", &["--max-failed-children", "2"], odd_fail);
+    let evens = submit_array(server, "4", &["--succeeded-indexes", "0,2"], odd_fail);
+    let strict = submit_array(server, "4", &["--succeeded-indexes", "0-1"], odd_fail);
+    let after = server.submit(&[
+        "--queue",
+        "default",
+        "--definition",
+        "hello",
+        "--depends-on",
+        &format!("jobId={tolerant}"),
+    ]);
+    let job = server.wait_for_status(&tolerant, "SUCCEEDED");
+    assert_eq!(summary(&job, "FAILED"), 2);
+    assert_eq!(summary(&job, "SUCCEEDED"), 2);
+    assert_eq!(
+        job["statusReason"],
+        "2 of 4 array children failed; succeeded as successPolicy.maxFailedChildren is 2"
+    );
+    assert_eq!(
+        job["arrayProperties"]["successPolicy"]["maxFailedChildren"],
+        2
+    );
+    let job = server.wait_for_status(&evens, "SUCCEEDED");
+    assert_eq!(
+        job["arrayProperties"]["successPolicy"]["succeededIndexes"],
+        "0,2"
+    );
+    let job = server.wait_for_status(&strict, "FAILED");
+    assert_eq!(job["statusReason"], "2 of 4 array children failed");
+    server.wait_for_status(&after, "SUCCEEDED");
+
+    server.refused(
+        &[
+            "submit",
+            "--queue",
+            "default",
+            "--definition",
+            "hello",
+            "--array-size",
+            "4",
+            "--succeeded-indexes",
+            "0-9",
+        ],
+        "arrayProperties.successPolicy.succeededIndexes",
+    );
+}
+
 #[test]
 fn sequential_children_run_one_after_another() {
     let server = Server::start(None);

@@ -469,6 +469,9 @@ pub struct JobSpec {
     /// For an array job, how many children it has (2 to `MAX_ARRAY_SIZE`).
     #[serde(default)]
     pub array_size: Option<u32>,
+    /// For an array job, when it SUCCEEDS although some children failed (`crate::array`).
+    #[serde(default, skip_serializing_if = "ArraySuccessPolicy::is_default")]
+    pub array_success_policy: ArraySuccessPolicy,
     /// The share of a fair-share queue the job counts against.
     #[serde(default)]
     pub share_identifier: Option<String>,
@@ -535,6 +538,26 @@ impl DependencyKind {
             DependencyKind::NToN => Some("N_TO_N"),
             DependencyKind::Sequential => Some("SEQUENTIAL"),
         }
+    }
+}
+
+/// `arrayProperties.successPolicy`: when an array job whose children have all ended SUCCEEDS
+/// (Kubernetes Indexed Jobs' `successPolicy`; AWS Batch knows only the first).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ArraySuccessPolicy {
+    /// Every child must succeed.
+    #[default]
+    AllChildren,
+    /// At most this many children may fail.
+    MaxFailedChildren(u32),
+    /// The children in these inclusive index ranges must succeed; the others may fail.
+    SucceededIndexes(Vec<(u32, u32)>),
+}
+
+impl ArraySuccessPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == ArraySuccessPolicy::AllChildren
     }
 }
 

@@ -451,6 +451,7 @@ mod tests {
                 timeout_seconds: None,
                 depends_on: vec![],
                 array_size: None,
+                array_success_policy: Default::default(),
                 share_identifier: None,
                 scheduling_priority: 0,
                 max_log_bytes: None,

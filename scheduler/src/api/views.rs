@@ -89,6 +89,7 @@ impl From<&crate::store::ChildSummary> for ChildView {
                 size: None,
                 index: child.array_index,
                 status_summary: None,
+                success_policy: None,
             },
         }
     }
@@ -117,6 +118,9 @@ pub struct ArrayPropertiesView {
     /// Children per status, every status listed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_summary: Option<BTreeMap<JobStatus, u64>>,
+    /// When the array succeeds although children failed; absent when every child must succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_policy: Option<crate::manifest::SuccessPolicySpec>,
 }
 
 impl JobView {
@@ -276,14 +280,34 @@ impl From<&Job> for JobView {
                     size: Some(*size),
                     index: None,
                     status_summary: None,
+                    success_policy: success_policy_view(&job.spec.array_success_policy),
                 }),
                 ArrayRole::Child { index, .. } => Some(ArrayPropertiesView {
                     size: None,
                     index: Some(*index),
                     status_summary: None,
+                    success_policy: None,
                 }),
             },
         }
+    }
+}
+
+/// An array's success policy as it was submitted.
+fn success_policy_view(
+    policy: &crate::core::model::ArraySuccessPolicy,
+) -> Option<crate::manifest::SuccessPolicySpec> {
+    use crate::core::model::ArraySuccessPolicy;
+    match policy {
+        ArraySuccessPolicy::AllChildren => None,
+        ArraySuccessPolicy::MaxFailedChildren(max) => Some(crate::manifest::SuccessPolicySpec {
+            max_failed_children: Some(*max),
+            succeeded_indexes: None,
+        }),
+        ArraySuccessPolicy::SucceededIndexes(ranges) => Some(crate::manifest::SuccessPolicySpec {
+            max_failed_children: None,
+            succeeded_indexes: Some(crate::core::array::index_ranges_text(ranges)),
+        }),
     }
 }
 

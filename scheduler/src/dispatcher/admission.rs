@@ -78,18 +78,36 @@ impl Dispatcher {
         Ok(moved)
     }
 
-    /// Ends the array parents whose children have all finished: SUCCEEDED if every child did,
-    /// otherwise FAILED, as AWS Batch.
+    /// Ends the array parents whose children have all finished: SUCCEEDED if every child did (or
+    /// the array's success policy tolerates those that failed), otherwise FAILED, as AWS Batch.
     pub(super) async fn finish_arrays(&mut self, now: i64) -> Result<u64, DispatchError> {
         let finished = self.store.finished_arrays().await?;
         if finished.is_empty() {
             return Ok(0);
         }
+        let mut ended = Vec::with_capacity(finished.len());
+        for array in &finished {
+            // Only a `succeededIndexes` policy with failed children needs the children read.
+            let failed_in_required_indexes = match &array.policy {
+                ArraySuccessPolicy::SucceededIndexes(ranges) if array.n_failed > 0 => {
+                    self.store.failed_children_in(&array.job_id, ranges).await?
+                }
+                ArraySuccessPolicy::SucceededIndexes(_)
+                | ArraySuccessPolicy::AllChildren
+                | ArraySuccessPolicy::MaxFailedChildren(_) => array.n_failed,
+            };
+            ended.push(ChildrenEnded {
+                size: array.size,
+                failed: array.n_failed,
+                failed_in_required_indexes,
+            });
+        }
         let transitions = finished
             .iter()
-            .map(|array| {
+            .zip(ended)
+            .map(|(array, children)| {
                 let ArrayEnd { outcome, reason } =
-                    decide_array_end(array.size, array.n_failed, array.stop_reason.as_deref());
+                    decide_array_end(children, &array.policy, array.stop_reason.as_deref());
                 let to = transition(JobStatus::Pending, JobEvent::ArrayChildrenEnded(outcome))?;
                 Ok(Transition {
                     job_id: array.job_id.clone(),

@@ -21,11 +21,12 @@ use batchctl_executor::{AttemptHandle, Executor, ObservedState};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::core::array::{decide_array_end, ArrayEnd};
+use crate::core::array::{decide_array_end, ArrayEnd, ChildrenEnded};
 use crate::core::attempt::attempt_id;
 use crate::core::fair_share::{
     fair_share_order, standings, RunningShareJob, ShareCandidate, ShareLedger, ShareStanding,
 };
+use crate::core::model::ArraySuccessPolicy;
 use crate::core::model::{
     Attempt, Backend, ComputeEnvironment, CurrentAttempt, EnvironmentName, EnvironmentType,
     FairSharePolicy, Job, JobId, JobQueue, JobStatus, QueueName, ResourceState, Resources,

@@ -35,11 +35,11 @@ use crate::core::attempt::RESERVED_VARIABLE_PREFIXES;
 use crate::core::event_pattern::EventPattern;
 use crate::core::events::{check_input_paths, EventRule};
 use crate::core::model::{
-    ArrayRole, Backend, Backoff, ComputeEnvironment, ContainerProperties, DefinitionName,
-    DefinitionSpec, Dependency, DependencyCondition, DependencyKind, DockerSettings,
-    EnvironmentName, ExitRule, FairSharePolicy, ImagePullPolicy, Job, JobDefinition, JobId,
-    JobName, JobQueue, JobRetention, JobSpec, JobStatus, KubernetesSettings, QueueName,
-    ResourceState, Resources, RetryAction, RetryPolicy, RunnableTimeLimit, ShareWeight,
+    ArrayRole, ArraySuccessPolicy, Backend, Backoff, ComputeEnvironment, ContainerProperties,
+    DefinitionName, DefinitionSpec, Dependency, DependencyCondition, DependencyKind,
+    DockerSettings, EnvironmentName, ExitRule, FairSharePolicy, ImagePullPolicy, Job,
+    JobDefinition, JobId, JobName, JobQueue, JobRetention, JobSpec, JobStatus, KubernetesSettings,
+    QueueName, ResourceState, Resources, RetryAction, RetryPolicy, RunnableTimeLimit, ShareWeight,
     MAX_ARRAY_SIZE,
 };
 use crate::core::schedule::{

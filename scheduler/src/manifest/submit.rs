@@ -172,6 +172,50 @@ pub struct SubmitJobRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ArrayPropertiesSpec {
     pub size: u32,
+    /// When the array SUCCEEDS although some children failed (not in AWS Batch; Kubernetes
+    /// Indexed Jobs' successPolicy): one of `maxFailedChildren` or `succeededIndexes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_policy: Option<SuccessPolicySpec>,
+}
+
+/// `arrayProperties.successPolicy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SuccessPolicySpec {
+    /// The array succeeds when at most this many children failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failed_children: Option<u32>,
+    /// The array succeeds when the children at these indexes (`0-9,12`) succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub succeeded_indexes: Option<String>,
+}
+
+/// The array's success policy, checked against its size.
+pub(super) fn array_success_policy(
+    properties: Option<&ArrayPropertiesSpec>,
+    size: Option<u32>,
+) -> Result<ArraySuccessPolicy, FieldError> {
+    let field = "arrayProperties.successPolicy";
+    let (Some(policy), Some(size)) = (
+        properties.and_then(|properties| properties.success_policy.as_ref()),
+        size,
+    ) else {
+        return Ok(ArraySuccessPolicy::AllChildren);
+    };
+    match (policy.max_failed_children, &policy.succeeded_indexes) {
+        (Some(max), None) if max < size => Ok(ArraySuccessPolicy::MaxFailedChildren(max)),
+        (Some(max), None) => Err(FieldError::new(
+            format!("{field}.maxFailedChildren"),
+            format!("is {max}; give fewer than the array's {size} children"),
+        )),
+        (None, Some(text)) => crate::core::array::parse_index_ranges(text, size)
+            .map(ArraySuccessPolicy::SucceededIndexes)
+            .map_err(|message| FieldError::new(format!("{field}.succeededIndexes"), message)),
+        (Some(_), Some(_)) | (None, None) => Err(FieldError::new(
+            field,
+            "give exactly one of maxFailedChildren and succeededIndexes",
+        )),
+    }
 }
 
 /// AWS Batch's JobDependency.
@@ -302,6 +346,7 @@ pub fn build_job(
         (None, None) => None,
     };
     let array_size = array_size(request.array_properties.as_ref())?;
+    let array_success_policy = array_success_policy(request.array_properties.as_ref(), array_size)?;
     let depends_on = dependencies(&request.depends_on, array_size)?;
     // A submit's retryStrategy replaces the definition's, as in AWS Batch.
     let retry = match &request.retry_strategy {
@@ -327,6 +372,7 @@ pub fn build_job(
             timeout_seconds,
             depends_on,
             array_size,
+            array_success_policy,
             share_identifier,
             scheduling_priority: request
                 .scheduling_priority_override

@@ -160,6 +160,7 @@ pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
             retry: RetryPolicy::attempts(1),
             depends_on: vec![],
             array_size: None,
+            array_success_policy: Default::default(),
             share_identifier: None,
             scheduling_priority: 0,
             max_log_bytes: None,

@@ -40,6 +40,8 @@ pub struct FinishedArray {
     pub n_failed: u32,
     /// The reason given when the array was cancelled or terminated.
     pub stop_reason: Option<String>,
+    /// When it succeeds although children failed (from the parent's spec).
+    pub policy: crate::core::model::ArraySuccessPolicy,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -188,7 +188,7 @@ impl Store {
         };
         let rows = sqlx::query(&format!(
             "SELECT p.job_id, p.array_size, p.stop_requested, \
-             CAST(COALESCE(({failed}), 0) AS BIGINT) \
+             CAST(COALESCE(({failed}), 0) AS BIGINT), p.spec \
              FROM jobs p WHERE p.status = 'PENDING' AND p.array_size IS NOT NULL \
              AND NOT EXISTS ({unfinished})"
         ))
@@ -196,14 +196,41 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
+                let job_id = JobId(row.try_get(0)?);
+                let spec: String = row.try_get(4)?;
+                let spec: JobSpec = serde_json::from_str(&spec)
+                    .map_err(|error| StoreError::corrupt(format!("job {job_id}"), error))?;
                 Ok(FinishedArray {
-                    job_id: JobId(row.try_get(0)?),
+                    job_id,
                     size: row.try_get::<i64, _>(1)? as u32,
                     stop_reason: row.try_get(2)?,
                     n_failed: row.try_get::<i64, _>(3)? as u32,
+                    policy: spec.array_success_policy,
                 })
             })
             .collect()
+    }
+
+    /// How many of an array's children in the inclusive index `ranges` did not succeed (its
+    /// success policy's `succeededIndexes`; at most `core::array::MAX_INDEX_RANGES` ranges).
+    pub async fn failed_children_in(
+        &self,
+        parent: &JobId,
+        ranges: &[(u32, u32)],
+    ) -> Result<u32, StoreError> {
+        let within: Vec<String> = (0..ranges.len())
+            .map(|i| format!("array_index BETWEEN ${} AND ${}", 2 * i + 2, 2 * i + 3))
+            .collect();
+        let sql =
+            format!(
+            "SELECT COUNT(*) FROM jobs WHERE array_parent = $1 AND status <> 'SUCCEEDED' AND ({})",
+            if within.is_empty() { "1 = 0".to_string() } else { within.join(" OR ") }
+        );
+        let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(&parent.0);
+        for (first, last) in ranges {
+            query = query.bind(i64::from(*first)).bind(i64::from(*last));
+        }
+        Ok(query.fetch_one(&self.read).await? as u32)
     }
 
     /// Cancels an array job: moves its children that are in each `from` to `to` (compare-and-set
