@@ -3,8 +3,10 @@
 use std::io::Write;
 
 use anyhow::{anyhow, Context};
+use batchctl_scheduler::api::views::JobView;
 use futures::StreamExt;
 use reqwest::{Response, StatusCode};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Which jobs `get jobs` lists.
@@ -39,6 +41,20 @@ impl Client {
             .default_headers(headers)
             .build()?;
         Ok(Client { http, base })
+    }
+
+    /// `GET path`, read as the API's type `T` too.
+    pub async fn get_as<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Answer<T>> {
+        Answer::read(self.get(path).await?)
+    }
+
+    /// `POST path`, read as the API's type `T` too.
+    pub async fn post_as<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<Answer<T>> {
+        Answer::read(self.post(path, body).await?)
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -76,7 +92,7 @@ impl Client {
         &self,
         request: &batchctl_scheduler::manifest::SubmitJobRequest,
         idempotency_key: Option<&str>,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Answer<JobView>> {
         let key = idempotency_key.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
         let give_up_at = std::time::Instant::now() + SUBMIT_RETRY_BUDGET;
         let mut delay = std::time::Duration::from_millis(200);
@@ -88,7 +104,7 @@ impl Client {
                 .json(request)
                 .header("Idempotency-Key", &key);
             let error = match self.send_once(builder).await {
-                Ok(response) => return Ok(response.json().await?),
+                Ok(response) => return Answer::read(response.json().await?),
                 Err(Failure::Unreachable(error)) => error,
                 Err(Failure::Answered {
                     status: StatusCode::SERVICE_UNAVAILABLE,
@@ -220,8 +236,7 @@ impl Client {
     /// has ended, or after a timeout with the job as it is; this asks again until it has ended. A
     /// caller holding all its stream slots (429) is not refused: it looks every half second
     /// instead, as a client without the wait route would.
-    pub async fn wait_for_job(&self, job_id: &str) -> anyhow::Result<Value> {
-        let finished = |job: &Value| matches!(job["status"].as_str(), Some("SUCCEEDED" | "FAILED"));
+    pub async fn wait_for_job(&self, job_id: &str) -> anyhow::Result<Answer<JobView>> {
         loop {
             let wait = self
                 .http
@@ -239,7 +254,8 @@ impl Client {
                     return Err(error)
                 }
             };
-            if finished(&job) {
+            let job: Answer<JobView> = Answer::read(job)?;
+            if job.typed.status.is_terminal() {
                 return Ok(job);
             }
         }
@@ -307,4 +323,20 @@ enum Failure {
         retry_after: Option<u64>,
         error: anyhow::Error,
     },
+}
+
+/// An answer as the server sent it — what `-o json|yaml` prints, unchanged, so fields of a newer
+/// server pass through — and read as the API's own type, which is what the CLI acts on.
+pub struct Answer<T> {
+    pub raw: Value,
+    pub typed: T,
+}
+
+impl<T: DeserializeOwned> Answer<T> {
+    pub fn read(raw: Value) -> anyhow::Result<Answer<T>> {
+        let typed = serde_json::from_value(raw.clone()).map_err(|error| {
+            anyhow!("the server's answer is not what this batchctl expects ({error}); use a batchctl of the server's version")
+        })?;
+        Ok(Answer { raw, typed })
+    }
 }

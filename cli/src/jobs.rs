@@ -5,14 +5,16 @@ use std::time::Duration;
 
 use anyhow::bail;
 use batchctl_scheduler::api::requests::ApplyRequest;
+use batchctl_scheduler::api::views::JobView;
+use batchctl_scheduler::core::model::JobStatus;
 use batchctl_scheduler::manifest::{ContainerOverrides, SubmitJobRequest};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::client::Client;
+use crate::client::{Answer, Client};
 
 /// The exit code of `submit --wait`: success only if the job SUCCEEDED.
-pub(crate) fn exit_for(job: &Value) -> ExitCode {
-    if job["status"] == "SUCCEEDED" {
+pub(crate) fn exit_for(job: &JobView) -> ExitCode {
+    if job.status == JobStatus::Succeeded {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -25,7 +27,7 @@ pub(crate) async fn wait_with_progress(
     client: &Client,
     job_id: &str,
     size: u64,
-) -> anyhow::Result<Value> {
+) -> anyhow::Result<Answer<JobView>> {
     let bar = indicatif::ProgressBar::new(size);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -35,16 +37,21 @@ pub(crate) async fn wait_with_progress(
         .progress_chars("##-"),
     );
     loop {
-        let job = client.get(&format!("/v1/jobs/{job_id}")).await?;
-        let summary = &job["arrayProperties"]["statusSummary"];
-        let count = |status: &str| summary[status].as_u64().unwrap_or(0);
-        bar.set_position(count("SUCCEEDED") + count("FAILED"));
+        let job: Answer<JobView> = client.get_as(&format!("/v1/jobs/{job_id}")).await?;
+        let summary = job
+            .typed
+            .array_properties
+            .as_ref()
+            .and_then(|properties| properties.status_summary.clone())
+            .unwrap_or_default();
+        let count = |status: JobStatus| summary.get(&status).copied().unwrap_or(0);
+        bar.set_position(count(JobStatus::Succeeded) + count(JobStatus::Failed));
         bar.set_message(format!(
             "({} running, {} failed)",
-            count("RUNNING") + count("STARTING"),
-            count("FAILED")
+            count(JobStatus::Running) + count(JobStatus::Starting),
+            count(JobStatus::Failed)
         ));
-        if matches!(job["status"].as_str(), Some("SUCCEEDED" | "FAILED")) {
+        if job.typed.status.is_terminal() {
             bar.finish_and_clear();
             return Ok(job);
         }
@@ -93,22 +100,17 @@ pub(crate) async fn run_one_off(
         }),
         ..SubmitJobRequest::default()
     };
-    let job = client.submit(&request, None).await?;
-    let job_id = job["jobId"].as_str().unwrap_or_default().to_string();
+    let job_id = client.submit(&request, None).await?.typed.job_id;
     eprintln!("job {job_id}");
     client.copy_logs(&job_id, Some(1), true).await?;
-    let job = client.wait_for_job(&job_id).await?;
-    let exit_code = job["attempts"]
-        .as_array()
-        .and_then(|a| a.last())
-        .and_then(|a| a["exitCode"].as_i64());
-    match (job["status"].as_str(), exit_code) {
-        (Some("SUCCEEDED"), _) => Ok(ExitCode::SUCCESS),
+    let job = client.wait_for_job(&job_id).await?.typed;
+    let exit_code = job.attempts.last().and_then(|attempt| attempt.exit_code);
+    match (job.status, exit_code) {
+        (JobStatus::Succeeded, _) => Ok(ExitCode::SUCCESS),
         (_, Some(code)) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
         (status, None) => bail!(
-            "job {job_id} ended {}: {}",
-            status.unwrap_or("?"),
-            job["statusReason"].as_str().unwrap_or("")
+            "job {job_id} ended {status}: {}",
+            job.status_reason.as_deref().unwrap_or("")
         ),
     }
 }

@@ -20,7 +20,8 @@ use batchctl_scheduler::manifest::{
 use clap::Parser;
 use serde_json::Value;
 
-use client::Client;
+use batchctl_scheduler::api::answers::{PutEventsAnswer, PutEventsEntry, RedriveAnswer};
+use client::{Answer, Client};
 use commands::{
     Cli, Command, DlqCommand, EventsCommand, ResourceKind, RulesCommand, ScheduleCommand,
 };
@@ -190,24 +191,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let job = client.submit(&request, idempotency_key.as_deref()).await?;
             if !wait {
-                output::print_job(&job, format)?;
+                output::print_job(&job.raw, format)?;
                 return Ok(ExitCode::SUCCESS);
             }
+            let job = job.typed;
             if matches!(format, Format::Table) {
-                eprintln!(
-                    "job {} submitted; waiting for it to finish",
-                    job["jobId"].as_str().unwrap_or_default()
-                );
+                eprintln!("job {} submitted; waiting for it to finish", job.job_id);
             }
-            let job_id = job["jobId"].as_str().unwrap_or_default();
-            let job = match job["arrayProperties"]["size"].as_u64() {
+            let size = job.array_properties.as_ref().and_then(|array| array.size);
+            let job = match size {
                 Some(size) if matches!(format, Format::Table | Format::Wide) => {
-                    wait_with_progress(&client, job_id, size).await?
+                    wait_with_progress(&client, &job.job_id, u64::from(size)).await?
                 }
-                Some(_) | None => client.wait_for_job(job_id).await?,
+                Some(_) | None => client.wait_for_job(&job.job_id).await?,
             };
-            output::print_job(&job, format)?;
-            return Ok(exit_for(&job));
+            output::print_job(&job.raw, format)?;
+            return Ok(exit_for(&job.typed));
         }
         Command::Run {
             image,
@@ -333,20 +332,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 detail,
                 id,
             };
-            let answer = client
-                .post(
+            let answer: Answer<PutEventsAnswer> = client
+                .post_as(
                     "/v1/events",
                     &PutEventsRequest {
                         entries: Some(vec![serde_json::to_value(entry)?]),
                     },
                 )
                 .await?;
-            let first = &answer["entries"][0];
-            if let Some(message) = first["errorMessage"].as_str() {
-                bail!("the event was refused: {message}");
-            }
-            if !output::print_structured(&answer, format)? {
-                println!("{}", first["eventId"].as_str().unwrap_or_default());
+            let event_id = match answer.typed.entries.first() {
+                Some(PutEventsEntry::Accepted { event_id }) => event_id,
+                Some(PutEventsEntry::Refused { error_message, .. }) => {
+                    bail!("the event was refused: {error_message}")
+                }
+                None => bail!("the server answered for no entry"),
+            };
+            if !output::print_structured(&answer.raw, format)? {
+                println!("{event_id}");
             }
         }
         Command::Dlq(DlqCommand::List) => {
@@ -354,11 +356,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             output::print_dead_letters(&answer, format)?;
         }
         Command::Dlq(DlqCommand::Redrive { notification }) => {
-            let answer = client
-                .post("/v1/dlq/redrive", &RedriveRequest { notification })
+            let answer: Answer<RedriveAnswer> = client
+                .post_as("/v1/dlq/redrive", &RedriveRequest { notification })
                 .await?;
-            if !output::print_structured(&answer, format)? {
-                println!("{} dead letters sent again", answer["redriven"]);
+            if !output::print_structured(&answer.raw, format)? {
+                println!("{} dead letters sent again", answer.typed.redriven);
             }
         }
         Command::Events(EventsCommand::Watch { pattern, after }) => {

@@ -25,6 +25,18 @@ fn submit_array(server: &Server, size: &str, extra: &[&str], script: &str) -> St
     server.submit(&args)
 }
 
+/// Submits `hello` depending on `dependency` (`jobId=ID[,condition=…]`).
+fn submit_after(server: &Server, dependency: &str) -> String {
+    server.submit(&[
+        "--queue",
+        "default",
+        "--definition",
+        "hello",
+        "--depends-on",
+        dependency,
+    ])
+}
+
 #[test]
 fn an_array_runs_its_children_with_their_index_and_ends_with_them() {
     let server = Server::start(None);
@@ -73,14 +85,7 @@ fn a_failed_child_fails_the_array_and_what_depends_on_it() {
     server.apply_examples();
     // hello retries twice; child 1 fails both attempts.
     let parent = submit_array(&server, "3", &[], "[ $BATCH_JOB_ARRAY_INDEX != 1 ]");
-    let waiting = server.submit(&[
-        "--queue",
-        "default",
-        "--definition",
-        "hello",
-        "--depends-on",
-        &format!("jobId={parent}"),
-    ]);
+    let waiting = submit_after(&server, &format!("jobId={parent}"));
     let job = server.wait_for_status(&parent, "FAILED");
     assert_eq!(summary(&job, "SUCCEEDED"), 2);
     assert_eq!(summary(&job, "FAILED"), 1);
@@ -102,14 +107,7 @@ fn conditions_run_a_cleanup_after_any_end_and_an_alert_only_after_a_failure() {
     server.apply_examples();
     let parent = submit_array(&server, "2", &[], "[ $BATCH_JOB_ARRAY_INDEX != 1 ]");
     let after = |condition: &str, on: &str| {
-        server.submit(&[
-            "--queue",
-            "default",
-            "--definition",
-            "hello",
-            "--depends-on",
-            &format!("jobId={on},condition={condition}"),
-        ])
+        submit_after(&server, &format!("jobId={on},condition={condition}"))
     };
     let cleanup = after("afterany", &parent);
     let alert = after("afternotok", &parent);
@@ -162,14 +160,7 @@ fn a_success_policy_tolerates_failed_children(server: &Server) {
     let tolerant = submit_array(server, "4", &["--max-failed-children", "2"], odd_fail);
     let evens = submit_array(server, "4", &["--succeeded-indexes", "0,2"], odd_fail);
     let strict = submit_array(server, "4", &["--succeeded-indexes", "0-1"], odd_fail);
-    let after = server.submit(&[
-        "--queue",
-        "default",
-        "--definition",
-        "hello",
-        "--depends-on",
-        &format!("jobId={tolerant}"),
-    ]);
+    let after = submit_after(server, &format!("jobId={tolerant}"));
     let job = server.wait_for_status(&tolerant, "SUCCEEDED");
     assert_eq!(summary(&job, "FAILED"), 2);
     assert_eq!(summary(&job, "SUCCEEDED"), 2);

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::views::ResourceMetadataView;
@@ -25,7 +25,7 @@ pub struct DeleteAnswer {
     pub deleted: Vec<Deleted>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RedriveAnswer {
     /// Dead letters queued to be sent again.
     pub redriven: u64,
@@ -41,14 +41,14 @@ pub struct WhyAnswer {
 }
 
 /// PutEvents' answer: per entry, in order, its id or why it was refused.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PutEventsAnswer {
     pub failed_entry_count: u64,
     pub entries: Vec<PutEventsEntry>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum PutEventsEntry {
     Accepted {
