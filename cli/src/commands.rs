@@ -43,58 +43,7 @@ pub(crate) enum Command {
         file: PathBuf,
     },
     /// Submit a job.
-    Submit {
-        #[arg(long)]
-        queue: String,
-        /// NAME or NAME:REVISION.
-        #[arg(long)]
-        definition: String,
-        #[arg(long)]
-        name: Option<String>,
-        /// A parameter for Ref:: substitution, KEY=VALUE (repeatable).
-        #[arg(long = "param", value_parser = key_value)]
-        params: Vec<(String, String)>,
-        /// An environment variable override, KEY=VALUE (repeatable).
-        #[arg(long = "env", value_parser = key_value)]
-        env: Vec<(String, String)>,
-        /// Submitting again with the same key returns the same job.
-        #[arg(long)]
-        idempotency_key: Option<String>,
-        /// Wait for another job to SUCCEED first, as the AWS CLI: `jobId=ID` (the whole job),
-        /// `jobId=ID,type=N_TO_N` (child i waits for child i of array job ID), or `type=SEQUENTIAL`
-        /// (this array's children run one after another); `,condition=afterany` (after it ends
-        /// either way) or `,condition=afternotok` (only after it failed) instead of the default
-        /// afterok. Repeatable.
-        #[arg(long = "depends-on", value_parser = dependency)]
-        depends_on: Vec<JobDependencySpec>,
-        /// Make this an array job of N children (2 to 100000), `JOBID:0` … `JOBID:N-1`, each with
-        /// BATCH_JOB_ARRAY_INDEX set.
-        #[arg(long)]
-        array_size: Option<u32>,
-        /// The array succeeds when at most M children failed (its success policy).
-        #[arg(
-            long,
-            value_name = "M",
-            requires = "array_size",
-            conflicts_with = "succeeded_indexes"
-        )]
-        max_failed_children: Option<u32>,
-        /// The array succeeds when the children at these indexes succeeded (`0-9,12`).
-        #[arg(long, value_name = "RANGES", requires = "array_size")]
-        succeeded_indexes: Option<String>,
-        /// The share of a fair-share queue the job counts against (required there).
-        #[arg(long)]
-        share_identifier: Option<String>,
-        /// Order within its share, higher first; replaces the definition's schedulingPriority.
-        #[arg(long)]
-        scheduling_priority: Option<i64>,
-        /// Block until the job ends; exit 0 only if it SUCCEEDED.
-        #[arg(long)]
-        wait: bool,
-        /// A command overriding the definition's.
-        #[arg(last = true)]
-        command: Vec<String>,
-    },
+    Submit(SubmitArgs),
     /// Run a one-off command in an image, follow its output, and exit with its exit code.
     Run {
         image: String,
@@ -421,4 +370,59 @@ pub(crate) fn key_value(text: &str) -> Result<(String, String), String> {
         Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
         _ => Err(format!("{text:?} is not KEY=VALUE")),
     }
+}
+
+/// `batchctl submit`'s arguments.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SubmitArgs {
+    #[arg(long)]
+    pub(crate) queue: String,
+    /// NAME or NAME:REVISION.
+    #[arg(long)]
+    pub(crate) definition: String,
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    /// A parameter for Ref:: substitution, KEY=VALUE (repeatable).
+    #[arg(long = "param", value_parser = key_value)]
+    pub(crate) params: Vec<(String, String)>,
+    /// An environment variable override, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_parser = key_value)]
+    pub(crate) env: Vec<(String, String)>,
+    /// Submitting again with the same key returns the same job.
+    #[arg(long)]
+    pub(crate) idempotency_key: Option<String>,
+    /// Wait for another job to SUCCEED first, as the AWS CLI: `jobId=ID` (the whole job),
+    /// `jobId=ID,type=N_TO_N` (child i waits for child i of array job ID), or `type=SEQUENTIAL`
+    /// (this array's children run one after another); `,condition=afterany` (after it ends
+    /// either way) or `,condition=afternotok` (only after it failed) instead of the default
+    /// afterok. Repeatable.
+    #[arg(long = "depends-on", value_parser = dependency)]
+    pub(crate) depends_on: Vec<JobDependencySpec>,
+    /// Make this an array job of N children (2 to 100000), `JOBID:0` … `JOBID:N-1`, each with
+    /// BATCH_JOB_ARRAY_INDEX set.
+    #[arg(long)]
+    pub(crate) array_size: Option<u32>,
+    /// The array succeeds when at most M children failed (its success policy).
+    #[arg(
+        long,
+        value_name = "M",
+        requires = "array_size",
+        conflicts_with = "succeeded_indexes"
+    )]
+    pub(crate) max_failed_children: Option<u32>,
+    /// The array succeeds when the children at these indexes succeeded (`0-9,12`).
+    #[arg(long, value_name = "RANGES", requires = "array_size")]
+    pub(crate) succeeded_indexes: Option<String>,
+    /// The share of a fair-share queue the job counts against (required there).
+    #[arg(long)]
+    pub(crate) share_identifier: Option<String>,
+    /// Order within its share, higher first; replaces the definition's schedulingPriority.
+    #[arg(long)]
+    pub(crate) scheduling_priority: Option<i64>,
+    /// Block until the job ends; exit 0 only if it SUCCEEDED.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// A command overriding the definition's.
+    #[arg(last = true)]
+    pub(crate) command: Vec<String>,
 }

@@ -7,10 +7,14 @@ use anyhow::bail;
 use batchctl_scheduler::api::requests::ApplyRequest;
 use batchctl_scheduler::api::views::JobView;
 use batchctl_scheduler::core::model::JobStatus;
-use batchctl_scheduler::manifest::{ContainerOverrides, SubmitJobRequest};
+use batchctl_scheduler::manifest::{
+    ArrayPropertiesSpec, ContainerOverrides, KeyValue, SubmitJobRequest, SuccessPolicySpec,
+};
 use serde_json::json;
 
 use crate::client::{Answer, Client};
+use crate::commands::SubmitArgs;
+use crate::output::{self, Format};
 
 /// The exit code of `submit --wait`: success only if the job SUCCEEDED.
 pub(crate) fn exit_for(job: &JobView) -> ExitCode {
@@ -113,4 +117,74 @@ pub(crate) async fn run_one_off(
             job.status_reason.as_deref().unwrap_or("")
         ),
     }
+}
+
+/// `batchctl submit`: the request as the API's `SubmitJobRequest`; with `--wait`, until the job
+/// ended (a progress bar for an array on a terminal), exiting 0 only if it SUCCEEDED.
+pub(crate) async fn submit(
+    client: &Client,
+    args: SubmitArgs,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let SubmitArgs {
+        queue,
+        definition,
+        name,
+        params,
+        env,
+        idempotency_key,
+        depends_on,
+        array_size,
+        max_failed_children,
+        succeeded_indexes,
+        share_identifier,
+        scheduling_priority,
+        wait,
+        command,
+    } = args;
+    let overrides = ContainerOverrides {
+        command: (!command.is_empty()).then_some(command),
+        environment: env
+            .into_iter()
+            .map(|(name, value)| KeyValue { name, value })
+            .collect(),
+        resource_requirements: Vec::new(),
+    };
+    let request = SubmitJobRequest {
+        job_name: name,
+        job_queue: queue,
+        job_definition: definition,
+        parameters: params.into_iter().collect(),
+        container_overrides: (overrides != ContainerOverrides::default()).then_some(overrides),
+        depends_on,
+        array_properties: array_size.map(|size| ArrayPropertiesSpec {
+            size,
+            success_policy: (max_failed_children.is_some() || succeeded_indexes.is_some())
+                .then_some(SuccessPolicySpec {
+                    max_failed_children,
+                    succeeded_indexes,
+                }),
+        }),
+        share_identifier,
+        scheduling_priority_override: scheduling_priority,
+        ..SubmitJobRequest::default()
+    };
+    let job = client.submit(&request, idempotency_key.as_deref()).await?;
+    if !wait {
+        output::print_job(&job.raw, format)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let job = job.typed;
+    if matches!(format, Format::Table) {
+        eprintln!("job {} submitted; waiting for it to finish", job.job_id);
+    }
+    let size = job.array_properties.as_ref().and_then(|array| array.size);
+    let job = match size {
+        Some(size) if matches!(format, Format::Table | Format::Wide) => {
+            wait_with_progress(client, &job.job_id, u64::from(size)).await?
+        }
+        Some(_) | None => client.wait_for_job(&job.job_id).await?,
+    };
+    output::print_job(&job.raw, format)?;
+    Ok(exit_for(&job.typed))
 }

@@ -2,6 +2,7 @@
 
 mod client;
 mod commands;
+mod events;
 mod jobs;
 mod output;
 mod resources;
@@ -11,22 +12,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use batchctl_scheduler::api::requests::{
-    ApplyRequest, PutEventsEntryRequest, PutEventsRequest, RedriveRequest, StopRequest,
-};
-use batchctl_scheduler::manifest::{
-    ArrayPropertiesSpec, ContainerOverrides, KeyValue, SubmitJobRequest, SuccessPolicySpec,
-};
+use batchctl_scheduler::api::requests::{ApplyRequest, StopRequest};
 use clap::Parser;
-use serde_json::Value;
 
-use batchctl_scheduler::api::answers::{PutEventsAnswer, PutEventsEntry, RedriveAnswer};
-use client::{Answer, Client};
-use commands::{
-    Cli, Command, DlqCommand, EventsCommand, ResourceKind, RulesCommand, ScheduleCommand,
-};
-use jobs::{exit_for, run_one_off, wait_with_progress};
-use output::Format;
+use client::Client;
+use commands::{Cli, Command, ResourceKind, RulesCommand, ScheduleCommand};
+use jobs::run_one_off;
 use resources::{
     change_jobs, delete_all, deletion_targets, describe_resource, get_named, read_documents,
     update, watch_jobs,
@@ -145,69 +136,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
             output::print_applied(&answer, format)?;
         }
-        Command::Submit {
-            queue,
-            definition,
-            name,
-            params,
-            env,
-            idempotency_key,
-            depends_on,
-            array_size,
-            max_failed_children,
-            succeeded_indexes,
-            share_identifier,
-            scheduling_priority,
-            wait,
-            command,
-        } => {
-            let overrides = ContainerOverrides {
-                command: (!command.is_empty()).then_some(command),
-                environment: env
-                    .into_iter()
-                    .map(|(name, value)| KeyValue { name, value })
-                    .collect(),
-                resource_requirements: Vec::new(),
-            };
-            let request = SubmitJobRequest {
-                job_name: name,
-                job_queue: queue,
-                job_definition: definition,
-                parameters: params.into_iter().collect(),
-                container_overrides: (overrides != ContainerOverrides::default())
-                    .then_some(overrides),
-                depends_on,
-                array_properties: array_size.map(|size| ArrayPropertiesSpec {
-                    size,
-                    success_policy: (max_failed_children.is_some() || succeeded_indexes.is_some())
-                        .then_some(SuccessPolicySpec {
-                            max_failed_children,
-                            succeeded_indexes,
-                        }),
-                }),
-                share_identifier,
-                scheduling_priority_override: scheduling_priority,
-                ..SubmitJobRequest::default()
-            };
-            let job = client.submit(&request, idempotency_key.as_deref()).await?;
-            if !wait {
-                output::print_job(&job.raw, format)?;
-                return Ok(ExitCode::SUCCESS);
-            }
-            let job = job.typed;
-            if matches!(format, Format::Table) {
-                eprintln!("job {} submitted; waiting for it to finish", job.job_id);
-            }
-            let size = job.array_properties.as_ref().and_then(|array| array.size);
-            let job = match size {
-                Some(size) if matches!(format, Format::Table | Format::Wide) => {
-                    wait_with_progress(&client, &job.job_id, u64::from(size)).await?
-                }
-                Some(_) | None => client.wait_for_job(&job.job_id).await?,
-            };
-            output::print_job(&job.raw, format)?;
-            return Ok(exit_for(&job.typed));
-        }
+        Command::Submit(args) => return jobs::submit(&client, args, format).await,
         Command::Run {
             image,
             queue,
@@ -318,68 +247,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
             output::print_job(&job, format)?;
         }
-        Command::Events(EventsCommand::Put {
-            source,
-            detail_type,
-            detail,
-            id,
-        }) => {
-            let detail: Value = serde_json::from_str(&detail)
-                .with_context(|| "--detail is not JSON".to_string())?;
-            let entry = PutEventsEntryRequest {
-                source,
-                detail_type,
-                detail,
-                id,
-            };
-            let answer: Answer<PutEventsAnswer> = client
-                .post_as(
-                    "/v1/events",
-                    &PutEventsRequest {
-                        entries: Some(vec![serde_json::to_value(entry)?]),
-                    },
-                )
-                .await?;
-            let event_id = match answer.typed.entries.first() {
-                Some(PutEventsEntry::Accepted { event_id }) => event_id,
-                Some(PutEventsEntry::Refused { error_message, .. }) => {
-                    bail!("the event was refused: {error_message}")
-                }
-                None => bail!("the server answered for no entry"),
-            };
-            if !output::print_structured(&answer.raw, format)? {
-                println!("{event_id}");
-            }
-        }
-        Command::Dlq(DlqCommand::List) => {
-            let answer = client.get("/v1/dlq").await?;
-            output::print_dead_letters(&answer, format)?;
-        }
-        Command::Dlq(DlqCommand::Redrive { notification }) => {
-            let answer: Answer<RedriveAnswer> = client
-                .post_as("/v1/dlq/redrive", &RedriveRequest { notification })
-                .await?;
-            if !output::print_structured(&answer.raw, format)? {
-                println!("{} dead letters sent again", answer.typed.redriven);
-            }
-        }
-        Command::Events(EventsCommand::Watch { pattern, after }) => {
-            let pattern = match pattern {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?;
-                    let value: Value = serde_yaml_ng::from_str(&text)
-                        .with_context(|| format!("{} is not JSON or YAML", path.display()))?;
-                    Some(value.to_string())
-                }
-                None => None,
-            };
-            client.watch_events(pattern.as_deref(), after).await?;
-        }
-        Command::Events(EventsCommand::List { after }) => {
-            let answer = client.get(&format!("/v1/events?after={after}")).await?;
-            output::print_events(&answer, format)?;
-        }
+        Command::Events(command) => return events::run(&client, command, format).await,
+        Command::Dlq(command) => return events::dlq(&client, command, format).await,
         Command::Schedule(ScheduleCommand::Trigger { name }) => {
             let job = client
                 .post(

@@ -5,14 +5,9 @@ mod support;
 use std::collections::BTreeMap;
 
 use batchctl_executor::OutputStream;
-use batchctl_scheduler::core::model::{
-    ArrayRole, Attempt, CurrentAttempt, DefinitionRef, Dependency, DependencyKind, EnvironmentName,
-    Job, JobId, JobName, JobStatus, QueueName,
-};
+use batchctl_scheduler::core::model::{DefinitionRef, Job, JobId, JobName, JobStatus, QueueName};
 use batchctl_scheduler::manifest::{self, Kind};
-use batchctl_scheduler::store::{
-    AppliedAction, ApplyError, Effect, JobFilter, NewLogChunk, Store, Transition,
-};
+use batchctl_scheduler::store::{AppliedAction, ApplyError, Effect, JobFilter, NewLogChunk, Store};
 use serde_json::json;
 
 store_suite!(
@@ -27,9 +22,6 @@ store_suite!(
     stop_requests_only_reach_active_jobs,
     advance_oldest_moves_in_submission_order,
     a_job_backing_off_is_not_runnable_before_its_time,
-    array_children_are_written_and_released_in_order,
-    n_to_n_children_wait_for_their_partners,
-    a_failed_sequential_child_fails_every_later_one_at_once,
     admission_takes_each_queue_by_itself,
     job_counts_follow_every_status_write,
     runnable_ahead_counts_the_queue_only_up_to_its_limit,
@@ -205,49 +197,7 @@ fn definition(name: &str, command: &str) -> serde_json::Value {
 
 use support::job;
 
-fn queue_name(name: &str) -> QueueName {
-    QueueName::try_from(name.to_string()).unwrap()
-}
-
-fn env_name(name: &str) -> EnvironmentName {
-    EnvironmentName::try_from(name.to_string()).unwrap()
-}
-
-fn placed(job_id: &str, number: u32) -> Transition {
-    Transition {
-        job_id: JobId(job_id.into()),
-        from: JobStatus::Runnable,
-        to: JobStatus::Starting,
-        effect: Effect::Placed {
-            attempt: CurrentAttempt {
-                number,
-                compute_environment: env_name("local"),
-                executor_handle: format!("{job_id}-{number}"),
-                placed_at: 10,
-                started_at: None,
-            },
-        },
-    }
-}
-
-fn ended(job_id: &str, number: u32, from: JobStatus, to: JobStatus) -> Transition {
-    Transition {
-        job_id: JobId(job_id.into()),
-        from,
-        to,
-        effect: Effect::AttemptEnded {
-            attempt: Attempt {
-                number,
-                compute_environment: env_name("local"),
-                exit_code: Some(3),
-                status_reason: "Essential container in task exited with code 3".into(),
-                started_at: Some(11),
-                stopped_at: 20,
-            },
-            runnable_after: None,
-        },
-    }
-}
+use support::moves::{admit_and_resolve, array_job, ended, placed, queue_name, statuses, succeed};
 
 async fn runnable_job(store: &Store, id: &str) {
     store.insert_jobs(&[job(id, None)]).await.unwrap();
@@ -614,233 +564,6 @@ async fn a_job_backing_off_is_not_runnable_before_its_time(store: Store) {
             .len(),
         1
     );
-}
-
-fn array_job(id: &str, size: u32, depends_on: Vec<Dependency>) -> Job {
-    let mut job = job(id, None);
-    job.spec.array_size = Some(size);
-    job.spec.depends_on = depends_on;
-    job.array = ArrayRole::Parent { size };
-    job
-}
-
-async fn statuses(store: &Store, ids: &[&str]) -> Vec<JobStatus> {
-    let mut statuses = Vec::new();
-    for id in ids {
-        statuses.push(
-            store
-                .job(&JobId(id.to_string()))
-                .await
-                .unwrap()
-                .unwrap()
-                .status,
-        );
-    }
-    statuses
-}
-
-async fn admit_and_resolve(store: &Store) {
-    store
-        .admit_submitted(
-            &queue_name("q"),
-            JobStatus::Runnable,
-            JobStatus::Pending,
-            1000,
-            3,
-        )
-        .await
-        .unwrap();
-    store
-        .resolve_dependencies(JobStatus::Failed, JobStatus::Runnable, 4)
-        .await
-        .unwrap();
-}
-
-async fn succeed(store: &Store, id: &str) {
-    let mut done = ended(id, 1, JobStatus::Starting, JobStatus::Succeeded);
-    if let Effect::AttemptEnded { attempt, .. } = &mut done.effect {
-        attempt.exit_code = Some(0);
-    }
-    let applied = store
-        .apply_transitions(&[placed(id, 1), done], 5)
-        .await
-        .unwrap();
-    assert_eq!(applied, [true, true], "{id} was not RUNNABLE");
-}
-
-async fn array_children_are_written_and_released_in_order(store: Store) {
-    let sequential = Dependency {
-        job_id: None,
-        kind: DependencyKind::Sequential,
-        condition: Default::default(),
-    };
-    let parent = array_job("p", 3, vec![sequential]);
-    store
-        .insert_jobs(std::slice::from_ref(&parent))
-        .await
-        .unwrap();
-    // Children run the parent's spec and know their index.
-    let child = store.job(&JobId("p:2".into())).await.unwrap().unwrap();
-    assert_eq!(child.spec, parent.spec);
-    assert_eq!(
-        child.array,
-        ArrayRole::Child {
-            parent: JobId("p".into()),
-            index: 2
-        }
-    );
-    let summary = store
-        .array_status_summaries(&[JobId("p".into())])
-        .await
-        .unwrap();
-    assert_eq!(
-        summary[&JobId("p".into())],
-        BTreeMap::from([(JobStatus::Submitted, 3)])
-    );
-    let page = store
-        .jobs(&JobFilter {
-            limit: 10,
-            array_parent: Some(JobId("p".into())),
-            ..JobFilter::default()
-        })
-        .await
-        .unwrap();
-    let ids: Vec<&str> = page.jobs.iter().map(|j| j.job_id.0.as_str()).collect();
-    assert_eq!(ids, ["p:2", "p:1", "p:0"]);
-
-    // SEQUENTIAL: only child 0 may run; the parent waits PENDING for its children.
-    admit_and_resolve(&store).await;
-    let all = ["p", "p:0", "p:1", "p:2"];
-    use JobStatus::{Pending, Runnable, Succeeded};
-    assert_eq!(
-        statuses(&store, &all).await,
-        [Pending, Runnable, Pending, Pending]
-    );
-    succeed(&store, "p:0").await;
-    admit_and_resolve(&store).await;
-    assert_eq!(
-        statuses(&store, &all).await,
-        [Pending, Succeeded, Runnable, Pending]
-    );
-    assert!(store.finished_arrays().await.unwrap().is_empty());
-    succeed(&store, "p:1").await;
-    admit_and_resolve(&store).await;
-    succeed(&store, "p:2").await;
-    let finished = store.finished_arrays().await.unwrap();
-    assert_eq!(finished.len(), 1);
-    assert_eq!((finished[0].size, finished[0].n_failed), (3, 0));
-}
-
-async fn n_to_n_children_wait_for_their_partners(store: Store) {
-    // An array that waits for a single job: its children wait for it too.
-    store.insert_jobs(&[job("gate", None)]).await.unwrap();
-    let whole = Dependency {
-        job_id: Some(JobId("gate".into())),
-        kind: DependencyKind::Whole,
-        condition: Default::default(),
-    };
-    store
-        .insert_jobs(&[array_job("a", 2, vec![whole])])
-        .await
-        .unwrap();
-    let n_to_n = Dependency {
-        job_id: Some(JobId("a".into())),
-        kind: DependencyKind::NToN,
-        condition: Default::default(),
-    };
-    store
-        .insert_jobs(&[array_job("b", 2, vec![n_to_n])])
-        .await
-        .unwrap();
-    admit_and_resolve(&store).await;
-    use JobStatus::{Failed, Pending, Runnable};
-    let all = ["gate", "a:0", "a:1", "b:0", "b:1"];
-    assert_eq!(
-        statuses(&store, &all).await,
-        [Runnable, Pending, Pending, Pending, Pending]
-    );
-    assert_eq!(
-        store
-            .unfinished_dependencies(&JobId("a:1".into()))
-            .await
-            .unwrap(),
-        [(JobId("gate".into()), Runnable)]
-    );
-    succeed(&store, "gate").await;
-    admit_and_resolve(&store).await;
-    assert_eq!(
-        statuses(&store, &all[1..]).await,
-        [Runnable, Runnable, Pending, Pending]
-    );
-    // a:0 fails: its partner b:0 fails, naming it; b:1 still waits for a:1.
-    let applied = store
-        .apply_transitions(
-            &[
-                placed("a:0", 1),
-                ended("a:0", 1, JobStatus::Starting, JobStatus::Failed),
-            ],
-            6,
-        )
-        .await
-        .unwrap();
-    assert_eq!(applied, [true, true]);
-    admit_and_resolve(&store).await;
-    assert_eq!(statuses(&store, &["b:0", "b:1"]).await, [Failed, Pending]);
-    let b0 = store.job(&JobId("b:0".into())).await.unwrap().unwrap();
-    assert_eq!(b0.status_reason.as_deref(), Some("Dependency a:0 failed"));
-    let found = store
-        .existing_jobs(&[
-            JobId("a".into()),
-            JobId("gate".into()),
-            JobId("nope".into()),
-        ])
-        .await
-        .unwrap();
-    assert_eq!(found.len(), 2);
-    assert_eq!(found[&JobId("a".into())], Some(2));
-    assert_eq!(found[&JobId("gate".into())], None);
-}
-
-async fn a_failed_sequential_child_fails_every_later_one_at_once(store: Store) {
-    let sequential = Dependency {
-        job_id: None,
-        kind: DependencyKind::Sequential,
-        condition: Default::default(),
-    };
-    store
-        .insert_jobs(&[array_job("p", 5, vec![sequential])])
-        .await
-        .unwrap();
-    admit_and_resolve(&store).await;
-    let applied = store
-        .apply_transitions(
-            &[
-                placed("p:0", 1),
-                ended("p:0", 1, JobStatus::Starting, JobStatus::Failed),
-            ],
-            6,
-        )
-        .await
-        .unwrap();
-    assert_eq!(applied, [true, true]);
-    // One pass, not one per link of the chain.
-    let moved = store
-        .resolve_dependencies(JobStatus::Failed, JobStatus::Runnable, 7)
-        .await
-        .unwrap();
-    assert_eq!(moved, 4);
-    for index in 1..5 {
-        let child = store
-            .job(&JobId(format!("p:{index}")))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(child.status, JobStatus::Failed);
-        assert_eq!(
-            child.status_reason.as_deref(),
-            Some(format!("Dependency p:{} failed", index - 1).as_str())
-        );
-    }
 }
 
 /// The leader lease exists on Postgres only (a SQLite file has one server).

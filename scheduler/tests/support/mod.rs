@@ -21,6 +21,7 @@ spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: loc
 }
 
 pub mod dispatcher;
+pub mod moves;
 pub mod small_filesystem;
 
 use std::collections::BTreeMap;
