@@ -9,7 +9,7 @@ use crate::store::{Store, StoreError};
 pub enum UpgradeError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{kind} {name} (saved by an earlier batchctl) no longer validates: {error}; apply it again with an older batchctl after fixing it, or delete its row")]
+    #[error("{kind} {name}, saved by an earlier batchctl, no longer validates: {error}; with the release that saved it, apply it fixed or delete it, then start this one again")]
     Invalid {
         kind: &'static str,
         name: String,

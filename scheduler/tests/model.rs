@@ -4,7 +4,8 @@
 //! model and against invariants:
 //! - a job has one status and at most one attempt running, and what runs is what the store says;
 //! - attempts never exceed the job's limit;
-//! - a job never starts before every job it depends on SUCCEEDED;
+//! - a job never starts before every job it depends on ended as its condition asks (afterok,
+//!   afterany, afternotok), fails once one can no longer be met, and waits no longer than needed;
 //! - the vCPUs of running work never exceed the environment's;
 //! - the dispatcher is work-conserving: after it settles, no RUNNABLE job fits in the free room;
 //! - outcomes the model can predict (an exit, a cancel, a failed dependency) are what the store shows.
@@ -17,7 +18,10 @@ use std::time::Duration;
 
 use batchctl_executor::fake::FakeExecutor;
 use batchctl_scheduler::control::{stop_job, StopMode};
-use batchctl_scheduler::core::model::{EnvironmentType, Job, JobId, JobStatus};
+use batchctl_scheduler::core::dependencies::{resolve, Resolution};
+use batchctl_scheduler::core::model::{
+    DependencyCondition, EnvironmentType, Job, JobId, JobStatus,
+};
 use batchctl_scheduler::dispatcher::{Dispatcher, DispatcherConfig, DispatcherHandle, Executors};
 use batchctl_scheduler::manifest::{
     build_job, ContainerOverrides, JobDependencySpec, KeyValue, ResourceRequirement,
@@ -59,11 +63,12 @@ spec:
 #[derive(Debug, Clone)]
 enum Op {
     /// Submit a job needing `vcpus`, with `attempts` in all, depending on earlier jobs (indices
-    /// taken modulo how many exist), with a 1 s attempt timeout when `timeout`.
+    /// taken modulo how many exist, each with a condition), with a 1 s attempt timeout when
+    /// `timeout`.
     Submit {
         vcpus: u64,
         attempts: u32,
-        depends_on: Vec<usize>,
+        depends_on: Vec<(usize, DependencyCondition)>,
         timeout: bool,
         /// Into the queue whose `maxRunningJobs` is 1.
         capped: bool,
@@ -87,7 +92,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (1u64..=2, 1u32..=3, prop::collection::vec(0usize..8, 0..3), prop::bool::weighted(0.15), prop::bool::weighted(0.3))
+        4 => (1u64..=2, 1u32..=3, prop::collection::vec((0usize..8, condition()), 0..3), prop::bool::weighted(0.15), prop::bool::weighted(0.3))
             .prop_map(|(vcpus, attempts, depends_on, timeout, capped)| Op::Submit { vcpus, attempts, depends_on, timeout, capped }),
         4 => (0usize..8, prop_oneof![Just(0), Just(1), Just(3)]).prop_map(|(job, code)| Op::Exit { job, code }),
         1 => (0usize..8).prop_map(|job| Op::Cancel { job }),
@@ -97,13 +102,21 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+fn condition() -> impl Strategy<Value = DependencyCondition> {
+    prop_oneof![
+        2 => Just(DependencyCondition::AfterOk),
+        1 => Just(DependencyCondition::AfterAny),
+        1 => Just(DependencyCondition::AfterNotOk),
+    ]
+}
+
 /// What the model knows of a job.
 #[derive(Debug, Clone)]
 struct ModelJob {
     id: JobId,
     vcpus: u64,
     attempts: u32,
-    depends_on: Vec<usize>,
+    depends_on: Vec<(usize, DependencyCondition)>,
     /// The status the store must show once the dispatcher settles, where the model can tell.
     expected: Option<JobStatus>,
     capped: bool,
@@ -229,17 +242,21 @@ impl World {
         &mut self,
         vcpus: u64,
         attempts: u32,
-        depends_on: &[usize],
+        depends_on: &[(usize, DependencyCondition)],
         timeout: bool,
         capped: bool,
     ) {
-        let mut parents: Vec<usize> = if self.jobs.is_empty() {
+        let mut parents: Vec<(usize, DependencyCondition)> = if self.jobs.is_empty() {
             Vec::new()
         } else {
-            depends_on.iter().map(|i| i % self.jobs.len()).collect()
+            depends_on
+                .iter()
+                .map(|(i, condition)| (i % self.jobs.len(), *condition))
+                .collect()
         };
-        parents.sort();
-        parents.dedup();
+        // One dependency per job depended on (the API keeps the first of repeats).
+        parents.sort_by_key(|(parent, _)| *parent);
+        parents.dedup_by_key(|(parent, _)| *parent);
         let request = SubmitJobRequest {
             job_queue: if capped { "capped" } else { "q" }.into(),
             job_definition: "d".into(),
@@ -263,10 +280,10 @@ impl World {
             }),
             depends_on: parents
                 .iter()
-                .map(|&parent| JobDependencySpec {
+                .map(|&(parent, condition)| JobDependencySpec {
                     job_id: Some(self.jobs[parent].id.0.clone()),
                     dependency_type: None,
-                    condition: None,
+                    condition: Some(condition.as_str().to_string()),
                 })
                 .collect(),
             ..SubmitJobRequest::default()
@@ -390,40 +407,47 @@ impl World {
                 .first()
                 .and_then(|a| a.started_at)
                 .or(job.current_attempt.as_ref().and_then(|a| a.started_at));
-            for &parent in &model.depends_on {
+            // Dependencies as core decides them (`core::dependencies::resolve`): a job started
+            // only once every condition was met, fails once one can no longer be, and waits for
+            // nothing once all are met.
+            for &(parent, condition) in &model.depends_on {
                 let parent = &jobs[parent];
                 if let Some(started_at) = first_start {
-                    assert_eq!(
-                        parent.status,
-                        JobStatus::Succeeded,
-                        "job {} ran while its dependency {} is {}",
+                    assert!(
+                        condition.met_by().contains(&parent.status),
+                        "job {} ran while its dependency {} ({condition:?}) is {}",
                         job.job_id,
                         parent.job_id,
                         parent.status
                     );
                     assert!(started_at >= parent.stopped_at.unwrap());
                 }
-                if parent.status == JobStatus::Failed {
+            }
+            let resolution = resolve(
+                &model
+                    .depends_on
+                    .iter()
+                    .map(|&(parent, condition)| {
+                        (jobs[parent].job_id.clone(), condition, jobs[parent].status)
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            match resolution {
+                Resolution::Failed(reason) => {
                     assert_eq!(
                         job.status,
                         JobStatus::Failed,
-                        "job {} should have failed with its dependency {}",
-                        job.job_id,
-                        parent.job_id
+                        "job {} should have failed: {reason}",
+                        job.job_id
                     );
                 }
-            }
-            let dependencies_met = model
-                .depends_on
-                .iter()
-                .all(|&parent| jobs[parent].status == JobStatus::Succeeded);
-            if dependencies_met {
-                assert_ne!(
+                Resolution::Ready => assert_ne!(
                     job.status,
                     JobStatus::Pending,
                     "job {} waits for nothing",
                     job.job_id
-                );
+                ),
+                Resolution::Waiting => {}
             }
             if let Some(expected) = model.expected {
                 assert_eq!(job.status, expected, "job {}: {job:?}", job.job_id);

@@ -130,7 +130,7 @@ impl Cache {
                         Some(cache) => cache.bump(),
                         None => return,
                     },
-                    // The watcher relists after its backoff; until then reads go to the server.
+                    // The stores keep what they had; the watcher relists after its backoff.
                     Err(error) => tracing::debug!(%error, "Kubernetes watch failed; relisting"),
                 }
             }

@@ -42,7 +42,7 @@ pub fn decode<T: DeserializeOwned>(what: &str, text: Option<&str>) -> Result<T, 
     let text = text.ok_or_else(|| {
         StoreError::corrupt(
             what,
-            "saved by a batchctl before 0.1's stored models and not upgraded yet; start `batchctl server` once to upgrade it",
+            "saved before resources kept a stored model (migration 0022) and not upgraded yet; start `batchctl server` once to upgrade it",
         )
     })?;
     let envelope: EnvelopeIn<serde_json::Value> =

@@ -116,13 +116,19 @@ impl Store {
         // A SEQUENTIAL array breaks at its first failed child: every later child fails in this
         // one statement, each naming its predecessor, instead of one link per pass (which made
         // a long chain quadratic). A child is in a SEQUENTIAL chain when it depends on the child
-        // before it.
+        // before it; SEQUENTIAL is always afterok, broken by a FAILED predecessor.
+        let sequential = DependencyCondition::AfterOk;
+        let (condition, prefix, suffix) = (
+            sql_literal(sequential.as_str()),
+            sql_literal(REASON_PREFIX),
+            sql_literal(sequential.broken_suffix()),
+        );
         let broken_chain = sqlx::query(&format!(
             "UPDATE jobs SET status = $1, stopped_at = $2, updated_at = $2, status_reason = \
-             'Dependency ' || array_parent || ':' || CAST(array_index - 1 AS TEXT) || ' failed' \
+             {prefix} || array_parent || ':' || CAST(array_index - 1 AS TEXT) || {suffix} \
              WHERE status = 'PENDING' AND array_parent IS NOT NULL \
              AND EXISTS (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.job_id \
-             AND d.condition = 'afterok' \
+             AND d.condition = {condition} \
              AND d.depends_on = jobs.array_parent || ':' || CAST(jobs.array_index - 1 AS TEXT)) \
              AND EXISTS (SELECT 1 FROM jobs s WHERE s.array_parent = jobs.array_parent \
              AND s.status = 'FAILED' AND s.array_index < jobs.array_index) {returning}"
@@ -221,10 +227,14 @@ impl Store {
         let within: Vec<String> = (0..ranges.len())
             .map(|i| format!("array_index BETWEEN ${} AND ${}", 2 * i + 2, 2 * i + 3))
             .collect();
-        let sql =
-            format!(
-            "SELECT COUNT(*) FROM jobs WHERE array_parent = $1 AND status <> 'SUCCEEDED' AND ({})",
-            if within.is_empty() { "1 = 0".to_string() } else { within.join(" OR ") }
+        let within = if within.is_empty() {
+            "1 = 0".to_string()
+        } else {
+            within.join(" OR ")
+        };
+        let sql = format!(
+            "SELECT COUNT(*) FROM jobs WHERE array_parent = $1 AND status <> 'SUCCEEDED' \
+             AND ({within})"
         );
         let mut query = sqlx::query_scalar::<_, i64>(&sql).bind(&parent.0);
         for (first, last) in ranges {
