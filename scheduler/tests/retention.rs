@@ -66,6 +66,7 @@ async fn finish(store: &Store, job_id: &str, to: JobStatus) {
                 stopped_at: now,
             },
             runnable_after: None,
+            disruption: false,
         },
     };
     let applied = store

@@ -275,6 +275,7 @@ async fn job_state_changes_reach_the_bus_while_a_rule_can_match_them(store: Stor
                 stopped_at: 9,
             },
             runnable_after: None,
+            disruption: false,
         },
     };
     assert!(ended.passes_running());

@@ -166,3 +166,54 @@ fn a_job_running_in_kubernetes_is_adopted_after_kill_9_and_orphans_are_deleted()
         stderr(&logs)
     );
 }
+
+/// An evicted pod is a disruption, not the job's failure: with `RETRY_WITHOUT_COUNT` it is retried
+/// without spending one of `attempts`, up to `maxDisruptions`, each attempt saying so; after that
+/// an eviction counts like any failure. The fake API server evicts every pod of an `evicted` image.
+#[test]
+fn evictions_are_retried_without_spending_attempts_up_to_max_disruptions() {
+    let api = fake_api_server();
+    let server = Server::start(None);
+    kubernetes_resources(&server, &api, "exit 0");
+    server.apply_text(
+        "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: preemptible}\nspec:\n  \
+         containerProperties:\n    image: evicted/worker\n    command: [work]\n    \
+         resourceRequirements: [{type: VCPU, value: '1'}, {type: MEMORY, value: '128'}]\n  \
+         retryStrategy:\n    attempts: 1\n    maxDisruptions: 2\n    evaluateOnExit:\n      \
+         - {onReason: 'Evicted*', action: RETRY_WITHOUT_COUNT}\n",
+    );
+    let id = server.submit(&["--queue", "kq", "--definition", "preemptible"]);
+    let job = server.wait_for_status(&id, "FAILED");
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3, "attempts: 1 plus 2 disruptions: {job:#}");
+    for (index, attempt) in attempts.iter().enumerate().take(2) {
+        let reason = attempt["statusReason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("Evicted")
+                && reason.ends_with(&format!(
+                    "(retried without counting: disruption {} of 2)",
+                    index + 1
+                )),
+            "{reason}"
+        );
+    }
+    assert!(!attempts[2]["statusReason"]
+        .as_str()
+        .unwrap()
+        .contains("without counting"));
+    assert_eq!(job["retryStrategy"]["disruptions"], 2, "{job:#}");
+    assert_eq!(job["retryStrategy"]["maxDisruptions"], 2);
+
+    let refused = server.cli_with_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: bad}\nspec:\n  \
+         containerProperties: {image: busybox, command: ['true']}\n  \
+         retryStrategy: {attempts: 1, maxDisruptions: 1000}\n",
+    );
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("retryStrategy.maxDisruptions"),
+        "{}",
+        stderr(&refused)
+    );
+}

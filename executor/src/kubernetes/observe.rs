@@ -161,6 +161,11 @@ fn terminated_outcome(terminated: &ContainerStateTerminated) -> AttemptOutcome {
     }
 }
 
+/// Whether the Job has ended (a `Complete` or `Failed` condition).
+pub fn job_ended(job: &Job) -> bool {
+    job_condition(job, "Complete").is_some() || job_condition(job, "Failed").is_some()
+}
+
 fn job_condition<'a>(
     job: &'a Job,
     type_: &str,

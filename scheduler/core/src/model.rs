@@ -309,6 +309,19 @@ pub struct RetryPolicy {
     pub evaluate_on_exit: Vec<ExitRule>,
     #[serde(default)]
     pub backoff: Option<Backoff>,
+    /// How many attempts `RETRY_WITHOUT_COUNT` may retry without spending one of `attempts`
+    /// (disruptions: evictions, preemptions, lost executors).
+    #[serde(default = "default_max_disruptions")]
+    pub max_disruptions: u32,
+}
+
+/// `retryStrategy.maxDisruptions` when a definition names none.
+pub const DEFAULT_MAX_DISRUPTIONS: u32 = 3;
+/// The most `retryStrategy.maxDisruptions` may be.
+pub const MAX_DISRUPTIONS: u32 = 100;
+
+fn default_max_disruptions() -> u32 {
+    DEFAULT_MAX_DISRUPTIONS
 }
 
 impl RetryPolicy {
@@ -317,6 +330,7 @@ impl RetryPolicy {
             attempts,
             evaluate_on_exit: Vec::new(),
             backoff: None,
+            max_disruptions: DEFAULT_MAX_DISRUPTIONS,
         }
     }
 }
@@ -337,6 +351,11 @@ pub struct ExitRule {
 pub enum RetryAction {
     Retry,
     Exit,
+    /// Retry without spending one of `attempts`, for an attempt lost to a disruption (an
+    /// eviction, a preemption, an executor that vanished) rather than to the job's own failure:
+    /// Kubernetes' podFailurePolicy `Ignore`, bounded by `maxDisruptions`.
+    #[serde(rename = "RETRY_WITHOUT_COUNT")]
+    RetryWithoutCount,
 }
 
 /// The wait before a retry: `initial × factor^(n-1)` after the n-th attempt, at most `max`, and
@@ -596,6 +615,8 @@ pub struct Job {
     pub stopped_at: Option<i64>,
     /// How many attempts have ended.
     pub n_attempts: u32,
+    /// How many of them were retried without counting (`RetryAction::RetryWithoutCount`).
+    pub disruptions: u32,
     /// Finished attempts, oldest first; loaded only where a caller asks for them.
     pub attempts: Vec<Attempt>,
     pub current_attempt: Option<CurrentAttempt>,

@@ -32,14 +32,25 @@ pub struct Judgement {
     /// For the attempt's record and the job's `statusReason`.
     pub reason: String,
     pub exit_code: Option<i32>,
+    /// A retry that does not spend one of the policy's `attempts` (`RETRY_WITHOUT_COUNT`).
+    pub disruption: bool,
+}
+
+/// Where a job stands in its retries: the attempt that ended, and how many earlier ones were
+/// disruptions retried without counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptCount {
+    pub number: u32,
+    pub disruptions: u32,
 }
 
 pub fn judge_attempt(
     outcome: &AttemptOutcome,
     stop_cause: Option<&StopCause>,
-    attempt_number: u32,
+    count: AttemptCount,
     policy: &RetryPolicy,
 ) -> Judgement {
+    let attempt_number = count.number;
     let exit_code = match outcome {
         AttemptOutcome::Exited { exit_code, .. } => Some(*exit_code),
         AttemptOutcome::OutOfMemory { exit_code } | AttemptOutcome::Stopped { exit_code, .. } => {
@@ -51,6 +62,7 @@ pub fn judge_attempt(
         verdict: Verdict::Failed,
         reason,
         exit_code,
+        disruption: false,
     };
     match stop_cause {
         Some(StopCause::Terminated { reason }) => return final_failure(reason.clone()),
@@ -59,6 +71,7 @@ pub fn judge_attempt(
                 verdict: Verdict::Retry,
                 reason: reason.clone(),
                 exit_code,
+                disruption: false,
             }
         }
         Some(StopCause::Timeout { seconds }) => {
@@ -78,6 +91,7 @@ pub fn judge_attempt(
                 verdict: Verdict::Succeeded,
                 reason: "Essential container in task exited".into(),
                 exit_code,
+                disruption: false,
             }
         }
         AttemptOutcome::Exited {
@@ -111,14 +125,32 @@ pub fn judge_attempt(
         .iter()
         .find(|rule| rule_matches(rule, exit_code, &container_reason, &failure_reason))
         .map_or(RetryAction::Retry, |rule| rule.action);
-    let verdict = match action {
-        RetryAction::Retry if attempt_number < policy.attempts => Verdict::Retry,
-        RetryAction::Retry | RetryAction::Exit => Verdict::Failed,
-    };
-    Judgement {
-        verdict,
-        reason: failure_reason,
+    // Attempts spent so far, this one included: disruptions retried without counting are not.
+    let spent = attempt_number.saturating_sub(count.disruptions);
+    let counted = |reason: String| Judgement {
+        verdict: if spent < policy.attempts {
+            Verdict::Retry
+        } else {
+            Verdict::Failed
+        },
+        reason,
         exit_code,
+        disruption: false,
+    };
+    match action {
+        RetryAction::RetryWithoutCount if count.disruptions < policy.max_disruptions => Judgement {
+            verdict: Verdict::Retry,
+            reason: format!(
+                "{failure_reason} (retried without counting: disruption {} of {})",
+                count.disruptions + 1,
+                policy.max_disruptions
+            ),
+            exit_code,
+            disruption: true,
+        },
+        // Past `maxDisruptions`, a disruption counts like any failure.
+        RetryAction::Retry | RetryAction::RetryWithoutCount => counted(failure_reason),
+        RetryAction::Exit => final_failure(failure_reason),
     }
 }
 
@@ -170,12 +202,13 @@ pub struct AttemptEnd {
 pub fn decide_attempt_end(
     outcome: &AttemptOutcome,
     stop_cause: Option<&StopCause>,
-    attempt_number: u32,
+    count: AttemptCount,
     policy: &RetryPolicy,
     ended_at: i64,
     random: f64,
 ) -> AttemptEnd {
-    let judgement = judge_attempt(outcome, stop_cause, attempt_number, policy);
+    let attempt_number = count.number;
+    let judgement = judge_attempt(outcome, stop_cause, count, policy);
     let drained = matches!(stop_cause, Some(StopCause::Drained { .. }));
     let runnable_after = match (judgement.verdict, &policy.backoff) {
         (Verdict::Retry, Some(backoff)) if !drained => {
@@ -297,6 +330,15 @@ mod tests {
         }
     }
     use super::*;
+    use crate::model::DEFAULT_MAX_DISRUPTIONS;
+
+    /// Attempt `number`, with no disruption before it.
+    fn count(number: u32) -> AttemptCount {
+        AttemptCount {
+            number,
+            disruptions: 0,
+        }
+    }
 
     #[test]
     fn a_drained_attempt_is_requeued_at_once_whatever_its_retry_strategy() {
@@ -316,7 +358,7 @@ mod tests {
             reason: "killed".into(),
             exit_code: Some(137),
         };
-        let end = decide_attempt_end(&outcome, Some(&drained), 1, &policy, 1_000, 0.5);
+        let end = decide_attempt_end(&outcome, Some(&drained), count(1), &policy, 1_000, 0.5);
         assert_eq!(
             end.judgement.verdict,
             Verdict::Retry,
@@ -377,7 +419,8 @@ mod tests {
             (lost, None, 3, 3, Verdict::Failed, "Attempt lost: gone"),
         ];
         for (outcome, stop, number, max, verdict, reason) in cases {
-            let judgement = judge_attempt(&outcome, stop, number, &RetryPolicy::attempts(max));
+            let judgement =
+                judge_attempt(&outcome, stop, count(number), &RetryPolicy::attempts(max));
             assert_eq!(
                 (judgement.verdict, judgement.reason.as_str()),
                 (verdict, reason),
@@ -389,9 +432,12 @@ mod tests {
     #[test]
     fn exit_codes_are_kept_for_the_attempt_record() {
         let once = RetryPolicy::attempts(1);
-        assert_eq!(judge_attempt(&exited(3), None, 1, &once).exit_code, Some(3));
+        assert_eq!(
+            judge_attempt(&exited(3), None, count(1), &once).exit_code,
+            Some(3)
+        );
         let lost = AttemptOutcome::Lost { reason: "x".into() };
-        assert_eq!(judge_attempt(&lost, None, 1, &once).exit_code, None);
+        assert_eq!(judge_attempt(&lost, None, count(1), &once).exit_code, None);
     }
 
     fn rule(
@@ -439,9 +485,10 @@ mod tests {
                 attempts: 3,
                 evaluate_on_exit: rules.clone(),
                 backoff: None,
+                max_disruptions: DEFAULT_MAX_DISRUPTIONS,
             };
             assert_eq!(
-                judge_attempt(&outcome, None, 1, &policy).verdict,
+                judge_attempt(&outcome, None, count(1), &policy).verdict,
                 verdict,
                 "{rules:?} {outcome:?}"
             );
@@ -451,9 +498,10 @@ mod tests {
             attempts: 2,
             evaluate_on_exit: vec![rule(Some("*"), None, None, Retry)],
             backoff: None,
+            max_disruptions: DEFAULT_MAX_DISRUPTIONS,
         };
         assert_eq!(
-            judge_attempt(&exited(1), None, 2, &policy).verdict,
+            judge_attempt(&exited(1), None, count(2), &policy).verdict,
             Verdict::Failed
         );
     }
@@ -491,6 +539,7 @@ mod tests {
             attempts: 3,
             evaluate_on_exit: vec![],
             backoff: Some(backoff),
+            max_disruptions: DEFAULT_MAX_DISRUPTIONS,
         };
         let without_backoff = RetryPolicy {
             backoff: None,
@@ -574,12 +623,75 @@ mod tests {
             ),
         ];
         for (outcome, stop_cause, attempt, policy, random, verdict, runnable_after) in cases {
-            let end = decide_attempt_end(&outcome, stop_cause, attempt, policy, 1_000, random);
+            let end =
+                decide_attempt_end(&outcome, stop_cause, count(attempt), policy, 1_000, random);
             assert_eq!(
                 (end.judgement.verdict, end.runnable_after),
                 (verdict, runnable_after),
                 "{outcome:?} attempt {attempt} draw {random}"
             );
         }
+    }
+
+    #[test]
+    fn disruptions_retry_without_spending_attempts_up_to_their_bound() {
+        let evicted = AttemptOutcome::Stopped {
+            reason: "Evicted: The node was low on resource: memory.".into(),
+            exit_code: None,
+        };
+        let policy = RetryPolicy {
+            attempts: 1,
+            evaluate_on_exit: vec![ExitRule {
+                on_exit_code: None,
+                on_reason: Some("Evicted*".into()),
+                on_status_reason: None,
+                action: RetryAction::RetryWithoutCount,
+            }],
+            backoff: None,
+            max_disruptions: 2,
+        };
+        let judge = |number, disruptions, outcome: &AttemptOutcome| {
+            judge_attempt(
+                outcome,
+                None,
+                AttemptCount {
+                    number,
+                    disruptions,
+                },
+                &policy,
+            )
+        };
+        // attempts: 1 — yet two evictions are retried, each saying so.
+        let first = judge(1, 0, &evicted);
+        assert_eq!((first.verdict, first.disruption), (Verdict::Retry, true));
+        assert_eq!(
+            first.reason,
+            "Evicted: The node was low on resource: memory. (retried without counting: disruption 1 of 2)"
+        );
+        let second = judge(2, 1, &evicted);
+        assert_eq!((second.verdict, second.disruption), (Verdict::Retry, true));
+        // The third counts: it is the first counted attempt, and attempts is 1.
+        let third = judge(3, 2, &evicted);
+        assert_eq!((third.verdict, third.disruption), (Verdict::Failed, false));
+        // The job's own failure after a disruption spends its attempt as usual.
+        let exited = AttemptOutcome::Exited {
+            exit_code: 1,
+            signal: None,
+        };
+        assert_eq!(judge(2, 1, &exited).verdict, Verdict::Failed);
+        let two = RetryPolicy {
+            attempts: 2,
+            ..policy.clone()
+        };
+        let after_disruption = judge_attempt(
+            &exited,
+            None,
+            AttemptCount {
+                number: 2,
+                disruptions: 1,
+            },
+            &two,
+        );
+        assert_eq!(after_disruption.verdict, Verdict::Retry);
     }
 }

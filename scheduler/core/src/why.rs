@@ -461,6 +461,7 @@ mod tests {
             started_at: None,
             stopped_at: None,
             n_attempts: 0,
+            disruptions: 0,
             attempts: vec![],
             current_attempt: None,
             stop_requested: None,

@@ -166,6 +166,12 @@ pub struct RetryStrategyView {
     pub evaluate_on_exit: Vec<ExitRule>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub backoff: Option<BackoffView>,
+    /// How many disruptions `RETRY_WITHOUT_COUNT` may retry without spending an attempt.
+    #[serde(default)]
+    pub max_disruptions: u32,
+    /// How many it has so far (attempts retried without counting).
+    #[serde(default)]
+    pub disruptions: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -242,6 +248,8 @@ impl From<&Job> for JobView {
                     max_delay_seconds: b.max_delay_seconds,
                     jitter: b.jitter,
                 }),
+                max_disruptions: job.spec.retry.max_disruptions,
+                disruptions: job.disruptions,
             },
             timeout: job.spec.timeout_seconds.map(|seconds| TimeoutView {
                 attempt_duration_seconds: seconds,

@@ -99,7 +99,10 @@ impl Dispatcher {
                     } = decide_attempt_end(
                         &outcome,
                         stop_cause.as_ref(),
-                        number,
+                        AttemptCount {
+                            number,
+                            disruptions: active.disruptions,
+                        },
                         &active.retry,
                         at,
                         rand_fraction(),
@@ -130,6 +133,7 @@ impl Dispatcher {
                                 stopped_at: at,
                             },
                             runnable_after,
+                            disruption: judgement.disruption,
                         },
                     });
                     let active = self.active.remove(&job_id).expect("present");

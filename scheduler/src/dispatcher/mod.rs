@@ -34,7 +34,7 @@ use crate::core::model::{
 };
 use crate::core::placement::Candidate;
 use crate::core::reconcile::{reconcile_action, ReconcileAction};
-use crate::core::retry::{decide_attempt_end, AttemptEnd};
+use crate::core::retry::{decide_attempt_end, AttemptCount, AttemptEnd};
 use crate::core::state_machine::{transition, JobEvent, TransitionError, Verdict};
 use crate::core::time_limits::runnable_cutoff;
 use crate::outage::{AfterWait, Outage};
@@ -273,6 +273,8 @@ struct ActiveAttempt {
     executor: Option<Arc<dyn Executor>>,
     handle: AttemptHandle,
     retry: RetryPolicy,
+    /// Earlier attempts of the job retried without counting.
+    disruptions: u32,
     queue: QueueName,
     /// The fair-share share the attempt counts against, if its queue has a policy.
     share: Option<String>,

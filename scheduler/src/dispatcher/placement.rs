@@ -295,6 +295,7 @@ impl Dispatcher {
                 executor: executor.clone(),
                 handle: AttemptHandle(attempt.executor_handle.clone()),
                 retry: job.spec.retry.clone(),
+                disruptions: job.disruptions,
                 queue: job.queue.clone(),
                 share: job.spec.share_identifier.clone(),
                 submitted_at: job.created_at,

@@ -87,6 +87,7 @@ impl Dispatcher {
                                 stopped_at: now,
                             },
                             runnable_after: None,
+                            disruption: false,
                         },
                     });
                 }

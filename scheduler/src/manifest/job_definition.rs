@@ -83,6 +83,10 @@ pub struct ResourceRequirement {
 pub struct RetryStrategySpec {
     #[serde(default)]
     pub attempts: Option<i64>,
+    /// How many disruptions `RETRY_WITHOUT_COUNT` may retry without spending an attempt
+    /// (default 3, at most 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_disruptions: Option<u32>,
     #[serde(default)]
     pub evaluate_on_exit: Vec<EvaluateOnExitSpec>,
     #[serde(default)]
@@ -245,10 +249,21 @@ pub fn retry_policy(strategy: Option<&RetryStrategySpec>) -> Result<RetryPolicy,
         .as_ref()
         .map(|b| backoff(b).map_err(|e| e.within("retryStrategy.backoff")))
         .transpose()?;
+    let max_disruptions = match strategy.max_disruptions {
+        None => DEFAULT_MAX_DISRUPTIONS,
+        Some(max @ 0..=MAX_DISRUPTIONS) => max,
+        Some(other) => {
+            return Err(FieldError::new(
+                "retryStrategy.maxDisruptions",
+                format!("{other} is out of range; use 0 to {MAX_DISRUPTIONS}"),
+            ))
+        }
+    };
     Ok(RetryPolicy {
         attempts,
         evaluate_on_exit,
         backoff,
+        max_disruptions,
     })
 }
 
@@ -256,10 +271,14 @@ pub(super) fn exit_rule(rule: &EvaluateOnExitSpec) -> Result<ExitRule, FieldErro
     let action = match rule.action.to_ascii_uppercase().as_str() {
         "RETRY" => RetryAction::Retry,
         "EXIT" => RetryAction::Exit,
+        "RETRY_WITHOUT_COUNT" => RetryAction::RetryWithoutCount,
         _ => {
             return Err(FieldError::new(
                 "action",
-                format!("{:?} is not an action; use RETRY or EXIT", rule.action),
+                format!(
+                    "{:?} is not an action; use RETRY, EXIT or RETRY_WITHOUT_COUNT",
+                    rule.action
+                ),
             ))
         }
     };

@@ -40,7 +40,7 @@ use crate::core::model::{
     DockerSettings, EnvironmentName, ExitRule, FairSharePolicy, ImagePullPolicy, Job,
     JobDefinition, JobId, JobName, JobQueue, JobRetention, JobSpec, JobStatus, KubernetesSettings,
     QueueName, ResourceState, Resources, RetryAction, RetryPolicy, RunnableTimeLimit, ShareWeight,
-    MAX_ARRAY_SIZE,
+    DEFAULT_MAX_DISRUPTIONS, MAX_ARRAY_SIZE, MAX_DISRUPTIONS,
 };
 use crate::core::schedule::{
     parse_expression, CatchUp, CatchUpPolicy, HistoryLimits, OverlapPolicy, Schedule,

@@ -384,6 +384,7 @@ pub fn build_job(
         started_at: None,
         stopped_at: None,
         n_attempts: 0,
+        disruptions: 0,
         attempts: Vec::new(),
         current_attempt: None,
         stop_requested: None,

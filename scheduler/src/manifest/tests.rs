@@ -114,7 +114,7 @@ fn errors_name_the_field_and_what_to_do() {
         (
             definition(json!({"containerProperties": {"image": "i", "command": ["true"]},
                    "retryStrategy": {"evaluateOnExit": [{"onReason": "OOM*", "action": "STOP"}]}})),
-            "spec.retryStrategy.evaluateOnExit[0].action: \"STOP\" is not an action; use RETRY or EXIT",
+            "spec.retryStrategy.evaluateOnExit[0].action: \"STOP\" is not an action; use RETRY, EXIT or RETRY_WITHOUT_COUNT",
         ),
         (
             definition(json!({"containerProperties": {"image": "i", "command": ["true"]},

@@ -65,6 +65,8 @@ pub enum Effect {
     AttemptEnded {
         attempt: Attempt,
         runnable_after: Option<i64>,
+        /// Retried without spending one of the job's attempts (`RETRY_WITHOUT_COUNT`).
+        disruption: bool,
     },
     Cancelled {
         reason: String,
@@ -131,8 +133,9 @@ impl Kind {
             // `started_at` for an end from STARTING that carries its start (`Transition::
             // passes_running`): the start and the end written at once.
             Kind::AttemptEnded => (
-                5,
+                6,
                 "status_reason = v.column4, stopped_at = v.column5, n_attempts = n_attempts + 1, \
+                 disruptions = disruptions + v.column9, \
                  runnable_after = v.column7, started_at = COALESCE(started_at, v.column8), \
                  attempt_number = NULL, attempt_environment = NULL, attempt_handle = NULL, \
                  attempt_placed_at = NULL, attempt_started_at = NULL, stop_requested = NULL",
@@ -270,12 +273,14 @@ async fn update(
             Effect::AttemptEnded {
                 attempt,
                 runnable_after,
+                disruption,
             } => query
                 .bind(attempt.status_reason.clone())
                 .bind(transition.to.is_terminal().then_some(attempt.stopped_at))
                 .bind(i64::from(attempt.number))
                 .bind(*runnable_after)
-                .bind(attempt.started_at),
+                .bind(attempt.started_at)
+                .bind(i64::from(*disruption)),
             Effect::Cancelled { reason, at } | Effect::ArrayEnded { reason, at } => {
                 query.bind(reason.clone()).bind(*at)
             }

@@ -172,6 +172,7 @@ pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
         started_at: None,
         stopped_at: None,
         n_attempts: 0,
+        disruptions: 0,
         attempts: vec![],
         current_attempt: None,
         stop_requested: None,

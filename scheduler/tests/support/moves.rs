@@ -49,6 +49,7 @@ pub fn ended(job_id: &str, number: u32, from: JobStatus, to: JobStatus) -> Trans
                 stopped_at: 20,
             },
             runnable_after: None,
+            disruption: false,
         },
     }
 }

@@ -24,7 +24,8 @@ const JOB_COLUMNS: &str = "seq, job_id, job_name, job_queue, status, status_reas
     ELSE (SELECT p.spec FROM jobs p WHERE p.job_id = jobs.array_parent) END AS spec, \
     created_at, started_at, stopped_at, n_attempts, attempt_number, attempt_environment, \
     attempt_handle, attempt_placed_at, attempt_started_at, stop_requested, idempotency_key, \
-    runnable_after, array_size, array_parent, array_index, suspended, scheduling_priority";
+    runnable_after, array_size, array_parent, array_index, suspended, scheduling_priority, \
+    disruptions";
 
 /// The statuses in which a job has not finished.
 const UNFINISHED: &str = "('SUBMITTED', 'PENDING', 'RUNNABLE', 'STARTING', 'RUNNING')";
@@ -521,6 +522,7 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
         started_at: row.try_get("started_at")?,
         stopped_at: row.try_get("stopped_at")?,
         n_attempts: row.try_get::<i64, _>("n_attempts")? as u32,
+        disruptions: row.try_get::<i64, _>("disruptions")? as u32,
         attempts: Vec::new(),
         current_attempt,
         stop_requested: row.try_get("stop_requested")?,
