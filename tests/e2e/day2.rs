@@ -314,3 +314,47 @@ fn submit_wait_on_an_array_shows_its_children_in_a_terminal_only() {
     );
     assert!(stdout(&output).contains("SUCCEEDED"));
 }
+
+/// An upgrade from a release before resources kept their stored model (migration 0022): the
+/// real server, restarted on a database whose resource rows have no model, gives them one from
+/// their spec before anything reads them, says so, and runs jobs on them as before.
+#[test]
+fn a_server_upgrades_resources_saved_before_stored_models() {
+    let mut server = Server::start(None);
+    server.apply_examples();
+    let queues = server.json(&["get", "queues"]);
+    server.kill_9();
+    let database = server.data_dir.join("batchctl.db");
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use sqlx::Connection;
+        let mut connection =
+            sqlx::SqliteConnection::connect(&format!("sqlite://{}", database.display()))
+                .await
+                .unwrap();
+        for table in [
+            "compute_environments",
+            "job_queues",
+            "job_definitions",
+            "schedules",
+            "event_rules",
+            "webhook_triggers",
+            "notifications",
+        ] {
+            sqlx::query(&format!("UPDATE {table} SET model = NULL"))
+                .execute(&mut connection)
+                .await
+                .unwrap();
+        }
+    });
+    server.restart();
+    assert!(
+        server
+            .log()
+            .contains("stored the models of resources saved by an earlier batchctl"),
+        "{}",
+        server.log()
+    );
+    assert_eq!(server.json(&["get", "queues"]), queues);
+    let id = server.submit_script("echo upgraded");
+    server.wait_for_status(&id, "SUCCEEDED");
+}
