@@ -56,12 +56,18 @@ pub(super) async fn patch_resource(
         )));
     };
     merge_patch(&mut spec, &patch);
-    let document = serde_json::json!({
-        "apiVersion": manifest::API_VERSION,
-        "kind": kind.as_str(),
-        "metadata": {"name": name},
-        "spec": spec,
-    });
+    let document = manifest::Document {
+        api_version: manifest::API_VERSION.into(),
+        kind: kind.as_str().into(),
+        metadata: manifest::Metadata { name },
+        spec,
+    };
+    let document = serde_json::to_value(document).map_err(|error| {
+        ApiError::invalid(FieldError::new(
+            "body",
+            format!("cannot be applied: {error}"),
+        ))
+    })?;
     apply_documents(&state, caller, &[document]).await
 }
 

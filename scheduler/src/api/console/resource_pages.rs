@@ -132,7 +132,7 @@ pub fn notifications(
                             td class="reason" { (letter.last_error.as_deref().unwrap_or("")) }
                             @if abilities.admin {
                                 td { button type="button" data-action="/v1/dlq/redrive"
-                                    data-body=(serde_json::json!({"notification": letter.notification}).to_string())
+                                    data-body=(redrive_body(&letter.notification))
                                     data-confirm={ "Send the dead letters of " (letter.notification) " again?" } { "Redrive " (letter.notification) } }
                             }
                         }
@@ -164,4 +164,12 @@ fn event_item(seq: i64, envelope: &Value) -> Markup {
             @if detail["status"].is_string() { " → " (text(&detail["status"])) }
         }
     }
+}
+
+/// The body of a redrive button: the API's own request type.
+fn redrive_body(notification: &str) -> String {
+    serde_json::to_string(&crate::api::requests::RedriveRequest {
+        notification: Some(notification.to_string()),
+    })
+    .expect("a request of strings serialises")
 }
