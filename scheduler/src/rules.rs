@@ -100,6 +100,22 @@ impl RuleRunner {
         }
     }
 
+    /// Records a delivery that made no job, with why, and counts it under `outcome`.
+    async fn fail_delivery(
+        &self,
+        event_id: &str,
+        rule: &str,
+        reason: &str,
+        outcome: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.store
+            .record_failed_delivery(event_id, rule, reason, now)
+            .await?;
+        self.dispatcher.metrics().count_rule_delivery(rule, outcome);
+        Ok(())
+    }
+
     /// One pass over the events after the cursor; true if a full batch was settled (read on).
     pub async fn run_once(&self) -> Result<bool, StoreError> {
         // Rules applied through another server change what job events are worth storing.
@@ -164,13 +180,9 @@ impl RuleRunner {
                 if let Some(announcement) = announcement {
                     self.store.put_events(&[announcement], now).await?;
                 }
-                self.store
-                    .record_failed_delivery(&event.event_id, &rule.name, &reason, now)
-                    .await?;
-                self.dispatcher
-                    .metrics()
-                    .count_rule_delivery(&rule.name, "loop_cut");
-                return Ok(());
+                return self
+                    .fail_delivery(&event.event_id, &rule.name, &reason, "loop_cut", now)
+                    .await;
             }
         };
         let values = input_values(&rule.input_paths, &event.envelope);
@@ -207,12 +219,8 @@ impl RuleRunner {
             Err(error) => {
                 let reason = format!("the target cannot be submitted: {error}");
                 tracing::error!(rule = %rule.name, event_id = %event.event_id, %reason, "rule failed");
-                self.store
-                    .record_failed_delivery(&event.event_id, &rule.name, &reason, now)
+                self.fail_delivery(&event.event_id, &rule.name, &reason, "failed", now)
                     .await?;
-                self.dispatcher
-                    .metrics()
-                    .count_rule_delivery(&rule.name, "failed");
             }
         }
         Ok(())

@@ -5,7 +5,8 @@
 #[macro_use]
 mod support;
 
-use batchctl_scheduler::store::{Store, StoreLocation};
+use batchctl_scheduler::core::resource::Kind;
+use batchctl_scheduler::store::{resource_table, Store, StoreLocation};
 use sqlx::Connection;
 
 /// One resource of every kind, applied through the API's validation.
@@ -210,16 +211,7 @@ async fn rows_saved_before_models_were_stored_are_upgraded_at_start(test: suppor
     );
     execute(
         &test.location,
-        &[
-            "compute_environments",
-            "job_queues",
-            "job_definitions",
-            "schedules",
-            "event_rules",
-            "webhook_triggers",
-            "notifications",
-        ]
-        .map(|table| format!("UPDATE {table} SET model = NULL")),
+        &Kind::ALL.map(|kind| format!("UPDATE {} SET model = NULL", resource_table(kind))),
     )
     .await;
     let store = reopened(&test).await;

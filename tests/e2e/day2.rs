@@ -331,15 +331,8 @@ fn a_server_upgrades_resources_saved_before_stored_models() {
             sqlx::SqliteConnection::connect(&format!("sqlite://{}", database.display()))
                 .await
                 .unwrap();
-        for table in [
-            "compute_environments",
-            "job_queues",
-            "job_definitions",
-            "schedules",
-            "event_rules",
-            "webhook_triggers",
-            "notifications",
-        ] {
+        for kind in batchctl_scheduler::core::resource::Kind::ALL {
+            let table = batchctl_scheduler::store::resource_table(kind);
             sqlx::query(&format!("UPDATE {table} SET model = NULL"))
                 .execute(&mut connection)
                 .await

@@ -133,21 +133,20 @@ impl KubernetesExecutor {
     async fn read(&self, name: &str) -> Result<(Option<Job>, Vec<Pod>, u64), ExecutorError> {
         let cache = self.cache().await?;
         let generation = cache.generation();
-        let (jobs, pods) = self.apis().await?;
-        if let Some((job, cached_pods)) = cache.get(name) {
-            if !observe::job_ended(&job) {
-                return Ok((Some(job), cached_pods, generation));
+        let job = match cache.get(name) {
+            Some((job, pods)) if !observe::job_ended(&job) => {
+                return Ok((Some(job), pods, generation))
             }
             // The Job's end and its pod's end come on two watches: the pod's may not have arrived
-            // yet, and it says why (Evicted, OOMKilled, an exit code). Read the pods once from the
-            // server, so the outcome never rests on a lagging pod.
-            let listed = pods
-                .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}")))
-                .await
-                .map_err(classify)?;
-            return Ok((Some(job), listed.items, generation));
-        }
-        let job = jobs.get_opt(name).await.map_err(classify)?;
+            // yet, and it says why (Evicted, OOMKilled, an exit code). Its pods are read once from
+            // the server, so the outcome never rests on a lagging pod.
+            Some((job, _)) => Some(job),
+            None => {
+                let (jobs, _) = self.apis().await?;
+                jobs.get_opt(name).await.map_err(classify)?
+            }
+        };
+        let (_, pods) = self.apis().await?;
         let listed = pods
             .list(&ListParams::default().labels(&format!("{JOB_NAME_LABEL}={name}")))
             .await

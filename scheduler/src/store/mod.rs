@@ -52,7 +52,8 @@ pub use lifecycle::{DeleteError, Deleted, DeletedAction, DELETE_BATCH};
 pub use logs::{LogLine, NewLogChunk, StoredChunk};
 pub use notifications::NotificationDelivery;
 pub use resources::{
-    Applied, AppliedAction, ApplyError, StoredDefinition, UnmodelledRow, ValidDocument,
+    table_of as resource_table, Applied, AppliedAction, ApplyError, StoredDefinition,
+    UnmodelledRow, ValidDocument,
 };
 pub use schedules::{Firing, FiringOutcome, StoredSchedule};
 

@@ -402,8 +402,8 @@ struct Texts {
     model: String,
 }
 
-/// The table of a kind.
-pub(super) fn table_of(kind: Kind) -> &'static str {
+/// The table that keeps a kind of resource.
+pub fn table_of(kind: Kind) -> &'static str {
     match kind {
         Kind::ComputeEnvironment => "compute_environments",
         Kind::JobQueue => "job_queues",
