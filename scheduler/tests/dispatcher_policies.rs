@@ -207,11 +207,12 @@ async fn dependency_conditions_decide_which_end_lets_a_dependent_run(store: Stor
     for job in [&fails, &succeeds] {
         harness.wait_for_status(job, JobStatus::Running).await;
     }
+    // Waiting: admitted to PENDING, or (an array child created a moment ago) not yet admitted.
     for job in [&any, &not_ok, &not_ok_of_success, &ok, &child(&b, 0)] {
-        assert_eq!(
-            harness.store.job(job).await.unwrap().unwrap().status,
-            JobStatus::Pending,
-            "{job} waits while what it depends on runs"
+        let status = harness.store.job(job).await.unwrap().unwrap().status;
+        assert!(
+            matches!(status, JobStatus::Submitted | JobStatus::Pending),
+            "{job} waits while what it depends on runs, yet is {status}"
         );
     }
     assert!(harness.fake.exit_job(&fails.0, 1));
@@ -245,15 +246,10 @@ async fn dependency_conditions_decide_which_end_lets_a_dependent_run(store: Stor
             .wait_for_status(&child(&a, index), JobStatus::Running)
             .await;
     }
-    assert_eq!(
-        harness
-            .store
-            .job(&child(&b, 0))
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        JobStatus::Pending
+    let waiting = harness.store.job(&child(&b, 0)).await.unwrap().unwrap();
+    assert!(
+        matches!(waiting.status, JobStatus::Submitted | JobStatus::Pending),
+        "B's child waits for A's: {waiting:?}"
     );
     assert!(harness.fake.exit_job(&child(&a, 0).0, 0));
     assert!(harness.fake.exit_job(&child(&a, 1).0, 1));
