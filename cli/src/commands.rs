@@ -413,6 +413,10 @@ pub(crate) struct SubmitArgs {
     /// The array succeeds when the children at these indexes succeeded (`0-9,12`).
     #[arg(long, value_name = "RANGES", requires = "array_size")]
     pub(crate) succeeded_indexes: Option<String>,
+    /// At most N children RUNNABLE, STARTING or RUNNING at once; the others wait PENDING for a
+    /// slot (Slurm's `--array=0-999%N`).
+    #[arg(long, value_name = "N", requires = "array_size")]
+    pub(crate) max_concurrency: Option<u32>,
     /// The share of a fair-share queue the job counts against (required there).
     #[arg(long)]
     pub(crate) share_identifier: Option<String>,

@@ -117,6 +117,7 @@ async fn run_once(store: Store, size: u32) -> Figures {
         array_properties: Some(ArrayPropertiesSpec {
             size,
             success_policy: None,
+            max_concurrency: None,
         }),
         ..SubmitJobRequest::default()
     };

@@ -139,6 +139,7 @@ fn after_with(
             batchctl_scheduler::manifest::ArrayPropertiesSpec {
                 size,
                 success_policy: None,
+                max_concurrency: None,
             }
         }),
         // One attempt, so that a failure is the job's end.

@@ -401,3 +401,106 @@ fn bad_array_submits_name_the_field() {
         2
     );
 }
+
+/// `--max-concurrency 2` runs at most two children at once on an environment with room for four,
+/// releases the next in index order as one ends, says in `why` what a waiting child waits for,
+/// and holds up no other job of the queue.
+#[test]
+fn max_concurrency_caps_the_children_in_flight_sqlite() {
+    max_concurrency_caps_the_children_in_flight(&Server::start(None));
+}
+
+#[test]
+fn max_concurrency_caps_the_children_in_flight_postgres() {
+    let Some(url) = crate::support::postgres_url() else {
+        return;
+    };
+    max_concurrency_caps_the_children_in_flight(&Server::start(Some(url)));
+}
+
+fn max_concurrency_caps_the_children_in_flight(server: &Server) {
+    server.apply_examples();
+    let trace = server.data_dir.join("trace");
+    let gate = server.data_dir.join("gate");
+    // Each child notes its start, waits for the gate, works a little and notes its end.
+    let script = format!(
+        "echo start $BATCH_JOB_ARRAY_INDEX >> {trace}; \
+         while [ ! -e {gate} ]; do sleep 0.02; done; sleep 0.2; \
+         echo end $BATCH_JOB_ARRAY_INDEX >> {trace}",
+        trace = trace.display(),
+        gate = gate.display()
+    );
+    let parent = submit_array(server, "6", &["--max-concurrency", "2"], &script);
+    assert_eq!(server.job(&parent)["arrayProperties"]["maxConcurrency"], 2);
+    for index in [0, 1] {
+        server.wait_for_status(&format!("{parent}:{index}"), "RUNNING");
+    }
+    // A job submitted after the array starts at once: the environment has room for four.
+    let single = server.submit_script("true");
+    server.wait_for_status(&single, "SUCCEEDED");
+    let waiting = server.job(&format!("{parent}:2"));
+    assert_eq!(waiting["status"], "PENDING", "{waiting:#}");
+    let why = server.json(&["why", &format!("{parent}:2")]);
+    assert_eq!(why["holds"][0]["type"], "arrayAtMaxConcurrency", "{why:#}");
+    assert_eq!(why["holds"][0]["arrayJobId"], parent.as_str());
+    assert_eq!(why["holds"][0]["maxConcurrency"], 2);
+    assert_eq!(why["holds"][0]["inFlight"], 2);
+    let said = server.cli(&["why", &format!("{parent}:2")]);
+    assert!(
+        stdout(&said).contains("runs at most 2 children at once (maxConcurrency)"),
+        "{}",
+        stdout(&said)
+    );
+
+    std::fs::write(&gate, "").unwrap();
+    let job = server.wait_for_status(&parent, "SUCCEEDED");
+    assert_eq!(summary(&job, "SUCCEEDED"), 6);
+    // Never more than two between a start and its end, and two at once most of the time.
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let (mut in_flight, mut most, mut started) = (0, 0, Vec::new());
+    for line in trace.lines() {
+        match line.split_once(' ') {
+            Some(("start", index)) => {
+                in_flight += 1;
+                started.push(index.to_string());
+            }
+            Some(("end", _)) => in_flight -= 1,
+            _ => panic!("unexpected trace line {line:?}"),
+        }
+        most = most.max(in_flight);
+    }
+    assert_eq!(
+        most, 2,
+        "at most two at once, and two did run together:\n{trace}"
+    );
+    // The first two released are the lowest indexes; every child ran once.
+    let mut first_two = started[..2].to_vec();
+    first_two.sort();
+    assert_eq!(first_two, ["0", "1"], "released in index order:\n{trace}");
+    started.sort();
+    assert_eq!(started, ["0", "1", "2", "3", "4", "5"], "{trace}");
+
+    for (size, max, expected) in [
+        (
+            "4",
+            "0",
+            "arrayProperties.maxConcurrency: is 0; give from 1 to the array's 4 children",
+        ),
+        ("4", "5", "arrayProperties.maxConcurrency: is 5"),
+    ] {
+        server.refused(
+            &[
+                "submit",
+                "--queue",
+                "default",
+                "--definition",
+                "hello",
+                "--array-size",
+                size,
+                "--max-concurrency",
+                max,
+            ],
+            expected,
+        );
+    }
+}

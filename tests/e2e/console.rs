@@ -268,6 +268,32 @@ async fn console_shows_jobs_live_and_cancels(server: Server) {
     assert_eq!(server.job(&waiter)["status"], "FAILED");
     browser.until_contains("#status", "Done").await;
 
+    // An array's page says how many children run at once and when it succeeds.
+    let array = server.submit(&[
+        "--queue",
+        "default",
+        "--definition",
+        "hello",
+        "--array-size",
+        "2",
+        "--max-concurrency",
+        "1",
+        "--max-failed-children",
+        "1",
+        "--",
+        "true",
+    ]);
+    browser
+        .visit(
+            &url(&format!("/console/jobs/{array}")),
+            "#job-summary",
+            "at most 1 (maxConcurrency)",
+        )
+        .await;
+    browser
+        .until_contains("#job-summary", "at most 1 of its children failed")
+        .await;
+
     // The overview: the queue's counts, the environment, the failure, a chart.
     browser.visit(&url("/"), "#failures", "waiter").await;
     browser

@@ -491,6 +491,10 @@ pub struct JobSpec {
     /// For an array job, when it SUCCEEDS although some children failed (`crate::array`).
     #[serde(default, skip_serializing_if = "ArraySuccessPolicy::is_default")]
     pub array_success_policy: ArraySuccessPolicy,
+    /// For an array job, how many of its children may be RUNNABLE, STARTING or RUNNING at once
+    /// (`arrayProperties.maxConcurrency`, Slurm's `--array=…%N`); the others wait PENDING.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub array_max_concurrency: Option<u32>,
     /// The share of a fair-share queue the job counts against.
     #[serde(default)]
     pub share_identifier: Option<String>,

@@ -31,6 +31,9 @@ pub struct Snapshot<'a> {
     pub unhealthy: &'a BTreeMap<String, String>,
     /// For an array parent, how many of its children have not finished.
     pub unfinished_children: u64,
+    /// For a child of an array with `maxConcurrency`, how many of the array's children are
+    /// RUNNABLE, STARTING or RUNNING.
+    pub array_in_flight: u64,
     /// How many of the job's queue's jobs are STARTING or RUNNING.
     pub queue_running: u64,
     /// For a job of a fair-share queue, where each share stands.
@@ -73,6 +76,13 @@ pub enum Hold {
     WaitingForArrayChildren {
         size: u32,
         unfinished: u64,
+    },
+    /// A child of an array with `maxConcurrency` waits PENDING for a slot: at most that many of
+    /// the array's children are RUNNABLE, STARTING or RUNNING at once.
+    ArrayAtMaxConcurrency {
+        array_job_id: String,
+        max_concurrency: u32,
+        in_flight: u64,
     },
     BackingOff {
         runnable_after: i64,
@@ -210,6 +220,14 @@ impl std::fmt::Display for Hold {
                 f,
                 "it is an array job: {unfinished} of its {size} children have not finished"
             ),
+            Hold::ArrayAtMaxConcurrency {
+                array_job_id,
+                max_concurrency,
+                in_flight,
+            } => write!(
+                f,
+                "its array job {array_job_id} runs at most {max_concurrency} children at once (maxConcurrency); {in_flight} are RUNNABLE, STARTING or RUNNING: the next is released when one ends"
+            ),
             Hold::BackingOff { seconds_left, .. } => {
                 write!(f, "it waits out its retry backoff: {seconds_left}s left")
             }
@@ -296,11 +314,24 @@ fn waiting_holds(snapshot: &Snapshot<'_>) -> Vec<Hold> {
                         .collect(),
                 });
             }
-            if let ArrayRole::Parent { size } = job.array {
-                holds.push(Hold::WaitingForArrayChildren {
-                    size,
+            match (&job.array, job.spec.array_max_concurrency) {
+                (ArrayRole::Parent { size }, _) => holds.push(Hold::WaitingForArrayChildren {
+                    size: *size,
                     unfinished: snapshot.unfinished_children,
-                });
+                }),
+                // Waiting on dependencies first, a child waits for a slot only once they are met
+                // or while its array is at its cap.
+                (ArrayRole::Child { parent, .. }, Some(max))
+                    if snapshot.unfinished_dependencies.is_empty()
+                        || snapshot.array_in_flight >= u64::from(max) =>
+                {
+                    holds.push(Hold::ArrayAtMaxConcurrency {
+                        array_job_id: parent.0.clone(),
+                        max_concurrency: max,
+                        in_flight: snapshot.array_in_flight,
+                    })
+                }
+                (ArrayRole::Child { .. } | ArrayRole::Single, _) => {}
             }
             holds
         }
@@ -452,6 +483,7 @@ mod tests {
                 depends_on: vec![],
                 array_size: None,
                 array_success_policy: Default::default(),
+                array_max_concurrency: None,
                 share_identifier: None,
                 scheduling_priority: 0,
                 max_log_bytes: None,
@@ -518,6 +550,7 @@ mod tests {
             unfinished_dependencies: &[],
             unhealthy: &unhealthy,
             unfinished_children: 0,
+            array_in_flight: 0,
             queue_running: 0,
             shares: &[],
             now: 0,
@@ -594,6 +627,7 @@ mod tests {
                 unfinished_dependencies: &dependencies,
                 unhealthy: &unhealthy,
                 unfinished_children: 0,
+                array_in_flight: 0,
                 queue_running: 0,
                 shares: &[],
                 now: 1_000,
@@ -649,6 +683,54 @@ mod tests {
         );
     }
 
+    /// A capped array's child waits for a slot once its dependencies are met; while they are
+    /// not, it waits for them, and for a slot too only if the array is at its cap.
+    #[test]
+    fn a_capped_arrays_child_waits_for_a_slot() {
+        let (environments, used, unhealthy) = (HashMap::new(), HashMap::new(), BTreeMap::new());
+        let mut child = job(JobStatus::Pending, resources(1, 1));
+        child.array = ArrayRole::Child {
+            parent: JobId("p".into()),
+            index: 4,
+        };
+        child.spec.array_max_concurrency = Some(3);
+        let dependency = [(JobId("a".into()), JobStatus::Running)];
+        let holds = |dependencies: &[(JobId, JobStatus)], in_flight| {
+            why(&Snapshot {
+                job: &child,
+                queue: None,
+                environments: &environments,
+                used: &used,
+                runnable_ahead: 0,
+                unfinished_dependencies: dependencies,
+                unhealthy: &unhealthy,
+                unfinished_children: 0,
+                array_in_flight: in_flight,
+                queue_running: 0,
+                shares: &[],
+                now: 0,
+            })
+        };
+        let at_cap = Hold::ArrayAtMaxConcurrency {
+            array_job_id: "p".into(),
+            max_concurrency: 3,
+            in_flight: 3,
+        };
+        assert_eq!(holds(&[], 3), vec![at_cap.clone()]);
+        assert_eq!(
+            at_cap.to_string(),
+            "its array job p runs at most 3 children at once (maxConcurrency); 3 are RUNNABLE, STARTING or RUNNING: the next is released when one ends"
+        );
+        let waiting_for_a = Hold::WaitingForDependencies {
+            jobs: vec![DependencyHold {
+                job_id: "a".into(),
+                status: JobStatus::Running,
+            }],
+        };
+        assert_eq!(holds(&dependency, 1), vec![waiting_for_a.clone()]);
+        assert_eq!(holds(&dependency, 3), vec![waiting_for_a, at_cap]);
+    }
+
     #[test]
     fn a_long_queue_is_counted_only_so_far() {
         let job = job(JobStatus::Runnable, resources(1, 64));
@@ -663,6 +745,7 @@ mod tests {
                 unfinished_dependencies: &[],
                 unhealthy: &unhealthy,
                 unfinished_children: 0,
+                array_in_flight: 0,
                 queue_running: 0,
                 shares: &[],
                 now: 0,

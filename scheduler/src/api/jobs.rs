@@ -1,6 +1,7 @@
 //! Jobs: submit, list, describe, why, cancel and terminate, logs.
 
 use super::*;
+use crate::core::model::ArrayRole;
 
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = SubmitJobRequest, params(("Idempotency-Key" = Option<String>, Header, description = "The same key returns the job it first created")), responses((status = 201, description = "Submitted", body = JobView), (status = 200, description = "Submitted before under this Idempotency-Key", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn submit(
@@ -339,21 +340,23 @@ pub(super) async fn holds(
         .await?;
     let unfinished_dependencies = state.store.unfinished_dependencies(job_id).await?;
     let unhealthy = state.dispatcher.unhealthy_environments();
-    let unfinished_children = match job.array {
-        crate::core::model::ArrayRole::Parent { .. } => state
-            .store
-            .array_status_summaries(std::slice::from_ref(job_id))
-            .await?
-            .get(job_id)
-            .map(|counts| {
-                counts
-                    .iter()
-                    .filter(|(status, _)| !status.is_terminal())
-                    .map(|(_, count)| count)
-                    .sum()
+    let unfinished_children = match &job.array {
+        ArrayRole::Parent { .. } => {
+            children_counted(state, job_id, |status| !status.is_terminal()).await?
+        }
+        ArrayRole::Single | ArrayRole::Child { .. } => 0,
+    };
+    let array_in_flight = match (&job.array, job.spec.array_max_concurrency) {
+        (ArrayRole::Child { parent, .. }, Some(_)) => {
+            children_counted(state, parent, |status| {
+                matches!(
+                    status,
+                    JobStatus::Runnable | JobStatus::Starting | JobStatus::Running
+                )
             })
-            .unwrap_or(0),
-        crate::core::model::ArrayRole::Single | crate::core::model::ArrayRole::Child { .. } => 0,
+            .await?
+        }
+        (ArrayRole::Child { .. }, None) | (ArrayRole::Single | ArrayRole::Parent { .. }, _) => 0,
     };
     // From the counters the database keeps (a few rows), not by counting jobs.
     let queue_running = state
@@ -377,10 +380,32 @@ pub(super) async fn holds(
         unfinished_dependencies: &unfinished_dependencies,
         unhealthy: &unhealthy,
         unfinished_children,
+        array_in_flight,
         queue_running,
         shares: &state.dispatcher.share_standings(&job.queue),
         now: now_millis(),
     }))
+}
+
+/// How many of an array's children are in a status `counted` accepts, from the array's counters.
+async fn children_counted(
+    state: &AppState,
+    parent: &JobId,
+    counted: fn(JobStatus) -> bool,
+) -> Result<u64, ApiError> {
+    Ok(state
+        .store
+        .array_status_summaries(std::slice::from_ref(parent))
+        .await?
+        .get(parent)
+        .map(|counts| {
+            counts
+                .iter()
+                .filter(|(status, _)| counted(**status))
+                .map(|(_, count)| count)
+                .sum()
+        })
+        .unwrap_or(0))
 }
 
 pub(super) async fn stop(

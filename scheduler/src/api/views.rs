@@ -90,6 +90,7 @@ impl From<&crate::store::ChildSummary> for ChildView {
                 index: child.array_index,
                 status_summary: None,
                 success_policy: None,
+                max_concurrency: None,
             },
         }
     }
@@ -121,6 +122,9 @@ pub struct ArrayPropertiesView {
     /// When the array succeeds although children failed; absent when every child must succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success_policy: Option<crate::manifest::SuccessPolicySpec>,
+    /// How many children may be RUNNABLE, STARTING or RUNNING at once; absent when unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
 }
 
 impl JobView {
@@ -289,12 +293,14 @@ impl From<&Job> for JobView {
                     index: None,
                     status_summary: None,
                     success_policy: success_policy_view(&job.spec.array_success_policy),
+                    max_concurrency: job.spec.array_max_concurrency,
                 }),
                 ArrayRole::Child { index, .. } => Some(ArrayPropertiesView {
                     size: None,
                     index: Some(*index),
                     status_summary: None,
                     success_policy: None,
+                    max_concurrency: None,
                 }),
             },
         }

@@ -6,7 +6,8 @@ use super::*;
 impl Dispatcher {
     /// Admits the oldest submitted jobs: SUBMITTED → PENDING, and on to RUNNABLE at once for jobs
     /// without dependencies. Then PENDING jobs move on: to RUNNABLE when every job they depend on
-    /// SUCCEEDED, to FAILED when one of them FAILED.
+    /// SUCCEEDED, to FAILED when one of them FAILED; and a capped array's children to RUNNABLE as
+    /// its `maxConcurrency` leaves room (`release_capped_children`).
     /// Queues are asked when their counters hold SUBMITTED jobs, and all of them at a poll
     /// (`every_queue`), so that admission never depends on the counters alone.
     pub(super) async fn admit(&mut self, every_queue: bool) -> Result<u64, DispatchError> {
@@ -46,6 +47,9 @@ impl Dispatcher {
                 .resolve_dependencies(failed, runnable, now)
                 .await?;
             resolved += self.finish_arrays(now).await?;
+            // A slot of a capped array frees when one of its children ends, which is also
+            // what makes dependencies worth resolving again.
+            resolved += self.store.release_capped_children(runnable, now).await?;
             // A failure can cascade to the jobs that depend on the ones just failed.
             self.dependencies_dirty = resolved > 0;
             self.waiters_exist = !self.store.queues_with(JobStatus::Pending).await?.is_empty();

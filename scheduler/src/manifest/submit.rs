@@ -176,6 +176,33 @@ pub struct ArrayPropertiesSpec {
     /// Indexed Jobs' successPolicy): one of `maxFailedChildren` or `succeededIndexes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success_policy: Option<SuccessPolicySpec>,
+    /// How many children may be RUNNABLE, STARTING or RUNNING at once; the others wait PENDING
+    /// for a slot (not in AWS Batch; Slurm's `--array=0-999%10`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+}
+
+/// The array's `maxConcurrency`, checked against its size: from 1 to the size.
+pub(super) fn array_max_concurrency(
+    properties: Option<&ArrayPropertiesSpec>,
+    size: Option<u32>,
+) -> Result<Option<u32>, FieldError> {
+    let field = "arrayProperties.maxConcurrency";
+    match (
+        properties.and_then(|properties| properties.max_concurrency),
+        size,
+    ) {
+        (None, _) => Ok(None),
+        (Some(max), Some(size)) if (1..=size).contains(&max) => Ok(Some(max)),
+        (Some(max), Some(size)) => Err(FieldError::new(
+            field,
+            format!("is {max}; give from 1 to the array's {size} children"),
+        )),
+        (Some(_), None) => Err(FieldError::new(
+            field,
+            "applies to array jobs only; give arrayProperties.size too",
+        )),
+    }
 }
 
 /// `arrayProperties.successPolicy`.
@@ -347,6 +374,8 @@ pub fn build_job(
     };
     let array_size = array_size(request.array_properties.as_ref())?;
     let array_success_policy = array_success_policy(request.array_properties.as_ref(), array_size)?;
+    let array_max_concurrency =
+        array_max_concurrency(request.array_properties.as_ref(), array_size)?;
     let depends_on = dependencies(&request.depends_on, array_size)?;
     // A submit's retryStrategy replaces the definition's, as in AWS Batch.
     let retry = match &request.retry_strategy {
@@ -373,6 +402,7 @@ pub fn build_job(
             depends_on,
             array_size,
             array_success_policy,
+            array_max_concurrency,
             share_identifier,
             scheduling_priority: request
                 .scheduling_priority_override

@@ -162,6 +162,7 @@ pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
             depends_on: vec![],
             array_size: None,
             array_success_policy: Default::default(),
+            array_max_concurrency: None,
             share_identifier: None,
             scheduling_priority: 0,
             max_log_bytes: None,

@@ -369,6 +369,17 @@ fn status_badge(status: JobStatus, suspended: bool) -> Markup {
     }
 }
 
+/// An array's success policy as a sentence.
+fn success_policy_text(policy: &crate::manifest::SuccessPolicySpec) -> String {
+    match (policy.max_failed_children, &policy.succeeded_indexes) {
+        (Some(max), _) => format!("at most {max} of its children failed (maxFailedChildren)"),
+        (None, Some(indexes)) => {
+            format!("the children at {indexes} succeeded (succeededIndexes)")
+        }
+        (None, None) => "every child succeeded".to_string(),
+    }
+}
+
 /// An array parent's children as a bar: finished of all, with the counts by status.
 fn array_progress(job: &JobView) -> Markup {
     let Some(summary) = job
@@ -429,6 +440,20 @@ pub fn job(job: &JobView, holds: &[Hold], abilities: Abilities) -> Markup {
                 }
                 @if job.array_properties.as_ref().is_some_and(|p| p.status_summary.is_some()) {
                     dt { "Children" } dd { (array_progress(job)) }
+                }
+                @if let Some(properties) = &job.array_properties {
+                    @if let Some(max) = properties.max_concurrency {
+                        dt { "Children at once" } dd { "at most " (max) " (maxConcurrency)" }
+                    }
+                    @if let Some(policy) = &properties.success_policy {
+                        dt { "Succeeds when" } dd { (success_policy_text(policy)) }
+                    }
+                }
+                dt { "Attempts" } dd {
+                    (job.retry_strategy.attempts) " at most"
+                    @if job.retry_strategy.disruptions > 0 {
+                        "; " (job.retry_strategy.disruptions) " of " (job.retry_strategy.max_disruptions) " disruptions retried without counting"
+                    }
                 }
             }
             @if abilities.submit && (waiting || running) {

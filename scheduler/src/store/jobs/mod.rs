@@ -1,6 +1,7 @@
 //! Jobs and their attempts: group-committed inserts, compare-and-set transitions, and the queries the
 //! dispatcher and the API need, each served by an index (see the migrations).
 
+mod capped_arrays;
 mod moves;
 mod reads;
 
@@ -401,9 +402,9 @@ async fn insert_array_children(
          SELECT i + 1 FROM array_index WHERE i + 1 < $1) \
          INSERT INTO jobs (job_id, job_name, job_queue, status, spec, vcpu_millis, memory_mib, \
          gpus, created_at, updated_at, array_parent, array_index, share_identifier, \
-         scheduling_priority, chain_depth) \
+         scheduling_priority, chain_depth, array_max_concurrency) \
          SELECT $2 || ':' || CAST(i AS TEXT), $3, $4, 'SUBMITTED', '', $5, $6, $7, $8, $8, $2, i, \
-         $9, $10, $11 FROM array_index",
+         $9, $10, $11, $12 FROM array_index",
     )
     .bind(i64::from(size))
     .bind(parent.job_id.0.clone())
@@ -416,6 +417,7 @@ async fn insert_array_children(
     .bind(parent.spec.share_identifier.clone())
     .bind(parent.spec.scheduling_priority)
     .bind(i64::from(parent.spec.chain_depth))
+    .bind(parent.spec.array_max_concurrency.map(i64::from))
     .execute(&mut **transaction)
     .await?;
     for dependency in &parent.spec.depends_on {
@@ -446,11 +448,11 @@ async fn insert_array_children(
 
 /// `INSERT` of `rows` jobs (bound by `bind_jobs`), returning the ids of those inserted.
 fn insert_sql(dialect: super::Dialect, rows: usize) -> String {
-    const COLUMNS: usize = 15;
+    const COLUMNS: usize = 16;
     format!(
         "INSERT INTO jobs (job_id, job_name, job_queue, status, spec, vcpu_millis, \
          memory_mib, gpus, created_at, idempotency_key, updated_at, array_size, \
-         share_identifier, scheduling_priority, chain_depth) VALUES {} \
+         share_identifier, scheduling_priority, chain_depth, array_max_concurrency) VALUES {} \
          ON CONFLICT (idempotency_key) DO NOTHING RETURNING job_id",
         placeholders(dialect, rows, COLUMNS, 1)
     )
@@ -479,7 +481,8 @@ fn bind_jobs<'q>(
             .bind(job.spec.array_size.map(i64::from))
             .bind(job.spec.share_identifier.clone())
             .bind(job.spec.scheduling_priority)
-            .bind(i64::from(job.spec.chain_depth));
+            .bind(i64::from(job.spec.chain_depth))
+            .bind(job.spec.array_max_concurrency.map(i64::from));
     }
     Ok(query)
 }

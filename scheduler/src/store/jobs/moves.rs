@@ -5,6 +5,12 @@ use super::*;
 use crate::core::dependencies::REASON_PREFIX;
 use crate::core::model::DependencyCondition;
 
+/// The dependency rows of the job `jobs` (an array child also waits on its parent's), each
+/// joined to the job it names as `p`: the body of the statements that resolve dependencies.
+pub(super) const DEPENDENCY_OF_THIS_JOB: &str = "FROM job_dependencies d \
+     JOIN jobs p ON p.job_id = d.depends_on \
+     WHERE d.job_id IN (jobs.job_id, jobs.array_parent)";
+
 impl Store {
     /// Moves up to `limit` of the oldest jobs in `from` to `to` (a bulk compare-and-set); returns
     /// how many moved.
@@ -35,9 +41,9 @@ impl Store {
     }
 
     /// Admits up to `limit` of the oldest SUBMITTED jobs in one transaction: those without
-    /// dependencies to `ready` (they have nothing to wait for), the others, and array parents
-    /// (which wait for their children), to `waiting`. Returns how
-    /// many moved to each.
+    /// dependencies to `ready` (they have nothing to wait for), the others, array parents
+    /// (which wait for their children) and the children of a capped array (which wait for a
+    /// slot, `release_capped_children`), to `waiting`. Returns how many moved to each.
     pub async fn admit_submitted(
         &self,
         queue: &QueueName,
@@ -65,7 +71,7 @@ impl Store {
              AND NOT EXISTS (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.job_id) \
              AND (array_parent IS NULL OR NOT EXISTS \
              (SELECT 1 FROM job_dependencies d WHERE d.job_id = jobs.array_parent)) \
-             {returning}"
+             AND array_max_concurrency IS NULL {returning}"
         ))
         .bind(ready.as_str())
         .bind(now)
@@ -99,7 +105,8 @@ impl Store {
     /// ended in a way that breaks its condition, then to RUNNABLE (`runnable`) when every
     /// dependency's condition is met. The statements are built from core's table of conditions
     /// (`dependency_sql`). An array child also waits on what its parent depends on; an array
-    /// parent never becomes RUNNABLE (see `finished_arrays`). Both are bulk compare-and-sets from
+    /// parent never becomes RUNNABLE (see `finished_arrays`), nor does a capped array's child
+    /// here (see `release_capped_children`). Both are bulk compare-and-sets from
     /// PENDING. Returns how many moved.
     pub async fn resolve_dependencies(
         &self,
@@ -109,9 +116,6 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let emission = self.emission();
         let returning = emission.returning();
-        const DEPENDENCY_OF_THIS_JOB: &str = "FROM job_dependencies d \
-             JOIN jobs p ON p.job_id = d.depends_on \
-             WHERE d.job_id IN (jobs.job_id, jobs.array_parent)";
         let mut transaction = self.begin_fenced().await?;
         // A SEQUENTIAL array breaks at its first failed child: every later child fails in this
         // one statement, each naming its predecessor, instead of one link per pass (which made
@@ -154,7 +158,7 @@ impl Store {
         let failed_count = emit_moved_rows(emission, &mut transaction, &failed_count, now).await?;
         let runnable_count = sqlx::query(&format!(
             "UPDATE jobs SET status = $1, updated_at = $2 WHERE status = 'PENDING' \
-             AND array_size IS NULL \
+             AND array_size IS NULL AND array_max_concurrency IS NULL \
              AND NOT EXISTS (SELECT 1 {DEPENDENCY_OF_THIS_JOB} AND NOT {met}) \
              {returning}"
         ))
