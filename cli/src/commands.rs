@@ -263,6 +263,8 @@ pub(crate) enum ResourceKind {
     Webhooktriggers,
     #[value(alias = "notification")]
     Notifications,
+    #[value(alias = "concurrencylimit", alias = "limits")]
+    Concurrencylimits,
 }
 
 impl ResourceKind {
@@ -277,6 +279,7 @@ impl ResourceKind {
             ResourceKind::Rules => "eventrules",
             ResourceKind::Webhooktriggers => "webhooktriggers",
             ResourceKind::Notifications => "notifications",
+            ResourceKind::Concurrencylimits => "concurrencylimits",
         }
     }
 }

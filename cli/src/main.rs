@@ -173,6 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Rules => client.get("/v1/eventrules").await?,
                 ResourceKind::Webhooktriggers => client.get("/v1/webhooktriggers").await?,
                 ResourceKind::Notifications => client.get("/v1/notifications").await?,
+                ResourceKind::Concurrencylimits => client.get("/v1/concurrencylimits").await?,
             };
             match resource {
                 ResourceKind::Jobs => output::print_jobs(&list, format)?,
@@ -183,6 +184,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Rules => output::print_rules(&list, format)?,
                 ResourceKind::Webhooktriggers => output::print_webhook_triggers(&list, format)?,
                 ResourceKind::Notifications => output::print_notifications(&list, format)?,
+                ResourceKind::Concurrencylimits => output::print_concurrency_limits(&list, format)?,
             }
             if watch {
                 watch_jobs(&client, queue.as_deref(), status.as_deref(), format).await?;

@@ -365,6 +365,27 @@ pub fn print_webhook_triggers(list: &Value, format: Format) -> anyhow::Result<()
     })
 }
 
+pub fn print_concurrency_limits(list: &Value, format: Format) -> anyhow::Result<()> {
+    let header = ["NAME", "KEY", "MAX", "QUEUES"];
+    print_list(list, format, &header, |limit| {
+        let spec = &limit["spec"];
+        let queues: Vec<String> = spec["jobQueues"]
+            .as_array()
+            .map(|queues| queues.iter().map(text).collect())
+            .unwrap_or_default();
+        vec![
+            text(&limit["metadata"]["name"]),
+            text(&spec["key"]),
+            spec["max"].to_string(),
+            if queues.is_empty() {
+                "(all)".to_string()
+            } else {
+                queues.join(",")
+            },
+        ]
+    })
+}
+
 pub fn print_notifications(list: &Value, format: Format) -> anyhow::Result<()> {
     let header = ["NAME", "STATE", "ENDPOINT", "RETRIES", "SIGNED"];
     print_list(list, format, &header, |notification| {

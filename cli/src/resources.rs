@@ -86,6 +86,7 @@ pub(crate) fn print_kind(
         ResourceKind::Rules => output::print_rules(list, format),
         ResourceKind::Webhooktriggers => output::print_webhook_triggers(list, format),
         ResourceKind::Notifications => output::print_notifications(list, format),
+        ResourceKind::Concurrencylimits => output::print_concurrency_limits(list, format),
     }
 }
 
@@ -161,7 +162,8 @@ pub(crate) async fn describe_resource(
         | ResourceKind::Definitions
         | ResourceKind::Computeenvironments
         | ResourceKind::Webhooktriggers
-        | ResourceKind::Notifications => {}
+        | ResourceKind::Notifications
+        | ResourceKind::Concurrencylimits => {}
     }
     Ok(())
 }
@@ -211,6 +213,7 @@ pub(crate) fn read_documents(file: &std::path::Path) -> anyhow::Result<Vec<Value
 pub(crate) fn deletion_targets(documents: &[Value]) -> anyhow::Result<Vec<String>> {
     use batchctl_scheduler::manifest::Kind;
     let order = [
+        Kind::ConcurrencyLimit,
         Kind::Notification,
         Kind::WebhookTrigger,
         Kind::EventRule,

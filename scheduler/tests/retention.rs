@@ -64,9 +64,11 @@ async fn finish(store: &Store, job_id: &str, to: JobStatus) {
                 status_reason: "ended".into(),
                 started_at: Some(now),
                 stopped_at: now,
+                resources: None,
             },
             runnable_after: None,
             disruption: false,
+            next_resources: None,
         },
     };
     let applied = store

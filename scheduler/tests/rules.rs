@@ -273,9 +273,11 @@ async fn job_state_changes_reach_the_bus_while_a_rule_can_match_them(store: Stor
                 status_reason: "Essential container in task exited".into(),
                 started_at: Some(7),
                 stopped_at: 9,
+                resources: None,
             },
             runnable_after: None,
             disruption: false,
+            next_resources: None,
         },
     };
     assert!(ended.passes_running());

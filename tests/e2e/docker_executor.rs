@@ -215,6 +215,96 @@ fn out_of_memory_timeout_and_terminate_stop_containers() {
     wait_until_removed(&slow);
 }
 
+/// A container killed for memory at 32 MiB is retried with twice as much, as its definition's
+/// `evaluateOnExit` rule says, and succeeds; each attempt's record says what it ran with.
+#[test]
+fn an_out_of_memory_kill_is_retried_with_more_memory() {
+    let Some(engine) = test_image() else { return };
+    let server = Server::start(None);
+    docker_resources(&server, engine.image, 4, "");
+    // `tail` holds 40 MiB of a line that never ends: killed at 32 MiB, done at 64 MiB.
+    let text = format!(
+        "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {{name: hungry}}\nspec:\n\
+         \x20 containerProperties:\n    image: {image}\n\
+         \x20   command: [sh, -c, 'head -c 40m /dev/zero | tail > /dev/null']\n\
+         \x20   resourceRequirements: [{{type: VCPU, value: '1'}}, {{type: MEMORY, value: '32'}}]\n\
+         \x20 retryStrategy:\n    attempts: 2\n    evaluateOnExit:\n\
+         \x20     - onReason: 'OutOfMemoryError*'\n        action: RETRY\n\
+         \x20       resourceAdjustments: {{memoryFactor: 2.0, maxMemoryMiB: 256}}\n\
+         \x20     - {{onExitCode: '*', action: EXIT}}\n",
+        image = engine.image
+    );
+    server.apply_text(&text);
+    let definition = server.json(&["get", "definitions", "hungry"]);
+    assert_eq!(
+        definition["spec"]["retryStrategy"]["evaluateOnExit"][0]["resourceAdjustments"],
+        serde_json::json!({"memoryFactor": 2.0, "maxMemoryMiB": 256}),
+        "{definition:#}"
+    );
+    let job = server.submit(&["--queue", "dq", "--definition", "hungry"]);
+    let job = server.wait_for(&job, "an end", |job| {
+        job["status"] == "SUCCEEDED" || job["status"] == "FAILED"
+    });
+    assert_eq!(job["status"], "SUCCEEDED", "{job:#}");
+    let memory = |requirements: &serde_json::Value| {
+        requirements
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|requirement| requirement["type"] == "MEMORY")
+            .map(|requirement| requirement["value"].clone())
+    };
+    let attempts = job["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{job:#}");
+    assert_eq!(
+        attempts[0]["statusReason"],
+        "OutOfMemoryError: Container killed due to memory usage"
+    );
+    assert_eq!(
+        memory(&attempts[0]["resourceRequirements"]),
+        Some("32".into())
+    );
+    assert_eq!(
+        memory(&attempts[1]["resourceRequirements"]),
+        Some("64".into())
+    );
+    assert_eq!(
+        memory(&job["container"]["resourceRequirements"]),
+        Some("64".into()),
+        "the job now asks for what its last attempt had"
+    );
+
+    // A rule that grows nothing, or grows on EXIT, is refused naming the field.
+    for (rule, expected) in [
+        (
+            "{onExitCode: '1', action: RETRY, resourceAdjustments: {memoryFactor: 1.0}}",
+            "resourceAdjustments: grows nothing",
+        ),
+        (
+            "{onExitCode: '1', action: EXIT, resourceAdjustments: {memoryFactor: 2.0}}",
+            "resourceAdjustments: applies to a rule that retries",
+        ),
+        (
+            "{onExitCode: '1', action: RETRY, resourceAdjustments: {memoryFactor: 0.5}}",
+            "0.5 is not a factor from 1 to 100",
+        ),
+    ] {
+        let text = format!(
+            "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {{name: wrong}}\nspec:\n\
+             \x20 containerProperties: {{image: {image}, command: ['true']}}\n\
+             \x20 retryStrategy: {{attempts: 2, evaluateOnExit: [{rule}]}}\n",
+            image = engine.image
+        );
+        let output = server.cli_with_stdin(&["apply", "-f", "-"], &text);
+        assert!(!output.status.success(), "{rule} was accepted");
+        assert!(
+            stderr(&output).contains(expected),
+            "{rule}: {}",
+            stderr(&output)
+        );
+    }
+}
+
 #[test]
 fn capacity_bounds_running_containers() {
     let Some(engine) = test_image() else { return };

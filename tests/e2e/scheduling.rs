@@ -1,8 +1,8 @@
-//! Queue policies through the CLI: time limits on RUNNABLE jobs and fair share.
+//! Queue policies through the CLI: time limits on RUNNABLE jobs, fair share and concurrency limits.
 
 use std::time::{Duration, Instant};
 
-use crate::support::{stderr, Server};
+use crate::support::{stderr, stdout, Server};
 
 const LIMITED_QUEUE: &str = "apiVersion: batchctl/v1
 kind: ComputeEnvironment
@@ -219,4 +219,113 @@ fn a_queue_runs_at_most_max_running_jobs_at_once() {
         &["update", "queue", "capped", "--max-running-jobs", "0"],
         "maxRunningJobs: is 0; give at least 1",
     );
+}
+
+/// A `ConcurrencyLimit` keyed by a parameter runs at most `max` jobs per value across its queues:
+/// the job over it waits RUNNABLE while others run, `why` names the limit, the value and the job
+/// holding it, and a raised `max` holds from the next pass.
+#[test]
+fn a_concurrency_limit_runs_at_most_max_jobs_per_key_sqlite() {
+    a_concurrency_limit_runs_at_most_max_jobs_per_key(&Server::start(None));
+}
+
+#[test]
+fn a_concurrency_limit_runs_at_most_max_jobs_per_key_postgres() {
+    let Some(url) = crate::support::postgres_url() else {
+        return;
+    };
+    a_concurrency_limit_runs_at_most_max_jobs_per_key(&Server::start(Some(url)));
+}
+
+fn a_concurrency_limit_runs_at_most_max_jobs_per_key(server: &Server) {
+    server.apply_examples();
+    let limit = |max: u32| {
+        format!(
+            "apiVersion: batchctl/v1\nkind: ConcurrencyLimit\nmetadata: {{name: per-customer}}\n\
+             spec: {{key: 'Ref::customer', max: {max}, jobQueues: [default]}}\n"
+        )
+    };
+    server.apply_text(&limit(1));
+    let gate = server.data_dir.join("gate");
+    let gated = format!("while [ ! -e {} ]; do sleep 0.02; done", gate.display());
+    let submit = |customer: Option<&str>, script: &str| {
+        let parameter = customer.map(|customer| format!("customer={customer}"));
+        let mut args = vec!["--queue", "default", "--definition", "hello"];
+        if let Some(parameter) = &parameter {
+            args.extend(["--param", parameter.as_str()]);
+        }
+        args.extend(["--", "sh", "-c", script]);
+        server.submit(&args)
+    };
+    let first = submit(Some("acme"), &gated);
+    server.wait_for_status(&first, "RUNNING");
+    let second = submit(Some("acme"), &gated);
+    let other = submit(Some("globex"), &gated);
+    let unkeyed = submit(None, "true");
+    server.wait_for_status(&other, "RUNNING");
+    server.wait_for_status(&unkeyed, "SUCCEEDED");
+    let waiting = server.job(&second);
+    assert_eq!(waiting["status"], "RUNNABLE", "{waiting:#}");
+    let why = server.json(&["why", &second]);
+    let hold = why["holds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|hold| hold["type"] == "concurrencyLimited")
+        .unwrap_or_else(|| panic!("no concurrency hold: {why:#}"));
+    assert_eq!(hold["concurrencyLimit"], "per-customer");
+    assert_eq!(hold["key"], "Ref::customer");
+    assert_eq!(hold["value"], "acme");
+    assert_eq!(hold["max"], 1);
+    assert_eq!(hold["holding"], serde_json::json!([first]));
+    let said = stdout(&server.cli(&["why", &second]));
+    assert!(
+        said.contains(
+            "concurrency limit per-customer lets 1 jobs with Ref::customer = acme run at once"
+        ),
+        "{said}"
+    );
+    let listed = stdout(&server.cli(&["get", "concurrencylimits"]));
+    assert!(
+        listed.contains("per-customer") && listed.contains("Ref::customer"),
+        "{listed}"
+    );
+
+    // Raised, it holds from the next pass: the second acme job starts beside the first.
+    server.apply_text(&limit(2));
+    server.wait_for_status(&second, "RUNNING");
+    std::fs::write(&gate, "").unwrap();
+    for job in [&first, &second, &other] {
+        server.wait_for_status(job, "SUCCEEDED");
+    }
+
+    for (spec, expected) in [
+        (
+            "{key: customer, max: 1}",
+            "spec.key: \"customer\" is not a key; use Ref::PARAMETER",
+        ),
+        (
+            "{key: jobDefinition, max: -1}",
+            "spec.max: is -1; give 0 (hold every such job) to 1000000",
+        ),
+        (
+            "{key: jobDefinition, max: 1, jobQueues: [nowhere]}",
+            "spec.jobQueues[0]: job queue \"nowhere\" does not exist",
+        ),
+    ] {
+        let text = format!(
+            "apiVersion: batchctl/v1\nkind: ConcurrencyLimit\nmetadata: {{name: wrong}}\nspec: {spec}\n"
+        );
+        let output = server.cli_with_stdin(&["apply", "-f", "-"], &text);
+        assert!(!output.status.success(), "{spec} was accepted");
+        assert!(
+            stderr(&output).contains(expected),
+            "{spec}: {}",
+            stderr(&output)
+        );
+    }
+    let output = server.cli(&["delete", "concurrencylimit", "per-customer"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let listed = server.json(&["get", "concurrencylimits"]);
+    assert_eq!(listed["items"], serde_json::json!([]));
 }

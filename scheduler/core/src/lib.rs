@@ -10,6 +10,7 @@ pub mod array;
 pub mod attempt;
 pub mod audit;
 pub mod auth;
+pub mod concurrency;
 pub mod contract;
 pub mod dependencies;
 pub mod endpoint_policy;

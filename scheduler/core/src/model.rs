@@ -344,6 +344,129 @@ pub struct ExitRule {
     pub on_reason: Option<String>,
     pub on_status_reason: Option<String>,
     pub action: RetryAction,
+    /// On a retry this rule decides, the next attempt's requirements, grown (for an attempt
+    /// killed for memory, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_adjustments: Option<ResourceAdjustments>,
+}
+
+/// `evaluateOnExit[].resourceAdjustments`: how a retry's requirements grow from the attempt's
+/// that ended. Factors are kept in hundredths (200 doubles), so the stored spec stays exact; they
+/// read and write as factors (`memoryFactor: 2.0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceAdjustments {
+    #[serde(
+        rename = "memoryFactor",
+        with = "factor_in_hundredths",
+        default = "factor_in_hundredths::unchanged"
+    )]
+    #[schema(value_type = f64)]
+    pub memory_factor_percent: u32,
+    /// The most memory a retry is given, in MiB.
+    #[serde(
+        rename = "maxMemoryMiB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_memory_mib: Option<u64>,
+    #[serde(
+        rename = "vcpuFactor",
+        with = "factor_in_hundredths",
+        default = "factor_in_hundredths::unchanged"
+    )]
+    #[schema(value_type = f64)]
+    pub vcpu_factor_percent: u32,
+    /// The most vCPUs a retry is given (kept in thousandths).
+    #[serde(
+        rename = "maxVcpus",
+        with = "millis_as_units",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<f64>)]
+    pub max_vcpu_millis: Option<u64>,
+}
+
+impl ResourceAdjustments {
+    /// The requirements of the attempt after one that ran with `ran_with`: each grown by its
+    /// factor, rounded up, at most its maximum — and never below what it was (a maximum under
+    /// the current size leaves it as it is). GPUs stay.
+    pub fn apply(&self, ran_with: Resources) -> Resources {
+        let grow = |value: u64, percent: u32, max: Option<u64>| {
+            let grown = (value * u64::from(percent)).div_ceil(100);
+            grown.min(max.unwrap_or(u64::MAX)).max(value)
+        };
+        Resources {
+            vcpu_millis: grow(
+                ran_with.vcpu_millis,
+                self.vcpu_factor_percent,
+                self.max_vcpu_millis,
+            ),
+            memory_mib: grow(
+                ran_with.memory_mib,
+                self.memory_factor_percent,
+                self.max_memory_mib,
+            ),
+            gpus: ran_with.gpus,
+        }
+    }
+}
+
+/// A factor written as a number (`2.0`), kept in hundredths (`200`).
+mod factor_in_hundredths {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// A factor of 1.
+    pub fn unchanged() -> u32 {
+        100
+    }
+
+    pub fn serialize<S: Serializer>(percent: &u32, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(f64::from(*percent) / 100.0)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+        let factor = f64::deserialize(deserializer)?;
+        if !(1.0..=100.0).contains(&factor) {
+            return Err(serde::de::Error::custom(format!(
+                "{factor} is not a factor from 1 to 100"
+            )));
+        }
+        Ok((factor * 100.0).round() as u32)
+    }
+}
+
+/// An amount written in units (`2.5` vCPUs), kept in thousandths (`2500`).
+mod millis_as_units {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        millis: &Option<u64>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match millis {
+            Some(millis) => serializer.serialize_f64(*millis as f64 / 1000.0),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<u64>, D::Error> {
+        let units = Option::<f64>::deserialize(deserializer)?;
+        units
+            .map(|units| {
+                if units > 0.0 && units <= 1_000_000.0 {
+                    Ok((units * 1000.0).round() as u64)
+                } else {
+                    Err(serde::de::Error::custom(format!(
+                        "{units} is not an amount above 0"
+                    )))
+                }
+            })
+            .transpose()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -652,4 +775,7 @@ pub struct Attempt {
     pub status_reason: String,
     pub started_at: Option<i64>,
     pub stopped_at: i64,
+    /// What it ran with (a retry's may have grown, `ResourceAdjustments`); unknown for attempts
+    /// recorded before batchctl kept it.
+    pub resources: Option<Resources>,
 }

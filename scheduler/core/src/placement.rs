@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 
+use super::concurrency::{LimitBook, LimitKeys};
 use super::model::{
     ComputeEnvironment, EnvironmentName, JobId, JobQueue, QueueName, ResourceState, Resources,
 };
@@ -17,6 +18,8 @@ use super::model::{
 pub struct Candidate {
     pub job_id: JobId,
     pub needs: Resources,
+    /// The concurrency limits it counts against (`LimitBook::keys_of`).
+    pub limits: LimitKeys,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,18 +68,23 @@ pub fn queue_slots(queue: &JobQueue, running: usize) -> usize {
         .map_or(usize::MAX, |max| (max as usize).saturating_sub(running))
 }
 
-/// Places `head` in order where it fits, at most `slots` of it (`queue_slots`).
+/// Places `head` in order where it fits, at most `slots` of it (`queue_slots`), passing over
+/// jobs a concurrency limit holds (each placement counts in `limits` for the ones after it).
 pub fn plan_queue(
     queue: &JobQueue,
     environments: &HashMap<EnvironmentName, ComputeEnvironment>,
     used: &mut HashMap<EnvironmentName, Resources>,
     head: &[Candidate],
     slots: usize,
+    limits: &mut LimitBook<'_>,
 ) -> Vec<Placement> {
     let mut plan = Vec::new();
     for candidate in head {
         if plan.len() >= slots {
             break;
+        }
+        if limits.held(&candidate.limits).is_some() {
+            continue;
         }
         let room = queue.compute_environments.iter().find(|name| {
             environments.get(*name).is_some_and(|environment| {
@@ -90,6 +98,7 @@ pub fn plan_queue(
         if let Some(environment) = room {
             let in_use = used.entry(environment.clone()).or_default();
             *in_use = in_use.plus(&candidate.needs);
+            limits.take(&candidate.limits);
             plan.push(Placement {
                 job_id: candidate.job_id.clone(),
                 queue: queue.name.clone(),
@@ -117,7 +126,14 @@ mod tests {
         let mut plan = Vec::new();
         for queue in queue_order(queues) {
             let head = heads.get(&queue.name).map_or(&[][..], Vec::as_slice);
-            plan.extend(plan_queue(queue, environments, used, head, usize::MAX));
+            plan.extend(plan_queue(
+                queue,
+                environments,
+                used,
+                head,
+                usize::MAX,
+                &mut LimitBook::new(&[], []),
+            ));
         }
         plan
     }
@@ -156,6 +172,7 @@ mod tests {
 
     fn job(id: &str, vcpus: u64) -> Candidate {
         Candidate {
+            limits: LimitKeys::default(),
             job_id: JobId(id.into()),
             needs: Resources {
                 vcpu_millis: vcpus * 1000,
@@ -229,6 +246,7 @@ mod tests {
                         &mut used,
                         chunk,
                         usize::MAX,
+                        &mut LimitBook::new(&[], []),
                     ));
                 }
             }
@@ -333,6 +351,7 @@ mod tests {
         let mut gpu_env = env("g", 8, ResourceState::Enabled);
         gpu_env.capacity.gpus = 1;
         let gpu_job = |id: &str| Candidate {
+            limits: LimitKeys::default(),
             job_id: JobId(id.into()),
             needs: Resources {
                 vcpu_millis: 1000,
@@ -393,8 +412,58 @@ mod tests {
             &mut HashMap::new(),
             &head,
             queue_slots(&capped, 1),
+            &mut LimitBook::new(&[], []),
         );
         let placed: Vec<&str> = plan.iter().map(|p| p.job_id.0.as_str()).collect();
         assert_eq!(placed, ["j0", "j1"], "two slots left of three, in order");
+    }
+
+    /// A job a concurrency limit holds is passed over, the jobs behind it placed, and each
+    /// placement counts against the limit for the rest of the head.
+    #[test]
+    fn jobs_over_a_concurrency_limit_are_passed_over() {
+        use crate::concurrency::{ConcurrencyLimit, LimitKey, LimitSubject};
+        let environments: HashMap<_, _> = [env("a", 8, ResourceState::Enabled)]
+            .into_iter()
+            .map(|e| (e.name.clone(), e))
+            .collect();
+        let q = queue("q", 1, &["a"]);
+        let limits = [ConcurrencyLimit {
+            name: "per-customer".into(),
+            key: LimitKey::Parameter {
+                name: "customer".into(),
+            },
+            max: 2,
+            job_queues: vec![],
+        }];
+        let subject = |customer: &str| LimitSubject {
+            queue: q.name.clone(),
+            definition: "d".into(),
+            share: None,
+            parameters: [("customer".to_string(), customer.to_string())].into(),
+        };
+        let mut book = LimitBook::new(&limits, &[subject("acme")]);
+        let head: Vec<Candidate> = [
+            ("a1", "acme"),
+            ("a2", "acme"),
+            ("g1", "globex"),
+            ("a3", "acme"),
+        ]
+        .iter()
+        .map(|(id, customer)| Candidate {
+            limits: book.keys_of(&subject(customer)),
+            ..job(id, 1)
+        })
+        .collect();
+        let plan = plan_queue(
+            &q,
+            &environments,
+            &mut HashMap::new(),
+            &head,
+            usize::MAX,
+            &mut book,
+        );
+        let placed: Vec<&str> = plan.iter().map(|p| p.job_id.0.as_str()).collect();
+        assert_eq!(placed, ["a1", "g1"], "acme had one running of two");
     }
 }

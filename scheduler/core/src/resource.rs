@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::concurrency::ConcurrencyLimit;
 use crate::event_pattern::EventPattern;
 use crate::events::EventRule;
 use crate::model::{ComputeEnvironment, DefinitionName, DefinitionSpec, JobQueue};
@@ -64,10 +65,11 @@ pub enum Kind {
     EventRule,
     WebhookTrigger,
     Notification,
+    ConcurrencyLimit,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::ComputeEnvironment,
         Kind::JobQueue,
         Kind::JobDefinition,
@@ -75,6 +77,7 @@ impl Kind {
         Kind::EventRule,
         Kind::WebhookTrigger,
         Kind::Notification,
+        Kind::ConcurrencyLimit,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -86,6 +89,7 @@ impl Kind {
             Kind::EventRule => "EventRule",
             Kind::WebhookTrigger => "WebhookTrigger",
             Kind::Notification => "Notification",
+            Kind::ConcurrencyLimit => "ConcurrencyLimit",
         }
     }
 
@@ -99,6 +103,7 @@ impl Kind {
             Kind::EventRule => "rules",
             Kind::WebhookTrigger => "webhooktriggers",
             Kind::Notification => "notifications",
+            Kind::ConcurrencyLimit => "concurrencylimits",
         }
     }
 
@@ -112,6 +117,7 @@ impl Kind {
             Kind::EventRule => "eventrules",
             Kind::WebhookTrigger => "webhooktriggers",
             Kind::Notification => "notifications",
+            Kind::ConcurrencyLimit => "concurrencylimits",
         }
     }
 
@@ -145,6 +151,7 @@ pub enum Resource {
     },
     WebhookTrigger(Box<WebhookTrigger>),
     Notification(Box<Notification>),
+    ConcurrencyLimit(Box<ConcurrencyLimit>),
 }
 
 impl Resource {
@@ -157,6 +164,7 @@ impl Resource {
             Resource::EventRule { .. } => Kind::EventRule,
             Resource::WebhookTrigger(_) => Kind::WebhookTrigger,
             Resource::Notification(_) => Kind::Notification,
+            Resource::ConcurrencyLimit(_) => Kind::ConcurrencyLimit,
         }
     }
 
@@ -169,6 +177,7 @@ impl Resource {
             Resource::EventRule { rule, .. } => &rule.name,
             Resource::WebhookTrigger(trigger) => &trigger.name,
             Resource::Notification(notification) => &notification.name,
+            Resource::ConcurrencyLimit(limit) => &limit.name,
         }
     }
 }

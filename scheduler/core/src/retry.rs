@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::contract::AttemptOutcome;
 
-use super::model::{Backoff, ExitRule, RetryAction, RetryPolicy};
+use super::model::{Backoff, ExitRule, ResourceAdjustments, RetryAction, RetryPolicy};
 use super::state_machine::Verdict;
 
 /// Why the scheduler stopped an attempt, when it did.
@@ -34,6 +34,9 @@ pub struct Judgement {
     pub exit_code: Option<i32>,
     /// A retry that does not spend one of the policy's `attempts` (`RETRY_WITHOUT_COUNT`).
     pub disruption: bool,
+    /// On a retry, how the next attempt's requirements grow (the deciding rule's
+    /// `resourceAdjustments`).
+    pub adjustments: Option<ResourceAdjustments>,
 }
 
 /// Where a job stands in its retries: the attempt that ended, and how many earlier ones were
@@ -63,6 +66,7 @@ pub fn judge_attempt(
         reason,
         exit_code,
         disruption: false,
+        adjustments: None,
     };
     match stop_cause {
         Some(StopCause::Terminated { reason }) => return final_failure(reason.clone()),
@@ -72,6 +76,7 @@ pub fn judge_attempt(
                 reason: reason.clone(),
                 exit_code,
                 disruption: false,
+                adjustments: None,
             }
         }
         Some(StopCause::Timeout { seconds }) => {
@@ -92,6 +97,7 @@ pub fn judge_attempt(
                 reason: "Essential container in task exited".into(),
                 exit_code,
                 disruption: false,
+                adjustments: None,
             }
         }
         AttemptOutcome::Exited {
@@ -120,22 +126,27 @@ pub fn judge_attempt(
             (reason.clone(), reason)
         }
     };
-    let action = policy
+    let rule = policy
         .evaluate_on_exit
         .iter()
-        .find(|rule| rule_matches(rule, exit_code, &container_reason, &failure_reason))
-        .map_or(RetryAction::Retry, |rule| rule.action);
+        .find(|rule| rule_matches(rule, exit_code, &container_reason, &failure_reason));
+    let action = rule.map_or(RetryAction::Retry, |rule| rule.action);
+    let adjustments = rule.and_then(|rule| rule.resource_adjustments);
     // Attempts spent so far, this one included: disruptions retried without counting are not.
     let spent = attempt_number.saturating_sub(count.disruptions);
-    let counted = |reason: String| Judgement {
-        verdict: if spent < policy.attempts {
-            Verdict::Retry
-        } else {
-            Verdict::Failed
-        },
-        reason,
-        exit_code,
-        disruption: false,
+    let counted = |reason: String| {
+        let retry = spent < policy.attempts;
+        Judgement {
+            verdict: if retry {
+                Verdict::Retry
+            } else {
+                Verdict::Failed
+            },
+            reason,
+            exit_code,
+            disruption: false,
+            adjustments: adjustments.filter(|_| retry),
+        }
     };
     match action {
         RetryAction::RetryWithoutCount if count.disruptions < policy.max_disruptions => Judgement {
@@ -147,6 +158,7 @@ pub fn judge_attempt(
             ),
             exit_code,
             disruption: true,
+            adjustments,
         },
         // Past `maxDisruptions`, a disruption counts like any failure.
         RetryAction::Retry | RetryAction::RetryWithoutCount => counted(failure_reason),
@@ -451,6 +463,7 @@ mod tests {
             on_reason: reason.map(str::to_string),
             on_status_reason: status.map(str::to_string),
             action,
+            resource_adjustments: None,
         }
     }
 
@@ -633,6 +646,67 @@ mod tests {
         }
     }
 
+    /// The deciding rule's adjustments come with a retry, and only with a retry; the next
+    /// attempt's requirements grow by the factor, rounded up, within the maximum, never shrinking.
+    #[test]
+    fn an_out_of_memory_retry_carries_the_rules_resource_adjustments() {
+        use crate::model::Resources;
+        let adjustments = ResourceAdjustments {
+            memory_factor_percent: 200,
+            max_memory_mib: Some(300),
+            vcpu_factor_percent: 150,
+            max_vcpu_millis: None,
+        };
+        let policy = RetryPolicy {
+            attempts: 3,
+            evaluate_on_exit: vec![ExitRule {
+                on_reason: Some("OutOfMemoryError*".into()),
+                resource_adjustments: Some(adjustments),
+                ..rule(None, None, None, RetryAction::Retry)
+            }],
+            backoff: None,
+            max_disruptions: 3,
+        };
+        let oom = AttemptOutcome::OutOfMemory {
+            exit_code: Some(137),
+        };
+        let first = judge_attempt(&oom, None, count(1), &policy);
+        assert_eq!(
+            (first.verdict, first.adjustments),
+            (Verdict::Retry, Some(adjustments))
+        );
+        let last = judge_attempt(&oom, None, count(3), &policy);
+        assert_eq!((last.verdict, last.adjustments), (Verdict::Failed, None));
+        let other = judge_attempt(&exited(1), None, count(1), &policy);
+        assert_eq!((other.verdict, other.adjustments), (Verdict::Retry, None));
+
+        let ran_with = |vcpu_millis, memory_mib| Resources {
+            vcpu_millis,
+            memory_mib,
+            gpus: 1,
+        };
+        assert_eq!(adjustments.apply(ran_with(1000, 100)), ran_with(1500, 200));
+        assert_eq!(adjustments.apply(ran_with(333, 200)), ran_with(500, 300));
+        assert_eq!(
+            adjustments.apply(ran_with(1000, 400)),
+            ran_with(1500, 400),
+            "a maximum below the current size leaves it"
+        );
+        let json = serde_json::to_value(adjustments).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"memoryFactor": 2.0, "maxMemoryMiB": 300, "vcpuFactor": 1.5})
+        );
+        let back: ResourceAdjustments = serde_json::from_value(json).unwrap();
+        assert_eq!(back, adjustments);
+        let refused =
+            serde_json::from_value::<ResourceAdjustments>(serde_json::json!({"memoryFactor": 0.5}));
+        assert!(refused
+            .unwrap_err()
+            .to_string()
+            .contains("0.5 is not a factor from 1 to 100"));
+    }
+
     #[test]
     fn disruptions_retry_without_spending_attempts_up_to_their_bound() {
         let evicted = AttemptOutcome::Stopped {
@@ -646,6 +720,7 @@ mod tests {
                 on_reason: Some("Evicted*".into()),
                 on_status_reason: None,
                 action: RetryAction::RetryWithoutCount,
+                resource_adjustments: None,
             }],
             backoff: None,
             max_disruptions: 2,

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::concurrency::{holders, ConcurrencyLimit, LimitBook, LimitSubject};
 use super::fair_share::{weight_of, ShareStanding};
 use super::model::{
     ArrayRole, ComputeEnvironment, EnvironmentName, FairSharePolicy, Job, JobId, JobQueue,
@@ -12,6 +13,9 @@ use super::model::{
 };
 
 /// What the explanation is computed from.
+/// How many of the jobs holding a concurrency limit `why` names.
+pub const HOLDERS_SHOWN: usize = 10;
+
 /// How far `why` counts the jobs ahead of one in its queue.
 pub const QUEUE_POSITION_COUNTED_TO: u64 = 10_000;
 
@@ -38,6 +42,9 @@ pub struct Snapshot<'a> {
     pub queue_running: u64,
     /// For a job of a fair-share queue, where each share stands.
     pub shares: &'a [ShareStanding],
+    /// The concurrency limits, and the STARTING and RUNNING jobs they count.
+    pub limits: &'a [ConcurrencyLimit],
+    pub running: &'a [(JobId, LimitSubject)],
     pub now: i64,
 }
 
@@ -60,6 +67,15 @@ pub enum Hold {
     QueueHeld {
         job_queue: String,
         stop_policy: String,
+    },
+    /// A `ConcurrencyLimit` holds it: `max` jobs with its value of the limit's key run already.
+    ConcurrencyLimited {
+        concurrency_limit: String,
+        key: String,
+        value: String,
+        max: u32,
+        /// Some of the jobs holding it (at most `HOLDERS_SHOWN`).
+        holding: Vec<String>,
     },
     /// Its queue's `maxRunningJobs` are all STARTING or RUNNING.
     QueueAtMaxRunning {
@@ -186,6 +202,17 @@ impl std::fmt::Display for Hold {
             } => write!(
                 f,
                 "its queue {job_queue} runs {running} jobs, its maxRunningJobs is {max_running_jobs}: the next starts when one ends"
+            ),
+            Hold::ConcurrencyLimited {
+                concurrency_limit,
+                key,
+                value,
+                max,
+                holding,
+            } => write!(
+                f,
+                "concurrency limit {concurrency_limit} lets {max} jobs with {key} = {value} run at once; running: {}",
+                if holding.is_empty() { "none".to_string() } else { holding.join(", ") }
             ),
             Hold::NotYetAdmitted => write!(f, "it has not been admitted by the dispatcher yet"),
             Hold::WaitingForDependencies { jobs } => {
@@ -402,6 +429,22 @@ fn runnable_holds(snapshot: &Snapshot<'_>) -> Vec<Hold> {
             });
         }
     }
+    let book = LimitBook::new(
+        snapshot.limits,
+        snapshot.running.iter().map(|(_, subject)| subject),
+    );
+    if let Some(held) = book.held(&book.keys_of(&LimitSubject::of(job))) {
+        holds.push(Hold::ConcurrencyLimited {
+            concurrency_limit: held.limit.name.clone(),
+            key: held.limit.key.text(),
+            value: held.value.clone(),
+            max: held.limit.max,
+            holding: holders(&held, snapshot.running, HOLDERS_SHOWN)
+                .into_iter()
+                .map(|job_id| job_id.0)
+                .collect(),
+        });
+    }
     let needs = job.spec.container.resources;
     for name in &queue.compute_environments {
         let compute_environment = name.to_string();
@@ -553,6 +596,8 @@ mod tests {
             array_in_flight: 0,
             queue_running: 0,
             shares: &[],
+            limits: &[],
+            running: &[],
             now: 0,
         };
         let holds = why(&snapshot);
@@ -630,6 +675,8 @@ mod tests {
                 array_in_flight: 0,
                 queue_running: 0,
                 shares: &[],
+                limits: &[],
+                running: &[],
                 now: 1_000,
             })
         };
@@ -708,6 +755,8 @@ mod tests {
                 array_in_flight: in_flight,
                 queue_running: 0,
                 shares: &[],
+                limits: &[],
+                running: &[],
                 now: 0,
             })
         };
@@ -748,6 +797,8 @@ mod tests {
                 array_in_flight: 0,
                 queue_running: 0,
                 shares: &[],
+                limits: &[],
+                running: &[],
                 now: 0,
             })
         };

@@ -371,6 +371,32 @@ pub(super) async fn holds(
         })
         .map(|count| count.n.max(0) as u64)
         .sum();
+    // Limits and what they count: only read while some limit exists and the job waits RUNNABLE.
+    let limits = match job.status {
+        JobStatus::Runnable => state.store.concurrency_limits().await?,
+        JobStatus::Submitted
+        | JobStatus::Pending
+        | JobStatus::Starting
+        | JobStatus::Running
+        | JobStatus::Succeeded
+        | JobStatus::Failed => Vec::new(),
+    };
+    let running: Vec<(JobId, crate::core::concurrency::LimitSubject)> = if limits.is_empty() {
+        Vec::new()
+    } else {
+        state
+            .store
+            .active_jobs()
+            .await?
+            .iter()
+            .map(|job| {
+                (
+                    job.job_id.clone(),
+                    crate::core::concurrency::LimitSubject::of(job),
+                )
+            })
+            .collect()
+    };
     Ok(crate::core::why::why(&crate::core::why::Snapshot {
         job,
         queue: queue.as_ref(),
@@ -383,6 +409,8 @@ pub(super) async fn holds(
         array_in_flight,
         queue_running,
         shares: &state.dispatcher.share_standings(&job.queue),
+        limits: &limits,
+        running: &running,
         now: now_millis(),
     }))
 }

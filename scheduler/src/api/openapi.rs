@@ -35,6 +35,7 @@ use crate::manifest::Kind;
         super::resources::list_event_rules,
         super::resources::list_webhook_triggers,
         super::resources::list_notifications,
+        super::resources::list_concurrency_limits,
         super::resources::list_dead_letters,
         super::resources::redrive_dead_letters,
         super::events::put_events,

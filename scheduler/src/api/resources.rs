@@ -135,7 +135,10 @@ pub(super) async fn delete_resource(
     // Its audit event is on the bus.
     state.rules.notify();
     match kind {
-        Kind::ComputeEnvironment | Kind::JobQueue | Kind::JobDefinition => {
+        Kind::ComputeEnvironment
+        | Kind::JobQueue
+        | Kind::JobDefinition
+        | Kind::ConcurrencyLimit => {
             state.dispatcher.notify_resources_changed();
         }
         Kind::Schedule => state.schedules.handle().notify_changed(),
@@ -176,6 +179,13 @@ pub(super) async fn list_job_queues(
     State(state): State<AppState>,
 ) -> Result<Json<Page<ResourceView>>, ApiError> {
     resources(&state.store, Kind::JobQueue).await
+}
+
+#[utoipa::path(get, path = "/v1/concurrencylimits", tag = "resources", responses((status = 200, description = "Concurrency limits as applied", body = Page<ResourceView>)))]
+pub(super) async fn list_concurrency_limits(
+    State(state): State<AppState>,
+) -> Result<Json<Page<ResourceView>>, ApiError> {
+    resources(&state.store, Kind::ConcurrencyLimit).await
 }
 
 /// Notifications as applied, without their secrets.

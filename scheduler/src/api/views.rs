@@ -202,6 +202,10 @@ pub struct AttemptView {
     pub status_reason: String,
     pub started_at: Option<i64>,
     pub stopped_at: i64,
+    /// What the attempt ran with (a retry's may have grown by `resourceAdjustments`); absent
+    /// for attempts recorded before batchctl kept it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_requirements: Vec<ResourceRequirement>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -334,6 +338,11 @@ impl From<&Attempt> for AttemptView {
             status_reason: attempt.status_reason.clone(),
             started_at: attempt.started_at,
             stopped_at: attempt.stopped_at,
+            resource_requirements: attempt
+                .resources
+                .as_ref()
+                .map(resource_requirements)
+                .unwrap_or_default(),
         }
     }
 }

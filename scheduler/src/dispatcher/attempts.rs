@@ -131,9 +131,15 @@ impl Dispatcher {
                                 status_reason: judgement.reason,
                                 started_at: active.started_at,
                                 stopped_at: at,
+                                resources: Some(active.reserved),
                             },
                             runnable_after,
                             disruption: judgement.disruption,
+                            // Grown from what this attempt had; placement reserves the new
+                            // amounts, read from the job's row, for the next one.
+                            next_resources: judgement
+                                .adjustments
+                                .map(|adjustments| adjustments.apply(active.reserved)),
                         },
                     });
                     let active = self.active.remove(&job_id).expect("present");

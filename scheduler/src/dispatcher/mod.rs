@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::core::array::{decide_array_end, ArrayEnd, ChildrenEnded};
 use crate::core::attempt::attempt_id;
+use crate::core::concurrency::{ConcurrencyLimit, LimitSubject};
 use crate::core::fair_share::{
     fair_share_order, standings, RunningShareJob, ShareCandidate, ShareLedger, ShareStanding,
 };
@@ -280,6 +281,8 @@ struct ActiveAttempt {
     share: Option<String>,
     /// When the job was submitted (epoch milliseconds), for the queue wait its first start ends.
     submitted_at: i64,
+    /// What concurrency limits count it by (`core::concurrency`).
+    subject: LimitSubject,
 }
 
 /// A finished attempt the executor may forget once its end is committed.
@@ -305,6 +308,8 @@ pub struct Dispatcher {
     ledgers_dirty: std::collections::HashSet<QueueName>,
     environments: HashMap<EnvironmentName, ComputeEnvironment>,
     queues: Vec<JobQueue>,
+    /// The concurrency limits, read with the queues.
+    limits: Vec<ConcurrencyLimit>,
     /// Environments placement skips until the given time because their executor was unreachable.
     backing_off: HashMap<EnvironmentName, tokio::time::Instant>,
     /// Set when placement could find something new to do (jobs admitted, capacity freed, config).
@@ -339,6 +344,7 @@ impl Dispatcher {
             ledgers_dirty: Default::default(),
             environments: HashMap::new(),
             queues: Vec::new(),
+            limits: Vec::new(),
             backing_off: HashMap::new(),
             placement_dirty: true,
             dependencies_dirty: true,

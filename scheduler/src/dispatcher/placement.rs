@@ -2,6 +2,7 @@
 //! committed STARTING before a supervisor is asked to start anything.
 
 use super::*;
+use crate::core::concurrency::{LimitBook, LimitKeys};
 use crate::core::placement::{has_room, plan_queue, queue_order, queue_slots};
 
 /// The first page of a FIFO queue's head a pass reads; each further page is four times larger.
@@ -66,6 +67,7 @@ impl Dispatcher {
             .map(|candidate| Candidate {
                 job_id: candidate.job_id,
                 needs: candidate.needs,
+                limits: LimitKeys::default(),
             })
             .collect()
     }
@@ -107,6 +109,7 @@ impl Dispatcher {
 
     pub(super) async fn load_resources(&mut self) -> Result<(), DispatchError> {
         self.queues = self.store.job_queues().await?;
+        self.limits = self.store.concurrency_limits().await?;
         self.environments = self
             .store
             .compute_environments()
@@ -134,6 +137,16 @@ impl Dispatcher {
         let mut used = self.used.clone();
         let mut plan = Vec::new();
         let mut jobs = HashMap::new();
+        // Concurrency limits, counted from what runs now (every attempt the leader holds).
+        let limits = self.limits.clone();
+        let mut book = LimitBook::new(&limits, self.active.values().map(|active| &active.subject));
+        let keyed = |book: &LimitBook<'_>, job: &Job| {
+            if book.is_empty() {
+                LimitKeys::default()
+            } else {
+                book.keys_of(&LimitSubject::of(job))
+            }
+        };
         for queue in queue_order(&queues) {
             // `maxRunningJobs`: what runs now is in memory (the leader holds every attempt);
             // counted only for a queue that has a cap, as a pass runs for every batch of reports.
@@ -168,13 +181,26 @@ impl Dispatcher {
                     .iter()
                     .filter(|job| !self.active.contains_key(&job.job_id))
                     .collect();
-                let candidates = self.fair_share_head(queue, policy, &waiting);
+                let by_id: HashMap<&JobId, &Job> =
+                    waiting.iter().map(|job| (&job.job_id, *job)).collect();
+                let candidates: Vec<Candidate> = self
+                    .fair_share_head(queue, policy, &waiting)
+                    .into_iter()
+                    .map(|candidate| Candidate {
+                        limits: by_id
+                            .get(&candidate.job_id)
+                            .map(|job| keyed(&book, job))
+                            .unwrap_or_default(),
+                        ..candidate
+                    })
+                    .collect();
                 plan.extend(plan_queue(
                     queue,
                     &environments,
                     &mut used,
                     &candidates,
                     slots,
+                    &mut book,
                 ));
                 jobs.extend(runnable.into_iter().map(|job| (job.job_id.clone(), job)));
                 continue;
@@ -198,9 +224,17 @@ impl Dispatcher {
                     .map(|(_, job)| Candidate {
                         job_id: job.job_id.clone(),
                         needs: job.spec.container.resources,
+                        limits: keyed(&book, job),
                     })
                     .collect();
-                let placed = plan_queue(queue, &environments, &mut used, &candidates, slots);
+                let placed = plan_queue(
+                    queue,
+                    &environments,
+                    &mut used,
+                    &candidates,
+                    slots,
+                    &mut book,
+                );
                 slots -= placed.len();
                 plan.extend(placed);
                 jobs.extend(rows.into_iter().map(|(_, job)| (job.job_id.clone(), job)));
@@ -299,6 +333,7 @@ impl Dispatcher {
                 queue: job.queue.clone(),
                 share: job.spec.share_identifier.clone(),
                 submitted_at: job.created_at,
+                subject: LimitSubject::of(&job),
             },
         );
         let Some(executor) = executor else {

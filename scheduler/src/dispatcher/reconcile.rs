@@ -85,9 +85,11 @@ impl Dispatcher {
                                 status_reason: reason.into(),
                                 started_at: attempt.started_at,
                                 stopped_at: now,
+                                resources: Some(job.spec.container.resources),
                             },
                             runnable_after: None,
                             disruption: false,
+                            next_resources: None,
                         },
                     });
                 }

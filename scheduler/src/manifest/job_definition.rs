@@ -103,6 +103,11 @@ pub struct EvaluateOnExitSpec {
     #[serde(default)]
     pub on_status_reason: Option<String>,
     pub action: String,
+    /// On a retry this rule decides, grow the next attempt's requirements:
+    /// `{memoryFactor: 2.0, maxMemoryMiB: 8192}`, and the same for vCPUs (`vcpuFactor`,
+    /// `maxVcpus`). Not in AWS Batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_adjustments: Option<crate::core::model::ResourceAdjustments>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -308,11 +313,30 @@ pub(super) fn exit_rule(rule: &EvaluateOnExitSpec) -> Result<ExitRule, FieldErro
             ));
         }
     }
+    let resource_adjustments = match (rule.resource_adjustments, action) {
+        (None, _) => None,
+        (Some(adjustments), RetryAction::Retry | RetryAction::RetryWithoutCount) => {
+            if adjustments.memory_factor_percent <= 100 && adjustments.vcpu_factor_percent <= 100 {
+                return Err(FieldError::new(
+                    "resourceAdjustments",
+                    "grows nothing; give memoryFactor or vcpuFactor above 1",
+                ));
+            }
+            Some(adjustments)
+        }
+        (Some(_), RetryAction::Exit) => {
+            return Err(FieldError::new(
+                "resourceAdjustments",
+                "applies to a rule that retries; use it with action RETRY or RETRY_WITHOUT_COUNT",
+            ))
+        }
+    };
     Ok(ExitRule {
         on_exit_code,
         on_reason: pattern("onReason", &rule.on_reason)?,
         on_status_reason: pattern("onStatusReason", &rule.on_status_reason)?,
         action,
+        resource_adjustments,
     })
 }
 

@@ -3,6 +3,7 @@
 //! Every error names the field it is about.
 
 mod compute_environment;
+mod concurrency_limit;
 mod event_rule;
 mod job_definition;
 mod job_queue;
@@ -14,6 +15,7 @@ mod tests;
 mod webhook_trigger;
 
 pub use compute_environment::*;
+pub use concurrency_limit::*;
 pub use event_rule::*;
 pub use job_definition::*;
 pub use job_queue::*;
@@ -137,7 +139,7 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
             FieldError::new(
                 "kind",
                 format!(
-                    "unknown kind {:?}; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger, Notification",
+                    "unknown kind {:?}; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger, Notification, ConcurrencyLimit",
                     document.kind
                 ),
             )
@@ -169,6 +171,13 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
             crate::core::model::validate_name(&name).map_err(name_error)?;
             let spec: NotificationSpec = parse_strict(spec).map_err(within_spec)?;
             Resource::Notification(Box::new(notification(name, &spec).map_err(within_spec)?))
+        }
+        Kind::ConcurrencyLimit => {
+            crate::core::model::validate_name(&name).map_err(name_error)?;
+            let spec: ConcurrencyLimitSpec = parse_strict(spec).map_err(within_spec)?;
+            Resource::ConcurrencyLimit(Box::new(
+                concurrency_limit(name, &spec).map_err(within_spec)?,
+            ))
         }
         Kind::WebhookTrigger => {
             crate::core::model::validate_name(&name).map_err(name_error)?;

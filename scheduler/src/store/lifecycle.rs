@@ -108,6 +108,7 @@ fn plain_table(kind: Kind) -> Option<&'static str> {
         Kind::EventRule => Some("event_rules"),
         Kind::WebhookTrigger => Some("webhook_triggers"),
         Kind::Notification => Some("notifications"),
+        Kind::ConcurrencyLimit => Some("concurrency_limits"),
         Kind::ComputeEnvironment | Kind::JobQueue | Kind::JobDefinition => None,
     }
 }
@@ -172,7 +173,7 @@ impl Store {
                 .await?;
                 vec![Deleted::resource(kind, name)]
             }
-            Kind::Schedule | Kind::EventRule | Kind::WebhookTrigger => {
+            Kind::Schedule | Kind::EventRule | Kind::WebhookTrigger | Kind::ConcurrencyLimit => {
                 let table = plain_table(kind).expect("a plain kind");
                 if !delete_named(&mut transaction, table, name).await? {
                     return Err(not_found(kind, name));

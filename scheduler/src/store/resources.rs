@@ -97,12 +97,34 @@ impl Store {
             | Resource::Schedule { .. }
             | Resource::EventRule { .. }
             | Resource::WebhookTrigger(_)
-            | Resource::Notification(_) => None,
+            | Resource::Notification(_)
+            | Resource::ConcurrencyLimit(_) => None,
+        }));
+        // Queues a concurrency limit may name: those stored and those in this apply.
+        let mut queue_names: HashSet<String> = sqlx::query("SELECT name FROM job_queues")
+            .fetch_all(&mut *transaction)
+            .await?
+            .iter()
+            .map(|row| row.get::<String, _>(0))
+            .collect();
+        queue_names.extend(documents.iter().filter_map(|(resource, _)| match resource {
+            Resource::JobQueue(queue) => Some(queue.name.to_string()),
+            Resource::ComputeEnvironment(_)
+            | Resource::JobDefinition { .. }
+            | Resource::Schedule { .. }
+            | Resource::EventRule { .. }
+            | Resource::WebhookTrigger(_)
+            | Resource::Notification(_)
+            | Resource::ConcurrencyLimit(_) => None,
         }));
         let mut applied = Vec::with_capacity(documents.len());
         for (index, (resource, spec)) in documents.iter().enumerate() {
             if let Resource::JobQueue(queue) = resource {
                 check_queue_references(queue, &environment_names)
+                    .map_err(|error| ApplyError::Invalid { index, error })?;
+            }
+            if let Resource::ConcurrencyLimit(limit) = resource {
+                check_limit_references(limit, &queue_names)
                     .map_err(|error| ApplyError::Invalid { index, error })?;
             }
             let texts = Texts {
@@ -118,7 +140,8 @@ impl Store {
                 | Resource::Schedule { .. }
                 | Resource::EventRule { .. }
                 | Resource::WebhookTrigger(_)
-                | Resource::Notification(_) => {
+                | Resource::Notification(_)
+                | Resource::ConcurrencyLimit(_) => {
                     upsert(
                         &mut transaction,
                         table_of(resource.kind()),
@@ -220,7 +243,8 @@ impl Store {
             | Kind::Schedule
             | Kind::EventRule
             | Kind::WebhookTrigger
-            | Kind::Notification => table_of(kind),
+            | Kind::Notification
+            | Kind::ConcurrencyLimit => table_of(kind),
         };
         let rows = sqlx::query(&format!("SELECT name, spec FROM {table} ORDER BY name"))
             .fetch_all(&self.read)
@@ -278,11 +302,45 @@ fn check_queue_references(queue: &JobQueue, known: &HashSet<String>) -> Result<(
     }
 }
 
+fn check_limit_references(
+    limit: &crate::core::concurrency::ConcurrencyLimit,
+    known: &HashSet<String>,
+) -> Result<(), FieldError> {
+    match limit
+        .job_queues
+        .iter()
+        .position(|name| !known.contains(name.as_str()))
+    {
+        Some(index) => Err(FieldError::new(
+            format!("spec.jobQueues[{index}]"),
+            format!(
+                "job queue \"{}\" does not exist; apply it first or in the same file",
+                limit.job_queues[index]
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// A stored resource: its model, the spec as applied, and when it was first applied.
 pub(super) struct Parsed<T> {
     pub model: T,
     pub spec: serde_json::Value,
     pub created_at: i64,
+}
+
+impl Store {
+    /// The concurrency limits, as placement and `why` read them.
+    pub async fn concurrency_limits(
+        &self,
+    ) -> Result<Vec<crate::core::concurrency::ConcurrencyLimit>, StoreError> {
+        Ok(self
+            .parsed_resources(Kind::ConcurrencyLimit)
+            .await?
+            .into_iter()
+            .map(|parsed| parsed.model)
+            .collect())
+    }
 }
 
 impl Store {
@@ -325,7 +383,8 @@ impl Store {
                 | Kind::Schedule
                 | Kind::EventRule
                 | Kind::WebhookTrigger
-                | Kind::Notification => "0",
+                | Kind::Notification
+                | Kind::ConcurrencyLimit => "0",
             };
             let found = sqlx::query(&format!(
                 "SELECT name, {revision}, spec FROM {table} WHERE model IS NULL ORDER BY name"
@@ -376,7 +435,8 @@ impl Store {
             | Kind::Schedule
             | Kind::EventRule
             | Kind::WebhookTrigger
-            | Kind::Notification => sqlx::query(&update)
+            | Kind::Notification
+            | Kind::ConcurrencyLimit => sqlx::query(&update)
                 .bind(model_text(resource))
                 .bind(&row.name),
         };
@@ -412,6 +472,7 @@ pub fn table_of(kind: Kind) -> &'static str {
         Kind::EventRule => "event_rules",
         Kind::WebhookTrigger => "webhook_triggers",
         Kind::Notification => "notifications",
+        Kind::ConcurrencyLimit => "concurrency_limits",
     }
 }
 
@@ -425,6 +486,7 @@ fn model_text(resource: &Resource) -> String {
         Resource::EventRule { rule, target } => stored_form::encode(&(rule, target)),
         Resource::WebhookTrigger(trigger) => stored_form::encode(trigger),
         Resource::Notification(notification) => stored_form::encode(notification),
+        Resource::ConcurrencyLimit(limit) => stored_form::encode(limit),
     }
 }
 

@@ -11,7 +11,7 @@ use sqlx::{Any, Row, Transaction};
 use super::events::{emit_moved, Emission, MovedJob};
 use super::sql::{placeholder, placeholders, ROWS_PER_STATEMENT};
 use super::{Dialect, Store, StoreError};
-use crate::core::model::{Attempt, CurrentAttempt, JobId, JobStatus};
+use crate::core::model::{Attempt, CurrentAttempt, JobId, JobStatus, Resources};
 
 /// A move of one job, computed by `core::state_machine::transition`, with what it changes.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +67,8 @@ pub enum Effect {
         runnable_after: Option<i64>,
         /// Retried without spending one of the job's attempts (`RETRY_WITHOUT_COUNT`).
         disruption: bool,
+        /// A retry's grown requirements (`ResourceAdjustments`), from the next attempt on.
+        next_resources: Option<Resources>,
     },
     Cancelled {
         reason: String,
@@ -133,9 +135,11 @@ impl Kind {
             // `started_at` for an end from STARTING that carries its start (`Transition::
             // passes_running`): the start and the end written at once.
             Kind::AttemptEnded => (
-                6,
+                8,
                 "status_reason = v.column4, stopped_at = v.column5, n_attempts = n_attempts + 1, \
                  disruptions = disruptions + v.column9, \
+                 vcpu_millis = COALESCE(v.column10, vcpu_millis), \
+                 memory_mib = COALESCE(v.column11, memory_mib), \
                  runnable_after = v.column7, started_at = COALESCE(started_at, v.column8), \
                  attempt_number = NULL, attempt_environment = NULL, attempt_handle = NULL, \
                  attempt_placed_at = NULL, attempt_started_at = NULL, stop_requested = NULL",
@@ -274,13 +278,16 @@ async fn update(
                 attempt,
                 runnable_after,
                 disruption,
+                next_resources,
             } => query
                 .bind(attempt.status_reason.clone())
                 .bind(transition.to.is_terminal().then_some(attempt.stopped_at))
                 .bind(i64::from(attempt.number))
                 .bind(*runnable_after)
                 .bind(attempt.started_at)
-                .bind(i64::from(*disruption)),
+                .bind(i64::from(*disruption))
+                .bind(next_resources.map(|r| r.vcpu_millis as i64))
+                .bind(next_resources.map(|r| r.memory_mib as i64)),
             Effect::Cancelled { reason, at } | Effect::ArrayEnded { reason, at } => {
                 query.bind(reason.clone()).bind(*at)
             }
@@ -294,11 +301,11 @@ async fn insert_attempts(
     dialect: Dialect,
     ended: &[&Transition],
 ) -> Result<(), StoreError> {
-    const COLUMNS: usize = 7;
+    const COLUMNS: usize = 10;
     for chunk in ended.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO attempts (job_id, attempt_number, compute_environment, exit_code, \
-             status_reason, started_at, stopped_at) VALUES {}",
+             status_reason, started_at, stopped_at, vcpu_millis, memory_mib, gpus) VALUES {}",
             placeholders(dialect, chunk.len(), COLUMNS, 1)
         );
         let mut query = sqlx::query(&sql);
@@ -313,7 +320,10 @@ async fn insert_attempts(
                 .bind(attempt.exit_code.map(i64::from))
                 .bind(attempt.status_reason.clone())
                 .bind(attempt.started_at)
-                .bind(attempt.stopped_at);
+                .bind(attempt.stopped_at)
+                .bind(attempt.resources.map(|r| r.vcpu_millis as i64))
+                .bind(attempt.resources.map(|r| r.memory_mib as i64))
+                .bind(attempt.resources.map(|r| r.gpus as i64));
         }
         query.execute(&mut **transaction).await?;
     }

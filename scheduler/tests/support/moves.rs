@@ -47,9 +47,11 @@ pub fn ended(job_id: &str, number: u32, from: JobStatus, to: JobStatus) -> Trans
                 status_reason: "Essential container in task exited with code 3".into(),
                 started_at: Some(11),
                 stopped_at: 20,
+                resources: None,
             },
             runnable_after: None,
             disruption: false,
+            next_resources: None,
         },
     }
 }

@@ -16,7 +16,7 @@ pub use super::transitions::{Effect, Transition};
 use super::{Dialect, Store, StoreError};
 use crate::core::model::{
     ArrayRole, Attempt, CurrentAttempt, DependencyKind, EnvironmentName, Job, JobId, JobName,
-    JobSpec, JobStatus, QueueName,
+    JobSpec, JobStatus, QueueName, Resources,
 };
 
 /// An array child stores no spec; it runs its parent's.
@@ -26,7 +26,7 @@ const JOB_COLUMNS: &str = "seq, job_id, job_name, job_queue, status, status_reas
     created_at, started_at, stopped_at, n_attempts, attempt_number, attempt_environment, \
     attempt_handle, attempt_placed_at, attempt_started_at, stop_requested, idempotency_key, \
     runnable_after, array_size, array_parent, array_index, suspended, scheduling_priority, \
-    disruptions";
+    disruptions, vcpu_millis, memory_mib";
 
 /// The statuses in which a job has not finished.
 const UNFINISHED: &str = "('SUBMITTED', 'PENDING', 'RUNNABLE', 'STARTING', 'RUNNING')";
@@ -498,6 +498,9 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
     // The column is the truth: `batchctl update job` changes it (and a child shares its
     // parent's spec).
     spec.scheduling_priority = row.try_get("scheduling_priority")?;
+    // So are its requirements: a retry's may have grown (`ResourceAdjustments`).
+    spec.container.resources.vcpu_millis = row.try_get::<i64, _>("vcpu_millis")? as u64;
+    spec.container.resources.memory_mib = row.try_get::<i64, _>("memory_mib")? as u64;
     let current_attempt = match (
         row.try_get::<Option<i64>, _>("attempt_number")?,
         row.try_get::<Option<String>, _>("attempt_environment")?,
@@ -560,6 +563,18 @@ fn attempt_from_row(row: &AnyRow) -> Result<Attempt, StoreError> {
         status_reason: row.try_get("status_reason")?,
         started_at: row.try_get("started_at")?,
         stopped_at: row.try_get("stopped_at")?,
+        resources: match (
+            row.try_get::<Option<i64>, _>("vcpu_millis")?,
+            row.try_get::<Option<i64>, _>("memory_mib")?,
+            row.try_get::<Option<i64>, _>("gpus")?,
+        ) {
+            (Some(vcpu_millis), Some(memory_mib), Some(gpus)) => Some(Resources {
+                vcpu_millis: vcpu_millis as u64,
+                memory_mib: memory_mib as u64,
+                gpus: gpus as u64,
+            }),
+            _ => None,
+        },
     })
 }
 

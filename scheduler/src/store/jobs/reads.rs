@@ -63,7 +63,8 @@ impl Store {
         let placeholders: Vec<String> = (1..=jobs.len()).map(|n| format!("${n}")).collect();
         let sql = format!(
             "SELECT job_id, attempt_number, compute_environment, exit_code, status_reason, \
-             started_at, stopped_at FROM attempts WHERE job_id IN ({}) \
+             started_at, stopped_at, vcpu_millis, memory_mib, gpus FROM attempts \
+             WHERE job_id IN ({}) \
              ORDER BY job_id, attempt_number",
             placeholders.join(", ")
         );
