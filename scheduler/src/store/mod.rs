@@ -11,7 +11,6 @@
 //! - On SQLite all writes go through one connection (SQLite has one writer anyway), so writers queue
 //!   in the pool instead of failing with SQLITE_BUSY; reads use their own connections (WAL mode).
 
-mod checkpointer;
 mod events;
 mod finish_waits;
 mod job_changes;
@@ -200,8 +199,6 @@ pub struct Store {
     finish_waits: FinishWaits,
     /// What submits read, kept briefly; emptied by every apply (see `resource_cache`).
     resource_cache: resource_cache::ResourceCache,
-    /// SQLite: the connection that copies the write-ahead log into the file (see `checkpointer`).
-    checkpointer: Option<std::sync::Arc<checkpointer::Checkpointer>>,
 }
 
 impl Store {
@@ -238,7 +235,6 @@ impl Store {
                     fence: None,
                     finish_waits: FinishWaits::default(),
                     resource_cache: Default::default(),
-                    checkpointer: None,
                 }
             }
         };
@@ -266,9 +262,6 @@ impl Store {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
-        if let Some(checkpointer) = &self.checkpointer {
-            checkpointer.close().await;
-        }
     }
 
     /// SQLite's `PRAGMA integrity_check` ("ok" when the file is sound); "ok" on Postgres, which
@@ -317,15 +310,6 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
                     // with pages the pragma wants the write lock for nothing, and a writer
                     // reconnecting after a full disk waited on it until the pool timed out.
                     if role == ConnectionRole::Writer {
-                        connection
-                            .execute(
-                                format!(
-                                    "PRAGMA wal_autocheckpoint = {};",
-                                    checkpointer::WRITER_THRESHOLD_PAGES
-                                )
-                                .as_str(),
-                            )
-                            .await?;
                         let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
                             .fetch_one(&mut *connection)
                             .await?;
@@ -361,9 +345,6 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         );
     }
     let read = pool(4, ConnectionRole::Reader)
-        .connect_with(options.clone())
-        .await?;
-    let checkpoints = pool(1, ConnectionRole::Checkpointer)
         .connect_with(options)
         .await?;
     Ok(Store {
@@ -375,9 +356,6 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         fence: None,
         finish_waits: FinishWaits::default(),
         resource_cache: Default::default(),
-        checkpointer: Some(std::sync::Arc::new(checkpointer::Checkpointer::start(
-            checkpoints,
-        ))),
     })
 }
 
@@ -397,14 +375,12 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
 /// as transactions are opened only through sqlx's API — which the store does: it never sends
 /// `BEGIN` itself. Asking SQLite too (a `BEGIN`/`ROLLBACK` probe per release) was tried and cost
 /// about 10% of the group-commit submit rate and 25% of one-commit-per-job writes (BENCHMARKS.md).
-/// What a SQLite connection is for: the one that writes (see the module's invariants), one of
-/// those that read, or the one that checkpoints.
+/// What a SQLite connection is for: the one that writes (see the module's invariants), or one of
+/// those that read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ConnectionRole {
     Writer,
     Reader,
-    /// Copies the write-ahead log into the database file (see `checkpointer`).
-    Checkpointer,
 }
 
 async fn released_cleanly(connection: &mut sqlx::AnyConnection) -> Result<bool, sqlx::Error> {
