@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use batchctl_scheduler::manifest::JobDependencySpec;
+use batchctl_scheduler::manifest::{ConsumableRequestSpec, JobDependencySpec};
 
 use crate::output::Format;
 use crate::server_args::ServerArgs;
@@ -265,6 +265,8 @@ pub(crate) enum ResourceKind {
     Notifications,
     #[value(alias = "concurrencylimit", alias = "limits")]
     Concurrencylimits,
+    #[value(alias = "consumableresource")]
+    Consumableresources,
 }
 
 impl ResourceKind {
@@ -280,6 +282,7 @@ impl ResourceKind {
             ResourceKind::Webhooktriggers => "webhooktriggers",
             ResourceKind::Notifications => "notifications",
             ResourceKind::Concurrencylimits => "concurrencylimits",
+            ResourceKind::Consumableresources => "consumableresources",
         }
     }
 }
@@ -420,6 +423,10 @@ pub(crate) struct SubmitArgs {
     /// slot (Slurm's `--array=0-999%N`).
     #[arg(long, value_name = "N", requires = "array_size")]
     pub(crate) max_concurrency: Option<u32>,
+    /// A consumable resource the job asks for, `NAME=QUANTITY`, instead of the definition's
+    /// (repeatable: all of them replace the definition's list).
+    #[arg(long = "consumable-resource", value_name = "NAME=QUANTITY", value_parser = consumable_request)]
+    pub(crate) consumable_resources: Vec<ConsumableRequestSpec>,
     /// The share of a fair-share queue the job counts against (required there).
     #[arg(long)]
     pub(crate) share_identifier: Option<String>,
@@ -432,4 +439,18 @@ pub(crate) struct SubmitArgs {
     /// A command overriding the definition's.
     #[arg(last = true)]
     pub(crate) command: Vec<String>,
+}
+
+/// `NAME=QUANTITY` of `--consumable-resource`.
+fn consumable_request(text: &str) -> Result<ConsumableRequestSpec, String> {
+    let (name, quantity) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=QUANTITY"))?;
+    let quantity = quantity
+        .parse()
+        .map_err(|_| format!("{quantity:?} is not a quantity (a whole number)"))?;
+    Ok(ConsumableRequestSpec {
+        consumable_resource: name.to_string(),
+        quantity,
+    })
 }

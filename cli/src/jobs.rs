@@ -8,7 +8,8 @@ use batchctl_scheduler::api::requests::ApplyRequest;
 use batchctl_scheduler::api::views::JobView;
 use batchctl_scheduler::core::model::JobStatus;
 use batchctl_scheduler::manifest::{
-    ArrayPropertiesSpec, ContainerOverrides, KeyValue, SubmitJobRequest, SuccessPolicySpec,
+    ArrayPropertiesSpec, ConsumableResourceProperties, ContainerOverrides, KeyValue,
+    SubmitJobRequest, SuccessPolicySpec,
 };
 use serde_json::json;
 
@@ -138,6 +139,7 @@ pub(crate) async fn submit(
         max_failed_children,
         succeeded_indexes,
         max_concurrency,
+        consumable_resources,
         share_identifier,
         scheduling_priority,
         wait,
@@ -169,6 +171,11 @@ pub(crate) async fn submit(
         }),
         share_identifier,
         scheduling_priority_override: scheduling_priority,
+        consumable_resource_properties_override: (!consumable_resources.is_empty()).then_some(
+            ConsumableResourceProperties {
+                consumable_resource_list: consumable_resources,
+            },
+        ),
         ..SubmitJobRequest::default()
     };
     let job = client.submit(&request, idempotency_key.as_deref()).await?;

@@ -174,6 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Webhooktriggers => client.get("/v1/webhooktriggers").await?,
                 ResourceKind::Notifications => client.get("/v1/notifications").await?,
                 ResourceKind::Concurrencylimits => client.get("/v1/concurrencylimits").await?,
+                ResourceKind::Consumableresources => client.get("/v1/consumableresources").await?,
             };
             match resource {
                 ResourceKind::Jobs => output::print_jobs(&list, format)?,
@@ -185,6 +186,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Webhooktriggers => output::print_webhook_triggers(&list, format)?,
                 ResourceKind::Notifications => output::print_notifications(&list, format)?,
                 ResourceKind::Concurrencylimits => output::print_concurrency_limits(&list, format)?,
+                ResourceKind::Consumableresources => {
+                    output::print_consumable_resources(&list, format)?
+                }
             }
             if watch {
                 watch_jobs(&client, queue.as_deref(), status.as_deref(), format).await?;

@@ -365,6 +365,23 @@ pub fn print_webhook_triggers(list: &Value, format: Format) -> anyhow::Result<()
     })
 }
 
+pub fn print_consumable_resources(list: &Value, format: Format) -> anyhow::Result<()> {
+    let header = ["NAME", "TYPE", "TOTAL", "IN USE", "AVAILABLE"];
+    print_list(list, format, &header, |resource| {
+        let spec = &resource["spec"];
+        vec![
+            text(&resource["metadata"]["name"]),
+            spec["resourceType"]
+                .as_str()
+                .unwrap_or("REPLENISHABLE")
+                .to_string(),
+            spec["totalQuantity"].to_string(),
+            resource["status"]["inUseQuantity"].to_string(),
+            resource["status"]["availableQuantity"].to_string(),
+        ]
+    })
+}
+
 pub fn print_concurrency_limits(list: &Value, format: Format) -> anyhow::Result<()> {
     let header = ["NAME", "KEY", "MAX", "QUEUES"];
     print_list(list, format, &header, |limit| {

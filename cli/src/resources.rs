@@ -87,6 +87,7 @@ pub(crate) fn print_kind(
         ResourceKind::Webhooktriggers => output::print_webhook_triggers(list, format),
         ResourceKind::Notifications => output::print_notifications(list, format),
         ResourceKind::Concurrencylimits => output::print_concurrency_limits(list, format),
+        ResourceKind::Consumableresources => output::print_consumable_resources(list, format),
     }
 }
 
@@ -163,7 +164,8 @@ pub(crate) async fn describe_resource(
         | ResourceKind::Computeenvironments
         | ResourceKind::Webhooktriggers
         | ResourceKind::Notifications
-        | ResourceKind::Concurrencylimits => {}
+        | ResourceKind::Concurrencylimits
+        | ResourceKind::Consumableresources => {}
     }
     Ok(())
 }
@@ -219,6 +221,7 @@ pub(crate) fn deletion_targets(documents: &[Value]) -> anyhow::Result<Vec<String
         Kind::EventRule,
         Kind::Schedule,
         Kind::JobDefinition,
+        Kind::ConsumableResource,
         Kind::JobQueue,
         Kind::ComputeEnvironment,
     ];

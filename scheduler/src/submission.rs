@@ -64,5 +64,24 @@ pub async fn build_from_store(
         environments: &environments,
     };
     let job_id = JobId(uuid::Uuid::new_v4().to_string());
-    Ok(build_job(request, &context, job_id, idempotency_key, now))
+    let job = match build_job(request, &context, job_id, idempotency_key, now) {
+        Ok(job) => job,
+        Err(error) => return Ok(Err(error)),
+    };
+    if !job.spec.consumable_resources.is_empty() {
+        let stock = store.consumable_stock().await?;
+        if let Err((index, message)) =
+            crate::core::consumable::check_requests(&job.spec.consumable_resources, &stock)
+        {
+            let asked_by = match request.consumable_resource_properties_override {
+                Some(_) => "consumableResourcePropertiesOverride",
+                None => "jobDefinition: its consumableResourceProperties",
+            };
+            return Ok(Err(FieldError::new(
+                field(&format!("{asked_by}.consumableResourceList[{index}]")),
+                message,
+            )));
+        }
+    }
+    Ok(Ok(job))
 }

@@ -336,6 +336,7 @@ async fn a_restart_adopts_running_work_and_requeues_unstarted_placements(store: 
                 placed_at: now_millis(),
                 started_at: None,
             },
+            used_up: Vec::new(),
         },
     };
     assert_eq!(

@@ -50,6 +50,7 @@ async fn finish(store: &Store, job_id: &str, to: JobStatus) {
                 placed_at: now,
                 started_at: None,
             },
+            used_up: Vec::new(),
         },
     };
     let ended = Transition {

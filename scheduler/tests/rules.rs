@@ -259,6 +259,7 @@ async fn job_state_changes_reach_the_bus_while_a_rule_can_match_them(store: Stor
                 placed_at: 5,
                 started_at: None,
             },
+            used_up: Vec::new(),
         },
     };
     let ended = Transition {

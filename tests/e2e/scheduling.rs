@@ -329,3 +329,139 @@ fn a_concurrency_limit_runs_at_most_max_jobs_per_key(server: &Server) {
     let listed = server.json(&["get", "concurrencylimits"]);
     assert_eq!(listed["items"], serde_json::json!([]));
 }
+
+/// Consumable resources through the CLI: a REPLENISHABLE licence is held while a job runs and
+/// given back when it ends; a NON_REPLENISHABLE quota is used up and stays used up across a
+/// `kill -9` and restart; `why` says which one is short; impossible asks are refused at submit.
+#[test]
+fn consumable_resources_are_held_or_used_up_sqlite() {
+    consumable_resources_are_held_or_used_up(Server::start(None));
+}
+
+#[test]
+fn consumable_resources_are_held_or_used_up_postgres() {
+    let Some(url) = crate::support::postgres_url() else {
+        return;
+    };
+    consumable_resources_are_held_or_used_up(Server::start(Some(url)));
+}
+
+fn consumable_resources_are_held_or_used_up(mut server: Server) {
+    server.apply_examples();
+    server.apply_text(
+        "apiVersion: batchctl/v1\nkind: ConsumableResource\nmetadata: {name: licences}\n\
+         spec: {totalQuantity: 1}\n---\n\
+         apiVersion: batchctl/v1\nkind: ConsumableResource\nmetadata: {name: quota}\n\
+         spec: {totalQuantity: 2, resourceType: NON_REPLENISHABLE}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: licensed}\nspec:\n\
+         \x20 containerProperties: {image: busybox, command: ['true']}\n\
+         \x20 consumableResourceProperties:\n\
+         \x20   consumableResourceList: [{consumableResource: licences, quantity: 1}]\n",
+    );
+    let gate = server.data_dir.join("gate");
+    let gated = format!("while [ ! -e {} ]; do sleep 0.02; done", gate.display());
+    let licensed = |script: &str| {
+        server.submit(&[
+            "--queue",
+            "default",
+            "--definition",
+            "licensed",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    let first = licensed(&gated);
+    server.wait_for_status(&first, "RUNNING");
+    let second = licensed("true");
+    let resources = server.json(&["get", "consumableresources"]);
+    let licences = &resources["items"][0];
+    assert_eq!(licences["metadata"]["name"], "licences", "{resources:#}");
+    assert_eq!(licences["status"]["inUseQuantity"], 1, "{resources:#}");
+    assert_eq!(licences["status"]["availableQuantity"], 0);
+    server.wait_for_status(&second, "RUNNABLE");
+    let why = server.json(&["why", &second]);
+    let hold = why["holds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|hold| hold["type"] == "consumableResourceShort")
+        .unwrap_or_else(|| panic!("no consumable hold: {why:#}"));
+    assert_eq!(hold["consumableResource"], "licences");
+    assert_eq!(
+        (hold["needs"].as_u64(), hold["available"].as_u64()),
+        (Some(1), Some(0))
+    );
+    std::fs::write(&gate, "").unwrap();
+    server.wait_for_status(&first, "SUCCEEDED");
+    server.wait_for_status(&second, "SUCCEEDED");
+
+    // The quota of two is used up by two jobs; the third waits, and still waits after a restart.
+    let quota = |script: &str| {
+        server.submit(&[
+            "--queue",
+            "default",
+            "--definition",
+            "hello",
+            "--consumable-resource",
+            "quota=1",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    let used: Vec<String> = (0..2).map(|_| quota("true")).collect();
+    for job in &used {
+        server.wait_for_status(job, "SUCCEEDED");
+    }
+    let third = quota("true");
+    server.wait_for_status(&third, "RUNNABLE");
+    server.kill_9();
+    server.restart();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(
+        server.job(&third)["status"],
+        "RUNNABLE",
+        "nothing was given back"
+    );
+    let said = stdout(&server.cli(&["why", &third]));
+    assert!(
+        said.contains("it asks for 1 of consumable resource quota, which has 0 left now"),
+        "{said}"
+    );
+    let listed = stdout(&server.cli(&["get", "consumableresources"]));
+    assert!(listed.contains("NON_REPLENISHABLE"), "{listed}");
+    // Raising the total gives the third job its share.
+    server.apply_text(
+        "apiVersion: batchctl/v1\nkind: ConsumableResource\nmetadata: {name: quota}\n\
+         spec: {totalQuantity: 3, resourceType: NON_REPLENISHABLE}\n",
+    );
+    server.wait_for_status(&third, "SUCCEEDED");
+
+    for (extra, expected) in [
+        (
+            "licences=2",
+            "consumableResourcePropertiesOverride.consumableResourceList[0]: asks for 2 of consumable resource \"licences\", which has 1 in all",
+        ),
+        (
+            "seats=1",
+            "consumable resource \"seats\" does not exist; apply it first",
+        ),
+        ("licences=0", "consumableResourceList[0].quantity: is 0; give 1 to"),
+    ] {
+        server.refused(
+            &[
+                "submit",
+                "--queue",
+                "default",
+                "--definition",
+                "hello",
+                "--consumable-resource",
+                extra,
+            ],
+            expected,
+        );
+    }
+}

@@ -11,6 +11,7 @@ pub mod attempt;
 pub mod audit;
 pub mod auth;
 pub mod concurrency;
+pub mod consumable;
 pub mod contract;
 pub mod dependencies;
 pub mod endpoint_policy;

@@ -295,6 +295,9 @@ pub struct DefinitionSpec {
     /// What one attempt's output may take in the store; the server's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_log_bytes: Option<u64>,
+    /// Consumable resources each job asks for (`consumableResourceProperties`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumable_resources: Vec<crate::consumable::ConsumableRequest>,
 }
 
 /// AWS Batch's retryStrategy, and a backoff it lacks.
@@ -632,6 +635,9 @@ pub struct JobSpec {
     /// or a rule on an event from elsewhere — see `events::chain_step`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub chain_depth: u32,
+    /// Consumable resources each attempt asks for beside vCPUs and memory (`core::consumable`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub consumable_resources: Vec<crate::consumable::ConsumableRequest>,
 }
 
 fn is_zero(value: &u32) -> bool {

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use super::concurrency::{LimitBook, LimitKeys};
+use super::consumable::{ConsumableBook, ConsumableRequest};
 use super::model::{
     ComputeEnvironment, EnvironmentName, JobId, JobQueue, QueueName, ResourceState, Resources,
 };
@@ -20,6 +21,26 @@ pub struct Candidate {
     pub needs: Resources,
     /// The concurrency limits it counts against (`LimitBook::keys_of`).
     pub limits: LimitKeys,
+    /// The consumable resources it asks for.
+    pub consumes: Vec<ConsumableRequest>,
+}
+
+/// What bounds placement beside capacity: concurrency limits and consumable resources, each
+/// counted from what runs and added to as a pass places.
+#[derive(Debug, Clone)]
+pub struct Bounds<'a> {
+    pub limits: LimitBook<'a>,
+    pub consumables: ConsumableBook,
+}
+
+impl Bounds<'_> {
+    /// No limit and no consumable resource: only capacity bounds placement.
+    pub fn none() -> Bounds<'static> {
+        Bounds {
+            limits: LimitBook::new(&[], []),
+            consumables: ConsumableBook::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +49,8 @@ pub struct Placement {
     pub queue: QueueName,
     pub environment: EnvironmentName,
     pub reserved: Resources,
+    /// NON_REPLENISHABLE consumable resources it uses up.
+    pub used_up: Vec<ConsumableRequest>,
 }
 
 /// The order queues are served in: priority, highest first, ties by name. A DISABLED queue takes
@@ -69,21 +92,24 @@ pub fn queue_slots(queue: &JobQueue, running: usize) -> usize {
 }
 
 /// Places `head` in order where it fits, at most `slots` of it (`queue_slots`), passing over
-/// jobs a concurrency limit holds (each placement counts in `limits` for the ones after it).
+/// jobs a concurrency limit holds or whose consumable resources are short (each placement counts
+/// in `bounds` for the ones after it).
 pub fn plan_queue(
     queue: &JobQueue,
     environments: &HashMap<EnvironmentName, ComputeEnvironment>,
     used: &mut HashMap<EnvironmentName, Resources>,
     head: &[Candidate],
     slots: usize,
-    limits: &mut LimitBook<'_>,
+    bounds: &mut Bounds<'_>,
 ) -> Vec<Placement> {
     let mut plan = Vec::new();
     for candidate in head {
         if plan.len() >= slots {
             break;
         }
-        if limits.held(&candidate.limits).is_some() {
+        if bounds.limits.held(&candidate.limits).is_some()
+            || bounds.consumables.short(&candidate.consumes).is_some()
+        {
             continue;
         }
         let room = queue.compute_environments.iter().find(|name| {
@@ -98,12 +124,14 @@ pub fn plan_queue(
         if let Some(environment) = room {
             let in_use = used.entry(environment.clone()).or_default();
             *in_use = in_use.plus(&candidate.needs);
-            limits.take(&candidate.limits);
+            bounds.limits.take(&candidate.limits);
+            let used_up = bounds.consumables.take(&candidate.consumes);
             plan.push(Placement {
                 job_id: candidate.job_id.clone(),
                 queue: queue.name.clone(),
                 environment: environment.clone(),
                 reserved: candidate.needs,
+                used_up,
             });
         }
     }
@@ -132,7 +160,7 @@ mod tests {
                 used,
                 head,
                 usize::MAX,
-                &mut LimitBook::new(&[], []),
+                &mut Bounds::none(),
             ));
         }
         plan
@@ -173,6 +201,7 @@ mod tests {
     fn job(id: &str, vcpus: u64) -> Candidate {
         Candidate {
             limits: LimitKeys::default(),
+            consumes: Vec::new(),
             job_id: JobId(id.into()),
             needs: Resources {
                 vcpu_millis: vcpus * 1000,
@@ -246,7 +275,7 @@ mod tests {
                         &mut used,
                         chunk,
                         usize::MAX,
-                        &mut LimitBook::new(&[], []),
+                        &mut Bounds::none(),
                     ));
                 }
             }
@@ -352,6 +381,7 @@ mod tests {
         gpu_env.capacity.gpus = 1;
         let gpu_job = |id: &str| Candidate {
             limits: LimitKeys::default(),
+            consumes: Vec::new(),
             job_id: JobId(id.into()),
             needs: Resources {
                 vcpu_millis: 1000,
@@ -412,16 +442,16 @@ mod tests {
             &mut HashMap::new(),
             &head,
             queue_slots(&capped, 1),
-            &mut LimitBook::new(&[], []),
+            &mut Bounds::none(),
         );
         let placed: Vec<&str> = plan.iter().map(|p| p.job_id.0.as_str()).collect();
         assert_eq!(placed, ["j0", "j1"], "two slots left of three, in order");
     }
 
-    /// A job a concurrency limit holds is passed over, the jobs behind it placed, and each
-    /// placement counts against the limit for the rest of the head.
+    /// A job a concurrency limit holds, or whose consumable resources are short, is passed over,
+    /// the jobs behind it placed, and each placement counts for the rest of the head.
     #[test]
-    fn jobs_over_a_concurrency_limit_are_passed_over() {
+    fn jobs_over_a_limit_or_short_of_a_consumable_are_passed_over() {
         use crate::concurrency::{ConcurrencyLimit, LimitKey, LimitSubject};
         let environments: HashMap<_, _> = [env("a", 8, ResourceState::Enabled)]
             .into_iter()
@@ -442,7 +472,7 @@ mod tests {
             share: None,
             parameters: [("customer".to_string(), customer.to_string())].into(),
         };
-        let mut book = LimitBook::new(&limits, &[subject("acme")]);
+        let book = LimitBook::new(&limits, &[subject("acme")]);
         let head: Vec<Candidate> = [
             ("a1", "acme"),
             ("a2", "acme"),
@@ -455,15 +485,50 @@ mod tests {
             ..job(id, 1)
         })
         .collect();
+        // Seats: a consumable resource of 2, used up as placed.
+        let seats = |quantity| {
+            vec![ConsumableRequest {
+                consumable_resource: "seats".into(),
+                quantity,
+            }]
+        };
+        let stock = [crate::consumable::ConsumableStock {
+            resource: crate::consumable::ConsumableResource {
+                name: "seats".into(),
+                total_quantity: 2,
+                resource_type: crate::consumable::ConsumableType::NonReplenishable,
+            },
+            consumed: 0,
+        }];
+        let mut head = head;
+        for (id, quantity) in [("s1", 3), ("s2", 2), ("s3", 1)] {
+            head.push(Candidate {
+                consumes: seats(quantity),
+                ..job(id, 1)
+            });
+        }
+        let mut bounds = Bounds {
+            limits: book,
+            consumables: ConsumableBook::new(&stock, []),
+        };
         let plan = plan_queue(
             &q,
             &environments,
             &mut HashMap::new(),
             &head,
             usize::MAX,
-            &mut book,
+            &mut bounds,
         );
         let placed: Vec<&str> = plan.iter().map(|p| p.job_id.0.as_str()).collect();
-        assert_eq!(placed, ["a1", "g1"], "acme had one running of two");
+        assert_eq!(
+            placed,
+            ["a1", "g1", "s2"],
+            "acme had one running of two; s1 asks more seats than exist, s3 finds none left"
+        );
+        assert_eq!(
+            plan[2].used_up,
+            seats(2),
+            "used up, to be recorded with the placement"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::concurrency::ConcurrencyLimit;
+use crate::consumable::ConsumableResource;
 use crate::event_pattern::EventPattern;
 use crate::events::EventRule;
 use crate::model::{ComputeEnvironment, DefinitionName, DefinitionSpec, JobQueue};
@@ -66,10 +67,11 @@ pub enum Kind {
     WebhookTrigger,
     Notification,
     ConcurrencyLimit,
+    ConsumableResource,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::ComputeEnvironment,
         Kind::JobQueue,
         Kind::JobDefinition,
@@ -78,6 +80,7 @@ impl Kind {
         Kind::WebhookTrigger,
         Kind::Notification,
         Kind::ConcurrencyLimit,
+        Kind::ConsumableResource,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -90,6 +93,7 @@ impl Kind {
             Kind::WebhookTrigger => "WebhookTrigger",
             Kind::Notification => "Notification",
             Kind::ConcurrencyLimit => "ConcurrencyLimit",
+            Kind::ConsumableResource => "ConsumableResource",
         }
     }
 
@@ -104,6 +108,7 @@ impl Kind {
             Kind::WebhookTrigger => "webhooktriggers",
             Kind::Notification => "notifications",
             Kind::ConcurrencyLimit => "concurrencylimits",
+            Kind::ConsumableResource => "consumableresources",
         }
     }
 
@@ -118,6 +123,7 @@ impl Kind {
             Kind::WebhookTrigger => "webhooktriggers",
             Kind::Notification => "notifications",
             Kind::ConcurrencyLimit => "concurrencylimits",
+            Kind::ConsumableResource => "consumableresources",
         }
     }
 
@@ -152,6 +158,7 @@ pub enum Resource {
     WebhookTrigger(Box<WebhookTrigger>),
     Notification(Box<Notification>),
     ConcurrencyLimit(Box<ConcurrencyLimit>),
+    ConsumableResource(Box<ConsumableResource>),
 }
 
 impl Resource {
@@ -165,6 +172,7 @@ impl Resource {
             Resource::WebhookTrigger(_) => Kind::WebhookTrigger,
             Resource::Notification(_) => Kind::Notification,
             Resource::ConcurrencyLimit(_) => Kind::ConcurrencyLimit,
+            Resource::ConsumableResource(_) => Kind::ConsumableResource,
         }
     }
 
@@ -178,6 +186,7 @@ impl Resource {
             Resource::WebhookTrigger(trigger) => &trigger.name,
             Resource::Notification(notification) => &notification.name,
             Resource::ConcurrencyLimit(limit) => &limit.name,
+            Resource::ConsumableResource(resource) => &resource.name,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use super::concurrency::{holders, ConcurrencyLimit, LimitBook, LimitSubject};
+use super::consumable::{ConsumableBook, ConsumableRequest, ConsumableStock};
 use super::fair_share::{weight_of, ShareStanding};
 use super::model::{
     ArrayRole, ComputeEnvironment, EnvironmentName, FairSharePolicy, Job, JobId, JobQueue,
@@ -45,6 +46,9 @@ pub struct Snapshot<'a> {
     /// The concurrency limits, and the STARTING and RUNNING jobs they count.
     pub limits: &'a [ConcurrencyLimit],
     pub running: &'a [(JobId, LimitSubject)],
+    /// The consumable resources, and what the STARTING and RUNNING jobs ask of them.
+    pub consumables: &'a [ConsumableStock],
+    pub running_consumes: &'a [&'a [ConsumableRequest]],
     pub now: i64,
 }
 
@@ -76,6 +80,13 @@ pub enum Hold {
         max: u32,
         /// Some of the jobs holding it (at most `HOLDERS_SHOWN`).
         holding: Vec<String>,
+    },
+    /// A consumable resource it asks for has too little left now (`available` is absent when
+    /// no such resource exists).
+    ConsumableResourceShort {
+        consumable_resource: String,
+        needs: u64,
+        available: Option<u64>,
     },
     /// Its queue's `maxRunningJobs` are all STARTING or RUNNING.
     QueueAtMaxRunning {
@@ -213,6 +224,22 @@ impl std::fmt::Display for Hold {
                 f,
                 "concurrency limit {concurrency_limit} lets {max} jobs with {key} = {value} run at once; running: {}",
                 if holding.is_empty() { "none".to_string() } else { holding.join(", ") }
+            ),
+            Hold::ConsumableResourceShort {
+                consumable_resource,
+                needs,
+                available: Some(available),
+            } => write!(
+                f,
+                "it asks for {needs} of consumable resource {consumable_resource}, which has {available} left now"
+            ),
+            Hold::ConsumableResourceShort {
+                consumable_resource,
+                available: None,
+                ..
+            } => write!(
+                f,
+                "consumable resource {consumable_resource} does not exist (deleted since the job was submitted?)"
             ),
             Hold::NotYetAdmitted => write!(f, "it has not been admitted by the dispatcher yet"),
             Hold::WaitingForDependencies { jobs } => {
@@ -445,6 +472,17 @@ fn runnable_holds(snapshot: &Snapshot<'_>) -> Vec<Hold> {
                 .collect(),
         });
     }
+    let consumables = ConsumableBook::new(
+        snapshot.consumables,
+        snapshot.running_consumes.iter().copied(),
+    );
+    if let Some(short) = consumables.short(&job.spec.consumable_resources) {
+        holds.push(Hold::ConsumableResourceShort {
+            consumable_resource: short.consumable_resource,
+            needs: short.needs,
+            available: short.available,
+        });
+    }
     let needs = job.spec.container.resources;
     for name in &queue.compute_environments {
         let compute_environment = name.to_string();
@@ -531,6 +569,7 @@ mod tests {
                 scheduling_priority: 0,
                 max_log_bytes: None,
                 chain_depth: 0,
+                consumable_resources: Vec::new(),
             },
             created_at: 0,
             started_at: None,
@@ -598,6 +637,8 @@ mod tests {
             shares: &[],
             limits: &[],
             running: &[],
+            consumables: &[],
+            running_consumes: &[],
             now: 0,
         };
         let holds = why(&snapshot);
@@ -677,6 +718,8 @@ mod tests {
                 shares: &[],
                 limits: &[],
                 running: &[],
+                consumables: &[],
+                running_consumes: &[],
                 now: 1_000,
             })
         };
@@ -757,6 +800,8 @@ mod tests {
                 shares: &[],
                 limits: &[],
                 running: &[],
+                consumables: &[],
+                running_consumes: &[],
                 now: 0,
             })
         };
@@ -799,6 +844,8 @@ mod tests {
                 shares: &[],
                 limits: &[],
                 running: &[],
+                consumables: &[],
+                running_consumes: &[],
                 now: 0,
             })
         };

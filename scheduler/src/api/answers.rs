@@ -160,6 +160,15 @@ pub struct LastFiring {
     pub reason: Option<String>,
 }
 
+/// A consumable resource's use, as AWS Batch's DescribeConsumableResource reports it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumableStatus {
+    /// Held by STARTING and RUNNING attempts (REPLENISHABLE), or used up (NON_REPLENISHABLE).
+    pub in_use_quantity: u64,
+    pub available_quantity: u64,
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RuleStatus {

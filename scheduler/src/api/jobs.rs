@@ -371,32 +371,41 @@ pub(super) async fn holds(
         })
         .map(|count| count.n.max(0) as u64)
         .sum();
-    // Limits and what they count: only read while some limit exists and the job waits RUNNABLE.
-    let limits = match job.status {
-        JobStatus::Runnable => state.store.concurrency_limits().await?,
+    // Limits, consumable resources and what they count: read only for a RUNNABLE job, and the
+    // running jobs only while a limit exists or the job asks for a consumable resource.
+    let (limits, consumables) = match job.status {
+        JobStatus::Runnable => (
+            state.store.concurrency_limits().await?,
+            match job.spec.consumable_resources.is_empty() {
+                true => Vec::new(),
+                false => state.store.consumable_stock().await?,
+            },
+        ),
         JobStatus::Submitted
         | JobStatus::Pending
         | JobStatus::Starting
         | JobStatus::Running
         | JobStatus::Succeeded
-        | JobStatus::Failed => Vec::new(),
+        | JobStatus::Failed => (Vec::new(), Vec::new()),
     };
-    let running: Vec<(JobId, crate::core::concurrency::LimitSubject)> = if limits.is_empty() {
+    let active = if limits.is_empty() && consumables.is_empty() {
         Vec::new()
     } else {
-        state
-            .store
-            .active_jobs()
-            .await?
-            .iter()
-            .map(|job| {
-                (
-                    job.job_id.clone(),
-                    crate::core::concurrency::LimitSubject::of(job),
-                )
-            })
-            .collect()
+        state.store.active_jobs().await?
     };
+    let running: Vec<(JobId, crate::core::concurrency::LimitSubject)> = active
+        .iter()
+        .map(|job| {
+            (
+                job.job_id.clone(),
+                crate::core::concurrency::LimitSubject::of(job),
+            )
+        })
+        .collect();
+    let running_consumes: Vec<&[crate::core::consumable::ConsumableRequest]> = active
+        .iter()
+        .map(|job| job.spec.consumable_resources.as_slice())
+        .collect();
     Ok(crate::core::why::why(&crate::core::why::Snapshot {
         job,
         queue: queue.as_ref(),
@@ -411,6 +420,8 @@ pub(super) async fn holds(
         shares: &state.dispatcher.share_standings(&job.queue),
         limits: &limits,
         running: &running,
+        consumables: &consumables,
+        running_consumes: &running_consumes,
         now: now_millis(),
     }))
 }

@@ -36,6 +36,7 @@ use crate::manifest::Kind;
         super::resources::list_webhook_triggers,
         super::resources::list_notifications,
         super::resources::list_concurrency_limits,
+        super::resources::list_consumable_resources,
         super::resources::list_dead_letters,
         super::resources::redrive_dead_letters,
         super::events::put_events,

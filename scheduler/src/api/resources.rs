@@ -138,7 +138,8 @@ pub(super) async fn delete_resource(
         Kind::ComputeEnvironment
         | Kind::JobQueue
         | Kind::JobDefinition
-        | Kind::ConcurrencyLimit => {
+        | Kind::ConcurrencyLimit
+        | Kind::ConsumableResource => {
             state.dispatcher.notify_resources_changed();
         }
         Kind::Schedule => state.schedules.handle().notify_changed(),
@@ -179,6 +180,48 @@ pub(super) async fn list_job_queues(
     State(state): State<AppState>,
 ) -> Result<Json<Page<ResourceView>>, ApiError> {
     resources(&state.store, Kind::JobQueue).await
+}
+
+/// Consumable resources as applied, each with how much is in use or used up now.
+#[utoipa::path(get, path = "/v1/consumableresources", tag = "resources", responses((status = 200, description = "Consumable resources as applied, with their use", body = Page<answers::ResourceWithStatus<answers::ConsumableStatus>>)))]
+pub(super) async fn list_consumable_resources(
+    State(state): State<AppState>,
+) -> Result<Json<Page<answers::ResourceWithStatus<answers::ConsumableStatus>>>, ApiError> {
+    let stock = state.store.consumable_stock().await?;
+    let running = state.store.active_jobs().await?;
+    let mut items = Vec::new();
+    for (name, spec) in state.store.resource_specs(Kind::ConsumableResource).await? {
+        let Some(stock) = stock.iter().find(|stock| stock.resource.name == name) else {
+            continue;
+        };
+        let view = ResourceView::new(Kind::ConsumableResource.as_str(), name, None, spec);
+        items.push(with_status(view, consumable_status(stock, &running)));
+    }
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// How much of a consumable resource the running jobs hold (REPLENISHABLE) or was used up.
+fn consumable_status(
+    stock: &crate::core::consumable::ConsumableStock,
+    running: &[crate::core::model::Job],
+) -> answers::ConsumableStatus {
+    use crate::core::consumable::ConsumableType;
+    let in_use = match stock.resource.resource_type {
+        ConsumableType::Replenishable => running
+            .iter()
+            .flat_map(|job| &job.spec.consumable_resources)
+            .filter(|request| request.consumable_resource == stock.resource.name)
+            .map(|request| request.quantity)
+            .sum(),
+        ConsumableType::NonReplenishable => stock.consumed,
+    };
+    answers::ConsumableStatus {
+        in_use_quantity: in_use,
+        available_quantity: stock.resource.total_quantity.saturating_sub(in_use),
+    }
 }
 
 #[utoipa::path(get, path = "/v1/concurrencylimits", tag = "resources", responses((status = 200, description = "Concurrency limits as applied", body = Page<ResourceView>)))]

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::core::array::{decide_array_end, ArrayEnd, ChildrenEnded};
 use crate::core::attempt::attempt_id;
 use crate::core::concurrency::{ConcurrencyLimit, LimitSubject};
+use crate::core::consumable::{ConsumableRequest, ConsumableStock};
 use crate::core::fair_share::{
     fair_share_order, standings, RunningShareJob, ShareCandidate, ShareLedger, ShareStanding,
 };
@@ -283,6 +284,8 @@ struct ActiveAttempt {
     submitted_at: i64,
     /// What concurrency limits count it by (`core::concurrency`).
     subject: LimitSubject,
+    /// The consumable resources it holds or used up.
+    consumes: Vec<ConsumableRequest>,
 }
 
 /// A finished attempt the executor may forget once its end is committed.
@@ -310,6 +313,8 @@ pub struct Dispatcher {
     queues: Vec<JobQueue>,
     /// The concurrency limits, read with the queues.
     limits: Vec<ConcurrencyLimit>,
+    /// The consumable resources, read with the queues and kept up to date by placements.
+    consumables: Vec<ConsumableStock>,
     /// Environments placement skips until the given time because their executor was unreachable.
     backing_off: HashMap<EnvironmentName, tokio::time::Instant>,
     /// Set when placement could find something new to do (jobs admitted, capacity freed, config).
@@ -345,6 +350,7 @@ impl Dispatcher {
             environments: HashMap::new(),
             queues: Vec::new(),
             limits: Vec::new(),
+            consumables: Vec::new(),
             backing_off: HashMap::new(),
             placement_dirty: true,
             dependencies_dirty: true,

@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::core::concurrency::{LimitBook, LimitKeys};
-use crate::core::placement::{has_room, plan_queue, queue_order, queue_slots};
+use crate::core::consumable::ConsumableBook;
+use crate::core::placement::{has_room, plan_queue, queue_order, queue_slots, Bounds};
 
 /// The first page of a FIFO queue's head a pass reads; each further page is four times larger.
 const FIRST_HEAD_PAGE: u32 = 16;
@@ -68,6 +69,7 @@ impl Dispatcher {
                 job_id: candidate.job_id,
                 needs: candidate.needs,
                 limits: LimitKeys::default(),
+                consumes: Vec::new(),
             })
             .collect()
     }
@@ -110,6 +112,7 @@ impl Dispatcher {
     pub(super) async fn load_resources(&mut self) -> Result<(), DispatchError> {
         self.queues = self.store.job_queues().await?;
         self.limits = self.store.concurrency_limits().await?;
+        self.consumables = self.store.consumable_stock().await?;
         self.environments = self
             .store
             .compute_environments()
@@ -137,9 +140,18 @@ impl Dispatcher {
         let mut used = self.used.clone();
         let mut plan = Vec::new();
         let mut jobs = HashMap::new();
-        // Concurrency limits, counted from what runs now (every attempt the leader holds).
+        // Concurrency limits and consumable resources, counted from what runs now (every
+        // attempt the leader holds) and what was used up.
         let limits = self.limits.clone();
-        let mut book = LimitBook::new(&limits, self.active.values().map(|active| &active.subject));
+        let mut bounds = Bounds {
+            limits: LimitBook::new(&limits, self.active.values().map(|active| &active.subject)),
+            consumables: ConsumableBook::new(
+                &self.consumables,
+                self.active
+                    .values()
+                    .map(|active| active.consumes.as_slice()),
+            ),
+        };
         let keyed = |book: &LimitBook<'_>, job: &Job| {
             if book.is_empty() {
                 LimitKeys::default()
@@ -189,7 +201,11 @@ impl Dispatcher {
                     .map(|candidate| Candidate {
                         limits: by_id
                             .get(&candidate.job_id)
-                            .map(|job| keyed(&book, job))
+                            .map(|job| keyed(&bounds.limits, job))
+                            .unwrap_or_default(),
+                        consumes: by_id
+                            .get(&candidate.job_id)
+                            .map(|job| job.spec.consumable_resources.clone())
                             .unwrap_or_default(),
                         ..candidate
                     })
@@ -200,7 +216,7 @@ impl Dispatcher {
                     &mut used,
                     &candidates,
                     slots,
-                    &mut book,
+                    &mut bounds,
                 ));
                 jobs.extend(runnable.into_iter().map(|job| (job.job_id.clone(), job)));
                 continue;
@@ -224,7 +240,8 @@ impl Dispatcher {
                     .map(|(_, job)| Candidate {
                         job_id: job.job_id.clone(),
                         needs: job.spec.container.resources,
-                        limits: keyed(&book, job),
+                        limits: keyed(&bounds.limits, job),
+                        consumes: job.spec.consumable_resources.clone(),
                     })
                     .collect();
                 let placed = plan_queue(
@@ -233,7 +250,7 @@ impl Dispatcher {
                     &mut used,
                     &candidates,
                     slots,
-                    &mut book,
+                    &mut bounds,
                 );
                 slots -= placed.len();
                 plan.extend(placed);
@@ -266,6 +283,7 @@ impl Dispatcher {
                             placed_at: now,
                             started_at: None,
                         },
+                        used_up: placement.used_up.clone(),
                     },
                 }
             })
@@ -281,9 +299,19 @@ impl Dispatcher {
                 self.release(&placement.environment, &placement.reserved);
                 continue;
             }
-            let Effect::Placed { attempt } = &transition.effect else {
+            let Effect::Placed { attempt, used_up } = &transition.effect else {
                 unreachable!("placement transitions carry Placed")
             };
+            // Used up in the store with the placement; the next pass's book must see it too.
+            for request in used_up {
+                if let Some(stock) = self
+                    .consumables
+                    .iter_mut()
+                    .find(|stock| stock.resource.name == request.consumable_resource)
+                {
+                    stock.consumed += request.quantity;
+                }
+            }
             let mut job = jobs
                 .remove(&placement.job_id)
                 .expect("planned jobs were read");
@@ -334,6 +362,7 @@ impl Dispatcher {
                 share: job.spec.share_identifier.clone(),
                 submitted_at: job.created_at,
                 subject: LimitSubject::of(&job),
+                consumes: job.spec.consumable_resources.clone(),
             },
         );
         let Some(executor) = executor else {

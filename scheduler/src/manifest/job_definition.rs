@@ -24,6 +24,9 @@ pub struct JobDefinitionSpec {
     /// server's `--max-log-bytes-per-attempt`.
     #[serde(default)]
     pub max_log_bytes_per_attempt: Option<u64>,
+    /// Consumable resources each job asks for (AWS Batch's field).
+    #[serde(default)]
+    pub consumable_resource_properties: Option<ConsumableResourceProperties>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,6 +188,11 @@ pub fn definition_spec(spec: &JobDefinitionSpec) -> Result<DefinitionSpec, Field
                 ))
             }
             bytes => bytes,
+        },
+        consumable_resources: match &spec.consumable_resource_properties {
+            Some(properties) => consumable_requests(properties)
+                .map_err(|error| error.within("consumableResourceProperties"))?,
+            None => Vec::new(),
         },
     })
 }

@@ -4,6 +4,7 @@
 
 mod compute_environment;
 mod concurrency_limit;
+mod consumable_resource;
 mod event_rule;
 mod job_definition;
 mod job_queue;
@@ -16,6 +17,7 @@ mod webhook_trigger;
 
 pub use compute_environment::*;
 pub use concurrency_limit::*;
+pub use consumable_resource::*;
 pub use event_rule::*;
 pub use job_definition::*;
 pub use job_queue::*;
@@ -139,7 +141,7 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
             FieldError::new(
                 "kind",
                 format!(
-                    "unknown kind {:?}; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger, Notification, ConcurrencyLimit",
+                    "unknown kind {:?}; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger, Notification, ConcurrencyLimit, ConsumableResource",
                     document.kind
                 ),
             )
@@ -171,6 +173,13 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
             crate::core::model::validate_name(&name).map_err(name_error)?;
             let spec: NotificationSpec = parse_strict(spec).map_err(within_spec)?;
             Resource::Notification(Box::new(notification(name, &spec).map_err(within_spec)?))
+        }
+        Kind::ConsumableResource => {
+            crate::core::model::validate_name(&name).map_err(name_error)?;
+            let spec: ConsumableResourceSpec = parse_strict(spec).map_err(within_spec)?;
+            Resource::ConsumableResource(Box::new(
+                consumable_resource(name, &spec).map_err(within_spec)?,
+            ))
         }
         Kind::ConcurrencyLimit => {
             crate::core::model::validate_name(&name).map_err(name_error)?;

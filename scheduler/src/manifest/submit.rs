@@ -165,6 +165,9 @@ pub struct SubmitJobRequest {
     /// Replaces the definition's `schedulingPriority`.
     #[serde(default)]
     pub scheduling_priority_override: Option<i64>,
+    /// Replaces the definition's `consumableResourceProperties`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumable_resource_properties_override: Option<ConsumableResourceProperties>,
 }
 
 /// AWS Batch's ArrayProperties of SubmitJob.
@@ -409,6 +412,11 @@ pub fn build_job(
                 .unwrap_or(definition.spec.scheduling_priority),
             max_log_bytes: definition.spec.max_log_bytes,
             chain_depth: 0,
+            consumable_resources: match &request.consumable_resource_properties_override {
+                Some(properties) => consumable_requests(properties)
+                    .map_err(|error| error.within("consumableResourcePropertiesOverride"))?,
+                None => definition.spec.consumable_resources.clone(),
+            },
         },
         created_at: now,
         started_at: None,

@@ -47,7 +47,7 @@ fn errors_name_the_field_and_what_to_do() {
         ),
         (
             json!({"apiVersion": "batchctl/v1", "kind": "Queue", "metadata": {"name": "q"}, "spec": {}}),
-            "kind: unknown kind \"Queue\"; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger, Notification, ConcurrencyLimit",
+            "kind: unknown kind \"Queue\"; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger, Notification, ConcurrencyLimit, ConsumableResource",
         ),
         (
             json!({"apiVersion": "batchctl/v1", "kind": "JobQueue", "metadata": {"name": "bad name"}, "spec": {}}),

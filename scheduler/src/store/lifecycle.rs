@@ -109,6 +109,7 @@ fn plain_table(kind: Kind) -> Option<&'static str> {
         Kind::WebhookTrigger => Some("webhook_triggers"),
         Kind::Notification => Some("notifications"),
         Kind::ConcurrencyLimit => Some("concurrency_limits"),
+        Kind::ConsumableResource => Some("consumable_resources"),
         Kind::ComputeEnvironment | Kind::JobQueue | Kind::JobDefinition => None,
     }
 }
@@ -173,7 +174,11 @@ impl Store {
                 .await?;
                 vec![Deleted::resource(kind, name)]
             }
-            Kind::Schedule | Kind::EventRule | Kind::WebhookTrigger | Kind::ConcurrencyLimit => {
+            Kind::Schedule
+            | Kind::EventRule
+            | Kind::WebhookTrigger
+            | Kind::ConcurrencyLimit
+            | Kind::ConsumableResource => {
                 let table = plain_table(kind).expect("a plain kind");
                 if !delete_named(&mut transaction, table, name).await? {
                     return Err(not_found(kind, name));

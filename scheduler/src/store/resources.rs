@@ -98,7 +98,8 @@ impl Store {
             | Resource::EventRule { .. }
             | Resource::WebhookTrigger(_)
             | Resource::Notification(_)
-            | Resource::ConcurrencyLimit(_) => None,
+            | Resource::ConcurrencyLimit(_)
+            | Resource::ConsumableResource(_) => None,
         }));
         // Queues a concurrency limit may name: those stored and those in this apply.
         let mut queue_names: HashSet<String> = sqlx::query("SELECT name FROM job_queues")
@@ -115,7 +116,8 @@ impl Store {
             | Resource::EventRule { .. }
             | Resource::WebhookTrigger(_)
             | Resource::Notification(_)
-            | Resource::ConcurrencyLimit(_) => None,
+            | Resource::ConcurrencyLimit(_)
+            | Resource::ConsumableResource(_) => None,
         }));
         let mut applied = Vec::with_capacity(documents.len());
         for (index, (resource, spec)) in documents.iter().enumerate() {
@@ -141,7 +143,8 @@ impl Store {
                 | Resource::EventRule { .. }
                 | Resource::WebhookTrigger(_)
                 | Resource::Notification(_)
-                | Resource::ConcurrencyLimit(_) => {
+                | Resource::ConcurrencyLimit(_)
+                | Resource::ConsumableResource(_) => {
                     upsert(
                         &mut transaction,
                         table_of(resource.kind()),
@@ -244,7 +247,8 @@ impl Store {
             | Kind::EventRule
             | Kind::WebhookTrigger
             | Kind::Notification
-            | Kind::ConcurrencyLimit => table_of(kind),
+            | Kind::ConcurrencyLimit
+            | Kind::ConsumableResource => table_of(kind),
         };
         let rows = sqlx::query(&format!("SELECT name, spec FROM {table} ORDER BY name"))
             .fetch_all(&self.read)
@@ -330,6 +334,25 @@ pub(super) struct Parsed<T> {
 }
 
 impl Store {
+    /// The consumable resources with how much of each was used up, as placement, submits and
+    /// `why` read them.
+    pub async fn consumable_stock(
+        &self,
+    ) -> Result<Vec<crate::core::consumable::ConsumableStock>, StoreError> {
+        let rows =
+            sqlx::query("SELECT name, model, consumed FROM consumable_resources ORDER BY name")
+                .fetch_all(&self.read)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(crate::core::consumable::ConsumableStock {
+                    resource: model_of_row("consumable_resources", row)?,
+                    consumed: row.try_get::<i64, _>("consumed")? as u64,
+                })
+            })
+            .collect()
+    }
+
     /// The concurrency limits, as placement and `why` read them.
     pub async fn concurrency_limits(
         &self,
@@ -384,7 +407,8 @@ impl Store {
                 | Kind::EventRule
                 | Kind::WebhookTrigger
                 | Kind::Notification
-                | Kind::ConcurrencyLimit => "0",
+                | Kind::ConcurrencyLimit
+                | Kind::ConsumableResource => "0",
             };
             let found = sqlx::query(&format!(
                 "SELECT name, {revision}, spec FROM {table} WHERE model IS NULL ORDER BY name"
@@ -436,7 +460,8 @@ impl Store {
             | Kind::EventRule
             | Kind::WebhookTrigger
             | Kind::Notification
-            | Kind::ConcurrencyLimit => sqlx::query(&update)
+            | Kind::ConcurrencyLimit
+            | Kind::ConsumableResource => sqlx::query(&update)
                 .bind(model_text(resource))
                 .bind(&row.name),
         };
@@ -473,6 +498,7 @@ pub fn table_of(kind: Kind) -> &'static str {
         Kind::WebhookTrigger => "webhook_triggers",
         Kind::Notification => "notifications",
         Kind::ConcurrencyLimit => "concurrency_limits",
+        Kind::ConsumableResource => "consumable_resources",
     }
 }
 
@@ -487,6 +513,7 @@ fn model_text(resource: &Resource) -> String {
         Resource::WebhookTrigger(trigger) => stored_form::encode(trigger),
         Resource::Notification(notification) => stored_form::encode(notification),
         Resource::ConcurrencyLimit(limit) => stored_form::encode(limit),
+        Resource::ConsumableResource(resource) => stored_form::encode(resource),
     }
 }
 

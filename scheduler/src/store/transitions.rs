@@ -11,6 +11,7 @@ use sqlx::{Any, Row, Transaction};
 use super::events::{emit_moved, Emission, MovedJob};
 use super::sql::{placeholder, placeholders, ROWS_PER_STATEMENT};
 use super::{Dialect, Store, StoreError};
+use crate::core::consumable::ConsumableRequest;
 use crate::core::model::{Attempt, CurrentAttempt, JobId, JobStatus, Resources};
 
 /// A move of one job, computed by `core::state_machine::transition`, with what it changes.
@@ -51,6 +52,9 @@ pub enum Effect {
     /// Capacity was reserved for this attempt.
     Placed {
         attempt: CurrentAttempt,
+        /// NON_REPLENISHABLE consumable resources it uses up (`core::consumable`), recorded in
+        /// the placement's transaction.
+        used_up: Vec<ConsumableRequest>,
     },
     /// The executor confirmed the attempt runs.
     Started {
@@ -211,6 +215,11 @@ impl Store {
                 .map(|i| &transitions[i])
                 .collect();
             insert_attempts(&mut transaction, self.dialect, &ended).await?;
+            for &i in wave.iter().filter(|&&i| applied[i]) {
+                if let Effect::Placed { used_up, .. } = &transitions[i].effect {
+                    use_up(&mut transaction, used_up).await?;
+                }
+            }
         }
         transaction.commit().await?;
         self.finish_waits.announce(
@@ -267,7 +276,7 @@ async fn update(
             .bind(transition.from.as_str())
             .bind(transition.to.as_str());
         query = match &transition.effect {
-            Effect::Placed { attempt } => query
+            Effect::Placed { attempt, .. } => query
                 .bind(i64::from(attempt.number))
                 .bind(attempt.compute_environment.to_string())
                 .bind(attempt.executor_handle.clone())
@@ -294,6 +303,21 @@ async fn update(
         };
     }
     Ok(query.fetch_all(&mut **transaction).await?)
+}
+
+/// Records NON_REPLENISHABLE consumable resources as used up by a placement.
+async fn use_up(
+    transaction: &mut Transaction<'static, Any>,
+    used_up: &[ConsumableRequest],
+) -> Result<(), StoreError> {
+    for request in used_up {
+        sqlx::query("UPDATE consumable_resources SET consumed = consumed + $1 WHERE name = $2")
+            .bind(request.quantity as i64)
+            .bind(&request.consumable_resource)
+            .execute(&mut **transaction)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn insert_attempts(

@@ -167,6 +167,7 @@ pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
             scheduling_priority: 0,
             max_log_bytes: None,
             chain_depth: 0,
+            consumable_resources: Vec::new(),
             timeout_seconds: None,
         },
         created_at: 1,

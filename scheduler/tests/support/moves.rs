@@ -30,6 +30,7 @@ pub fn placed(job_id: &str, number: u32) -> Transition {
                 placed_at: 10,
                 started_at: None,
             },
+            used_up: Vec::new(),
         },
     }
 }
