@@ -12,12 +12,12 @@ const FIRST_HEAD_PAGE: u32 = 16;
 impl Dispatcher {
     /// A fair-share queue's RUNNABLE jobs in the order shares take turns, cut to what
     /// `computeReservation` lets the queue place now.
-    pub(super) fn fair_share_head(
+    pub(super) fn fair_share_turns(
         &mut self,
         queue: &JobQueue,
         policy: &FairSharePolicy,
         waiting: &[&Job],
-    ) -> Vec<Candidate> {
+    ) -> Vec<JobId> {
         let now = now_millis();
         let ledger = self.ledgers.entry(queue.name.clone()).or_default();
         ledger.decay_to(policy, now);
@@ -65,12 +65,7 @@ impl Dispatcher {
                 }
                 fits
             })
-            .map(|candidate| Candidate {
-                job_id: candidate.job_id,
-                needs: candidate.needs,
-                limits: LimitKeys::default(),
-                consumes: Vec::new(),
-            })
+            .map(|candidate| candidate.job_id)
             .collect()
     }
 
@@ -152,12 +147,17 @@ impl Dispatcher {
                     .map(|active| active.consumes.as_slice()),
             ),
         };
-        let keyed = |book: &LimitBook<'_>, job: &Job| {
-            if book.is_empty() {
+        // A job as placement weighs it: what it needs, the limits it counts against (keyed only
+        // while some limit exists), the consumable resources it asks for.
+        let candidate_of = |bounds: &Bounds<'_>, job: &Job| Candidate {
+            job_id: job.job_id.clone(),
+            needs: job.spec.container.resources,
+            limits: if bounds.limits.is_empty() {
                 LimitKeys::default()
             } else {
-                book.keys_of(&LimitSubject::of(job))
-            }
+                bounds.limits.keys_of(&LimitSubject::of(job))
+            },
+            consumes: job.spec.consumable_resources.clone(),
         };
         for queue in queue_order(&queues) {
             // `maxRunningJobs`: what runs now is in memory (the leader holds every attempt);
@@ -196,19 +196,10 @@ impl Dispatcher {
                 let by_id: HashMap<&JobId, &Job> =
                     waiting.iter().map(|job| (&job.job_id, *job)).collect();
                 let candidates: Vec<Candidate> = self
-                    .fair_share_head(queue, policy, &waiting)
-                    .into_iter()
-                    .map(|candidate| Candidate {
-                        limits: by_id
-                            .get(&candidate.job_id)
-                            .map(|job| keyed(&bounds.limits, job))
-                            .unwrap_or_default(),
-                        consumes: by_id
-                            .get(&candidate.job_id)
-                            .map(|job| job.spec.consumable_resources.clone())
-                            .unwrap_or_default(),
-                        ..candidate
-                    })
+                    .fair_share_turns(queue, policy, &waiting)
+                    .iter()
+                    .filter_map(|job_id| by_id.get(job_id))
+                    .map(|job| candidate_of(&bounds, job))
                     .collect();
                 plan.extend(plan_queue(
                     queue,
@@ -237,12 +228,7 @@ impl Dispatcher {
                 let candidates: Vec<Candidate> = rows
                     .iter()
                     .filter(|(_, job)| !self.active.contains_key(&job.job_id))
-                    .map(|(_, job)| Candidate {
-                        job_id: job.job_id.clone(),
-                        needs: job.spec.container.resources,
-                        limits: keyed(&bounds.limits, job),
-                        consumes: job.spec.consumable_resources.clone(),
-                    })
+                    .map(|(_, job)| candidate_of(&bounds, job))
                     .collect();
                 let placed = plan_queue(
                     queue,

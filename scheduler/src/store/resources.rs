@@ -83,42 +83,10 @@ impl Store {
         caller: Option<crate::core::audit::Caller>,
     ) -> Result<Vec<Applied>, ApplyError> {
         let mut transaction = self.write.begin().await?;
-        let mut environment_names: HashSet<String> =
-            sqlx::query("SELECT name FROM compute_environments")
-                .fetch_all(&mut *transaction)
-                .await?
-                .iter()
-                .map(|row| row.get::<String, _>(0))
-                .collect();
-        environment_names.extend(documents.iter().filter_map(|(resource, _)| match resource {
-            Resource::ComputeEnvironment(environment) => Some(environment.name.to_string()),
-            Resource::JobQueue(_)
-            | Resource::JobDefinition { .. }
-            | Resource::Schedule { .. }
-            | Resource::EventRule { .. }
-            | Resource::WebhookTrigger(_)
-            | Resource::Notification(_)
-            | Resource::ConcurrencyLimit(_)
-            | Resource::ConsumableResource(_) => None,
-        }));
-        // Queues a concurrency limit may name: those stored and those in this apply.
-        let mut queue_names: HashSet<String> = sqlx::query("SELECT name FROM job_queues")
-            .fetch_all(&mut *transaction)
-            .await?
-            .iter()
-            .map(|row| row.get::<String, _>(0))
-            .collect();
-        queue_names.extend(documents.iter().filter_map(|(resource, _)| match resource {
-            Resource::JobQueue(queue) => Some(queue.name.to_string()),
-            Resource::ComputeEnvironment(_)
-            | Resource::JobDefinition { .. }
-            | Resource::Schedule { .. }
-            | Resource::EventRule { .. }
-            | Resource::WebhookTrigger(_)
-            | Resource::Notification(_)
-            | Resource::ConcurrencyLimit(_)
-            | Resource::ConsumableResource(_) => None,
-        }));
+        // What queues and concurrency limits may name: what is stored and what this apply adds.
+        let environment_names =
+            known_names(&mut transaction, Kind::ComputeEnvironment, documents).await?;
+        let queue_names = known_names(&mut transaction, Kind::JobQueue, documents).await?;
         let mut applied = Vec::with_capacity(documents.len());
         for (index, (resource, spec)) in documents.iter().enumerate() {
             if let Resource::JobQueue(queue) = resource {
@@ -288,6 +256,27 @@ impl Store {
         .await?;
         row.as_ref().map(definition_from_row).transpose()
     }
+}
+
+/// The names of `kind` stored, and those `documents` apply.
+async fn known_names(
+    transaction: &mut Transaction<'static, Any>,
+    kind: Kind,
+    documents: &[ValidDocument],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let mut names: HashSet<String> =
+        sqlx::query_scalar(&format!("SELECT name FROM {}", table_of(kind)))
+            .fetch_all(&mut **transaction)
+            .await?
+            .into_iter()
+            .collect();
+    names.extend(
+        documents
+            .iter()
+            .filter(|(resource, _)| resource.kind() == kind)
+            .map(|(resource, _)| resource.name().to_string()),
+    );
+    Ok(names)
 }
 
 fn check_queue_references(queue: &JobQueue, known: &HashSet<String>) -> Result<(), FieldError> {
