@@ -618,6 +618,20 @@ pub fn print_why(answer: &Value, format: Format) -> anyhow::Result<()> {
         };
         println!("- {line}");
     }
+    let estimate = &answer["estimatedStart"];
+    if estimate.is_object() {
+        let at = estimate["at"]
+            .as_i64()
+            .map_or("unknown".to_string(), |millis| {
+                chrono::DateTime::from_timestamp_millis(millis).map_or(millis.to_string(), |at| {
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                })
+            });
+        println!("estimated start: {at}");
+        for basis in estimate["restsOn"].as_array().into_iter().flatten() {
+            println!("  (rests on: {})", text(basis));
+        }
+    }
     Ok(())
 }
 

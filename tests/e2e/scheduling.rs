@@ -465,3 +465,79 @@ fn consumable_resources_are_held_or_used_up(mut server: Server) {
         );
     }
 }
+
+/// `why` estimates when a RUNNABLE job starts: behind an attempt with a 60 s timeout and nothing
+/// else known, at that timeout; once an attempt of the definition succeeded, from its typical run.
+#[test]
+fn why_estimates_a_start_from_timeouts_then_typical_runs() {
+    let server = Server::start(None);
+    server.apply_text(
+        "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: solo}\n\
+         spec: {type: process, maxVcpus: 1, maxMemoryMiB: 4096}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: solo}\n\
+         spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: solo}]}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: timed}\nspec:\n\
+         \x20 containerProperties: {image: busybox, command: ['true']}\n\
+         \x20 timeout: {attemptDurationSeconds: 60}\n",
+    );
+    let gate = server.data_dir.join("gate");
+    let submit = |script: &str| {
+        server.submit(&[
+            "--queue",
+            "solo",
+            "--definition",
+            "timed",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    };
+    let gated = format!("while [ ! -e {} ]; do sleep 0.02; done", gate.display());
+    let estimate_behind = |blocker: &str, waiter: &str| {
+        let started = server.wait_for_status(blocker, "RUNNING")["startedAt"]
+            .as_i64()
+            .unwrap();
+        server.wait_for_status(waiter, "RUNNABLE");
+        let why = server.json(&["why", waiter]);
+        let estimate = why["estimatedStart"].clone();
+        (started, estimate)
+    };
+    let blocker = submit(&gated);
+    let waiter = submit("true");
+    let (started, estimate) = estimate_behind(&blocker, &waiter);
+    let at = estimate["at"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{estimate:#}"));
+    assert!(
+        (at - (started + 60_000)).abs() < 1_000,
+        "at the blocker's timeout: {at} against start {started}: {estimate:#}"
+    );
+    let said = stdout(&server.cli(&["why", &waiter]));
+    assert!(said.contains("estimated start: 20"), "{said}");
+    std::fs::write(&gate, "").unwrap();
+    server.wait_for_status(&blocker, "SUCCEEDED");
+    server.wait_for_status(&waiter, "SUCCEEDED");
+
+    // Both runs were short: the next estimate rests on the typical run, seconds away at most.
+    std::fs::remove_file(&gate).unwrap();
+    let blocker = submit(&gated);
+    let waiter = submit("true");
+    let (started, estimate) = estimate_behind(&blocker, &waiter);
+    let at = estimate["at"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{estimate:#}"));
+    assert!(
+        at < started + 10_000,
+        "from the typical run, not the 60 s timeout: {at} against start {started}: {estimate:#}"
+    );
+    assert!(
+        estimate["restsOn"][0]
+            .as_str()
+            .unwrap()
+            .contains("this definition's typical run"),
+        "{estimate:#}"
+    );
+    std::fs::write(&gate, "").unwrap();
+    server.wait_for_status(&waiter, "SUCCEEDED");
+}

@@ -15,6 +15,7 @@ pub mod consumable;
 pub mod contract;
 pub mod dependencies;
 pub mod endpoint_policy;
+pub mod estimate;
 pub mod event_pattern;
 pub mod events;
 pub mod fair_share;

@@ -38,6 +38,9 @@ pub struct WhyAnswer {
     pub job_id: String,
     pub status: JobStatus,
     pub holds: Vec<Hold>,
+    /// For a RUNNABLE job, when it may start and what that rests on (`core::estimate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_start: Option<crate::core::estimate::StartEstimate>,
 }
 
 /// PutEvents' answer: per entry, in order, its id or why it was refused.

@@ -311,11 +311,86 @@ pub(super) async fn why(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
     let holds = holds(&state, &job).await?;
+    let estimated_start = start_estimate(&state, &job).await?;
     Ok(Json(answers::WhyAnswer {
         job_id: job_id.0,
         status: job.status,
         holds,
+        estimated_start,
     }))
+}
+
+/// When a RUNNABLE job may start (`core::estimate`), from its queue's ENABLED environments, the
+/// attempts running on them, the jobs ahead of it and the typical runs this server has seen.
+pub(super) async fn start_estimate(
+    state: &AppState,
+    job: &crate::core::model::Job,
+) -> Result<Option<crate::core::estimate::StartEstimate>, ApiError> {
+    use crate::core::estimate::{
+        estimate_start, EnvironmentOutlook, EstimateInput, RunningAttempt,
+    };
+    use crate::core::model::ResourceState;
+    match job.status {
+        JobStatus::Runnable => {}
+        JobStatus::Submitted
+        | JobStatus::Pending
+        | JobStatus::Starting
+        | JobStatus::Running
+        | JobStatus::Succeeded
+        | JobStatus::Failed => return Ok(None),
+    }
+    let Some(queue) = state.store.job_queue(&job.queue).await? else {
+        return Ok(None);
+    };
+    let environments = state.store.compute_environments().await?;
+    let running = state.store.active_jobs().await?;
+    let now = now_millis();
+    let typical = |job: &crate::core::model::Job| {
+        state
+            .dispatcher
+            .typical_run_millis(job.spec.definition.as_str())
+    };
+    let outlooks = queue
+        .compute_environments
+        .iter()
+        .filter_map(|name| {
+            environments
+                .iter()
+                .find(|environment| &environment.name == name)
+        })
+        .filter(|environment| environment.state == ResourceState::Enabled)
+        .map(|environment| EnvironmentOutlook {
+            capacity: environment.capacity,
+            running: running
+                .iter()
+                .filter_map(|other| {
+                    let attempt = other.current_attempt.as_ref()?;
+                    (attempt.compute_environment == environment.name).then(|| {
+                        let started = attempt.started_at.unwrap_or(attempt.placed_at);
+                        let timeout = other
+                            .spec
+                            .timeout_seconds
+                            .map(|seconds| started + seconds as i64 * 1000);
+                        RunningAttempt {
+                            holds: other.spec.container.resources,
+                            expected_end: typical(other).map(|millis| started + millis).or(timeout),
+                        }
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    let ahead = state
+        .store
+        .runnable_ahead(&job.job_id, crate::core::estimate::MOST_SIMULATED)
+        .await?;
+    Ok(Some(estimate_start(&EstimateInput {
+        now,
+        needs: job.spec.container.resources,
+        ahead,
+        typical_millis: typical(job),
+        environments: outlooks,
+    })))
 }
 
 /// What holds `job`, from a snapshot read now (`core::why`); the API's `why` and the console's

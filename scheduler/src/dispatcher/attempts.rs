@@ -143,6 +143,12 @@ impl Dispatcher {
                         },
                     });
                     let active = self.active.remove(&job_id).expect("present");
+                    if let (Verdict::Succeeded, Some(started)) =
+                        (judgement.verdict, active.started_at)
+                    {
+                        self.handle
+                            .record_run(&active.subject.definition, at - started);
+                    }
                     self.release(&active.environment, &active.reserved);
                     self.record_share_usage(&active, at);
                     after.push(active.executor.map(|executor| Removal {

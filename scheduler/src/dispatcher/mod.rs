@@ -150,6 +150,9 @@ pub struct DispatcherHandle {
     unhealthy: Arc<std::sync::Mutex<BTreeMap<String, String>>>,
     /// Each fair-share queue's shares as of the last placement, for `batchctl why`.
     share_standings: Arc<std::sync::Mutex<HashMap<QueueName, Vec<ShareStanding>>>>,
+    /// How long each definition's attempts typically run, in milliseconds: a weighted mean of
+    /// the attempts that succeeded while this server led, for start estimates.
+    typical_runs: Arc<std::sync::Mutex<HashMap<String, f64>>>,
     /// Where wake-ups are also sent for other servers (see `crate::peers`).
     peers: Arc<std::sync::OnceLock<mpsc::Sender<Wake>>>,
     /// The server's metrics: the dispatcher, the schedule and rule runners and the notifier
@@ -230,6 +233,28 @@ impl DispatcherHandle {
             .get(queue)
             .cloned()
             .unwrap_or_default()
+    }
+
+    /// How long attempts of `definition` typically run (milliseconds), if one succeeded while
+    /// this server led.
+    pub fn typical_run_millis(&self, definition: &str) -> Option<i64> {
+        self.typical_runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(definition)
+            .map(|millis| millis.round() as i64)
+    }
+
+    /// Counts a successful attempt of `definition` that ran `millis` into its typical run: each
+    /// new run weighs a fifth, so the mean follows a definition whose runs change.
+    fn record_run(&self, definition: &str, millis: i64) {
+        let millis = millis.max(0) as f64;
+        self.typical_runs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(definition.to_string())
+            .and_modify(|mean| *mean += (millis - *mean) / 5.0)
+            .or_insert(millis);
     }
 
     /// Compute environments whose executor was unreachable at the last attempt to use it.

@@ -320,6 +320,7 @@ async fn job(
     } else {
         Vec::new()
     };
+    let estimate = super::jobs::start_estimate(&state, &stored).await?;
     // An array parent runs nothing itself: its output is its children's.
     let view = match stored.array {
         ArrayRole::Parent { .. } => super::views::JobView {
@@ -329,7 +330,12 @@ async fn job(
         },
         ArrayRole::Single | ArrayRole::Child { .. } => view,
     };
-    Ok(html(pages::job(&view, &holds, abilities(caller))))
+    Ok(html(pages::job(
+        &view,
+        &holds,
+        estimate.as_ref(),
+        abilities(caller),
+    )))
 }
 
 async fn schedules(State(state): State<AppState>) -> Result<Response, ApiError> {

@@ -406,7 +406,12 @@ fn array_progress(job: &JobView) -> Markup {
 
 /// One job: its facts, attempts, what holds it, its output following live, and the buttons the
 /// caller may use.
-pub fn job(job: &JobView, holds: &[Hold], abilities: Abilities) -> Markup {
+pub fn job(
+    job: &JobView,
+    holds: &[Hold],
+    estimate: Option<&crate::core::estimate::StartEstimate>,
+    abilities: Abilities,
+) -> Markup {
     let waiting = matches!(
         job.status,
         JobStatus::Submitted | JobStatus::Pending | JobStatus::Runnable
@@ -471,6 +476,13 @@ pub fn job(job: &JobView, holds: &[Hold], abilities: Abilities) -> Markup {
             @if waiting {
                 h2 id="why-title" { "Why it waits" }
                 ul class="holds" { @for hold in holds { li { (hold.to_string()) } } }
+                @if let Some(estimate) = estimate {
+                    p id="estimated-start" {
+                        "Estimated start: "
+                        @if let Some(at) = estimate.at { (time(Some(at))) } @else { "unknown" }
+                    }
+                    ul class="hint" { @for basis in &estimate.rests_on { li { (basis) } } }
+                }
             }
         }
         section id="job-attempts" data-live aria-labelledby="attempts-title" {
