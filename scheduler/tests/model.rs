@@ -6,7 +6,8 @@
 //! - attempts never exceed the job's limit;
 //! - a job never starts before every job it depends on ended as its condition asks (afterok,
 //!   afterany, afternotok), fails once one can no longer be met, and waits no longer than needed;
-//! - the vCPUs of running work never exceed the environment's;
+//! - the vCPUs of running work never exceed the environment's, a queue's `maxRunningJobs` and a
+//!   concurrency limit (one job per `customer` parameter) are never exceeded;
 //! - the dispatcher is work-conserving: after it settles, no RUNNABLE job fits in the free room;
 //! - outcomes the model can predict (an exit, a cancel, a failed dependency) are what the store shows.
 
@@ -51,6 +52,11 @@ metadata: {name: capped}
 spec: {priority: 1, maxRunningJobs: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: local}]}
 ---
 apiVersion: batchctl/v1
+kind: ConcurrencyLimit
+metadata: {name: per-customer}
+spec: {key: "Ref::customer", max: 1}
+---
+apiVersion: batchctl/v1
 kind: JobDefinition
 metadata: {name: d}
 spec:
@@ -72,6 +78,8 @@ enum Op {
         timeout: bool,
         /// Into the queue whose `maxRunningJobs` is 1.
         capped: bool,
+        /// With parameter `customer` set to this: at most one job per customer runs.
+        customer: Option<u8>,
     },
     /// The running work of a job exits.
     Exit {
@@ -92,8 +100,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (1u64..=2, 1u32..=3, prop::collection::vec((0usize..8, condition()), 0..3), prop::bool::weighted(0.15), prop::bool::weighted(0.3))
-            .prop_map(|(vcpus, attempts, depends_on, timeout, capped)| Op::Submit { vcpus, attempts, depends_on, timeout, capped }),
+        4 => (1u64..=2, 1u32..=3, prop::collection::vec((0usize..8, condition()), 0..3), prop::bool::weighted(0.15), prop::bool::weighted(0.3), prop::option::weighted(0.4, 0u8..2))
+            .prop_map(|(vcpus, attempts, depends_on, timeout, capped, customer)| Op::Submit { vcpus, attempts, depends_on, timeout, capped, customer }),
         4 => (0usize..8, prop_oneof![Just(0), Just(1), Just(3)]).prop_map(|(job, code)| Op::Exit { job, code }),
         1 => (0usize..8).prop_map(|job| Op::Cancel { job }),
         1 => (0usize..8).prop_map(|job| Op::Terminate { job }),
@@ -120,6 +128,7 @@ struct ModelJob {
     /// The status the store must show once the dispatcher settles, where the model can tell.
     expected: Option<JobStatus>,
     capped: bool,
+    customer: Option<u8>,
 }
 
 struct World {
@@ -196,8 +205,9 @@ impl World {
                 depends_on,
                 timeout,
                 capped,
+                customer,
             } => {
-                self.submit(*vcpus, *attempts, depends_on, *timeout, *capped)
+                self.submit(*vcpus, *attempts, depends_on, *timeout, *capped, *customer)
                     .await
             }
             Op::Exit { job, code } if !self.jobs.is_empty() => {
@@ -245,6 +255,7 @@ impl World {
         depends_on: &[(usize, DependencyCondition)],
         timeout: bool,
         capped: bool,
+        customer: Option<u8>,
     ) {
         let mut parents: Vec<(usize, DependencyCondition)> = if self.jobs.is_empty() {
             Vec::new()
@@ -260,6 +271,9 @@ impl World {
         let request = SubmitJobRequest {
             job_queue: if capped { "capped" } else { "q" }.into(),
             job_definition: "d".into(),
+            parameters: customer
+                .map(|customer| BTreeMap::from([("customer".to_string(), format!("c{customer}"))]))
+                .unwrap_or_default(),
             container_overrides: Some(ContainerOverrides {
                 resource_requirements: vec![ResourceRequirement {
                     resource_type: "VCPU".into(),
@@ -319,6 +333,7 @@ impl World {
             depends_on: parents,
             expected: None,
             capped,
+            customer,
         });
     }
 
@@ -377,6 +392,21 @@ impl World {
             capped_running <= 1,
             "{capped_running} jobs of the capped queue run at once"
         );
+        // The concurrency limit: one running job per customer, whatever queue.
+        let mut customers_running: BTreeMap<u8, usize> = BTreeMap::new();
+        for model in &self.jobs {
+            if let Some(customer) = model.customer {
+                if running_per_job.contains_key(model.id.0.as_str()) {
+                    *customers_running.entry(customer).or_default() += 1;
+                }
+            }
+        }
+        for (customer, running) in &customers_running {
+            assert!(
+                *running <= 1,
+                "{running} jobs of customer c{customer} run at once, over its limit of 1"
+            );
+        }
         let running_vcpus: u64 = running.iter().map(|spec| spec.resources.vcpu_millis).sum();
         assert!(
             running_vcpus <= CAPACITY_VCPUS * 1000,
@@ -454,7 +484,13 @@ impl World {
             }
             // Work-conserving: nothing that fits is left waiting (backoff is not used here),
             // unless its queue's cap is reached.
-            if job.status == JobStatus::Runnable && !(model.capped && capped_running >= 1) {
+            let customer_held = model
+                .customer
+                .is_some_and(|customer| customers_running.contains_key(&customer));
+            if job.status == JobStatus::Runnable
+                && !(model.capped && capped_running >= 1)
+                && !customer_held
+            {
                 assert!(
                     job.spec.container.resources.vcpu_millis > free,
                     "job {} needs {} and {free} is free, yet it waits",
