@@ -1,7 +1,7 @@
 //! Submit rate, dispatch rate and submit-to-start latency with a no-op executor, on SQLite and
 //! Postgres. A bench binary, not a timed test: `cargo bench -p batchctl-scheduler --bench throughput
 //! -- [--jobs N] [--runs R] [--only sqlite|postgres] [--job-events] [--fenced]
-//! [--max-running-jobs N]`. Postgres comes from
+//! [--max-running-jobs N] [--throttles]`. Postgres comes from
 //! BATCHCTL_TEST_DATABASE_URL (see .ci/postgres). Figures and method: BENCHMARKS.md.
 
 use std::time::{Duration, Instant};
@@ -38,6 +38,9 @@ async fn main() {
     let fenced = arguments.flag("--fenced");
     // With a queue cap, placement counts the queue's running attempts and bounds its slots.
     let max_running_jobs: usize = arguments.number("--max-running-jobs", 0);
+    // With a concurrency limit and a consumable resource configured (neither binding), placement
+    // keys, counts and books every job.
+    let throttles = arguments.flag("--throttles");
     println!(
         "jobs per run: {jobs}, runs: {runs}, submitters: {SUBMITTERS}, cores: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -58,6 +61,9 @@ async fn main() {
             }
             if max_running_jobs > 0 {
                 common::cap_queue(&store, max_running_jobs as u64).await;
+            }
+            if throttles {
+                common::throttle_without_binding(&store).await;
             }
             let store = match (fenced, database) {
                 (true, "postgres") => {
@@ -112,6 +118,7 @@ async fn main() {
     summary.insert("jobs".into(), jobs.into());
     summary.insert("runs".into(), runs.into());
     summary.insert("max_running_jobs".into(), max_running_jobs.into());
+    summary.insert("throttles".into(), throttles.into());
     println!("{}", serde_json::Value::Object(summary));
 }
 

@@ -115,6 +115,20 @@ pub async fn cap_queue(store: &Store, max_running_jobs: u64) {
     apply_text(store, &text).await;
 }
 
+/// Configures the throttles without letting them bind, so placement does their bookkeeping for
+/// every job: a concurrency limit keyed by the definition with room for every job, and a
+/// REPLENISHABLE consumable resource of which each job asks one, with more than enough.
+pub async fn throttle_without_binding(store: &Store) {
+    let text = "apiVersion: batchctl/v1\nkind: ConcurrencyLimit\nmetadata: {name: per-definition}\n\
+        spec: {key: jobDefinition, max: 1000000}\n---\n\
+        apiVersion: batchctl/v1\nkind: ConsumableResource\nmetadata: {name: tokens}\n\
+        spec: {totalQuantity: 1000000000}\n---\n\
+        apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: noop}\nspec:\n\
+        \x20 containerProperties: {image: none, command: [\"noop\"], resourceRequirements: [{type: VCPU, value: \"1\"}, {type: MEMORY, value: \"1\"}]}\n\
+        \x20 consumableResourceProperties: {consumableResourceList: [{consumableResource: tokens, quantity: 1}]}\n";
+    apply_text(store, text).await;
+}
+
 /// Applies an event rule that matches every Job State Change, so transitions emit events.
 pub async fn listen_to_job_events(store: &Store) {
     let text = "apiVersion: batchctl/v1\nkind: EventRule\nmetadata: {name: all-jobs}\nspec:\n  eventPattern: {source: [batchctl]}\n  target: {jobQueue: bench, jobDefinition: noop}\n";
