@@ -457,18 +457,7 @@ fn max_concurrency_caps_the_children_in_flight(server: &Server) {
     assert_eq!(summary(&job, "SUCCEEDED"), 6);
     // Never more than two between a start and its end, and two at once most of the time.
     let trace = std::fs::read_to_string(&trace).unwrap();
-    let (mut in_flight, mut most, mut started) = (0, 0, Vec::new());
-    for line in trace.lines() {
-        match line.split_once(' ') {
-            Some(("start", index)) => {
-                in_flight += 1;
-                started.push(index.to_string());
-            }
-            Some(("end", _)) => in_flight -= 1,
-            _ => panic!("unexpected trace line {line:?}"),
-        }
-        most = most.max(in_flight);
-    }
+    let (most, mut started) = crate::support::most_at_once(&trace);
     assert_eq!(
         most, 2,
         "at most two at once, and two did run together:\n{trace}"

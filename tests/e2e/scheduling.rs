@@ -299,6 +299,43 @@ fn a_concurrency_limit_runs_at_most_max_jobs_per_key(server: &Server) {
         server.wait_for_status(job, "SUCCEEDED");
     }
 
+    // From the jobs' own side: six jobs of one team, a limit of two, room for four.
+    server.apply_text(
+        "apiVersion: batchctl/v1\nkind: ConcurrencyLimit\nmetadata: {name: per-team}\n\
+         spec: {key: 'Ref::team', max: 2}\n",
+    );
+    let trace = server.data_dir.join("trace");
+    let script = format!(
+        "echo start $AWS_BATCH_JOB_ID >> {0}; sleep 0.3; echo end $AWS_BATCH_JOB_ID >> {0}",
+        trace.display()
+    );
+    let team: Vec<String> = (0..6)
+        .map(|_| {
+            server.submit(&[
+                "--queue",
+                "default",
+                "--definition",
+                "hello",
+                "--param",
+                "team=a",
+                "--",
+                "sh",
+                "-c",
+                &script,
+            ])
+        })
+        .collect();
+    for job in &team {
+        server.wait_for_status(job, "SUCCEEDED");
+    }
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let (most, started) = crate::support::most_at_once(&trace);
+    assert_eq!(
+        most, 2,
+        "never more than two of the team at once, and two together:\n{trace}"
+    );
+    assert_eq!(started.len(), 6, "{trace}");
+
     for (spec, expected) in [
         (
             "{key: customer, max: 1}",
@@ -324,7 +361,7 @@ fn a_concurrency_limit_runs_at_most_max_jobs_per_key(server: &Server) {
             stderr(&output)
         );
     }
-    let output = server.cli(&["delete", "concurrencylimit", "per-customer"]);
+    let output = server.cli(&["delete", "concurrencylimit", "per-customer", "per-team"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let listed = server.json(&["get", "concurrencylimits"]);
     assert_eq!(listed["items"], serde_json::json!([]));

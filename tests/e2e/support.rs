@@ -421,3 +421,21 @@ pub fn is_root() -> bool {
         .output()
         .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
 }
+
+/// Reads a trace the jobs wrote themselves, a line `start NAME` when each began and `end NAME`
+/// when it finished: the most that ran at once, and the names in the order they started.
+pub fn most_at_once(trace: &str) -> (usize, Vec<String>) {
+    let (mut in_flight, mut most, mut started) = (0usize, 0, Vec::new());
+    for line in trace.lines() {
+        match line.split_once(' ') {
+            Some(("start", name)) => {
+                in_flight += 1;
+                started.push(name.to_string());
+            }
+            Some(("end", _)) => in_flight -= 1,
+            _ => panic!("unexpected trace line {line:?}"),
+        }
+        most = most.max(in_flight);
+    }
+    (most, started)
+}
