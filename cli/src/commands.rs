@@ -394,6 +394,9 @@ pub(crate) struct SubmitArgs {
     /// An environment variable override, KEY=VALUE (repeatable).
     #[arg(long = "env", value_parser = key_value)]
     pub(crate) env: Vec<(String, String)>,
+    /// A tag of the job, KEY=VALUE (repeatable), over its definition's tags.
+    #[arg(long = "tag", value_parser = key_value)]
+    pub(crate) tags: Vec<(String, String)>,
     /// Submitting again with the same key returns the same job.
     #[arg(long)]
     pub(crate) idempotency_key: Option<String>,

@@ -133,6 +133,7 @@ pub(crate) async fn submit(
         name,
         params,
         env,
+        tags,
         idempotency_key,
         depends_on,
         array_size,
@@ -171,6 +172,7 @@ pub(crate) async fn submit(
         }),
         share_identifier,
         scheduling_priority_override: scheduling_priority,
+        tags: tags.into_iter().collect(),
         consumable_resource_properties_override: (!consumable_resources.is_empty()).then_some(
             ConsumableResourceProperties {
                 consumable_resource_list: consumable_resources,

@@ -29,12 +29,14 @@ pub fn aws_job_definitions(document: &Value) -> Vec<&Value> {
 }
 
 /// Fields taken over as they are, at the top level and in `containerProperties`.
-const TOP_LEVEL_KEPT: [&str; 5] = [
+const TOP_LEVEL_KEPT: [&str; 7] = [
     "parameters",
     "retryStrategy",
     "timeout",
     "schedulingPriority",
     "type",
+    "tags",
+    "consumableResourceProperties",
 ];
 const CONTAINER_KEPT: [&str; 6] = [
     "image",
@@ -270,7 +272,6 @@ mod tests {
                 "propagateTags",
                 "revision",
                 "status",
-                "tags",
             ]
         );
         let Resource::JobDefinition { name, spec } = parse_document(&converted.document).unwrap()
@@ -281,6 +282,7 @@ mod tests {
         assert_eq!(spec.retry.attempts, 3);
         assert_eq!(spec.retry.evaluate_on_exit.len(), 2);
         assert_eq!(spec.timeout_seconds, Some(600));
+        assert_eq!(spec.tags["team"], "graphics", "tags are kept");
         assert_eq!(spec.container.resources.vcpu_millis, 2000);
         assert_eq!(spec.container.resources.memory_mib, 2048);
         assert_eq!(spec.container.resources.gpus, 1);

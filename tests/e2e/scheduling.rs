@@ -299,24 +299,25 @@ fn a_concurrency_limit_runs_at_most_max_jobs_per_key(server: &Server) {
         server.wait_for_status(job, "SUCCEEDED");
     }
 
-    // From the jobs' own side: six jobs of one team, a limit of two, room for four.
+    // From the jobs' own side: six jobs tagged with one team, a limit of two per team, room for
+    // four.
     server.apply_text(
         "apiVersion: batchctl/v1\nkind: ConcurrencyLimit\nmetadata: {name: per-team}\n\
-         spec: {key: 'Ref::team', max: 2}\n",
+         spec: {key: 'tag:team', max: 2}\n",
     );
     let trace = server.data_dir.join("trace");
     let script = format!(
         "echo start $AWS_BATCH_JOB_ID >> {0}; sleep 0.3; echo end $AWS_BATCH_JOB_ID >> {0}",
         trace.display()
     );
-    let team: Vec<String> = (0..6)
+    let tagged: Vec<String> = (0..6)
         .map(|_| {
             server.submit(&[
                 "--queue",
                 "default",
                 "--definition",
                 "hello",
-                "--param",
+                "--tag",
                 "team=a",
                 "--",
                 "sh",
@@ -325,9 +326,10 @@ fn a_concurrency_limit_runs_at_most_max_jobs_per_key(server: &Server) {
             ])
         })
         .collect();
-    for job in &team {
+    for job in &tagged {
         server.wait_for_status(job, "SUCCEEDED");
     }
+    assert_eq!(server.job(&tagged[0])["tags"]["team"], "a");
     let trace = std::fs::read_to_string(&trace).unwrap();
     let (most, started) = crate::support::most_at_once(&trace);
     assert_eq!(

@@ -38,6 +38,8 @@ pub enum LimitKey {
     JobDefinition,
     /// `shareIdentifier`: the fair-share identifier; a job without one is not limited.
     ShareIdentifier,
+    /// `tag:NAME`: the job's tag NAME; a job without it is not limited.
+    Tag { name: String },
 }
 
 /// The largest `max` a limit may have.
@@ -49,22 +51,28 @@ impl LimitKey {
         match text {
             "jobDefinition" => Ok(LimitKey::JobDefinition),
             "shareIdentifier" => Ok(LimitKey::ShareIdentifier),
-            _ => match text.strip_prefix("Ref::") {
-                Some(name)
-                    if !name.is_empty()
-                        && name.len() <= 128
-                        && name
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
-                {
-                    Ok(LimitKey::Parameter {
-                        name: name.to_string(),
+            _ => {
+                let named = |prefix: &str| {
+                    text.strip_prefix(prefix).filter(|name| {
+                        !name.is_empty()
+                            && name.len() <= 128
+                            && name
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
                     })
+                };
+                match (named("Ref::"), named("tag:")) {
+                    (Some(name), _) => Ok(LimitKey::Parameter {
+                        name: name.to_string(),
+                    }),
+                    (None, Some(name)) => Ok(LimitKey::Tag {
+                        name: name.to_string(),
+                    }),
+                    (None, None) => Err(format!(
+                        "{text:?} is not a key; use Ref::PARAMETER (a job parameter), tag:NAME (a job tag), jobDefinition or shareIdentifier"
+                    )),
                 }
-                _ => Err(format!(
-                    "{text:?} is not a key; use Ref::PARAMETER (a job parameter), jobDefinition or shareIdentifier"
-                )),
-            },
+            }
         }
     }
 
@@ -74,6 +82,7 @@ impl LimitKey {
             LimitKey::Parameter { name } => format!("Ref::{name}"),
             LimitKey::JobDefinition => "jobDefinition".into(),
             LimitKey::ShareIdentifier => "shareIdentifier".into(),
+            LimitKey::Tag { name } => format!("tag:{name}"),
         }
     }
 
@@ -82,6 +91,7 @@ impl LimitKey {
             LimitKey::Parameter { name } => subject.parameters.get(name).cloned(),
             LimitKey::JobDefinition => Some(subject.definition.clone()),
             LimitKey::ShareIdentifier => subject.share.clone(),
+            LimitKey::Tag { name } => subject.tags.get(name).cloned(),
         }
     }
 }
@@ -99,6 +109,7 @@ pub struct LimitSubject {
     pub definition: String,
     pub share: Option<String>,
     pub parameters: BTreeMap<String, String>,
+    pub tags: BTreeMap<String, String>,
 }
 
 impl LimitSubject {
@@ -108,6 +119,7 @@ impl LimitSubject {
             definition: job.spec.definition.to_string(),
             share: job.spec.share_identifier.clone(),
             parameters: job.spec.parameters.clone(),
+            tags: job.spec.tags.clone(),
         }
     }
 }
@@ -222,6 +234,7 @@ mod tests {
             parameters: customer
                 .map(|customer| BTreeMap::from([("customer".to_string(), customer.to_string())]))
                 .unwrap_or_default(),
+            tags: BTreeMap::from([("team".to_string(), queue_name.to_string())]),
         }
     }
 
@@ -270,14 +283,29 @@ mod tests {
 
     #[test]
     fn keys_are_read_as_written_and_refused_with_the_forms_allowed() {
-        for text in ["Ref::customer", "jobDefinition", "shareIdentifier"] {
+        for text in [
+            "Ref::customer",
+            "jobDefinition",
+            "shareIdentifier",
+            "tag:team",
+        ] {
             assert_eq!(LimitKey::parse(text).unwrap().text(), text);
         }
-        for text in ["customer", "Ref::", "Ref::a b", "tag:team"] {
+        for text in ["customer", "Ref::", "Ref::a b", "tag:", "team"] {
             assert!(LimitKey::parse(text).unwrap_err().contains(
-                "use Ref::PARAMETER (a job parameter), jobDefinition or shareIdentifier"
+                "use Ref::PARAMETER (a job parameter), tag:NAME (a job tag), jobDefinition or shareIdentifier"
             ));
         }
+        // A tag key counts jobs by the tag's value (here each test subject's queue name).
+        let by_team = [ConcurrencyLimit {
+            name: "per-team".into(),
+            key: LimitKey::parse("tag:team").unwrap(),
+            max: 1,
+            job_queues: vec![],
+        }];
+        let book = LimitBook::new(&by_team, &[subject("q1", None)]);
+        assert!(book.held(&book.keys_of(&subject("q1", None))).is_some());
+        assert_eq!(book.held(&book.keys_of(&subject("q2", None))), None);
         let limits = [ConcurrencyLimit {
             name: "one-at-a-time".into(),
             key: LimitKey::JobDefinition,

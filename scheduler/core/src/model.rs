@@ -298,6 +298,9 @@ pub struct DefinitionSpec {
     /// Consumable resources each job asks for (`consumableResourceProperties`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumable_resources: Vec<crate::consumable::ConsumableRequest>,
+    /// Tags each job of the definition carries (a submit's own tags win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// AWS Batch's retryStrategy, and a backoff it lacks.
@@ -638,6 +641,9 @@ pub struct JobSpec {
     /// Consumable resources each attempt asks for beside vCPUs and memory (`core::consumable`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub consumable_resources: Vec<crate::consumable::ConsumableRequest>,
+    /// The job's tags: its definition's, with the submit's over them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 fn is_zero(value: &u32) -> bool {

@@ -471,6 +471,7 @@ mod tests {
             definition: "d".into(),
             share: None,
             parameters: [("customer".to_string(), customer.to_string())].into(),
+            tags: Default::default(),
         };
         let book = LimitBook::new(&limits, &[subject("acme")]);
         let head: Vec<Candidate> = [

@@ -50,6 +50,9 @@ pub struct JobView {
     /// Held by `batchctl suspend` (Kubernetes' `suspend`): not placed until resumed.
     #[serde(skip_serializing_if = "std::ops::Not::not", default)]
     pub suspended: bool,
+    /// Its tags: its definition's, with the submit's over them.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// An array child in a list (`GET /v1/jobs?arrayJobId=…`), in the shape of AWS Batch's
@@ -290,6 +293,7 @@ impl From<&Job> for JobView {
             scheduling_priority: job.spec.scheduling_priority,
             share_identifier: job.spec.share_identifier.clone(),
             suspended: job.suspended,
+            tags: job.spec.tags.clone(),
             array_properties: match &job.array {
                 ArrayRole::Single => None,
                 ArrayRole::Parent { size } => Some(ArrayPropertiesView {

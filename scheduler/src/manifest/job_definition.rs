@@ -27,6 +27,10 @@ pub struct JobDefinitionSpec {
     /// Consumable resources each job asks for (AWS Batch's field).
     #[serde(default)]
     pub consumable_resource_properties: Option<ConsumableResourceProperties>,
+    /// Tags each job of the definition carries (a submit's own tags win); concurrency limits may
+    /// be keyed by one (`tag:NAME`).
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -194,7 +198,38 @@ pub fn definition_spec(spec: &JobDefinitionSpec) -> Result<DefinitionSpec, Field
                 .map_err(|error| error.within("consumableResourceProperties"))?,
             None => Vec::new(),
         },
+        tags: tags(&spec.tags)?,
     })
+}
+
+/// The most tags a definition or a job may carry (AWS Batch's limit).
+const MAX_TAGS: usize = 50;
+
+/// Tags as AWS Batch allows them: at most 50, keys of 1 to 128 characters, values up to 256.
+pub(super) fn tags(
+    tags: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, FieldError> {
+    if tags.len() > MAX_TAGS {
+        return Err(FieldError::new(
+            "tags",
+            format!("has {} tags; give at most {MAX_TAGS}", tags.len()),
+        ));
+    }
+    for (key, value) in tags {
+        if key.is_empty() || key.chars().count() > 128 {
+            return Err(FieldError::new(
+                "tags",
+                format!("{key:?} is not a tag key: 1 to 128 characters"),
+            ));
+        }
+        if value.chars().count() > 256 {
+            return Err(FieldError::new(
+                format!("tags.{key}"),
+                "is longer than 256 characters",
+            ));
+        }
+    }
+    Ok(tags.clone())
 }
 
 /// Capability names as Docker takes them (`NET_ADMIN`; a `CAP_` prefix is accepted and removed).

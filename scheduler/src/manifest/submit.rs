@@ -168,6 +168,9 @@ pub struct SubmitJobRequest {
     /// Replaces the definition's `consumableResourceProperties`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumable_resource_properties_override: Option<ConsumableResourceProperties>,
+    /// The job's tags, over its definition's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// AWS Batch's ArrayProperties of SubmitJob.
@@ -416,6 +419,11 @@ pub fn build_job(
                 Some(properties) => consumable_requests(properties)
                     .map_err(|error| error.within("consumableResourcePropertiesOverride"))?,
                 None => definition.spec.consumable_resources.clone(),
+            },
+            tags: {
+                let mut merged = definition.spec.tags.clone();
+                merged.extend(request.tags.clone());
+                super::job_definition::tags(&merged)?
             },
         },
         created_at: now,

@@ -131,6 +131,28 @@ fn errors_name_the_field_and_what_to_do() {
             definition(json!({"containerProperties": {"image": "i", "command": ["true"], "memory": 5}})),
             "spec.containerProperties.memory: unknown field `memory`, expected one of `image`, `command`, `environment`, `resourceRequirements`, `workingDir`, `user`, `imagePullPolicy`, `privileged`, `linuxParameters`",
         ),
+        (
+            definition(json!({"containerProperties": {"image": "i", "command": ["true"]},
+                   "tags": {"": "x"}})),
+            "spec.tags: \"\" is not a tag key: 1 to 128 characters",
+        ),
+        (
+            definition(json!({"containerProperties": {"image": "i", "command": ["true"]},
+                   "tags": (0..51).map(|i| (format!("k{i}"), json!("v"))).collect::<serde_json::Map<_, _>>()})),
+            "spec.tags: has 51 tags; give at most 50",
+        ),
+        (
+            definition(json!({"containerProperties": {"image": "i", "command": ["true"]},
+                   "consumableResourceProperties": {"consumableResourceList": [
+                       {"consumableResource": "seats", "quantity": 1},
+                       {"consumableResource": "seats", "quantity": 2}]}})),
+            "spec.consumableResourceProperties.consumableResourceList[1].consumableResource: seats is listed twice",
+        ),
+        (
+            json!({"apiVersion": "batchctl/v1", "kind": "ConsumableResource", "metadata": {"name": "c"},
+                   "spec": {"totalQuantity": 1, "resourceType": "FOREVER"}}),
+            "spec.resourceType: \"FOREVER\" is not a type; use REPLENISHABLE or NON_REPLENISHABLE",
+        ),
     ];
     for (document, expected) in cases {
         assert_eq!(error_of(document), expected);

@@ -168,6 +168,7 @@ pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
             max_log_bytes: None,
             chain_depth: 0,
             consumable_resources: Vec::new(),
+            tags: Default::default(),
             timeout_seconds: None,
         },
         created_at: 1,

@@ -435,6 +435,7 @@ mod tests {
                 max_log_bytes: None,
                 chain_depth: 0,
                 consumable_resources: Vec::new(),
+                tags: Default::default(),
             },
             created_at: 0,
             started_at: None,
