@@ -394,6 +394,33 @@ mod tests {
         Backend, ContainerProperties, DefinitionName, JobName, JobSpec, QueueName, RetryPolicy,
     };
 
+    /// A snapshot with nothing but the job and the tables: each test sets what it is about.
+    fn bare<'a>(
+        job: &'a Job,
+        environments: &'a HashMap<EnvironmentName, ComputeEnvironment>,
+        used: &'a HashMap<EnvironmentName, Resources>,
+        unhealthy: &'a BTreeMap<String, String>,
+    ) -> Snapshot<'a> {
+        Snapshot {
+            job,
+            queue: None,
+            environments,
+            used,
+            runnable_ahead: 0,
+            unfinished_dependencies: &[],
+            unhealthy,
+            unfinished_children: 0,
+            array_in_flight: 0,
+            queue_running: 0,
+            shares: &[],
+            limits: &[],
+            running: &[],
+            consumables: &[],
+            running_consumes: &[],
+            now: 0,
+        }
+    }
+
     fn resources(vcpus: u64, memory_mib: u64) -> Resources {
         Resources {
             vcpu_millis: vcpus * 1000,
@@ -490,22 +517,9 @@ mod tests {
         let used = HashMap::from([(names[2].clone(), resources(3, 100))]);
         let unhealthy = BTreeMap::from([("down".to_string(), "engine is down".to_string())]);
         let snapshot = Snapshot {
-            job: &job,
             queue: Some(&queue),
-            environments: &environments,
-            used: &used,
             runnable_ahead: 7,
-            unfinished_dependencies: &[],
-            unhealthy: &unhealthy,
-            unfinished_children: 0,
-            array_in_flight: 0,
-            queue_running: 0,
-            shares: &[],
-            limits: &[],
-            running: &[],
-            consumables: &[],
-            running_consumes: &[],
-            now: 0,
+            ..bare(&job, &environments, &used, &unhealthy)
         };
         let holds = why(&snapshot);
         assert_eq!(
@@ -571,22 +585,9 @@ mod tests {
         let dependencies = [(JobId("a".into()), JobStatus::Running)];
         let snapshot = |job: &Job| {
             why(&Snapshot {
-                job,
-                queue: None,
-                environments: &environments,
-                used: &used,
-                runnable_ahead: 0,
                 unfinished_dependencies: &dependencies,
-                unhealthy: &unhealthy,
-                unfinished_children: 0,
-                array_in_flight: 0,
-                queue_running: 0,
-                shares: &[],
-                limits: &[],
-                running: &[],
-                consumables: &[],
-                running_consumes: &[],
                 now: 1_000,
+                ..bare(job, &environments, &used, &unhealthy)
             })
         };
         assert_eq!(
@@ -653,22 +654,9 @@ mod tests {
         let dependency = [(JobId("a".into()), JobStatus::Running)];
         let holds = |dependencies: &[(JobId, JobStatus)], in_flight| {
             why(&Snapshot {
-                job: &child,
-                queue: None,
-                environments: &environments,
-                used: &used,
-                runnable_ahead: 0,
                 unfinished_dependencies: dependencies,
-                unhealthy: &unhealthy,
-                unfinished_children: 0,
                 array_in_flight: in_flight,
-                queue_running: 0,
-                shares: &[],
-                limits: &[],
-                running: &[],
-                consumables: &[],
-                running_consumes: &[],
-                now: 0,
+                ..bare(&child, &environments, &used, &unhealthy)
             })
         };
         let at_cap = Hold::ArrayAtMaxConcurrency {
@@ -697,22 +685,8 @@ mod tests {
         let (environments, used, unhealthy) = (HashMap::new(), HashMap::new(), BTreeMap::new());
         let holds = |runnable_ahead| {
             why(&Snapshot {
-                job: &job,
-                queue: None,
-                environments: &environments,
-                used: &used,
                 runnable_ahead,
-                unfinished_dependencies: &[],
-                unhealthy: &unhealthy,
-                unfinished_children: 0,
-                array_in_flight: 0,
-                queue_running: 0,
-                shares: &[],
-                limits: &[],
-                running: &[],
-                consumables: &[],
-                running_consumes: &[],
-                now: 0,
+                ..bare(&job, &environments, &used, &unhealthy)
             })
         };
         let position = |runnable_ahead, at_least| Hold::QueuePosition {
