@@ -121,13 +121,7 @@ fn fair_share_queues_need_a_share_and_why_shows_the_shares() {
     server.wait_for_status(&first, "RUNNING");
     let waiting = submit("team-b", &["true"]);
     server.wait_for_status(&waiting, "RUNNABLE");
-    let why = server.json(&["why", &waiting]);
-    let hold = why["holds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|hold| hold["type"] == "fairShare")
-        .unwrap_or_else(|| panic!("no fairShare hold: {why:#}"));
+    let hold = server.hold(&waiting, "fairShare");
     assert_eq!(hold["shareIdentifier"], "team-b");
     assert_eq!(hold["weightFactor"], 2.0);
     server.wait_for_status(&first, "SUCCEEDED");
@@ -266,13 +260,7 @@ fn a_concurrency_limit_runs_at_most_max_jobs_per_key(server: &Server) {
     server.wait_for_status(&unkeyed, "SUCCEEDED");
     let waiting = server.job(&second);
     assert_eq!(waiting["status"], "RUNNABLE", "{waiting:#}");
-    let why = server.json(&["why", &second]);
-    let hold = why["holds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|hold| hold["type"] == "concurrencyLimited")
-        .unwrap_or_else(|| panic!("no concurrency hold: {why:#}"));
+    let hold = server.hold(&second, "concurrencyLimited");
     assert_eq!(hold["concurrencyLimit"], "per-customer");
     assert_eq!(hold["key"], "Ref::customer");
     assert_eq!(hold["value"], "acme");
@@ -420,13 +408,7 @@ fn consumable_resources_are_held_or_used_up(mut server: Server) {
     assert_eq!(licences["status"]["inUseQuantity"], 1, "{resources:#}");
     assert_eq!(licences["status"]["availableQuantity"], 0);
     server.wait_for_status(&second, "RUNNABLE");
-    let why = server.json(&["why", &second]);
-    let hold = why["holds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|hold| hold["type"] == "consumableResourceShort")
-        .unwrap_or_else(|| panic!("no consumable hold: {why:#}"));
+    let hold = server.hold(&second, "consumableResourceShort");
     assert_eq!(hold["consumableResource"], "licences");
     assert_eq!(
         (hold["needs"].as_u64(), hold["available"].as_u64()),

@@ -273,6 +273,18 @@ impl Server {
         }
     }
 
+    /// The hold of `kind` (its `type`) that `batchctl why` gives for `job_id`; fails without one.
+    pub fn hold(&self, job_id: &str, kind: &str) -> Value {
+        let why = self.json(&["why", job_id]);
+        why["holds"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|hold| hold["type"] == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} hold for {job_id}: {why:#}"))
+    }
+
     pub fn wait_for_status(&self, job_id: &str, status: &str) -> Value {
         self.wait_for(job_id, status, |job| job["status"] == status)
     }

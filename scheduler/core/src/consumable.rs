@@ -27,15 +27,6 @@ pub enum ConsumableType {
     NonReplenishable,
 }
 
-impl ConsumableType {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ConsumableType::Replenishable => "REPLENISHABLE",
-            ConsumableType::NonReplenishable => "NON_REPLENISHABLE",
-        }
-    }
-}
-
 /// One entry of `consumableResourceProperties.consumableResourceList`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -110,13 +101,15 @@ impl ConsumableBook {
         book
     }
 
+    /// What `name` has left now; None when no such resource exists.
+    pub fn left(&self, name: &str) -> Option<u64> {
+        self.available.get(name).map(|(left, _)| *left)
+    }
+
     /// The first request that cannot be met now, if any.
     pub fn short(&self, requests: &[ConsumableRequest]) -> Option<Short> {
         requests.iter().find_map(|request| {
-            let available = self
-                .available
-                .get(&request.consumable_resource)
-                .map(|(left, _)| *left);
+            let available = self.left(&request.consumable_resource);
             (available.unwrap_or(0) < request.quantity).then(|| Short {
                 consumable_resource: request.consumable_resource.clone(),
                 needs: request.quantity,

@@ -310,8 +310,10 @@ pub(super) async fn why(
         .job(&job_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
-    let holds = holds(&state, &job).await?;
-    let estimated_start = start_estimate(&state, &job).await?;
+    let Waiting {
+        holds,
+        estimated_start,
+    } = waiting(&state, &job).await?;
     Ok(Json(answers::WhyAnswer {
         job_id: job_id.0,
         status: job.status,
@@ -320,93 +322,33 @@ pub(super) async fn why(
     }))
 }
 
-/// When a RUNNABLE job may start (`core::estimate`), from its queue's ENABLED environments, the
-/// attempts running on them, the jobs ahead of it and the typical runs this server has seen.
-pub(super) async fn start_estimate(
+/// What holds a waiting job (`core::why`) and, for a RUNNABLE one, when it may start
+/// (`core::estimate`): the API's `why` and the console's job page.
+pub(super) struct Waiting {
+    pub holds: Vec<crate::core::why::Hold>,
+    pub estimated_start: Option<crate::core::estimate::StartEstimate>,
+}
+
+/// Reads what `core::why` and `core::estimate` decide from, once, and asks both.
+pub(super) async fn waiting(
     state: &AppState,
     job: &crate::core::model::Job,
-) -> Result<Option<crate::core::estimate::StartEstimate>, ApiError> {
-    use crate::core::estimate::{
-        estimate_start, EnvironmentOutlook, EstimateInput, RunningAttempt,
-    };
-    use crate::core::model::ResourceState;
-    match job.status {
-        JobStatus::Runnable => {}
+) -> Result<Waiting, ApiError> {
+    let job_id = &job.job_id;
+    let runnable = match job.status {
+        JobStatus::Runnable => true,
         JobStatus::Submitted
         | JobStatus::Pending
         | JobStatus::Starting
         | JobStatus::Running
         | JobStatus::Succeeded
-        | JobStatus::Failed => return Ok(None),
-    }
-    let Some(queue) = state.store.job_queue(&job.queue).await? else {
-        return Ok(None);
+        | JobStatus::Failed => false,
     };
-    let environments = state.store.compute_environments().await?;
-    let running = state.store.active_jobs().await?;
-    let now = now_millis();
-    let typical = |job: &crate::core::model::Job| {
-        state
-            .dispatcher
-            .typical_run_millis(job.spec.definition.as_str())
-    };
-    let outlooks = queue
-        .compute_environments
-        .iter()
-        .filter_map(|name| {
-            environments
-                .iter()
-                .find(|environment| &environment.name == name)
-        })
-        .filter(|environment| environment.state == ResourceState::Enabled)
-        .map(|environment| EnvironmentOutlook {
-            capacity: environment.capacity,
-            running: running
-                .iter()
-                .filter_map(|other| {
-                    let attempt = other.current_attempt.as_ref()?;
-                    (attempt.compute_environment == environment.name).then(|| {
-                        let started = attempt.started_at.unwrap_or(attempt.placed_at);
-                        let timeout = other
-                            .spec
-                            .timeout_seconds
-                            .map(|seconds| started + seconds as i64 * 1000);
-                        RunningAttempt {
-                            holds: other.spec.container.resources,
-                            expected_end: typical(other).map(|millis| started + millis).or(timeout),
-                        }
-                    })
-                })
-                .collect(),
-        })
-        .collect();
-    let ahead = state
-        .store
-        .runnable_ahead(&job.job_id, crate::core::estimate::MOST_SIMULATED)
-        .await?;
-    Ok(Some(estimate_start(&EstimateInput {
-        now,
-        needs: job.spec.container.resources,
-        ahead,
-        typical_millis: typical(job),
-        environments: outlooks,
-    })))
-}
-
-/// What holds `job`, from a snapshot read now (`core::why`); the API's `why` and the console's
-/// job page.
-pub(super) async fn holds(
-    state: &AppState,
-    job: &crate::core::model::Job,
-) -> Result<Vec<crate::core::why::Hold>, ApiError> {
-    let job_id = &job.job_id;
     let queue = state.store.job_queue(&job.queue).await?;
-    let environments = state
-        .store
-        .compute_environments()
-        .await?
-        .into_iter()
-        .map(|environment| (environment.name.clone(), environment))
+    let environment_list = state.store.compute_environments().await?;
+    let environments = environment_list
+        .iter()
+        .map(|environment| (environment.name.clone(), environment.clone()))
         .collect();
     let used = state.store.capacity_in_use().await?;
     let runnable_ahead = state
@@ -446,42 +388,17 @@ pub(super) async fn holds(
         })
         .map(|count| count.n.max(0) as u64)
         .sum();
-    // Limits, consumable resources and what they count: read only for a RUNNABLE job, and the
-    // running jobs only while a limit exists or the job asks for a consumable resource.
-    let (limits, consumables) = match job.status {
-        JobStatus::Runnable => (
+    // Limits, consumable resources, the running jobs and the estimate concern a RUNNABLE job only.
+    let (limits, consumables, running) = if runnable {
+        (
             state.store.concurrency_limits().await?,
-            match job.spec.consumable_resources.is_empty() {
-                true => Vec::new(),
-                false => state.store.consumable_stock().await?,
-            },
-        ),
-        JobStatus::Submitted
-        | JobStatus::Pending
-        | JobStatus::Starting
-        | JobStatus::Running
-        | JobStatus::Succeeded
-        | JobStatus::Failed => (Vec::new(), Vec::new()),
-    };
-    let active = if limits.is_empty() && consumables.is_empty() {
-        Vec::new()
+            state.store.consumable_stock().await?,
+            state.store.active_jobs().await?,
+        )
     } else {
-        state.store.active_jobs().await?
+        (Vec::new(), Vec::new(), Vec::new())
     };
-    let running: Vec<(JobId, crate::core::concurrency::LimitSubject)> = active
-        .iter()
-        .map(|job| {
-            (
-                job.job_id.clone(),
-                crate::core::concurrency::LimitSubject::of(job),
-            )
-        })
-        .collect();
-    let running_consumes: Vec<&[crate::core::consumable::ConsumableRequest]> = active
-        .iter()
-        .map(|job| job.spec.consumable_resources.as_slice())
-        .collect();
-    Ok(crate::core::why::why(&crate::core::why::Snapshot {
+    let holds = crate::core::why::why(&crate::core::why::Snapshot {
         job,
         queue: queue.as_ref(),
         environments: &environments,
@@ -494,11 +411,83 @@ pub(super) async fn holds(
         queue_running,
         shares: &state.dispatcher.share_standings(&job.queue),
         limits: &limits,
-        running: &running,
         consumables: &consumables,
-        running_consumes: &running_consumes,
+        running: &running,
         now: now_millis(),
-    }))
+    });
+    let estimated_start = match (&queue, runnable) {
+        (Some(queue), true) => Some(start_estimate(
+            state,
+            job,
+            queue,
+            &environment_list,
+            &running,
+            runnable_ahead,
+        )),
+        (Some(_), false) | (None, _) => None,
+    };
+    Ok(Waiting {
+        holds,
+        estimated_start,
+    })
+}
+
+/// When a RUNNABLE job may start (`core::estimate`), from its queue's ENABLED environments, the
+/// attempts running on them, the jobs ahead of it and the typical runs this server has seen.
+fn start_estimate(
+    state: &AppState,
+    job: &crate::core::model::Job,
+    queue: &crate::core::model::JobQueue,
+    environments: &[crate::core::model::ComputeEnvironment],
+    running: &[crate::core::model::Job],
+    ahead: u64,
+) -> crate::core::estimate::StartEstimate {
+    use crate::core::estimate::{
+        estimate_start, EnvironmentOutlook, EstimateInput, RunningAttempt,
+    };
+    use crate::core::model::ResourceState;
+    let typical = |job: &crate::core::model::Job| {
+        state
+            .dispatcher
+            .typical_run_millis(job.spec.definition.as_str())
+    };
+    let outlooks = queue
+        .compute_environments
+        .iter()
+        .filter_map(|name| {
+            environments
+                .iter()
+                .find(|environment| &environment.name == name)
+        })
+        .filter(|environment| environment.state == ResourceState::Enabled)
+        .map(|environment| EnvironmentOutlook {
+            capacity: environment.capacity,
+            running: running
+                .iter()
+                .filter_map(|other| {
+                    let attempt = other.current_attempt.as_ref()?;
+                    (attempt.compute_environment == environment.name).then(|| {
+                        let started = attempt.started_at.unwrap_or(attempt.placed_at);
+                        let timeout = other
+                            .spec
+                            .timeout_seconds
+                            .map(|seconds| started + seconds as i64 * 1000);
+                        RunningAttempt {
+                            holds: other.spec.container.resources,
+                            expected_end: typical(other).map(|millis| started + millis).or(timeout),
+                        }
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    estimate_start(&EstimateInput {
+        now: now_millis(),
+        needs: job.spec.container.resources,
+        ahead,
+        typical_millis: typical(job),
+        environments: outlooks,
+    })
 }
 
 /// How many of an array's children are in a status `counted` accepts, from the array's counters.

@@ -189,39 +189,30 @@ pub(super) async fn list_consumable_resources(
 ) -> Result<Json<Page<answers::ResourceWithStatus<answers::ConsumableStatus>>>, ApiError> {
     let stock = state.store.consumable_stock().await?;
     let running = state.store.active_jobs().await?;
+    // What placement would see now: the book it places against.
+    let book = crate::core::consumable::ConsumableBook::new(
+        &stock,
+        running
+            .iter()
+            .map(|job| job.spec.consumable_resources.as_slice()),
+    );
     let mut items = Vec::new();
     for (name, spec) in state.store.resource_specs(Kind::ConsumableResource).await? {
         let Some(stock) = stock.iter().find(|stock| stock.resource.name == name) else {
             continue;
         };
+        let available = book.left(&name).unwrap_or(0);
+        let status = answers::ConsumableStatus {
+            in_use_quantity: stock.resource.total_quantity.saturating_sub(available),
+            available_quantity: available,
+        };
         let view = ResourceView::new(Kind::ConsumableResource.as_str(), name, None, spec);
-        items.push(with_status(view, consumable_status(stock, &running)));
+        items.push(with_status(view, status));
     }
     Ok(Json(Page {
         items,
         next_cursor: None,
     }))
-}
-
-/// How much of a consumable resource the running jobs hold (REPLENISHABLE) or was used up.
-fn consumable_status(
-    stock: &crate::core::consumable::ConsumableStock,
-    running: &[crate::core::model::Job],
-) -> answers::ConsumableStatus {
-    use crate::core::consumable::ConsumableType;
-    let in_use = match stock.resource.resource_type {
-        ConsumableType::Replenishable => running
-            .iter()
-            .flat_map(|job| &job.spec.consumable_resources)
-            .filter(|request| request.consumable_resource == stock.resource.name)
-            .map(|request| request.quantity)
-            .sum(),
-        ConsumableType::NonReplenishable => stock.consumed,
-    };
-    answers::ConsumableStatus {
-        in_use_quantity: in_use,
-        available_quantity: stock.resource.total_quantity.saturating_sub(in_use),
-    }
 }
 
 #[utoipa::path(get, path = "/v1/concurrencylimits", tag = "resources", responses((status = 200, description = "Concurrency limits as applied", body = Page<ResourceView>)))]

@@ -249,12 +249,15 @@ impl DispatcherHandle {
     /// new run weighs a fifth, so the mean follows a definition whose runs change.
     fn record_run(&self, definition: &str, millis: i64) {
         let millis = millis.max(0) as f64;
-        self.typical_runs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(definition.to_string())
-            .and_modify(|mean| *mean += (millis - *mean) / 5.0)
-            .or_insert(millis);
+        let mut runs = self.typical_runs.lock().unwrap_or_else(|p| p.into_inner());
+        // Looked up before inserting: on the path of every attempt's end, a known definition
+        // costs no allocation.
+        match runs.get_mut(definition) {
+            Some(mean) => *mean += (millis - *mean) / 5.0,
+            None => {
+                runs.insert(definition.to_string(), millis);
+            }
+        }
     }
 
     /// Compute environments whose executor was unreachable at the last attempt to use it.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 mod sentences;
 
 use super::concurrency::{holders, ConcurrencyLimit, LimitBook, LimitSubject};
-use super::consumable::{ConsumableBook, ConsumableRequest, ConsumableStock};
+use super::consumable::{ConsumableBook, ConsumableStock};
 use super::fair_share::{weight_of, ShareStanding};
 use super::model::{
     ArrayRole, ComputeEnvironment, EnvironmentName, FairSharePolicy, Job, JobId, JobQueue,
@@ -45,12 +45,12 @@ pub struct Snapshot<'a> {
     pub queue_running: u64,
     /// For a job of a fair-share queue, where each share stands.
     pub shares: &'a [ShareStanding],
-    /// The concurrency limits, and the STARTING and RUNNING jobs they count.
+    /// The concurrency limits and the consumable resources.
     pub limits: &'a [ConcurrencyLimit],
-    pub running: &'a [(JobId, LimitSubject)],
-    /// The consumable resources, and what the STARTING and RUNNING jobs ask of them.
     pub consumables: &'a [ConsumableStock],
-    pub running_consumes: &'a [&'a [ConsumableRequest]],
+    /// The STARTING and RUNNING jobs, which hold limits and consumable resources (read for a
+    /// RUNNABLE job only).
+    pub running: &'a [Job],
     pub now: i64,
 }
 
@@ -321,25 +321,32 @@ fn runnable_holds(snapshot: &Snapshot<'_>) -> Vec<Hold> {
             });
         }
     }
-    let book = LimitBook::new(
-        snapshot.limits,
-        snapshot.running.iter().map(|(_, subject)| subject),
-    );
-    if let Some(held) = book.held(&book.keys_of(&LimitSubject::of(job))) {
-        holds.push(Hold::ConcurrencyLimited {
-            concurrency_limit: held.limit.name.clone(),
-            key: held.limit.key.text(),
-            value: held.value.clone(),
-            max: held.limit.max,
-            holding: holders(&held, snapshot.running, HOLDERS_SHOWN)
-                .into_iter()
-                .map(|job_id| job_id.0)
-                .collect(),
-        });
+    if !snapshot.limits.is_empty() {
+        let running: Vec<(JobId, LimitSubject)> = snapshot
+            .running
+            .iter()
+            .map(|other| (other.job_id.clone(), LimitSubject::of(other)))
+            .collect();
+        let book = LimitBook::new(snapshot.limits, running.iter().map(|(_, subject)| subject));
+        if let Some(held) = book.held(&book.keys_of(&LimitSubject::of(job))) {
+            holds.push(Hold::ConcurrencyLimited {
+                concurrency_limit: held.limit.name.clone(),
+                key: held.limit.key.text(),
+                value: held.value.clone(),
+                max: held.limit.max,
+                holding: holders(&held, &running, HOLDERS_SHOWN)
+                    .into_iter()
+                    .map(|job_id| job_id.0)
+                    .collect(),
+            });
+        }
     }
     let consumables = ConsumableBook::new(
         snapshot.consumables,
-        snapshot.running_consumes.iter().copied(),
+        snapshot
+            .running
+            .iter()
+            .map(|other| other.spec.consumable_resources.as_slice()),
     );
     if let Some(short) = consumables.short(&job.spec.consumable_resources) {
         holds.push(Hold::ConsumableResourceShort {
@@ -416,7 +423,6 @@ mod tests {
             limits: &[],
             running: &[],
             consumables: &[],
-            running_consumes: &[],
             now: 0,
         }
     }

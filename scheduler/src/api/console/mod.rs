@@ -315,12 +315,17 @@ async fn job(
         stored.status,
         JobStatus::Submitted | JobStatus::Pending | JobStatus::Runnable
     );
-    let holds = if waiting {
-        super::jobs::holds(&state, &stored).await?
+    let super::jobs::Waiting {
+        holds,
+        estimated_start: estimate,
+    } = if waiting {
+        super::jobs::waiting(&state, &stored).await?
     } else {
-        Vec::new()
+        super::jobs::Waiting {
+            holds: Vec::new(),
+            estimated_start: None,
+        }
     };
-    let estimate = super::jobs::start_estimate(&state, &stored).await?;
     // An array parent runs nothing itself: its output is its children's.
     let view = match stored.array {
         ArrayRole::Parent { .. } => super::views::JobView {
