@@ -88,7 +88,9 @@ def main(output_dir):
             check("*" not in rule[field], f"no wildcard in the Role: {rule}")
     granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     check(granted == {("jobs", v) for v in ("create", "get", "list", "watch", "delete")}
-          | {("pods", v) for v in ("get", "list", "watch")} | {("pods/log", "get")}, f"the Role grants: {sorted(granted)}")
+          | {("pods", v) for v in ("get", "list", "watch")} | {("pods/log", "get")}
+          | {("secrets", v) for v in ("create", "patch", "delete")}, f"the Role grants: {sorted(granted)}")
+    check(not any(a.startswith("--secret-key-file") for a in container["args"]), "no secret key unless one is named")
     check(not by_kind(documents, "ClusterRole") and not by_kind(documents, "ClusterRoleBinding"), "nothing cluster-wide")
     [configmap] = by_kind(documents, "ConfigMap")
     resources = configmap["data"]["resources.yaml"]
@@ -105,6 +107,16 @@ def main(output_dir):
     check(not by_kind(documents, "Secret"), "existing Secrets are used, none made")
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     check(env["BATCHCTL_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "batchctl-database", "the existing database Secret")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    check("--secret-key-file=/etc/batchctl-secret-key/key" in container["args"]
+          and "--previous-secret-key-file=/etc/batchctl-previous-secret-key/key" in container["args"],
+          f"the secret keys are passed: {container['args']}")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    check(volumes["secret-key"]["secret"]["secretName"] == "batchctl-secret-key"
+          and volumes["secret-key"]["secret"]["items"] == [{"key": "secret.key", "path": "key"}],
+          f"the key's volume: {volumes.get('secret-key')}")
+    check(volumes["previous-secret-key"]["secret"]["secretName"] == "batchctl-old-secret-key", "the previous key's volume")
     [monitor] = by_kind(documents, "ServiceMonitor")
     check(monitor["spec"]["endpoints"][0]["path"] == "/metrics", "the ServiceMonitor scrapes /metrics")
     dashboards = [c for c in by_kind(documents, "ConfigMap") if c["metadata"]["labels"].get("grafana_dashboard") == "1"]

@@ -15,6 +15,8 @@ pub struct JobListFilter {
     pub queue: Option<String>,
     pub status: Option<String>,
     pub array_job_id: Option<String>,
+    /// kubectl's `-l`: `key=value,key!=value,key,!key` over the jobs' tags.
+    pub tag_selector: Option<String>,
 }
 
 pub struct Client {
@@ -142,6 +144,7 @@ impl Client {
             query.extend(filter.queue.clone().map(|q| ("queue", q)));
             query.extend(filter.status.clone().map(|s| ("status", s)));
             query.extend(filter.array_job_id.clone().map(|id| ("arrayJobId", id)));
+            query.extend(filter.tag_selector.clone().map(|s| ("tagSelector", s)));
             query.extend(cursor.take().map(|c| ("cursor", c)));
             let page: Value = self
                 .send(self.http.get(self.url("/v1/jobs")).query(&query))

@@ -71,6 +71,10 @@ pub(crate) enum Command {
         /// The children of this array job (which are otherwise left out).
         #[arg(long)]
         array_job_id: Option<String>,
+        /// Jobs whose tags match, as kubectl's label selector: `team=graphics`, `tier!=gpu`,
+        /// `team` (set), `!team` (not set); comma-separated, all must hold.
+        #[arg(short = 'l', long = "selector")]
+        selector: Option<String>,
         /// The most jobs to list, newest first.
         #[arg(long, default_value_t = 100)]
         limit: u32,
@@ -267,6 +271,8 @@ pub(crate) enum ResourceKind {
     Concurrencylimits,
     #[value(alias = "consumableresource")]
     Consumableresources,
+    #[value(alias = "secret")]
+    Secrets,
 }
 
 impl ResourceKind {
@@ -283,6 +289,7 @@ impl ResourceKind {
             ResourceKind::Notifications => "notifications",
             ResourceKind::Concurrencylimits => "concurrencylimits",
             ResourceKind::Consumableresources => "consumableresources",
+            ResourceKind::Secrets => "secrets",
         }
     }
 }
@@ -397,6 +404,11 @@ pub(crate) struct SubmitArgs {
     /// A tag of the job, KEY=VALUE (repeatable), over its definition's tags.
     #[arg(long = "tag", value_parser = key_value)]
     pub(crate) tags: Vec<(String, String)>,
+    /// Label the job's containers (Docker) and Jobs and pods (Kubernetes) with its tags
+    /// (`--propagate-tags`), or not (`--propagate-tags=false`), over its definition's
+    /// `propagateTags` (AWS Batch's field).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub(crate) propagate_tags: Option<bool>,
     /// Submitting again with the same key returns the same job.
     #[arg(long)]
     pub(crate) idempotency_key: Option<String>,

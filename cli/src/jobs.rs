@@ -134,6 +134,7 @@ pub(crate) async fn submit(
         params,
         env,
         tags,
+        propagate_tags,
         idempotency_key,
         depends_on,
         array_size,
@@ -173,6 +174,7 @@ pub(crate) async fn submit(
         share_identifier,
         scheduling_priority_override: scheduling_priority,
         tags: tags.into_iter().collect(),
+        propagate_tags,
         consumable_resource_properties_override: (!consumable_resources.is_empty()).then_some(
             ConsumableResourceProperties {
                 consumable_resource_list: consumable_resources,

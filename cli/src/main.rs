@@ -130,7 +130,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let format = cli.output;
     match cli.command {
         Command::Apply { file } => {
-            let documents = read_documents(&file)?;
+            let mut documents = read_documents(&file)?;
+            resources::read_secret_files(&mut documents, &file)?;
             let answer = client
                 .post("/v1/apply", &ApplyRequest { documents })
                 .await?;
@@ -149,8 +150,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             queue,
             status,
             array_job_id,
+            selector,
             limit,
         } => {
+            if selector.is_some() && !matches!(resource, ResourceKind::Jobs) {
+                bail!("-l selects jobs by their tags: `batchctl get jobs -l team=graphics`");
+            }
             if watch && !matches!(resource, ResourceKind::Jobs) {
                 bail!("--watch follows jobs only: `batchctl get jobs --watch`");
             }
@@ -163,6 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         queue: queue.clone(),
                         status: status.clone(),
                         array_job_id,
+                        tag_selector: selector,
                     };
                     client.list_jobs(&filter, limit).await?
                 }
@@ -175,6 +181,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Notifications => client.get("/v1/notifications").await?,
                 ResourceKind::Concurrencylimits => client.get("/v1/concurrencylimits").await?,
                 ResourceKind::Consumableresources => client.get("/v1/consumableresources").await?,
+                ResourceKind::Secrets => client.get("/v1/secrets").await?,
             };
             match resource {
                 ResourceKind::Jobs => output::print_jobs(&list, format)?,
@@ -189,6 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ResourceKind::Consumableresources => {
                     output::print_consumable_resources(&list, format)?
                 }
+                ResourceKind::Secrets => output::print_secrets(&list, format)?,
             }
             if watch {
                 watch_jobs(&client, queue.as_deref(), status.as_deref(), format).await?;

@@ -382,6 +382,18 @@ pub fn print_consumable_resources(list: &Value, format: Format) -> anyhow::Resul
     })
 }
 
+/// Secrets: names and ages, never a value (the server sends none).
+pub fn print_secrets(list: &Value, format: Format) -> anyhow::Result<()> {
+    let header = ["NAME", "AGE", "CHANGED"];
+    print_list(list, format, &header, |secret| {
+        vec![
+            text(&secret["metadata"]["name"]),
+            age(&secret["status"]["createdAt"]),
+            age(&secret["status"]["updatedAt"]),
+        ]
+    })
+}
+
 pub fn print_concurrency_limits(list: &Value, format: Format) -> anyhow::Result<()> {
     let header = ["NAME", "KEY", "MAX", "QUEUES"];
     print_list(list, format, &header, |limit| {

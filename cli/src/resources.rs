@@ -88,6 +88,7 @@ pub(crate) fn print_kind(
         ResourceKind::Notifications => output::print_notifications(list, format),
         ResourceKind::Concurrencylimits => output::print_concurrency_limits(list, format),
         ResourceKind::Consumableresources => output::print_consumable_resources(list, format),
+        ResourceKind::Secrets => output::print_secrets(list, format),
     }
 }
 
@@ -165,7 +166,8 @@ pub(crate) async fn describe_resource(
         | ResourceKind::Webhooktriggers
         | ResourceKind::Notifications
         | ResourceKind::Concurrencylimits
-        | ResourceKind::Consumableresources => {}
+        | ResourceKind::Consumableresources
+        | ResourceKind::Secrets => {}
     }
     Ok(())
 }
@@ -210,6 +212,55 @@ pub(crate) fn read_documents(file: &std::path::Path) -> anyhow::Result<Vec<Value
         .map_err(|error| anyhow::anyhow!("{}: {error}", file.display()))
 }
 
+/// Reads the file each `kind: Secret` document names in `spec.valueFrom.file` (relative to the
+/// manifest's directory) into `spec.value`, as kubectl reads `--from-file`: the server never opens
+/// a path a request names. Refuses a file over the secret size limit before reading it whole.
+pub(crate) fn read_secret_files(
+    documents: &mut [Value],
+    manifest: &std::path::Path,
+) -> anyhow::Result<()> {
+    use std::io::Read as _;
+    let limit = batchctl_scheduler::core::secret::MAX_SECRET_BYTES;
+    let base = manifest
+        .parent()
+        .filter(|_| manifest.as_os_str() != "-")
+        .unwrap_or(std::path::Path::new("."));
+    for (index, document) in documents.iter_mut().enumerate() {
+        if document["kind"] != "Secret" {
+            continue;
+        }
+        let Some(path) = document["spec"]["valueFrom"]["file"].as_str() else {
+            continue;
+        };
+        let field = format!("documents[{index}].spec.valueFrom.file");
+        let path = base.join(path);
+        let file = std::fs::File::open(&path)
+            .with_context(|| format!("{field}: cannot open {}", path.display()))?;
+        let mut bytes = Vec::new();
+        file.take(limit as u64 + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("{field}: cannot read {}", path.display()))?;
+        if bytes.len() > limit {
+            bail!(
+                "{field}: {} holds more than {limit} bytes, the most a secret holds",
+                path.display()
+            );
+        }
+        let value = String::from_utf8(bytes).map_err(|_| {
+            anyhow::anyhow!(
+                "{field}: {} is not UTF-8 text; store binary data base64-encoded",
+                path.display()
+            )
+        })?;
+        let spec = document["spec"]
+            .as_object_mut()
+            .expect("a document with spec.valueFrom.file has an object spec");
+        spec.remove("valueFrom");
+        spec.insert("value".into(), Value::String(value));
+    }
+    Ok(())
+}
+
 /// The paths to DELETE for a file's documents, in an order that lets each go: what refers to
 /// others first (notifications, rules, schedules, definitions, queues), environments last.
 pub(crate) fn deletion_targets(documents: &[Value]) -> anyhow::Result<Vec<String>> {
@@ -222,6 +273,7 @@ pub(crate) fn deletion_targets(documents: &[Value]) -> anyhow::Result<Vec<String
         Kind::Schedule,
         Kind::JobDefinition,
         Kind::ConsumableResource,
+        Kind::Secret,
         Kind::JobQueue,
         Kind::ComputeEnvironment,
     ];

@@ -19,6 +19,7 @@ pub(crate) struct ServeSettings {
     pub(crate) poll_interval: Duration,
     pub(crate) notification_policy: batchctl_scheduler::core::endpoint_policy::EndpointPolicy,
     pub(crate) process_executor: batchctl_scheduler::server::ProcessExecutorSetting,
+    pub(crate) keyring: Option<std::sync::Arc<batchctl_scheduler::sealing::Keyring>>,
 }
 
 /// The process executor's setting from the command line: off unless `enabled`; its work runs as
@@ -94,6 +95,7 @@ pub(crate) async fn serve(
         apply_files: settings.apply_files,
         notification_policy: settings.notification_policy,
         process_executor: settings.process_executor,
+        keyring: settings.keyring,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signal_shutdown = shutdown.clone();

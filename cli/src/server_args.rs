@@ -59,4 +59,16 @@ pub struct ServerArgs {
     /// runs as root, else the server's own user.
     #[arg(long, env = "BATCHCTL_PROCESS_USER", value_name = "USER")]
     pub process_user: Option<String>,
+    /// A file holding a 32-byte key in base64 (`head -c 32 /dev/urandom | base64`), which seals
+    /// secrets at rest. Without one the server refuses to store secrets.
+    #[arg(long, env = "BATCHCTL_SECRET_KEY_FILE", value_name = "FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    /// A key being replaced: what it sealed is read, and re-sealed with --secret-key-file at
+    /// start-up. May be given more than once.
+    #[arg(
+        long = "previous-secret-key-file",
+        value_name = "FILE",
+        requires = "secret_key_file"
+    )]
+    pub previous_secret_key_files: Vec<PathBuf>,
 }

@@ -68,7 +68,15 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
         notification_allow_cidr,
         enable_process_executor,
         process_user,
+        secret_key_file,
+        previous_secret_key_files,
     } = args;
+    let keyring = match &secret_key_file {
+        Some(path) => Some(std::sync::Arc::new(
+            batchctl_scheduler::sealing::Keyring::load(path, &previous_secret_key_files)?,
+        )),
+        None => None,
+    };
     let mut text = match &tokens_file {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the tokens file {}", path.display()))?,
@@ -101,6 +109,7 @@ async fn run(args: ServerArgs) -> anyhow::Result<()> {
             notification_allow_cidr,
         ),
         process_executor,
+        keyring,
     };
     serve(listen, data_dir, database_url, settings).await
 }

@@ -32,7 +32,7 @@ use futures::stream::BoxStream;
 pub use batchctl_core::contract::{
     privilege_refusal, AttemptHandle, AttemptOutcome, AttemptSpec, EnvironmentVariable,
     ImagePullPolicy, ListedAttempt, LogCursor, ObservedState, OutputStream, Resources,
-    UNPRIVILEGED_CAPABILITIES,
+    SecretVariable, UNPRIVILEGED_CAPABILITIES,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]

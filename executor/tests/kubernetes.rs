@@ -74,6 +74,8 @@ fn spec(job_id: &str, image: &str, script: &str) -> AttemptSpec {
         privileged: false,
         capabilities: vec![],
         timeout_seconds: None,
+        secrets: vec![],
+        tags: Default::default(),
     }
 }
 
@@ -454,4 +456,47 @@ async fn attempts_share_one_watch_of_jobs_and_one_of_pods() {
     let watches = requests.iter().filter(|r| r.ends_with("(watch)")).count();
     // One watch of Jobs and one of pods (renewed only when they time out), not one per attempt.
     assert_eq!(watches, 2, "{requests:#?}");
+}
+
+#[tokio::test]
+async fn secret_values_reach_the_pod_through_a_secret_the_job_owns() {
+    let fixture = fixture().await;
+    let executor = fixture.executor("installation-s");
+    let mut attempt = spec(
+        "job-s",
+        "busybox",
+        // The value is spelled apart so that the command does not hold it.
+        r#"test "$TOKEN" = "$(printf 'hunter%s-hunter%s' 2 2)" && echo token-matches"#,
+    );
+    attempt.secrets = vec![batchctl_executor::SecretVariable {
+        name: "TOKEN".into(),
+        value: "hunter2-hunter2".into(),
+    }];
+    let handle = executor.start(&attempt).await.unwrap();
+    let outcome = wait(&executor, &handle).await.unwrap();
+    assert_eq!(
+        outcome,
+        AttemptOutcome::Exited {
+            exit_code: 0,
+            signal: None
+        }
+    );
+    assert_eq!(output(&executor, &handle, 0).await, "token-matches\n");
+    // The Job names the Secret; only the Secret holds the value, and the Job owns it.
+    let job = fixture.api.job("job-s-1").unwrap();
+    assert!(!serde_json::to_string(&job).unwrap().contains("hunter2"));
+    let secret = fixture.api.secret("job-s-1").expect("the attempt's Secret");
+    let owners = secret.metadata.owner_references.unwrap();
+    assert_eq!(owners[0].kind, "Job");
+    assert_eq!(Some(&owners[0].uid), job.metadata.uid.as_ref());
+    // Removing the attempt removes its Secret.
+    executor.remove(&handle).await.unwrap();
+    assert!(fixture.api.secret("job-s-1").is_none());
+
+    // An attempt removed as soon as it started leaves no Secret behind.
+    let mut missing = spec("job-t", "busybox", "true");
+    missing.secrets = attempt.secrets.clone();
+    let handle = executor.start(&missing).await.unwrap();
+    executor.remove(&handle).await.unwrap();
+    assert!(fixture.api.secret("job-t-1").is_none());
 }

@@ -29,7 +29,8 @@ pub fn aws_job_definitions(document: &Value) -> Vec<&Value> {
 }
 
 /// Fields taken over as they are, at the top level and in `containerProperties`.
-const TOP_LEVEL_KEPT: [&str; 7] = [
+const TOP_LEVEL_KEPT: [&str; 8] = [
+    "propagateTags",
     "parameters",
     "retryStrategy",
     "timeout",
@@ -38,8 +39,9 @@ const TOP_LEVEL_KEPT: [&str; 7] = [
     "tags",
     "consumableResourceProperties",
 ];
-const CONTAINER_KEPT: [&str; 6] = [
+const CONTAINER_KEPT: [&str; 7] = [
     "image",
+    "secrets",
     "command",
     "environment",
     "resourceRequirements",
@@ -269,7 +271,6 @@ mod tests {
                 "containerProperties.logConfiguration",
                 "jobDefinitionArn",
                 "platformCapabilities",
-                "propagateTags",
                 "revision",
                 "status",
             ]
@@ -283,6 +284,7 @@ mod tests {
         assert_eq!(spec.retry.evaluate_on_exit.len(), 2);
         assert_eq!(spec.timeout_seconds, Some(600));
         assert_eq!(spec.tags["team"], "graphics", "tags are kept");
+        assert!(!spec.propagate_tags);
         assert_eq!(spec.container.resources.vcpu_millis, 2000);
         assert_eq!(spec.container.resources.memory_mib, 2048);
         assert_eq!(spec.container.resources.gpus, 1);

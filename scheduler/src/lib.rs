@@ -16,6 +16,7 @@ pub mod peers;
 pub mod retention;
 pub mod rules;
 pub mod schedules;
+pub mod sealing;
 pub mod server;
 pub mod store;
 pub mod submission;

@@ -155,7 +155,7 @@ impl Notifier {
             .body(delivery.body.clone());
         if let Some(secret) = &notification.secret {
             if let Some(signature) = standard_signature(
-                secret,
+                secret.expose(),
                 &delivery.event_id,
                 timestamp,
                 delivery.body.as_bytes(),

@@ -58,6 +58,8 @@ pub struct ServerConfig {
     pub notification_policy: crate::core::endpoint_policy::EndpointPolicy,
     /// Whether jobs may run as local processes, and as whom.
     pub process_executor: ProcessExecutorSetting,
+    /// Seals secrets at rest; without it, secrets cannot be stored.
+    pub keyring: Option<Arc<crate::sealing::Keyring>>,
 }
 
 /// The process executor runs any command a submit token sends as a host process, as Nomad's
@@ -174,7 +176,12 @@ pub async fn run(
         StoreLocation::Postgres { .. } => "the Postgres database's disk".into(),
     });
     let store = Store::open(&location).await?;
+    let store = match &config.keyring {
+        Some(keyring) => store.with_keyring(Arc::clone(keyring)),
+        None => store,
+    };
     crate::upgrade::stored_models(&store).await?;
+    crate::upgrade::sealed_secrets(&store, config.keyring.as_deref()).await?;
     let installation = store.installation_id().await?;
     apply_files(&store, &config.apply_files, config.process_executor).await?;
     create_defaults_on_first_start(&store, &installation, config.process_executor).await?;

@@ -44,3 +44,27 @@ pub async fn stored_models(store: &Store) -> Result<usize, UpgradeError> {
     }
     Ok(rows.len())
 }
+
+/// Seals what an earlier release stored in the clear and moves what an earlier key sealed to the
+/// current key (`Store::reseal`). Without a key, says how many secrets are still in the clear.
+pub async fn sealed_secrets(
+    store: &Store,
+    keyring: Option<&crate::sealing::Keyring>,
+) -> Result<crate::store::Resealed, UpgradeError> {
+    let resealed = store.reseal().await?;
+    if resealed.values > 0 {
+        tracing::info!(
+            values = resealed.values,
+            key = keyring.map(|keyring| keyring.current_key_id()),
+            "sealed secret values with the current key"
+        );
+    }
+    if resealed.left_in_the_clear > 0 {
+        tracing::warn!(
+            values = resealed.left_in_the_clear,
+            "secrets of webhook triggers or notifications are stored in the clear by an earlier batchctl; {}",
+            crate::sealing::HOW_TO_MAKE_A_KEY
+        );
+    }
+    Ok(resealed)
+}

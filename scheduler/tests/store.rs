@@ -458,6 +458,43 @@ async fn job_lists_page_newest_first_and_filter(store: Store) {
         .await
         .unwrap();
     assert!(other_queue.jobs.is_empty());
+    // Tags, as kubectl's label selectors, on both databases' JSON functions.
+    let mut tagged = job("7", None);
+    tagged.spec.tags = [("team", "graphics"), ("tier", "gpu")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut other_team = job("8", None);
+    other_team.spec.tags = [("team".to_string(), "audio".to_string())].into();
+    store.insert_jobs(&[tagged, other_team]).await.unwrap();
+    for (text, status, expected) in [
+        ("team=graphics", None, vec!["7"]),
+        ("team", None, vec!["8", "7"]),
+        (
+            "team!=graphics",
+            None,
+            vec!["8", "6", "5", "4", "3", "2", "1"],
+        ),
+        ("!team", Some(JobStatus::Runnable), vec!["2", "1"]),
+        (
+            "team=graphics,tier=gpu",
+            Some(JobStatus::Submitted),
+            vec!["7"],
+        ),
+        ("team=graphics,tier=cpu", None, vec![]),
+    ] {
+        let page = store
+            .jobs(&JobFilter {
+                tags: batchctl_scheduler::core::tags::TagSelector::parse(text).unwrap(),
+                status,
+                limit: 10,
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<&str> = page.jobs.iter().map(|j| j.job_id.0.as_str()).collect();
+        assert_eq!(ids, expected, "{text} {status:?}");
+    }
 }
 
 async fn logs_keep_bytes_and_resume_cursor(store: Store) {

@@ -184,7 +184,7 @@ async fn rows_of_format_1_load_where_validation_now_refuses_them(test: support::
         .pattern
         .matches(&serde_json::json!({"source": "storage"})));
     let trigger = store.webhook_trigger("github").await.unwrap().unwrap();
-    assert_eq!(trigger.secrets, ["short"]);
+    assert_eq!(trigger.secrets[0].expose(), "short");
     let notifications = store.notifications().await.unwrap();
     assert_eq!(notifications[0].0.endpoint, "ftp://ops.example/hook");
     assert_eq!(notifications[0].1, 7);
@@ -192,7 +192,107 @@ async fn rows_of_format_1_load_where_validation_now_refuses_them(test: support::
 
 /// A new `Store` on the same database, so nothing read before comes from memory.
 async fn reopened(test: &support::TestStore) -> Store {
-    Store::open(&test.location).await.unwrap()
+    Store::open(&test.location)
+        .await
+        .unwrap()
+        .with_keyring(support::test_keyring())
+}
+
+/// Every spec and model text of `table`, as the database keeps them.
+async fn raw_rows(location: &StoreLocation, table: &str) -> String {
+    let query = format!("SELECT spec || model FROM {table}");
+    let rows: Vec<String> = match location {
+        StoreLocation::Sqlite { path } => {
+            let mut connection =
+                sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
+            sqlx::query_scalar(&query)
+                .fetch_all(&mut connection)
+                .await
+                .unwrap()
+        }
+        StoreLocation::Postgres { url } => {
+            let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query_scalar(&query)
+                .fetch_all(&mut connection)
+                .await
+                .unwrap()
+        }
+    };
+    rows.concat()
+}
+
+/// Secrets an earlier release stored in the clear are sealed at start once a key is given; a new
+/// key with the old one as previous re-seals everything; a store without the sealing key refuses
+/// to read sealed values, naming what to do, instead of handing out ciphertext.
+async fn secrets_are_sealed_then_moved_to_a_new_key(test: support::TestStore) {
+    use batchctl_scheduler::sealing::Keyring;
+    use std::sync::Arc;
+    const LEGACY: &str = "a-legacy-plain-secret-value";
+    execute(
+        &test.location,
+        &[
+            insert(
+                "webhook_triggers",
+                "github",
+                &format!(r#"{{"profile": "github", "secrets": ["{LEGACY}"], "source": "github"}}"#),
+                &format!(r#"{{"format": 1, "model": {{"name": "github", "profile": "github", "secrets": ["{LEGACY}"], "source": "github", "detailType": "push"}}}}"#),
+            ),
+        ],
+    )
+    .await;
+    let (old, new) = ([1u8; 32], [2u8; 32]);
+    let open = |keyring: Option<Keyring>| {
+        let location = test.location.clone();
+        async move {
+            let store = Store::open(&location).await.unwrap();
+            match keyring {
+                Some(keyring) => store.with_keyring(Arc::new(keyring)),
+                None => store,
+            }
+        }
+    };
+    // Without a key, a value in the clear still works and is counted.
+    let plain = open(None).await;
+    let report = plain.reseal().await.unwrap();
+    assert_eq!(report.left_in_the_clear, 1);
+    let trigger = plain.webhook_trigger("github").await.unwrap().unwrap();
+    assert_eq!(trigger.secrets[0].expose(), LEGACY);
+
+    let sealed = open(Some(Keyring::from_keys(&old, &[]))).await;
+    assert_eq!(sealed.reseal().await.unwrap().values, 1);
+    let raw = raw_rows(&test.location, "webhook_triggers").await;
+    assert!(!raw.contains(LEGACY), "{raw}");
+    assert!(raw.contains("batchctl-sealed:v1:"), "{raw}");
+    let trigger = sealed.webhook_trigger("github").await.unwrap().unwrap();
+    assert_eq!(trigger.secrets[0].expose(), LEGACY);
+    assert_eq!(
+        sealed.reseal().await.unwrap().values,
+        0,
+        "nothing left to do"
+    );
+
+    let rotated = open(Some(Keyring::from_keys(&new, &[old]))).await;
+    assert_eq!(rotated.reseal().await.unwrap().values, 1);
+    let new_id = Keyring::from_keys(&new, &[]).current_key_id().to_string();
+    assert!(raw_rows(&test.location, "webhook_triggers")
+        .await
+        .contains(&format!("batchctl-sealed:v1:{new_id}:")));
+
+    let only_new = open(Some(Keyring::from_keys(&new, &[]))).await;
+    let trigger = only_new.webhook_trigger("github").await.unwrap().unwrap();
+    assert_eq!(trigger.secrets[0].expose(), LEGACY);
+    let retired = open(Some(Keyring::from_keys(&old, &[]))).await;
+    let error = retired
+        .webhook_trigger("github")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("was not given"), "{error}");
+    let keyless = open(None).await;
+    let error = keyless.reseal().await.unwrap_err().to_string();
+    assert!(error.contains("no key"), "{error}");
 }
 
 /// Rows written before models were stored (migration 0022 leaves their model NULL) are refused
@@ -209,11 +309,15 @@ async fn rows_saved_before_models_were_stored_are_upgraded_at_start(test: suppor
         test.store.webhook_trigger("github").await.unwrap(),
         test.store.notifications().await.unwrap(),
     );
-    execute(
-        &test.location,
-        &Kind::ALL.map(|kind| format!("UPDATE {} SET model = NULL", resource_table(kind))),
-    )
-    .await;
+    // A release before models kept its specs with secrets in the clear (today's keep a digest).
+    let mut statements: Vec<String> = Kind::ALL
+        .map(|kind| format!("UPDATE {} SET model = NULL", resource_table(kind)))
+        .to_vec();
+    statements.push(
+        r#"UPDATE webhook_triggers SET spec = '{"profile": "github", "secrets": ["a-long-enough-secret-value"], "source": "github"}'"#
+            .to_string(),
+    );
+    execute(&test.location, &statements).await;
     let store = reopened(&test).await;
     let error = store.job_queues().await.unwrap_err().to_string();
     assert!(
@@ -296,6 +400,7 @@ macro_rules! on_both_databases {
 }
 
 on_both_databases!(
+    secrets_are_sealed_then_moved_to_a_new_key,
     rows_of_format_1_load_where_validation_now_refuses_them,
     rows_saved_before_models_were_stored_are_upgraded_at_start,
 );

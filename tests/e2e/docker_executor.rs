@@ -158,6 +158,75 @@ fn containers_run_jobs_with_their_environment_logs_and_exit_codes() {
     let expected_third = format!("hi {id} 1");
     assert_eq!(lines, ["err", expected_third.as_str(), "out"]);
 
+    // A definition's secrets reach the container's environment.
+    server.apply_text(&format!(
+        "apiVersion: batchctl/v1\nkind: Secret\nmetadata: {{name: api-key}}\nspec: {{value: container-secret-42}}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {{name: box-secret}}\nspec:\n  containerProperties:\n\
+         \x20   image: {image}\n    command: [sh, -c, 'echo key=$API_KEY']\n    secrets: [{{name: API_KEY, valueFrom: api-key}}]\n"
+    ));
+    let id = server.submit(&["--queue", "dq", "--definition", "box-secret"]);
+    server.wait_for_status(&id, "SUCCEEDED");
+    assert_eq!(
+        stdout(&server.cli(&["logs", &id])),
+        "key=container-secret-42\n"
+    );
+
+    // Propagated tags label the container (batchctl's labels stay), and select jobs as kubectl's -l.
+    let tagged = server.submit(&[
+        "--queue",
+        "dq",
+        "--definition",
+        "box",
+        "--tag",
+        "team=graphics",
+        "--tag",
+        "tier=gpu",
+        "--propagate-tags",
+        "--",
+        "sleep",
+        "30",
+    ]);
+    let untagged = server.submit(&[
+        "--queue",
+        "dq",
+        "--definition",
+        "box",
+        "--tag",
+        "team=audio",
+    ]);
+    server.wait_for_status(&tagged, "RUNNING");
+    let labelled = Command::new("docker")
+        .args([
+            "ps",
+            "--filter",
+            "label=team=graphics",
+            "--filter",
+            "label=tier=gpu",
+        ])
+        .args(["--format", "{{.Label \"batchctl.job-id\"}}"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&labelled).trim(), tagged);
+    let selected = server.json(&["get", "jobs", "-l", "team=graphics,tier"]);
+    let ids: Vec<&str> = selected["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["jobId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [tagged.as_str()]);
+    let selected = server.json(&["get", "jobs", "-l", "team!=graphics,team"]);
+    let ids: Vec<&str> = selected["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["jobId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [untagged.as_str()]);
+    server.refused(&["get", "jobs", "-l", "team in (a,b)"], "tagSelector");
+    let output = server.cli(&["terminate", &tagged, "--reason", "done looking"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+
     // 2 MiB of output and bytes that are not UTF-8 arrive exactly.
     let id = submit(
         &server,

@@ -18,5 +18,6 @@ mod openapi;
 mod process_executor;
 mod schedules;
 mod scheduling;
+mod secrets;
 mod security;
 mod support;

@@ -44,6 +44,8 @@ fn spec(id: &str, script: &str) -> AttemptSpec {
         privileged: false,
         capabilities: vec![],
         timeout_seconds: None,
+        secrets: vec![],
+        tags: Default::default(),
     }
 }
 

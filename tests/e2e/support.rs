@@ -25,11 +25,14 @@ pub struct Server {
     pub url: String,
     database_url: Option<String>,
     /// More `batchctl server` arguments, kept across restarts.
-    extra_arguments: Vec<String>,
+    pub extra_arguments: Vec<String>,
     /// The token the CLI sends (BATCHCTL_TOKEN), if any.
     pub token: Option<String>,
     /// Whether process jobs run as root when the tests do (see `restart`).
     process_jobs_as_root: bool,
+    /// Whether the server gets a secret key (`secret.key` in the data directory, made once) unless
+    /// the test names one itself.
+    pub secret_key: bool,
     child: Option<Child>,
 }
 
@@ -69,6 +72,7 @@ impl Server {
             database_url,
             extra_arguments: extra_arguments.to_vec(),
             token: None,
+            secret_key: true,
             child: None,
         };
         server.restart();
@@ -87,6 +91,7 @@ impl Server {
             database_url: None,
             extra_arguments: extra_arguments.to_vec(),
             token: None,
+            secret_key: true,
             child: None,
         };
         server.restart();
@@ -140,6 +145,14 @@ impl Server {
             std::fs::create_dir_all(&work).unwrap();
             command.env("TMPDIR", work);
         }
+        if self.secret_key
+            && !self
+                .extra_arguments
+                .iter()
+                .any(|a| a == "--secret-key-file")
+        {
+            command.arg("--secret-key-file").arg(self.secret_key_file());
+        }
         command.args(&self.extra_arguments);
         let mut child = command.spawn().unwrap();
         let mut first_line = String::new();
@@ -152,6 +165,41 @@ impl Server {
             .unwrap_or_else(|| panic!("server did not start: {first_line:?}; log: {}", self.log()));
         self.url = url.to_string();
         self.child = Some(child);
+    }
+
+    /// The key the server is given by default: 32 random bytes in base64, made at first use.
+    pub fn secret_key_file(&self) -> PathBuf {
+        let path = self.data_dir.join("secret.key");
+        if !path.exists() {
+            let made = Command::new("sh")
+                .arg("-c")
+                .arg("umask 077; head -c 32 /dev/urandom | base64 > \"$1\"")
+                .arg("sh")
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(made.success());
+        }
+        path
+    }
+
+    /// As `start`, with no secret key: the server refuses to store secrets.
+    pub fn start_without_secret_key(database_url: Option<String>) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server {
+            process_jobs_as_root: true,
+            data_dir: dir.path().to_path_buf(),
+            log_path: dir.path().join("server.log"),
+            _dir: Some(dir),
+            url: String::new(),
+            database_url,
+            extra_arguments: Vec::new(),
+            token: None,
+            secret_key: false,
+            child: None,
+        };
+        server.restart();
+        server
     }
 
     /// SIGKILL: no shutdown of any kind.

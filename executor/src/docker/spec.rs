@@ -19,15 +19,21 @@ pub const PIDS_LIMIT: i64 = 4096;
 /// and a log driver that keeps bytes exact.
 pub fn container_body(spec: &AttemptSpec, owner: &str) -> ContainerCreateBody {
     let memory_bytes = (spec.resources.memory_mib as i64).saturating_mul(1024 * 1024);
-    let labels = HashMap::from([
-        (LABEL_JOB_ID.to_string(), spec.job_id.clone()),
-        (LABEL_ATTEMPT.to_string(), spec.attempt_number.to_string()),
-        (
-            LABEL_COMPUTE_ENVIRONMENT.to_string(),
-            spec.compute_environment.clone(),
-        ),
-        (LABEL_OWNER.to_string(), owner.to_string()),
-    ]);
+    // The job's propagated tags, then batchctl's own labels, which no tag can replace.
+    let labels: HashMap<String, String> = spec
+        .tags
+        .clone()
+        .into_iter()
+        .chain([
+            (LABEL_JOB_ID.to_string(), spec.job_id.clone()),
+            (LABEL_ATTEMPT.to_string(), spec.attempt_number.to_string()),
+            (
+                LABEL_COMPUTE_ENVIRONMENT.to_string(),
+                spec.compute_environment.clone(),
+            ),
+            (LABEL_OWNER.to_string(), owner.to_string()),
+        ])
+        .collect();
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: Some(spec.command.clone()),
@@ -35,6 +41,13 @@ pub fn container_body(spec: &AttemptSpec, owner: &str) -> ContainerCreateBody {
             spec.environment
                 .iter()
                 .map(|v| format!("{}={}", v.name, v.value))
+                // The engine has no secret store of its own (Swarm's needs a swarm): the values
+                // are in the container's configuration, readable by whoever may inspect it.
+                .chain(
+                    spec.secrets
+                        .iter()
+                        .map(|v| format!("{}={}", v.name, v.value.expose())),
+                )
                 .collect(),
         ),
         working_dir: spec.working_dir.clone(),
@@ -89,6 +102,8 @@ mod tests {
             privileged: false,
             capabilities: vec![],
             timeout_seconds: None,
+            secrets: vec![],
+            tags: Default::default(),
         }
     }
 
@@ -116,6 +131,27 @@ mod tests {
         assert_eq!(labels[LABEL_OWNER], "installation");
         assert_eq!(body.user.as_deref(), Some("1000"));
         assert_eq!(body.working_dir.as_deref(), Some("/tmp"));
+    }
+
+    #[test]
+    fn secrets_join_the_environment_and_tags_the_labels_under_batchctls() {
+        let mut spec = spec();
+        spec.secrets = vec![crate::SecretVariable {
+            name: "TOKEN".into(),
+            value: "s3cret".into(),
+        }];
+        spec.tags = [("team", "graphics"), (LABEL_JOB_ID, "spoofed")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let body = container_body(&spec, "installation");
+        assert_eq!(
+            body.env,
+            Some(vec!["A=b=c".to_string(), "TOKEN=s3cret".to_string()])
+        );
+        let labels = body.labels.unwrap();
+        assert_eq!(labels["team"], "graphics");
+        assert_eq!(labels[LABEL_JOB_ID], "job", "batchctl's label wins");
     }
 
     #[test]

@@ -29,8 +29,8 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use futures::AsyncReadExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::sync::OnceCell;
@@ -41,7 +41,9 @@ use crate::{
 };
 use cache::Cache;
 use observe::{observe, Observation};
-use spec::{job_manifest, selector, JobSettings, ANNOTATION_JOB_ID, LABEL_ATTEMPT};
+use spec::{
+    job_manifest, secret_manifest, selector, JobSettings, ANNOTATION_JOB_ID, LABEL_ATTEMPT,
+};
 
 /// The label Kubernetes' Job controller puts on a Job's pods.
 pub(crate) const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
@@ -109,6 +111,36 @@ impl KubernetesExecutor {
                 Client::try_from(config).map_err(|error| unavailable(error.to_string()))
             })
             .await
+    }
+
+    /// Makes `job` the owner of its attempt's Secret, so that Kubernetes deletes the Secret with
+    /// the Job (its `ttlSecondsAfterFinished`) should batchctl never remove the attempt. Failing is
+    /// only logged: `remove` deletes the Secret too.
+    async fn give_secret_to(&self, job: &Job) {
+        let (Some(name), Some(uid)) = (&job.metadata.name, &job.metadata.uid) else {
+            return;
+        };
+        let patch = serde_json::json!({"metadata": {"ownerReferences": [{
+            "apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": uid,
+        }]}});
+        let result = match self.secrets().await {
+            Ok(secrets) => secrets
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+                .map_err(classify),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            tracing::warn!(attempt = %name, %error, "cannot make the Job own its Secret; it is deleted when the attempt is removed");
+        }
+    }
+
+    async fn secrets(&self) -> Result<Api<Secret>, ExecutorError> {
+        Ok(Api::namespaced(
+            self.client().await?.clone(),
+            &self.config.namespace,
+        ))
     }
 
     async fn apis(&self) -> Result<(Api<Job>, Api<Pod>), ExecutorError> {
@@ -208,7 +240,26 @@ impl Executor for KubernetesExecutor {
         let (jobs, _) = self.apis().await?;
         let timeout = spec.timeout_seconds.map(Duration::from_secs);
         let manifest = job_manifest(spec, &self.config.job, timeout);
+        // The Secret first: a pod that names a Secret not there yet waits (CreateContainerConfigError).
+        if let Some(secret) = secret_manifest(spec, &self.config.job) {
+            match self.secrets().await?.create(&PostParams::default(), &secret).await {
+                Ok(_) => {}
+                // Made by a start of this attempt that was never recorded; its values are the same
+                // secrets', read moments apart.
+                Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+                Err(kube::Error::Api(status)) if status.code < 500 => {
+                    return Err(ExecutorError::Refused {
+                        reason: format!(
+                            "CannotStartContainerError: the Kubernetes API refused the attempt's Secret: {} ({})",
+                            status.message, status.reason
+                        ),
+                    })
+                }
+                Err(error) => return Err(classify(error)),
+            }
+        }
         match jobs.create(&PostParams::default(), &manifest).await {
+            Ok(job) if !spec.secrets.is_empty() => self.give_secret_to(&job).await,
             Ok(_) => {}
             // This attempt's Job from a start that was never recorded: it is the same attempt.
             Err(kube::Error::Api(status)) if status.is_already_exists() => {}
@@ -353,7 +404,18 @@ impl Executor for KubernetesExecutor {
     }
 
     async fn remove(&self, handle: &AttemptHandle) -> Result<(), ExecutorError> {
-        self.delete_job(&handle.0, None).await
+        self.delete_job(&handle.0, None).await?;
+        // The attempt's Secret, if it had one.
+        match self
+            .secrets()
+            .await?
+            .delete(&handle.0, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+            Err(error) => Err(classify(error)),
+        }
     }
 }
 

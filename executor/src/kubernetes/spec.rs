@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, SecurityContext,
+    Capabilities, Container, EnvVar, EnvVarSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::ByteString;
 
 use crate::{AttemptSpec, ImagePullPolicy};
 
@@ -53,6 +54,109 @@ pub fn label_value(text: &str) -> String {
         .to_string()
 }
 
+/// The Secret that holds an attempt's secret values, named after the attempt and labelled as its
+/// Job; `None` when the attempt sets no variable from a secret. Its keys are `v0`, `v1`, … in the
+/// order of `spec.secrets` (a variable's name may hold characters a Secret key may not). The
+/// values never enter the Job, whose readers need not be the Secret's.
+pub fn secret_manifest(spec: &AttemptSpec, settings: &JobSettings) -> Option<Secret> {
+    if spec.secrets.is_empty() {
+        return None;
+    }
+    Some(Secret {
+        metadata: ObjectMeta {
+            name: Some(spec.attempt_id.clone()),
+            labels: Some(attempt_labels(spec, settings)),
+            ..ObjectMeta::default()
+        },
+        type_: Some("Opaque".to_string()),
+        immutable: Some(true),
+        data: Some(
+            spec.secrets
+                .iter()
+                .enumerate()
+                .map(|(index, variable)| {
+                    (
+                        secret_key(index),
+                        ByteString(variable.value.expose().as_bytes().to_vec()),
+                    )
+                })
+                .collect(),
+        ),
+        ..Secret::default()
+    })
+}
+
+/// A job's propagated tags as Kubernetes metadata: a tag whose key is a valid label key and whose
+/// value a valid label value is a label (selectable: `kubectl get pods -l team=graphics`); one
+/// whose value is not (longer than 63 characters, spaces, …) is an annotation; one whose key is
+/// not a qualified name (`prefix/name`) cannot be either and is left out.
+pub fn tag_labels(
+    tags: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let mut labels = BTreeMap::new();
+    let mut annotations = BTreeMap::new();
+    for (key, value) in tags {
+        if !is_qualified_name(key) {
+            continue;
+        }
+        if is_label_name(value) || value.is_empty() {
+            labels.insert(key.clone(), value.clone());
+        } else {
+            annotations.insert(key.clone(), value.clone());
+        }
+    }
+    (labels, annotations)
+}
+
+/// Kubernetes' qualified name: an optional DNS subdomain prefix and `/`, then a name.
+fn is_qualified_name(key: &str) -> bool {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|prefix| {
+        !prefix.is_empty()
+            && prefix.len() <= 253
+            && prefix.split('.').all(|part| {
+                !part.is_empty()
+                    && part.len() <= 63
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+    });
+    prefix_ok && is_label_name(name)
+}
+
+/// 1 to 63 characters of `[A-Za-z0-9._-]`, starting and ending alphanumeric.
+fn is_label_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && text.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn secret_key(index: usize) -> String {
+    format!("v{index}")
+}
+
+fn attempt_labels(spec: &AttemptSpec, settings: &JobSettings) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_JOB_ID.to_string(), label_value(&spec.job_id)),
+        (LABEL_ATTEMPT.to_string(), spec.attempt_number.to_string()),
+        (
+            LABEL_COMPUTE_ENVIRONMENT.to_string(),
+            label_value(&spec.compute_environment),
+        ),
+        (LABEL_OWNER.to_string(), label_value(&settings.owner)),
+    ])
+}
+
 /// The selector of every Job this installation made for one compute environment.
 pub fn selector(owner: &str, compute_environment: &str) -> String {
     format!(
@@ -66,16 +170,10 @@ pub fn selector(owner: &str, compute_environment: &str) -> String {
 /// batchctl's), the attempt timeout as `activeDeadlineSeconds`, requests equal to limits, and the
 /// Restricted pod security profile unless the environment allows privileged jobs and the job asks.
 pub fn job_manifest(spec: &AttemptSpec, settings: &JobSettings, timeout: Option<Duration>) -> Job {
-    let labels = BTreeMap::from([
-        (LABEL_JOB_ID.to_string(), label_value(&spec.job_id)),
-        (LABEL_ATTEMPT.to_string(), spec.attempt_number.to_string()),
-        (
-            LABEL_COMPUTE_ENVIRONMENT.to_string(),
-            label_value(&spec.compute_environment),
-        ),
-        (LABEL_OWNER.to_string(), label_value(&settings.owner)),
-    ]);
-    let annotations = BTreeMap::from([(ANNOTATION_JOB_ID.to_string(), spec.job_id.clone())]);
+    // Propagated tags first, so that batchctl's own labels and annotation win over any of them.
+    let (mut labels, mut annotations) = tag_labels(&spec.tags);
+    labels.extend(attempt_labels(spec, settings));
+    annotations.insert(ANNOTATION_JOB_ID.to_string(), spec.job_id.clone());
     let metadata = ObjectMeta {
         name: Some(spec.attempt_id.clone()),
         labels: Some(labels.clone()),
@@ -120,6 +218,23 @@ pub fn job_manifest(spec: &AttemptSpec, settings: &JobSettings, timeout: Option<
                     value: Some(variable.value.clone()),
                     ..EnvVar::default()
                 })
+                .chain(
+                    spec.secrets
+                        .iter()
+                        .enumerate()
+                        .map(|(index, variable)| EnvVar {
+                            name: variable.name.clone(),
+                            value_from: Some(EnvVarSource {
+                                secret_key_ref: Some(SecretKeySelector {
+                                    name: spec.attempt_id.clone(),
+                                    key: secret_key(index),
+                                    optional: Some(false),
+                                }),
+                                ..EnvVarSource::default()
+                            }),
+                            ..EnvVar::default()
+                        }),
+                )
                 .collect(),
         ),
         working_dir: spec.working_dir.clone(),
@@ -222,6 +337,8 @@ mod tests {
             privileged: false,
             capabilities: vec![],
             timeout_seconds: Some(3600),
+            secrets: vec![],
+            tags: Default::default(),
         }
     }
 
@@ -320,6 +437,63 @@ mod tests {
             Some(true)
         );
         assert!(pod.security_context.is_none());
+    }
+
+    #[test]
+    fn secret_values_go_to_a_secret_and_the_job_only_names_it() {
+        let mut spec = spec();
+        spec.secrets = vec![crate::SecretVariable {
+            name: "DB PASSWORD".into(),
+            value: "hunter2-hunter2".into(),
+        }];
+        let job = serde_json::to_value(job_manifest(&spec, &settings(), None)).unwrap();
+        assert!(!job.to_string().contains("hunter2"));
+        assert_eq!(
+            job["spec"]["template"]["spec"]["containers"][0]["env"][1],
+            serde_json::json!({
+                "name": "DB PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "6f1c.3-2", "key": "v0", "optional": false}},
+            })
+        );
+        let secret = serde_json::to_value(secret_manifest(&spec, &settings()).unwrap()).unwrap();
+        assert_eq!(secret["metadata"]["name"], "6f1c.3-2");
+        assert_eq!(
+            secret["metadata"]["labels"]["batchctl.io/owner"],
+            "0b9e2c4e-installation"
+        );
+        // base64 of the value, as the API server takes `data`.
+        assert_eq!(secret["data"]["v0"], "aHVudGVyMi1odW50ZXIy");
+        assert_eq!(secret["immutable"], true);
+        assert!(secret_manifest(&self::spec(), &settings()).is_none());
+    }
+
+    #[test]
+    fn propagated_tags_become_labels_or_annotations_under_batchctls() {
+        let mut spec = spec();
+        spec.tags = [
+            ("team", "graphics"),
+            ("example.com/cost-centre", "cc-17"),
+            ("note", "a value with spaces"),
+            ("Not A Key", "x"),
+            (LABEL_OWNER, "spoofed"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let job = job_manifest(&spec, &settings(), None);
+        let labels = job.metadata.labels.clone().unwrap();
+        assert_eq!(labels["team"], "graphics");
+        assert_eq!(labels["example.com/cost-centre"], "cc-17");
+        assert_eq!(
+            labels[LABEL_OWNER], "0b9e2c4e-installation",
+            "batchctl's label wins"
+        );
+        assert!(!labels.contains_key("note") && !labels.contains_key("Not A Key"));
+        let annotations = job.metadata.annotations.clone().unwrap();
+        assert_eq!(annotations["note"], "a value with spaces");
+        assert!(!annotations.contains_key("Not A Key"));
+        let pod = job.spec.unwrap().template.metadata.unwrap();
+        assert_eq!(pod.labels.unwrap()["team"], "graphics");
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub fn run(dir: &Path, lock_fd: RawFd) -> io::Result<()> {
         .args(arguments)
         .env_clear()
         .envs(spec.environment.iter().map(|v| (&v.name, &v.value)))
+        .envs(spec.secrets.iter().map(|v| (&v.name, v.value.expose())))
         .current_dir(&working_dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Pod, PodCondition, PodSpec, PodStatus,
+    ContainerStatus, Pod, PodCondition, PodSpec, PodStatus, Secret,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta, OwnerReference, Time};
 use serde_json::{json, Value};
@@ -66,6 +66,8 @@ struct Cluster {
     version: u64,
     jobs: BTreeMap<String, Job>,
     pods: BTreeMap<String, Pod>,
+    /// Secrets, for the kubelet's `secretKeyRef`s; not watched.
+    secrets: BTreeMap<String, Secret>,
     logs: HashMap<String, Arc<LogBuffer>>,
     /// Local process groups of running pods, to signal on deletion and deadlines.
     processes: HashMap<String, i32>,
@@ -99,6 +101,14 @@ impl FakeApiServer {
                 "/apis/batch/v1/namespaces/{ns}/jobs/{name}",
                 get(get_job).delete(delete_job),
             )
+            .route(
+                "/api/v1/namespaces/{ns}/secrets",
+                axum::routing::post(create_secret),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/secrets/{name}",
+                get(get_secret).patch(patch_secret).delete(delete_secret),
+            )
             .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
             .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
             .with_state(server.clone());
@@ -121,6 +131,10 @@ impl FakeApiServer {
 
     pub fn job(&self, name: &str) -> Option<Job> {
         self.cluster.lock().unwrap().jobs.get(name).cloned()
+    }
+
+    pub fn secret(&self, name: &str) -> Option<Secret> {
+        self.cluster.lock().unwrap().secrets.get(name).cloned()
     }
 
     pub fn pods_of(&self, job: &str) -> Vec<Pod> {
@@ -276,6 +290,40 @@ impl FakeApiServer {
             self.finish_job(&job_name, false, "BackoffLimitExceeded");
             return;
         }
+        // The kubelet resolves `secretKeyRef`s; a missing Secret or key keeps the container from
+        // being made, as CreateContainerConfigError.
+        let mut environment = Vec::new();
+        for variable in container.env.iter().flatten() {
+            let value = match variable
+                .value_from
+                .as_ref()
+                .and_then(|from| from.secret_key_ref.as_ref())
+            {
+                Some(reference) => {
+                    let stored = self.secret(&reference.name).and_then(|secret| {
+                        secret
+                            .data?
+                            .get(&reference.key)
+                            .map(|bytes| bytes.0.clone())
+                    });
+                    match stored {
+                        Some(bytes) => String::from_utf8(bytes).unwrap(),
+                        None => {
+                            self.update_pod(
+                                &pod_name,
+                                set_waiting(
+                                    "CreateContainerConfigError",
+                                    &format!("secret \"{}\" not found", reference.name),
+                                ),
+                            );
+                            return;
+                        }
+                    }
+                }
+                None => variable.value.clone().unwrap_or_default(),
+            };
+            environment.push((variable.name.clone(), value));
+        }
         // Everything else runs the container's command here, as a process group of its own.
         let command = container.command.clone().unwrap_or_default();
         let mut process = tokio::process::Command::new(&command[0]);
@@ -283,13 +331,7 @@ impl FakeApiServer {
             .args(&command[1..])
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
-            .envs(
-                container
-                    .env
-                    .iter()
-                    .flatten()
-                    .map(|v| (v.name.clone(), v.value.clone().unwrap_or_default())),
-            )
+            .envs(environment)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .process_group(0);
@@ -651,6 +693,68 @@ async fn create_job(
     (StatusCode::CREATED, Json(job)).into_response()
 }
 
+async fn create_secret(
+    State(server): State<FakeApiServer>,
+    Path(ns): Path<String>,
+    Json(mut secret): Json<Secret>,
+) -> Response {
+    server.record(format!("POST secret in {ns}"));
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let mut cluster = server.cluster.lock().unwrap();
+    if cluster.secrets.contains_key(&name) {
+        return status_error(
+            409,
+            "AlreadyExists",
+            format!("secrets \"{name}\" already exists"),
+        );
+    }
+    secret.metadata.namespace = Some(ns);
+    secret.metadata.uid = Some(format!("uid-secret-{name}"));
+    cluster.secrets.insert(name, secret.clone());
+    Json(secret).into_response()
+}
+
+async fn get_secret(
+    State(server): State<FakeApiServer>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    server.record(format!("GET secret {name} in {ns}"));
+    match server.secret(&name) {
+        Some(secret) => Json(secret).into_response(),
+        None => status_error(404, "NotFound", format!("secrets \"{name}\" not found")),
+    }
+}
+
+/// A merge patch of metadata only (what the executor sends: its owner references).
+async fn patch_secret(
+    State(server): State<FakeApiServer>,
+    Path((ns, name)): Path<(String, String)>,
+    Json(patch): Json<Value>,
+) -> Response {
+    server.record(format!("PATCH secret {name} in {ns}"));
+    let mut cluster = server.cluster.lock().unwrap();
+    let Some(secret) = cluster.secrets.get_mut(&name) else {
+        return status_error(404, "NotFound", format!("secrets \"{name}\" not found"));
+    };
+    if let Some(owners) = patch["metadata"].get("ownerReferences") {
+        secret.metadata.owner_references = Some(serde_json::from_value(owners.clone()).unwrap());
+    }
+    Json(secret.clone()).into_response()
+}
+
+async fn delete_secret(
+    State(server): State<FakeApiServer>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    server.record(format!("DELETE secret {name} in {ns}"));
+    match server.cluster.lock().unwrap().secrets.remove(&name) {
+        Some(_) => {
+            Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Success"})).into_response()
+        }
+        None => status_error(404, "NotFound", format!("secrets \"{name}\" not found")),
+    }
+}
+
 async fn get_job(
     State(server): State<FakeApiServer>,
     Path((ns, name)): Path<(String, String)>,
@@ -682,6 +786,16 @@ async fn delete_job(
             return status_error(404, "NotFound", format!("jobs.batch \"{name}\" not found"));
         };
         server.commit(&mut cluster, "DELETED", Object::Job(job.clone()));
+        // The garbage collector's part: what the Job owns goes with it.
+        let uid = job.metadata.uid.clone();
+        cluster.secrets.retain(|_, secret| {
+            !secret
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|owner| Some(&owner.uid) == uid.as_ref())
+        });
         let pods: Vec<(String, Option<i32>)> = cluster
             .pods
             .values()

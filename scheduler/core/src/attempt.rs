@@ -94,6 +94,13 @@ pub fn attempt_spec(job: &Job, number: u32, environment_name: &EnvironmentName) 
         privileged: container.privileged,
         capabilities: container.capabilities.clone(),
         timeout_seconds: job.spec.timeout_seconds,
+        // Filled in by the dispatcher when the attempt starts: the values are read from the store
+        // then, and never kept in the job.
+        secrets: Vec::new(),
+        tags: match job.spec.propagate_tags {
+            true => job.spec.tags.clone(),
+            false => BTreeMap::new(),
+        },
     }
 }
 

@@ -39,6 +39,14 @@ pub struct AttemptSpec {
     /// (Kubernetes' `activeDeadlineSeconds`) does, so it holds while no scheduler runs.
     #[serde(default)]
     pub timeout_seconds: Option<u64>,
+    /// Variables whose values come from stored secrets, kept apart from `environment` so a
+    /// backend can hand them over its own way (a Kubernetes Secret) and nothing prints them.
+    #[serde(default)]
+    pub secrets: Vec<SecretVariable>,
+    /// The job's tags when it propagates them (`propagateTags`): container backends label the
+    /// container, Job and pod with them, under batchctl's own labels.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 /// When to pull an attempt's image, as Kubernetes' imagePullPolicy.
@@ -54,6 +62,13 @@ pub enum ImagePullPolicy {
 pub struct EnvironmentVariable {
     pub name: String,
     pub value: String,
+}
+
+/// A variable set from a secret when the attempt starts. Its value never prints (`SecretText`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretVariable {
+    pub name: String,
+    pub value: crate::secret::SecretText,
 }
 
 /// The backend's name for a started attempt, stored by the scheduler and handed back on every call.
@@ -171,6 +186,8 @@ mod tests {
             privileged,
             capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
             timeout_seconds: None,
+            secrets: vec![],
+            tags: Default::default(),
         }
     }
 

@@ -272,6 +272,9 @@ pub struct ContainerProperties {
     /// Linux capabilities added back after all are dropped (`NET_ADMIN`, …).
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// Variables set from stored secrets when an attempt starts (AWS Batch's `secrets`).
+    #[serde(default)]
+    pub secrets: Vec<crate::secret::SecretReference>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -301,6 +304,9 @@ pub struct DefinitionSpec {
     /// Tags each job of the definition carries (a submit's own tags win).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Whether jobs' tags become their containers' labels (AWS Batch's `propagateTags`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub propagate_tags: bool,
 }
 
 /// AWS Batch's retryStrategy, and a backoff it lacks.
@@ -644,6 +650,14 @@ pub struct JobSpec {
     /// The job's tags: its definition's, with the submit's over them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Whether its tags become labels of its attempts' containers, Jobs and pods: the submit's
+    /// `propagateTags`, else its definition's.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub propagate_tags: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 fn is_zero(value: &u32) -> bool {

@@ -12,6 +12,7 @@ use crate::event_pattern::EventPattern;
 use crate::events::EventRule;
 use crate::model::{ComputeEnvironment, DefinitionName, DefinitionSpec, JobQueue};
 use crate::schedule::Schedule;
+use crate::secret::Secret;
 use crate::webhooks::Profile;
 
 /// A problem with one field of the input, and what to do about it.
@@ -68,10 +69,11 @@ pub enum Kind {
     Notification,
     ConcurrencyLimit,
     ConsumableResource,
+    Secret,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::ComputeEnvironment,
         Kind::JobQueue,
         Kind::JobDefinition,
@@ -81,6 +83,7 @@ impl Kind {
         Kind::Notification,
         Kind::ConcurrencyLimit,
         Kind::ConsumableResource,
+        Kind::Secret,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -94,6 +97,7 @@ impl Kind {
             Kind::Notification => "Notification",
             Kind::ConcurrencyLimit => "ConcurrencyLimit",
             Kind::ConsumableResource => "ConsumableResource",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -109,6 +113,7 @@ impl Kind {
             Kind::Notification => "notifications",
             Kind::ConcurrencyLimit => "concurrencylimits",
             Kind::ConsumableResource => "consumableresources",
+            Kind::Secret => "secrets",
         }
     }
 
@@ -124,6 +129,7 @@ impl Kind {
             Kind::Notification => "notifications",
             Kind::ConcurrencyLimit => "concurrencylimits",
             Kind::ConsumableResource => "consumableresources",
+            Kind::Secret => "secrets",
         }
     }
 
@@ -159,6 +165,7 @@ pub enum Resource {
     Notification(Box<Notification>),
     ConcurrencyLimit(Box<ConcurrencyLimit>),
     ConsumableResource(Box<ConsumableResource>),
+    Secret(Box<Secret>),
 }
 
 impl Resource {
@@ -173,6 +180,7 @@ impl Resource {
             Resource::Notification(_) => Kind::Notification,
             Resource::ConcurrencyLimit(_) => Kind::ConcurrencyLimit,
             Resource::ConsumableResource(_) => Kind::ConsumableResource,
+            Resource::Secret(_) => Kind::Secret,
         }
     }
 
@@ -187,6 +195,7 @@ impl Resource {
             Resource::Notification(notification) => &notification.name,
             Resource::ConcurrencyLimit(limit) => &limit.name,
             Resource::ConsumableResource(resource) => &resource.name,
+            Resource::Secret(secret) => &secret.name,
         }
     }
 }
@@ -205,7 +214,7 @@ pub struct WebhookTrigger {
     pub name: String,
     pub profile: Profile,
     /// Any of them may have signed a delivery (rotation).
-    pub secrets: Vec<String>,
+    pub secrets: Vec<crate::secret::SecretText>,
     /// The `source` of the events it makes.
     pub source: String,
     /// Their `detail-type`, when the profile does not name one (GitHub's event name does).
@@ -220,7 +229,7 @@ pub struct Notification {
     pub pattern: EventPattern,
     pub endpoint: String,
     /// Signs each POST per Standard Webhooks when present.
-    pub secret: Option<String>,
+    pub secret: Option<crate::secret::SecretText>,
     /// Retries after the first try; then the delivery goes to the dead-letter list.
     pub maximum_retry_attempts: u32,
     pub enabled: bool,

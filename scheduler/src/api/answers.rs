@@ -163,6 +163,14 @@ pub struct LastFiring {
     pub reason: Option<String>,
 }
 
+/// When a secret was stored and last changed (epoch milliseconds); its value is never shown.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretStatus {
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
 /// A consumable resource's use, as AWS Batch's DescribeConsumableResource reports it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

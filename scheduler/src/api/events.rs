@@ -237,7 +237,12 @@ pub(super) async fn receive_hook(
     // MACs over a body of up to MAX_ENTRY_BYTES are CPU work: done on the blocking pool, so a
     // flood of deliveries cannot stall the workers that answer everything else.
     let verification = tokio::task::spawn_blocking({
-        let (profile, secrets, body) = (trigger.profile, trigger.secrets.clone(), body.clone());
+        let secrets: Vec<String> = trigger
+            .secrets
+            .iter()
+            .map(|secret| secret.expose().to_string())
+            .collect();
+        let (profile, body) = (trigger.profile, body.clone());
         move || verify(profile, &secrets, &lower, &body, now.timestamp())
     })
     .await

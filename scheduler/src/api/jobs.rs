@@ -126,7 +126,7 @@ impl utoipa::ToSchema for JobList {
 /// Jobs, newest first. Array children (`arrayJobId`) are listed as summaries without the spec
 /// they share with their parent; other jobs in full, a page holding fewer than `limit` when
 /// their specs are large (`MAX_PAGE_SPEC_BYTES`), so no list answer is unbounded.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(("queue" = Option<String>, Query), ("status" = Option<JobStatus>, Query), ("name" = Option<String>, Query, description = "A name, or a prefix ending in *"), ("arrayJobId" = Option<String>, Query, description = "List this array's children"), ("limit" = Option<u32>, Query, description = "1 to 1000"), ("cursor" = Option<String>, Query)), responses((status = 200, description = "Jobs newest first; with arrayJobId, the children as summaries", body = JobList), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(("queue" = Option<String>, Query), ("status" = Option<JobStatus>, Query), ("name" = Option<String>, Query, description = "A name, or a prefix ending in *"), ("arrayJobId" = Option<String>, Query, description = "List this array's children"), ("tagSelector" = Option<String>, Query, description = "key=value, key!=value, key or !key, comma-separated: all must hold"), ("limit" = Option<u32>, Query, description = "1 to 1000"), ("cursor" = Option<String>, Query)), responses((status = 200, description = "Jobs newest first; with arrayJobId, the children as summaries", body = JobList), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn list_jobs(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -158,12 +158,25 @@ pub(super) async fn list_jobs(
         .clamp(1, MAX_PAGE_SIZE);
     let array_parent = query.take("arrayJobId").map(JobId);
     let name = query.take("name").as_deref().map(parse_name).transpose()?;
-    query.finish("queue, status, name, arrayJobId, limit or cursor")?;
+    let tags = query
+        .take("tagSelector")
+        .map(|text| {
+            crate::core::tags::TagSelector::parse(&text)
+                .map_err(|message| ApiError::invalid(FieldError::new("tagSelector", message)))
+        })
+        .transpose()?
+        .unwrap_or_default();
+    query.finish("queue, status, name, tagSelector, arrayJobId, limit or cursor")?;
     if let Some(parent) = &array_parent {
-        if queue.is_some() || name.is_some() {
+        let shared = [
+            ("queue", queue.is_some()),
+            ("name", name.is_some()),
+            ("tagSelector", !tags.0.is_empty()),
+        ];
+        if let Some((field, _)) = shared.iter().find(|(_, given)| *given) {
             return Err(ApiError::invalid(FieldError::new(
-                if queue.is_some() { "queue" } else { "name" },
-                "cannot be combined with arrayJobId: an array's children are in its queue and share its name",
+                *field,
+                "cannot be combined with arrayJobId: an array's children are in its queue and share its name and tags",
             )));
         }
         let page = state
@@ -186,6 +199,7 @@ pub(super) async fn list_jobs(
             queue,
             status,
             name,
+            tags,
             before,
             limit,
         })

@@ -181,6 +181,7 @@ fn routes() -> Router<AppState> {
         .route("/v1/notifications", get(list_notifications))
         .route("/v1/concurrencylimits", get(list_concurrency_limits))
         .route("/v1/consumableresources", get(list_consumable_resources))
+        .route("/v1/secrets", get(list_secrets))
         .route("/v1/dlq", get(list_dead_letters))
         .route("/v1/dlq/redrive", post(redrive_dead_letters))
         .route("/v1/hooks/{name}", post(receive_hook))

@@ -37,6 +37,7 @@ use crate::manifest::Kind;
         super::resources::list_notifications,
         super::resources::list_concurrency_limits,
         super::resources::list_consumable_resources,
+        super::resources::list_secrets,
         super::resources::list_dead_letters,
         super::resources::redrive_dead_letters,
         super::events::put_events,

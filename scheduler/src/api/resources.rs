@@ -42,13 +42,7 @@ pub(super) async fn patch_resource(
             "send a JSON object of the spec fields to change (a merge patch)",
         )));
     }
-    let Some((_, mut spec)) = state
-        .store
-        .resource_specs(kind)
-        .await?
-        .into_iter()
-        .find(|(stored, _)| *stored == name)
-    else {
+    let Some(mut spec) = state.store.spec_for_patch(kind, &name).await? else {
         return Err(ApiError::not_found(format!(
             "{} \"{name}\" does not exist; see `batchctl get {}`",
             kind.as_str(),
@@ -147,7 +141,7 @@ pub(super) async fn delete_resource(
             state.store.refresh_job_event_interest().await?;
             state.rules.notify();
         }
-        Kind::WebhookTrigger | Kind::Notification => {}
+        Kind::WebhookTrigger | Kind::Notification | Kind::Secret => {}
     }
     Ok(Json(answers::DeleteAnswer { deleted }))
 }
@@ -209,6 +203,33 @@ pub(super) async fn list_consumable_resources(
         let view = ResourceView::new(Kind::ConsumableResource.as_str(), name, None, spec);
         items.push(with_status(view, status));
     }
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// Secrets by name, with when each was stored and changed; never a value (the spec shows
+/// `value: "(hidden)"`).
+#[utoipa::path(get, path = "/v1/secrets", tag = "resources", responses((status = 200, description = "Secrets, values hidden", body = Page<answers::ResourceWithStatus<answers::SecretStatus>>)))]
+pub(super) async fn list_secrets(
+    State(state): State<AppState>,
+) -> Result<Json<Page<answers::ResourceWithStatus<answers::SecretStatus>>>, ApiError> {
+    let items = state
+        .store
+        .secrets()
+        .await?
+        .into_iter()
+        .map(|secret| {
+            let spec = secret_views::spec_value(secret_views::SecretSpecView::default());
+            let view = ResourceView::new(Kind::Secret.as_str(), secret.name, None, spec);
+            let status = answers::SecretStatus {
+                created_at: secret.created_at,
+                updated_at: secret.updated_at,
+            };
+            with_status(view, status)
+        })
+        .collect();
     Ok(Json(Page {
         items,
         next_cursor: None,

@@ -88,6 +88,18 @@ impl From<&WebhookTrigger> for WebhookTriggerSpecView {
     }
 }
 
+/// A secret's spec: its value hidden.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SecretSpecView {
+    pub value: Hidden,
+}
+
+impl Default for Hidden {
+    fn default() -> Hidden {
+        Hidden
+    }
+}
+
 /// A view as the `spec` of a `ResourceView`.
 pub fn spec_value(view: impl Serialize) -> serde_json::Value {
     serde_json::to_value(view).expect("views have string keys only, so they serialise to JSON")

@@ -95,13 +95,65 @@ pub struct AttemptAssignment {
     pub stop: watch::Receiver<Option<StopRequest>>,
 }
 
+/// Why an attempt's secrets could not be read: for now (the database is away), or for good (a
+/// secret is missing, or sealed under a key this server lacks).
+enum SecretsNotRead {
+    Retryable(String),
+    Fatal(String),
+}
+
+/// The variables an attempt sets from secrets, read and unsealed as it starts; nothing when its
+/// job names none (no read).
+async fn secret_variables(
+    store: &Store,
+    job: &Job,
+) -> Result<Vec<batchctl_executor::SecretVariable>, SecretsNotRead> {
+    let references = &job.spec.container.secrets;
+    if references.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<&str> = references
+        .iter()
+        .map(|reference| reference.value_from.as_str())
+        .collect();
+    let values = store.secret_values(&names).await.map_err(|error| {
+        let reason = format!("cannot read the job's secrets: {error}");
+        match error.is_retryable() {
+            true => SecretsNotRead::Retryable(reason),
+            false => SecretsNotRead::Fatal(reason),
+        }
+    })?;
+    crate::core::secret::secret_variables(references, &values).map_err(SecretsNotRead::Fatal)
+}
+
 pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssignment) {
     let job_id = assignment.job.job_id.clone();
     let number = assignment.number;
     let executor = Arc::clone(&assignment.executor);
     let handle = match assignment.takeover {
         Takeover::Start => {
-            let spec = attempt_spec(&assignment.job, number, &assignment.environment);
+            let mut spec = attempt_spec(&assignment.job, number, &assignment.environment);
+            match secret_variables(&context.store, &assignment.job).await {
+                Ok(variables) => spec.secrets = variables,
+                Err(SecretsNotRead::Retryable(reason)) => {
+                    tracing::warn!(%job_id, attempt = number, %reason, "attempt deferred");
+                    report(
+                        &context,
+                        AttemptEvent::Deferred {
+                            job_id,
+                            number,
+                            reason,
+                        },
+                    )
+                    .await;
+                    return;
+                }
+                Err(SecretsNotRead::Fatal(reason)) => {
+                    let outcome = AttemptOutcome::StartFailed { reason };
+                    report(&context, ended(&job_id, number, outcome, None)).await;
+                    return;
+                }
+            }
             match executor.start(&spec).await {
                 Ok(handle) => handle,
                 Err(error) if error.is_retryable() => {

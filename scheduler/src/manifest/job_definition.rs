@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::core::output_limit::MIN_MAX_LOG_BYTES;
+use crate::core::secret::{secret_name_of, SecretReference};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -31,6 +32,9 @@ pub struct JobDefinitionSpec {
     /// be keyed by one (`tag:NAME`).
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Whether jobs' tags become labels of their containers (Docker), Jobs and pods (Kubernetes).
+    #[serde(default)]
+    pub propagate_tags: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +58,17 @@ pub struct ContainerPropertiesSpec {
     pub privileged: Option<bool>,
     #[serde(default)]
     pub linux_parameters: Option<LinuxParametersSpec>,
+    /// Variables set from stored secrets when an attempt starts (AWS Batch's field): `valueFrom`
+    /// names a `kind: Secret`, or a Secrets Manager or SSM parameter ARN whose name is one.
+    #[serde(default)]
+    pub secrets: Vec<SecretSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretSpec {
+    pub name: String,
+    pub value_from: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +192,7 @@ pub fn definition_spec(spec: &JobDefinitionSpec) -> Result<DefinitionSpec, Field
         image_pull_policy: properties.image_pull_policy.unwrap_or_default(),
         privileged: properties.privileged.unwrap_or(false),
         capabilities: capabilities(properties.linux_parameters.as_ref()).map_err(within)?,
+        secrets: secret_references(&properties.secrets, &properties.environment).map_err(within)?,
     };
     Ok(DefinitionSpec {
         parameters: spec.parameters.clone(),
@@ -199,6 +215,7 @@ pub fn definition_spec(spec: &JobDefinitionSpec) -> Result<DefinitionSpec, Field
             None => Vec::new(),
         },
         tags: tags(&spec.tags)?,
+        propagate_tags: spec.propagate_tags.unwrap_or(false),
     })
 }
 
@@ -220,6 +237,12 @@ pub(super) fn tags(
             return Err(FieldError::new(
                 "tags",
                 format!("{key:?} is not a tag key: 1 to 128 characters"),
+            ));
+        }
+        if key.starts_with("batchctl.") || key.starts_with("aws:") {
+            return Err(FieldError::new(
+                "tags",
+                format!("{key:?} starts with a prefix batchctl reserves (batchctl., aws:) for its own labels"),
             ));
         }
         if value.chars().count() > 256 {
@@ -469,6 +492,44 @@ pub fn environment(
         .iter()
         .map(|v| (v.name.clone(), v.value.clone()))
         .collect())
+}
+
+/// A definition's `secrets`: each a valid variable name, set once, and not also in `environment`;
+/// each `valueFrom` a secret's name or an ARN that names one.
+fn secret_references(
+    secrets: &[SecretSpec],
+    plain: &[KeyValue],
+) -> Result<Vec<SecretReference>, FieldError> {
+    let as_variables: Vec<KeyValue> = secrets
+        .iter()
+        .map(|secret| KeyValue {
+            name: secret.name.clone(),
+            value: String::new(),
+        })
+        .collect();
+    environment(&as_variables, "secrets")?;
+    secrets
+        .iter()
+        .enumerate()
+        .map(|(index, secret)| {
+            if plain.iter().any(|variable| variable.name == secret.name) {
+                return Err(FieldError::new(
+                    format!("secrets[{index}].name"),
+                    format!(
+                        "{:?} is also set in environment; set it in one place",
+                        secret.name
+                    ),
+                ));
+            }
+            let value_from = secret_name_of(&secret.value_from).map_err(|message| {
+                FieldError::new(format!("secrets[{index}].valueFrom"), message)
+            })?;
+            Ok(SecretReference {
+                name: secret.name.clone(),
+                value_from,
+            })
+        })
+        .collect()
 }
 
 /// Applies resource requirements over `base`: each listed type replaces the base's value.

@@ -10,6 +10,7 @@ mod job_definition;
 mod job_queue;
 mod notification;
 mod schedule;
+mod secret;
 mod submit;
 #[cfg(test)]
 mod tests;
@@ -23,6 +24,7 @@ pub use job_definition::*;
 pub use job_queue::*;
 pub use notification::*;
 pub use schedule::*;
+pub use secret::*;
 pub use submit::*;
 pub use webhook_trigger::*;
 
@@ -141,7 +143,7 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
             FieldError::new(
                 "kind",
                 format!(
-                    "unknown kind {:?}; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger, Notification, ConcurrencyLimit, ConsumableResource",
+                    "unknown kind {:?}; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger, Notification, ConcurrencyLimit, ConsumableResource, Secret",
                     document.kind
                 ),
             )
@@ -181,6 +183,7 @@ pub fn parse_document(value: &serde_json::Value) -> Result<Resource, FieldError>
                 consumable_resource(name, &spec).map_err(within_spec)?,
             ))
         }
+        Kind::Secret => Resource::Secret(Box::new(secret(name, spec)?)),
         Kind::ConcurrencyLimit => {
             crate::core::model::validate_name(&name).map_err(name_error)?;
             let spec: ConcurrencyLimitSpec = parse_strict(spec).map_err(within_spec)?;

@@ -62,7 +62,10 @@ pub fn notification(name: String, spec: &NotificationSpec) -> Result<Notificatio
         name,
         pattern,
         endpoint: endpoint.to_string(),
-        secret: spec.secret.clone(),
+        secret: spec
+            .secret
+            .clone()
+            .map(crate::core::secret::SecretText::new),
         maximum_retry_attempts,
         enabled: spec.state.unwrap_or(ResourceState::Enabled) == ResourceState::Enabled,
     })

@@ -171,6 +171,10 @@ pub struct SubmitJobRequest {
     /// The job's tags, over its definition's.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Whether the job's tags become its containers' labels; the definition's `propagateTags`
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub propagate_tags: Option<bool>,
 }
 
 /// AWS Batch's ArrayProperties of SubmitJob.
@@ -425,6 +429,9 @@ pub fn build_job(
                 merged.extend(request.tags.clone());
                 super::job_definition::tags(&merged)?
             },
+            propagate_tags: request
+                .propagate_tags
+                .unwrap_or(definition.spec.propagate_tags),
         },
         created_at: now,
         started_at: None,

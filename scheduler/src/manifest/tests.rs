@@ -47,7 +47,7 @@ fn errors_name_the_field_and_what_to_do() {
         ),
         (
             json!({"apiVersion": "batchctl/v1", "kind": "Queue", "metadata": {"name": "q"}, "spec": {}}),
-            "kind: unknown kind \"Queue\"; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger, Notification, ConcurrencyLimit, ConsumableResource",
+            "kind: unknown kind \"Queue\"; use one of ComputeEnvironment, JobQueue, JobDefinition, Schedule, EventRule, WebhookTrigger, Notification, ConcurrencyLimit, ConsumableResource, Secret",
         ),
         (
             json!({"apiVersion": "batchctl/v1", "kind": "JobQueue", "metadata": {"name": "bad name"}, "spec": {}}),
@@ -129,7 +129,7 @@ fn errors_name_the_field_and_what_to_do() {
         ),
         (
             definition(json!({"containerProperties": {"image": "i", "command": ["true"], "memory": 5}})),
-            "spec.containerProperties.memory: unknown field `memory`, expected one of `image`, `command`, `environment`, `resourceRequirements`, `workingDir`, `user`, `imagePullPolicy`, `privileged`, `linuxParameters`",
+            "spec.containerProperties.memory: unknown field `memory`, expected one of `image`, `command`, `environment`, `resourceRequirements`, `workingDir`, `user`, `imagePullPolicy`, `privileged`, `linuxParameters`, `secrets`",
         ),
         (
             definition(json!({"containerProperties": {"image": "i", "command": ["true"]},

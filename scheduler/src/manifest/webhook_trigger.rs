@@ -57,7 +57,11 @@ pub fn webhook_trigger(
     Ok(WebhookTrigger {
         name,
         profile: spec.profile,
-        secrets: spec.secrets.clone(),
+        secrets: spec
+            .secrets
+            .iter()
+            .map(|secret| crate::core::secret::SecretText::new(secret.clone()))
+            .collect(),
         source: source.to_string(),
         detail_type: spec.detail_type.clone().unwrap_or_else(|| "Webhook".into()),
     })

@@ -384,7 +384,10 @@ impl Store {
         let parsed = self
             .parsed_resources::<WebhookTrigger>(Kind::WebhookTrigger)
             .await?;
-        Ok(parsed.into_iter().map(|parsed| parsed.model).collect())
+        parsed
+            .into_iter()
+            .map(|parsed| self.unsealed_trigger(parsed.model))
+            .collect()
     }
 
     /// A webhook trigger by name.
@@ -392,10 +395,12 @@ impl Store {
         let parsed = self
             .parsed_resources::<WebhookTrigger>(Kind::WebhookTrigger)
             .await?;
-        Ok(parsed
+        parsed
             .into_iter()
             .map(|parsed| parsed.model)
-            .find(|trigger| trigger.name == name))
+            .find(|trigger| trigger.name == name)
+            .map(|trigger| self.unsealed_trigger(trigger))
+            .transpose()
     }
 }
 

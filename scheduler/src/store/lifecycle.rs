@@ -110,6 +110,7 @@ fn plain_table(kind: Kind) -> Option<&'static str> {
         Kind::Notification => Some("notifications"),
         Kind::ConcurrencyLimit => Some("concurrency_limits"),
         Kind::ConsumableResource => Some("consumable_resources"),
+        Kind::Secret => Some("secrets"),
         Kind::ComputeEnvironment | Kind::JobQueue | Kind::JobDefinition => None,
     }
 }
@@ -178,7 +179,8 @@ impl Store {
             | Kind::EventRule
             | Kind::WebhookTrigger
             | Kind::ConcurrencyLimit
-            | Kind::ConsumableResource => {
+            | Kind::ConsumableResource
+            | Kind::Secret => {
                 let table = plain_table(kind).expect("a plain kind");
                 if !delete_named(&mut transaction, table, name).await? {
                     return Err(not_found(kind, name));

@@ -23,6 +23,7 @@ mod notifications;
 mod resource_cache;
 mod resources;
 mod schedules;
+mod secrets;
 mod share_usage;
 mod sql;
 mod stored_form;
@@ -56,6 +57,7 @@ pub use resources::{
     UnmodelledRow, ValidDocument,
 };
 pub use schedules::{Firing, FiringOutcome, StoredSchedule};
+pub use secrets::{Resealed, SecretListing};
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -199,6 +201,8 @@ pub struct Store {
     finish_waits: FinishWaits,
     /// What submits read, kept briefly; emptied by every apply (see `resource_cache`).
     resource_cache: resource_cache::ResourceCache,
+    /// Seals and unseals secret values (`secrets`); without one, no secret can be stored.
+    keyring: Option<std::sync::Arc<crate::sealing::Keyring>>,
 }
 
 impl Store {
@@ -235,6 +239,7 @@ impl Store {
                     fence: None,
                     finish_waits: FinishWaits::default(),
                     resource_cache: Default::default(),
+                    keyring: None,
                 }
             }
         };
@@ -356,6 +361,7 @@ async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
         fence: None,
         finish_waits: FinishWaits::default(),
         resource_cache: Default::default(),
+        keyring: None,
     })
 }
 

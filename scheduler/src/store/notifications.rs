@@ -32,10 +32,10 @@ impl Store {
         let parsed = self
             .parsed_resources::<Notification>(Kind::Notification)
             .await?;
-        Ok(parsed
+        parsed
             .into_iter()
-            .map(|parsed| (parsed.model, parsed.created_at))
-            .collect())
+            .map(|parsed| Ok((self.unsealed_notification(parsed.model)?, parsed.created_at)))
+            .collect()
     }
 
     /// Queues an event for a notification, once.

@@ -97,6 +97,10 @@ impl Store {
                 check_limit_references(limit, &queue_names)
                     .map_err(|error| ApplyError::Invalid { index, error })?;
             }
+            let (resource, spec) = self
+                .sealed_for_storage(resource, spec)
+                .map_err(|error| ApplyError::Invalid { index, error })?;
+            let resource = &resource;
             let texts = Texts {
                 spec: spec.to_string(),
                 model: model_text(resource),
@@ -112,7 +116,8 @@ impl Store {
                 | Resource::WebhookTrigger(_)
                 | Resource::Notification(_)
                 | Resource::ConcurrencyLimit(_)
-                | Resource::ConsumableResource(_) => {
+                | Resource::ConsumableResource(_)
+                | Resource::Secret(_) => {
                     upsert(
                         &mut transaction,
                         table_of(resource.kind()),
@@ -216,7 +221,8 @@ impl Store {
             | Kind::WebhookTrigger
             | Kind::Notification
             | Kind::ConcurrencyLimit
-            | Kind::ConsumableResource => table_of(kind),
+            | Kind::ConsumableResource
+            | Kind::Secret => table_of(kind),
         };
         let rows = sqlx::query(&format!("SELECT name, spec FROM {table} ORDER BY name"))
             .fetch_all(&self.read)
@@ -397,7 +403,8 @@ impl Store {
                 | Kind::WebhookTrigger
                 | Kind::Notification
                 | Kind::ConcurrencyLimit
-                | Kind::ConsumableResource => "0",
+                | Kind::ConsumableResource
+                | Kind::Secret => "0",
             };
             let found = sqlx::query(&format!(
                 "SELECT name, {revision}, spec FROM {table} WHERE model IS NULL ORDER BY name"
@@ -450,7 +457,8 @@ impl Store {
             | Kind::WebhookTrigger
             | Kind::Notification
             | Kind::ConcurrencyLimit
-            | Kind::ConsumableResource => sqlx::query(&update)
+            | Kind::ConsumableResource
+            | Kind::Secret => sqlx::query(&update)
                 .bind(model_text(resource))
                 .bind(&row.name),
         };
@@ -488,11 +496,12 @@ pub fn table_of(kind: Kind) -> &'static str {
         Kind::Notification => "notifications",
         Kind::ConcurrencyLimit => "concurrency_limits",
         Kind::ConsumableResource => "consumable_resources",
+        Kind::Secret => "secrets",
     }
 }
 
 /// The stored form of a resource's model (a schedule's or rule's with its target).
-fn model_text(resource: &Resource) -> String {
+pub(super) fn model_text(resource: &Resource) -> String {
     match resource {
         Resource::ComputeEnvironment(environment) => stored_form::encode(environment),
         Resource::JobQueue(queue) => stored_form::encode(queue),
@@ -503,6 +512,7 @@ fn model_text(resource: &Resource) -> String {
         Resource::Notification(notification) => stored_form::encode(notification),
         Resource::ConcurrencyLimit(limit) => stored_form::encode(limit),
         Resource::ConsumableResource(resource) => stored_form::encode(resource),
+        Resource::Secret(secret) => stored_form::encode(secret),
     }
 }
 

@@ -33,6 +33,14 @@ use batchctl_scheduler::core::model::{
 use batchctl_scheduler::store::{Store, StoreLocation};
 use sqlx::Connection;
 
+/// The key the test stores seal secrets with.
+pub fn test_keyring() -> std::sync::Arc<batchctl_scheduler::sealing::Keyring> {
+    std::sync::Arc::new(batchctl_scheduler::sealing::Keyring::from_keys(
+        &[42; 32],
+        &[],
+    ))
+}
+
 pub struct TestStore {
     pub store: Store,
     pub location: StoreLocation,
@@ -45,7 +53,10 @@ pub async fn sqlite() -> TestStore {
         path: dir.path().join("batchctl.db"),
     };
     TestStore {
-        store: Store::open(&location).await.unwrap(),
+        store: Store::open(&location)
+            .await
+            .unwrap()
+            .with_keyring(test_keyring()),
         location,
         _dir: Some(dir),
     }
@@ -75,7 +86,10 @@ pub async fn postgres() -> Option<TestStore> {
     let url = postgres_url().await?;
     let location = StoreLocation::Postgres { url };
     Some(TestStore {
-        store: Store::open(&location).await.unwrap(),
+        store: Store::open(&location)
+            .await
+            .unwrap()
+            .with_keyring(test_keyring()),
         location,
         _dir: None,
     })
@@ -157,6 +171,7 @@ pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
                 image_pull_policy: Default::default(),
                 privileged: false,
                 capabilities: vec![],
+                secrets: vec![],
             },
             retry: RetryPolicy::attempts(1),
             depends_on: vec![],
@@ -169,6 +184,7 @@ pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
             chain_depth: 0,
             consumable_resources: Vec::new(),
             tags: Default::default(),
+            propagate_tags: false,
             timeout_seconds: None,
         },
         created_at: 1,

@@ -273,6 +273,7 @@ async fn jobs(
                 before,
                 limit: DEFAULT_PAGE_SIZE,
                 array_parent: None,
+                tags: Default::default(),
             };
             let page = state.store.jobs(&filter).await?;
             (

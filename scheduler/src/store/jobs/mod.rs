@@ -18,6 +18,7 @@ use crate::core::model::{
     ArrayRole, Attempt, CurrentAttempt, DependencyKind, EnvironmentName, Job, JobId, JobName,
     JobSpec, JobStatus, QueueName, Resources,
 };
+use crate::core::tags::TagRequirement;
 
 /// An array child stores no spec; it runs its parent's.
 const JOB_COLUMNS: &str = "seq, job_id, job_name, job_queue, status, status_reason, \
@@ -55,6 +56,8 @@ pub struct JobFilter {
     pub status: Option<JobStatus>,
     /// Only jobs whose name matches (AWS Batch's `JOB_NAME` filter).
     pub name: Option<JobNameFilter>,
+    /// Only jobs whose tags meet every requirement (kubectl's `-l`); top-level jobs only.
+    pub tags: crate::core::tags::TagSelector,
     /// Only jobs submitted before the one with this sequence number (the page cursor).
     pub before: Option<i64>,
     pub limit: u32,
@@ -121,6 +124,7 @@ pub const MAX_PAGE_SPEC_BYTES: i64 = 4 * 1024 * 1024;
 fn bind_filter<'q>(
     query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>>,
     filter: &'q JobFilter,
+    dialect: Dialect,
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
     let mut query = query.bind(filter.before.unwrap_or(i64::MAX));
     if let Some(parent) = &filter.array_parent {
@@ -135,7 +139,49 @@ fn bind_filter<'q>(
     if let Some(name) = &filter.name {
         query = query.bind(name.value());
     }
+    for requirement in &filter.tags.0 {
+        query = query.bind(tag_operand(dialect, requirement.key()));
+        match requirement {
+            TagRequirement::Equals { value, .. } | TagRequirement::NotEquals { value, .. } => {
+                query = query.bind(value.as_str());
+            }
+            TagRequirement::Exists { .. } | TagRequirement::Absent { .. } => {}
+        }
+    }
     query
+}
+
+/// What a tag requirement's first placeholder holds: SQLite's JSON path to the tag, or the key
+/// itself for Postgres' `->>` (the selector's keys hold no quote or backslash).
+fn tag_operand(dialect: Dialect, key: &str) -> String {
+    match dialect {
+        Dialect::Sqlite => format!("$.tags.\"{key}\""),
+        Dialect::Postgres => key.to_string(),
+    }
+}
+
+/// The condition of one tag requirement, on the job's spec, with its placeholders.
+fn tag_condition(
+    dialect: Dialect,
+    requirement: &TagRequirement,
+    next_parameter: &mut impl FnMut() -> String,
+) -> String {
+    let tag = match dialect {
+        Dialect::Sqlite => format!("json_extract(spec, {})", next_parameter()),
+        Dialect::Postgres => format!("((spec::jsonb) -> 'tags' ->> {})", next_parameter()),
+    };
+    let null_safe_differs = match dialect {
+        Dialect::Sqlite => "IS NOT",
+        Dialect::Postgres => "IS DISTINCT FROM",
+    };
+    match requirement {
+        TagRequirement::Equals { .. } => format!("{tag} = {}", next_parameter()),
+        TagRequirement::NotEquals { .. } => {
+            format!("{tag} {null_safe_differs} {}", next_parameter())
+        }
+        TagRequirement::Exists { .. } => format!("{tag} IS NOT NULL"),
+        TagRequirement::Absent { .. } => format!("{tag} IS NULL"),
+    }
 }
 
 /// The conditions and order of a page of `jobs` for `filter`, spelled out per filter so that each
@@ -161,11 +207,20 @@ fn listing_plan(dialect: Dialect, filter: &JobFilter) -> (Vec<String>, String) {
     if filter.status.is_some() {
         keys.push(("status", next_parameter()));
     }
-    // Not a key of any index: checked on the rows the keys lead to.
-    let name = filter
+    // Not keys of any index: checked on the rows the keys lead to.
+    let mut name: Vec<String> = filter
         .name
         .as_ref()
-        .map(|name| name.condition(&next_parameter()));
+        .map(|name| name.condition(&next_parameter()))
+        .into_iter()
+        .collect();
+    name.extend(
+        filter
+            .tags
+            .0
+            .iter()
+            .map(|requirement| tag_condition(dialect, requirement, &mut next_parameter)),
+    );
     if let Some(parent) = parent {
         let mut conditions = vec!["seq < $1".to_string(), format!("array_parent = {parent}")];
         conditions.extend(keys.iter().map(|(column, p)| format!("{column} = {p}")));
@@ -207,6 +262,15 @@ fn bound_parameters(filter: &JobFilter) -> usize {
         + usize::from(filter.queue.is_some())
         + usize::from(filter.status.is_some())
         + usize::from(filter.name.is_some())
+        + filter
+            .tags
+            .0
+            .iter()
+            .map(|requirement| match requirement {
+                TagRequirement::Equals { .. } | TagRequirement::NotEquals { .. } => 2,
+                TagRequirement::Exists { .. } | TagRequirement::Absent { .. } => 1,
+            })
+            .sum::<usize>()
 }
 
 /// An array child as lists show it: without the spec, which is its parent's.

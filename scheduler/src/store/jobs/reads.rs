@@ -90,10 +90,11 @@ impl Store {
     /// Jobs newest first, with their finished attempts.
     pub async fn jobs(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
         let (mut conditions, order) = listing_plan(self.dialect, filter);
-        // No index leads to a name: a page filtered by name reads at most NAME_SCAN_WINDOW
-        // sequence numbers below its cursor, and then says where to go on.
-        let floor = match &filter.name {
-            Some(_) => {
+        // No index leads to a name or a tag: a page filtered by either reads at most
+        // NAME_SCAN_WINDOW sequence numbers below its cursor, and then says where to go on.
+        let unindexed = filter.name.is_some() || !filter.tags.0.is_empty();
+        let floor = match unindexed {
+            true => {
                 let (lowest, highest): (Option<i64>, Option<i64>) = sqlx::query_as(
                     "SELECT (SELECT MIN(seq) FROM jobs), (SELECT MAX(seq) FROM jobs)",
                 )
@@ -105,7 +106,7 @@ impl Store {
                 conditions.push(format!("seq >= {floor}"));
                 Some(floor).filter(|floor| lowest.is_some_and(|lowest| lowest < *floor))
             }
-            None => None,
+            false => None,
         };
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE {} ORDER BY {order} LIMIT {}",
@@ -115,7 +116,7 @@ impl Store {
         let limit = self
             .limit_by_spec_bytes(filter, &conditions, &order)
             .await?;
-        let query = bind_filter(sqlx::query(&sql), filter);
+        let query = bind_filter(sqlx::query(&sql), filter, self.dialect);
         let rows = query
             .bind(i64::from(limit) + 1)
             .fetch_all(&self.read)
@@ -152,7 +153,7 @@ impl Store {
             conditions.join(" AND "),
             format_args!("${}", bound_parameters(filter) + 1)
         );
-        let query = bind_filter(sqlx::query(&sql), filter);
+        let query = bind_filter(sqlx::query(&sql), filter, self.dialect);
         let rows = query.bind(i64::from(limit)).fetch_all(&self.read).await?;
         let mut total = 0i64;
         let mut fitting = 0u32;
