@@ -76,6 +76,7 @@ fn spec(job_id: &str, image: &str, script: &str) -> AttemptSpec {
         timeout_seconds: None,
         secrets: vec![],
         tags: Default::default(),
+        linux: Default::default(),
     }
 }
 
@@ -456,6 +457,23 @@ async fn attempts_share_one_watch_of_jobs_and_one_of_pods() {
     let watches = requests.iter().filter(|r| r.ends_with("(watch)")).count();
     // One watch of Jobs and one of pods (renewed only when they time out), not one per attempt.
     assert_eq!(watches, 2, "{requests:#?}");
+}
+
+#[tokio::test]
+async fn settings_a_pod_cannot_express_are_refused_by_name() {
+    let fixture = fixture().await;
+    let executor = fixture.executor("installation-u");
+    let mut attempt = spec("job-u", "busybox", "true");
+    attempt.linux.ulimits = vec![batchctl_core::linux::Ulimit {
+        name: "nofile".into(),
+        soft_limit: 1,
+        hard_limit: 1,
+    }];
+    match executor.start(&attempt).await {
+        Err(ExecutorError::Refused { reason }) => assert!(reason.contains("ulimits"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(fixture.api.job("job-u-1").is_none(), "nothing was created");
 }
 
 #[tokio::test]

@@ -39,8 +39,11 @@ const TOP_LEVEL_KEPT: [&str; 8] = [
     "tags",
     "consumableResourceProperties",
 ];
-const CONTAINER_KEPT: [&str; 7] = [
+const CONTAINER_KEPT: [&str; 10] = [
     "image",
+    "linuxParameters",
+    "ulimits",
+    "readonlyRootFilesystem",
     "secrets",
     "command",
     "environment",
@@ -248,7 +251,10 @@ mod tests {
                 "volumes": [],
                 "environment": [{"name": "MODE", "value": "fast"}],
                 "mountPoints": [],
-                "ulimits": [],
+                "ulimits": [{"name": "nofile", "softLimit": 1024, "hardLimit": 4096}],
+                "readonlyRootFilesystem": true,
+                "linuxParameters": {"initProcessEnabled": true, "sharedMemorySize": 64,
+                                    "tmpfs": [{"containerPath": "/tmp", "size": 32, "mountOptions": ["noexec"]}]},
                 "resourceRequirements": [{"type": "GPU", "value": "1"}],
                 "logConfiguration": {"logDriver": "awslogs"},
                 "secrets": []
@@ -284,6 +290,11 @@ mod tests {
         assert_eq!(spec.retry.evaluate_on_exit.len(), 2);
         assert_eq!(spec.timeout_seconds, Some(600));
         assert_eq!(spec.tags["team"], "graphics", "tags are kept");
+        let linux = &spec.container.linux;
+        assert_eq!(linux.ulimits[0].soft_limit, 1024);
+        assert!(linux.read_only_root_filesystem && linux.init_process_enabled);
+        assert_eq!(linux.shared_memory_mib, Some(64));
+        assert_eq!(linux.tmpfs[0].mount_options, ["noexec"]);
         assert!(!spec.propagate_tags);
         assert_eq!(spec.container.resources.vcpu_millis, 2000);
         assert_eq!(spec.container.resources.memory_mib, 2048);

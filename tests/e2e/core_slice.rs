@@ -276,7 +276,7 @@ fn bad_input_names_the_field_and_writes_nothing() {
     assert!(!output.status.success());
     assert_eq!(
         stderr(&output).trim(),
-        "error: documents[1].spec.containerProperties.colour: unknown field `colour`, expected one of `image`, `command`, `environment`, `resourceRequirements`, `workingDir`, `user`, `imagePullPolicy`, `privileged`, `linuxParameters`, `secrets`"
+        "error: documents[1].spec.containerProperties.colour: unknown field `colour`, expected one of `image`, `command`, `environment`, `resourceRequirements`, `workingDir`, `user`, `imagePullPolicy`, `privileged`, `linuxParameters`, `secrets`, `ulimits`, `readonlyRootFilesystem`"
     );
     assert!(
         server.json(&["get", "definitions"])["items"]
@@ -485,7 +485,7 @@ fn aws_batch_job_definitions_apply_unchanged_with_a_warning() {
     );
     assert_eq!(
         stderr(&output),
-        "warning: documents[0]: job definition aws-hello: batchctl does not support, and ignored: containerProperties.jobRoleArn, containerProperties.logConfiguration, platformCapabilities, propagateTags\n"
+        "warning: documents[0]: job definition aws-hello: batchctl does not support, and ignored: containerProperties.jobRoleArn, containerProperties.logConfiguration, platformCapabilities\n"
     );
     let id = server.submit(&["--queue", "default", "--definition", "aws-hello"]);
     server.wait_for_status(&id, "SUCCEEDED");

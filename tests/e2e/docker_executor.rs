@@ -227,6 +227,22 @@ fn containers_run_jobs_with_their_environment_logs_and_exit_codes() {
     let output = server.cli(&["terminate", &tagged, "--reason", "done looking"]);
     assert!(output.status.success(), "{}", stderr(&output));
 
+    // ulimits, a read-only root filesystem, a tmpfs and /dev/shm's size, as AWS Batch names them.
+    server.apply_text(&format!(
+        "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {{name: box-linux}}\nspec:\n  containerProperties:\n\
+         \x20   image: {image}\n\
+         \x20   command: [sh, -c, 'echo nofile=$(ulimit -n); touch /rootfile 2>/dev/null || echo read-only; touch /scratch/f && echo scratch-ok; set -- $(df -m /dev/shm | tail -n 1); echo shm=$2']\n\
+         \x20   ulimits: [{{name: nofile, softLimit: 256, hardLimit: 512}}]\n\
+         \x20   readonlyRootFilesystem: true\n\
+         \x20   linuxParameters: {{initProcessEnabled: true, sharedMemorySize: 128, tmpfs: [{{containerPath: /scratch, size: 16}}]}}\n"
+    ));
+    let id = server.submit(&["--queue", "dq", "--definition", "box-linux"]);
+    server.wait_for_status(&id, "SUCCEEDED");
+    assert_eq!(
+        stdout(&server.cli(&["logs", &id])),
+        "nofile=256\nread-only\nscratch-ok\nshm=128\n"
+    );
+
     // 2 MiB of output and bytes that are not UTF-8 arrive exactly.
     let id = submit(
         &server,

@@ -46,6 +46,7 @@ fn spec(id: &str, script: &str) -> AttemptSpec {
         timeout_seconds: None,
         secrets: vec![],
         tags: Default::default(),
+        linux: Default::default(),
     }
 }
 
@@ -112,6 +113,36 @@ async fn runs_work_and_reports_exit_codes_and_output() {
     );
     executor.remove(&handle).await.unwrap();
     assert!(executor.list().await.unwrap().is_empty());
+}
+
+/// A job's ulimits are the work's rlimits; what a host process cannot have is refused by name.
+#[tokio::test]
+async fn ulimits_apply_and_container_only_settings_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let executor = executor(root.path());
+    let mut limited = spec("u", "ulimit -n; ulimit -Hn");
+    limited.linux.ulimits = vec![batchctl_scheduler::core::linux::Ulimit {
+        name: "nofile".into(),
+        soft_limit: 200,
+        hard_limit: 300,
+    }];
+    let handle = executor.start(&limited).await.unwrap();
+    executor.wait(&handle).await.unwrap();
+    let printed: Vec<u8> = output(&executor, "u")
+        .await
+        .into_iter()
+        .flat_map(|(_, data)| data)
+        .collect();
+    assert_eq!(String::from_utf8(printed).unwrap(), "200\n300\n");
+
+    let mut read_only = spec("r", "true");
+    read_only.linux.read_only_root_filesystem = true;
+    match executor.start(&read_only).await {
+        Err(batchctl_executor::ExecutorError::Refused { reason }) => {
+            assert!(reason.contains("readonlyRootFilesystem"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
 
 #[tokio::test]

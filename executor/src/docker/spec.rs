@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::models::{
+    ContainerCreateBody, DeviceMapping, HostConfig, HostConfigLogConfig, ResourcesUlimits,
+};
 
 use crate::AttemptSpec;
 
@@ -19,6 +21,7 @@ pub const PIDS_LIMIT: i64 = 4096;
 /// and a log driver that keeps bytes exact.
 pub fn container_body(spec: &AttemptSpec, owner: &str) -> ContainerCreateBody {
     let memory_bytes = (spec.resources.memory_mib as i64).saturating_mul(1024 * 1024);
+    let linux = &spec.linux;
     // The job's propagated tags, then batchctl's own labels, which no tag can replace.
     let labels: HashMap<String, String> = spec
         .tags
@@ -56,7 +59,57 @@ pub fn container_body(spec: &AttemptSpec, owner: &str) -> ContainerCreateBody {
         host_config: Some(HostConfig {
             nano_cpus: Some((spec.resources.vcpu_millis as i64).saturating_mul(1_000_000)),
             memory: (memory_bytes > 0).then_some(memory_bytes),
-            memory_swap: (memory_bytes > 0).then_some(memory_bytes),
+            // No swap beyond the memory unless the job's maxSwap allows some.
+            memory_swap: (memory_bytes > 0).then(|| {
+                let swap_mib = i64::from(linux.max_swap_mib.unwrap_or(0));
+                memory_bytes.saturating_add(swap_mib * 1024 * 1024)
+            }),
+            memory_swappiness: linux.swappiness.map(i64::from),
+            ulimits: (!linux.ulimits.is_empty()).then(|| {
+                linux
+                    .ulimits
+                    .iter()
+                    .map(|ulimit| ResourcesUlimits {
+                        name: Some(ulimit.name.clone()),
+                        soft: Some(ulimit.soft_limit),
+                        hard: Some(ulimit.hard_limit),
+                    })
+                    .collect()
+            }),
+            readonly_rootfs: linux.read_only_root_filesystem.then_some(true),
+            devices: (!linux.devices.is_empty()).then(|| {
+                linux
+                    .devices
+                    .iter()
+                    .map(|device| DeviceMapping {
+                        path_on_host: Some(device.host_path.clone()),
+                        path_in_container: Some(
+                            device
+                                .container_path
+                                .clone()
+                                .unwrap_or_else(|| device.host_path.clone()),
+                        ),
+                        cgroup_permissions: Some(device.permissions.clone()),
+                    })
+                    .collect()
+            }),
+            init: linux.init_process_enabled.then_some(true),
+            shm_size: linux
+                .shared_memory_mib
+                .map(|mib| i64::from(mib) * 1024 * 1024),
+            tmpfs: (!linux.tmpfs.is_empty()).then(|| {
+                linux
+                    .tmpfs
+                    .iter()
+                    .map(|tmpfs| {
+                        let options = std::iter::once(format!("size={}m", tmpfs.size_mib))
+                            .chain(tmpfs.mount_options.iter().cloned())
+                            .collect::<Vec<_>>()
+                            .join(",");
+                        (tmpfs.container_path.clone(), options)
+                    })
+                    .collect()
+            }),
             pids_limit: Some(PIDS_LIMIT),
             security_opt: Some(vec!["no-new-privileges".to_string()]),
             cap_drop: Some(vec!["ALL".to_string()]),
@@ -104,6 +157,7 @@ mod tests {
             timeout_seconds: None,
             secrets: vec![],
             tags: Default::default(),
+            linux: Default::default(),
         }
     }
 
@@ -152,6 +206,49 @@ mod tests {
         let labels = body.labels.unwrap();
         assert_eq!(labels["team"], "graphics");
         assert_eq!(labels[LABEL_JOB_ID], "job", "batchctl's label wins");
+    }
+
+    #[test]
+    fn linux_parameters_reach_the_host_config() {
+        use batchctl_core::linux::{Device, LinuxSettings, Tmpfs, Ulimit};
+        let mut spec = spec();
+        spec.linux = LinuxSettings {
+            ulimits: vec![Ulimit {
+                name: "nofile".into(),
+                soft_limit: 256,
+                hard_limit: 512,
+            }],
+            read_only_root_filesystem: true,
+            devices: vec![Device {
+                host_path: "/dev/fuse".into(),
+                container_path: None,
+                permissions: "rw".into(),
+            }],
+            init_process_enabled: true,
+            shared_memory_mib: Some(128),
+            tmpfs: vec![Tmpfs {
+                container_path: "/scratch".into(),
+                size_mib: 64,
+                mount_options: vec!["noexec".into()],
+            }],
+            max_swap_mib: Some(32),
+            swappiness: Some(10),
+        };
+        let host = container_body(&spec, "installation").host_config.unwrap();
+        let ulimits = host.ulimits.unwrap();
+        assert_eq!(
+            (ulimits[0].name.as_deref(), ulimits[0].soft, ulimits[0].hard),
+            (Some("nofile"), Some(256), Some(512))
+        );
+        assert_eq!(host.readonly_rootfs, Some(true));
+        let devices = host.devices.unwrap();
+        assert_eq!(devices[0].path_in_container.as_deref(), Some("/dev/fuse"));
+        assert_eq!(devices[0].cgroup_permissions.as_deref(), Some("rw"));
+        assert_eq!(host.init, Some(true));
+        assert_eq!(host.shm_size, Some(128 * 1024 * 1024));
+        assert_eq!(host.tmpfs.unwrap()["/scratch"], "size=64m,noexec");
+        assert_eq!(host.memory_swap, Some(96 * 1024 * 1024));
+        assert_eq!(host.memory_swappiness, Some(10));
     }
 
     #[test]

@@ -234,7 +234,9 @@ impl KubernetesExecutor {
 #[async_trait]
 impl Executor for KubernetesExecutor {
     async fn start(&self, spec: &AttemptSpec) -> Result<AttemptHandle, ExecutorError> {
-        if let Some(reason) = crate::privilege_refusal(spec, self.config.job.allow_privileged) {
+        if let Some(reason) = crate::privilege_refusal(spec, self.config.job.allow_privileged)
+            .or_else(|| spec.linux.unsupported_on_kubernetes())
+        {
             return Err(ExecutorError::Refused { reason });
         }
         let (jobs, _) = self.apis().await?;

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, EnvVarSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SeccompProfile, Secret, SecretKeySelector, SecurityContext,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
+    SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -200,6 +201,21 @@ pub fn job_manifest(spec: &AttemptSpec, settings: &JobSettings, timeout: Option<
         );
     }
     let privileged = spec.privileged && settings.allow_privileged;
+    let read_only_root = spec.linux.read_only_root_filesystem.then_some(true);
+    // `/dev/shm` and tmpfs mounts as memory-backed emptyDir volumes: (name, path, MiB).
+    let memory_volumes: Vec<(String, String, u32)> = spec
+        .linux
+        .shared_memory_mib
+        .map(|mib| ("dshm".to_string(), "/dev/shm".to_string(), mib))
+        .into_iter()
+        .chain(spec.linux.tmpfs.iter().enumerate().map(|(index, tmpfs)| {
+            (
+                format!("tmpfs-{index}"),
+                tmpfs.container_path.clone(),
+                tmpfs.size_mib,
+            )
+        }))
+        .collect();
     let numeric_user = spec
         .user
         .as_deref()
@@ -251,15 +267,27 @@ pub fn job_manifest(spec: &AttemptSpec, settings: &JobSettings, timeout: Option<
             limits: Some(quantities),
             ..ResourceRequirements::default()
         }),
+        volume_mounts: (!memory_volumes.is_empty()).then(|| {
+            memory_volumes
+                .iter()
+                .map(|(name, path, _)| VolumeMount {
+                    name: name.clone(),
+                    mount_path: path.clone(),
+                    ..VolumeMount::default()
+                })
+                .collect()
+        }),
         security_context: Some(if privileged {
             SecurityContext {
                 privileged: Some(true),
+                read_only_root_filesystem: read_only_root,
                 ..SecurityContext::default()
             }
         } else {
             SecurityContext {
                 allow_privilege_escalation: Some(false),
                 privileged: Some(false),
+                read_only_root_filesystem: read_only_root,
                 run_as_non_root: Some(true),
                 run_as_user: numeric_user,
                 capabilities: Some(Capabilities {
@@ -300,6 +328,22 @@ pub fn job_manifest(spec: &AttemptSpec, settings: &JobSettings, timeout: Option<
                         ..PodSecurityContext::default()
                     }),
                     containers: vec![container],
+                    volumes: (!memory_volumes.is_empty()).then(|| {
+                        memory_volumes
+                            .iter()
+                            .map(|(name, _, mib)| Volume {
+                                name: name.clone(),
+                                empty_dir: Some(EmptyDirVolumeSource {
+                                    medium: Some("Memory".to_string()),
+                                    size_limit: Some(Quantity(format!("{mib}Mi"))),
+                                }),
+                                ..Volume::default()
+                            })
+                            .collect()
+                    }),
+                    // The first process of a shared process namespace (the pod's pause
+                    // container) reaps orphans and is PID 1, as Docker's --init.
+                    share_process_namespace: spec.linux.init_process_enabled.then_some(true),
                     ..PodSpec::default()
                 }),
             },
@@ -339,6 +383,7 @@ mod tests {
             timeout_seconds: Some(3600),
             secrets: vec![],
             tags: Default::default(),
+            linux: Default::default(),
         }
     }
 
@@ -494,6 +539,41 @@ mod tests {
         assert!(!annotations.contains_key("Not A Key"));
         let pod = job.spec.unwrap().template.metadata.unwrap();
         assert_eq!(pod.labels.unwrap()["team"], "graphics");
+    }
+
+    #[test]
+    fn linux_parameters_a_pod_can_express() {
+        let mut spec = spec();
+        spec.linux = batchctl_core::linux::LinuxSettings {
+            read_only_root_filesystem: true,
+            init_process_enabled: true,
+            shared_memory_mib: Some(256),
+            tmpfs: vec![batchctl_core::linux::Tmpfs {
+                container_path: "/scratch".into(),
+                size_mib: 64,
+                mount_options: vec![],
+            }],
+            ..Default::default()
+        };
+        let job = serde_json::to_value(job_manifest(&spec, &settings(), None)).unwrap();
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(pod["shareProcessNamespace"], true);
+        assert_eq!(
+            pod["volumes"],
+            serde_json::json!([
+                {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}},
+                {"name": "tmpfs-0", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            ])
+        );
+        let container = &pod["containers"][0];
+        assert_eq!(
+            container["volumeMounts"],
+            serde_json::json!([
+                {"name": "dshm", "mountPath": "/dev/shm"},
+                {"name": "tmpfs-0", "mountPath": "/scratch"},
+            ])
+        );
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
     }
 
     #[test]

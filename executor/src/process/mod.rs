@@ -136,6 +136,9 @@ impl ProcessExecutor {
 #[async_trait]
 impl Executor for ProcessExecutor {
     async fn start(&self, spec: &AttemptSpec) -> Result<AttemptHandle, ExecutorError> {
+        if let Some(reason) = spec.linux.unsupported_on_processes() {
+            return Err(ExecutorError::Refused { reason });
+        }
         let handle = AttemptHandle(spec.attempt_id.clone());
         let dir = self.dir(&handle);
         let this = self.clone();

@@ -25,6 +25,38 @@ use nix::unistd::Pid;
 use super::layout::{write_json_atomically, write_json_durably, AttemptDir, ExitRecord, Frame};
 use crate::OutputStream;
 
+/// The job's ulimits as `setrlimit` takes them (names were checked when the definition was
+/// applied; an unknown one is skipped rather than failing the attempt at this late point).
+fn rlimits(
+    ulimits: &[batchctl_core::linux::Ulimit],
+) -> Vec<(nix::sys::resource::Resource, u64, u64)> {
+    use nix::sys::resource::Resource;
+    ulimits
+        .iter()
+        .filter_map(|ulimit| {
+            let resource = match ulimit.name.as_str() {
+                "core" => Resource::RLIMIT_CORE,
+                "cpu" => Resource::RLIMIT_CPU,
+                "data" => Resource::RLIMIT_DATA,
+                "fsize" => Resource::RLIMIT_FSIZE,
+                "locks" => Resource::RLIMIT_LOCKS,
+                "memlock" => Resource::RLIMIT_MEMLOCK,
+                "msgqueue" => Resource::RLIMIT_MSGQUEUE,
+                "nice" => Resource::RLIMIT_NICE,
+                "nofile" => Resource::RLIMIT_NOFILE,
+                "nproc" => Resource::RLIMIT_NPROC,
+                "rss" => Resource::RLIMIT_RSS,
+                "rtprio" => Resource::RLIMIT_RTPRIO,
+                "rttime" => Resource::RLIMIT_RTTIME,
+                "sigpending" => Resource::RLIMIT_SIGPENDING,
+                "stack" => Resource::RLIMIT_STACK,
+                _ => return None,
+            };
+            Some((resource, ulimit.soft_limit as u64, ulimit.hard_limit as u64))
+        })
+        .collect()
+}
+
 /// Runs the attempt in `dir` to completion. `lock_fd` is the inherited descriptor of `dir/lock`,
 /// locked by the server; it stays open (and so locked) until this function returns.
 pub fn run(dir: &Path, lock_fd: RawFd) -> io::Result<()> {
@@ -76,6 +108,17 @@ pub fn run(dir: &Path, lock_fd: RawFd) -> io::Result<()> {
         .stderr(Stdio::piped())
         // Its own process group, so a kill reaches everything the work started.
         .process_group(0);
+    let limits = rlimits(&spec.linux.ulimits);
+    // SAFETY: between fork and exec only `setrlimit`, a system call, runs: nothing allocates or
+    // takes a lock.
+    unsafe {
+        command.pre_exec(move || {
+            for (resource, soft, hard) in &limits {
+                nix::sys::resource::setrlimit(*resource, *soft, *hard).map_err(io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(error) => {

@@ -97,6 +97,7 @@ pub fn attempt_spec(job: &Job, number: u32, environment_name: &EnvironmentName) 
         // Filled in by the dispatcher when the attempt starts: the values are read from the store
         // then, and never kept in the job.
         secrets: Vec::new(),
+        linux: container.linux.clone(),
         tags: match job.spec.propagate_tags {
             true => job.spec.tags.clone(),
             false => BTreeMap::new(),

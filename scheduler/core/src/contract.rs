@@ -47,6 +47,9 @@ pub struct AttemptSpec {
     /// container, Job and pod with them, under batchctl's own labels.
     #[serde(default)]
     pub tags: std::collections::BTreeMap<String, String>,
+    /// ulimits, a read-only root filesystem, devices, an init process, `/dev/shm`, tmpfs, swap.
+    #[serde(default)]
+    pub linux: crate::linux::LinuxSettings,
 }
 
 /// When to pull an attempt's image, as Kubernetes' imagePullPolicy.
@@ -143,6 +146,19 @@ pub fn privilege_refusal(spec: &AttemptSpec, allow_privileged: bool) -> Option<S
             spec.compute_environment
         ));
     }
+    if !spec.linux.devices.is_empty() {
+        let paths: Vec<&str> = spec
+            .linux
+            .devices
+            .iter()
+            .map(|device| device.host_path.as_str())
+            .collect();
+        return Some(format!(
+            "CannotStartContainerError: the job asks for host devices {}, which compute environment {} does not allow; set allowPrivileged: true on it",
+            paths.join(", "),
+            spec.compute_environment
+        ));
+    }
     let beyond: Vec<&str> = spec
         .capabilities
         .iter()
@@ -188,6 +204,7 @@ mod tests {
             timeout_seconds: None,
             secrets: vec![],
             tags: Default::default(),
+            linux: Default::default(),
         }
     }
 

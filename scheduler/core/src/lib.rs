@@ -20,6 +20,7 @@ pub mod event_pattern;
 pub mod events;
 pub mod fair_share;
 pub mod lifecycle;
+pub mod linux;
 pub mod model;
 pub mod output_limit;
 pub mod placement;

@@ -275,6 +275,9 @@ pub struct ContainerProperties {
     /// Variables set from stored secrets when an attempt starts (AWS Batch's `secrets`).
     #[serde(default)]
     pub secrets: Vec<crate::secret::SecretReference>,
+    /// ulimits, a read-only root filesystem and the rest of `linuxParameters`.
+    #[serde(default)]
+    pub linux: crate::linux::LinuxSettings,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

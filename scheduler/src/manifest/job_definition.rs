@@ -2,6 +2,7 @@
 //! with submits (environment, resources, retries).
 
 use super::*;
+use crate::core::linux::{Device, LinuxSettings, Tmpfs, Ulimit};
 use crate::core::output_limit::MIN_MAX_LOG_BYTES;
 use crate::core::secret::{secret_name_of, SecretReference};
 
@@ -62,6 +63,19 @@ pub struct ContainerPropertiesSpec {
     /// names a `kind: Secret`, or a Secrets Manager or SSM parameter ARN whose name is one.
     #[serde(default)]
     pub secrets: Vec<SecretSpec>,
+    /// Resource limits (`ulimit`), by Docker's names.
+    #[serde(default)]
+    pub ulimits: Vec<UlimitSpec>,
+    #[serde(default)]
+    pub readonly_root_filesystem: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UlimitSpec {
+    pub name: String,
+    pub soft_limit: i64,
+    pub hard_limit: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -76,6 +90,40 @@ pub struct SecretSpec {
 pub struct LinuxParametersSpec {
     #[serde(default)]
     pub capabilities: Option<CapabilitiesSpec>,
+    #[serde(default)]
+    pub devices: Vec<DeviceSpec>,
+    #[serde(default)]
+    pub init_process_enabled: Option<bool>,
+    /// MiB.
+    #[serde(default)]
+    pub shared_memory_size: Option<i64>,
+    #[serde(default)]
+    pub tmpfs: Vec<TmpfsSpec>,
+    /// MiB of swap beyond memory (0: none).
+    #[serde(default)]
+    pub max_swap: Option<i64>,
+    #[serde(default)]
+    pub swappiness: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DeviceSpec {
+    pub host_path: String,
+    #[serde(default)]
+    pub container_path: Option<String>,
+    #[serde(default)]
+    pub permissions: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TmpfsSpec {
+    pub container_path: String,
+    /// MiB.
+    pub size: i64,
+    #[serde(default)]
+    pub mount_options: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +241,7 @@ pub fn definition_spec(spec: &JobDefinitionSpec) -> Result<DefinitionSpec, Field
         privileged: properties.privileged.unwrap_or(false),
         capabilities: capabilities(properties.linux_parameters.as_ref()).map_err(within)?,
         secrets: secret_references(&properties.secrets, &properties.environment).map_err(within)?,
+        linux: linux_settings(properties).map_err(within)?,
     };
     Ok(DefinitionSpec {
         parameters: spec.parameters.clone(),
@@ -282,6 +331,111 @@ pub(super) fn capabilities(
             }
         })
         .collect()
+}
+
+/// `ulimits`, `readonlyRootFilesystem` and `linuxParameters` beyond capabilities.
+fn linux_settings(properties: &ContainerPropertiesSpec) -> Result<LinuxSettings, FieldError> {
+    use crate::core::linux::{check_absolute_path, check_ulimit, device_permissions};
+    let mut settings = LinuxSettings {
+        read_only_root_filesystem: properties.readonly_root_filesystem.unwrap_or(false),
+        ..LinuxSettings::default()
+    };
+    for (index, ulimit) in properties.ulimits.iter().enumerate() {
+        let ulimit = Ulimit {
+            name: ulimit.name.clone(),
+            soft_limit: ulimit.soft_limit,
+            hard_limit: ulimit.hard_limit,
+        };
+        check_ulimit(&ulimit)
+            .map_err(|message| FieldError::new(format!("ulimits[{index}]"), message))?;
+        if settings
+            .ulimits
+            .iter()
+            .any(|other| other.name == ulimit.name)
+        {
+            return Err(FieldError::new(
+                format!("ulimits[{index}].name"),
+                format!("{:?} is limited twice", ulimit.name),
+            ));
+        }
+        settings.ulimits.push(ulimit);
+    }
+    let Some(parameters) = &properties.linux_parameters else {
+        return Ok(settings);
+    };
+    let field = |name: String| format!("linuxParameters.{name}");
+    for (index, device) in parameters.devices.iter().enumerate() {
+        check_absolute_path(&device.host_path).map_err(|message| {
+            FieldError::new(field(format!("devices[{index}].hostPath")), message)
+        })?;
+        if let Some(path) = &device.container_path {
+            check_absolute_path(path).map_err(|message| {
+                FieldError::new(field(format!("devices[{index}].containerPath")), message)
+            })?;
+        }
+        settings.devices.push(Device {
+            host_path: device.host_path.clone(),
+            container_path: device.container_path.clone(),
+            permissions: device_permissions(&device.permissions).map_err(|message| {
+                FieldError::new(field(format!("devices[{index}].permissions")), message)
+            })?,
+        });
+    }
+    settings.init_process_enabled = parameters.init_process_enabled.unwrap_or(false);
+    settings.shared_memory_mib = parameters
+        .shared_memory_size
+        .map(|size| mebibytes(size, field("sharedMemorySize".into())))
+        .transpose()?;
+    for (index, tmpfs) in parameters.tmpfs.iter().enumerate() {
+        check_absolute_path(&tmpfs.container_path).map_err(|message| {
+            FieldError::new(field(format!("tmpfs[{index}].containerPath")), message)
+        })?;
+        if let Some(option) = tmpfs.mount_options.iter().find(|option| {
+            option.is_empty() || option.contains([',', '=', ' ']) && !option.starts_with("mode=")
+        }) {
+            return Err(FieldError::new(
+                field(format!("tmpfs[{index}].mountOptions")),
+                format!("{option:?} is not a mount option such as noexec, nosuid or mode=1777"),
+            ));
+        }
+        settings.tmpfs.push(Tmpfs {
+            container_path: tmpfs.container_path.clone(),
+            size_mib: mebibytes(tmpfs.size, field(format!("tmpfs[{index}].size")))?,
+            mount_options: tmpfs.mount_options.clone(),
+        });
+    }
+    settings.max_swap_mib = match parameters.max_swap {
+        None => None,
+        Some(swap @ 0..=1_048_576) => Some(swap as u32),
+        Some(other) => {
+            return Err(FieldError::new(
+                field("maxSwap".into()),
+                format!("{other} is out of range; give 0 (no swap) to 1048576 MiB"),
+            ))
+        }
+    };
+    settings.swappiness = match parameters.swappiness {
+        None => None,
+        Some(value @ 0..=100) => Some(value as u8),
+        Some(other) => {
+            return Err(FieldError::new(
+                field("swappiness".into()),
+                format!("{other} is out of range; give 0 to 100"),
+            ))
+        }
+    };
+    Ok(settings)
+}
+
+/// A size in MiB: 1 to 1,048,576 (1 TiB).
+fn mebibytes(size: i64, field: String) -> Result<u32, FieldError> {
+    match size {
+        1..=1_048_576 => Ok(size as u32),
+        other => Err(FieldError::new(
+            field,
+            format!("{other} is out of range; give 1 to 1048576 MiB"),
+        )),
+    }
 }
 
 pub fn retry_policy(strategy: Option<&RetryStrategySpec>) -> Result<RetryPolicy, FieldError> {

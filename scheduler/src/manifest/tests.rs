@@ -129,7 +129,7 @@ fn errors_name_the_field_and_what_to_do() {
         ),
         (
             definition(json!({"containerProperties": {"image": "i", "command": ["true"], "memory": 5}})),
-            "spec.containerProperties.memory: unknown field `memory`, expected one of `image`, `command`, `environment`, `resourceRequirements`, `workingDir`, `user`, `imagePullPolicy`, `privileged`, `linuxParameters`, `secrets`",
+            "spec.containerProperties.memory: unknown field `memory`, expected one of `image`, `command`, `environment`, `resourceRequirements`, `workingDir`, `user`, `imagePullPolicy`, `privileged`, `linuxParameters`, `secrets`, `ulimits`, `readonlyRootFilesystem`",
         ),
         (
             definition(json!({"containerProperties": {"image": "i", "command": ["true"]},

@@ -172,6 +172,7 @@ pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
                 privileged: false,
                 capabilities: vec![],
                 secrets: vec![],
+                linux: Default::default(),
             },
             retry: RetryPolicy::attempts(1),
             depends_on: vec![],

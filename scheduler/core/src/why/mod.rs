@@ -457,6 +457,7 @@ mod tests {
                     privileged: false,
                     capabilities: vec![],
                     secrets: vec![],
+                    linux: Default::default(),
                 },
                 retry: RetryPolicy::attempts(1),
                 timeout_seconds: None,
