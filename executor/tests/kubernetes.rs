@@ -47,6 +47,7 @@ impl Fixture {
                 ttl_seconds_after_finished: 3600,
             },
             image_pull_timeout: Duration::from_secs(1),
+            allowed_host_paths: vec!["/data".into()],
         })
     }
 }
@@ -77,6 +78,7 @@ fn spec(job_id: &str, image: &str, script: &str) -> AttemptSpec {
         secrets: vec![],
         tags: Default::default(),
         linux: Default::default(),
+        storage: Default::default(),
     }
 }
 
@@ -391,6 +393,7 @@ async fn an_unreachable_api_server_is_unavailable_not_a_failure() {
             ttl_seconds_after_finished: 60,
         },
         image_pull_timeout: Duration::from_secs(1),
+        allowed_host_paths: vec![],
     });
     let error = executor
         .start(&spec("job-x", "busybox", "true"))

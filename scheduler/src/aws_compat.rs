@@ -39,8 +39,10 @@ const TOP_LEVEL_KEPT: [&str; 8] = [
     "tags",
     "consumableResourceProperties",
 ];
-const CONTAINER_KEPT: [&str; 10] = [
+const CONTAINER_KEPT: [&str; 12] = [
     "image",
+    "volumes",
+    "mountPoints",
     "linuxParameters",
     "ulimits",
     "readonlyRootFilesystem",

@@ -102,6 +102,50 @@ pub fn process_environment_refusal(
     })
 }
 
+/// Why documents are refused for a definition that mounts a host path no compute environment
+/// allows (`allowedHostPaths` of the stored ones and of those in the same documents), naming the
+/// first such path; `None` when every path is allowed somewhere. Each environment checks again
+/// at start, for its own list.
+pub fn host_path_refusal(
+    documents: &[crate::store::ValidDocument],
+    stored: &[crate::core::model::ComputeEnvironment],
+) -> Option<crate::manifest::FieldError> {
+    let applied = documents.iter().filter_map(|(resource, _)| match resource {
+        manifest::Resource::ComputeEnvironment(environment) => Some(environment),
+        _ => None,
+    });
+    let allowed: Vec<String> = stored
+        .iter()
+        .filter(|environment| {
+            !documents.iter().any(|(resource, _)| {
+                matches!(resource, manifest::Resource::ComputeEnvironment(applied) if applied.name == environment.name)
+            })
+        })
+        .chain(applied)
+        .flat_map(|environment| match &environment.backend {
+            Backend::Docker(settings) => settings.allowed_host_paths.clone(),
+            Backend::Kubernetes(settings) => settings.allowed_host_paths.clone(),
+            Backend::Process => Vec::new(),
+        })
+        .collect();
+    documents.iter().enumerate().find_map(|(index, (resource, _))| {
+        let manifest::Resource::JobDefinition { spec, .. } = resource else {
+            return None;
+        };
+        spec.container.storage.volumes.iter().enumerate().find_map(|(volume_index, volume)| {
+            let crate::core::storage::VolumeSource::Host { path } = &volume.source else {
+                return None;
+            };
+            (!crate::core::storage::host_path_allowed(path, &allowed)).then(|| {
+                crate::manifest::FieldError::new(
+                    format!("documents[{index}].spec.containerProperties.volumes[{volume_index}].host.sourcePath"),
+                    format!("{path} is not under any compute environment's allowedHostPaths; list it (or a directory above it) on the environments that should mount it"),
+                )
+            })
+        })
+    })
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot use the data directory {path}: {source}")]
@@ -464,6 +508,10 @@ async fn apply_files(
         if let Some(error) = process_environment_refusal(&valid, process_executor) {
             return Err(failed(error.to_string()));
         }
+        let stored = store.compute_environments().await?;
+        if let Some(error) = host_path_refusal(&valid, &stored) {
+            return Err(failed(error.to_string()));
+        }
         for warning in warnings {
             tracing::warn!(file = %path.display(), "{warning}");
         }
@@ -624,6 +672,7 @@ fn docker_config(
         compute_environment: environment.to_string(),
         allow_privileged: settings.allow_privileged,
         keep_failed_containers: settings.keep_failed_containers,
+        allowed_host_paths: settings.allowed_host_paths.clone(),
     }
 }
 
@@ -647,6 +696,7 @@ fn kubernetes_config(
             ttl_seconds_after_finished: 86_400,
         },
         image_pull_timeout: KUBERNETES_PULL_TIMEOUT,
+        allowed_host_paths: settings.allowed_host_paths.clone(),
     }
 }
 

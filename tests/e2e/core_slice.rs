@@ -276,7 +276,7 @@ fn bad_input_names_the_field_and_writes_nothing() {
     assert!(!output.status.success());
     assert_eq!(
         stderr(&output).trim(),
-        "error: documents[1].spec.containerProperties.colour: unknown field `colour`, expected one of `image`, `command`, `environment`, `resourceRequirements`, `workingDir`, `user`, `imagePullPolicy`, `privileged`, `linuxParameters`, `secrets`, `ulimits`, `readonlyRootFilesystem`"
+        "error: documents[1].spec.containerProperties.colour: unknown field `colour`, expected one of `image`, `command`, `environment`, `resourceRequirements`, `workingDir`, `user`, `imagePullPolicy`, `privileged`, `linuxParameters`, `secrets`, `ulimits`, `readonlyRootFilesystem`, `volumes`, `mountPoints`"
     );
     assert!(
         server.json(&["get", "definitions"])["items"]

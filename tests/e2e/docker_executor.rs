@@ -254,6 +254,75 @@ fn containers_run_jobs_with_their_environment_logs_and_exit_codes() {
     assert_eq!(&logs[2 * 1024 * 1024..], b"\xff\x00end");
 }
 
+/// Host directories the environment allows, named volumes that outlive the container, and scratch
+/// space; a host path no environment allows is refused at apply, naming the field.
+#[test]
+fn volumes_mount_host_paths_named_volumes_and_scratch() {
+    let Some(engine) = test_image() else { return };
+    let image = engine.image;
+    let server = Server::start(None);
+    let shared = server.data_dir.join("shared");
+    std::fs::create_dir_all(shared.join("in")).unwrap();
+    std::fs::create_dir_all(shared.join("out")).unwrap();
+    std::fs::write(shared.join("in/hello.txt"), "from the host\n").unwrap();
+    docker_resources(
+        &server,
+        image,
+        2,
+        &format!(", allowedHostPaths: ['{}']", shared.display()),
+    );
+    let volume = format!("batchctl-test-{}", std::process::id());
+    server.apply_text(&format!(
+        "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {{name: box-volumes}}\nspec:\n  containerProperties:\n\
+         \x20   image: {image}\n\
+         \x20   command: [sh, -c, 'cat /in/hello.txt; touch /in/x 2>/dev/null || echo in-is-read-only; echo written > /out/result; cat /cache/count 2>/dev/null; echo again >> /cache/count; df /scratch | tail -n 1 | grep -q tmpfs && echo scratch-in-memory']\n\
+         \x20   volumes:\n\
+         \x20   - {{name: input, host: {{sourcePath: '{input}'}}}}\n\
+         \x20   - {{name: output, host: {{sourcePath: '{output}'}}}}\n\
+         \x20   - {{name: {volume}, dockerVolumeConfiguration: {{}}}}\n\
+         \x20   - {{name: scratch, emptyDir: {{medium: Memory, sizeLimit: 16Mi}}}}\n\
+         \x20   mountPoints:\n\
+         \x20   - {{sourceVolume: input, containerPath: /in, readOnly: true}}\n\
+         \x20   - {{sourceVolume: output, containerPath: /out}}\n\
+         \x20   - {{sourceVolume: {volume}, containerPath: /cache}}\n\
+         \x20   - {{sourceVolume: scratch, containerPath: /scratch}}\n",
+        input = shared.join("in").display(),
+        output = shared.join("out").display(),
+    ));
+    let first = server.submit(&["--queue", "dq", "--definition", "box-volumes"]);
+    server.wait_for_status(&first, "SUCCEEDED");
+    assert_eq!(
+        stdout(&server.cli(&["logs", &first])),
+        "from the host\nin-is-read-only\nscratch-in-memory\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(shared.join("out/result")).unwrap(),
+        "written\n"
+    );
+    // The named volume outlives the container: the second job sees what the first wrote.
+    let second = server.submit(&["--queue", "dq", "--definition", "box-volumes"]);
+    server.wait_for_status(&second, "SUCCEEDED");
+    assert!(stdout(&server.cli(&["logs", &second])).contains("again\n"));
+    wait_until_removed(&second);
+    let _ = Command::new("docker")
+        .args(["volume", "rm", &volume])
+        .output();
+
+    // A host path outside every environment's allowedHostPaths is refused at apply.
+    let output = server.cli_with_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: escape}\nspec:\n  containerProperties:\n\
+         \x20   image: x\n    command: [cat, /host/etc/shadow]\n\
+         \x20   volumes: [{name: root, host: {sourcePath: /etc}}]\n    mountPoints: [{sourceVolume: root, containerPath: /host/etc}]\n",
+    );
+    assert!(!output.status.success());
+    let error = stderr(&output);
+    assert!(
+        error.contains("volumes[0].host.sourcePath") && error.contains("allowedHostPaths"),
+        "{error}"
+    );
+}
+
 #[test]
 fn out_of_memory_timeout_and_terminate_stop_containers() {
     let Some(engine) = test_image() else { return };

@@ -47,6 +47,7 @@ fn spec(id: &str, script: &str) -> AttemptSpec {
         secrets: vec![],
         tags: Default::default(),
         linux: Default::default(),
+        storage: Default::default(),
     }
 }
 

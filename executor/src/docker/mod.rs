@@ -52,6 +52,8 @@ pub struct DockerExecutorConfig {
     pub compute_environment: String,
     pub allow_privileged: bool,
     pub keep_failed_containers: bool,
+    /// The host directories attempts may mount (`core::storage::host_path_allowed`).
+    pub allowed_host_paths: Vec<String>,
 }
 
 pub struct DockerExecutor {
@@ -148,7 +150,14 @@ impl DockerExecutor {
 #[async_trait]
 impl Executor for DockerExecutor {
     async fn start(&self, spec: &AttemptSpec) -> Result<AttemptHandle, ExecutorError> {
-        if let Some(reason) = crate::privilege_refusal(spec, self.config.allow_privileged) {
+        let storage = spec.storage.refusal(
+            batchctl_core::storage::StorageBackend::Docker,
+            &self.config.compute_environment,
+            &self.config.allowed_host_paths,
+        );
+        if let Some(reason) =
+            crate::privilege_refusal(spec, self.config.allow_privileged).or(storage)
+        {
             return Err(refused(reason));
         }
         let docker = self.client().await?;
@@ -167,6 +176,7 @@ impl Executor for DockerExecutor {
             Err(error) if status(&error) == Some(409) => {
                 let remove = RemoveContainerOptions {
                     force: true,
+                    v: true,
                     ..RemoveContainerOptions::default()
                 };
                 docker
@@ -326,6 +336,8 @@ impl Executor for DockerExecutor {
         }
         let options = RemoveContainerOptions {
             force: true,
+            // Anonymous volumes (scratch space) go with their container; named ones stay.
+            v: true,
             ..RemoveContainerOptions::default()
         };
         match docker.remove_container(&handle.0, Some(options)).await {

@@ -2,8 +2,10 @@
 
 use std::collections::HashMap;
 
+use batchctl_core::storage::{Storage, VolumeSource};
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, HostConfig, HostConfigLogConfig, ResourcesUlimits,
+    ContainerCreateBody, DeviceMapping, HostConfig, HostConfigLogConfig, Mount, MountTmpfsOptions,
+    MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig, ResourcesUlimits,
 };
 
 use crate::AttemptSpec;
@@ -94,6 +96,7 @@ pub fn container_body(spec: &AttemptSpec, owner: &str) -> ContainerCreateBody {
                     .collect()
             }),
             init: linux.init_process_enabled.then_some(true),
+            mounts: (!spec.storage.mount_points.is_empty()).then(|| mounts(&spec.storage)),
             shm_size: linux
                 .shared_memory_mib
                 .map(|mib| i64::from(mib) * 1024 * 1024),
@@ -127,6 +130,64 @@ pub fn container_body(spec: &AttemptSpec, owner: &str) -> ContainerCreateBody {
     }
 }
 
+/// A mount per mount point: a bind mount of a host path, a named volume, or scratch space (an
+/// anonymous volume, removed with the container, or a tmpfs when memory-backed). Kinds Docker
+/// cannot mount were refused before (`Storage::refusal`) and are left out here.
+fn mounts(storage: &Storage) -> Vec<Mount> {
+    storage
+        .mount_points
+        .iter()
+        .filter_map(|point| {
+            let volume = storage
+                .volumes
+                .iter()
+                .find(|volume| volume.name == point.source_volume)?;
+            let base = Mount {
+                target: Some(point.container_path.clone()),
+                read_only: Some(point.read_only),
+                ..Mount::default()
+            };
+            Some(match &volume.source {
+                VolumeSource::Host { path } => Mount {
+                    typ: Some(MountType::BIND),
+                    source: Some(path.clone()),
+                    ..base
+                },
+                VolumeSource::Named { driver } => Mount {
+                    typ: Some(MountType::VOLUME),
+                    source: Some(volume.name.clone()),
+                    volume_options: driver.as_ref().map(|driver| MountVolumeOptions {
+                        driver_config: Some(MountVolumeOptionsDriverConfig {
+                            name: Some(driver.clone()),
+                            options: None,
+                        }),
+                        ..MountVolumeOptions::default()
+                    }),
+                    ..base
+                },
+                VolumeSource::Scratch {
+                    memory: true,
+                    size_mib,
+                } => Mount {
+                    typ: Some(MountType::TMPFS),
+                    tmpfs_options: size_mib.map(|mib| MountTmpfsOptions {
+                        size_bytes: Some(i64::from(mib) * 1024 * 1024),
+                        ..MountTmpfsOptions::default()
+                    }),
+                    ..base
+                },
+                VolumeSource::Scratch { memory: false, .. } => Mount {
+                    typ: Some(MountType::VOLUME),
+                    ..base
+                },
+                VolumeSource::PersistentVolumeClaim { .. }
+                | VolumeSource::ConfigMap { .. }
+                | VolumeSource::Secret { .. } => return None,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +219,7 @@ mod tests {
             secrets: vec![],
             tags: Default::default(),
             linux: Default::default(),
+            storage: Default::default(),
         }
     }
 

@@ -63,6 +63,8 @@ pub struct KubernetesExecutorConfig {
     pub job: JobSettings,
     /// How long an image may fail to pull before the attempt fails.
     pub image_pull_timeout: Duration,
+    /// The node directories attempts may mount as `hostPath` volumes.
+    pub allowed_host_paths: Vec<String>,
 }
 
 pub struct KubernetesExecutor {
@@ -236,6 +238,13 @@ impl Executor for KubernetesExecutor {
     async fn start(&self, spec: &AttemptSpec) -> Result<AttemptHandle, ExecutorError> {
         if let Some(reason) = crate::privilege_refusal(spec, self.config.job.allow_privileged)
             .or_else(|| spec.linux.unsupported_on_kubernetes())
+            .or_else(|| {
+                spec.storage.refusal(
+                    batchctl_core::storage::StorageBackend::Kubernetes,
+                    &self.config.compute_environment,
+                    &self.config.allowed_host_paths,
+                )
+            })
         {
             return Err(ExecutorError::Refused { reason });
         }

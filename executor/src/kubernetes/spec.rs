@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use batchctl_core::storage::{Storage, VolumeSource};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HostPathVolumeSource, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -142,6 +144,78 @@ fn is_label_name(text: &str) -> bool {
         && text.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
+/// The pod's volume for each of the definition's, named `vol-N` (a definition's volume names need
+/// not be DNS labels). A Docker named volume was refused before (`Storage::refusal`).
+fn storage_volumes(storage: &Storage) -> impl Iterator<Item = Volume> + '_ {
+    storage
+        .volumes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, volume)| {
+            let base = Volume {
+                name: format!("vol-{index}"),
+                ..Volume::default()
+            };
+            Some(match &volume.source {
+                VolumeSource::Host { path } => Volume {
+                    host_path: Some(HostPathVolumeSource {
+                        path: path.clone(),
+                        type_: None,
+                    }),
+                    ..base
+                },
+                VolumeSource::Scratch { memory, size_mib } => Volume {
+                    empty_dir: Some(EmptyDirVolumeSource {
+                        medium: memory.then(|| "Memory".to_string()),
+                        size_limit: size_mib.map(|mib| Quantity(format!("{mib}Mi"))),
+                    }),
+                    ..base
+                },
+                VolumeSource::PersistentVolumeClaim {
+                    claim_name,
+                    read_only,
+                } => Volume {
+                    persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                        claim_name: claim_name.clone(),
+                        read_only: read_only.then_some(true),
+                    }),
+                    ..base
+                },
+                VolumeSource::ConfigMap { name } => Volume {
+                    config_map: Some(ConfigMapVolumeSource {
+                        name: name.clone(),
+                        ..ConfigMapVolumeSource::default()
+                    }),
+                    ..base
+                },
+                VolumeSource::Secret { secret_name } => Volume {
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(secret_name.clone()),
+                        ..SecretVolumeSource::default()
+                    }),
+                    ..base
+                },
+                VolumeSource::Named { .. } => return None,
+            })
+        })
+}
+
+/// The container's mount of each mount point, by the pod volume `storage_volumes` names.
+fn storage_mounts(storage: &Storage) -> impl Iterator<Item = VolumeMount> + '_ {
+    storage.mount_points.iter().filter_map(|point| {
+        let index = storage
+            .volumes
+            .iter()
+            .position(|volume| volume.name == point.source_volume)?;
+        Some(VolumeMount {
+            name: format!("vol-{index}"),
+            mount_path: point.container_path.clone(),
+            read_only: point.read_only.then_some(true),
+            ..VolumeMount::default()
+        })
+    })
+}
+
 fn secret_key(index: usize) -> String {
     format!("v{index}")
 }
@@ -267,16 +341,18 @@ pub fn job_manifest(spec: &AttemptSpec, settings: &JobSettings, timeout: Option<
             limits: Some(quantities),
             ..ResourceRequirements::default()
         }),
-        volume_mounts: (!memory_volumes.is_empty()).then(|| {
-            memory_volumes
+        volume_mounts: {
+            let mounts: Vec<VolumeMount> = memory_volumes
                 .iter()
                 .map(|(name, path, _)| VolumeMount {
                     name: name.clone(),
                     mount_path: path.clone(),
                     ..VolumeMount::default()
                 })
-                .collect()
-        }),
+                .chain(storage_mounts(&spec.storage))
+                .collect();
+            (!mounts.is_empty()).then_some(mounts)
+        },
         security_context: Some(if privileged {
             SecurityContext {
                 privileged: Some(true),
@@ -328,8 +404,8 @@ pub fn job_manifest(spec: &AttemptSpec, settings: &JobSettings, timeout: Option<
                         ..PodSecurityContext::default()
                     }),
                     containers: vec![container],
-                    volumes: (!memory_volumes.is_empty()).then(|| {
-                        memory_volumes
+                    volumes: {
+                        let volumes: Vec<Volume> = memory_volumes
                             .iter()
                             .map(|(name, _, mib)| Volume {
                                 name: name.clone(),
@@ -339,8 +415,10 @@ pub fn job_manifest(spec: &AttemptSpec, settings: &JobSettings, timeout: Option<
                                 }),
                                 ..Volume::default()
                             })
-                            .collect()
-                    }),
+                            .chain(storage_volumes(&spec.storage))
+                            .collect();
+                        (!volumes.is_empty()).then_some(volumes)
+                    },
                     // The first process of a shared process namespace (the pod's pause
                     // container) reaps orphans and is PID 1, as Docker's --init.
                     share_process_namespace: spec.linux.init_process_enabled.then_some(true),
@@ -384,6 +462,7 @@ mod tests {
             secrets: vec![],
             tags: Default::default(),
             linux: Default::default(),
+            storage: Default::default(),
         }
     }
 
@@ -574,6 +653,83 @@ mod tests {
             ])
         );
         assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+    }
+
+    #[test]
+    fn volumes_and_mount_points_become_the_pods() {
+        use batchctl_core::storage::{MountPoint, Volume};
+        let mut spec = spec();
+        let volume = |name: &str, source| Volume {
+            name: name.into(),
+            source,
+        };
+        spec.storage = Storage {
+            volumes: vec![
+                volume(
+                    "Data_In",
+                    VolumeSource::Host {
+                        path: "/data/in".into(),
+                    },
+                ),
+                volume(
+                    "claim",
+                    VolumeSource::PersistentVolumeClaim {
+                        claim_name: "results".into(),
+                        read_only: true,
+                    },
+                ),
+                volume(
+                    "cfg",
+                    VolumeSource::ConfigMap {
+                        name: "settings".into(),
+                    },
+                ),
+                volume(
+                    "creds",
+                    VolumeSource::Secret {
+                        secret_name: "db".into(),
+                    },
+                ),
+                volume(
+                    "scratch",
+                    VolumeSource::Scratch {
+                        memory: false,
+                        size_mib: Some(512),
+                    },
+                ),
+            ],
+            mount_points: vec![
+                MountPoint {
+                    source_volume: "Data_In".into(),
+                    container_path: "/in".into(),
+                    read_only: true,
+                },
+                MountPoint {
+                    source_volume: "scratch".into(),
+                    container_path: "/tmp/work".into(),
+                    read_only: false,
+                },
+            ],
+        };
+        let job = serde_json::to_value(job_manifest(&spec, &settings(), None)).unwrap();
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["volumes"],
+            serde_json::json!([
+                {"name": "vol-0", "hostPath": {"path": "/data/in"}},
+                {"name": "vol-1", "persistentVolumeClaim": {"claimName": "results", "readOnly": true}},
+                {"name": "vol-2", "configMap": {"name": "settings"}},
+                {"name": "vol-3", "secret": {"secretName": "db"}},
+                {"name": "vol-4", "emptyDir": {"sizeLimit": "512Mi"}},
+            ])
+        );
+        assert_eq!(
+            pod["containers"][0]["volumeMounts"],
+            serde_json::json!([
+                {"name": "vol-0", "mountPath": "/in", "readOnly": true},
+                {"name": "vol-4", "mountPath": "/tmp/work"},
+            ])
+        );
     }
 
     #[test]

@@ -136,7 +136,13 @@ impl ProcessExecutor {
 #[async_trait]
 impl Executor for ProcessExecutor {
     async fn start(&self, spec: &AttemptSpec) -> Result<AttemptHandle, ExecutorError> {
-        if let Some(reason) = spec.linux.unsupported_on_processes() {
+        if let Some(reason) = spec.linux.unsupported_on_processes().or_else(|| {
+            spec.storage.refusal(
+                batchctl_core::storage::StorageBackend::Process,
+                &spec.compute_environment,
+                &[],
+            )
+        }) {
             return Err(ExecutorError::Refused { reason });
         }
         let handle = AttemptHandle(spec.attempt_id.clone());

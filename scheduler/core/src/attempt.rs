@@ -98,6 +98,7 @@ pub fn attempt_spec(job: &Job, number: u32, environment_name: &EnvironmentName) 
         // then, and never kept in the job.
         secrets: Vec::new(),
         linux: container.linux.clone(),
+        storage: container.storage.clone(),
         tags: match job.spec.propagate_tags {
             true => job.spec.tags.clone(),
             false => BTreeMap::new(),

@@ -50,6 +50,10 @@ pub struct AttemptSpec {
     /// ulimits, a read-only root filesystem, devices, an init process, `/dev/shm`, tmpfs, swap.
     #[serde(default)]
     pub linux: crate::linux::LinuxSettings,
+    /// Volumes and where they are mounted; each backend mounts what it can or refuses the start
+    /// (`Storage::refusal`).
+    #[serde(default)]
+    pub storage: crate::storage::Storage,
 }
 
 /// When to pull an attempt's image, as Kubernetes' imagePullPolicy.
@@ -205,6 +209,7 @@ mod tests {
             secrets: vec![],
             tags: Default::default(),
             linux: Default::default(),
+            storage: Default::default(),
         }
     }
 

@@ -32,6 +32,7 @@ pub mod schedule;
 pub mod secret;
 pub mod state_machine;
 pub mod stop;
+pub mod storage;
 pub mod tags;
 pub mod time_limits;
 pub mod webhooks;

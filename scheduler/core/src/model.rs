@@ -153,6 +153,10 @@ pub struct DockerSettings {
     pub allow_privileged: bool,
     /// Keep the containers of failed attempts for debugging instead of removing them.
     pub keep_failed_containers: bool,
+    /// The host directories jobs may mount (`host: {sourcePath}` volumes), each with what is
+    /// below it; none when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_host_paths: Vec<String>,
 }
 
 /// Where a kubernetes environment's Jobs go.
@@ -168,6 +172,9 @@ pub struct KubernetesSettings {
     pub service_account_name: Option<String>,
     /// Whether definitions that ask for `privileged: true` may run here.
     pub allow_privileged: bool,
+    /// The node directories jobs may mount as `hostPath` volumes; none when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_host_paths: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,6 +285,9 @@ pub struct ContainerProperties {
     /// ulimits, a read-only root filesystem and the rest of `linuxParameters`.
     #[serde(default)]
     pub linux: crate::linux::LinuxSettings,
+    /// `volumes` and `mountPoints`.
+    #[serde(default)]
+    pub storage: crate::storage::Storage,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

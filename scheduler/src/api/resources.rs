@@ -94,6 +94,15 @@ async fn apply_documents(
     {
         return Err(ApiError::invalid(error));
     }
+    let mounts_host_paths = valid.iter().any(|(resource, _)| {
+        matches!(resource, crate::manifest::Resource::JobDefinition { spec, .. } if spec.container.storage.host_paths().next().is_some())
+    });
+    if mounts_host_paths {
+        let stored = state.store.compute_environments().await?;
+        if let Some(error) = crate::server::host_path_refusal(&valid, &stored) {
+            return Err(ApiError::invalid(error));
+        }
+    }
     let applied = state
         .store
         .apply_by(&valid, now_millis(), Some(caller))

@@ -36,6 +36,10 @@ pub struct ComputeEnvironmentSpec {
     /// Kubernetes only: the service account the Jobs' pods run as.
     #[serde(default)]
     pub service_account_name: Option<String>,
+    /// Docker and Kubernetes: the host (node) directories jobs may mount, with what is below
+    /// them. None by default.
+    #[serde(default)]
+    pub allowed_host_paths: Vec<String>,
 }
 
 pub fn compute_environment(
@@ -75,6 +79,12 @@ pub fn compute_environment(
                     "applies to docker and kubernetes compute environments only; remove it",
                 ));
             }
+            if !spec.allowed_host_paths.is_empty() {
+                return Err(FieldError::new(
+                    "allowedHostPaths",
+                    "applies to docker and kubernetes compute environments only (process jobs see the host's files as they are); remove it",
+                ));
+            }
             Backend::Process
         }
         "docker" => {
@@ -86,6 +96,7 @@ pub fn compute_environment(
                     .filter(|host| !host.trim().is_empty()),
                 allow_privileged: spec.allow_privileged.unwrap_or(false),
                 keep_failed_containers: spec.keep_failed_containers.unwrap_or(false),
+                allowed_host_paths: allowed_host_paths(&spec.allowed_host_paths)?,
             })
         }
         "kubernetes" => {
@@ -104,6 +115,7 @@ pub fn compute_environment(
                 context: optional(&spec.kubeconfig_context),
                 service_account_name: optional(&spec.service_account_name),
                 allow_privileged: spec.allow_privileged.unwrap_or(false),
+                allowed_host_paths: allowed_host_paths(&spec.allowed_host_paths)?,
             })
         }
         other => {
@@ -131,4 +143,19 @@ pub fn compute_environment(
             gpus,
         },
     })
+}
+
+/// `allowedHostPaths`: absolute directories without `..` or `:`, at most 64.
+fn allowed_host_paths(paths: &[String]) -> Result<Vec<String>, FieldError> {
+    if paths.len() > 64 {
+        return Err(FieldError::new(
+            "allowedHostPaths",
+            format!("lists {} paths; list at most 64", paths.len()),
+        ));
+    }
+    for (index, path) in paths.iter().enumerate() {
+        crate::core::linux::check_absolute_path(path)
+            .map_err(|message| FieldError::new(format!("allowedHostPaths[{index}]"), message))?;
+    }
+    Ok(paths.to_vec())
 }

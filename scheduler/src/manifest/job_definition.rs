@@ -68,6 +68,10 @@ pub struct ContainerPropertiesSpec {
     pub ulimits: Vec<UlimitSpec>,
     #[serde(default)]
     pub readonly_root_filesystem: Option<bool>,
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
+    #[serde(default)]
+    pub mount_points: Vec<MountPointSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -242,6 +246,8 @@ pub fn definition_spec(spec: &JobDefinitionSpec) -> Result<DefinitionSpec, Field
         capabilities: capabilities(properties.linux_parameters.as_ref()).map_err(within)?,
         secrets: secret_references(&properties.secrets, &properties.environment).map_err(within)?,
         linux: linux_settings(properties).map_err(within)?,
+        storage: super::storage::storage(&properties.volumes, &properties.mount_points)
+            .map_err(within)?,
     };
     Ok(DefinitionSpec {
         parameters: spec.parameters.clone(),

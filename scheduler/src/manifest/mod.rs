@@ -11,6 +11,7 @@ mod job_queue;
 mod notification;
 mod schedule;
 mod secret;
+mod storage;
 mod submit;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ pub use job_queue::*;
 pub use notification::*;
 pub use schedule::*;
 pub use secret::*;
+pub use storage::*;
 pub use submit::*;
 pub use webhook_trigger::*;
 

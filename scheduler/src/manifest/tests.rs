@@ -61,7 +61,7 @@ fn errors_name_the_field_and_what_to_do() {
         (
             json!({"apiVersion": "batchctl/v1", "kind": "ComputeEnvironment", "metadata": {"name": "c"},
                    "spec": {"type": "process", "maxVcpus": 1, "maxMemoryMiB": 1, "colour": "red"}}),
-            "spec.colour: unknown field `colour`, expected one of `type`, `state`, `maxVcpus`, `maxMemoryMiB`, `maxGpus`, `dockerHost`, `allowPrivileged`, `keepFailedContainers`, `namespace`, `kubeconfig`, `kubeconfigContext`, `serviceAccountName`",
+            "spec.colour: unknown field `colour`, expected one of `type`, `state`, `maxVcpus`, `maxMemoryMiB`, `maxGpus`, `dockerHost`, `allowPrivileged`, `keepFailedContainers`, `namespace`, `kubeconfig`, `kubeconfigContext`, `serviceAccountName`, `allowedHostPaths`",
         ),
         (
             json!({"apiVersion": "batchctl/v1", "kind": "ComputeEnvironment", "metadata": {"name": "c"},
@@ -129,7 +129,7 @@ fn errors_name_the_field_and_what_to_do() {
         ),
         (
             definition(json!({"containerProperties": {"image": "i", "command": ["true"], "memory": 5}})),
-            "spec.containerProperties.memory: unknown field `memory`, expected one of `image`, `command`, `environment`, `resourceRequirements`, `workingDir`, `user`, `imagePullPolicy`, `privileged`, `linuxParameters`, `secrets`, `ulimits`, `readonlyRootFilesystem`",
+            "spec.containerProperties.memory: unknown field `memory`, expected one of `image`, `command`, `environment`, `resourceRequirements`, `workingDir`, `user`, `imagePullPolicy`, `privileged`, `linuxParameters`, `secrets`, `ulimits`, `readonlyRootFilesystem`, `volumes`, `mountPoints`",
         ),
         (
             definition(json!({"containerProperties": {"image": "i", "command": ["true"]},

@@ -173,6 +173,7 @@ pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
                 capabilities: vec![],
                 secrets: vec![],
                 linux: Default::default(),
+                storage: Default::default(),
             },
             retry: RetryPolicy::attempts(1),
             depends_on: vec![],

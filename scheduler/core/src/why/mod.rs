@@ -458,6 +458,7 @@ mod tests {
                     capabilities: vec![],
                     secrets: vec![],
                     linux: Default::default(),
+                    storage: Default::default(),
                 },
                 retry: RetryPolicy::attempts(1),
                 timeout_seconds: None,
