@@ -107,6 +107,12 @@ def main(output_dir):
     check(not by_kind(documents, "Secret"), "existing Secrets are used, none made")
     env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     check(env["BATCHCTL_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "batchctl-database", "the existing database Secret")
+    configmap = [c for c in by_kind(documents, "ConfigMap") if "resources.yaml" in c["data"]][0]
+    environment = list(yaml.safe_load_all(configmap["data"]["resources.yaml"]))[0]
+    check(environment["spec"]["allowedHostPaths"] == ["/mnt/datasets"], f"allowed host paths: {environment['spec']}")
+    check(environment["spec"]["podDefaults"]["nodeSelector"] == {"pool": "batch"}, f"pod defaults: {environment['spec']}")
+    with open(os.path.join(output_dir, "single-replica-resources.yaml"), "w") as f:
+        f.write(configmap["data"]["resources.yaml"])
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
     check("--secret-key-file=/etc/batchctl-secret-key/key" in container["args"]

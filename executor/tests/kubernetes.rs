@@ -45,6 +45,7 @@ impl Fixture {
                 service_account_name: Some("batch-jobs".into()),
                 allow_privileged: false,
                 ttl_seconds_after_finished: 3600,
+                pod_defaults: Default::default(),
             },
             image_pull_timeout: Duration::from_secs(1),
             allowed_host_paths: vec!["/data".into()],
@@ -79,6 +80,7 @@ fn spec(job_id: &str, image: &str, script: &str) -> AttemptSpec {
         tags: Default::default(),
         linux: Default::default(),
         storage: Default::default(),
+        pod: Default::default(),
     }
 }
 
@@ -391,6 +393,7 @@ async fn an_unreachable_api_server_is_unavailable_not_a_failure() {
             service_account_name: None,
             allow_privileged: false,
             ttl_seconds_after_finished: 60,
+            pod_defaults: Default::default(),
         },
         image_pull_timeout: Duration::from_secs(1),
         allowed_host_paths: vec![],

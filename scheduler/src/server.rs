@@ -694,6 +694,7 @@ fn kubernetes_config(
             // batchctl removes a Job once its outcome and logs are stored; this is the cluster's
             // own cleanup for Jobs of a server that is gone.
             ttl_seconds_after_finished: 86_400,
+            pod_defaults: (*settings.pod_defaults).clone(),
         },
         image_pull_timeout: KUBERNETES_PULL_TIMEOUT,
         allowed_host_paths: settings.allowed_host_paths.clone(),

@@ -53,4 +53,13 @@ fn the_chart_lints_strictly_renders_as_checked_and_declares_valid_resources() {
     assert_eq!(environment["spec"]["namespace"], "batch-system");
     let queues = server.json(&["get", "jobqueues"]);
     assert_eq!(queues["items"][0]["metadata"]["name"], "default");
+    // The single-replica values' environment, with host paths and pod defaults, applies too.
+    let single = dir.path().join("single-replica-resources.yaml");
+    let output = server.cli(&["apply", "-f", single.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let environments = server.json(&["get", "computeenvironments"]);
+    assert_eq!(
+        environments["items"][0]["spec"]["podDefaults"]["nodeSelector"]["pool"], "batch",
+        "{environments:#}"
+    );
 }

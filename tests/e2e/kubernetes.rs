@@ -29,7 +29,8 @@ fn kubernetes_resources(server: &Server, api: &fake_kube::FakeApiServer, script:
     server.apply_text(&format!(
         "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {{name: cluster}}\n\
          spec: {{type: kubernetes, namespace: batch, kubeconfig: '{}', kubeconfigContext: fake, \
-         serviceAccountName: batch-jobs, maxVcpus: 8, maxMemoryMiB: 8192, maxGpus: 4}}\n---\n\
+         serviceAccountName: batch-jobs, maxVcpus: 8, maxMemoryMiB: 8192, maxGpus: 4, \
+         podDefaults: {{priorityClassName: batch-low, nodeSelector: {{pool: batch}}}}}}\n---\n\
          apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {{name: kq}}\n\
          spec: {{priority: 1, computeEnvironmentOrder: [{{order: 1, computeEnvironment: cluster}}]}}\n---\n\
          apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {{name: kjob}}\nspec:\n  \
@@ -47,8 +48,21 @@ fn jobs_run_as_kubernetes_jobs_and_an_unschedulable_one_waits_in_starting() {
     server.apply_text(
         "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: gpu}\nspec:\n  \
          containerProperties:\n    image: unschedulable/trainer\n    command: [train]\n    \
-         resourceRequirements: [{type: VCPU, value: '1'}, {type: MEMORY, value: '128'}, {type: GPU, value: '1'}]\n",
+         resourceRequirements: [{type: VCPU, value: '1'}, {type: MEMORY, value: '128'}, {type: GPU, value: '1'}]\n  \
+         podProperties: {nodeSelector: {accelerator: a100}, tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]}\n---\n\
+         apiVersion: batchctl/v1\nkind: Secret\nmetadata: {name: k-token}\nspec: {value: kube-secret-value}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: ksecret}\nspec:\n  \
+         containerProperties:\n    image: busybox\n    command: [sh, -c, 'echo token=$TOKEN']\n    \
+         secrets: [{name: TOKEN, valueFrom: k-token}]\n",
     );
+    // A secret reaches the pod through the attempt's own Secret, never through the Job.
+    let with_secret = server.submit(&["--queue", "kq", "--definition", "ksecret"]);
+    server.wait_for_status(&with_secret, "SUCCEEDED");
+    assert_eq!(
+        String::from_utf8_lossy(&server.cli(&["logs", &with_secret]).stdout),
+        "token=kube-secret-value\n"
+    );
+    assert!(api.requests().iter().any(|r| r == "POST secret in batch"));
 
     let id = server.submit(&["--queue", "kq", "--definition", "kjob"]);
     let job = server.wait_for_status(&id, "SUCCEEDED");
@@ -85,6 +99,25 @@ fn jobs_run_as_kubernetes_jobs_and_an_unschedulable_one_waits_in_starting() {
         .as_ref()
         .unwrap();
     assert_eq!(limits["nvidia.com/gpu"].0, "1", "{waiting:#}");
+    // The definition's podProperties over the environment's podDefaults.
+    let pod = api
+        .job(&format!("{gpu}-1"))
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    let selector = pod.node_selector.unwrap();
+    assert_eq!(
+        (selector["pool"].as_str(), selector["accelerator"].as_str()),
+        ("batch", "a100")
+    );
+    assert_eq!(pod.priority_class_name.as_deref(), Some("batch-low"));
+    assert_eq!(
+        pod.tolerations.unwrap()[0].key.as_deref(),
+        Some("nvidia.com/gpu")
+    );
     let output = server.cli(&["terminate", &gpu, "--reason", "no GPUs today"]);
     assert!(output.status.success(), "{}", stderr(&output));
     let ended = server.wait_for_status(&gpu, "FAILED");
@@ -104,10 +137,10 @@ fn jobs_run_as_kubernetes_jobs_and_an_unschedulable_one_waits_in_starting() {
         .unwrap();
     let metrics = String::from_utf8_lossy(&metrics.stdout);
     for line in [
-        "batchctl_jobs{status=\"SUCCEEDED\"} 1",
+        "batchctl_jobs{status=\"SUCCEEDED\"} 2",
         "batchctl_jobs{status=\"FAILED\"} 1",
         "batchctl_jobs{status=\"RUNNING\"} 0",
-        "batchctl_queue_jobs{queue=\"kq\",status=\"SUCCEEDED\"} 1",
+        "batchctl_queue_jobs{queue=\"kq\",status=\"SUCCEEDED\"} 2",
         "batchctl_queue_jobs{queue=\"kq\",status=\"FAILED\"} 1",
         "batchctl_leader 1",
         "batchctl_compute_environment_up{environment=\"cluster\"} 1",

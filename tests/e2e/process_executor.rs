@@ -48,6 +48,7 @@ fn spec(id: &str, script: &str) -> AttemptSpec {
         tags: Default::default(),
         linux: Default::default(),
         storage: Default::default(),
+        pod: Default::default(),
     }
 }
 

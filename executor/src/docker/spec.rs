@@ -220,6 +220,7 @@ mod tests {
             tags: Default::default(),
             linux: Default::default(),
             storage: Default::default(),
+            pod: Default::default(),
         }
     }
 

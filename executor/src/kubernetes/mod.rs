@@ -238,6 +238,7 @@ impl Executor for KubernetesExecutor {
     async fn start(&self, spec: &AttemptSpec) -> Result<AttemptHandle, ExecutorError> {
         if let Some(reason) = crate::privilege_refusal(spec, self.config.job.allow_privileged)
             .or_else(|| spec.linux.unsupported_on_kubernetes())
+            .or_else(|| spec::pod_refusal(spec, &self.config.job))
             .or_else(|| {
                 spec.storage.refusal(
                     batchctl_core::storage::StorageBackend::Kubernetes,

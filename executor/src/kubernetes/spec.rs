@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use batchctl_core::pod::PodOptions;
 use batchctl_core::storage::{Storage, VolumeSource};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HostPathVolumeSource, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HostPathVolumeSource, PersistentVolumeClaimVolumeSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, ResourceRequirements, SeccompProfile, Secret, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -37,6 +38,18 @@ pub struct JobSettings {
     pub allow_privileged: bool,
     /// How long Kubernetes keeps a finished Job if batchctl does not remove it first.
     pub ttl_seconds_after_finished: i32,
+    /// The environment's `podDefaults`, under each definition's `podProperties`.
+    pub pod_defaults: PodOptions,
+}
+
+/// Why the pod options of an attempt cannot be sent: an affinity that is not Kubernetes'
+/// `Affinity`, named with serde's reason.
+pub fn pod_refusal(spec: &AttemptSpec, settings: &JobSettings) -> Option<String> {
+    let options = spec.pod.over(&settings.pod_defaults);
+    let affinity = options.affinity.as_deref()?;
+    serde_json::from_str::<Affinity>(affinity).err().map(|error| {
+        format!("CannotStartContainerError: podProperties.affinity is not a Kubernetes Affinity: {error}")
+    })
 }
 
 /// A label value: at most 63 characters of `[A-Za-z0-9._-]`, starting and ending alphanumeric.
@@ -275,6 +288,7 @@ pub fn job_manifest(spec: &AttemptSpec, settings: &JobSettings, timeout: Option<
         );
     }
     let privileged = spec.privileged && settings.allow_privileged;
+    let pod = spec.pod.over(&settings.pod_defaults);
     let read_only_root = spec.linux.read_only_root_filesystem.then_some(true);
     // `/dev/shm` and tmpfs mounts as memory-backed emptyDir volumes: (name, path, MiB).
     let memory_volumes: Vec<(String, String, u32)> = spec
@@ -395,8 +409,33 @@ pub fn job_manifest(spec: &AttemptSpec, settings: &JobSettings, timeout: Option<
                     restart_policy: Some("Never".to_string()),
                     service_account_name: settings.service_account_name.clone(),
                     automount_service_account_token: Some(false),
+                    node_selector: (!pod.node_selector.is_empty())
+                        .then(|| pod.node_selector.clone()),
+                    tolerations: (!pod.tolerations.is_empty()).then(|| {
+                        pod.tolerations
+                            .iter()
+                            .map(|toleration| Toleration {
+                                key: toleration.key.clone(),
+                                operator: toleration.operator.clone(),
+                                value: toleration.value.clone(),
+                                effect: toleration.effect.clone(),
+                                toleration_seconds: toleration.toleration_seconds,
+                            })
+                            .collect()
+                    }),
+                    // Checked by `pod_refusal` before the Job is made.
+                    affinity: pod
+                        .affinity
+                        .as_deref()
+                        .and_then(|affinity| serde_json::from_str(affinity).ok()),
+                    priority_class_name: pod.priority_class_name.clone(),
                     security_context: (!privileged).then(|| PodSecurityContext {
                         run_as_non_root: Some(true),
+                        run_as_user: pod.security_context.run_as_user,
+                        run_as_group: pod.security_context.run_as_group,
+                        fs_group: pod.security_context.fs_group,
+                        supplemental_groups: (!pod.security_context.supplemental_groups.is_empty())
+                            .then(|| pod.security_context.supplemental_groups.clone()),
                         seccomp_profile: Some(SeccompProfile {
                             type_: "RuntimeDefault".to_string(),
                             ..SeccompProfile::default()
@@ -463,6 +502,7 @@ mod tests {
             tags: Default::default(),
             linux: Default::default(),
             storage: Default::default(),
+            pod: Default::default(),
         }
     }
 
@@ -472,6 +512,7 @@ mod tests {
             service_account_name: Some("batch-jobs".into()),
             allow_privileged: false,
             ttl_seconds_after_finished: 3600,
+            pod_defaults: Default::default(),
         }
     }
 
@@ -730,6 +771,70 @@ mod tests {
                 {"name": "vol-4", "mountPath": "/tmp/work"},
             ])
         );
+    }
+
+    #[test]
+    fn pod_options_over_the_environments() {
+        use batchctl_core::pod::{PodSecurity, Toleration};
+        let mut spec = spec();
+        spec.pod = PodOptions {
+            node_selector: [("zone".to_string(), "b".to_string())].into(),
+            affinity: Some(
+                r#"{"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["a100"]}]}]}}}"#
+                    .into(),
+            ),
+            security_context: PodSecurity {
+                run_as_user: Some(1001),
+                ..PodSecurity::default()
+            },
+            ..PodOptions::default()
+        };
+        let settings = JobSettings {
+            pod_defaults: PodOptions {
+                node_selector: [("pool".to_string(), "batch".to_string())].into(),
+                tolerations: vec![Toleration {
+                    key: Some("batch".into()),
+                    operator: Some("Exists".into()),
+                    value: None,
+                    effect: Some("NoSchedule".into()),
+                    toleration_seconds: None,
+                }],
+                priority_class_name: Some("batch-low".into()),
+                security_context: PodSecurity {
+                    fs_group: Some(2000),
+                    ..PodSecurity::default()
+                },
+                ..PodOptions::default()
+            },
+            ..settings()
+        };
+        assert_eq!(pod_refusal(&spec, &settings), None);
+        let job = serde_json::to_value(job_manifest(&spec, &settings, None)).unwrap();
+        let pod = &job["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["nodeSelector"],
+            serde_json::json!({"pool": "batch", "zone": "b"})
+        );
+        assert_eq!(
+            pod["tolerations"],
+            serde_json::json!([{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}])
+        );
+        assert_eq!(
+            pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                ["nodeSelectorTerms"][0]["matchExpressions"][0]["values"],
+            serde_json::json!(["a100"])
+        );
+        assert_eq!(pod["priorityClassName"], "batch-low");
+        assert_eq!(
+            pod["securityContext"],
+            serde_json::json!({"runAsNonRoot": true, "runAsUser": 1001, "fsGroup": 2000, "seccompProfile": {"type": "RuntimeDefault"}})
+        );
+        spec.pod.affinity = Some(
+            r#"{"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": 7}}"#.into(),
+        );
+        assert!(pod_refusal(&spec, &settings)
+            .unwrap()
+            .contains("podProperties.affinity"));
     }
 
     #[test]

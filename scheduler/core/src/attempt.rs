@@ -99,6 +99,7 @@ pub fn attempt_spec(job: &Job, number: u32, environment_name: &EnvironmentName) 
         secrets: Vec::new(),
         linux: container.linux.clone(),
         storage: container.storage.clone(),
+        pod: job.spec.pod.clone(),
         tags: match job.spec.propagate_tags {
             true => job.spec.tags.clone(),
             false => BTreeMap::new(),

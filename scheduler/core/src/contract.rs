@@ -54,6 +54,10 @@ pub struct AttemptSpec {
     /// (`Storage::refusal`).
     #[serde(default)]
     pub storage: crate::storage::Storage,
+    /// Kubernetes only: the definition's pod options (the environment's defaults are the
+    /// backend's to add).
+    #[serde(default)]
+    pub pod: crate::pod::PodOptions,
 }
 
 /// When to pull an attempt's image, as Kubernetes' imagePullPolicy.
@@ -210,6 +214,7 @@ mod tests {
             tags: Default::default(),
             linux: Default::default(),
             storage: Default::default(),
+            pod: Default::default(),
         }
     }
 

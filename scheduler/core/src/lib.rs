@@ -24,6 +24,7 @@ pub mod linux;
 pub mod model;
 pub mod output_limit;
 pub mod placement;
+pub mod pod;
 pub mod reconcile;
 pub mod request_guard;
 pub mod resource;

@@ -175,6 +175,14 @@ pub struct KubernetesSettings {
     /// The node directories jobs may mount as `hostPath` volumes; none when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_host_paths: Vec<String>,
+    /// Node selector, tolerations, affinity, priority class and pod user for every job here; a
+    /// definition's `podProperties` go over them.
+    #[serde(default, skip_serializing_if = "is_default_pod")]
+    pub pod_defaults: Box<crate::pod::PodOptions>,
+}
+
+fn is_default_pod(options: &crate::pod::PodOptions) -> bool {
+    *options == crate::pod::PodOptions::default()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +328,9 @@ pub struct DefinitionSpec {
     /// Whether jobs' tags become their containers' labels (AWS Batch's `propagateTags`).
     #[serde(default, skip_serializing_if = "is_false")]
     pub propagate_tags: bool,
+    /// Where and how a Kubernetes attempt's pod runs (`podProperties`); other backends ignore it.
+    #[serde(default, skip_serializing_if = "is_default_pod")]
+    pub pod: crate::pod::PodOptions,
 }
 
 /// AWS Batch's retryStrategy, and a backoff it lacks.
@@ -667,6 +678,9 @@ pub struct JobSpec {
     /// `propagateTags`, else its definition's.
     #[serde(default, skip_serializing_if = "is_false")]
     pub propagate_tags: bool,
+    /// Its definition's `podProperties`.
+    #[serde(default, skip_serializing_if = "is_default_pod")]
+    pub pod: crate::pod::PodOptions,
 }
 
 fn is_false(value: &bool) -> bool {

@@ -40,6 +40,9 @@ pub struct ComputeEnvironmentSpec {
     /// them. None by default.
     #[serde(default)]
     pub allowed_host_paths: Vec<String>,
+    /// Kubernetes only: pod options every job here gets, under its definition's `podProperties`.
+    #[serde(default)]
+    pub pod_defaults: Option<PodPropertiesSpec>,
 }
 
 pub fn compute_environment(
@@ -58,6 +61,7 @@ pub fn compute_environment(
         ("kubeconfig", spec.kubeconfig.is_some()),
         ("kubeconfigContext", spec.kubeconfig_context.is_some()),
         ("serviceAccountName", spec.service_account_name.is_some()),
+        ("podDefaults", spec.pod_defaults.is_some()),
     ];
     let refuse_others = |fields: &[(&'static str, bool)], kind: &str| match fields
         .iter()
@@ -116,6 +120,7 @@ pub fn compute_environment(
                 service_account_name: optional(&spec.service_account_name),
                 allow_privileged: spec.allow_privileged.unwrap_or(false),
                 allowed_host_paths: allowed_host_paths(&spec.allowed_host_paths)?,
+                pod_defaults: Box::new(pod_options(spec.pod_defaults.as_ref(), "podDefaults")?),
             })
         }
         other => {

@@ -36,6 +36,46 @@ pub struct JobDefinitionSpec {
     /// Whether jobs' tags become labels of their containers (Docker), Jobs and pods (Kubernetes).
     #[serde(default)]
     pub propagate_tags: Option<bool>,
+    /// Kubernetes only: node selector, tolerations, affinity, priority class, pod user and groups.
+    #[serde(default)]
+    pub pod_properties: Option<PodPropertiesSpec>,
+}
+
+/// `podProperties` of a definition and `podDefaults` of a kubernetes environment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodPropertiesSpec {
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tolerations: Vec<crate::core::pod::Toleration>,
+    #[serde(default)]
+    pub affinity: Option<serde_json::Value>,
+    #[serde(default)]
+    pub priority_class_name: Option<String>,
+    #[serde(default)]
+    pub security_context: Option<crate::core::pod::PodSecurity>,
+}
+
+/// Checks `podProperties` (or `podDefaults`), naming the field under `prefix`.
+pub fn pod_options(
+    spec: Option<&PodPropertiesSpec>,
+    prefix: &str,
+) -> Result<crate::core::pod::PodOptions, FieldError> {
+    let Some(spec) = spec else {
+        return Ok(Default::default());
+    };
+    let options = crate::core::pod::PodOptions {
+        node_selector: spec.node_selector.clone(),
+        tolerations: spec.tolerations.clone(),
+        affinity: spec.affinity.as_ref().map(|affinity| affinity.to_string()),
+        priority_class_name: spec.priority_class_name.clone(),
+        security_context: spec.security_context.clone().unwrap_or_default(),
+    };
+    options
+        .check()
+        .map_err(|(field, message)| FieldError::new(format!("{prefix}.{field}"), message))?;
+    Ok(options)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -271,6 +311,7 @@ pub fn definition_spec(spec: &JobDefinitionSpec) -> Result<DefinitionSpec, Field
         },
         tags: tags(&spec.tags)?,
         propagate_tags: spec.propagate_tags.unwrap_or(false),
+        pod: pod_options(spec.pod_properties.as_ref(), "podProperties")?,
     })
 }
 

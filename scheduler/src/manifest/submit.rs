@@ -432,6 +432,7 @@ pub fn build_job(
             propagate_tags: request
                 .propagate_tags
                 .unwrap_or(definition.spec.propagate_tags),
+            pod: definition.spec.pod.clone(),
         },
         created_at: now,
         started_at: None,

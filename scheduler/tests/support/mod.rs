@@ -187,6 +187,7 @@ pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
             consumable_resources: Vec::new(),
             tags: Default::default(),
             propagate_tags: false,
+            pod: Default::default(),
             timeout_seconds: None,
         },
         created_at: 1,

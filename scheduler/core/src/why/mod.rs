@@ -473,6 +473,7 @@ mod tests {
                 consumable_resources: Vec::new(),
                 tags: Default::default(),
                 propagate_tags: false,
+                pod: Default::default(),
             },
             created_at: 0,
             started_at: None,
