@@ -8,6 +8,8 @@ Usage: check.py OUTPUT_DIR. Exit status 0 when every check passes; each failure 
 
 import json
 import os
+import shutil
+import subprocess
 import sys
 
 import helm_python
@@ -44,6 +46,40 @@ def render(values):
             continue
         documents.extend(d for d in yaml.safe_load_all(text) if d)
     return documents
+
+
+def checkov(documents, output_dir):
+    """Runs PyPI's checkov over the rendered chart: no check may fail; the chart skips the few
+    that do not fit, each with a one-line reason in an annotation."""
+    if shutil.which("checkov") is None:
+        if os.environ.get("CI") == "true":
+            failures.append("CI=true but checkov is missing: pip install checkov")
+        else:
+            print("\n!!! SKIPPING the checkov scan of the chart: checkov is not installed (pip install checkov) !!!\n")
+        return
+    path = os.path.join(output_dir, "chart-rendered.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump_all(documents, f)
+    ran = subprocess.run(["checkov", "-f", path, "--framework", "kubernetes", "--compact",
+                          "-o", "json", "--skip-download"], capture_output=True, text=True)
+    try:
+        report = json.loads(ran.stdout)
+    except json.JSONDecodeError:
+        failures.append(f"checkov did not report: {ran.stdout[-2000:]} {ran.stderr[-2000:]}")
+        return
+    reports = report if isinstance(report, list) else [report]
+    failed = [(c["check_id"], c["resource"]) for r in reports for c in r.get("results", {}).get("failed_checks", [])]
+    skipped = {c["check_id"] for r in reports for c in r.get("results", {}).get("skipped_checks", [])}
+    check(not failed, f"checkov finds failed checks in the chart: {failed}")
+    # Each skip is an annotation `checkov.io/skipN: CHECK=why`: none without its why.
+    reasons = {}
+    for document in documents:
+        for key, value in (document["metadata"].get("annotations") or {}).items():
+            if key.startswith("checkov.io/skip"):
+                check_id, _, why = str(value).partition("=")
+                reasons[check_id] = why.strip()
+    check(all(reasons.get(check_id) for check_id in skipped), f"every skipped check says why: {skipped} {reasons}")
+    print(f"checkov: {sum(r.get('summary', {}).get('passed', 0) for r in reports)} passed, {len(failed)} failed, {len(skipped)} skipped with a reason")
 
 
 def by_kind(documents, kind):
@@ -99,6 +135,7 @@ def main(output_dir):
     check(environment["spec"]["serviceAccountName"] == "batchctl-jobs", "jobs run as their own service account")
     with open(os.path.join(output_dir, "resources.yaml"), "w") as f:
         f.write(resources)
+    checkov(documents, output_dir)
 
     documents = render(single)
     [deployment] = by_kind(documents, "Deployment")

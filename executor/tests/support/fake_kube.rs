@@ -627,12 +627,100 @@ async fn list_pods(
     list_or_watch(&server, &ns, &query, true)
 }
 
+/// What a real API server's validation refuses in object metadata, as its 422 `Invalid` Status:
+/// a name that is not a DNS-1123 subdomain, label keys that are not qualified names, label values
+/// that are not label values, annotation keys that are not qualified names.
+fn invalid_metadata(kind: &str, metadata: &ObjectMeta) -> Option<Response> {
+    let name = metadata.name.clone().unwrap_or_default();
+    let mut causes = Vec::new();
+    if !is_dns_subdomain(&name) {
+        causes.push(format!("metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'"));
+    }
+    causes.extend(invalid_labels(metadata));
+    (!causes.is_empty()).then(|| {
+        status_error(
+            422,
+            "Invalid",
+            format!("{kind} {name:?} is invalid: {}", causes.join(", ")),
+        )
+    })
+}
+
+/// What is wrong with the label and annotation keys and values of `metadata` (a pod template's
+/// has no name to check).
+fn invalid_labels(metadata: &ObjectMeta) -> Vec<String> {
+    let mut causes = Vec::new();
+    for (key, value) in metadata.labels.iter().flatten() {
+        if !is_qualified_name(key) {
+            causes.push(format!("metadata.labels: Invalid value: {key:?}: name part must consist of alphanumeric characters, '-', '_' or '.'"));
+        }
+        if !(value.is_empty() || is_label_name(value)) {
+            causes.push(format!("metadata.labels: Invalid value: {value:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.'"));
+        }
+    }
+    for key in metadata.annotations.iter().flatten().map(|(key, _)| key) {
+        if !is_qualified_name(key) {
+            causes.push(format!("metadata.annotations: Invalid value: {key:?}: name part must consist of alphanumeric characters, '-', '_' or '.'"));
+        }
+    }
+    causes
+}
+
+fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+fn is_label_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 63
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && text.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && text.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn is_qualified_name(key: &str) -> bool {
+    match key.split_once('/') {
+        Some((prefix, name)) => is_dns_subdomain(prefix) && is_label_name(name),
+        None => is_label_name(key),
+    }
+}
+
 async fn create_job(
     State(server): State<FakeApiServer>,
     Path(ns): Path<String>,
     Json(mut job): Json<Job>,
 ) -> Response {
     server.record(format!("POST job in {ns}"));
+    let template_causes = job
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.metadata.as_ref())
+        .map(invalid_labels)
+        .unwrap_or_default();
+    if let Some(refusal) = invalid_metadata("Job.batch", &job.metadata) {
+        return refusal;
+    }
+    if !template_causes.is_empty() {
+        return status_error(
+            422,
+            "Invalid",
+            format!(
+                "Job.batch is invalid: spec.template.{}",
+                template_causes.join(", ")
+            ),
+        );
+    }
     let name = job.metadata.name.clone().unwrap_or_default();
     let pod = {
         let mut cluster = server.cluster.lock().unwrap();
@@ -699,6 +787,9 @@ async fn create_secret(
     Json(mut secret): Json<Secret>,
 ) -> Response {
     server.record(format!("POST secret in {ns}"));
+    if let Some(refusal) = invalid_metadata("Secret", &secret.metadata) {
+        return refusal;
+    }
     let name = secret.metadata.name.clone().unwrap_or_default();
     let mut cluster = server.cluster.lock().unwrap();
     if cluster.secrets.contains_key(&name) {
