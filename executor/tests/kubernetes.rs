@@ -81,6 +81,7 @@ fn spec(job_id: &str, image: &str, script: &str) -> AttemptSpec {
         linux: Default::default(),
         storage: Default::default(),
         pod: Default::default(),
+        gpu_ids: vec![],
     }
 }
 

@@ -27,7 +27,63 @@ store_suite!(
     a_restart_adopts_running_work_and_requeues_unstarted_placements,
     a_restart_while_the_executor_is_unreachable_keeps_running_jobs,
     an_environment_without_an_executor_keeps_jobs_runnable,
+    concurrent_gpu_attempts_get_distinct_devices,
 );
+
+/// On a docker environment that lists its GPUs, each attempt gets GPUs no running attempt holds,
+/// named in its spec and kept with the attempt in the store; a freed device goes to the next.
+async fn concurrent_gpu_attempts_get_distinct_devices(store: Store) {
+    support::apply(
+        &store,
+        "apiVersion: batchctl/v1\nkind: ComputeEnvironment\nmetadata: {name: gpus}\n\
+         spec: {type: docker, maxVcpus: 16, maxMemoryMiB: 4096, maxGpus: 3, gpuIds: [GPU-a, GPU-b, GPU-c]}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobQueue\nmetadata: {name: q}\n\
+         spec: {priority: 1, computeEnvironmentOrder: [{order: 1, computeEnvironment: gpus}]}\n---\n\
+         apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: d}\nspec:\n  containerProperties:\n\
+         \x20   image: trainer\n    command: [train]\n\
+         \x20   resourceRequirements: [{type: VCPU, value: '1'}, {type: MEMORY, value: '64'}, {type: GPU, value: '1'}]\n",
+    )
+    .await;
+    let harness = Harness::start(store, FakeExecutor::new()).await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(harness.submit(&["hang"], None).await);
+    }
+    for id in &ids[..3] {
+        harness.wait_for_status(id, JobStatus::Running).await;
+    }
+    let devices = |specs: Vec<batchctl_executor::AttemptSpec>| {
+        let mut devices: Vec<String> = specs.into_iter().flat_map(|spec| spec.gpu_ids).collect();
+        devices.sort();
+        devices
+    };
+    assert_eq!(devices(harness.fake.started()), ["GPU-a", "GPU-b", "GPU-c"]);
+    assert_eq!(
+        harness.store.job(&ids[3]).await.unwrap().unwrap().status,
+        JobStatus::Runnable,
+        "three GPUs hold three jobs"
+    );
+    let first = harness.store.job(&ids[0]).await.unwrap().unwrap();
+    let held = first.current_attempt.unwrap().gpu_ids;
+    assert_eq!(held.len(), 1, "the store keeps the attempt's devices");
+    stop_job(
+        &harness.store,
+        &harness.handle,
+        &ids[0],
+        "make room",
+        StopMode::Terminate,
+    )
+    .await
+    .unwrap();
+    harness.wait_for_status(&ids[3], JobStatus::Running).await;
+    let fourth = harness.store.job(&ids[3]).await.unwrap().unwrap();
+    assert_eq!(
+        fourth.current_attempt.unwrap().gpu_ids,
+        held,
+        "the freed device"
+    );
+    harness.stop().await;
+}
 
 async fn a_job_runs_to_success_with_its_environment_and_logs(store: Store) {
     support::apply(&store, RESOURCES).await;
@@ -335,6 +391,7 @@ async fn a_restart_adopts_running_work_and_requeues_unstarted_placements(store: 
                 executor_handle: "crashed-placement-1".into(),
                 placed_at: now_millis(),
                 started_at: None,
+                gpu_ids: vec![],
             },
             used_up: Vec::new(),
         },

@@ -49,6 +49,7 @@ async fn finish(store: &Store, job_id: &str, to: JobStatus) {
                 executor_handle: format!("{job_id}-1"),
                 placed_at: now,
                 started_at: None,
+                gpu_ids: vec![],
             },
             used_up: Vec::new(),
         },

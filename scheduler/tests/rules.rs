@@ -258,6 +258,7 @@ async fn job_state_changes_reach_the_bus_while_a_rule_can_match_them(store: Stor
                 executor_handle: "h".into(),
                 placed_at: 5,
                 started_at: None,
+                gpu_ids: vec![],
             },
             used_up: Vec::new(),
         },

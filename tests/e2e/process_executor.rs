@@ -49,6 +49,7 @@ fn spec(id: &str, script: &str) -> AttemptSpec {
         linux: Default::default(),
         storage: Default::default(),
         pod: Default::default(),
+        gpu_ids: vec![],
     }
 }
 

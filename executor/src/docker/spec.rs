@@ -4,8 +4,9 @@ use std::collections::HashMap;
 
 use batchctl_core::storage::{Storage, VolumeSource};
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, HostConfig, HostConfigLogConfig, Mount, MountTmpfsOptions,
-    MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig, ResourcesUlimits,
+    ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig, HostConfigLogConfig, Mount,
+    MountTmpfsOptions, MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig,
+    ResourcesUlimits,
 };
 
 use crate::AttemptSpec;
@@ -53,6 +54,11 @@ pub fn container_body(spec: &AttemptSpec, owner: &str) -> ContainerCreateBody {
                         .iter()
                         .map(|v| format!("{}={}", v.name, v.value.expose())),
                 )
+                // The devices the NVIDIA runtime exposes, as AWS Batch sets it for GPU jobs.
+                .chain(
+                    (spec.resources.gpus > 0)
+                        .then(|| format!("NVIDIA_VISIBLE_DEVICES={}", visible_devices(spec))),
+                )
                 .collect(),
         ),
         working_dir: spec.working_dir.clone(),
@@ -96,6 +102,7 @@ pub fn container_body(spec: &AttemptSpec, owner: &str) -> ContainerCreateBody {
                     .collect()
             }),
             init: linux.init_process_enabled.then_some(true),
+            device_requests: (spec.resources.gpus > 0).then(|| vec![gpu_request(spec)]),
             mounts: (!spec.storage.mount_points.is_empty()).then(|| mounts(&spec.storage)),
             shm_size: linux
                 .shared_memory_mib
@@ -127,6 +134,28 @@ pub fn container_body(spec: &AttemptSpec, owner: &str) -> ContainerCreateBody {
             ..HostConfig::default()
         }),
         ..ContainerCreateBody::default()
+    }
+}
+
+/// The GPUs of a GPU attempt, as `--gpus` asks for them: the ids placement named, or a count
+/// where it named none.
+fn gpu_request(spec: &AttemptSpec) -> DeviceRequest {
+    DeviceRequest {
+        driver: Some("nvidia".into()),
+        count: spec
+            .gpu_ids
+            .is_empty()
+            .then_some(spec.resources.gpus as i64),
+        device_ids: (!spec.gpu_ids.is_empty()).then(|| spec.gpu_ids.clone()),
+        capabilities: Some(vec![vec!["gpu".into()]]),
+        options: None,
+    }
+}
+
+fn visible_devices(spec: &AttemptSpec) -> String {
+    match spec.gpu_ids.is_empty() {
+        true => "all".into(),
+        false => spec.gpu_ids.join(","),
     }
 }
 
@@ -221,6 +250,7 @@ mod tests {
             linux: Default::default(),
             storage: Default::default(),
             pod: Default::default(),
+            gpu_ids: vec![],
         }
     }
 
@@ -312,6 +342,31 @@ mod tests {
         assert_eq!(host.tmpfs.unwrap()["/scratch"], "size=64m,noexec");
         assert_eq!(host.memory_swap, Some(96 * 1024 * 1024));
         assert_eq!(host.memory_swappiness, Some(10));
+    }
+
+    #[test]
+    fn gpus_are_requested_by_the_ids_placement_named() {
+        let mut spec = spec();
+        assert!(container_body(&spec, "i")
+            .host_config
+            .unwrap()
+            .device_requests
+            .is_none());
+        spec.resources.gpus = 2;
+        spec.gpu_ids = vec!["1".into(), "3".into()];
+        let body = container_body(&spec, "i");
+        let request = &body.host_config.unwrap().device_requests.unwrap()[0];
+        assert_eq!(request.driver.as_deref(), Some("nvidia"));
+        assert_eq!(
+            request.device_ids,
+            Some(vec!["1".to_string(), "3".to_string()])
+        );
+        assert_eq!(request.count, None);
+        assert_eq!(request.capabilities, Some(vec![vec!["gpu".to_string()]]));
+        assert!(body
+            .env
+            .unwrap()
+            .contains(&"NVIDIA_VISIBLE_DEVICES=1,3".to_string()));
     }
 
     #[test]

@@ -503,6 +503,7 @@ mod tests {
             linux: Default::default(),
             storage: Default::default(),
             pod: Default::default(),
+            gpu_ids: vec![],
         }
     }
 

@@ -100,6 +100,11 @@ pub fn attempt_spec(job: &Job, number: u32, environment_name: &EnvironmentName) 
         linux: container.linux.clone(),
         storage: container.storage.clone(),
         pod: job.spec.pod.clone(),
+        gpu_ids: job
+            .current_attempt
+            .as_ref()
+            .map(|attempt| attempt.gpu_ids.clone())
+            .unwrap_or_default(),
         tags: match job.spec.propagate_tags {
             true => job.spec.tags.clone(),
             false => BTreeMap::new(),

@@ -58,6 +58,10 @@ pub struct AttemptSpec {
     /// backend's to add).
     #[serde(default)]
     pub pod: crate::pod::PodOptions,
+    /// The GPUs it gets by id (Docker: device requests for these ids); empty where a backend
+    /// picks devices itself.
+    #[serde(default)]
+    pub gpu_ids: Vec<String>,
 }
 
 /// When to pull an attempt's image, as Kubernetes' imagePullPolicy.
@@ -215,6 +219,7 @@ mod tests {
             linux: Default::default(),
             storage: Default::default(),
             pod: Default::default(),
+            gpu_ids: vec![],
         }
     }
 

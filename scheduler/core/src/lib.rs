@@ -19,6 +19,7 @@ pub mod estimate;
 pub mod event_pattern;
 pub mod events;
 pub mod fair_share;
+pub mod gpus;
 pub mod lifecycle;
 pub mod linux;
 pub mod model;

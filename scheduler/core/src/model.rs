@@ -157,6 +157,10 @@ pub struct DockerSettings {
     /// below it; none when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allowed_host_paths: Vec<String>,
+    /// The ids of the engine host's GPUs jobs may get (`core::gpus`); `0` to `maxGpus - 1` when
+    /// empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpu_ids: Vec<String>,
 }
 
 /// Where a kubernetes environment's Jobs go.
@@ -818,6 +822,8 @@ pub struct CurrentAttempt {
     pub executor_handle: String,
     pub placed_at: i64,
     pub started_at: Option<i64>,
+    /// The GPUs placement gave it by id (Docker environments; `core::gpus`).
+    pub gpu_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -314,6 +314,8 @@ struct ActiveAttempt {
     subject: LimitSubject,
     /// The consumable resources it holds or used up.
     consumes: Vec<ConsumableRequest>,
+    /// The GPUs it holds by id (`core::gpus`).
+    gpu_ids: Vec<String>,
 }
 
 /// A finished attempt the executor may forget once its end is committed.

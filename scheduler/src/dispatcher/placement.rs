@@ -247,6 +247,50 @@ impl Dispatcher {
                 page = page.saturating_mul(4);
             }
         }
+        // Name the GPUs of each placement that counted some, on environments whose devices have
+        // ids: the lowest no running attempt there holds. Counting made room, so ids are free;
+        // a placement that finds too few (ids listed short of maxGpus) waits for the next pass.
+        let mut gpus_in_use: HashMap<EnvironmentName, std::collections::BTreeSet<String>> =
+            HashMap::new();
+        for active in self.active.values() {
+            gpus_in_use
+                .entry(active.environment.clone())
+                .or_default()
+                .extend(active.gpu_ids.iter().cloned());
+        }
+        let mut gpu_ids = Vec::with_capacity(plan.len());
+        let mut named = Vec::with_capacity(plan.len());
+        for placement in plan {
+            let ids = match self.environments.get(&placement.environment) {
+                Some(environment) if placement.reserved.gpus > 0 => {
+                    let listed = crate::core::gpus::environment_gpu_ids(environment);
+                    if listed.is_empty() {
+                        Some(Vec::new())
+                    } else {
+                        let in_use = gpus_in_use
+                            .entry(placement.environment.clone())
+                            .or_default();
+                        let ids =
+                            crate::core::gpus::assign(&listed, in_use, placement.reserved.gpus);
+                        in_use.extend(ids.iter().flatten().cloned());
+                        ids
+                    }
+                }
+                Some(_) | None => Some(Vec::new()),
+            };
+            match ids {
+                Some(ids) => {
+                    gpu_ids.push(ids);
+                    named.push(placement);
+                }
+                None => {
+                    if let Some(in_use) = used.get_mut(&placement.environment) {
+                        *in_use = in_use.saturating_minus(&placement.reserved);
+                    }
+                }
+            }
+        }
+        let plan = named;
         if plan.is_empty() {
             return Ok(0);
         }
@@ -254,7 +298,8 @@ impl Dispatcher {
         let placed = transition(JobStatus::Runnable, JobEvent::Placed)?;
         let transitions: Vec<Transition> = plan
             .iter()
-            .map(|placement| {
+            .zip(gpu_ids)
+            .map(|(placement, gpu_ids)| {
                 let job = &jobs[&placement.job_id];
                 let number = job.n_attempts + 1;
                 Transition {
@@ -268,6 +313,7 @@ impl Dispatcher {
                             executor_handle: attempt_id(&job.job_id.0, number),
                             placed_at: now,
                             started_at: None,
+                            gpu_ids,
                         },
                         used_up: placement.used_up.clone(),
                     },
@@ -349,6 +395,7 @@ impl Dispatcher {
                 submitted_at: job.created_at,
                 subject: LimitSubject::of(&job),
                 consumes: job.spec.consumable_resources.clone(),
+                gpu_ids: attempt.gpu_ids.clone(),
             },
         );
         let Some(executor) = executor else {

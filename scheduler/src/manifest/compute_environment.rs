@@ -40,6 +40,10 @@ pub struct ComputeEnvironmentSpec {
     /// them. None by default.
     #[serde(default)]
     pub allowed_host_paths: Vec<String>,
+    /// Docker only: the ids of the engine host's GPUs jobs may get (NVIDIA's device ids or UUIDs);
+    /// `0` to `maxGpus - 1` when absent.
+    #[serde(default)]
+    pub gpu_ids: Vec<String>,
     /// Kubernetes only: pod options every job here gets, under its definition's `podProperties`.
     #[serde(default)]
     pub pod_defaults: Option<PodPropertiesSpec>,
@@ -51,6 +55,7 @@ pub fn compute_environment(
 ) -> Result<ComputeEnvironment, FieldError> {
     let docker_only = [
         ("dockerHost", spec.docker_host.is_some()),
+        ("gpuIds", !spec.gpu_ids.is_empty()),
         (
             "keepFailedContainers",
             spec.keep_failed_containers.is_some(),
@@ -101,6 +106,7 @@ pub fn compute_environment(
                 allow_privileged: spec.allow_privileged.unwrap_or(false),
                 keep_failed_containers: spec.keep_failed_containers.unwrap_or(false),
                 allowed_host_paths: allowed_host_paths(&spec.allowed_host_paths)?,
+                gpu_ids: gpu_ids(&spec.gpu_ids)?,
             })
         }
         "kubernetes" => {
@@ -138,6 +144,17 @@ pub fn compute_environment(
         Some(gpus) => whole_number(&gpus.to_string()).map_err(|m| FieldError::new("maxGpus", m))?,
         None => 0,
     };
+    if let Backend::Docker(settings) = &backend {
+        if !settings.gpu_ids.is_empty() && gpus > settings.gpu_ids.len() as u64 {
+            return Err(FieldError::new(
+                "gpuIds",
+                format!(
+                    "lists {} GPUs but maxGpus is {gpus}; list every GPU jobs may get",
+                    settings.gpu_ids.len()
+                ),
+            ));
+        }
+    }
     Ok(ComputeEnvironment {
         name,
         backend,
@@ -163,4 +180,26 @@ fn allowed_host_paths(paths: &[String]) -> Result<Vec<String>, FieldError> {
             .map_err(|message| FieldError::new(format!("allowedHostPaths[{index}]"), message))?;
     }
     Ok(paths.to_vec())
+}
+
+/// `gpuIds`: each an index or a UUID as NVIDIA's runtime names devices, each once, at most 64.
+fn gpu_ids(ids: &[String]) -> Result<Vec<String>, FieldError> {
+    if ids.len() > 64 {
+        return Err(FieldError::new(
+            "gpuIds",
+            format!("lists {} GPUs; list at most 64", ids.len()),
+        ));
+    }
+    for (index, id) in ids.iter().enumerate() {
+        let valid = !id.is_empty()
+            && id.len() <= 128
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !valid || ids[..index].contains(id) {
+            return Err(FieldError::new(
+                format!("gpuIds[{index}]"),
+                format!("{id:?} is not a GPU id listed once (an index such as 0, or a UUID such as GPU-8e2c…)"),
+            ));
+        }
+    }
+    Ok(ids.to_vec())
 }

@@ -61,7 +61,7 @@ fn errors_name_the_field_and_what_to_do() {
         (
             json!({"apiVersion": "batchctl/v1", "kind": "ComputeEnvironment", "metadata": {"name": "c"},
                    "spec": {"type": "process", "maxVcpus": 1, "maxMemoryMiB": 1, "colour": "red"}}),
-            "spec.colour: unknown field `colour`, expected one of `type`, `state`, `maxVcpus`, `maxMemoryMiB`, `maxGpus`, `dockerHost`, `allowPrivileged`, `keepFailedContainers`, `namespace`, `kubeconfig`, `kubeconfigContext`, `serviceAccountName`, `allowedHostPaths`, `podDefaults`",
+            "spec.colour: unknown field `colour`, expected one of `type`, `state`, `maxVcpus`, `maxMemoryMiB`, `maxGpus`, `dockerHost`, `allowPrivileged`, `keepFailedContainers`, `namespace`, `kubeconfig`, `kubeconfigContext`, `serviceAccountName`, `allowedHostPaths`, `gpuIds`, `podDefaults`",
         ),
         (
             json!({"apiVersion": "batchctl/v1", "kind": "ComputeEnvironment", "metadata": {"name": "c"},

@@ -119,9 +119,10 @@ impl Kind {
     fn shape(self) -> (usize, &'static str, &'static str) {
         match self {
             Kind::Placed => (
-                4,
+                5,
                 "status_reason = NULL, attempt_number = v.column4, attempt_environment = v.column5, \
-                 attempt_handle = v.column6, attempt_placed_at = v.column7, attempt_started_at = NULL",
+                 attempt_handle = v.column6, attempt_placed_at = v.column7, attempt_started_at = NULL, \
+                 attempt_gpu_ids = v.column8",
                 // A job suspended after placement read it is not placed after all.
                 " AND jobs.suspended = 0",
             ),
@@ -133,7 +134,8 @@ impl Kind {
             Kind::Deferred => (
                 1,
                 "status_reason = v.column4, attempt_number = NULL, attempt_environment = NULL, \
-                 attempt_handle = NULL, attempt_placed_at = NULL, attempt_started_at = NULL",
+                 attempt_handle = NULL, attempt_placed_at = NULL, attempt_started_at = NULL, \
+                 attempt_gpu_ids = NULL",
                 "",
             ),
             // `started_at` for an end from STARTING that carries its start (`Transition::
@@ -146,7 +148,8 @@ impl Kind {
                  memory_mib = COALESCE(v.column11, memory_mib), \
                  runnable_after = v.column7, started_at = COALESCE(started_at, v.column8), \
                  attempt_number = NULL, attempt_environment = NULL, attempt_handle = NULL, \
-                 attempt_placed_at = NULL, attempt_started_at = NULL, stop_requested = NULL",
+                 attempt_placed_at = NULL, attempt_started_at = NULL, attempt_gpu_ids = NULL, \
+                 stop_requested = NULL",
                 " AND jobs.attempt_number = v.column6",
             ),
             Kind::Closed => (2, "status_reason = v.column4, stopped_at = v.column5", ""),
@@ -280,7 +283,8 @@ async fn update(
                 .bind(i64::from(attempt.number))
                 .bind(attempt.compute_environment.to_string())
                 .bind(attempt.executor_handle.clone())
-                .bind(attempt.placed_at),
+                .bind(attempt.placed_at)
+                .bind(attempt.gpu_ids.join(",")),
             Effect::Started { at } => query.bind(*at),
             Effect::Deferred { reason } => query.bind(reason.clone()),
             Effect::AttemptEnded {

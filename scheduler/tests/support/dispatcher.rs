@@ -47,8 +47,10 @@ impl Harness {
             poll_interval: Duration::from_millis(200),
             ..DispatcherConfig::default()
         };
-        let executors =
-            Executors::default().with(EnvironmentType::Process, std::sync::Arc::new(fake.clone()));
+        // The fake serves docker environments too, for what placement decides about them (GPU ids).
+        let executors = Executors::default()
+            .with(EnvironmentType::Process, std::sync::Arc::new(fake.clone()))
+            .with(EnvironmentType::Docker, std::sync::Arc::new(fake.clone()));
         let dispatcher = Dispatcher::new(store.clone(), executors, config);
         let handle = dispatcher.handle();
         let cancel = CancellationToken::new();

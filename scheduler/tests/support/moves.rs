@@ -29,6 +29,7 @@ pub fn placed(job_id: &str, number: u32) -> Transition {
                 executor_handle: format!("{job_id}-{number}"),
                 placed_at: 10,
                 started_at: None,
+                gpu_ids: vec![],
             },
             used_up: Vec::new(),
         },

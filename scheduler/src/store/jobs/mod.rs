@@ -27,7 +27,7 @@ const JOB_COLUMNS: &str = "seq, job_id, job_name, job_queue, status, status_reas
     created_at, started_at, stopped_at, n_attempts, attempt_number, attempt_environment, \
     attempt_handle, attempt_placed_at, attempt_started_at, stop_requested, idempotency_key, \
     runnable_after, array_size, array_parent, array_index, suspended, scheduling_priority, \
-    disruptions, vcpu_millis, memory_mib";
+    disruptions, vcpu_millis, memory_mib, attempt_gpu_ids";
 
 /// The statuses in which a job has not finished.
 const UNFINISHED: &str = "('SUBMITTED', 'PENDING', 'RUNNABLE', 'STARTING', 'RUNNING')";
@@ -578,6 +578,11 @@ fn job_from_row(row: &AnyRow) -> Result<Job, StoreError> {
                 .try_get::<Option<i64>, _>("attempt_placed_at")?
                 .unwrap_or(0),
             started_at: row.try_get("attempt_started_at")?,
+            gpu_ids: row
+                .try_get::<Option<String>, _>("attempt_gpu_ids")?
+                .filter(|ids| !ids.is_empty())
+                .map(|ids| ids.split(',').map(str::to_string).collect())
+                .unwrap_or_default(),
         }),
         _ => None,
     };
