@@ -219,8 +219,10 @@ fn warn_if_readable_by_others(path: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
     if let Ok(metadata) = std::fs::metadata(path) {
         let mode = metadata.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the secret key file can be read by other users; chmod 600 it");
+        // Group-readable is how Kubernetes hands a Secret to a pod's group (fsGroup); readable by
+        // everyone is not.
+        if mode & 0o007 != 0 {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the secret key file can be read by any user; chmod 600 it");
         }
     }
 }

@@ -44,7 +44,13 @@ async fn concurrent_gpu_attempts_get_distinct_devices(store: Store) {
          \x20   resourceRequirements: [{type: VCPU, value: '1'}, {type: MEMORY, value: '64'}, {type: GPU, value: '1'}]\n",
     )
     .await;
-    let harness = Harness::start(store, FakeExecutor::new()).await;
+    // What placement decides for a docker environment, with the fake serving it.
+    let harness = Harness::start_serving(
+        store,
+        FakeExecutor::new(),
+        &[batchctl_scheduler::core::model::EnvironmentType::Docker],
+    )
+    .await;
     let mut ids = Vec::new();
     for _ in 0..4 {
         ids.push(harness.submit(&["hang"], None).await);

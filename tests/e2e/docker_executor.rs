@@ -207,22 +207,16 @@ fn containers_run_jobs_with_their_environment_logs_and_exit_codes() {
         .output()
         .unwrap();
     assert_eq!(stdout(&labelled).trim(), tagged);
-    let selected = server.json(&["get", "jobs", "-l", "team=graphics,tier"]);
-    let ids: Vec<&str> = selected["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|job| job["jobId"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, [tagged.as_str()]);
-    let selected = server.json(&["get", "jobs", "-l", "team!=graphics,team"]);
-    let ids: Vec<&str> = selected["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|job| job["jobId"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, [untagged.as_str()]);
+    let selected = |selector: &str| -> Vec<String> {
+        server.json(&["get", "jobs", "-l", selector])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|job| job["jobId"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(selected("team=graphics,tier"), std::slice::from_ref(&tagged));
+    assert_eq!(selected("team!=graphics,team"), std::slice::from_ref(&untagged));
     server.refused(&["get", "jobs", "-l", "team in (a,b)"], "tagSelector");
     let output = server.cli(&["terminate", &tagged, "--reason", "done looking"]);
     assert!(output.status.success(), "{}", stderr(&output));

@@ -95,11 +95,29 @@ pub struct AttemptAssignment {
     pub stop: watch::Receiver<Option<StopRequest>>,
 }
 
-/// Why an attempt's secrets could not be read: for now (the database is away), or for good (a
-/// secret is missing, or sealed under a key this server lacks).
-enum SecretsNotRead {
+/// Why an attempt was not handed over: for now (the database or the backend is away; the job
+/// waits in its queue again), or for good (a secret is missing, or sealed under a key this server
+/// lacks; the backend refused it): the attempt fails to start.
+enum NotStarted {
     Retryable(String),
     Fatal(String),
+}
+
+/// Builds the attempt's spec, with the values of its secrets, and hands it to the executor.
+async fn start_attempt(
+    store: &Store,
+    assignment: &AttemptAssignment,
+    executor: &Arc<dyn Executor>,
+) -> Result<AttemptHandle, NotStarted> {
+    let mut spec = attempt_spec(&assignment.job, assignment.number, &assignment.environment);
+    spec.secrets = secret_variables(store, &assignment.job).await?;
+    executor
+        .start(&spec)
+        .await
+        .map_err(|error| match error.is_retryable() {
+            true => NotStarted::Retryable(error.to_string()),
+            false => NotStarted::Fatal(error.to_string()),
+        })
 }
 
 /// The variables an attempt sets from secrets, read and unsealed as it starts; nothing when its
@@ -107,7 +125,7 @@ enum SecretsNotRead {
 async fn secret_variables(
     store: &Store,
     job: &Job,
-) -> Result<Vec<batchctl_executor::SecretVariable>, SecretsNotRead> {
+) -> Result<Vec<batchctl_executor::SecretVariable>, NotStarted> {
     let references = &job.spec.container.secrets;
     if references.is_empty() {
         return Ok(Vec::new());
@@ -119,11 +137,11 @@ async fn secret_variables(
     let values = store.secret_values(&names).await.map_err(|error| {
         let reason = format!("cannot read the job's secrets: {error}");
         match error.is_retryable() {
-            true => SecretsNotRead::Retryable(reason),
-            false => SecretsNotRead::Fatal(reason),
+            true => NotStarted::Retryable(reason),
+            false => NotStarted::Fatal(reason),
         }
     })?;
-    crate::core::secret::secret_variables(references, &values).map_err(SecretsNotRead::Fatal)
+    crate::core::secret::secret_variables(references, &values).map_err(NotStarted::Fatal)
 }
 
 pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssignment) {
@@ -131,54 +149,27 @@ pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssign
     let number = assignment.number;
     let executor = Arc::clone(&assignment.executor);
     let handle = match assignment.takeover {
-        Takeover::Start => {
-            let mut spec = attempt_spec(&assignment.job, number, &assignment.environment);
-            match secret_variables(&context.store, &assignment.job).await {
-                Ok(variables) => spec.secrets = variables,
-                Err(SecretsNotRead::Retryable(reason)) => {
-                    tracing::warn!(%job_id, attempt = number, %reason, "attempt deferred");
-                    report(
-                        &context,
-                        AttemptEvent::Deferred {
-                            job_id,
-                            number,
-                            reason,
-                        },
-                    )
-                    .await;
-                    return;
-                }
-                Err(SecretsNotRead::Fatal(reason)) => {
-                    let outcome = AttemptOutcome::StartFailed { reason };
-                    report(&context, ended(&job_id, number, outcome, None)).await;
-                    return;
-                }
+        Takeover::Start => match start_attempt(&context.store, &assignment, &executor).await {
+            Ok(handle) => handle,
+            Err(NotStarted::Retryable(reason)) => {
+                tracing::warn!(%job_id, attempt = number, %reason, "attempt deferred");
+                report(
+                    &context,
+                    AttemptEvent::Deferred {
+                        job_id,
+                        number,
+                        reason,
+                    },
+                )
+                .await;
+                return;
             }
-            match executor.start(&spec).await {
-                Ok(handle) => handle,
-                Err(error) if error.is_retryable() => {
-                    let reason = error.to_string();
-                    tracing::warn!(%job_id, attempt = number, %reason, "attempt deferred");
-                    report(
-                        &context,
-                        AttemptEvent::Deferred {
-                            job_id,
-                            number,
-                            reason,
-                        },
-                    )
-                    .await;
-                    return;
-                }
-                Err(error) => {
-                    let outcome = AttemptOutcome::StartFailed {
-                        reason: error.to_string(),
-                    };
-                    report(&context, ended(&job_id, number, outcome, None)).await;
-                    return;
-                }
+            Err(NotStarted::Fatal(reason)) => {
+                let outcome = AttemptOutcome::StartFailed { reason };
+                report(&context, ended(&job_id, number, outcome, None)).await;
+                return;
             }
-        }
+        },
         Takeover::Adopt { .. } => {
             AttemptHandle(assignment.job.current_attempt.as_ref().map_or_else(
                 || crate::core::attempt::attempt_id(&job_id.0, number),

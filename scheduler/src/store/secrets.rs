@@ -65,7 +65,7 @@ impl Store {
         }
         let keyring = self.keyring.as_deref().ok_or_else(|| {
             FieldError::new(
-                fields.field,
+                format!("spec.{}", fields.field),
                 format!(
                     "cannot be stored: this server has no secret key to seal it with; {}",
                     sealing::HOW_TO_MAKE_A_KEY

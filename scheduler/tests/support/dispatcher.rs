@@ -40,17 +40,26 @@ pub struct Harness {
 }
 
 impl Harness {
+    /// A dispatcher whose fake executor serves process environments only.
     pub async fn start(store: Store, fake: FakeExecutor) -> Harness {
+        Harness::start_serving(store, fake, &[EnvironmentType::Process]).await
+    }
+
+    /// A dispatcher whose fake executor serves environments of these types.
+    pub async fn start_serving(
+        store: Store,
+        fake: FakeExecutor,
+        types: &[EnvironmentType],
+    ) -> Harness {
         let config = DispatcherConfig {
             kill_grace: Duration::from_millis(100),
             log_flush_interval: Duration::from_millis(20),
             poll_interval: Duration::from_millis(200),
             ..DispatcherConfig::default()
         };
-        // The fake serves docker environments too, for what placement decides about them (GPU ids).
-        let executors = Executors::default()
-            .with(EnvironmentType::Process, std::sync::Arc::new(fake.clone()))
-            .with(EnvironmentType::Docker, std::sync::Arc::new(fake.clone()));
+        let executors = types.iter().fold(Executors::default(), |executors, kind| {
+            executors.with(*kind, std::sync::Arc::new(fake.clone()))
+        });
         let dispatcher = Dispatcher::new(store.clone(), executors, config);
         let handle = dispatcher.handle();
         let cancel = CancellationToken::new();
