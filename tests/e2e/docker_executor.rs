@@ -215,8 +215,14 @@ fn containers_run_jobs_with_their_environment_logs_and_exit_codes() {
             .map(|job| job["jobId"].as_str().unwrap().to_string())
             .collect()
     };
-    assert_eq!(selected("team=graphics,tier"), std::slice::from_ref(&tagged));
-    assert_eq!(selected("team!=graphics,team"), std::slice::from_ref(&untagged));
+    assert_eq!(
+        selected("team=graphics,tier"),
+        std::slice::from_ref(&tagged)
+    );
+    assert_eq!(
+        selected("team!=graphics,team"),
+        std::slice::from_ref(&untagged)
+    );
     server.refused(&["get", "jobs", "-l", "team in (a,b)"], "tagSelector");
     let output = server.cli(&["terminate", &tagged, "--reason", "done looking"]);
     assert!(output.status.success(), "{}", stderr(&output));

@@ -8,6 +8,7 @@ mod consumable_resource;
 mod event_rule;
 mod job_definition;
 mod job_queue;
+mod linux;
 mod notification;
 mod schedule;
 mod secret;
