@@ -153,7 +153,11 @@ impl Notifier {
             .header("webhook-id", &delivery.event_id)
             .header("webhook-timestamp", timestamp.to_string())
             .body(delivery.body.clone());
-        if let Some(secret) = &notification.secret {
+        if let Some(sealed) = &notification.secret {
+            // Unsealed here, where it signs, and nowhere else.
+            let secret = self
+                .store
+                .unsealed_secret(&format!("notification {}", notification.name), sealed)?;
             if let Some(signature) = standard_signature(
                 secret.expose(),
                 &delivery.event_id,

@@ -250,13 +250,21 @@ impl Dispatcher {
         // Name the GPUs of each placement that counted some, on environments whose devices have
         // ids: the lowest no running attempt there holds. Counting made room, so ids are free;
         // a placement that finds too few (ids listed short of maxGpus) waits for the next pass.
+        // The devices in use are gathered only when a placement needs some: a pass placing
+        // thousands of CPU jobs beside thousands of running ones does not walk them for this.
         let mut gpus_in_use: HashMap<EnvironmentName, std::collections::BTreeSet<String>> =
             HashMap::new();
-        for active in self.active.values() {
-            gpus_in_use
-                .entry(active.environment.clone())
-                .or_default()
-                .extend(active.gpu_ids.iter().cloned());
+        if plan.iter().any(|placement| placement.reserved.gpus > 0) {
+            for active in self
+                .active
+                .values()
+                .filter(|active| !active.gpu_ids.is_empty())
+            {
+                gpus_in_use
+                    .entry(active.environment.clone())
+                    .or_default()
+                    .extend(active.gpu_ids.iter().cloned());
+            }
         }
         let mut gpu_ids = Vec::with_capacity(plan.len());
         let mut named = Vec::with_capacity(plan.len());

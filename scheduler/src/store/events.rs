@@ -379,15 +379,13 @@ impl Store {
 }
 
 impl Store {
-    /// Every webhook trigger, by name.
+    /// Every webhook trigger, by name, its secrets as stored (sealed): for listing, which shows
+    /// only how many there are.
     pub async fn webhook_triggers(&self) -> Result<Vec<WebhookTrigger>, StoreError> {
         let parsed = self
             .parsed_resources::<WebhookTrigger>(Kind::WebhookTrigger)
             .await?;
-        parsed
-            .into_iter()
-            .map(|parsed| self.unsealed_trigger(parsed.model))
-            .collect()
+        Ok(parsed.into_iter().map(|parsed| parsed.model).collect())
     }
 
     /// A webhook trigger by name.

@@ -1,7 +1,8 @@
 //! Secret values at rest. Every value a resource holds in secret — a `kind: Secret`'s value, a
 //! webhook trigger's secrets, a notification's signing secret — is sealed (`crate::sealing`)
 //! before its row is written, in the model column; the spec column as applied keeps a keyed digest
-//! in its place. Reads unseal. Without a key the store refuses to keep a secret at all.
+//! in its place. A value is unsealed where it is used (`unsealed_secret`), never to list or
+//! match. Without a key the store refuses to keep a secret at all.
 //!
 //! Invariants: no secret value is written to the database in the clear; a row sealed under a key
 //! this server was not given fails to read with a message naming the key, never as garbage;
@@ -16,7 +17,7 @@ use sqlx::Row;
 use super::resources::table_of;
 use super::stored_form;
 use super::{Store, StoreError};
-use crate::core::resource::{FieldError, Kind, Notification, Resource, WebhookTrigger};
+use crate::core::resource::{FieldError, Kind, Resource, WebhookTrigger};
 use crate::core::secret::{Secret, SecretText};
 use crate::sealing::{self, Keyring};
 
@@ -95,20 +96,9 @@ impl Store {
         mut trigger: WebhookTrigger,
     ) -> Result<WebhookTrigger, StoreError> {
         for secret in &mut trigger.secrets {
-            *secret = self.unsealed(&format!("webhook trigger {}", trigger.name), secret)?;
+            *secret = self.unsealed_secret(&format!("webhook trigger {}", trigger.name), secret)?;
         }
         Ok(trigger)
-    }
-
-    /// `notification` with its secret unsealed.
-    pub(super) fn unsealed_notification(
-        &self,
-        mut notification: Notification,
-    ) -> Result<Notification, StoreError> {
-        if let Some(secret) = &mut notification.secret {
-            *secret = self.unsealed(&format!("notification {}", notification.name), secret)?;
-        }
-        Ok(notification)
     }
 
     /// The values of the named secrets, by name; a name that is not stored is absent.
@@ -125,7 +115,7 @@ impl Store {
             let Some(row) = row else { continue };
             let model: Option<String> = row.try_get("model")?;
             let secret: Secret = stored_form::decode(&format!("secret {name}"), model.as_deref())?;
-            let value = self.unsealed(&format!("secret {name}"), &secret.value)?;
+            let value = self.unsealed_secret(&format!("secret {name}"), &secret.value)?;
             values.insert(name.to_string(), value);
         }
         Ok(values)
@@ -158,7 +148,7 @@ impl Store {
         let mut values = Vec::with_capacity(fields.values.len());
         for value in fields.values.iter() {
             values.push(Value::String(
-                self.unsealed(&what, value)?.expose().to_string(),
+                self.unsealed_secret(&what, value)?.expose().to_string(),
             ));
         }
         if let Some(slot) = spec.pointer_mut(&format!("/{}", fields.field)) {
@@ -263,7 +253,13 @@ impl Store {
         Ok(report)
     }
 
-    fn unsealed(&self, what: &str, stored: &SecretText) -> Result<SecretText, StoreError> {
+    /// The value of a secret as a resource's model keeps it (sealed, or in the clear from a release
+    /// before sealing); `what` names its owner in errors.
+    pub fn unsealed_secret(
+        &self,
+        what: &str,
+        stored: &SecretText,
+    ) -> Result<SecretText, StoreError> {
         if !sealing::is_sealed(stored.expose()) {
             // Stored in the clear by a release before sealing; `reseal` seals it once a key is given.
             return Ok(stored.clone());
