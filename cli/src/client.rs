@@ -168,6 +168,14 @@ impl Client {
     ) -> anyhow::Result<()> {
         let mut query = vec![("follow", follow.to_string())];
         query.extend(attempt.map(|a| ("attempt", a.to_string())));
+        // A node of a multi-node job, as AWS Batch names it (`JOB#2`): the server checks the number.
+        let job_id = match job_id.rsplit_once('#') {
+            Some((job, node)) => {
+                query.push(("node", node.to_string()));
+                job
+            }
+            None => job_id,
+        };
         let response = self
             .send(
                 self.http

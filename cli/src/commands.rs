@@ -133,6 +133,7 @@ pub(crate) enum Command {
         /// Keep printing until the attempt ends.
         #[arg(short = 'f', long)]
         follow: bool,
+        /// The job's id; `JOB#2` for node 2 of a multi-node job (its main node's output without).
         id: String,
         /// Which attempt (1, 2, …); the current or last one by default.
         #[arg(long)]

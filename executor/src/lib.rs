@@ -27,12 +27,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use futures::stream::{BoxStream, StreamExt};
 
 pub use batchctl_core::contract::{
     privilege_refusal, AttemptHandle, AttemptOutcome, AttemptSpec, EnvironmentVariable,
-    ImagePullPolicy, ListedAttempt, LogCursor, ObservedState, OutputStream, Resources,
-    SecretVariable, UNPRIVILEGED_CAPABILITIES,
+    ImagePullPolicy, ListedAttempt, LogCursor, NodeGroup, ObservedState, OutputStream, Resources,
+    SecretVariable, MAIN_NODE_ADDRESS_VARIABLE, UNPRIVILEGED_CAPABILITIES,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +107,23 @@ pub trait Executor: Send + Sync + 'static {
         handle: &AttemptHandle,
         from: LogCursor,
     ) -> BoxStream<'static, Result<LogChunk, ExecutorError>>;
+
+    /// The output of node `node` of a multi-node attempt (`AttemptSpec::nodes`), as `logs` reads
+    /// an attempt's. A backend that runs no multi-node attempts refuses them at `start`, so this
+    /// is never asked of it.
+    fn node_logs(
+        &self,
+        handle: &AttemptHandle,
+        node: u32,
+        from: LogCursor,
+    ) -> BoxStream<'static, Result<LogChunk, ExecutorError>> {
+        let _ = from;
+        let reason = format!(
+            "attempt {} has no node {node}: this backend runs no multi-node attempts",
+            handle.0
+        );
+        futures::stream::once(async move { Err(ExecutorError::Refused { reason }) }).boxed()
+    }
 
     /// Asks the work to stop (SIGTERM or the backend's equivalent), and forces it after `grace`.
     /// Returns once the stop has been forced or the work has ended.

@@ -82,6 +82,7 @@ fn spec(job_id: &str, image: &str, script: &str) -> AttemptSpec {
         storage: Default::default(),
         pod: Default::default(),
         gpu_ids: vec![],
+        nodes: None,
     }
 }
 

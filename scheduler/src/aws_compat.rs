@@ -68,15 +68,17 @@ pub fn convert_job_definition(aws: &Value) -> Result<Converted, FieldError> {
         .ok_or_else(|| {
             FieldError::new("jobDefinitionName", "is required: name the job definition")
         })?;
-    if let Some(kind) = object.get("type").and_then(Value::as_str) {
-        if kind != "container" {
-            return Err(FieldError::new(
-                "type",
-                format!(
-                    "{kind:?} job definitions are not supported; batchctl runs \"container\" ones"
-                ),
-            ));
-        }
+    let kind = object
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("container");
+    if kind != "container" && kind != "multinode" {
+        return Err(FieldError::new(
+            "type",
+            format!(
+                "{kind:?} job definitions are not supported; batchctl runs \"container\" and \"multinode\" ones"
+            ),
+        ));
     }
     let mut ignored = Vec::new();
     let mut spec = Map::new();
@@ -84,8 +86,12 @@ pub fn convert_job_definition(aws: &Value) -> Result<Converted, FieldError> {
         match key.as_str() {
             "jobDefinitionName" => {}
             "containerProperties" => {
-                let container = convert_container(value, &mut ignored)?;
+                let container = convert_container(value, key, &mut ignored)?;
                 spec.insert(key.clone(), container);
+            }
+            "nodeProperties" => {
+                let nodes = convert_nodes(value, &mut ignored)?;
+                spec.insert(key.clone(), nodes);
             }
             "retryStrategy" => {
                 spec.insert(key.clone(), convert_retry_strategy(value));
@@ -97,10 +103,14 @@ pub fn convert_job_definition(aws: &Value) -> Result<Converted, FieldError> {
             other => ignored.push(other.to_string()),
         }
     }
-    if !spec.contains_key("containerProperties") {
+    let required = match kind {
+        "multinode" => "nodeProperties",
+        _ => "containerProperties",
+    };
+    if !spec.contains_key(required) {
         return Err(FieldError::new(
-            "containerProperties",
-            "is required: batchctl runs container job definitions",
+            required,
+            format!("is required: batchctl runs {kind} job definitions from it"),
         ));
     }
     ignored.sort();
@@ -115,9 +125,52 @@ pub fn convert_job_definition(aws: &Value) -> Result<Converted, FieldError> {
     })
 }
 
-fn convert_container(value: &Value, ignored: &mut Vec<String>) -> Result<Value, FieldError> {
+/// `nodeProperties`: each range's container converted as `containerProperties` is; what a range
+/// has beside `targetNodes` and `container` (instance types, ECS and EKS properties) is ignored.
+fn convert_nodes(value: &Value, ignored: &mut Vec<String>) -> Result<Value, FieldError> {
     let Some(object) = value.as_object() else {
-        return Err(FieldError::new("containerProperties", "must be an object"));
+        return Err(FieldError::new("nodeProperties", "must be an object"));
+    };
+    let mut nodes = object.clone();
+    let ranges = object
+        .get("nodeRangeProperties")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut converted = Vec::with_capacity(ranges.len());
+    for (position, range) in ranges.iter().enumerate() {
+        let prefix = format!("nodeProperties.nodeRangeProperties[{position}]");
+        let Some(range) = range.as_object() else {
+            return Err(FieldError::new(prefix, "must be an object"));
+        };
+        let mut kept = Map::new();
+        for (key, value) in range {
+            match key.as_str() {
+                "targetNodes" => {
+                    kept.insert(key.clone(), value.clone());
+                }
+                "container" => {
+                    let container =
+                        convert_container(value, &format!("{prefix}.container"), ignored)?;
+                    kept.insert(key.clone(), container);
+                }
+                _ if value.is_null() || is_empty(value) => {}
+                other => ignored.push(format!("{prefix}.{other}")),
+            }
+        }
+        converted.push(Value::Object(kept));
+    }
+    nodes.insert("nodeRangeProperties".into(), Value::Array(converted));
+    Ok(Value::Object(nodes))
+}
+
+fn convert_container(
+    value: &Value,
+    prefix: &str,
+    ignored: &mut Vec<String>,
+) -> Result<Value, FieldError> {
+    let Some(object) = value.as_object() else {
+        return Err(FieldError::new(prefix, "must be an object"));
     };
     let mut container = Map::new();
     let mut legacy = Map::new();
@@ -133,7 +186,7 @@ fn convert_container(value: &Value, ignored: &mut Vec<String>) -> Result<Value, 
             _ if value.is_null() => {}
             // Empty lists and objects (as describe output often has) ask for nothing.
             _ if is_empty(value) => {}
-            other => ignored.push(format!("containerProperties.{other}")),
+            other => ignored.push(format!("{prefix}.{other}")),
         }
     }
     let mut requirements: Vec<Value> = container
@@ -152,7 +205,7 @@ fn convert_container(value: &Value, ignored: &mut Vec<String>) -> Result<Value, 
                 Value::String(text) => text.clone(),
                 _ => {
                     return Err(FieldError::new(
-                        format!("containerProperties.{field}"),
+                        format!("{prefix}.{field}"),
                         "must be a number",
                     ))
                 }
@@ -305,6 +358,50 @@ mod tests {
     }
 
     #[test]
+    fn a_multinode_definition_applies_with_each_range_converted() {
+        let described = json!({
+            "jobDefinitionName": "mpi",
+            "type": "multinode",
+            "platformCapabilities": ["EC2"],
+            "nodeProperties": {
+                "numNodes": 3,
+                "mainNode": 0,
+                "nodeRangeProperties": [
+                    {"targetNodes": "0", "container": {"image": "mpi", "command": ["main"], "vcpus": 2, "memory": 256}},
+                    {"targetNodes": "1:", "instanceTypes": ["c5.large"],
+                     "container": {"image": "mpi", "command": ["worker"], "vcpus": 1, "memory": 128, "instanceType": "c5.large"}}
+                ]
+            }
+        });
+        let converted = convert_job_definition(&described).unwrap();
+        assert_eq!(
+            converted.ignored_fields,
+            [
+                "nodeProperties.nodeRangeProperties[1].container.instanceType",
+                "nodeProperties.nodeRangeProperties[1].instanceTypes",
+                "platformCapabilities",
+            ]
+        );
+        let Resource::JobDefinition { spec, .. } = parse_document(&converted.document).unwrap()
+        else {
+            panic!("not a job definition")
+        };
+        let nodes = spec.nodes.expect("nodes");
+        assert_eq!((nodes.num_nodes, nodes.main_node), (3, 0));
+        assert_eq!(nodes.container_of(2).command, ["worker"]);
+        assert_eq!(
+            spec.container.command,
+            ["main"],
+            "the main node's container"
+        );
+        assert_eq!(
+            spec.container.resources.vcpu_millis, 4000,
+            "all nodes reserved"
+        );
+        assert_eq!(spec.container.resources.memory_mib, 512);
+    }
+
+    #[test]
     fn refusals_name_the_field() {
         let cases = [
             (
@@ -312,8 +409,12 @@ mod tests {
                 "jobDefinitionName: is required",
             ),
             (
-                json!({"jobDefinitionName": "m", "type": "multinode", "nodeProperties": {}}),
-                "type: \"multinode\" job definitions are not supported",
+                json!({"jobDefinitionName": "m", "type": "multinode"}),
+                "nodeProperties: is required",
+            ),
+            (
+                json!({"jobDefinitionName": "m", "type": "batch"}),
+                "type: \"batch\" job definitions are not supported",
             ),
             (
                 json!({"jobDefinitionName": "e", "eksProperties": {}}),

@@ -115,7 +115,7 @@ async fn a_job_runs_to_success_with_its_environment_and_logs(store: Store) {
     assert_eq!(env["BATCH_JOB_QUEUE"], "q");
     assert_eq!(env["AWS_BATCH_JQ_NAME"], "q");
 
-    let logs = harness.store.logs(&id, 1, 0, 10).await.unwrap();
+    let logs = harness.store.logs((&id, 1, 0), 0, 10).await.unwrap();
     let text: Vec<u8> = logs.iter().flat_map(|l| l.data.clone()).collect();
     assert_eq!(String::from_utf8(text).unwrap(), "hello you\n");
     // The finished attempt is forgotten by the executor once it is recorded.

@@ -169,13 +169,14 @@ async fn expired_jobs_go_with_their_output_and_needed_ones_stay(store: Store) {
         .append_logs(&[NewLogChunk {
             job_id: id("ok"),
             attempt_number: 1,
+            node: 0,
             stream: OutputStream::Stdout,
             data: b"output\n".to_vec(),
             cursor: 7,
         }])
         .await
         .unwrap();
-    assert_eq!(store.logs(&id("ok"), 1, 0, 10).await.unwrap().len(), 1);
+    assert_eq!(store.logs((&id("ok"), 1, 0), 0, 10).await.unwrap().len(), 1);
 
     // Kept for a day, nothing is old enough yet.
     let cancel = CancellationToken::new();
@@ -196,7 +197,11 @@ async fn expired_jobs_go_with_their_output_and_needed_ones_stay(store: Store) {
     for stays in ["needed", "kept", "running", "waiting"] {
         assert!(exists(&store, stays).await, "{stays} was deleted");
     }
-    assert!(store.logs(&id("ok"), 1, 0, 10).await.unwrap().is_empty());
+    assert!(store
+        .logs((&id("ok"), 1, 0), 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(counted(&store, "q", JobStatus::Succeeded).await, 1);
     assert_eq!(counted(&store, "q", JobStatus::Failed).await, 0);
     assert_eq!(counted(&store, "keep", JobStatus::Succeeded).await, 1);

@@ -499,10 +499,11 @@ async fn job_lists_page_newest_first_and_filter(store: Store) {
 
 async fn logs_keep_bytes_and_resume_cursor(store: Store) {
     let job_id = JobId("a".into());
-    assert_eq!(store.log_cursor(&job_id, 1).await.unwrap(), 0);
+    assert_eq!(store.log_cursor(&job_id, 1, 0).await.unwrap(), 0);
     let chunk = |data: &[u8], stream, cursor| NewLogChunk {
         job_id: job_id.clone(),
         attempt_number: 1,
+        node: 0,
         stream,
         data: data.to_vec(),
         cursor,
@@ -514,14 +515,32 @@ async fn logs_keep_bytes_and_resume_cursor(store: Store) {
         ])
         .await
         .unwrap();
-    let lines = store.logs(&job_id, 1, 0, 100).await.unwrap();
+    let lines = store.logs((&job_id, 1, 0), 0, 100).await.unwrap();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[1].data, [0xff, 0xfe, 0x00]);
     assert_eq!(lines[1].stream, OutputStream::Stderr);
-    let after_first = store.logs(&job_id, 1, lines[0].id, 100).await.unwrap();
+    let after_first = store.logs((&job_id, 1, 0), lines[0].id, 100).await.unwrap();
     assert_eq!(after_first.len(), 1);
-    assert_eq!(store.log_cursor(&job_id, 1).await.unwrap(), 19);
-    assert!(store.logs(&job_id, 2, 0, 100).await.unwrap().is_empty());
+    assert_eq!(store.log_cursor(&job_id, 1, 0).await.unwrap(), 19);
+    assert!(store
+        .logs((&job_id, 2, 0), 0, 100)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A multi-node job's nodes keep their output and cursors apart.
+    let node = NewLogChunk {
+        node: 2,
+        ..chunk(b"node two\n", OutputStream::Stdout, 5)
+    };
+    store.append_logs(&[node]).await.unwrap();
+    let two = store.logs((&job_id, 1, 2), 0, 100).await.unwrap();
+    assert_eq!(two.len(), 1);
+    assert_eq!(two[0].data, b"node two\n");
+    assert_eq!(store.logs((&job_id, 1, 0), 0, 100).await.unwrap().len(), 2);
+    assert_eq!(store.log_cursor(&job_id, 1, 2).await.unwrap(), 5);
+    assert_eq!(store.log_cursor(&job_id, 1, 0).await.unwrap(), 19);
+    assert_eq!(store.output_layout(&job_id, 1, 2).await.unwrap().len(), 1);
 }
 
 async fn stop_requests_only_reach_active_jobs(store: Store) {

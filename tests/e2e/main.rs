@@ -14,6 +14,7 @@ mod high_availability;
 mod kubernetes;
 mod lifecycle;
 mod metrics;
+mod multinode;
 mod openapi;
 mod process_executor;
 mod schedules;

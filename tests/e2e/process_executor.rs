@@ -50,6 +50,7 @@ fn spec(id: &str, script: &str) -> AttemptSpec {
         storage: Default::default(),
         pod: Default::default(),
         gpu_ids: vec![],
+        nodes: None,
     }
 }
 

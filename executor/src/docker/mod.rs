@@ -11,6 +11,7 @@
 //!   cursor is a byte offset into it, so collection resumes exactly after a restart.
 
 mod logs;
+pub mod nodes;
 pub mod observe;
 pub mod spec;
 
@@ -145,6 +146,85 @@ impl DockerExecutor {
             .map_err(|error| not_found_as_unknown(error, name))?;
         Ok(outcome_of_state(name, &inspected.state.unwrap_or_default()))
     }
+
+    /// A container's labels; empty for one that is gone.
+    async fn labels(
+        &self,
+        docker: &Docker,
+        name: &str,
+    ) -> Result<HashMap<String, String>, ExecutorError> {
+        match docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(inspected) => Ok(inspected
+                .config
+                .and_then(|config| config.labels)
+                .unwrap_or_default()),
+            Err(error) if status(&error) == Some(404) => Ok(HashMap::new()),
+            Err(error) => Err(classify(error)),
+        }
+    }
+
+    /// Starts a multi-node attempt (`nodes.rs`): every node's image first, then the nodes.
+    async fn start_group(
+        &self,
+        docker: &Docker,
+        spec: &AttemptSpec,
+        group: &crate::NodeGroup,
+    ) -> Result<AttemptHandle, ExecutorError> {
+        for node in &group.nodes {
+            let storage = node.storage.refusal(
+                batchctl_core::storage::StorageBackend::Docker,
+                &self.config.compute_environment,
+                &self.config.allowed_host_paths,
+            );
+            if let Some(reason) =
+                crate::privilege_refusal(node, self.config.allow_privileged).or(storage)
+            {
+                return Err(refused(reason));
+            }
+        }
+        let mut pulled: Vec<&str> = Vec::new();
+        for node in &group.nodes {
+            if !pulled.contains(&node.image.as_str()) {
+                self.ensure_image(docker, node).await?;
+                pulled.push(&node.image);
+            }
+        }
+        nodes::start_nodes(docker, spec, group, &self.config.owner).await?;
+        Ok(AttemptHandle(spec.attempt_id.clone()))
+    }
+}
+
+/// A container's output from `from` on, following it while it runs (see `Executor::logs`).
+fn container_logs(
+    docker: Docker,
+    name: String,
+    from: LogCursor,
+) -> BoxStream<'static, Result<LogChunk, ExecutorError>> {
+    // Bytes of the container's log seen so far, shared by the two stages below.
+    let offset = Arc::new(AtomicU64::new(0));
+    let following = log_chunks(&docker, &name, true, from, Arc::clone(&offset));
+    // A follow stream can end when the container stops, before the engine has written its last
+    // partial line. Once the container is not running, one plain read of the whole log catches
+    // up from where following stopped.
+    let catch_up = futures::stream::once(async move {
+        let options = WaitContainerOptions {
+            condition: "not-running".into(),
+        };
+        let _ = docker.wait_container(&name, Some(options)).next().await;
+        let caught_up = LogCursor(offset.load(Ordering::Acquire).max(from.0));
+        log_chunks(
+            &docker,
+            &name,
+            false,
+            caught_up,
+            Arc::new(AtomicU64::new(0)),
+        )
+    })
+    .flatten();
+    following.chain(catch_up).boxed()
 }
 
 #[async_trait]
@@ -161,6 +241,9 @@ impl Executor for DockerExecutor {
             return Err(refused(reason));
         }
         let docker = self.client().await?;
+        if let Some(group) = &spec.nodes {
+            return self.start_group(docker, spec, group).await;
+        }
         self.ensure_image(docker, spec).await?;
         let name = spec.attempt_id.clone();
         let options = || CreateContainerOptions {
@@ -208,7 +291,23 @@ impl Executor for DockerExecutor {
             Some(Ok(_)) | Some(Err(DockerError::DockerContainerWaitError { .. })) | None => {}
             Some(Err(error)) => return Err(not_found_as_unknown(error, &handle.0)),
         }
-        self.outcome(docker, &handle.0).await
+        let inspected = docker
+            .inspect_container(&handle.0, None::<InspectContainerOptions>)
+            .await
+            .map_err(|error| not_found_as_unknown(error, &handle.0))?;
+        let multinode = inspected
+            .config
+            .as_ref()
+            .and_then(|config| config.labels.as_ref())
+            .is_some_and(|labels| labels.contains_key(nodes::LABEL_NUM_NODES));
+        if multinode {
+            // A multi-node attempt ends with its main node: the others stop now.
+            nodes::main_node_ended(docker, &handle.0).await?;
+        }
+        Ok(outcome_of_state(
+            &handle.0,
+            &inspected.state.unwrap_or_default(),
+        ))
     }
 
     fn logs(
@@ -224,29 +323,37 @@ impl Executor for DockerExecutor {
             })
             .boxed();
         };
-        let name = handle.0.clone();
-        // Bytes of the container's log seen so far, shared by the two stages below.
-        let offset = Arc::new(AtomicU64::new(0));
-        let following = log_chunks(&docker, &name, true, from, Arc::clone(&offset));
-        // A follow stream can end when the container stops, before the engine has written its last
-        // partial line. Once the container is not running, one plain read of the whole log catches
-        // up from where following stopped.
-        let catch_up = futures::stream::once(async move {
-            let options = WaitContainerOptions {
-                condition: "not-running".into(),
-            };
-            let _ = docker.wait_container(&name, Some(options)).next().await;
-            let caught_up = LogCursor(offset.load(Ordering::Acquire).max(from.0));
-            log_chunks(
-                &docker,
-                &name,
-                false,
-                caught_up,
-                Arc::new(AtomicU64::new(0)),
-            )
+        container_logs(docker, handle.0.clone(), from)
+    }
+
+    fn node_logs(
+        &self,
+        handle: &AttemptHandle,
+        node: u32,
+        from: LogCursor,
+    ) -> BoxStream<'static, Result<LogChunk, ExecutorError>> {
+        let Some(docker) = self.client.get().cloned() else {
+            return self.logs(handle, from);
+        };
+        let attempt = handle.0.clone();
+        futures::stream::once(async move {
+            let inspected = docker
+                .inspect_container(&attempt, None::<InspectContainerOptions>)
+                .await;
+            match inspected {
+                Ok(inspected) => {
+                    let labels = inspected.config.and_then(|c| c.labels).unwrap_or_default();
+                    let name = nodes::node_container(&attempt, node, &labels);
+                    container_logs(docker, name, from)
+                }
+                Err(error) => {
+                    futures::stream::once(async move { Err(not_found_as_unknown(error, &attempt)) })
+                        .boxed()
+                }
+            }
         })
-        .flatten();
-        following.chain(catch_up).boxed()
+        .flatten()
+        .boxed()
     }
 
     async fn kill(&self, handle: &AttemptHandle, grace: Duration) -> Result<(), ExecutorError> {
@@ -255,12 +362,29 @@ impl Executor for DockerExecutor {
             t: Some(grace.as_secs().max(1).min(i32::MAX as u64) as i32),
             ..StopContainerOptions::default()
         };
-        match docker.stop_container(&handle.0, Some(options)).await {
-            Ok(()) => Ok(()),
-            // Already stopped (304) or gone (404): the outcome a stop wants.
-            Err(error) if matches!(status(&error), Some(304 | 404)) => Ok(()),
-            Err(error) => Err(classify(error)),
-        }
+        let multinode = self
+            .labels(docker, &handle.0)
+            .await?
+            .contains_key(nodes::LABEL_NUM_NODES);
+        let workers = async {
+            match multinode {
+                true => nodes::stop_workers(docker, &handle.0, options.t.unwrap_or(1)).await,
+                false => Ok(()),
+            }
+        };
+        let main = async {
+            match docker
+                .stop_container(&handle.0, Some(options.clone()))
+                .await
+            {
+                Ok(()) => Ok(()),
+                // Already stopped (304) or gone (404): the outcome a stop wants.
+                Err(error) if matches!(status(&error), Some(304 | 404)) => Ok(()),
+                Err(error) => Err(classify(error)),
+            }
+        };
+        let (main, workers) = futures::join!(main, workers);
+        main.and(workers)
     }
 
     async fn list(&self) -> Result<Vec<ListedAttempt>, ExecutorError> {
@@ -287,6 +411,10 @@ impl Executor for DockerExecutor {
         let mut listed = Vec::with_capacity(containers.len());
         for summary in containers {
             let labels = summary.labels.unwrap_or_default();
+            // A worker of a multi-node attempt is part of its main node's attempt.
+            if labels.contains_key(nodes::LABEL_WORKER) {
+                continue;
+            }
             let Some(name) = summary
                 .names
                 .and_then(|names| names.first().map(|n| n.trim_start_matches('/').to_string()))
@@ -303,6 +431,10 @@ impl Executor for DockerExecutor {
                 .map_err(classify)?;
             let state = inspected.state.unwrap_or_default();
             let observed = match (state.running, state.status.map(|s| s.to_string())) {
+                // A gang a dead server left half-started: started again, whole.
+                (Some(true), _) if !nodes::gang_complete(docker, &name, &labels).await? => {
+                    ObservedState::NeverStarted
+                }
                 (Some(true), _) => ObservedState::Running,
                 (_, Some(status)) if status == "created" => ObservedState::NeverStarted,
                 (_, Some(status)) if status == "restarting" || status == "paused" => {
@@ -334,6 +466,13 @@ impl Executor for DockerExecutor {
                 return Ok(());
             }
         }
+        if self
+            .labels(docker, &handle.0)
+            .await?
+            .contains_key(nodes::LABEL_NUM_NODES)
+        {
+            return nodes::remove_all(docker, &handle.0).await;
+        }
         let options = RemoveContainerOptions {
             force: true,
             // Anonymous volumes (scratch space) go with their container; named ones stay.
@@ -348,7 +487,7 @@ impl Executor for DockerExecutor {
     }
 }
 
-fn status(error: &DockerError) -> Option<u16> {
+pub(super) fn status(error: &DockerError) -> Option<u16> {
     match error {
         DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
         _ => None,
@@ -386,7 +525,7 @@ fn refused(reason: String) -> ExecutorError {
 }
 
 /// Engine errors: connection trouble can pass, anything else is an answer.
-fn classify(error: DockerError) -> ExecutorError {
+pub(super) fn classify(error: DockerError) -> ExecutorError {
     if is_connection_error(&error) {
         unavailable(error)
     } else {
@@ -395,7 +534,7 @@ fn classify(error: DockerError) -> ExecutorError {
 }
 
 /// At start, an engine's refusal means the container cannot start (a bad user, a bad command).
-fn classify_start(error: DockerError) -> ExecutorError {
+pub(super) fn classify_start(error: DockerError) -> ExecutorError {
     if is_connection_error(&error) {
         unavailable(error)
     } else {

@@ -251,6 +251,7 @@ mod tests {
             storage: Default::default(),
             pod: Default::default(),
             gpu_ids: vec![],
+            nodes: None,
         }
     }
 

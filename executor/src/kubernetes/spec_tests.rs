@@ -31,6 +31,7 @@ fn spec() -> AttemptSpec {
         storage: Default::default(),
         pod: Default::default(),
         gpu_ids: vec![],
+        nodes: None,
     }
 }
 

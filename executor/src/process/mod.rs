@@ -136,6 +136,14 @@ impl ProcessExecutor {
 #[async_trait]
 impl Executor for ProcessExecutor {
     async fn start(&self, spec: &AttemptSpec) -> Result<AttemptHandle, ExecutorError> {
+        if spec.nodes.is_some() {
+            return Err(ExecutorError::Refused {
+                reason: format!(
+                    "CannotStartContainerError: compute environment {} runs local processes, which run no multi-node jobs (they need a network of their own per job); submit the job to a queue of a docker or kubernetes environment",
+                    spec.compute_environment
+                ),
+            });
+        }
         if let Some(reason) = spec.linux.unsupported_on_processes().or_else(|| {
             spec.storage.refusal(
                 batchctl_core::storage::StorageBackend::Process,

@@ -3,9 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::contract::{AttemptSpec, EnvironmentVariable};
+use crate::contract::{AttemptSpec, EnvironmentVariable, NodeGroup};
+use crate::multinode::{node_attempt_id, node_job_id};
 
-use super::model::{ArrayRole, EnvironmentName, Job};
+use super::model::{ArrayRole, ContainerProperties, EnvironmentName, Job};
 
 /// Prefixes of the variables batchctl sets itself; a job may not set them.
 pub const RESERVED_VARIABLE_PREFIXES: [&str; 2] = ["AWS_BATCH_", "BATCH_"];
@@ -41,7 +42,59 @@ pub fn attempt_id(job_id: &str, number: u32) -> String {
 }
 
 pub fn attempt_spec(job: &Job, number: u32, environment_name: &EnvironmentName) -> AttemptSpec {
-    let container = &job.spec.container;
+    let gpu_ids = job
+        .current_attempt
+        .as_ref()
+        .map(|attempt| attempt.gpu_ids.clone())
+        .unwrap_or_default();
+    let Some(nodes) = &job.spec.nodes else {
+        let mut spec = container_spec(job, number, environment_name, &job.spec.container, &[]);
+        spec.gpu_ids = gpu_ids;
+        return spec;
+    };
+    let attempt = attempt_id(&job.job_id.0, number);
+    let (num_nodes, main_node) = (nodes.num_nodes.to_string(), nodes.main_node.to_string());
+    // The GPUs placement gave the job, handed out to its nodes in node order.
+    let mut unassigned = gpu_ids.into_iter();
+    let group: Vec<AttemptSpec> = (0..nodes.num_nodes)
+        .map(|node| {
+            let (index, node_job_id) = (node.to_string(), node_job_id(&job.job_id.0, node));
+            let variables = [
+                ("AWS_BATCH_JOB_NODE_INDEX", index.as_str()),
+                ("AWS_BATCH_JOB_NUM_NODES", num_nodes.as_str()),
+                ("AWS_BATCH_JOB_MAIN_NODE_INDEX", main_node.as_str()),
+                // AWS Batch names a node's job `JOB#i` in its own variable.
+                ("AWS_BATCH_JOB_ID", node_job_id.as_str()),
+            ];
+            let container = nodes.container_of(node);
+            let mut spec = container_spec(job, number, environment_name, container, &variables);
+            spec.attempt_id = node_attempt_id(&attempt, node, nodes.main_node);
+            spec.gpu_ids = unassigned
+                .by_ref()
+                .take(container.resources.gpus as usize)
+                .collect();
+            spec
+        })
+        .collect();
+    let mut spec = group[nodes.main_node as usize].clone();
+    spec.attempt_id = attempt;
+    spec.gpu_ids = group.iter().flat_map(|node| node.gpu_ids.clone()).collect();
+    spec.nodes = Some(NodeGroup {
+        main_node: nodes.main_node,
+        nodes: group,
+    });
+    spec
+}
+
+/// The spec of one container of a job's attempt, with `variables` over the `BATCH_*` ones (a later
+/// variable of the same name wins where a backend sets them in order).
+fn container_spec(
+    job: &Job,
+    number: u32,
+    environment_name: &EnvironmentName,
+    container: &ContainerProperties,
+    variables: &[(&str, &str)],
+) -> AttemptSpec {
     let command = container
         .command
         .iter()
@@ -68,17 +121,27 @@ pub fn attempt_spec(job: &Job, number: u32, environment_name: &EnvironmentName) 
             ("AWS_BATCH_JOB_ARRAY_INDEX", index.as_str()),
         ]
     });
-    let environment = container
+    let mut environment: Vec<EnvironmentVariable> = Vec::new();
+    let all = container
         .environment
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .chain(batch_variables)
         .chain(array_variables)
-        .map(|(name, value)| EnvironmentVariable {
-            name: name.to_string(),
-            value: value.to_string(),
-        })
-        .collect();
+        .chain(variables.iter().copied());
+    for (name, value) in all {
+        // Names are unique: a later one replaces an earlier one in its place.
+        match environment
+            .iter_mut()
+            .find(|variable| variable.name == name)
+        {
+            Some(variable) => variable.value = value.to_string(),
+            None => environment.push(EnvironmentVariable {
+                name: name.to_string(),
+                value: value.to_string(),
+            }),
+        }
+    }
     AttemptSpec {
         attempt_id: attempt_id(&job.job_id.0, number),
         job_id: job.job_id.0.clone(),
@@ -100,15 +163,12 @@ pub fn attempt_spec(job: &Job, number: u32, environment_name: &EnvironmentName) 
         linux: container.linux.clone(),
         storage: container.storage.clone(),
         pod: job.spec.pod.clone(),
-        gpu_ids: job
-            .current_attempt
-            .as_ref()
-            .map(|attempt| attempt.gpu_ids.clone())
-            .unwrap_or_default(),
+        gpu_ids: Vec::new(),
         tags: match job.spec.propagate_tags {
             true => job.spec.tags.clone(),
             false => BTreeMap::new(),
         },
+        nodes: None,
     }
 }
 
@@ -176,6 +236,96 @@ mod tests {
         for (word, expected) in cases {
             assert_eq!(substitute_parameters(word, &parameters), expected, "{word}");
         }
+    }
+
+    #[test]
+    fn a_multinode_attempt_has_a_spec_per_node() {
+        use crate::model::{CurrentAttempt, JobStatus, Resources};
+        use crate::multinode::NodeProperties;
+        let needs = |gpus| Resources {
+            vcpu_millis: 1000,
+            memory_mib: 64,
+            gpus,
+        };
+        let mut job = crate::why::tests::job(JobStatus::Starting, needs(0));
+        let mut main = job.spec.container.clone();
+        main.command = vec!["serve".into(), "Ref::port".into()];
+        main.resources = needs(1);
+        let mut worker = job.spec.container.clone();
+        worker.command = vec!["work".into()];
+        worker.resources = needs(2);
+        job.spec.parameters.insert("port".into(), "7000".into());
+        let nodes = NodeProperties::new(
+            3,
+            1,
+            vec![
+                ("1".into(), main),
+                ("0".into(), worker.clone()),
+                ("2".into(), worker),
+            ],
+        )
+        .unwrap();
+        job.spec.nodes = Some(nodes);
+        job.current_attempt = Some(CurrentAttempt {
+            number: 2,
+            compute_environment: EnvironmentName::try_from("ce".to_string()).unwrap(),
+            executor_handle: "j-2".into(),
+            placed_at: 0,
+            started_at: None,
+            gpu_ids: ["a", "b", "c", "d", "e"].map(String::from).to_vec(),
+        });
+        let spec = attempt_spec(
+            &job,
+            2,
+            &EnvironmentName::try_from("ce".to_string()).unwrap(),
+        );
+        let group = spec.nodes.as_ref().expect("a node group");
+        assert_eq!(group.main_node, 1);
+        assert_eq!(
+            spec.command,
+            ["serve", "7000"],
+            "the attempt's own fields are the main node's"
+        );
+        let variable = |node: &AttemptSpec, name: &str| {
+            node.environment
+                .iter()
+                .find(|v| v.name == name)
+                .map(|v| v.value.clone())
+        };
+        let names: Vec<&str> = group.nodes.iter().map(|n| n.attempt_id.as_str()).collect();
+        assert_eq!(names, ["j-2-node-0", "j-2", "j-2-node-2"]);
+        for (index, node) in group.nodes.iter().enumerate() {
+            assert_eq!(
+                variable(node, "AWS_BATCH_JOB_NODE_INDEX"),
+                Some(index.to_string())
+            );
+            assert_eq!(
+                variable(node, "AWS_BATCH_JOB_NUM_NODES").as_deref(),
+                Some("3")
+            );
+            assert_eq!(
+                variable(node, "AWS_BATCH_JOB_MAIN_NODE_INDEX").as_deref(),
+                Some("1")
+            );
+            assert_eq!(
+                variable(node, "AWS_BATCH_JOB_ID"),
+                Some(format!("j#{index}"))
+            );
+            assert_eq!(variable(node, "BATCH_JOB_ID").as_deref(), Some("j"));
+            let count = node
+                .environment
+                .iter()
+                .filter(|v| v.name == "AWS_BATCH_JOB_ID")
+                .count();
+            assert_eq!(count, 1, "one value per name");
+        }
+        let gpus: Vec<Vec<String>> = group.nodes.iter().map(|n| n.gpu_ids.clone()).collect();
+        assert_eq!(
+            gpus,
+            [vec!["a", "b"], vec!["c"], vec!["d", "e"]],
+            "in node order"
+        );
+        assert_eq!(group.nodes[2].command, ["work"]);
     }
 
     #[test]

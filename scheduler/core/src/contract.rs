@@ -62,7 +62,33 @@ pub struct AttemptSpec {
     /// picks devices itself.
     #[serde(default)]
     pub gpu_ids: Vec<String>,
+    /// A multi-node attempt's nodes, started together (`core::multinode`); `None` for a job of one
+    /// container. The attempt's own fields are then its main node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<NodeGroup>,
 }
+
+/// The nodes of a multi-node attempt: each node's own spec (its container, resources, secrets and
+/// `AWS_BATCH_JOB_NODE_*` variables; `attempt_id` is what its container is called), in node order.
+/// A backend starts the main node first and gives the others
+/// `AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS`; the attempt ends with the main node, whose
+/// outcome is the attempt's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeGroup {
+    pub main_node: u32,
+    pub nodes: Vec<AttemptSpec>,
+}
+
+impl NodeGroup {
+    pub fn main(&self) -> &AttemptSpec {
+        &self.nodes[self.main_node as usize]
+    }
+}
+
+/// The variable that tells a node where its main node is (AWS Batch's name); a backend sets it on
+/// every node but the main one once the main node has an address.
+pub const MAIN_NODE_ADDRESS_VARIABLE: &str = "AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS";
 
 /// When to pull an attempt's image, as Kubernetes' imagePullPolicy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -220,6 +246,7 @@ mod tests {
             storage: Default::default(),
             pod: Default::default(),
             gpu_ids: vec![],
+            nodes: None,
         }
     }
 

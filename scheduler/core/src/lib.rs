@@ -23,6 +23,7 @@ pub mod gpus;
 pub mod lifecycle;
 pub mod linux;
 pub mod model;
+pub mod multinode;
 pub mod output_limit;
 pub mod placement;
 pub mod pod;

@@ -335,6 +335,10 @@ pub struct DefinitionSpec {
     /// Where and how a Kubernetes attempt's pod runs (`podProperties`); other backends ignore it.
     #[serde(default, skip_serializing_if = "is_default_pod")]
     pub pod: crate::pod::PodOptions,
+    /// A multi-node parallel definition's nodes (`type: multinode`). `container` is then its main
+    /// node's, except `resources`: the sum of all nodes', which a job reserves as one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<crate::multinode::NodeProperties>,
 }
 
 /// AWS Batch's retryStrategy, and a backoff it lacks.
@@ -685,6 +689,11 @@ pub struct JobSpec {
     /// Its definition's `podProperties`.
     #[serde(default, skip_serializing_if = "is_default_pod")]
     pub pod: crate::pod::PodOptions,
+    /// A multi-node parallel job's nodes, from its definition. `container` is then its main
+    /// node's, except `resources`: the sum of all nodes', placed together (gang placement) —
+    /// and, as for every job, the store's columns are the truth for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<crate::multinode::NodeProperties>,
 }
 
 fn is_false(value: &bool) -> bool {

@@ -1,7 +1,8 @@
 //! Jobs: submit, list, describe, why, cancel and terminate, logs.
 
 use super::*;
-use crate::core::model::ArrayRole;
+use crate::core::model::{ArrayRole, Job};
+use crate::core::multinode::split_node_job_id;
 
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = SubmitJobRequest, params(("Idempotency-Key" = Option<String>, Header, description = "The same key returns the job it first created")), responses((status = 201, description = "Submitted", body = JobView), (status = 200, description = "Submitted before under this Idempotency-Key", body = JobView), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 409, description = "Not now: `detail` says what blocks it", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn submit(
@@ -664,7 +665,7 @@ pub(super) async fn terminate(
 
 /// An attempt's output as raw bytes (stdout and stderr interleaved as they were read, or one of
 /// them). With `follow=true` the response streams until the attempt has ended and all is sent.
-#[utoipa::path(get, path = "/v1/jobs/{job_id}/logs", tag = "jobs", params(("job_id" = String, Path), ("attempt" = Option<u32>, Query, description = "1, 2, …; the latest by default"), ("follow" = Option<bool>, Query, description = "Stream until the attempt ends"), ("stream" = Option<String>, Query, description = "stdout or stderr")), responses((status = 200, description = "The output bytes", body = String, content_type = "application/octet-stream"), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Too many open streams for this caller or server", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/v1/jobs/{job_id}/logs", tag = "jobs", params(("job_id" = String, Path), ("attempt" = Option<u32>, Query, description = "1, 2, …; the latest by default"), ("follow" = Option<bool>, Query, description = "Stream until the attempt ends"), ("stream" = Option<String>, Query, description = "stdout or stderr"), ("node" = Option<u32>, Query, description = "A multi-node job's node (also `JOB#N` as the id); its main node by default")), responses((status = 200, description = "The output bytes", body = String, content_type = "application/octet-stream"), (status = 400, description = "Invalid input: `errors` names each field", body = Problem, content_type = "application/problem+json"), (status = 429, description = "Too many open streams for this caller or server", body = Problem, content_type = "application/problem+json")))]
 pub(super) async fn logs(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
@@ -672,18 +673,30 @@ pub(super) async fn logs(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let mut query = QueryParameters(query);
-    let (attempt, follow, stream) = (
+    let (attempt, follow, stream, node) = (
         query.take("attempt"),
         query.take("follow"),
         query.take("stream"),
+        query.take("node"),
     );
-    query.finish("attempt, follow or stream")?;
-    let job_id = JobId(job_id);
+    query.finish("attempt, follow, stream or node")?;
+    // A node's own id (`JOB#2`, as AWS Batch names nodes) reads that node's output.
+    let (job_id, node) = match (split_node_job_id(&job_id), node) {
+        (Some((job, index)), None) => (JobId(job.to_string()), Some(index.to_string())),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(FieldError::new(
+                "node",
+                "is given twice: by the job id's #N and by node=; give one",
+            )))
+        }
+        (None, node) => (JobId(job_id), node),
+    };
     let job = state
         .store
         .job(&job_id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("job {job_id} does not exist")))?;
+    let node = output_node(&job, node.as_deref())?;
     let attempt = match attempt.as_deref() {
         Some(text) => text
             .parse::<u32>()
@@ -722,6 +735,7 @@ pub(super) async fn logs(
         store: state.store.clone(),
         job_id,
         attempt,
+        node,
         after: 0,
         stream,
         follow,
@@ -738,10 +752,42 @@ pub(super) async fn logs(
         .into_response())
 }
 
+/// Which node's output a read is for: the one asked (a multi-node job's, from 0), else the main
+/// node's (whose outcome is the job's), or 0 for a job of one container.
+fn output_node(job: &Job, asked: Option<&str>) -> Result<u32, ApiError> {
+    let nodes = job.spec.nodes.as_ref();
+    let Some(text) = asked else {
+        return Ok(nodes.map_or(0, |nodes| nodes.main_node));
+    };
+    let Some(nodes) = nodes else {
+        return Err(ApiError::invalid(FieldError::new(
+            "node",
+            format!(
+                "job {} is not a multi-node job; read its output without a node",
+                job.job_id
+            ),
+        )));
+    };
+    text.parse::<u32>()
+        .ok()
+        .filter(|node| *node < nodes.num_nodes)
+        .ok_or_else(|| {
+            ApiError::invalid(FieldError::new(
+                "node",
+                format!(
+                    "{text:?} is not a node of job {}, which has nodes 0 to {}",
+                    job.job_id,
+                    nodes.num_nodes - 1
+                ),
+            ))
+        })
+}
+
 pub(super) struct LogFollower {
     store: Store,
     job_id: JobId,
     attempt: u32,
+    node: u32,
     after: i64,
     stream: Option<OutputStream>,
     follow: bool,
@@ -757,7 +803,7 @@ impl LogFollower {
             let over = !self.follow || self.attempt_over().await;
             let lines = match self
                 .store
-                .logs(&self.job_id, self.attempt, self.after, 256)
+                .logs((&self.job_id, self.attempt, self.node), self.after, 256)
                 .await
             {
                 Ok(lines) => lines,

@@ -27,7 +27,10 @@ pub struct JobView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<i64>,
     pub parameters: BTreeMap<String, String>,
+    /// For a multi-node job, its main node's container with what all its nodes reserve.
     pub container: ContainerView,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub node_properties: Option<NodePropertiesView>,
     pub retry_strategy: RetryStrategyView,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<TimeoutView>,
@@ -165,6 +168,44 @@ pub struct ContainerView {
     pub exit_code: Option<i32>,
 }
 
+impl ContainerView {
+    fn of(container: &crate::core::model::ContainerProperties) -> ContainerView {
+        ContainerView {
+            image: container.image.clone(),
+            command: container.command.clone(),
+            environment: container
+                .environment
+                .iter()
+                .map(|(name, value)| KeyValue {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            resource_requirements: resource_requirements(&container.resources),
+            working_dir: container.working_dir.clone(),
+            user: container.user.clone(),
+            exit_code: None,
+        }
+    }
+}
+
+/// A multi-node job's nodes (AWS Batch's `nodeProperties`); each node's output is `logs JOB#N`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePropertiesView {
+    pub num_nodes: u32,
+    pub main_node: u32,
+    pub node_range_properties: Vec<NodeRangeView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRangeView {
+    /// `first:last`.
+    pub target_nodes: String,
+    pub container: ContainerView,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetryStrategyView {
@@ -235,21 +276,21 @@ impl From<&Job> for JobView {
             stopped_at: job.stopped_at,
             parameters: job.spec.parameters.clone(),
             container: ContainerView {
-                image: container.image.clone(),
-                command: container.command.clone(),
-                environment: container
-                    .environment
+                exit_code: job.attempts.last().and_then(|attempt| attempt.exit_code),
+                ..ContainerView::of(container)
+            },
+            node_properties: job.spec.nodes.as_ref().map(|nodes| NodePropertiesView {
+                num_nodes: nodes.num_nodes,
+                main_node: nodes.main_node,
+                node_range_properties: nodes
+                    .ranges
                     .iter()
-                    .map(|(name, value)| KeyValue {
-                        name: name.clone(),
-                        value: value.clone(),
+                    .map(|range| NodeRangeView {
+                        target_nodes: format!("{}:{}", range.first, range.last),
+                        container: ContainerView::of(&range.container),
                     })
                     .collect(),
-                resource_requirements: resource_requirements(&container.resources),
-                working_dir: container.working_dir.clone(),
-                user: container.user.clone(),
-                exit_code: job.attempts.last().and_then(|attempt| attempt.exit_code),
-            },
+            }),
             retry_strategy: RetryStrategyView {
                 attempts: job.spec.retry.attempts,
                 evaluate_on_exit: job.spec.retry.evaluate_on_exit.clone(),

@@ -109,8 +109,15 @@ async fn start_attempt(
     assignment: &AttemptAssignment,
     executor: &Arc<dyn Executor>,
 ) -> Result<AttemptHandle, NotStarted> {
-    let mut spec = attempt_spec(&assignment.job, assignment.number, &assignment.environment);
-    spec.secrets = secret_variables(store, &assignment.job).await?;
+    let job = &assignment.job;
+    let mut spec = attempt_spec(job, assignment.number, &assignment.environment);
+    spec.secrets = secret_variables(store, &job.spec.container.secrets).await?;
+    if let (Some(group), Some(nodes)) = (spec.nodes.as_mut(), job.spec.nodes.as_ref()) {
+        for (index, node) in (0..).zip(group.nodes.iter_mut()) {
+            let references = &nodes.container_of(index).secrets;
+            node.secrets = secret_variables(store, references).await?;
+        }
+    }
     executor
         .start(&spec)
         .await
@@ -120,13 +127,12 @@ async fn start_attempt(
         })
 }
 
-/// The variables an attempt sets from secrets, read and unsealed as it starts; nothing when its
-/// job names none (no read).
+/// The variables a container sets from secrets, read and unsealed as its attempt starts; nothing
+/// when it names none (no read).
 async fn secret_variables(
     store: &Store,
-    job: &Job,
+    references: &[crate::core::secret::SecretReference],
 ) -> Result<Vec<batchctl_executor::SecretVariable>, NotStarted> {
-    let references = &job.spec.container.secrets;
     if references.is_empty() {
         return Ok(Vec::new());
     }
@@ -203,32 +209,44 @@ pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssign
         .spec
         .max_log_bytes
         .unwrap_or(context.max_log_bytes);
-    // A new attempt has written nothing yet (no read for it: one per job is a cost at
-    // thousands of jobs a second); an adopted one resumes after what is stored.
-    let (from, stored) = match assignment.takeover {
-        Takeover::Start => (LogCursor(0), AttemptOutput::nothing(limit)),
-        Takeover::Adopt { .. } => {
-            let from = match context.store.log_cursor(&job_id, number).await {
-                Ok(cursor) => LogCursor(cursor),
-                Err(error) => {
-                    tracing::warn!(%job_id, %error, "cannot read the log cursor; logs start over");
-                    LogCursor(0)
-                }
-            };
-            (
-                from,
-                stored_output(&context.store, &job_id, number, limit).await,
-            )
-        }
+    // Each node of a multi-node attempt has its output collected, bounded and stored apart.
+    let sources: Vec<OutputSource> = match &assignment.job.spec.nodes {
+        None => vec![OutputSource::Attempt],
+        Some(nodes) => (0..nodes.num_nodes).map(OutputSource::Node).collect(),
     };
-    let logs = tokio::spawn(collect_logs(
-        context.clone(),
-        Arc::clone(&executor),
-        handle.clone(),
-        (job_id.clone(), number),
-        from,
-        stored,
-    ));
+    let mut collectors = Vec::with_capacity(sources.len());
+    for source in sources {
+        // A new attempt has written nothing yet (no read for it: one per job is a cost at
+        // thousands of jobs a second); an adopted one resumes after what is stored.
+        let (from, stored) = match assignment.takeover {
+            Takeover::Start => (LogCursor(0), AttemptOutput::nothing(limit)),
+            Takeover::Adopt { .. } => {
+                let node = source.node();
+                let from = match context.store.log_cursor(&job_id, number, node).await {
+                    Ok(cursor) => LogCursor(cursor),
+                    Err(error) => {
+                        tracing::warn!(%job_id, %error, "cannot read the log cursor; logs start over");
+                        LogCursor(0)
+                    }
+                };
+                let key = (&job_id, number, node);
+                (from, stored_output(&context.store, key, limit).await)
+            }
+        };
+        collectors.push(tokio::spawn(collect_logs(
+            context.clone(),
+            Arc::clone(&executor),
+            (handle.clone(), source),
+            (job_id.clone(), number),
+            from,
+            stored,
+        )));
+    }
+    let aborts: Vec<tokio::task::AbortHandle> = collectors
+        .iter()
+        .map(tokio::task::JoinHandle::abort_handle)
+        .collect();
+    let logs = futures::future::join_all(collectors);
 
     let deadline = assignment.job.spec.timeout_seconds.map(|seconds| {
         let elapsed_ms = (now_millis() - assignment.clock_started_at).max(0) as u64;
@@ -283,12 +301,11 @@ pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssign
         }
     };
     // Everything the work wrote is stored before the attempt's end is reported.
-    let stop_collecting = logs.abort_handle();
     if tokio::time::timeout(Duration::from_secs(30), logs)
         .await
         .is_err()
     {
-        stop_collecting.abort();
+        aborts.iter().for_each(tokio::task::AbortHandle::abort);
         tracing::warn!(%job_id, attempt = number, "log collection did not finish within 30s after the attempt ended");
     }
     report(&context, ended(&job_id, number, outcome, stop_cause)).await;
@@ -356,12 +373,13 @@ async fn wait_for_outcome(executor: Arc<dyn Executor>, handle: AttemptHandle) ->
 async fn collect_logs(
     context: SupervisorContext,
     executor: Arc<dyn Executor>,
-    handle: AttemptHandle,
+    (handle, source): (AttemptHandle, OutputSource),
     (job_id, number): (JobId, u32),
     from: LogCursor,
     stored: AttemptOutput,
 ) {
-    let mut stream = executor.logs(&handle, from);
+    let node = source.node();
+    let mut stream = source.read(&executor, &handle, from);
     let mut cursor = from;
     let mut output = stored;
     let mut pending: Vec<NewLogChunk> = Vec::new();
@@ -378,14 +396,14 @@ async fn collect_logs(
         match next {
             Some(Ok(chunk)) => {
                 cursor = chunk.next;
-                merge_chunk(&mut pending, &job_id, number, chunk);
+                merge_chunk(&mut pending, (&job_id, number, node), chunk);
             }
             // A backend that is briefly unreachable: resume from the last chunk read once it answers.
             Some(Err(error)) if error.is_retryable() => {
                 tracing::warn!(%job_id, attempt = number, %error, "reading attempt output failed; retrying");
                 flush_logs(&context.store, &mut output, &mut pending).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                stream = executor.logs(&handle, cursor);
+                stream = source.read(&executor, &handle, cursor);
             }
             Some(Err(error)) => {
                 tracing::warn!(%job_id, attempt = number, %error, "reading attempt output failed");
@@ -395,6 +413,36 @@ async fn collect_logs(
         }
     }
     flush_logs(&context.store, &mut output, &mut pending).await;
+}
+
+/// Whose output a collector copies: the attempt's one container, or one node of a multi-node
+/// attempt (stored as that node's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputSource {
+    Attempt,
+    Node(u32),
+}
+
+impl OutputSource {
+    fn node(self) -> u32 {
+        match self {
+            OutputSource::Attempt => 0,
+            OutputSource::Node(node) => node,
+        }
+    }
+
+    fn read(
+        self,
+        executor: &Arc<dyn Executor>,
+        handle: &AttemptHandle,
+        from: LogCursor,
+    ) -> futures::stream::BoxStream<'static, Result<LogChunk, batchctl_executor::ExecutorError>>
+    {
+        match self {
+            OutputSource::Attempt => executor.logs(handle, from),
+            OutputSource::Node(node) => executor.node_logs(handle, node, from),
+        }
+    }
 }
 
 /// What the attempt has stored so far (nothing for a new one; an adopted one's after a restart),
@@ -413,11 +461,15 @@ impl AttemptOutput {
     }
 }
 
-async fn stored_output(store: &Store, job_id: &JobId, number: u32, limit: u64) -> AttemptOutput {
+async fn stored_output(
+    store: &Store,
+    (job_id, number, node): (&JobId, u32, u32),
+    limit: u64,
+) -> AttemptOutput {
     let mut output = AttemptOutput::nothing(limit);
     let mut delay = Duration::from_millis(100);
     let layout = loop {
-        match store.output_layout(job_id, number).await {
+        match store.output_layout(job_id, number, node).await {
             Ok(layout) => break layout,
             Err(error) => {
                 tracing::warn!(%job_id, %error, "reading what an attempt stored failed; retrying");
@@ -456,7 +508,11 @@ fn dropped_in_marker(text: &str) -> Option<u64> {
 
 const MAX_STORED_CHUNK: usize = 256 * 1024;
 
-fn merge_chunk(pending: &mut Vec<NewLogChunk>, job_id: &JobId, number: u32, chunk: LogChunk) {
+fn merge_chunk(
+    pending: &mut Vec<NewLogChunk>,
+    (job_id, number, node): (&JobId, u32, u32),
+    chunk: LogChunk,
+) {
     if let Some(last) = pending.last_mut() {
         if last.stream == chunk.stream && last.data.len() + chunk.data.len() <= MAX_STORED_CHUNK {
             last.data.extend_from_slice(&chunk.data);
@@ -467,6 +523,7 @@ fn merge_chunk(pending: &mut Vec<NewLogChunk>, job_id: &JobId, number: u32, chun
     pending.push(NewLogChunk {
         job_id: job_id.clone(),
         attempt_number: number,
+        node,
         stream: chunk.stream,
         data: chunk.data.to_vec(),
         cursor: chunk.next.0,

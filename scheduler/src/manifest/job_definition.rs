@@ -2,18 +2,24 @@
 //! with submits (environment, resources, retries).
 
 use super::*;
+use crate::core::multinode::NodeProperties;
 use crate::core::output_limit::MIN_MAX_LOG_BYTES;
 use crate::core::secret::{secret_name_of, SecretReference};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobDefinitionSpec {
-    /// AWS Batch's `type`; only `container` exists here.
+    /// AWS Batch's `type`: `container` (the default) or `multinode`.
     #[serde(default, rename = "type")]
     pub definition_type: Option<String>,
     #[serde(default)]
     pub parameters: BTreeMap<String, String>,
-    pub container_properties: ContainerPropertiesSpec,
+    /// The container of a `container` definition.
+    #[serde(default)]
+    pub container_properties: Option<ContainerPropertiesSpec>,
+    /// The nodes of a `multinode` definition.
+    #[serde(default)]
+    pub node_properties: Option<NodePropertiesSpec>,
     #[serde(default)]
     pub retry_strategy: Option<RetryStrategySpec>,
     #[serde(default)]
@@ -38,6 +44,24 @@ pub struct JobDefinitionSpec {
     /// Kubernetes only: node selector, tolerations, affinity, priority class, pod user and groups.
     #[serde(default)]
     pub pod_properties: Option<PodPropertiesSpec>,
+}
+
+/// AWS Batch's `nodeProperties` of a multi-node parallel definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodePropertiesSpec {
+    pub num_nodes: u32,
+    #[serde(default)]
+    pub main_node: u32,
+    pub node_range_properties: Vec<NodeRangeSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodeRangeSpec {
+    /// `"0:"`, `"1:3"`, `"2"`, `":1"`.
+    pub target_nodes: String,
+    pub container: ContainerPropertiesSpec,
 }
 
 /// `podProperties` of a definition and `podDefaults` of a kubernetes environment.
@@ -245,48 +269,51 @@ pub struct TimeoutSpec {
 }
 
 pub fn definition_spec(spec: &JobDefinitionSpec) -> Result<DefinitionSpec, FieldError> {
-    if let Some(other) = spec
-        .definition_type
-        .as_deref()
-        .filter(|t| *t != "container")
-    {
-        return Err(FieldError::new(
-            "type",
-            format!("{other:?} job definitions are not supported; use \"container\""),
-        ));
-    }
-    let properties = &spec.container_properties;
-    let within = |error: FieldError| error.within("containerProperties");
-    let image = match properties.image.as_deref().map(str::trim) {
-        Some(image) if !image.is_empty() => image.to_string(),
-        _ => {
+    let (container, nodes) = match (
+        spec.definition_type.as_deref().unwrap_or("container"),
+        &spec.container_properties,
+        &spec.node_properties,
+    ) {
+        ("container", Some(properties), None) => (
+            container_properties(properties, "containerProperties")?,
+            None,
+        ),
+        ("container", None, None) => {
             return Err(FieldError::new(
-                "containerProperties.image",
-                "is required: name the container image to run (process environments ignore it)",
+                "containerProperties",
+                "is required: give the container to run (image, command, resourceRequirements)",
             ))
         }
-    };
-    if properties.command.is_empty() {
-        return Err(FieldError::new(
-            "containerProperties.command",
-            "is required: give the command to run as a list, e.g. [\"sh\", \"-c\", \"echo hi\"]",
-        ));
-    }
-    let container = ContainerProperties {
-        image,
-        command: properties.command.clone(),
-        environment: environment(&properties.environment, "environment").map_err(within)?,
-        resources: resources(&properties.resource_requirements, DEFAULT_RESOURCES)
-            .map_err(within)?,
-        working_dir: properties.working_dir.clone(),
-        user: properties.user.clone(),
-        image_pull_policy: properties.image_pull_policy.unwrap_or_default(),
-        privileged: properties.privileged.unwrap_or(false),
-        capabilities: capabilities(properties.linux_parameters.as_ref()).map_err(within)?,
-        secrets: secret_references(&properties.secrets, &properties.environment).map_err(within)?,
-        linux: super::linux::linux_settings(properties).map_err(within)?,
-        storage: super::storage::storage(&properties.volumes, &properties.mount_points)
-            .map_err(within)?,
+        ("container", _, Some(_)) => {
+            return Err(FieldError::new(
+                "nodeProperties",
+                "belongs to multinode definitions; set type: multinode, or leave nodeProperties out",
+            ))
+        }
+        ("multinode", None, Some(properties)) => {
+            let nodes = node_properties(properties)?;
+            let mut container = nodes.container_of(nodes.main_node).clone();
+            container.resources = nodes.total_resources();
+            (container, Some(nodes))
+        }
+        ("multinode", _, None) => {
+            return Err(FieldError::new(
+                "nodeProperties",
+                "is required for a multinode definition: give numNodes, mainNode and nodeRangeProperties",
+            ))
+        }
+        ("multinode", Some(_), Some(_)) => {
+            return Err(FieldError::new(
+                "containerProperties",
+                "a multinode definition gives each node's container in nodeProperties.nodeRangeProperties; leave containerProperties out",
+            ))
+        }
+        (other, _, _) => {
+            return Err(FieldError::new(
+                "type",
+                format!("{other:?} job definitions are not supported; use \"container\" or \"multinode\""),
+            ))
+        }
     };
     Ok(DefinitionSpec {
         parameters: spec.parameters.clone(),
@@ -311,7 +338,66 @@ pub fn definition_spec(spec: &JobDefinitionSpec) -> Result<DefinitionSpec, Field
         tags: tags(&spec.tags)?,
         propagate_tags: spec.propagate_tags.unwrap_or(false),
         pod: pod_options(spec.pod_properties.as_ref(), "podProperties")?,
+        nodes,
     })
+}
+
+/// One container's properties, checked, its fields named under `prefix`.
+fn container_properties(
+    properties: &ContainerPropertiesSpec,
+    prefix: &str,
+) -> Result<ContainerProperties, FieldError> {
+    let within = |error: FieldError| error.within(prefix);
+    let image = match properties.image.as_deref().map(str::trim) {
+        Some(image) if !image.is_empty() => image.to_string(),
+        _ => {
+            return Err(FieldError::new(
+                format!("{prefix}.image"),
+                "is required: name the container image to run (process environments ignore it)",
+            ))
+        }
+    };
+    if properties.command.is_empty() {
+        return Err(FieldError::new(
+            format!("{prefix}.command"),
+            "is required: give the command to run as a list, e.g. [\"sh\", \"-c\", \"echo hi\"]",
+        ));
+    }
+    Ok(ContainerProperties {
+        image,
+        command: properties.command.clone(),
+        environment: environment(&properties.environment, "environment").map_err(within)?,
+        resources: resources(&properties.resource_requirements, DEFAULT_RESOURCES)
+            .map_err(within)?,
+        working_dir: properties.working_dir.clone(),
+        user: properties.user.clone(),
+        image_pull_policy: properties.image_pull_policy.unwrap_or_default(),
+        privileged: properties.privileged.unwrap_or(false),
+        capabilities: capabilities(properties.linux_parameters.as_ref()).map_err(within)?,
+        secrets: secret_references(&properties.secrets, &properties.environment).map_err(within)?,
+        linux: super::linux::linux_settings(properties).map_err(within)?,
+        storage: super::storage::storage(&properties.volumes, &properties.mount_points)
+            .map_err(within)?,
+    })
+}
+
+/// `nodeProperties`, checked (`core::multinode`): each range's container as a definition's, and
+/// every node in exactly one range.
+fn node_properties(spec: &NodePropertiesSpec) -> Result<NodeProperties, FieldError> {
+    let ranges = spec
+        .node_range_properties
+        .iter()
+        .enumerate()
+        .map(|(position, range)| {
+            let prefix = format!("nodeProperties.nodeRangeProperties[{position}].container");
+            Ok((
+                range.target_nodes.clone(),
+                container_properties(&range.container, &prefix)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, FieldError>>()?;
+    NodeProperties::new(spec.num_nodes, spec.main_node, ranges)
+        .map_err(|(field, message)| FieldError::new(format!("nodeProperties.{field}"), message))
 }
 
 /// The most tags a definition or a job may carry (AWS Batch's limit).

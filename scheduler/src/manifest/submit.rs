@@ -317,6 +317,9 @@ pub fn build_job(
             .unwrap_or_else(|| definition.name.to_string()),
     )
     .map_err(|m| FieldError::new("jobName", m))?;
+    if definition.spec.nodes.is_some() {
+        multinode_refusal(request)?;
+    }
     let mut container = definition.spec.container.clone();
     let mut parameters = definition.spec.parameters.clone();
     parameters.extend(request.parameters.clone());
@@ -433,6 +436,7 @@ pub fn build_job(
                 .propagate_tags
                 .unwrap_or(definition.spec.propagate_tags),
             pod: definition.spec.pod.clone(),
+            nodes: definition.spec.nodes.clone(),
         },
         created_at: now,
         started_at: None,
@@ -450,4 +454,23 @@ pub fn build_job(
             None => ArrayRole::Single,
         },
     })
+}
+
+/// What a submit of a multi-node definition may not ask for: an array of multi-node jobs (AWS
+/// Batch runs none), and container overrides, which would have to say which nodes they are for
+/// (AWS Batch's `nodeOverrides`, not supported yet).
+fn multinode_refusal(request: &SubmitJobRequest) -> Result<(), FieldError> {
+    if request.array_properties.is_some() {
+        return Err(FieldError::new(
+            "arrayProperties",
+            "the job definition is multinode, and a multi-node job cannot be an array; submit one job per set of nodes",
+        ));
+    }
+    if request.container_overrides.is_some() {
+        return Err(FieldError::new(
+            "containerOverrides",
+            "the job definition is multinode, whose nodes take no container overrides (AWS Batch's nodeOverrides are not supported); change the definition's nodeRangeProperties or pass parameters",
+        ));
+    }
+    Ok(())
 }

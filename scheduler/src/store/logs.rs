@@ -11,6 +11,8 @@ use crate::core::model::JobId;
 pub struct NewLogChunk {
     pub job_id: JobId,
     pub attempt_number: u32,
+    /// The node of a multi-node job that wrote it; 0 for every other job.
+    pub node: u32,
     pub stream: OutputStream,
     pub data: Vec<u8>,
     pub cursor: u64,
@@ -45,14 +47,15 @@ impl Store {
         let mut transaction = self.write.begin().await?;
         let insert = |chunk: &NewLogChunk, stream: &'static str| {
             sqlx::query_scalar::<_, i64>(
-                "INSERT INTO log_chunks (job_id, attempt_number, stream, data, cursor) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                "INSERT INTO log_chunks (job_id, attempt_number, stream, data, cursor, node) \
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
             )
             .bind(chunk.job_id.0.clone())
             .bind(i64::from(chunk.attempt_number))
             .bind(stream)
             .bind(chunk.data.clone())
             .bind(chunk.cursor as i64)
+            .bind(i64::from(chunk.node))
         };
         for chunk in head {
             insert(chunk, stream_name(chunk.stream))
@@ -99,14 +102,16 @@ impl Store {
         &self,
         job_id: &JobId,
         attempt_number: u32,
+        node: u32,
     ) -> Result<Vec<StoredChunk>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, stream, LENGTH(data), CASE WHEN stream = $3 THEN data END \
-             FROM log_chunks WHERE job_id = $1 AND attempt_number = $2 ORDER BY id",
+             FROM log_chunks WHERE job_id = $1 AND attempt_number = $2 AND node = $4 ORDER BY id",
         )
         .bind(&job_id.0)
         .bind(i64::from(attempt_number))
         .bind(MARKER_STREAM)
+        .bind(i64::from(node))
         .fetch_all(&self.write)
         .await?;
         rows.iter()
@@ -124,22 +129,23 @@ impl Store {
             .collect()
     }
 
-    /// Up to `limit` chunks of an attempt after chunk `after` (0 for the start).
+    /// Up to `limit` chunks of an attempt's node (0 but for multi-node jobs) after chunk `after`
+    /// (0 for the start).
     pub async fn logs(
         &self,
-        job_id: &JobId,
-        attempt_number: u32,
+        (job_id, attempt_number, node): (&JobId, u32, u32),
         after: i64,
         limit: u32,
     ) -> Result<Vec<LogLine>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, stream, data FROM log_chunks WHERE job_id = $1 AND attempt_number = $2 \
-             AND id > $3 ORDER BY id LIMIT $4",
+             AND node = $5 AND id > $3 ORDER BY id LIMIT $4",
         )
         .bind(&job_id.0)
         .bind(i64::from(attempt_number))
         .bind(after)
         .bind(i64::from(limit))
+        .bind(i64::from(node))
         .fetch_all(&self.read)
         .await?;
         rows.iter()
@@ -158,14 +164,20 @@ impl Store {
             .collect()
     }
 
-    /// Where the executor should resume reading an attempt's output.
-    pub async fn log_cursor(&self, job_id: &JobId, attempt_number: u32) -> Result<u64, StoreError> {
+    /// Where the executor should resume reading an attempt's (or its node's) output.
+    pub async fn log_cursor(
+        &self,
+        job_id: &JobId,
+        attempt_number: u32,
+        node: u32,
+    ) -> Result<u64, StoreError> {
         let cursor: Option<i64> = sqlx::query_scalar(
             "SELECT cursor FROM log_chunks WHERE job_id = $1 AND attempt_number = $2 \
-             ORDER BY id DESC LIMIT 1",
+             AND node = $3 ORDER BY id DESC LIMIT 1",
         )
         .bind(&job_id.0)
         .bind(i64::from(attempt_number))
+        .bind(i64::from(node))
         .fetch_optional(&self.read)
         .await?;
         Ok(cursor.unwrap_or(0) as u64)

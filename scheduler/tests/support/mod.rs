@@ -188,6 +188,7 @@ pub fn job(id: &str, idempotency_key: Option<&str>) -> Job {
             tags: Default::default(),
             propagate_tags: false,
             pod: Default::default(),
+            nodes: None,
             timeout_seconds: None,
         },
         created_at: 1,

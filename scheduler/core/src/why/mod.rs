@@ -395,7 +395,7 @@ fn runnable_holds(snapshot: &Snapshot<'_>) -> Vec<Hold> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::{
         Backend, ContainerProperties, DefinitionName, JobName, JobSpec, QueueName, RetryPolicy,
@@ -435,7 +435,7 @@ mod tests {
         }
     }
 
-    fn job(status: JobStatus, needs: Resources) -> Job {
+    pub(crate) fn job(status: JobStatus, needs: Resources) -> Job {
         Job {
             job_id: JobId("j".into()),
             job_name: JobName::try_from("j".to_string()).unwrap(),
@@ -474,6 +474,7 @@ mod tests {
                 tags: Default::default(),
                 propagate_tags: false,
                 pod: Default::default(),
+                nodes: None,
             },
             created_at: 0,
             started_at: None,
