@@ -125,7 +125,8 @@ def main(output_dir):
     granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
     check(granted == {("jobs", v) for v in ("create", "get", "list", "watch", "delete")}
           | {("pods", v) for v in ("get", "list", "watch")} | {("pods/log", "get")}
-          | {("secrets", v) for v in ("create", "patch", "delete")}, f"the Role grants: {sorted(granted)}")
+          | {("secrets", v) for v in ("create", "patch", "delete")}
+          | {("services", "create")}, f"the Role grants: {sorted(granted)}")
     check(not any(a.startswith("--secret-key-file") for a in container["args"]), "no secret key unless one is named")
     check(not by_kind(documents, "ClusterRole") and not by_kind(documents, "ClusterRoleBinding"), "nothing cluster-wide")
     [configmap] = by_kind(documents, "ConfigMap")

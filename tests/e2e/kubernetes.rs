@@ -1,7 +1,7 @@
 //! A kubernetes compute environment through the real server and CLI, against the in-process fake
-//! API server (no cluster can run here; see executor/tests/support/fake_kube.rs).
+//! API server (no cluster can run here; see executor/tests/support/fake_kube/).
 
-#[path = "../../executor/tests/support/fake_kube.rs"]
+#[path = "../../executor/tests/support/fake_kube/mod.rs"]
 #[allow(dead_code)]
 mod fake_kube;
 
@@ -249,4 +249,44 @@ fn evictions_are_retried_without_spending_attempts_up_to_max_disruptions() {
         "{}",
         stderr(&refused)
     );
+}
+
+/// A multi-node job through the real server: one Indexed Job and its headless Service on the
+/// fake, each node's output apart (`logs JOB#N`), the job's outcome its main node's.
+#[test]
+fn a_multinode_job_runs_as_an_indexed_job_with_each_nodes_logs_apart() {
+    let api = fake_api_server();
+    let server = Server::start(None);
+    kubernetes_resources(&server, &api, "true");
+    server.apply_text(
+        "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {name: kmpi}\nspec:\n  type: multinode\n  \
+         nodeProperties:\n    numNodes: 3\n    mainNode: 0\n    nodeRangeProperties:\n    \
+         - targetNodes: '0:'\n      container:\n        image: busybox\n        \
+         command: [sh, -c, 'if [ $AWS_BATCH_JOB_NODE_INDEX = 0 ]; then sleep 1; echo main of $AWS_BATCH_JOB_NUM_NODES; else echo node $AWS_BATCH_JOB_NODE_INDEX id $AWS_BATCH_JOB_ID; sleep 300; fi']\n        \
+         resourceRequirements: [{type: VCPU, value: '1'}, {type: MEMORY, value: '128'}]\n",
+    );
+    let id = server.submit(&["--queue", "kq", "--definition", "kmpi"]);
+    let job = server.wait_for(&id, "the job to end", |job| {
+        job["status"] == "SUCCEEDED" || job["status"] == "FAILED"
+    });
+    assert_eq!(job["status"], "SUCCEEDED", "{job:#}\n{}", server.log());
+    let logs =
+        |which: &str| String::from_utf8_lossy(&server.cli(&["logs", which]).stdout).into_owned();
+    assert_eq!(logs(&id), "main of 3\n");
+    for node in [1, 2] {
+        assert_eq!(
+            logs(&format!("{id}#{node}")),
+            format!("node {node} id {id}#{node}\n")
+        );
+    }
+    assert!(api.requests().iter().any(|r| r == "POST service in batch"));
+    eventually(10, "the Job and its Service are deleted", || {
+        match (
+            api.job(&format!("{id}-1")),
+            api.service(&format!("nodes-{id}-1")),
+        ) {
+            (None, None) => Ok(()),
+            other => Err(format!("still there: {other:?}")),
+        }
+    });
 }

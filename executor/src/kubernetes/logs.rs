@@ -5,27 +5,48 @@ use super::*;
 
 impl KubernetesExecutor {
     /// Sends the pod's log after byte `from`: following while it runs, then one full read once it
-    /// ended, for what a follow cut short.
+    /// ended, for what a follow cut short. `node` picks one pod of a multi-node attempt; without
+    /// it, the attempt's pod (a multi-node attempt's main node's).
     pub(super) async fn copy_logs(
         &self,
-        name: &str,
+        (name, node): (&str, Option<u32>),
         from: LogCursor,
         sender: &tokio::sync::mpsc::Sender<Result<LogChunk, ExecutorError>>,
     ) -> Result<(), ExecutorError> {
         let mut sent = from.0;
         loop {
             let (observation, version) = self.observe(name).await?;
-            let finished = match observation {
+            let attempt_finished = match observation {
                 None => return Ok(()),
-                Some(Observation::Waiting { recheck_in, .. }) => {
+                Some(Observation::Waiting { recheck_in, .. }) if node.is_none() => {
                     self.next_change(version, recheck_in).await;
                     continue;
                 }
-                Some(Observation::Running) => false,
+                Some(Observation::Waiting { .. } | Observation::Running) => false,
                 Some(Observation::Finished(_)) => true,
             };
-            let (_, pods, _) = self.read(name).await?;
-            let Some(pod) = pods.last().and_then(|pod| pod.metadata.name.clone()) else {
+            let (job, pods, _) = self.read(name).await?;
+            let wanted = node.or_else(|| job.as_ref().and_then(nodes::main_node_of));
+            let pod = pods
+                .iter()
+                .rfind(|pod| wanted.is_none() || nodes::node_of(pod) == wanted);
+            let Some(pod) = pod else {
+                if attempt_finished {
+                    return Ok(());
+                }
+                // A node's pod not made yet.
+                self.next_change(version, None).await;
+                continue;
+            };
+            let state = pod_container_state(pod);
+            let finished =
+                attempt_finished || state.is_some_and(|state| state.terminated.is_some());
+            if !finished && state.is_none_or(|state| state.running.is_none()) {
+                // A node's container that has not started: no log yet.
+                self.next_change(version, None).await;
+                continue;
+            }
+            let Some(pod) = pod.metadata.name.clone() else {
                 return Ok(());
             };
             let (_, pod_api) = self.apis().await?;
@@ -72,4 +93,16 @@ impl KubernetesExecutor {
             // connection dropped (follow again); both skip what was sent.
         }
     }
+}
+
+/// The state of a pod's work container, when the pod reports one.
+fn pod_container_state(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::ContainerState> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|status| status.name == spec::CONTAINER)?
+        .state
+        .as_ref()
 }

@@ -17,6 +17,7 @@
 
 mod cache;
 mod logs;
+pub mod nodes;
 pub mod observe;
 pub mod spec;
 
@@ -29,7 +30,7 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use futures::AsyncReadExt;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -73,6 +74,8 @@ pub struct KubernetesExecutor {
     client: Arc<OnceCell<Client>>,
     /// This environment's Jobs and pods, watched once for every attempt.
     cache: Arc<OnceCell<Arc<Cache>>>,
+    /// The cluster's minor version, read once, for what multi-node attempts need.
+    minor_version: Arc<OnceCell<u32>>,
 }
 
 impl KubernetesExecutor {
@@ -81,6 +84,7 @@ impl KubernetesExecutor {
             config,
             client: Arc::default(),
             cache: Arc::default(),
+            minor_version: Arc::default(),
         }
     }
 
@@ -135,6 +139,52 @@ impl KubernetesExecutor {
         };
         if let Err(error) = result {
             tracing::warn!(attempt = %name, %error, "cannot make the Job own its Secret; it is deleted when the attempt is removed");
+        }
+    }
+
+    /// The cluster's minor version (`1.31` → 31), read once.
+    async fn minor_version(&self) -> Result<u32, ExecutorError> {
+        let client = self.client().await?;
+        self.minor_version
+            .get_or_try_init(|| async {
+                let info = client.apiserver_version().await.map_err(classify)?;
+                // Some providers add a suffix (`31+`).
+                let digits: String = info
+                    .minor
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse().map_err(|_| ExecutorError::Refused {
+                    reason: format!(
+                        "the Kubernetes API reports a version this executor cannot read: {}.{}",
+                        info.major, info.minor
+                    ),
+                })
+            })
+            .await
+            .copied()
+    }
+
+    /// The headless Service that names a multi-node attempt's pods, owned by its Job (so it goes
+    /// with the Job); one left by an unrecorded start of the same attempt is kept.
+    async fn create_node_service(
+        &self,
+        spec: &AttemptSpec,
+        job: &Job,
+    ) -> Result<(), ExecutorError> {
+        let services: Api<Service> =
+            Api::namespaced(self.client().await?.clone(), &self.config.namespace);
+        let service = nodes::service_manifest(spec, &self.config.job, job);
+        match services.create(&PostParams::default(), &service).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
+            Err(kube::Error::Api(status)) if status.code < 500 => Err(ExecutorError::Refused {
+                reason: format!(
+                    "CannotStartContainerError: the Kubernetes API refused the nodes' Service: {} ({})",
+                    status.message, status.reason
+                ),
+            }),
+            Err(error) => Err(classify(error)),
         }
     }
 
@@ -219,6 +269,35 @@ impl KubernetesExecutor {
         }
     }
 
+    /// An attempt's output (`node`: one node's of a multi-node attempt, else the attempt's pod's),
+    /// copied by a task of its own.
+    fn pod_logs(
+        &self,
+        handle: &AttemptHandle,
+        node: Option<u32>,
+        from: LogCursor,
+    ) -> BoxStream<'static, Result<LogChunk, ExecutorError>> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        let executor = Arc::new(KubernetesExecutor {
+            config: self.config.clone(),
+            // The same cells: a log stream started before the first look at the cluster must not
+            // connect, or start watching, on its own.
+            client: Arc::clone(&self.client),
+            cache: Arc::clone(&self.cache),
+            minor_version: Arc::clone(&self.minor_version),
+        });
+        let name = handle.0.clone();
+        tokio::spawn(async move {
+            if let Err(error) = executor.copy_logs((&name, node), from, &sender).await {
+                let _ = sender.send(Err(error)).await;
+            }
+        });
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|item| (item, receiver))
+        })
+        .boxed()
+    }
+
     async fn delete_job(&self, name: &str, grace: Option<Duration>) -> Result<(), ExecutorError> {
         let (jobs, _) = self.apis().await?;
         let mut params = DeleteParams::background();
@@ -249,6 +328,14 @@ impl Executor for KubernetesExecutor {
         {
             return Err(ExecutorError::Refused { reason });
         }
+        if let Some(group) = &spec.nodes {
+            let minor = self.minor_version().await?;
+            if let Some(reason) =
+                nodes::uniformity_refusal(group).or_else(|| nodes::version_refusal(minor))
+            {
+                return Err(ExecutorError::Refused { reason });
+            }
+        }
         let (jobs, _) = self.apis().await?;
         let timeout = spec.timeout_seconds.map(Duration::from_secs);
         let manifest = job_manifest(spec, &self.config.job, timeout);
@@ -270,11 +357,15 @@ impl Executor for KubernetesExecutor {
                 Err(error) => return Err(classify(error)),
             }
         }
-        match jobs.create(&PostParams::default(), &manifest).await {
-            Ok(job) if !spec.secrets.is_empty() => self.give_secret_to(&job).await,
-            Ok(_) => {}
+        let created = match jobs.create(&PostParams::default(), &manifest).await {
+            Ok(job) => {
+                if !spec.secrets.is_empty() {
+                    self.give_secret_to(&job).await;
+                }
+                Some(job)
+            }
             // This attempt's Job from a start that was never recorded: it is the same attempt.
-            Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+            Err(kube::Error::Api(status)) if status.is_already_exists() => None,
             Err(kube::Error::Api(status)) if status.code < 500 => {
                 return Err(ExecutorError::Refused {
                     reason: format!(
@@ -284,6 +375,13 @@ impl Executor for KubernetesExecutor {
                 })
             }
             Err(error) => return Err(classify(error)),
+        };
+        if spec.nodes.is_some() {
+            let job = match created {
+                Some(job) => job,
+                None => jobs.get(&spec.attempt_id).await.map_err(classify)?,
+            };
+            self.create_node_service(spec, &job).await?;
         }
         Ok(AttemptHandle(spec.attempt_id.clone()))
     }
@@ -338,24 +436,16 @@ impl Executor for KubernetesExecutor {
         handle: &AttemptHandle,
         from: LogCursor,
     ) -> BoxStream<'static, Result<LogChunk, ExecutorError>> {
-        let (sender, receiver) = tokio::sync::mpsc::channel(16);
-        let executor = Arc::new(KubernetesExecutor {
-            config: self.config.clone(),
-            // The same cells: a log stream started before the first look at the cluster must not
-            // connect, or start watching, on its own.
-            client: Arc::clone(&self.client),
-            cache: Arc::clone(&self.cache),
-        });
-        let name = handle.0.clone();
-        tokio::spawn(async move {
-            if let Err(error) = executor.copy_logs(&name, from, &sender).await {
-                let _ = sender.send(Err(error)).await;
-            }
-        });
-        futures::stream::unfold(receiver, |mut receiver| async move {
-            receiver.recv().await.map(|item| (item, receiver))
-        })
-        .boxed()
+        self.pod_logs(handle, None, from)
+    }
+
+    fn node_logs(
+        &self,
+        handle: &AttemptHandle,
+        node: u32,
+        from: LogCursor,
+    ) -> BoxStream<'static, Result<LogChunk, ExecutorError>> {
+        self.pod_logs(handle, Some(node), from)
     }
 
     async fn kill(&self, handle: &AttemptHandle, grace: Duration) -> Result<(), ExecutorError> {

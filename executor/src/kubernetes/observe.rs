@@ -35,13 +35,18 @@ const START_FAILURES: [&str; 4] = [
 /// Classifies an attempt. `age` is how long ago its Job was created: an image that cannot be
 /// pulled fails the attempt once that is longer than `pull_timeout`.
 pub fn observe(job: &Job, pods: &[Pod], age: Duration, pull_timeout: Duration) -> Observation {
-    // The newest pod is the attempt's (there is one: backoffLimit 0, restartPolicy Never).
-    let pod = pods.iter().max_by_key(|pod| {
-        pod.metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|time| time.0.as_millisecond())
-    });
+    // The newest pod is the attempt's (there is one: backoffLimit 0, restartPolicy Never); of a
+    // multi-node attempt, its main node's, whose outcome is the attempt's.
+    let main_node = super::nodes::main_node_of(job);
+    let pod = pods
+        .iter()
+        .filter(|pod| main_node.is_none() || super::nodes::node_of(pod) == main_node)
+        .max_by_key(|pod| {
+            pod.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|time| time.0.as_millisecond())
+        });
     let main = pod
         .and_then(|pod| pod.status.as_ref())
         .and_then(|status| status.container_statuses.as_ref())

@@ -393,7 +393,7 @@ pub fn job_manifest(spec: &AttemptSpec, settings: &JobSettings, timeout: Option<
         }),
         ..Container::default()
     };
-    Job {
+    let mut job = Job {
         metadata,
         spec: Some(JobSpec {
             backoff_limit: Some(0),
@@ -467,7 +467,11 @@ pub fn job_manifest(spec: &AttemptSpec, settings: &JobSettings, timeout: Option<
             ..JobSpec::default()
         }),
         ..Job::default()
+    };
+    if let Some(group) = &spec.nodes {
+        super::nodes::make_indexed(&mut job, spec, group);
     }
+    job
 }
 
 #[cfg(test)]
