@@ -1,7 +1,7 @@
 //! AWS Batch job definitions, accepted unchanged by `apply`: the input of RegisterJobDefinition, one
 //! entry of `describe-job-definitions` output, or that whole output (`{"jobDefinitions": [...]}`).
 //! Each becomes a batchctl JobDefinition document; every field batchctl does not carry out is named
-//! in a warning, never dropped silently. Pure: JSON in, JSON and warnings out.
+//! in a warning, never dropped silently. AWS Batch on EKS's `eksProperties` is `aws_eks.rs`. Pure: JSON in, JSON and warnings out.
 
 use serde_json::{json, Map, Value};
 
@@ -92,6 +92,19 @@ pub fn convert_job_definition(aws: &Value) -> Result<Converted, FieldError> {
             "nodeProperties" => {
                 let nodes = convert_nodes(value, &mut ignored)?;
                 spec.insert(key.clone(), nodes);
+            }
+            "eksProperties" if !value.is_null() => {
+                if object.contains_key("containerProperties") {
+                    return Err(FieldError::new(
+                        "eksProperties",
+                        "is given with containerProperties; give one of them",
+                    ));
+                }
+                let (container, pod) = crate::aws_eks::convert_eks(value, &mut ignored)?;
+                spec.insert("containerProperties".into(), container);
+                if let Some(pod) = pod {
+                    spec.insert("podProperties".into(), pod);
+                }
             }
             "retryStrategy" => {
                 spec.insert(key.clone(), convert_retry_strategy(value));
@@ -417,8 +430,12 @@ mod tests {
                 "type: \"batch\" job definitions are not supported",
             ),
             (
-                json!({"jobDefinitionName": "e", "eksProperties": {}}),
+                json!({"jobDefinitionName": "e"}),
                 "containerProperties: is required",
+            ),
+            (
+                json!({"jobDefinitionName": "e", "containerProperties": {"image": "a", "command": ["x"]}, "eksProperties": {"podProperties": {}}}),
+                "eksProperties: is given with containerProperties",
             ),
         ];
         for (document, expected) in cases {

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod aws_compat;
+pub mod aws_eks;
 pub mod control;
 pub use batchctl_core as core;
 pub mod dispatcher;
