@@ -92,7 +92,7 @@ fn submit(server: &Server, script: &str) -> String {
     ])
 }
 
-fn containers_of(job_id: &str) -> Vec<String> {
+pub fn containers_of(job_id: &str) -> Vec<String> {
     let output = Command::new("docker")
         .args([
             "ps",

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::docker_executor::test_image;
+use crate::docker_executor::{containers_of, test_image};
 use crate::support::{stderr, stdout, Server};
 
 /// The main node (0) takes one message from each worker and answers each; the workers send
@@ -25,25 +25,6 @@ fn definition(image: &str, name: &str, extra_main_environment: &str) -> String {
          \x20       command: [sh, -c, 'until echo hello from $AWS_BATCH_JOB_NODE_INDEX | nc -w 2 $AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS 7000 > /tmp/reply 2>/dev/null && grep -q welcome /tmp/reply; do sleep 0.2; done; cat /tmp/reply; echo node=$AWS_BATCH_JOB_NODE_INDEX main=$AWS_BATCH_JOB_MAIN_NODE_INDEX id=$AWS_BATCH_JOB_ID; sleep 300']\n\
          \x20       resourceRequirements: [{{type: VCPU, value: '1'}}, {{type: MEMORY, value: '64'}}]\n"
     )
-}
-
-fn docker_names(filter: &str, object: &str) -> Vec<String> {
-    let output = Command::new("docker")
-        .args([
-            object,
-            "ls",
-            "-a",
-            "--filter",
-            filter,
-            "--format",
-            "{{.Names}}",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 fn networks(prefix: &str) -> Vec<String> {
@@ -83,7 +64,7 @@ fn three_docker_nodes_find_their_main_node_and_end_with_it() {
     let waiting = server.job(&id);
     assert_eq!(waiting["status"], "RUNNABLE", "{waiting:#}");
     assert!(
-        docker_names(&format!("label=batchctl.job-id={id}"), "container").is_empty(),
+        containers_of(&id).is_empty(),
         "no node starts before the gang fits"
     );
     assert_eq!(waiting["nodeProperties"]["numNodes"], 3);
@@ -100,7 +81,7 @@ fn three_docker_nodes_find_their_main_node_and_end_with_it() {
     let started = Instant::now();
     server.wait_for_status(&single, "SUCCEEDED");
     let running = server.wait_for_status(&id, "RUNNING");
-    let names = docker_names(&format!("label=batchctl.job-id={id}"), "container");
+    let names = containers_of(&id);
     assert_eq!(
         names.len(),
         3,
@@ -136,7 +117,7 @@ fn three_docker_nodes_find_their_main_node_and_end_with_it() {
     // Containers and the network go once the attempt is recorded.
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let left = docker_names(&format!("label=batchctl.job-id={id}"), "container");
+        let left = containers_of(&id);
         let nets = networks(&format!("batchctl-{id}"));
         if left.is_empty() && nets.is_empty() {
             break;

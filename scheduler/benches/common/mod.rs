@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batchctl_executor::fake::FakeExecutor;
-use batchctl_scheduler::core::model::{DefinitionRef, EnvironmentType, Job, JobId, QueueName};
+use batchctl_scheduler::core::model::{DefinitionRef, EnvironmentType, Job, QueueName};
 use batchctl_scheduler::dispatcher::{Dispatcher, DispatcherConfig, Executors};
 use batchctl_scheduler::manifest::{self, build_job, SubmitContext, SubmitJobRequest};
 use batchctl_scheduler::store::{now_millis, Store, StoreLocation};
@@ -199,7 +199,7 @@ pub async fn make_jobs_from(store: &Store, request: &SubmitJobRequest, n: usize)
             build_job(
                 request,
                 &context,
-                JobId(uuid::Uuid::new_v4().to_string()),
+                batchctl_scheduler::submission::new_job_id(),
                 None,
                 now_millis(),
             )

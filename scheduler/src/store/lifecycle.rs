@@ -273,7 +273,11 @@ impl Store {
             | JobStatus::Starting
             | JobStatus::Running => return Ok(0),
         };
+        // How long each step holds the writer (SQLite has one): the figures behind
+        // BENCHMARKS.md's "Time-ordered job ids", at debug level.
+        let started = std::time::Instant::now();
         let mut transaction = self.begin_fenced().await?;
+        let begun = started.elapsed();
         let candidates = sqlx::query(&format!(
             "SELECT job_id, array_size FROM jobs{} WHERE array_parent IS NULL AND job_queue = $1 \
              AND status = '{status}' AND stopped_at < $2 \
@@ -299,10 +303,20 @@ impl Store {
                 Some(_) => arrays.push(JobId(job_id)),
             }
         }
+        let chosen = started.elapsed();
         let deleted = delete_rows(self.dialect, &mut transaction, &singles).await?;
         let deleted =
             delete_in_turn(self.dialect, &mut transaction, arrays, deleted, budget).await?;
+        let removed = started.elapsed();
         transaction.commit().await?;
+        tracing::debug!(
+            deleted,
+            begin_ms = begun.as_secs_f64() * 1e3,
+            choose_ms = (chosen - begun).as_secs_f64() * 1e3,
+            delete_ms = (removed - chosen).as_secs_f64() * 1e3,
+            commit_ms = (started.elapsed() - removed).as_secs_f64() * 1e3,
+            "pruned a batch"
+        );
         Ok(deleted)
     }
 
