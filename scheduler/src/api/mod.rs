@@ -10,6 +10,7 @@ pub mod console;
 pub mod error;
 mod events;
 mod health;
+mod job_logs;
 mod jobs;
 pub mod openapi;
 pub mod requests;
@@ -20,6 +21,7 @@ pub mod views;
 
 use events::*;
 use health::*;
+use job_logs::*;
 use jobs::*;
 use resources::*;
 

@@ -53,7 +53,7 @@ use crate::manifest::Kind;
         super::jobs::resume,
         super::jobs::cancel,
         super::jobs::terminate,
-        super::jobs::logs,
+        super::job_logs::logs,
         super::jobs::why,
         super::jobs::wait_for_job,
     ),
