@@ -116,6 +116,23 @@ fn three_docker_nodes_find_their_main_node_and_end_with_it() {
     }
     server.refused(&["logs", &format!("{id}#3")], "\"3\" is not a node of job");
     server.refused(&["logs", &format!("{single}#1")], "is not a multi-node job");
+    // The console's job page follows each node's output, the main node's first.
+    let page = Command::new("curl")
+        .args(["-s", &format!("{}/ui/jobs/{id}", server.url)])
+        .output()
+        .unwrap();
+    let page = stdout(&page);
+    let follows: Vec<&str> = page
+        .split("data-follow=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(
+        follows,
+        [0, 1, 2]
+            .map(|node| format!("/v1/jobs/{id}/logs?follow=true&amp;attempt=1&amp;node={node}")),
+        "{page}"
+    );
 
     // Containers and the network go once the attempt is recorded.
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -521,8 +521,20 @@ pub fn job(
         @if let Some(attempt) = attempt {
             section id="job-output" aria-labelledby="output-title" {
                 h2 id="output-title" { "Output of attempt " (attempt) }
-                pre id="output" tabindex="0" aria-live="off"
-                    data-follow={ "/v1/jobs/" (job.job_id) "/logs?follow=true&attempt=" (attempt) } {}
+                @if let Some(nodes) = &job.node_properties {
+                    // A multi-node job: each node's output apart, the main node's first.
+                    @for node in std::iter::once(nodes.main_node).chain((0..nodes.num_nodes).filter(|n| *n != nodes.main_node)) {
+                        h3 id={ "output-node-" (node) "-title" } {
+                            "Node " (node) @if node == nodes.main_node { " (main)" }
+                        }
+                        pre id={ "output-node-" (node) } tabindex="0" aria-live="off"
+                            aria-labelledby={ "output-node-" (node) "-title" }
+                            data-follow={ "/v1/jobs/" (job.job_id) "/logs?follow=true&attempt=" (attempt) "&node=" (node) } {}
+                    }
+                } @else {
+                    pre id="output" tabindex="0" aria-live="off"
+                        data-follow={ "/v1/jobs/" (job.job_id) "/logs?follow=true&attempt=" (attempt) } {}
+                }
             }
         }
     }
