@@ -40,17 +40,7 @@ fn spec(id: &str, script: &str) -> AttemptSpec {
         working_dir: None,
         user: None,
         resources: Resources::default(),
-        image_pull_policy: Default::default(),
-        privileged: false,
-        capabilities: vec![],
-        timeout_seconds: None,
-        secrets: vec![],
-        tags: Default::default(),
-        linux: Default::default(),
-        storage: Default::default(),
-        pod: Default::default(),
-        gpu_ids: vec![],
-        nodes: None,
+        ..AttemptSpec::default()
     }
 }
 

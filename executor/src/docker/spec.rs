@@ -241,17 +241,7 @@ mod tests {
                 memory_mib: 64,
                 gpus: 0,
             },
-            image_pull_policy: Default::default(),
-            privileged: false,
-            capabilities: vec![],
-            timeout_seconds: None,
-            secrets: vec![],
-            tags: Default::default(),
-            linux: Default::default(),
-            storage: Default::default(),
-            pod: Default::default(),
-            gpu_ids: vec![],
-            nodes: None,
+            ..AttemptSpec::default()
         }
     }
 

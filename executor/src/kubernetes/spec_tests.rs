@@ -22,16 +22,8 @@ fn spec() -> AttemptSpec {
             gpus: 1,
         },
         image_pull_policy: ImagePullPolicy::Always,
-        privileged: false,
-        capabilities: vec![],
         timeout_seconds: Some(3600),
-        secrets: vec![],
-        tags: Default::default(),
-        linux: Default::default(),
-        storage: Default::default(),
-        pod: Default::default(),
-        gpu_ids: vec![],
-        nodes: None,
+        ..AttemptSpec::default()
     }
 }
 

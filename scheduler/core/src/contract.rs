@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 pub use crate::model::Resources;
 
 /// Everything a backend needs to run one attempt of a job. Built by the scheduler, which has already
-/// applied parameter substitution, overrides and the `BATCH_*` environment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// applied parameter substitution, overrides and the `BATCH_*` environment. (`Default` is for
+/// tests, which name what they need and take the rest.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptSpec {
     /// A name unique to this attempt, usable as a directory, container or Kubernetes object name.
@@ -236,17 +237,9 @@ mod tests {
                 memory_mib: 64,
                 gpus: 0,
             },
-            image_pull_policy: Default::default(),
             privileged,
             capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
-            timeout_seconds: None,
-            secrets: vec![],
-            tags: Default::default(),
-            linux: Default::default(),
-            storage: Default::default(),
-            pod: Default::default(),
-            gpu_ids: vec![],
-            nodes: None,
+            ..AttemptSpec::default()
         }
     }
 
