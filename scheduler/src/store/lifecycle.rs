@@ -576,7 +576,10 @@ async fn delete_in_turn(
         if left == 0 {
             break;
         }
-        if waiting_dependent(dialect, transaction, &job_id).await?.is_some() {
+        if waiting_dependent(dialect, transaction, &job_id)
+            .await?
+            .is_some()
+        {
             continue;
         }
         let (n, done) = delete_finished_job(dialect, transaction, &job_id, left).await?;
