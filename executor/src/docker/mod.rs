@@ -166,25 +166,26 @@ impl DockerExecutor {
         }
     }
 
-    /// Starts a multi-node attempt (`nodes.rs`): every node's image first, then the nodes.
+    /// Why this environment must refuse a container: privileges it does not allow, or a mount it
+    /// cannot make (`Storage::refusal`).
+    fn refusal(&self, spec: &AttemptSpec) -> Option<String> {
+        crate::privilege_refusal(spec, self.config.allow_privileged).or_else(|| {
+            spec.storage.refusal(
+                batchctl_core::storage::StorageBackend::Docker,
+                &self.config.compute_environment,
+                &self.config.allowed_host_paths,
+            )
+        })
+    }
+
+    /// Starts a multi-node attempt (`nodes.rs`), whose containers were checked: every node's
+    /// image first, then the nodes.
     async fn start_group(
         &self,
         docker: &Docker,
         spec: &AttemptSpec,
         group: &crate::NodeGroup,
     ) -> Result<AttemptHandle, ExecutorError> {
-        for node in &group.nodes {
-            let storage = node.storage.refusal(
-                batchctl_core::storage::StorageBackend::Docker,
-                &self.config.compute_environment,
-                &self.config.allowed_host_paths,
-            );
-            if let Some(reason) =
-                crate::privilege_refusal(node, self.config.allow_privileged).or(storage)
-            {
-                return Err(refused(reason));
-            }
-        }
         let mut pulled: Vec<&str> = Vec::new();
         for node in &group.nodes {
             if !pulled.contains(&node.image.as_str()) {
@@ -230,14 +231,12 @@ fn container_logs(
 #[async_trait]
 impl Executor for DockerExecutor {
     async fn start(&self, spec: &AttemptSpec) -> Result<AttemptHandle, ExecutorError> {
-        let storage = spec.storage.refusal(
-            batchctl_core::storage::StorageBackend::Docker,
-            &self.config.compute_environment,
-            &self.config.allowed_host_paths,
-        );
-        if let Some(reason) =
-            crate::privilege_refusal(spec, self.config.allow_privileged).or(storage)
-        {
+        // Every container the attempt makes: its own, or each node's.
+        let refusal = match &spec.nodes {
+            None => self.refusal(spec),
+            Some(group) => group.nodes.iter().find_map(|node| self.refusal(node)),
+        };
+        if let Some(reason) = refusal {
             return Err(refused(reason));
         }
         let docker = self.client().await?;

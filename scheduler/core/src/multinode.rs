@@ -126,13 +126,6 @@ impl NodeProperties {
             },
         )
     }
-
-    /// Whether every node runs the same container (what one Kubernetes pod template can carry).
-    pub fn uniform(&self) -> bool {
-        self.ranges
-            .iter()
-            .all(|range| range.container == self.ranges[0].container)
-    }
 }
 
 /// AWS Batch's `targetNodes`: `"2"`, `"0:3"`, `"1:"` (to the last node), `":3"` (from node 0).
@@ -255,7 +248,6 @@ mod tests {
         assert_eq!(ok.container_of(0).image, "m");
         assert_eq!(ok.container_of(2).image, "w");
         assert_eq!(ok.total_resources().vcpu_millis, 4000);
-        assert!(!ok.uniform());
 
         let refused = [
             (

@@ -2,6 +2,7 @@
 //! timeout or terminate, and reports what happened to the control loop as `AttemptEvent`s.
 //! It never writes a job's status itself.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use crate::core::attempt::attempt_spec;
 use crate::core::model::{EnvironmentName, Job, JobId};
 use crate::core::output_limit::StoredOutput;
 use crate::core::retry::StopCause;
+use crate::core::secret::{SecretReference, SecretText};
 use crate::store::{now_millis, NewLogChunk, Store};
 
 /// Why the loop asks a supervisor to stop its attempt: a terminate request (the job fails), or
@@ -111,11 +113,25 @@ async fn start_attempt(
 ) -> Result<AttemptHandle, NotStarted> {
     let job = &assignment.job;
     let mut spec = attempt_spec(job, assignment.number, &assignment.environment);
-    spec.secrets = secret_variables(store, &job.spec.container.secrets).await?;
-    if let (Some(group), Some(nodes)) = (spec.nodes.as_mut(), job.spec.nodes.as_ref()) {
-        for (index, node) in (0..).zip(group.nodes.iter_mut()) {
-            let references = &nodes.container_of(index).secrets;
-            node.secrets = secret_variables(store, references).await?;
+    // The containers' secret references: the job's one, or each node's.
+    let containers: Vec<&[SecretReference]> = match &job.spec.nodes {
+        None => vec![&job.spec.container.secrets],
+        Some(nodes) => (0..nodes.num_nodes)
+            .map(|node| nodes.container_of(node).secrets.as_slice())
+            .collect(),
+    };
+    // Every value the attempt needs, read and unsealed once, as it starts.
+    let values = secret_values(store, &containers).await?;
+    let variables = |references: &[SecretReference]| {
+        crate::core::secret::secret_variables(references, &values).map_err(NotStarted::Fatal)
+    };
+    match spec.nodes.as_mut() {
+        None => spec.secrets = variables(containers[0])?,
+        Some(group) => {
+            for (node, references) in group.nodes.iter_mut().zip(&containers) {
+                node.secrets = variables(references)?;
+            }
+            spec.secrets = group.main().secrets.clone();
         }
     }
     executor
@@ -127,27 +143,29 @@ async fn start_attempt(
         })
 }
 
-/// The variables a container sets from secrets, read and unsealed as its attempt starts; nothing
-/// when it names none (no read).
-async fn secret_variables(
+/// The stored values of every secret `containers` name, read and unsealed in one read; nothing
+/// read when they name none.
+async fn secret_values(
     store: &Store,
-    references: &[crate::core::secret::SecretReference],
-) -> Result<Vec<batchctl_executor::SecretVariable>, NotStarted> {
-    if references.is_empty() {
-        return Ok(Vec::new());
-    }
-    let names: Vec<&str> = references
+    containers: &[&[SecretReference]],
+) -> Result<BTreeMap<String, SecretText>, NotStarted> {
+    let mut names: Vec<&str> = containers
         .iter()
+        .flat_map(|references| references.iter())
         .map(|reference| reference.value_from.as_str())
         .collect();
-    let values = store.secret_values(&names).await.map_err(|error| {
+    if names.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    names.sort_unstable();
+    names.dedup();
+    store.secret_values(&names).await.map_err(|error| {
         let reason = format!("cannot read the job's secrets: {error}");
         match error.is_retryable() {
             true => NotStarted::Retryable(reason),
             false => NotStarted::Fatal(reason),
         }
-    })?;
-    crate::core::secret::secret_variables(references, &values).map_err(NotStarted::Fatal)
+    })
 }
 
 pub async fn supervise(context: SupervisorContext, mut assignment: AttemptAssignment) {
