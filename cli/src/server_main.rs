@@ -17,6 +17,12 @@ use clap::Parser;
 use server::{process_executor_setting, serve, ServeSettings};
 use server_args::ServerArgs;
 
+/// mimalloc rather than glibc's malloc: the dispatcher's threads allocate and free small values
+/// by the million (rows read on one thread and dropped on another), which glibc serves slowly
+/// (BENCHMARKS.md, "Allocator and SQLite's memory statistics").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "batchctl-server",

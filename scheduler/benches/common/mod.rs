@@ -207,3 +207,8 @@ pub async fn make_jobs_from(store: &Store, request: &SubmitJobRequest, n: usize)
         })
         .collect()
 }
+
+/// The allocator the server binary uses (`cli/src/server_main.rs`), so that benches measure
+/// what a server does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
