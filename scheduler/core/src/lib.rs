@@ -31,6 +31,7 @@ pub mod reconcile;
 pub mod request_guard;
 pub mod resource;
 pub mod retry;
+pub mod retry_policy;
 pub mod schedule;
 pub mod secret;
 pub mod state_machine;
