@@ -281,14 +281,10 @@ impl Store {
         let candidates = sqlx::query(&format!(
             "SELECT job_id, array_size FROM jobs{} WHERE array_parent IS NULL AND job_queue = $1 \
              AND status = '{status}' AND stopped_at < $2 \
-             AND NOT EXISTS (SELECT 1 FROM job_dependencies d{} JOIN jobs w ON w.job_id = d.job_id \
-             WHERE (d.depends_on = jobs.job_id OR (d.depends_on > jobs.job_id || ':' \
-             AND d.depends_on < jobs.job_id || ';')) AND w.status IN ('SUBMITTED', 'PENDING')) \
+             AND NOT EXISTS (SELECT 1 {}) \
              ORDER BY stopped_at LIMIT $3",
             indexed_by(self.dialect, "jobs_finished_by_queue"),
-            // Without it SQLite walks every SUBMITTED and PENDING job for each candidate (see
-            // `waiting_dependent`).
-            indexed_by(self.dialect, "job_dependencies_by_parent")
+            waiting_dependents_of(self.dialect, "jobs.job_id")
         ))
         .bind(queue)
         .bind(cutoff)
@@ -550,15 +546,26 @@ async fn waiting_dependent(
     job_id: &JobId,
 ) -> Result<Option<JobId>, StoreError> {
     let dependent: Option<String> = sqlx::query_scalar(&format!(
-        "SELECT w.job_id FROM job_dependencies d{} JOIN jobs w ON w.job_id = d.job_id \
-         WHERE (d.depends_on = $1 OR (d.depends_on > $1 || ':' AND d.depends_on < $1 || ';')) \
-         AND w.status IN ('SUBMITTED', 'PENDING') LIMIT 1",
-        indexed_by(dialect, "job_dependencies_by_parent")
+        "SELECT w.job_id {} LIMIT 1",
+        waiting_dependents_of(dialect, "$1")
     ))
     .bind(&job_id.0)
     .fetch_optional(&mut **transaction)
     .await?;
     Ok(dependent.map(JobId))
+}
+
+/// `FROM … WHERE …` of the SUBMITTED or PENDING jobs (`w`) that depend on the job whose id is
+/// the SQL expression `job` or on one of its children (ids `JOB:index`, between `JOB:` and
+/// `JOB;`): what keeps a finished job from being deleted. Shared by `waiting_dependent` and the
+/// prune batch's choice.
+fn waiting_dependents_of(dialect: Dialect, job: &str) -> String {
+    format!(
+        "FROM job_dependencies d{} JOIN jobs w ON w.job_id = d.job_id \
+         WHERE (d.depends_on = {job} OR (d.depends_on > {job} || ':' \
+         AND d.depends_on < {job} || ';')) AND w.status IN ('SUBMITTED', 'PENDING')",
+        indexed_by(dialect, "job_dependencies_by_parent")
+    )
 }
 
 /// Deletes finished top-level jobs one after another (an array's children first) until `budget`
