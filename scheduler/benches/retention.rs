@@ -1,8 +1,12 @@
 //! Jobs churned through a short retention, against the same churn with nothing pruned, side by
 //! side: the job rows and the database stay bounded, and the dispatch rate is what it is without
 //! pruning. A bench binary, not a timed test: `cargo bench -p batchctl-scheduler --bench retention
-//! -- [--jobs N] [--runs R] [--retention SECONDS] [--only sqlite|postgres]`. Postgres comes from
-//! BATCHCTL_TEST_DATABASE_URL. Figures and method: BENCHMARKS.md.
+//! -- [--jobs N] [--runs R] [--retention SECONDS] [--rate JOBS_PER_SECOND] [--only
+//! sqlite|postgres]`. Without `--rate` jobs are submitted as fast as the dispatcher takes them
+//! (saturation: the rate is the capacity); with it, at that offered rate, and the figure to compare
+//! is how many jobs wait unfinished (by Little's law, their turnaround). Postgres comes from
+//! BATCHCTL_TEST_DATABASE_URL. `RUST_LOG=batchctl_scheduler=debug` prints the pruner's timings
+//! (each batch's steps, each pass's space given back) on stderr. Figures and method: BENCHMARKS.md.
 
 use std::time::{Duration, Instant};
 
@@ -32,16 +36,32 @@ struct Figures {
     mib_at_end: f64,
     /// How many jobs the pruner deleted.
     pruned: i64,
+    /// Unfinished jobs, sampled every few milliseconds from the first submit to the last end:
+    /// their mean and the most seen.
+    mean_unfinished: f64,
+    peak_unfinished: i64,
 }
 
 #[tokio::main]
 async fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let arguments = common::Arguments::from_env();
     let jobs: usize = arguments.number("--jobs", 500_000);
     let runs: usize = arguments.number("--runs", 3);
     let retention: u64 = arguments.number("--retention", 5);
+    let rate: u64 = arguments.number("--rate", 0);
     println!(
-        "jobs per run: {jobs}, runs: {runs}, retention: {retention} s, cores: {}",
+        "jobs per run: {jobs}, runs: {runs}, retention: {retention} s, offered: {}, cores: {}",
+        if rate == 0 {
+            "as fast as taken".to_string()
+        } else {
+            format!("{rate} jobs/s")
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let mut summary = serde_json::Map::new();
@@ -58,12 +78,19 @@ async fn main() {
                     println!("{database}: skipped (BATCHCTL_TEST_DATABASE_URL is not set)");
                     break;
                 };
-                let figures =
-                    churn(store, jobs, prune.then(|| Retention::uniform(retention))).await;
+                let figures = churn(
+                    store,
+                    jobs,
+                    rate,
+                    prune.then(|| Retention::uniform(retention)),
+                )
+                .await;
                 println!(
-                    "{database} run {run} {}: {:.0} jobs/s, rows late peak {} end {}, {:.1} MiB, pruned {}",
+                    "{database} run {run} {}: {:.0} jobs/s, unfinished mean {:.0} peak {}, rows late peak {} end {}, {:.1} MiB, pruned {}",
                     if prune { "pruned" } else { "kept  " },
                     figures.jobs_per_second,
+                    figures.mean_unfinished,
+                    figures.peak_unfinished,
                     figures.peak_rows_late,
                     figures.rows_at_end,
                     figures.mib_at_end,
@@ -80,22 +107,26 @@ async fn main() {
             continue;
         }
         let median = |runs: &[Figures], f: fn(&Figures) -> f64| common::median(runs.iter().map(f));
-        let rate = median(&pruned_runs, |f| f.jobs_per_second);
+        let delivered = median(&pruned_runs, |f| f.jobs_per_second);
         let baseline = median(&kept_runs, |f| f.jobs_per_second);
         let rows = median(&pruned_runs, |f| f.peak_rows_late as f64);
         let kept_rows = median(&kept_runs, |f| f.rows_at_end as f64);
         let mib = median(&pruned_runs, |f| f.mib_at_end);
         let kept_mib = median(&kept_runs, |f| f.mib_at_end);
+        let waiting = median(&pruned_runs, |f| f.mean_unfinished);
+        let kept_waiting = median(&kept_runs, |f| f.mean_unfinished);
         println!(
-            "{database} median: pruned {rate:.0} jobs/s = {:.2}x nothing pruned ({baseline:.0}/s); rows over the second half at most {rows:.0} (nothing pruned: {kept_rows:.0} at the end); {mib:.1} MiB (nothing pruned: {kept_mib:.1} MiB)",
-            rate / baseline
+            "{database} median: pruned {delivered:.0} jobs/s = {:.2}x nothing pruned ({baseline:.0}/s); unfinished on average {waiting:.0} (nothing pruned: {kept_waiting:.0}); rows over the second half at most {rows:.0} (nothing pruned: {kept_rows:.0} at the end); {mib:.1} MiB (nothing pruned: {kept_mib:.1} MiB)",
+            delivered / baseline
         );
         summary.insert(
             database.to_string(),
             serde_json::json!({
-                "jobs_per_second": rate.round(),
+                "jobs_per_second": delivered.round(),
                 "nothing_pruned_jobs_per_second": baseline.round(),
-                "rate_ratio": (rate / baseline * 100.0).round() / 100.0,
+                "rate_ratio": (delivered / baseline * 100.0).round() / 100.0,
+                "mean_unfinished": waiting.round(),
+                "nothing_pruned_mean_unfinished": kept_waiting.round(),
                 "peak_rows_second_half": rows,
                 "nothing_pruned_rows": kept_rows,
                 "mib_at_end": (mib * 10.0).round() / 10.0,
@@ -107,6 +138,7 @@ async fn main() {
     summary.insert("jobs".into(), jobs.into());
     summary.insert("runs".into(), runs.into());
     summary.insert("retention_seconds".into(), retention.into());
+    summary.insert("offered_jobs_per_second".into(), rate.into());
     println!("{}", serde_json::Value::Object(summary));
 }
 
@@ -123,8 +155,9 @@ async fn rows(store: &Store) -> (i64, i64) {
 }
 
 /// Submits `n` no-op jobs in rounds while the dispatcher runs them (and, with `retention`, the
-/// server's pruning task deletes them); returns once all have finished.
-async fn churn(store: Store, n: usize, retention: Option<Retention>) -> Figures {
+/// server's pruning task deletes them): as fast as they are taken (`rate` 0), or `rate` a second
+/// in rounds of a twentieth of a second. Returns once all have finished.
+async fn churn(store: Store, n: usize, rate: u64, retention: Option<Retention>) -> Figures {
     let cancel = CancellationToken::new();
     let (dispatcher, _fake) = common::noop_dispatcher(&store);
     let handle = dispatcher.handle();
@@ -138,19 +171,29 @@ async fn churn(store: Store, n: usize, retention: Option<Retention>) -> Figures 
     });
     let submitter = Submitter::start(store.clone(), handle, cancel.clone());
 
+    let round_size = match rate {
+        0 => ROUND,
+        rate => ROUND.min((rate as usize / 20).max(1)),
+    };
     let started = Instant::now();
     let mut submitted = 0;
     let mut peak_rows_late = 0;
+    let mut unfinished_samples = Vec::new();
     while submitted < n {
         let (all, unfinished) = rows(&store).await;
+        unfinished_samples.push(unfinished);
         if submitted >= n / 2 {
             peak_rows_late = peak_rows_late.max(all);
         }
-        if unfinished > MAX_UNFINISHED {
+        let due = match rate {
+            0 => started,
+            rate => started + Duration::from_secs_f64(submitted as f64 / rate as f64),
+        };
+        if unfinished > MAX_UNFINISHED || Instant::now() < due {
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;
         }
-        let round = ROUND.min(n - submitted);
+        let round = round_size.min(n - submitted);
         let jobs = make_jobs(&store, round).await;
         let mut shares: Vec<Vec<_>> = (0..SUBMITTERS).map(|_| Vec::new()).collect();
         for (i, job) in jobs.into_iter().enumerate() {
@@ -172,7 +215,12 @@ async fn churn(store: Store, n: usize, retention: Option<Retention>) -> Figures 
         }
         submitted += round;
     }
-    while rows(&store).await.1 > 0 {
+    loop {
+        let (_, unfinished) = rows(&store).await;
+        unfinished_samples.push(unfinished);
+        if unfinished == 0 {
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let jobs_per_second = n as f64 / started.elapsed().as_secs_f64();
@@ -192,5 +240,8 @@ async fn churn(store: Store, n: usize, retention: Option<Retention>) -> Figures 
         rows_at_end,
         mib_at_end,
         pruned: n as i64 - rows_at_end,
+        mean_unfinished: unfinished_samples.iter().sum::<i64>() as f64
+            / unfinished_samples.len() as f64,
+        peak_unfinished: unfinished_samples.iter().copied().max().unwrap_or(0),
     }
 }

@@ -21,7 +21,7 @@ use crate::store::{now_millis, Store, StoreError, DELETE_BATCH};
 pub const PRUNE_EVERY: Duration = Duration::from_secs(5);
 /// The pause after each full batch, which lets the dispatcher's writes in.
 const BATCH_PAUSE: Duration = Duration::from_millis(20);
-/// SQLite pages (4 KiB) given back to the file system after a pass that deleted something.
+/// At most this many SQLite pages (4 KiB) are given back to the file system per pass.
 const RECLAIM_PAGES: u32 = 4096;
 
 /// Prunes every `PRUNE_EVERY` until `cancel`; failures are logged and tried again next time.
@@ -40,7 +40,8 @@ pub async fn prune_jobs_periodically(store: Store, default: Retention, cancel: C
 }
 
 /// One pass: each queue's expired finished jobs, then each schedule's history beyond its
-/// limits, then space given back. Returns how many jobs were deleted.
+/// limits, then the space that stayed unused since the last pass given back (see
+/// `pages_to_reclaim`). Returns how many jobs were deleted.
 pub async fn prune_once(
     store: &Store,
     default: Retention,
@@ -52,6 +53,8 @@ pub async fn prune_once(
         .into_iter()
         .map(|queue| (queue.name.to_string(), queue))
         .collect();
+    // Free pages now were freed before this pass and not reused since the last one.
+    let stale_pages = store.free_pages().await?;
     let mut deleted = 0;
     // The counters say which queues hold finished jobs (deleted queues' jobs among them, under
     // the server's default).
@@ -83,10 +86,29 @@ pub async fn prune_once(
             .await?;
         }
     }
-    if deleted > 0 {
-        store.reclaim_space(RECLAIM_PAGES).await?;
+    let reclaim = pages_to_reclaim(stale_pages);
+    if reclaim > 0 {
+        let started = std::time::Instant::now();
+        store.reclaim_space(reclaim).await?;
+        tracing::debug!(
+            pages = reclaim,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "gave free pages back"
+        );
     }
     Ok(deleted)
+}
+
+/// How many free pages a pass gives back: those that were already free when it began (at most
+/// `RECLAIM_PAGES`). Pages a pass frees are left for the next interval's writes, which take free
+/// pages before they grow the file: under steady churn each pass frees about what the writes
+/// until the next one take, and giving them back only to grow the file again would hold the one
+/// writer for nothing (moving pages to the file's end, 100–140 ms a pass; BENCHMARKS.md, "Space
+/// given back only when unused"). Once the churn stops, the next pass gives them back.
+fn pages_to_reclaim(free_at_start: u64) -> u32 {
+    u32::try_from(free_at_start)
+        .unwrap_or(u32::MAX)
+        .min(RECLAIM_PAGES)
 }
 
 /// Runs `batch` until one deletes less than a full batch, pausing after each full one.
@@ -103,5 +125,21 @@ where
             return Ok(deleted);
         }
         tokio::time::sleep(BATCH_PAUSE).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pages_free_since_the_last_pass_go_back_and_at_most_a_passs_worth() {
+        assert_eq!(pages_to_reclaim(0), 0);
+        assert_eq!(pages_to_reclaim(10), 10);
+        assert_eq!(
+            pages_to_reclaim(u64::from(RECLAIM_PAGES) + 1),
+            RECLAIM_PAGES
+        );
+        assert_eq!(pages_to_reclaim(u64::MAX), RECLAIM_PAGES);
     }
 }

@@ -332,13 +332,38 @@ async fn sqlite_gives_freed_pages_back() {
     // Checkpointed, so the file holds the rows rather than the WAL.
     store.checkpoint().await.unwrap();
     let full = size();
+    // Pages the set-up's writes freed and left unused: a pass gives those back.
+    let stale = store.free_pages().await.unwrap();
     let cancel = CancellationToken::new();
     let deleted = prune_once(&store, Retention::uniform(0), &cancel)
         .await
         .unwrap();
     assert_eq!(deleted, 20_001);
+    // The pass leaves the pages it freed for the writes until the next pass...
+    store.checkpoint().await.unwrap();
+    let freed = store.free_pages().await.unwrap();
+    assert!(freed > 0, "the deletes freed no page");
+    assert!(
+        size() >= full - stale * 4096,
+        "the pass gave back the pages it had just freed: {full} bytes before, {} after, {stale} pages were free before",
+        size()
+    );
+    // ...and the next one, finding them still unused, gives back up to 4096 (16 MiB) of them.
+    assert_eq!(
+        prune_once(&store, Retention::uniform(0), &cancel)
+            .await
+            .unwrap(),
+        0
+    );
+    store.checkpoint().await.unwrap();
+    assert_eq!(
+        store.free_pages().await.unwrap(),
+        freed.saturating_sub(4096)
+    );
+    assert!(size() < full, "the second pass gave nothing back");
     store.reclaim_space(u32::MAX).await.unwrap();
     store.checkpoint().await.unwrap();
+    assert_eq!(store.free_pages().await.unwrap(), 0);
     assert!(
         size() < full / 2,
         "the file kept its size: {} bytes before, {} after",

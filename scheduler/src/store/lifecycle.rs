@@ -360,6 +360,20 @@ impl Store {
         Ok(())
     }
 
+    /// How many pages of the database file are free (SQLite's free list); 0 on Postgres, whose
+    /// space autovacuum manages.
+    pub async fn free_pages(&self) -> Result<u64, StoreError> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                let pages: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+                    .fetch_one(&self.read)
+                    .await?;
+                Ok(pages.max(0) as u64)
+            }
+            Dialect::Postgres => Ok(0),
+        }
+    }
+
     /// SQLite: copies what the write-ahead log holds into the database file and empties the log
     /// (for a measurement of the file, or before copying it); nothing on Postgres.
     pub async fn checkpoint(&self) -> Result<(), StoreError> {
