@@ -103,7 +103,7 @@ pub async fn prune_once(
 /// `RECLAIM_PAGES`). Pages a pass frees are left for the next interval's writes, which take free
 /// pages before they grow the file: under steady churn each pass frees about what the writes
 /// until the next one take, and giving them back only to grow the file again would hold the one
-/// writer for nothing (moving pages to the file's end, 100–140 ms a pass; BENCHMARKS.md, "Space
+/// writer for nothing (87–140 ms a pass; BENCHMARKS.md, "Pruning at an offered load, and space
 /// given back only when unused"). Once the churn stops, the next pass gives them back.
 fn pages_to_reclaim(free_at_start: u64) -> u32 {
     u32::try_from(free_at_start)
