@@ -53,8 +53,8 @@ pub async fn prune_once(
         .into_iter()
         .map(|queue| (queue.name.to_string(), queue))
         .collect();
-    // Free pages now were freed before this pass and not reused since the last one.
-    let stale_pages = store.free_pages().await?;
+    // Pages free now were freed before this pass and not reused since the last one.
+    let stale_pages = store.reclaimable_pages().await?;
     let mut deleted = 0;
     // The counters say which queues hold finished jobs (deleted queues' jobs among them, under
     // the server's default).

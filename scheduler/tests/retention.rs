@@ -333,7 +333,7 @@ async fn sqlite_gives_freed_pages_back() {
     store.checkpoint().await.unwrap();
     let full = size();
     // Pages the set-up's writes freed and left unused: a pass gives those back.
-    let stale = store.free_pages().await.unwrap();
+    let stale = store.reclaimable_pages().await.unwrap();
     let cancel = CancellationToken::new();
     let deleted = prune_once(&store, Retention::uniform(0), &cancel)
         .await
@@ -341,7 +341,7 @@ async fn sqlite_gives_freed_pages_back() {
     assert_eq!(deleted, 20_001);
     // The pass leaves the pages it freed for the writes until the next pass...
     store.checkpoint().await.unwrap();
-    let freed = store.free_pages().await.unwrap();
+    let freed = store.reclaimable_pages().await.unwrap();
     assert!(freed > 0, "the deletes freed no page");
     assert!(
         size() >= full - stale * 4096,
@@ -357,17 +357,62 @@ async fn sqlite_gives_freed_pages_back() {
     );
     store.checkpoint().await.unwrap();
     assert_eq!(
-        store.free_pages().await.unwrap(),
+        store.reclaimable_pages().await.unwrap(),
         freed.saturating_sub(4096)
     );
     assert!(size() < full, "the second pass gave nothing back");
     store.reclaim_space(u32::MAX).await.unwrap();
     store.checkpoint().await.unwrap();
-    assert_eq!(store.free_pages().await.unwrap(), 0);
+    assert_eq!(store.reclaimable_pages().await.unwrap(), 0);
     assert!(
         size() < full / 2,
         "the file kept its size: {} bytes before, {} after",
         full,
         size()
     );
+}
+
+/// A database made before incremental auto-vacuum keeps its free pages for reuse: nothing to
+/// give back, so a pruning pass does not ask SQLite to (it would only take the writer for it).
+#[tokio::test]
+async fn sqlite_without_incremental_auto_vacuum_has_nothing_to_give_back() {
+    use sqlx::{Connection, Executor};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("batchctl.db");
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    // Pages filled and freed: in a file made without auto-vacuum (as before 0.1's setting)...
+    let fill_and_free = |url: String| async move {
+        let mut connection = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        connection
+            .execute(
+                "CREATE TABLE scratch (x BLOB); \
+                 WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 500) \
+                 INSERT INTO scratch SELECT zeroblob(4000) FROM c; DROP TABLE scratch;",
+            )
+            .await
+            .unwrap();
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        connection.close().await.unwrap();
+        free
+    };
+    assert!(fill_and_free(url.clone()).await > 400);
+    let store =
+        batchctl_scheduler::store::Store::open(&batchctl_scheduler::store::StoreLocation::Sqlite {
+            path: path.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.reclaimable_pages().await.unwrap(), 0);
+    store.close().await;
+    // ...and in one the store made, with incremental auto-vacuum, they can be given back.
+    let test_store = support::sqlite().await;
+    let batchctl_scheduler::store::StoreLocation::Sqlite { path } = &test_store.location else {
+        unreachable!()
+    };
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    assert!(fill_and_free(url).await > 400);
+    assert!(test_store.store.reclaimable_pages().await.unwrap() > 400);
 }

@@ -360,14 +360,19 @@ impl Store {
         Ok(())
     }
 
-    /// How many pages of the database file are free (SQLite's free list); 0 on Postgres, whose
-    /// space autovacuum manages.
-    pub async fn free_pages(&self) -> Result<u64, StoreError> {
+    /// How many free pages `reclaim_space` could give back: SQLite's free list, in a database
+    /// made with incremental auto-vacuum (one made before it only reuses its free pages); 0 on
+    /// Postgres, whose space autovacuum manages.
+    pub async fn reclaimable_pages(&self) -> Result<u64, StoreError> {
         match self.dialect {
             Dialect::Sqlite => {
-                let pages: i64 = sqlx::query_scalar("PRAGMA freelist_count")
-                    .fetch_one(&self.read)
-                    .await?;
+                // auto_vacuum 2 is INCREMENTAL.
+                let pages: i64 = sqlx::query_scalar(
+                    "SELECT CASE WHEN a.auto_vacuum = 2 THEN f.freelist_count ELSE 0 END \
+                     FROM pragma_auto_vacuum() a, pragma_freelist_count() f",
+                )
+                .fetch_one(&self.read)
+                .await?;
                 Ok(pages.max(0) as u64)
             }
             Dialect::Postgres => Ok(0),
