@@ -18,7 +18,7 @@ use batchctl_executor::process::{ProcessExecutor, ProcessExecutorConfig, RunAs};
 use batchctl_executor::Executor;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState};
+use crate::api::{self, ApiContext, AppState};
 use crate::core::model::{
     Backend, DockerSettings, EnvironmentName, EnvironmentType, KubernetesSettings,
 };
@@ -311,7 +311,7 @@ pub async fn run(
             address: config.listen,
             source,
         })?;
-    let state = AppState {
+    let state = AppState::new(ApiContext {
         store: store.clone(),
         submitter,
         dispatcher: handle,
@@ -329,7 +329,7 @@ pub async fn run(
             StoreLocation::Sqlite { .. } => Some(config.data_dir.clone()),
             StoreLocation::Postgres { .. } => None,
         },
-    };
+    });
     let app = api::router(state).layer(tower_http::trace::TraceLayer::new_for_http());
     tracing::info!(%address, data_dir = %config.data_dir.display(), database = ?location_kind(&location), "batchctl server ready");
     ready(address);

@@ -62,8 +62,28 @@ const DEFAULT_PAGE_SIZE: u32 = 100;
 const MAX_PAGE_SIZE: u32 = 1000;
 const LOG_FOLLOW_INTERVAL: Duration = Duration::from_millis(200);
 
+/// What the handlers share, behind one `Arc`: axum clones the state for every request and every
+/// middleware layer, and a clone of the fields themselves (the store's pools, the handles, two
+/// owned strings) cost a measurable share of a submit's server time (BENCHMARKS.md, "Turnaround
+/// re-measured"). Fields are read through `Deref`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<ApiContext>);
+
+impl AppState {
+    pub fn new(context: ApiContext) -> AppState {
+        AppState(Arc::new(context))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = ApiContext;
+
+    fn deref(&self) -> &ApiContext {
+        &self.0
+    }
+}
+
+pub struct ApiContext {
     pub store: Store,
     pub submitter: Submitter,
     pub dispatcher: DispatcherHandle,
