@@ -55,14 +55,15 @@ async fn main() {
     let jobs: usize = arguments.number("--jobs", 500_000);
     let runs: usize = arguments.number("--runs", 3);
     let retention: u64 = arguments.number("--retention", 5);
-    let rate: u64 = arguments.number("--rate", 0);
+    // Jobs offered a second; `None`: as fast as the dispatcher takes them (saturation).
+    let rate: Option<u64> = arguments
+        .value("--rate")
+        .map(|_| arguments.number("--rate", 0));
     println!(
         "jobs per run: {jobs}, runs: {runs}, retention: {retention} s, offered: {}, cores: {}",
-        if rate == 0 {
-            "as fast as taken".to_string()
-        } else {
-            format!("{rate} jobs/s")
-        },
+        rate.map_or("as fast as taken".to_string(), |rate| format!(
+            "{rate} jobs/s"
+        )),
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let mut summary = serde_json::Map::new();
@@ -126,8 +127,9 @@ async fn main() {
                 "jobs_per_second": delivered.round(),
                 "nothing_pruned_jobs_per_second": baseline.round(),
                 "rate_ratio": (delivered / baseline * 100.0).round() / 100.0,
-                "mean_unfinished": waiting.round(),
-                "nothing_pruned_mean_unfinished": kept_waiting.round(),
+                // Evenly sampled only at an offered rate (see `Figures`).
+                "mean_unfinished": rate.map(|_| waiting.round()),
+                "nothing_pruned_mean_unfinished": rate.map(|_| kept_waiting.round()),
                 "peak_rows_second_half": rows,
                 "nothing_pruned_rows": kept_rows,
                 "mib_at_end": (mib * 10.0).round() / 10.0,
@@ -156,9 +158,9 @@ async fn rows(store: &Store) -> (i64, i64) {
 }
 
 /// Submits `n` no-op jobs in rounds while the dispatcher runs them (and, with `retention`, the
-/// server's pruning task deletes them): as fast as they are taken (`rate` 0), or `rate` a second
+/// server's pruning task deletes them): as fast as they are taken (no `rate`), or `rate` a second
 /// in rounds of a twentieth of a second. Returns once all have finished.
-async fn churn(store: Store, n: usize, rate: u64, retention: Option<Retention>) -> Figures {
+async fn churn(store: Store, n: usize, rate: Option<u64>, retention: Option<Retention>) -> Figures {
     let cancel = CancellationToken::new();
     let (dispatcher, _fake) = common::noop_dispatcher(&store);
     let handle = dispatcher.handle();
@@ -172,10 +174,7 @@ async fn churn(store: Store, n: usize, rate: u64, retention: Option<Retention>) 
     });
     let submitter = Submitter::start(store.clone(), handle, cancel.clone());
 
-    let round_size = match rate {
-        0 => ROUND,
-        rate => ROUND.min((rate as usize / 20).max(1)),
-    };
+    let round_size = rate.map_or(ROUND, |rate| ROUND.min((rate as usize / 20).max(1)));
     let started = Instant::now();
     let mut submitted = 0;
     let mut peak_rows_late = 0;
@@ -186,10 +185,9 @@ async fn churn(store: Store, n: usize, rate: u64, retention: Option<Retention>) 
         if submitted >= n / 2 {
             peak_rows_late = peak_rows_late.max(all);
         }
-        let due = match rate {
-            0 => started,
-            rate => started + Duration::from_secs_f64(submitted as f64 / rate as f64),
-        };
+        let due = rate.map_or(started, |rate| {
+            started + Duration::from_secs_f64(submitted as f64 / rate as f64)
+        });
         if unfinished > MAX_UNFINISHED || Instant::now() < due {
             tokio::time::sleep(Duration::from_millis(5)).await;
             continue;

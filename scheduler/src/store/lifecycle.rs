@@ -349,7 +349,7 @@ impl Store {
 
     /// Gives free pages back to the file system, up to `pages` of them: SQLite's incremental
     /// vacuum (a database made before 0.1's auto_vacuum setting reuses them instead; see
-    /// docs/operations.md). Postgres reclaims space by autovacuum, so nothing is done there.
+    /// docs/lifecycle.md). Postgres reclaims space by autovacuum, so nothing is done there.
     pub async fn reclaim_space(&self, pages: u32) -> Result<(), StoreError> {
         if self.dialect == Dialect::Sqlite {
             // The pragma returns a row per step; reading them all runs it to the end.
