@@ -215,7 +215,8 @@ async fn forbid_skips_a_tick_while_the_last_run_is_unfinished(store: Store) {
     let runner = runner(&store, &clock);
     clock.advance(Duration::seconds(61));
     runner.run_once().await.unwrap();
-    // No dispatcher runs here, so the first run stays SUBMITTED: the next tick is skipped.
+    // No dispatcher runs here, so the first run stays RUNNABLE (unfinished): the next tick is
+    // skipped.
     clock.advance(Duration::seconds(60));
     runner.run_once().await.unwrap();
     assert_eq!(store.count_fired("nightly").await.unwrap(), 1);
@@ -231,7 +232,7 @@ async fn forbid_skips_a_tick_while_the_last_run_is_unfinished(store: Store) {
     // Once it has finished, the next tick fires.
     let first: JobId = store.last_fired_job("nightly").await.unwrap().unwrap();
     let moved = store
-        .advance_oldest(JobStatus::Submitted, JobStatus::Succeeded, 10, 0)
+        .advance_oldest(JobStatus::Runnable, JobStatus::Succeeded, 10, 0)
         .await
         .unwrap();
     assert_eq!(moved, 1, "{first}");

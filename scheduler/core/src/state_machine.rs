@@ -1,7 +1,7 @@
 //! The one state machine: every job transition in batchctl is decided here, and nowhere else.
 //! The store applies the result with compare-and-set on the status it was computed from.
 
-use super::model::JobStatus;
+use super::model::{JobSpec, JobStatus};
 
 /// Something that happened to a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +120,26 @@ pub fn transition(from: JobStatus, event: JobEvent) -> Result<JobStatus, Transit
     }
 }
 
+/// The status a new job is stored in. A job with nothing to wait for (no dependencies, not an
+/// array, whose parent waits for its children) is admitted as it is stored: it is SUBMITTED,
+/// admitted and has its (no) dependencies satisfied in the submit's own write, which is committed
+/// before the submit is acknowledged, as the dispatcher's admission would have been. So the
+/// dispatcher never rewrites its row only to admit it. Any other job is stored SUBMITTED, and
+/// the dispatcher admits it (`dispatcher::admission`), where what it waits for is known.
+pub fn status_at_submit(spec: &JobSpec) -> JobStatus {
+    let waits = !spec.depends_on.is_empty()
+        || spec.array_size.is_some()
+        || spec.array_max_concurrency.is_some();
+    match waits {
+        true => JobStatus::Submitted,
+        // Should the table above ever refuse these, the job is stored SUBMITTED and admitted
+        // by the dispatcher as before: never a status the state machine did not give.
+        false => transition(JobStatus::Submitted, JobEvent::Admitted)
+            .and_then(|pending| transition(pending, JobEvent::DependenciesSatisfied))
+            .unwrap_or(JobStatus::Submitted),
+    }
+}
+
 fn after_attempt(verdict: Verdict) -> JobStatus {
     match verdict {
         Verdict::Succeeded => JobStatus::Succeeded,
@@ -185,6 +205,50 @@ mod tests {
         (S::Running, E::AttemptEnded(Verdict::Retry), S::Runnable),
         (S::Running, E::AttemptEnded(Verdict::Failed), S::Failed),
     ];
+
+    /// A job with nothing to wait for is stored admitted; anything that waits is admitted by
+    /// the dispatcher, which knows what it waits for.
+    #[test]
+    fn only_jobs_with_nothing_to_wait_for_are_stored_runnable() {
+        use crate::model::{Dependency, DependencyKind, JobId, Resources};
+        let plain = crate::why::tests::job(S::Submitted, Resources::default()).spec;
+        let dependency = Dependency {
+            job_id: Some(JobId("other".into())),
+            kind: DependencyKind::Whole,
+            condition: Default::default(),
+        };
+        let cases = [
+            ("plain", plain.clone(), S::Runnable),
+            (
+                "with a dependency",
+                JobSpec {
+                    depends_on: vec![dependency],
+                    ..plain.clone()
+                },
+                S::Submitted,
+            ),
+            (
+                "an array",
+                JobSpec {
+                    array_size: Some(10),
+                    ..plain.clone()
+                },
+                S::Submitted,
+            ),
+            (
+                "a capped array",
+                JobSpec {
+                    array_size: Some(10),
+                    array_max_concurrency: Some(2),
+                    ..plain
+                },
+                S::Submitted,
+            ),
+        ];
+        for (name, spec, expected) in cases {
+            assert_eq!(status_at_submit(&spec), expected, "{name}");
+        }
+    }
 
     #[test]
     fn every_state_and_event_pair_is_allowed_exactly_as_listed() {

@@ -514,7 +514,11 @@ impl Dispatcher {
             self.dependencies_dirty = true;
             progressed = true;
         }
-        self.admission_due |= self.handle.work_submitted.swap(false, Ordering::AcqRel) || polling;
+        // New jobs are admitted here, or were stored RUNNABLE already
+        // (`core::state_machine::status_at_submit`) and only need placing.
+        let submitted = self.handle.work_submitted.swap(false, Ordering::AcqRel);
+        self.admission_due |= submitted || polling;
+        self.placement_dirty |= submitted;
         progressed |= self.admit(polling).await? > 0;
         if self.placement_dirty {
             self.placement_dirty = false;

@@ -47,8 +47,8 @@ use crate::core::model::{
     ArrayRole, ArraySuccessPolicy, Backend, Backoff, ComputeEnvironment, ContainerProperties,
     DefinitionName, DefinitionSpec, Dependency, DependencyCondition, DependencyKind,
     DockerSettings, EnvironmentName, ExitRule, FairSharePolicy, ImagePullPolicy, Job,
-    JobDefinition, JobId, JobName, JobQueue, JobRetention, JobSpec, JobStatus, KubernetesSettings,
-    QueueName, ResourceState, Resources, RetryAction, RetryPolicy, RunnableTimeLimit, ShareWeight,
+    JobDefinition, JobId, JobName, JobQueue, JobRetention, JobSpec, KubernetesSettings, QueueName,
+    ResourceState, Resources, RetryAction, RetryPolicy, RunnableTimeLimit, ShareWeight,
     DEFAULT_MAX_DISRUPTIONS, MAX_ARRAY_SIZE, MAX_DISRUPTIONS,
 };
 use crate::core::schedule::{

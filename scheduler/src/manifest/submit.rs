@@ -290,7 +290,8 @@ pub struct SubmitContext<'a> {
     pub environments: &'a [ComputeEnvironment],
 }
 
-/// Builds the SUBMITTED job a request asks for: the definition's spec with the request's parameters
+/// Builds the job a request asks for (stored SUBMITTED, or RUNNABLE when it has nothing to wait
+/// for: `core::state_machine::status_at_submit`): the definition's spec with the request's parameters
 /// and overrides applied, checked against the queue and its environments.
 pub fn build_job(
     request: &SubmitJobRequest,
@@ -399,45 +400,46 @@ pub fn build_job(
         Some(timeout) => timeout_seconds(Some(timeout))?,
         None => definition.spec.timeout_seconds,
     };
+    let spec = JobSpec {
+        definition: definition.name.clone(),
+        definition_revision: definition.revision,
+        parameters,
+        container,
+        retry,
+        timeout_seconds,
+        depends_on,
+        array_size,
+        array_success_policy,
+        array_max_concurrency,
+        share_identifier,
+        scheduling_priority: request
+            .scheduling_priority_override
+            .unwrap_or(definition.spec.scheduling_priority),
+        max_log_bytes: definition.spec.max_log_bytes,
+        chain_depth: 0,
+        consumable_resources: match &request.consumable_resource_properties_override {
+            Some(properties) => consumable_requests(properties)
+                .map_err(|error| error.within("consumableResourcePropertiesOverride"))?,
+            None => definition.spec.consumable_resources.clone(),
+        },
+        tags: {
+            let mut merged = definition.spec.tags.clone();
+            merged.extend(request.tags.clone());
+            super::job_definition::tags(&merged)?
+        },
+        propagate_tags: request
+            .propagate_tags
+            .unwrap_or(definition.spec.propagate_tags),
+        pod: definition.spec.pod.clone(),
+        nodes: definition.spec.nodes.clone(),
+    };
     Ok(Job {
         job_id,
         job_name,
         queue: queue.name.clone(),
-        status: JobStatus::Submitted,
+        status: crate::core::state_machine::status_at_submit(&spec),
         status_reason: None,
-        spec: JobSpec {
-            definition: definition.name.clone(),
-            definition_revision: definition.revision,
-            parameters,
-            container,
-            retry,
-            timeout_seconds,
-            depends_on,
-            array_size,
-            array_success_policy,
-            array_max_concurrency,
-            share_identifier,
-            scheduling_priority: request
-                .scheduling_priority_override
-                .unwrap_or(definition.spec.scheduling_priority),
-            max_log_bytes: definition.spec.max_log_bytes,
-            chain_depth: 0,
-            consumable_resources: match &request.consumable_resource_properties_override {
-                Some(properties) => consumable_requests(properties)
-                    .map_err(|error| error.within("consumableResourcePropertiesOverride"))?,
-                None => definition.spec.consumable_resources.clone(),
-            },
-            tags: {
-                let mut merged = definition.spec.tags.clone();
-                merged.extend(request.tags.clone());
-                super::job_definition::tags(&merged)?
-            },
-            propagate_tags: request
-                .propagate_tags
-                .unwrap_or(definition.spec.propagate_tags),
-            pod: definition.spec.pod.clone(),
-            nodes: definition.spec.nodes.clone(),
-        },
+        spec,
         created_at: now,
         started_at: None,
         stopped_at: None,

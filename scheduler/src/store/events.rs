@@ -140,6 +140,39 @@ pub(super) async fn emit_moved(
     Ok(rows.len() as u64)
 }
 
+/// Puts the Job State Change events of new jobs stored past SUBMITTED
+/// (`core::state_machine::status_at_submit`) on the bus, in their insert's transaction: the
+/// events the dispatcher's admission would otherwise have stored.
+pub(super) async fn emit_admitted_at_submit(
+    emission: Emission,
+    transaction: &mut Transaction<'static, Any>,
+    jobs: &[&Job],
+    now: i64,
+) -> Result<(), StoreError> {
+    if !emission.wanted {
+        return Ok(());
+    }
+    let time = chrono::DateTime::from_timestamp_millis(now).unwrap_or_default();
+    let events: Vec<Event> = jobs
+        .iter()
+        .filter(|job| job.status != JobStatus::Submitted)
+        .map(|job| {
+            let change = JobChange {
+                job_id: job.job_id.0.clone(),
+                job_name: job.job_name.to_string(),
+                job_queue: job.queue.to_string(),
+                status: job.status.as_str().to_string(),
+                status_reason: job.status_reason.clone(),
+                exit_code: None,
+                chain_depth: job.spec.chain_depth,
+            };
+            job_state_change(&change, &uuid::Uuid::new_v4().to_string(), time)
+        })
+        .collect();
+    insert_events(transaction, emission.dialect, &events, now).await?;
+    Ok(())
+}
+
 /// What a moved job's events say beyond its row: the exit code its attempt reported, and
 /// whether it passed RUNNING on the way (`Transition::passes_running`).
 #[derive(Debug, Clone, Copy, Default)]

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::events::{emit_moved, Emission};
+use super::events::{emit_admitted_at_submit, emit_moved, Emission};
 use super::sql::{indexed_by, placeholders, ROWS_PER_STATEMENT};
 pub use super::transitions::{Effect, Transition};
 use super::{Dialect, Store, StoreError};
@@ -309,10 +309,14 @@ impl Store {
     pub async fn insert_jobs(&self, jobs: &[NewJob]) -> Result<Vec<Job>, StoreError> {
         // Plain jobs that fit one statement need no transaction: the statement is atomic by
         // itself, and the two round trips of BEGIN and COMMIT were most of a submit's write.
+        // Jobs stored already admitted need their events in the same transaction, when events
+        // are wanted.
+        let emission = self.emission();
         let plain = jobs.len() <= ROWS_PER_STATEMENT
             && jobs
                 .iter()
-                .all(|job| job.spec.array_size.is_none() && job.spec.depends_on.is_empty());
+                .all(|job| job.spec.array_size.is_none() && job.spec.depends_on.is_empty())
+            && !(emission.wanted && jobs.iter().any(|job| job.status != JobStatus::Submitted));
         let inserted = if plain {
             self.insert_rows(&self.write, jobs).await?
         } else {
@@ -411,6 +415,8 @@ impl Store {
             .iter()
             .filter(|job| inserted.contains(&job.job_id.0))
             .collect();
+        let now = new_jobs.first().map_or(0, |job| job.created_at);
+        emit_admitted_at_submit(self.emission(), transaction, &new_jobs, now).await?;
         for job in &new_jobs {
             if let Some(size) = job.spec.array_size {
                 insert_array_children(transaction, job, size).await?;
