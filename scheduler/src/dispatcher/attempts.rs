@@ -11,10 +11,17 @@ impl Dispatcher {
         events: Vec<AttemptEvent>,
     ) -> Result<bool, DispatchError> {
         let now = now_millis();
-        // Attempts that start and end within this batch (short work) are written as one move from
-        // STARTING to their end, carrying the start: one row version instead of two.
-        let ending: std::collections::HashSet<(JobId, u32)> = events
+        // The starts held from earlier passes come first: they were reported before these.
+        let hold_until = tokio::time::Instant::now() + START_HOLD;
+        let due = tokio::time::Instant::now();
+        let mut reports = std::mem::take(&mut self.held_starts);
+        reports.extend(events.into_iter().map(|event| (event, hold_until)));
+        // Attempts that start and end within these reports (short work) are written as one move
+        // from STARTING to their end, carrying the start: one row version instead of two. A
+        // start whose end has not come is held for `START_HOLD` first.
+        let ending: std::collections::HashSet<(JobId, u32)> = reports
             .iter()
+            .map(|(event, _)| event)
             .filter_map(|event| match event {
                 AttemptEvent::Ended { job_id, number, .. } => Some((job_id.clone(), *number)),
                 AttemptEvent::Started { .. }
@@ -22,14 +29,14 @@ impl Dispatcher {
                 | AttemptEvent::Waiting { .. } => None,
             })
             .collect();
-        let mut transitions = Vec::with_capacity(events.len());
+        let mut transitions = Vec::with_capacity(reports.len());
         // What to do for each transition once it is committed.
         let mut after: Vec<Option<Removal>> = Vec::new();
         // What each transition tells the metrics, reported only once it is committed (a start
         // folded into its end is told with the end).
         let mut observed: Vec<Vec<Observed>> = Vec::new();
         let mut folded_starts: HashMap<JobId, Observed> = HashMap::new();
-        for event in events {
+        for (event, until) in reports {
             let job_id = match &event {
                 AttemptEvent::Started { job_id, .. }
                 | AttemptEvent::Deferred { job_id, .. }
@@ -51,6 +58,15 @@ impl Dispatcher {
                     if let Some(start) = first_start(active, number, at) {
                         folded_starts.insert(job_id.clone(), start);
                     }
+                }
+                AttemptEvent::Started { number, at, .. }
+                    if number == active.number && until > due =>
+                {
+                    transition(active.status, JobEvent::Started)?;
+                    self.handle.set_health(&active.environment, None);
+                    // Time limits count from the start, written or not.
+                    active.started_at = Some(at);
+                    self.held_starts.push((event, until));
                 }
                 AttemptEvent::Started { number, at, .. } if number == active.number => {
                     let to = transition(active.status, JobEvent::Started)?;

@@ -361,7 +361,17 @@ pub struct Dispatcher {
     admission_due: bool,
     /// The token `run` was given: waits for the database end with it.
     cancel: CancellationToken,
+    /// Starts reported without their end, held until the time beside each (`START_HOLD`), so
+    /// that an attempt that ends meanwhile is written as one move (see `apply_events`).
+    held_starts: Vec<(AttemptEvent, tokio::time::Instant)>,
 }
+
+/// How long a start is held unwritten for its end to follow: short work (a `true`, a no-op
+/// executor's attempt) then costs one write of the job's row instead of two, while longer work
+/// shows RUNNING this much later. The start's own time is kept either way, and nothing is acted
+/// on in between: a start is an observation, not a decision. A server that stops meanwhile finds
+/// the attempt STARTING at its restart and adopts it (`reconcile`).
+const START_HOLD: Duration = Duration::from_millis(10);
 
 impl Dispatcher {
     pub fn new(store: Store, executors: Executors, config: DispatcherConfig) -> Dispatcher {
@@ -387,6 +397,7 @@ impl Dispatcher {
             waiters_exist: true,
             admission_due: true,
             cancel: CancellationToken::new(),
+            held_starts: Vec::new(),
         }
     }
 
@@ -463,6 +474,7 @@ impl Dispatcher {
                 }
                 Some(event) = self.events.recv() => buffered.push(event),
                 () = tokio::time::sleep_until(next_poll) => {}
+                () = until_first(&self.held_starts) => {}
             }
         }
     }
@@ -477,14 +489,18 @@ impl Dispatcher {
         next_poll: &mut tokio::time::Instant,
     ) -> Result<bool, DispatchError> {
         let mut progressed = false;
-        if !buffered.is_empty() {
+        let now = tokio::time::Instant::now();
+        let held_due = self.held_starts.iter().any(|(_, until)| *until <= now);
+        let new_events = !buffered.is_empty();
+        if new_events || held_due {
             // Only a job that finished can move the jobs that depend on it (or end its array):
             // a start, a retry or a deferral leaves them as they are.
             if self.apply_events(std::mem::take(buffered)).await? {
                 self.dependencies_dirty = true;
             }
             self.save_share_ledgers().await;
-            progressed = true;
+            // Held starts written when due are no news that calls for another pass.
+            progressed = new_events;
         }
         let polling = tokio::time::Instant::now() >= *next_poll;
         if polling {
@@ -551,6 +567,14 @@ impl Dispatcher {
                 Err(error) => return Err(error.into()),
             }
         }
+    }
+}
+
+/// Resolves when the first of the held starts is due; never while none is held.
+async fn until_first(held: &[(AttemptEvent, tokio::time::Instant)]) {
+    match held.iter().map(|(_, until)| *until).min() {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
     }
 }
 
