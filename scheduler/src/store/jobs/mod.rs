@@ -193,7 +193,14 @@ fn tag_condition(
 /// ORDER BY seq DESC`, the planner, taking RUNNABLE jobs to be spread through the table, walked
 /// a million finished top-level jobs backwards by seq to find none (480 ms). SQLite picks these
 /// indexes by itself.
-fn listing_plan(dialect: Dialect, filter: &JobFilter) -> (Vec<String>, String) {
+///
+/// On Postgres a top-level list without a status is the newest of one such range per status
+/// (`merged_by_status`): the table keeps no index of top-level jobs by seq alone, or by queue
+/// and seq, because every status change writes an entry into each index of `jobs` (a move is
+/// never a HOT update), and those two cost the dispatch about a sixth (BENCHMARKS.md).
+///
+/// `floor` bounds a list filtered by name or tag to the sequence numbers at or above it.
+fn listing_plan(dialect: Dialect, filter: &JobFilter, floor: Option<i64>) -> (Vec<String>, String) {
     let mut n_parameters = 1;
     let mut next_parameter = || {
         n_parameters += 1;
@@ -221,14 +228,24 @@ fn listing_plan(dialect: Dialect, filter: &JobFilter) -> (Vec<String>, String) {
             .iter()
             .map(|requirement| tag_condition(dialect, requirement, &mut next_parameter)),
     );
+    // A number this code computed, never text from the request.
+    name.extend(floor.map(|floor| format!("seq >= {floor}")));
     if let Some(parent) = parent {
         let mut conditions = vec!["seq < $1".to_string(), format!("array_parent = {parent}")];
         conditions.extend(keys.iter().map(|(column, p)| format!("{column} = {p}")));
         conditions.extend(name);
         return (conditions, "seq DESC".into());
     }
-    let (mut conditions, order) = match (dialect, keys.is_empty()) {
-        (Dialect::Postgres, false) => {
+    let (mut conditions, order) = match (dialect, filter.status, keys.is_empty()) {
+        (Dialect::Postgres, None, _) => (
+            vec![
+                "seq < $1".to_string(),
+                "array_parent IS NULL".into(),
+                merged_by_status(&keys, &name, bound_parameters(filter) + 1),
+            ],
+            "seq DESC".into(),
+        ),
+        (Dialect::Postgres, Some(_), false) => {
             let columns: Vec<&str> = keys.iter().map(|(column, _)| *column).collect();
             let values: Vec<&str> = keys.iter().map(|(_, p)| p.as_str()).collect();
             let order: Vec<String> = columns.iter().map(|c| format!("{c} DESC")).collect();
@@ -245,7 +262,7 @@ fn listing_plan(dialect: Dialect, filter: &JobFilter) -> (Vec<String>, String) {
                 format!("{}, seq DESC", order.join(", ")),
             )
         }
-        (Dialect::Postgres, true) | (Dialect::Sqlite, _) => {
+        (Dialect::Postgres, Some(_), true) | (Dialect::Sqlite, _, _) => {
             let mut conditions = vec!["seq < $1".to_string(), "array_parent IS NULL".into()];
             conditions.extend(keys.iter().map(|(column, p)| format!("{column} = {p}")));
             (conditions, "seq DESC".into())
@@ -257,6 +274,38 @@ fn listing_plan(dialect: Dialect, filter: &JobFilter) -> (Vec<String>, String) {
 
 /// How many placeholders the conditions of `jobs` for `filter` use (`seq < $1`, then one each
 /// for the array parent, the queue and the status when given).
+/// `seq IN` the newest top-level jobs of every status, each status's read as a range of its index
+/// (`jobs_top_level_by_status`, or `jobs_top_level_by_queue_status` with a queue in `keys`),
+/// with the unindexed conditions `unindexed` inside each range and at most `$limit` of each.
+fn merged_by_status(keys: &[(&str, String)], unindexed: &[String], limit: usize) -> String {
+    let ranges: Vec<String> = JobStatus::ALL
+        .iter()
+        .map(|status| {
+            let mut columns: Vec<&str> = keys.iter().map(|(column, _)| *column).collect();
+            columns.push("status");
+            let mut values: Vec<String> = keys.iter().map(|(_, p)| p.clone()).collect();
+            values.push(moves::sql_literal(status.as_str()));
+            let order: Vec<String> = columns.iter().map(|c| format!("{c} DESC")).collect();
+            let mut range = vec![
+                "array_parent IS NULL".to_string(),
+                format!(
+                    "({}, seq) < ({}, $1)",
+                    columns.join(", "),
+                    values.join(", ")
+                ),
+                format!("({}) >= ({})", columns.join(", "), values.join(", ")),
+            ];
+            range.extend(unindexed.iter().cloned());
+            format!(
+                "(SELECT seq FROM jobs WHERE {} ORDER BY {}, seq DESC LIMIT ${limit})",
+                range.join(" AND "),
+                order.join(", ")
+            )
+        })
+        .collect();
+    format!("seq IN ({})", ranges.join(" UNION ALL "))
+}
+
 fn bound_parameters(filter: &JobFilter) -> usize {
     1 + usize::from(filter.array_parent.is_some())
         + usize::from(filter.queue.is_some())

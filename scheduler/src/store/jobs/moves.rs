@@ -423,6 +423,6 @@ fn broken_reason_sql() -> String {
 }
 
 /// A constant as an SQL string literal.
-fn sql_literal(text: &str) -> String {
+pub(super) fn sql_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }

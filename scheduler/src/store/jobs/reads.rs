@@ -89,11 +89,10 @@ impl Store {
 
     /// Jobs newest first, with their finished attempts.
     pub async fn jobs(&self, filter: &JobFilter) -> Result<JobPage, StoreError> {
-        let (mut conditions, order) = listing_plan(self.dialect, filter);
         // No index leads to a name or a tag: a page filtered by either reads at most
         // NAME_SCAN_WINDOW sequence numbers below its cursor, and then says where to go on.
         let unindexed = filter.name.is_some() || !filter.tags.0.is_empty();
-        let floor = match unindexed {
+        let (floor, next_floor) = match unindexed {
             true => {
                 let (lowest, highest): (Option<i64>, Option<i64>) = sqlx::query_as(
                     "SELECT (SELECT MIN(seq) FROM jobs), (SELECT MAX(seq) FROM jobs)",
@@ -102,12 +101,14 @@ impl Store {
                 .await?;
                 let top = filter.before.unwrap_or(highest.unwrap_or(0) + 1);
                 let floor = top - NAME_SCAN_WINDOW;
-                // A number this code computed, never text from the request.
-                conditions.push(format!("seq >= {floor}"));
-                Some(floor).filter(|floor| lowest.is_some_and(|lowest| lowest < *floor))
+                (
+                    Some(floor),
+                    Some(floor).filter(|floor| lowest.is_some_and(|lowest| lowest < *floor)),
+                )
             }
-            false => None,
+            false => (None, None),
         };
+        let (conditions, order) = listing_plan(self.dialect, filter, floor);
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE {} ORDER BY {order} LIMIT {}",
             conditions.join(" AND "),
@@ -131,7 +132,7 @@ impl Store {
             last_seq
         } else {
             // Older jobs the name filter has not looked at yet.
-            floor
+            next_floor
         };
         self.load_attempts(&mut jobs).await?;
         Ok(JobPage { jobs, next })
