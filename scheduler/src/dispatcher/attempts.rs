@@ -12,8 +12,8 @@ impl Dispatcher {
     ) -> Result<bool, DispatchError> {
         let now = now_millis();
         // The starts held from earlier passes come first: they were reported before these.
-        let hold_until = tokio::time::Instant::now() + START_HOLD;
         let due = tokio::time::Instant::now();
+        let hold_until = due + START_HOLD;
         let mut reports = std::mem::take(&mut self.held_starts);
         reports.extend(events.into_iter().map(|event| (event, hold_until)));
         // Attempts that start and end within these reports (short work) are written as one move

@@ -245,23 +245,7 @@ fn listing_plan(dialect: Dialect, filter: &JobFilter, floor: Option<i64>) -> (Ve
             ],
             "seq DESC".into(),
         ),
-        (Dialect::Postgres, Some(_), false) => {
-            let columns: Vec<&str> = keys.iter().map(|(column, _)| *column).collect();
-            let values: Vec<&str> = keys.iter().map(|(_, p)| p.as_str()).collect();
-            let order: Vec<String> = columns.iter().map(|c| format!("{c} DESC")).collect();
-            (
-                vec![
-                    "array_parent IS NULL".into(),
-                    format!(
-                        "({}, seq) < ({}, $1)",
-                        columns.join(", "),
-                        values.join(", ")
-                    ),
-                    format!("({}) >= ({})", columns.join(", "), values.join(", ")),
-                ],
-                format!("{}, seq DESC", order.join(", ")),
-            )
-        }
+        (Dialect::Postgres, Some(_), false) => index_range(&keys),
         (Dialect::Postgres, Some(_), true) | (Dialect::Sqlite, _, _) => {
             let mut conditions = vec!["seq < $1".to_string(), "array_parent IS NULL".into()];
             conditions.extend(keys.iter().map(|(column, p)| format!("{column} = {p}")));
@@ -272,8 +256,26 @@ fn listing_plan(dialect: Dialect, filter: &JobFilter, floor: Option<i64>) -> (Ve
     (conditions, order)
 }
 
-/// How many placeholders the conditions of `jobs` for `filter` use (`seq < $1`, then one each
-/// for the array parent, the queue and the status when given).
+/// The conditions and order that read the top-level jobs with the values `keys` give their
+/// columns, below seq `$1`, as one range of the index on (those columns, seq), newest first.
+fn index_range(keys: &[(&str, String)]) -> (Vec<String>, String) {
+    let columns: Vec<&str> = keys.iter().map(|(column, _)| *column).collect();
+    let values: Vec<&str> = keys.iter().map(|(_, p)| p.as_str()).collect();
+    let order: Vec<String> = columns.iter().map(|c| format!("{c} DESC")).collect();
+    (
+        vec![
+            "array_parent IS NULL".into(),
+            format!(
+                "({}, seq) < ({}, $1)",
+                columns.join(", "),
+                values.join(", ")
+            ),
+            format!("({}) >= ({})", columns.join(", "), values.join(", ")),
+        ],
+        format!("{}, seq DESC", order.join(", ")),
+    )
+}
+
 /// `seq IN` the newest top-level jobs of every status, each status's read as a range of its index
 /// (`jobs_top_level_by_status`, or `jobs_top_level_by_queue_status` with a queue in `keys`),
 /// with the unindexed conditions `unindexed` inside each range and at most `$limit` of each.
@@ -281,31 +283,21 @@ fn merged_by_status(keys: &[(&str, String)], unindexed: &[String], limit: usize)
     let ranges: Vec<String> = JobStatus::ALL
         .iter()
         .map(|status| {
-            let mut columns: Vec<&str> = keys.iter().map(|(column, _)| *column).collect();
-            columns.push("status");
-            let mut values: Vec<String> = keys.iter().map(|(_, p)| p.clone()).collect();
-            values.push(moves::sql_literal(status.as_str()));
-            let order: Vec<String> = columns.iter().map(|c| format!("{c} DESC")).collect();
-            let mut range = vec![
-                "array_parent IS NULL".to_string(),
-                format!(
-                    "({}, seq) < ({}, $1)",
-                    columns.join(", "),
-                    values.join(", ")
-                ),
-                format!("({}) >= ({})", columns.join(", "), values.join(", ")),
-            ];
+            let mut keys = keys.to_vec();
+            keys.push(("status", moves::sql_literal(status.as_str())));
+            let (mut range, order) = index_range(&keys);
             range.extend(unindexed.iter().cloned());
             format!(
-                "(SELECT seq FROM jobs WHERE {} ORDER BY {}, seq DESC LIMIT ${limit})",
-                range.join(" AND "),
-                order.join(", ")
+                "(SELECT seq FROM jobs WHERE {} ORDER BY {order} LIMIT ${limit})",
+                range.join(" AND ")
             )
         })
         .collect();
     format!("seq IN ({})", ranges.join(" UNION ALL "))
 }
 
+/// How many placeholders the conditions of `jobs` for `filter` use (`seq < $1`, then one each
+/// for the array parent, the queue and the status when given).
 fn bound_parameters(filter: &JobFilter) -> usize {
     1 + usize::from(filter.array_parent.is_some())
         + usize::from(filter.queue.is_some())
