@@ -51,7 +51,8 @@ use supervisor::{supervise, AttemptAssignment, StopRequest, SupervisorContext, T
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
-    /// The most jobs admitted, or read from one queue's head, per pass.
+    /// The most jobs admitted, or read from one queue's head, per pass (and half the most
+    /// supervisor reports applied).
     pub batch_size: u32,
     /// How often the loop looks at the store without being woken (terminate requests made through
     /// another replica, resources applied elsewhere).
@@ -433,9 +434,11 @@ impl Dispatcher {
         let mut next_poll = tokio::time::Instant::now();
         let mut buffered: Vec<AttemptEvent> = Vec::new();
         loop {
+            // Up to two reports per job a pass placed: a start and its end, read in the same
+            // batch, are written as one move (see `decide_reports`).
             while let Ok(event) = self.events.try_recv() {
                 buffered.push(event);
-                if buffered.len() >= self.config.batch_size as usize {
+                if buffered.len() >= 2 * self.config.batch_size as usize {
                     break;
                 }
             }
