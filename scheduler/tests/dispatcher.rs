@@ -20,6 +20,7 @@ store_suite!(
     a_job_runs_to_success_with_its_environment_and_logs,
     a_failing_job_is_retried_then_fails,
     capacity_bounds_how_many_attempts_run,
+    the_store_never_holds_more_attempts_than_capacity,
     terminate_stops_running_work_without_retry,
     the_attempt_timeout_stops_work,
     cancel_removes_a_waiting_job,
@@ -190,6 +191,41 @@ async fn capacity_bounds_how_many_attempts_run(store: Store) {
         harness.store.job(&ids[3]).await.unwrap().unwrap().status,
         JobStatus::Runnable
     );
+    harness.stop().await;
+}
+
+/// An ended attempt's capacity is placed again only once its end is committed, although ends
+/// are written while placement runs: no read of the store, a snapshot, ever finds more attempts
+/// STARTING or RUNNING than the environment's 2 vCPUs hold.
+async fn the_store_never_holds_more_attempts_than_capacity(store: Store) {
+    support::apply(&store, RESOURCES).await;
+    let harness = Harness::start(store, FakeExecutor::new()).await;
+    let mut ids = Vec::new();
+    for _ in 0..60 {
+        ids.push(harness.submit(&["sleep-ms", "3"], None).await);
+    }
+    let (mut reads, mut most) = (0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let active = harness.store.active_jobs().await.unwrap();
+        reads += 1;
+        most = most.max(active.len());
+        assert!(
+            active.len() <= 2,
+            "read {reads}: {} attempts hold 2 vCPUs: {:?}",
+            active.len(),
+            active.iter().map(|job| &job.job_id).collect::<Vec<_>>()
+        );
+        let last = harness.store.job(&ids[59]).await.unwrap().unwrap();
+        if last.status == JobStatus::Succeeded {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "jobs did not finish"
+        );
+    }
+    assert!(most > 0, "no read found the work running ({reads} reads)");
     harness.stop().await;
 }
 

@@ -4,12 +4,15 @@
 use super::*;
 
 impl Dispatcher {
-    /// Applies a batch of supervisor reports in one transaction. True if a job finished
-    /// (SUCCEEDED or FAILED), which is what may move the jobs that depend on it.
-    pub(super) async fn apply_events(
+    /// Turns a batch of supervisor reports into transitions (`core::retry::decide_attempt_end`,
+    /// the state machine), to be written in one transaction by `write_transitions` and then
+    /// settled. Memory changes here only as far as nothing acts on it before the write: statuses
+    /// and starts; an attempt that ended or was not handed over stays in `active`, holding its
+    /// capacity, until `settle_reports` sees its end committed.
+    pub(super) async fn decide_reports(
         &mut self,
         events: Vec<AttemptEvent>,
-    ) -> Result<bool, DispatchError> {
+    ) -> Result<Reports, DispatchError> {
         let now = now_millis();
         // The starts held from earlier passes come first: they were reported before these.
         let due = tokio::time::Instant::now();
@@ -31,7 +34,7 @@ impl Dispatcher {
             .collect();
         let mut transitions = Vec::with_capacity(reports.len());
         // What to do for each transition once it is committed.
-        let mut after: Vec<Option<Removal>> = Vec::new();
+        let mut after: Vec<AfterWrite> = Vec::new();
         // What each transition tells the metrics, reported only once it is committed (a start
         // folded into its end is told with the end).
         let mut observed: Vec<Vec<Observed>> = Vec::new();
@@ -80,7 +83,7 @@ impl Dispatcher {
                     active.status = to;
                     active.started_at = Some(at);
                     observed.push(first_start(active, number, at).into_iter().collect());
-                    after.push(None);
+                    after.push(AfterWrite::Stays);
                 }
                 AttemptEvent::Deferred { number, reason, .. } if number == active.number => {
                     let to = transition(active.status, JobEvent::StartDeferred)?;
@@ -94,13 +97,13 @@ impl Dispatcher {
                         to,
                         effect: Effect::Deferred { reason },
                     });
-                    let active = self.active.remove(&job_id).expect("present");
+                    // The executor's health is an observation, not a decision: placement
+                    // leaves the environment alone from now on.
                     self.backing_off.insert(
                         active.environment.clone(),
                         tokio::time::Instant::now() + UNAVAILABLE_BACKOFF,
                     );
-                    self.release(&active.environment, &active.reserved);
-                    after.push(None);
+                    after.push(AfterWrite::Leaves { number, end: None });
                 }
                 AttemptEvent::Ended {
                     number,
@@ -158,20 +161,13 @@ impl Dispatcher {
                                 .map(|adjustments| adjustments.apply(active.reserved)),
                         },
                     });
-                    let active = self.active.remove(&job_id).expect("present");
-                    if let (Verdict::Succeeded, Some(started)) =
-                        (judgement.verdict, active.started_at)
-                    {
-                        self.handle
-                            .record_run(&active.subject.definition, at - started);
-                    }
-                    self.release(&active.environment, &active.reserved);
-                    self.record_share_usage(&active, at);
-                    after.push(active.executor.map(|executor| Removal {
-                        job_id,
-                        handle: active.handle,
-                        executor,
-                    }));
+                    after.push(AfterWrite::Leaves {
+                        number,
+                        end: Some(Ending {
+                            at,
+                            succeeded: judgement.verdict == Verdict::Succeeded,
+                        }),
+                    });
                 }
                 AttemptEvent::Waiting { number, reason, .. } if number == active.number => {
                     // Not a transition: the job stays STARTING, with the reason shown. A reason
@@ -192,13 +188,35 @@ impl Dispatcher {
                 }
             }
         }
-        let applied = self.write_transitions(&transitions, now).await?;
+        Ok(Reports {
+            transitions,
+            after,
+            observed,
+            now,
+        })
+    }
+
+    /// What memory does once `reports` were written (`applied`, per transition): an attempt that
+    /// ended or was not handed over leaves `active` and frees its capacity, its run counts into
+    /// the typical run and its share's usage, the executor may forget it, and the metrics are
+    /// told. True if a job finished (SUCCEEDED or FAILED), which is what may move the jobs that
+    /// depend on it.
+    pub(super) fn settle_reports(&mut self, reports: Reports, applied: &[bool]) -> bool {
+        let Reports {
+            transitions,
+            after,
+            observed,
+            now: _,
+        } = reports;
         let finished = transitions
             .iter()
-            .zip(&applied)
+            .zip(applied)
             .any(|(transition, applied)| *applied && transition.to.is_terminal());
-        for (((transition, applied), cleanup), told) in
-            transitions.iter().zip(applied).zip(after).zip(observed)
+        for (((transition, applied), after), told) in transitions
+            .into_iter()
+            .zip(applied)
+            .zip(after)
+            .zip(observed)
         {
             if !applied {
                 tracing::warn!(job_id = %transition.job_id, from = %transition.from, to = %transition.to, "transition lost a compare-and-set");
@@ -207,12 +225,26 @@ impl Dispatcher {
                     observation.report(self.handle.metrics());
                 }
             }
-            if let Some(Removal {
-                job_id,
-                handle,
-                executor,
-            }) = cleanup
-            {
+            let AfterWrite::Leaves { number, end } = after else {
+                continue;
+            };
+            let job_id = transition.job_id;
+            if self.active.get(&job_id).map(|active| active.number) != Some(number) {
+                tracing::warn!(%job_id, attempt = number, "settled attempt no longer held");
+                continue;
+            }
+            let active = self.active.remove(&job_id).expect("present");
+            self.release(&active.environment, &active.reserved);
+            let Some(Ending { at, succeeded }) = end else {
+                continue;
+            };
+            if let (true, Some(started)) = (succeeded, active.started_at) {
+                self.handle
+                    .record_run(&active.subject.definition, at - started);
+            }
+            self.record_share_usage(&active, at);
+            if let Some(executor) = active.executor {
+                let handle = active.handle;
                 // The outcome and logs are durable now; the executor can forget the attempt.
                 tokio::spawn(async move {
                     if let Err(error) = executor.remove(&handle).await {
@@ -221,7 +253,7 @@ impl Dispatcher {
                 });
             }
         }
-        Ok(finished)
+        finished
     }
 
     pub(super) async fn deliver_stop_requests(&mut self) -> Result<(), DispatchError> {
@@ -266,7 +298,33 @@ impl Dispatcher {
     }
 }
 
-/// Passes a stop request to an attempt's supervisor, unless one was passed already.
+/// Supervisor reports decided (`decide_reports`), to be written and then settled.
+pub(super) struct Reports {
+    pub(super) transitions: Vec<Transition>,
+    /// Per transition, what memory does once it is written.
+    after: Vec<AfterWrite>,
+    /// Per transition, what it tells the metrics once committed (a start folded into its end
+    /// is told with the end).
+    observed: Vec<Vec<Observed>>,
+    pub(super) now: i64,
+}
+
+/// What a written transition changes in memory beyond the status `decide_reports` set.
+enum AfterWrite {
+    Stays,
+    /// Attempt `number` leaves the dispatcher's hold: it was not handed over (`end` is `None`)
+    /// or it ended.
+    Leaves {
+        number: u32,
+        end: Option<Ending>,
+    },
+}
+
+struct Ending {
+    at: i64,
+    succeeded: bool,
+}
+
 /// What a committed transition tells the metrics.
 enum Observed {
     QueueWait {
@@ -305,6 +363,7 @@ fn first_start(active: &ActiveAttempt, number: u32, at: i64) -> Option<Observed>
     })
 }
 
+/// Passes a stop request to an attempt's supervisor, unless one was passed already.
 fn ask_to_stop(active: &ActiveAttempt, request: StopRequest) {
     active.stop.send_if_modified(|current| {
         let first = current.is_none();

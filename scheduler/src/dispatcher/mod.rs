@@ -43,6 +43,7 @@ use crate::outage::{AfterWait, Outage};
 use crate::store::{now_millis, Effect, Store, StoreError, Transition};
 pub use supervisor::AttemptEvent;
 mod admission;
+use attempts::Reports;
 mod attempts;
 mod placement;
 mod reconcile;
@@ -319,13 +320,6 @@ struct ActiveAttempt {
     gpu_ids: Vec<String>,
 }
 
-/// A finished attempt the executor may forget once its end is committed.
-struct Removal {
-    job_id: JobId,
-    handle: AttemptHandle,
-    executor: Arc<dyn Executor>,
-}
-
 pub struct Dispatcher {
     store: Store,
     executors: Executors,
@@ -363,7 +357,7 @@ pub struct Dispatcher {
     /// The token `run` was given: waits for the database end with it.
     cancel: CancellationToken,
     /// Starts reported without their end, held until the time beside each (`START_HOLD`), so
-    /// that an attempt that ends meanwhile is written as one move (see `apply_events`).
+    /// that an attempt that ends meanwhile is written as one move (see `decide_reports`).
     held_starts: Vec<(AttemptEvent, tokio::time::Instant)>,
 }
 
@@ -484,6 +478,9 @@ impl Dispatcher {
 
     /// One pass of the loop: applies the supervisors' reports, then admits, cancels over time
     /// limits and places. True if it changed something (another pass may find more to do).
+    /// The reports are written while placement runs, on a connection of their own: placement
+    /// sees an ended attempt's capacity, its place under caps and limits, only once its end is
+    /// committed (`settle_reports`), and never places a job the loop still holds.
     /// A pass that fails leaves memory as the store has it: reports are written before it
     /// returns (see `write_transitions`), and placement gives back what it reserved.
     async fn pass(
@@ -495,16 +492,12 @@ impl Dispatcher {
         let now = tokio::time::Instant::now();
         let held_due = self.held_starts.iter().any(|(_, until)| *until <= now);
         let new_events = !buffered.is_empty();
-        if new_events || held_due {
-            // Only a job that finished can move the jobs that depend on it (or end its array):
-            // a start, a retry or a deferral leaves them as they are.
-            if self.apply_events(std::mem::take(buffered)).await? {
-                self.dependencies_dirty = true;
-            }
-            self.save_share_ledgers().await;
-            // Held starts written when due are no news that calls for another pass.
-            progressed = new_events;
-        }
+        let reports = match new_events || held_due {
+            true => Some(self.decide_reports(std::mem::take(buffered)).await?),
+            false => None,
+        };
+        // Held starts written when due are no news that calls for another pass.
+        progressed |= new_events;
         let polling = tokio::time::Instant::now() >= *next_poll;
         if polling {
             *next_poll = tokio::time::Instant::now() + self.config.poll_interval;
@@ -539,36 +532,67 @@ impl Dispatcher {
         self.admission_due |= submitted || polling;
         self.placement_dirty |= submitted;
         progressed |= self.admit(polling).await? > 0;
-        if self.placement_dirty {
-            self.placement_dirty = false;
-            progressed |= self.dispatch().await? > 0;
+        let place = std::mem::take(&mut self.placement_dirty);
+        let (store, cancel) = (self.store.clone(), self.cancel.clone());
+        let write = async {
+            match &reports {
+                // Every start held: nothing to write.
+                Some(reports) if reports.transitions.is_empty() => Ok(Some(Vec::new())),
+                Some(reports) => {
+                    let Reports {
+                        transitions, now, ..
+                    } = reports;
+                    write_transitions(&store, &cancel, transitions, *now)
+                        .await
+                        .map(Some)
+                }
+                None => Ok(None),
+            }
+        };
+        let placing = async {
+            match place {
+                true => self.dispatch().await,
+                false => Ok(0),
+            }
+        };
+        let (written, placed) = tokio::join!(write, placing);
+        // What was written is settled even when placement failed, and before its error.
+        if let (Some(reports), Some(applied)) = (reports, written?) {
+            // Only a job that finished can move the jobs that depend on it (or end its array):
+            // a start, a retry or a deferral leaves them as they are.
+            if self.settle_reports(reports, &applied) {
+                self.dependencies_dirty = true;
+            }
+            self.save_share_ledgers().await;
         }
+        progressed |= placed? > 0;
         Ok(progressed)
     }
+}
 
-    /// Writes transitions whose effects memory already holds (attempt ends, reconcile's
-    /// verdicts): a database that is away is waited for rather than let memory and store part.
-    /// Fails only for a failure retrying cannot mend, or when the loop is told to stop (what
-    /// was not written is then found again by the next start's reconcile).
-    async fn write_transitions(
-        &self,
-        transitions: &[Transition],
-        now: i64,
-    ) -> Result<Vec<bool>, DispatchError> {
-        let mut outage = Outage::new("dispatcher");
-        loop {
-            match self.store.apply_transitions(transitions, now).await {
-                Ok(applied) => {
-                    outage.recovered();
-                    return Ok(applied);
-                }
-                Err(error) if error.is_retryable() => {
-                    if outage.wait(&error, &self.cancel).await == AfterWait::Stop {
-                        return Err(error.into());
-                    }
-                }
-                Err(error) => return Err(error.into()),
+/// Writes transitions whose effects memory already holds or waits to apply (attempt ends,
+/// reconcile's verdicts): a database that is away is waited for rather than let memory and
+/// store part. Fails only for a failure retrying cannot mend, or when `cancel` fires (what was
+/// not written is then found again by the next start's reconcile).
+async fn write_transitions(
+    store: &Store,
+    cancel: &CancellationToken,
+    transitions: &[Transition],
+    now: i64,
+) -> Result<Vec<bool>, DispatchError> {
+    let mut outage = Outage::new("dispatcher");
+    loop {
+        match store.apply_transitions(transitions, now).await {
+            Ok(applied) => {
+                outage.recovered();
+                return Ok(applied);
             }
+            Err(error) if error.is_retryable() => {
+                if outage.wait(&error, cancel).await == AfterWait::Stop {
+                    return Err(error.into());
+                }
+            }
+            Err(error) => return Err(error.into()),
         }
     }
 }

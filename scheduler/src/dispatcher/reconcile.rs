@@ -97,7 +97,7 @@ impl Dispatcher {
             }
         }
         if !transitions.is_empty() {
-            self.write_transitions(&transitions, now).await?;
+            write_transitions(&self.store, &self.cancel, &transitions, now).await?;
         }
         for (handle, (attempt, executor)) in listed {
             tracing::warn!(handle = %handle.0, job_id = %attempt.job_id, "removing an attempt no job owns");
