@@ -564,7 +564,8 @@ fn insert_sql(dialect: super::Dialect, rows: usize) -> String {
         "INSERT INTO jobs (job_id, job_name, job_queue, status, spec, vcpu_millis, \
          memory_mib, gpus, created_at, idempotency_key, updated_at, array_size, \
          share_identifier, scheduling_priority, chain_depth, array_max_concurrency) VALUES {} \
-         ON CONFLICT (idempotency_key) DO NOTHING RETURNING job_id",
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
+         RETURNING job_id",
         placeholders(dialect, rows, COLUMNS, 1)
     )
 }
