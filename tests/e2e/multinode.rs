@@ -30,6 +30,11 @@ fn definition(image: &str, name: &str, extra_main_environment: &str) -> String {
     )
 }
 
+/// How long a gang of three containers may take to start, or to exchange its messages and end,
+/// under the whole suite's load; well under the workers' five-minute sleep, so a job that ends
+/// within twice this ended with its main node.
+const GANG: Duration = Duration::from_secs(90);
+
 fn networks(prefix: &str) -> Vec<String> {
     let output = Command::new("docker")
         .args(["network", "ls", "--format", "{{.Name}}"])
@@ -83,19 +88,19 @@ fn three_docker_nodes_find_their_main_node_and_end_with_it() {
     // The nodes run together; the workers' five-minute sleep ends with the main node.
     let started = Instant::now();
     server.wait_for_status(&single, "SUCCEEDED");
-    let running = server.wait_for_status(&id, "RUNNING");
+    let running = server.wait_for_within(&id, "RUNNING", GANG, |job| job["status"] == "RUNNING");
     let names = containers_of(&id);
     assert_eq!(
         names.len(),
         3,
         "a container per node: {names:?} {running:#}"
     );
-    let job = server.wait_for(&id, "the job to end", |job| {
+    let job = server.wait_for_within(&id, "the job to end", GANG, |job| {
         job["status"] == "SUCCEEDED" || job["status"] == "FAILED"
     });
     assert_eq!(job["status"], "SUCCEEDED", "{job:#}\n{}", server.log());
     assert!(
-        started.elapsed() < Duration::from_secs(60),
+        started.elapsed() < 2 * GANG,
         "the workers were stopped when the main node ended"
     );
 
@@ -153,7 +158,7 @@ fn three_docker_nodes_find_their_main_node_and_end_with_it() {
         ", {name: FAIL_FIRST, value: 'yes'}",
     ));
     let id = server.submit(&["--queue", "mq", "--definition", "mpi-retry"]);
-    let job = server.wait_for(&id, "the retried job to end", |job| {
+    let job = server.wait_for_within(&id, "the retried job to end", 2 * GANG, |job| {
         job["status"] == "SUCCEEDED" || job["status"] == "FAILED"
     });
     assert_eq!(job["status"], "SUCCEEDED", "{job:#}");

@@ -306,7 +306,20 @@ impl Server {
     }
 
     pub fn wait_for(&self, job_id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_for_within(job_id, what, Duration::from_secs(30), done)
+    }
+
+    /// `wait_for` with a deadline of its own, for work that starts several containers and
+    /// exchanges messages between them: under the whole suite's load on two cores that has
+    /// taken longer than the usual 30 s.
+    pub fn wait_for_within(
+        &self,
+        job_id: &str,
+        what: &str,
+        within: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + within;
         loop {
             let job = self.job(job_id);
             if done(&job) {
