@@ -43,11 +43,11 @@ use crate::outage::{AfterWait, Outage};
 use crate::store::{now_millis, Effect, Store, StoreError, Transition};
 pub use supervisor::AttemptEvent;
 mod admission;
-use attempts::Reports;
 mod attempts;
 mod placement;
 mod reconcile;
 
+use attempts::Reports;
 use supervisor::{supervise, AttemptAssignment, StopRequest, SupervisorContext, Takeover};
 
 #[derive(Debug, Clone)]
