@@ -96,9 +96,7 @@ impl Dispatcher {
                 ReconcileAction::Leave => {}
             }
         }
-        if !transitions.is_empty() {
-            write_transitions(&self.store, &self.cancel, &transitions, now).await?;
-        }
+        write_transitions(&self.store, &self.cancel, &transitions, now).await?;
         for (handle, (attempt, executor)) in listed {
             tracing::warn!(handle = %handle.0, job_id = %attempt.job_id, "removing an attempt no job owns");
             if attempt.state == ObservedState::Running {
