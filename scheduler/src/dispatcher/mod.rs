@@ -47,6 +47,7 @@ mod attempts;
 mod placement;
 mod reconcile;
 
+use attempts::Reports;
 use supervisor::{supervise, AttemptAssignment, StopRequest, SupervisorContext, Takeover};
 
 #[derive(Debug, Clone)]
@@ -487,9 +488,16 @@ impl Dispatcher {
         buffered: &mut Vec<AttemptEvent>,
         next_poll: &mut tokio::time::Instant,
     ) -> Result<bool, DispatchError> {
+        let mut progressed = false;
+        let now = tokio::time::Instant::now();
+        let held_due = self.held_starts.iter().any(|(_, until)| *until <= now);
+        let new_events = !buffered.is_empty();
+        let reports = match new_events || held_due {
+            true => Some(self.decide_reports(std::mem::take(buffered)).await?),
+            false => None,
+        };
         // Held starts written when due are no news that calls for another pass.
-        let mut progressed = !buffered.is_empty();
-        let reports = self.decide_reports(std::mem::take(buffered)).await?;
+        progressed |= new_events;
         let polling = tokio::time::Instant::now() >= *next_poll;
         if polling {
             *next_poll = tokio::time::Instant::now() + self.config.poll_interval;
@@ -526,7 +534,21 @@ impl Dispatcher {
         progressed |= self.admit(polling).await? > 0;
         let place = std::mem::take(&mut self.placement_dirty);
         let (store, cancel) = (self.store.clone(), self.cancel.clone());
-        let write = write_transitions(&store, &cancel, &reports.transitions, reports.now);
+        let write = async {
+            match &reports {
+                // Every start held: nothing to write.
+                Some(reports) if reports.transitions.is_empty() => Ok(Some(Vec::new())),
+                Some(reports) => {
+                    let Reports {
+                        transitions, now, ..
+                    } = reports;
+                    write_transitions(&store, &cancel, transitions, *now)
+                        .await
+                        .map(Some)
+                }
+                None => Ok(None),
+            }
+        };
         let placing = async {
             match place {
                 true => self.dispatch().await,
@@ -535,13 +557,14 @@ impl Dispatcher {
         };
         let (written, placed) = tokio::join!(write, placing);
         // What was written is settled even when placement failed, and before its error.
-        let applied = written?;
-        // Only a job that finished can move the jobs that depend on it (or end its array): a
-        // start, a retry or a deferral leaves them as they are.
-        if self.settle_reports(reports, &applied) {
-            self.dependencies_dirty = true;
+        if let (Some(reports), Some(applied)) = (reports, written?) {
+            // Only a job that finished can move the jobs that depend on it (or end its array):
+            // a start, a retry or a deferral leaves them as they are.
+            if self.settle_reports(reports, &applied) {
+                self.dependencies_dirty = true;
+            }
+            self.save_share_ledgers().await;
         }
-        self.save_share_ledgers().await;
         progressed |= placed? > 0;
         Ok(progressed)
     }
@@ -557,10 +580,6 @@ async fn write_transitions(
     transitions: &[Transition],
     now: i64,
 ) -> Result<Vec<bool>, DispatchError> {
-    // A pass with nothing to write (no reports, or every start held) opens no transaction.
-    if transitions.is_empty() {
-        return Ok(Vec::new());
-    }
     let mut outage = Outage::new("dispatcher");
     loop {
         match store.apply_transitions(transitions, now).await {

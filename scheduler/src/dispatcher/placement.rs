@@ -90,9 +90,8 @@ impl Dispatcher {
         self.ledgers_dirty.insert(active.queue.clone());
     }
 
-    /// Saves the ledgers that changed (nothing to do, and no I/O, in a pass where none did). One
-    /// that cannot be saved now stays marked and is tried again at the next pass: at most that
-    /// much usage is lost if the server stops meanwhile.
+    /// Saves the ledgers that changed. One that cannot be saved now stays marked and is saved
+    /// with the next change: at most that much usage is lost if the server stops meanwhile.
     pub(super) async fn save_share_ledgers(&mut self) {
         for queue in std::mem::take(&mut self.ledgers_dirty) {
             let Some(ledger) = self.ledgers.get(&queue) else {

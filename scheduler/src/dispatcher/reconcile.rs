@@ -96,7 +96,9 @@ impl Dispatcher {
                 ReconcileAction::Leave => {}
             }
         }
-        write_transitions(&self.store, &self.cancel, &transitions, now).await?;
+        if !transitions.is_empty() {
+            write_transitions(&self.store, &self.cancel, &transitions, now).await?;
+        }
         for (handle, (attempt, executor)) in listed {
             tracing::warn!(handle = %handle.0, job_id = %attempt.job_id, "removing an attempt no job owns");
             if attempt.state == ObservedState::Running {
