@@ -130,16 +130,12 @@ impl Store {
             Kind::JobDefinition => deregister(&mut transaction, name, revision).await?,
             Kind::JobQueue => {
                 let queue = self.locked_queue(&mut transaction, name).await?;
-                let unfinished = sqlx::query(&format!(
-                    "SELECT job_id, status FROM jobs{} WHERE array_parent IS NULL AND job_queue = $1 \
-                     AND status IN ('SUBMITTED', 'PENDING', 'RUNNABLE', 'STARTING', 'RUNNING') LIMIT 1",
-                    indexed_by(self.dialect, "jobs_top_level_by_queue_status")
-                ))
-                .bind(name)
-                .fetch_optional(&mut *transaction)
-                .await?
-                .map(|row| job_and_status(&row))
-                .transpose()?;
+                let unfinished = sqlx::query(&unfinished_in_queue(self.dialect))
+                    .bind(name)
+                    .fetch_optional(&mut *transaction)
+                    .await?
+                    .map(|row| job_and_status(&row))
+                    .transpose()?;
                 check_queue_delete(&queue, unfinished)?;
                 delete_named(&mut transaction, "job_queues", name).await?;
                 vec![Deleted::resource(kind, name)]
@@ -650,6 +646,29 @@ async fn delete_finished_job(
     .execute(&mut **transaction)
     .await?;
     Ok((deleted, true))
+}
+
+/// A query for one unfinished top-level job of the queue `$1` (its id and status): one probe per
+/// unfinished status, each through the index that holds that status (migration 0034 left STARTING
+/// and RUNNING out of the top-level ones; a capacity bounds how many jobs hold those).
+fn unfinished_in_queue(dialect: Dialect) -> String {
+    let probes: Vec<String> = JobStatus::ALL
+        .into_iter()
+        .filter(|status| !status.is_terminal())
+        .map(|status| {
+            let index = match super::jobs::in_top_level_indexes(status) {
+                true => "jobs_top_level_by_queue_status",
+                false => "jobs_by_status",
+            };
+            format!(
+                "SELECT job_id, status FROM jobs{} WHERE array_parent IS NULL AND job_queue = $1 \
+                 AND status = '{}'",
+                indexed_by(dialect, index),
+                status.as_str()
+            )
+        })
+        .collect();
+    format!("{} LIMIT 1", probes.join(" UNION ALL "))
 }
 
 /// Deletes the jobs `ids` with their attempts, output and dependency rows; how many jobs went.

@@ -133,9 +133,6 @@ fn bind_filter<'q>(
     if let Some(queue) = &filter.queue {
         query = query.bind(queue.as_str());
     }
-    if let Some(status) = filter.status {
-        query = query.bind(status.as_str());
-    }
     if let Some(name) = &filter.name {
         query = query.bind(name.value());
     }
@@ -184,15 +181,42 @@ fn tag_condition(
     }
 }
 
+/// How a page of `jobs` is read: the index SQLite is to use, if the query names one, then the
+/// conditions and the order.
+pub(super) struct ListingPlan {
+    pub(super) index: Option<&'static str>,
+    pub(super) conditions: Vec<String>,
+    pub(super) order: String,
+}
+
+/// Whether the top-level listing indexes (`jobs_top_level_by_status`,
+/// `jobs_top_level_by_queue_status`) hold jobs in `status`. Since migration 0034 they leave out
+/// the statuses a job holds an attempt in, so that placing a job writes no entry into them; lists
+/// of those read `jobs_by_status`, where a capacity bounds how many there are.
+pub(in crate::store) fn in_top_level_indexes(status: JobStatus) -> bool {
+    match status {
+        JobStatus::Starting | JobStatus::Running => false,
+        JobStatus::Submitted
+        | JobStatus::Pending
+        | JobStatus::Runnable
+        | JobStatus::Succeeded
+        | JobStatus::Failed => true,
+    }
+}
+
 /// The conditions and order of a page of `jobs` for `filter`, spelled out per filter so that each
 /// query has its index, with only the placeholders it uses (Postgres refuses untyped unused ones):
-/// `$1` is the seq to start before, then the array parent, the queue and the status when given.
+/// `$1` is the seq to start before, then the array parent and the queue when given. The status
+/// is written as a literal: a partial index serves a query only where the planner can prove the
+/// index's condition from the query's, which neither SQLite nor Postgres's generic plans can do
+/// from a placeholder.
 ///
 /// On Postgres a top-level list filtered by queue or status is written as a row comparison in
-/// the order of its index, `(job_queue, status, seq) < ($q, $s, $1)`: written as `status = $s …
+/// the order of its index, `(job_queue, status, seq) < ($q, 'S', $1)`: written as `status = 'S' …
 /// ORDER BY seq DESC`, the planner, taking RUNNABLE jobs to be spread through the table, walked
 /// a million finished top-level jobs backwards by seq to find none (480 ms). SQLite picks these
-/// indexes by itself.
+/// indexes by itself, except for the statuses they leave out (`in_top_level_indexes`), where it
+/// is told to read `jobs_by_status`.
 ///
 /// On Postgres a top-level list without a status is the newest of one such range per status
 /// (`merged_by_status`): the table keeps no index of top-level jobs by seq alone, or by queue
@@ -200,7 +224,11 @@ fn tag_condition(
 /// never a HOT update), and those two cost the dispatch about a sixth (BENCHMARKS.md).
 ///
 /// `floor` bounds a list filtered by name or tag to the sequence numbers at or above it.
-fn listing_plan(dialect: Dialect, filter: &JobFilter, floor: Option<i64>) -> (Vec<String>, String) {
+pub(super) fn listing_plan(
+    dialect: Dialect,
+    filter: &JobFilter,
+    floor: Option<i64>,
+) -> ListingPlan {
     let mut n_parameters = 1;
     let mut next_parameter = || {
         n_parameters += 1;
@@ -211,8 +239,8 @@ fn listing_plan(dialect: Dialect, filter: &JobFilter, floor: Option<i64>) -> (Ve
     if filter.queue.is_some() {
         keys.push(("job_queue", next_parameter()));
     }
-    if filter.status.is_some() {
-        keys.push(("status", next_parameter()));
+    if let Some(status) = filter.status {
+        keys.push(("status", moves::sql_literal(status.as_str())));
     }
     // Not keys of any index: checked on the rows the keys lead to.
     let mut name: Vec<String> = filter
@@ -234,10 +262,15 @@ fn listing_plan(dialect: Dialect, filter: &JobFilter, floor: Option<i64>) -> (Ve
         let mut conditions = vec!["seq < $1".to_string(), format!("array_parent = {parent}")];
         conditions.extend(keys.iter().map(|(column, p)| format!("{column} = {p}")));
         conditions.extend(name);
-        return (conditions, "seq DESC".into());
+        return ListingPlan {
+            index: None,
+            conditions,
+            order: "seq DESC".into(),
+        };
     }
-    let (mut conditions, order) = match (dialect, filter.status, keys.is_empty()) {
-        (Dialect::Postgres, None, _) => (
+    let (index, mut conditions, order) = match (dialect, filter.status) {
+        (Dialect::Postgres, None) => (
+            None,
             vec![
                 "seq < $1".to_string(),
                 "array_parent IS NULL".into(),
@@ -245,15 +278,25 @@ fn listing_plan(dialect: Dialect, filter: &JobFilter, floor: Option<i64>) -> (Ve
             ],
             "seq DESC".into(),
         ),
-        (Dialect::Postgres, Some(_), false) => index_range(&keys),
-        (Dialect::Postgres, Some(_), true) | (Dialect::Sqlite, _, _) => {
+        (Dialect::Postgres, Some(status)) => {
+            let (conditions, order) = status_range(&keys, status);
+            (None, conditions, order)
+        }
+        (Dialect::Sqlite, status) => {
             let mut conditions = vec!["seq < $1".to_string(), "array_parent IS NULL".into()];
             conditions.extend(keys.iter().map(|(column, p)| format!("{column} = {p}")));
-            (conditions, "seq DESC".into())
+            let index = status
+                .filter(|status| !in_top_level_indexes(*status))
+                .map(|_| "jobs_by_status");
+            (index, conditions, "seq DESC".into())
         }
     };
     conditions.extend(name);
-    (conditions, order)
+    ListingPlan {
+        index,
+        conditions,
+        order,
+    }
 }
 
 /// The conditions and order that read the top-level jobs with the values `keys` give their
@@ -276,16 +319,41 @@ fn index_range(keys: &[(&str, String)]) -> (Vec<String>, String) {
     )
 }
 
-/// `seq IN` the newest top-level jobs of every status, each status's read as a range of its index
-/// (`jobs_top_level_by_status`, or `jobs_top_level_by_queue_status` with a queue in `keys`),
-/// with the unindexed conditions `unindexed` inside each range and at most `$limit` of each.
+/// On Postgres, the conditions and order that read the top-level jobs in `status` with the
+/// values `keys` give their columns (the status's among them), below seq `$1`, newest first:
+/// a range of the top-level index by (queue,) status and seq where that index holds the status,
+/// with the status's equality spelled out so the planner can prove the index's condition; else
+/// the status's range of `jobs_by_status`, the queue checked on its rows.
+fn status_range(keys: &[(&str, String)], status: JobStatus) -> (Vec<String>, String) {
+    let equal = format!("status = {}", moves::sql_literal(status.as_str()));
+    match in_top_level_indexes(status) {
+        true => {
+            let (mut conditions, order) = index_range(keys);
+            conditions.push(equal);
+            (conditions, order)
+        }
+        false => {
+            let mut conditions = vec![equal, "seq < $1".to_string(), "array_parent IS NULL".into()];
+            conditions.extend(
+                keys.iter()
+                    .filter(|(column, _)| *column != "status")
+                    .map(|(column, p)| format!("{column} = {p}")),
+            );
+            (conditions, "seq DESC".into())
+        }
+    }
+}
+
+/// `seq IN` the newest top-level jobs of every status, each status's read as a range of the
+/// index that holds it (`status_range`), with the unindexed conditions `unindexed` inside each
+/// range and at most `$limit` of each.
 fn merged_by_status(keys: &[(&str, String)], unindexed: &[String], limit: usize) -> String {
     let ranges: Vec<String> = JobStatus::ALL
         .iter()
         .map(|status| {
             let mut keys = keys.to_vec();
             keys.push(("status", moves::sql_literal(status.as_str())));
-            let (mut range, order) = index_range(&keys);
+            let (mut range, order) = status_range(&keys, *status);
             range.extend(unindexed.iter().cloned());
             format!(
                 "(SELECT seq FROM jobs WHERE {} ORDER BY {order} LIMIT ${limit})",
@@ -297,11 +365,10 @@ fn merged_by_status(keys: &[(&str, String)], unindexed: &[String], limit: usize)
 }
 
 /// How many placeholders the conditions of `jobs` for `filter` use (`seq < $1`, then one each
-/// for the array parent, the queue and the status when given).
+/// for the array parent and the queue when given, then the name's and the tags').
 fn bound_parameters(filter: &JobFilter) -> usize {
     1 + usize::from(filter.array_parent.is_some())
         + usize::from(filter.queue.is_some())
-        + usize::from(filter.status.is_some())
         + usize::from(filter.name.is_some())
         + filter
             .tags

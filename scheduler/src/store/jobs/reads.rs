@@ -108,15 +108,15 @@ impl Store {
             }
             false => (None, None),
         };
-        let (conditions, order) = listing_plan(self.dialect, filter, floor);
+        let plan = listing_plan(self.dialect, filter, floor);
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE {} ORDER BY {order} LIMIT {}",
-            conditions.join(" AND "),
+            "SELECT {JOB_COLUMNS} FROM jobs{} WHERE {} ORDER BY {} LIMIT {}",
+            self.listing_index(&plan),
+            plan.conditions.join(" AND "),
+            plan.order,
             format_args!("${}", bound_parameters(filter) + 1)
         );
-        let limit = self
-            .limit_by_spec_bytes(filter, &conditions, &order)
-            .await?;
+        let limit = self.limit_by_spec_bytes(filter, &plan).await?;
         let query = bind_filter(sqlx::query(&sql), filter, self.dialect);
         let rows = query
             .bind(i64::from(limit) + 1)
@@ -140,18 +140,19 @@ impl Store {
 
     /// How many of the `filter.limit` jobs `jobs` may read within `MAX_PAGE_SPEC_BYTES` of specs
     /// (at least one): their sizes are read first, without the specs.
-    pub(in crate::store) async fn limit_by_spec_bytes(
+    async fn limit_by_spec_bytes(
         &self,
         filter: &JobFilter,
-        conditions: &[String],
-        order: &str,
+        plan: &ListingPlan,
     ) -> Result<u32, StoreError> {
         let limit = filter.limit.max(1);
         let sql = format!(
             "SELECT CASE WHEN array_parent IS NULL THEN LENGTH(spec) \
              ELSE (SELECT LENGTH(p.spec) FROM jobs p WHERE p.job_id = jobs.array_parent) END AS spec_bytes \
-             FROM jobs WHERE {} ORDER BY {order} LIMIT {}",
-            conditions.join(" AND "),
+             FROM jobs{} WHERE {} ORDER BY {} LIMIT {}",
+            self.listing_index(plan),
+            plan.conditions.join(" AND "),
+            plan.order,
             format_args!("${}", bound_parameters(filter) + 1)
         );
         let query = bind_filter(sqlx::query(&sql), filter, self.dialect);
@@ -166,6 +167,13 @@ impl Store {
             fitting += 1;
         }
         Ok(fitting.clamp(1, limit))
+    }
+
+    /// `INDEXED BY` the index `plan` names, on SQLite.
+    fn listing_index(&self, plan: &ListingPlan) -> String {
+        plan.index
+            .map(|index| indexed_by(self.dialect, index))
+            .unwrap_or_default()
     }
 
     /// A page of an array's children, newest first, without their spec (it is the parent's).
