@@ -505,3 +505,73 @@ async fn an_environment_without_an_executor_keeps_jobs_runnable(store: Store) {
     assert!(harness.fake.started().is_empty());
     harness.stop().await;
 }
+
+/// An attempt that starts and ends within a few milliseconds is written as one move from
+/// STARTING to its end, carrying its start (one row version instead of two): its start is
+/// folded when both reports come in one batch, or held until the end comes. An attempt still
+/// running when its start's hold runs out (10 ms) has its start written by itself, so RUNNING
+/// shows. Counted by a trigger on the SQLite file, through a connection of the test's own; with
+/// the fold and the hold both taken out, none of the twenty short attempts is folded.
+#[tokio::test]
+async fn a_short_attempt_s_start_is_written_with_its_end() {
+    use sqlx::{Connection, Executor};
+    let test = support::sqlite().await;
+    let batchctl_scheduler::store::StoreLocation::Sqlite { path } = &test.location else {
+        unreachable!("support::sqlite opens a SQLite file")
+    };
+    let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    connection
+        .execute(
+            "CREATE TABLE status_writes (seq INTEGER PRIMARY KEY, job_id TEXT, status TEXT); \
+             CREATE TRIGGER status_written AFTER UPDATE OF status ON jobs \
+             WHEN OLD.status IS NOT NEW.status \
+             BEGIN INSERT INTO status_writes (job_id, status) VALUES (NEW.job_id, NEW.status); END;",
+        )
+        .await
+        .unwrap();
+    support::apply(&test.store, RESOURCES).await;
+    let harness = Harness::start(test.store.clone(), FakeExecutor::new()).await;
+    let slow = harness.submit(&["sleep-ms", "1000"], None).await;
+    let mut quick = Vec::new();
+    for _ in 0..20 {
+        quick.push(harness.submit(&["true"], None).await);
+    }
+    for id in quick.iter().chain([&slow]) {
+        let job = harness.wait_for_status(id, JobStatus::Succeeded).await;
+        assert!(job.started_at.is_some(), "{id} keeps its start: {job:?}");
+    }
+    assert_eq!(
+        moves_after_placement(&mut connection, &slow).await,
+        "STARTING RUNNING SUCCEEDED"
+    );
+    let mut folded = 0;
+    for id in &quick {
+        match moves_after_placement(&mut connection, id).await.as_str() {
+            "STARTING SUCCEEDED" => folded += 1,
+            "STARTING RUNNING SUCCEEDED" => {}
+            other => panic!("{id}: {other}"),
+        }
+    }
+    // A start and its end reported more than the hold apart (a descheduled test thread) are two
+    // moves, correctly: most of these twenty are reported together.
+    assert!(
+        folded >= 10,
+        "{folded} of 20 short attempts had their start folded into the end"
+    );
+    harness.stop().await;
+}
+
+/// The statuses `job_id` was written in from its placement on, as the trigger of
+/// `a_short_attempt_s_start_is_written_with_its_end` recorded them.
+async fn moves_after_placement(connection: &mut sqlx::SqliteConnection, job_id: &JobId) -> String {
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM status_writes WHERE job_id = ? ORDER BY seq")
+            .bind(&job_id.0)
+            .fetch_all(connection)
+            .await
+            .unwrap();
+    let placed = statuses.iter().position(|s| s == "STARTING");
+    statuses[placed.expect("placed")..].join(" ")
+}
