@@ -8,24 +8,27 @@ use std::time::{Duration, Instant};
 use crate::docker_executor::{containers_of, test_image};
 use crate::support::{stderr, stdout, Server};
 
-/// The main node (0) answers every connection with `welcome-<attempt>` and keeps what it is sent
-/// (holding the connection a second: busybox's `nc` ends with its input, and could close before
-/// reading), until both workers have said `done`; it prints the distinct greetings it got. Each worker sends
-/// its greeting until it gets an answer (a greeting whose answer was lost is sent again), prints
-/// the answer and its variables, says `done`, then would sleep for five minutes — it ends only
-/// because the main node did. The main node fails its first attempt after the exchange when
-/// `FAIL_FIRST` is set, so a retry is seen to start every node again.
+/// The main node (0) answers every connection with `welcome-<attempt>` and what it has been sent
+/// so far, and keeps what it is sent (holding the connection a second: busybox's `nc` ends with
+/// its input), until both workers have said `done`; it prints the distinct greetings it got.
+/// Each worker sends its greeting, then its `done`, each until an answer shows the main node kept
+/// it: an answer alone does not say so, since the main node's `nc` may end with its input before
+/// reading what a worker starved of CPU sends late (under the whole suite that lost a `done`
+/// once, and the main node waited out the attempt's timeout). A worker prints the first answer
+/// and its variables, then would sleep for five minutes — it ends only because the main node
+/// did. The main node fails its first attempt after the exchange when `FAIL_FIRST` is set, so a
+/// retry is seen to start every node again.
 fn definition(image: &str, name: &str, extra_main_environment: &str) -> String {
     format!(
         "apiVersion: batchctl/v1\nkind: JobDefinition\nmetadata: {{name: {name}}}\nspec:\n\
          \x20 type: multinode\n  retryStrategy: {{attempts: 2}}\n  timeout: {{attemptDurationSeconds: 120}}\n\
          \x20 nodeProperties:\n    numNodes: 3\n    mainNode: 0\n    nodeRangeProperties:\n\
          \x20   - targetNodes: '0'\n      container:\n        image: {image}\n\
-         \x20       command: [sh, -c, 'touch /tmp/got; while [ $(grep ^done /tmp/got | sort -u | wc -l) -lt 2 ]; do (echo welcome-$AWS_BATCH_JOB_ATTEMPT; sleep 1) | nc -l -p 7000 >> /tmp/got 2>/dev/null || sleep 0.1; done; grep ^hello /tmp/got | sort -u; echo main=$AWS_BATCH_JOB_NODE_INDEX of $AWS_BATCH_JOB_NUM_NODES address=${{AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS:-none}}; if [ -n \"$FAIL_FIRST\" ] && [ $AWS_BATCH_JOB_ATTEMPT = 1 ]; then exit 7; fi']\n\
+         \x20       command: [sh, -c, 'touch /tmp/got; while [ $(grep ^done /tmp/got | sort -u | wc -l) -lt 2 ]; do (echo welcome-$AWS_BATCH_JOB_ATTEMPT; cat /tmp/got; sleep 1) | nc -l -p 7000 >> /tmp/got 2>/dev/null || sleep 0.1; done; grep ^hello /tmp/got | sort -u; echo main=$AWS_BATCH_JOB_NODE_INDEX of $AWS_BATCH_JOB_NUM_NODES address=${{AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS:-none}}; if [ -n \"$FAIL_FIRST\" ] && [ $AWS_BATCH_JOB_ATTEMPT = 1 ]; then exit 7; fi']\n\
          \x20       environment: [{{name: ROLE, value: main}}{extra_main_environment}]\n\
          \x20       resourceRequirements: [{{type: VCPU, value: '1'}}, {{type: MEMORY, value: '64'}}]\n\
          \x20   - targetNodes: '1:'\n      container:\n        image: {image}\n\
-         \x20       command: [sh, -c, 'until echo hello from $AWS_BATCH_JOB_NODE_INDEX | nc -w 2 $AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS 7000 > /tmp/reply 2>/dev/null && grep -q welcome /tmp/reply; do sleep 0.2; done; head -1 /tmp/reply; echo node=$AWS_BATCH_JOB_NODE_INDEX main=$AWS_BATCH_JOB_MAIN_NODE_INDEX id=$AWS_BATCH_JOB_ID; until echo done $AWS_BATCH_JOB_NODE_INDEX | nc -w 2 $AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS 7000 > /dev/null 2>&1; do sleep 0.2; done; sleep 300']\n\
+         \x20       command: [sh, -c, 'until echo hello from $AWS_BATCH_JOB_NODE_INDEX | nc -w 2 $AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS 7000 > /tmp/reply 2>/dev/null && grep -q \"^hello from $AWS_BATCH_JOB_NODE_INDEX\" /tmp/reply; do sleep 0.2; done; head -1 /tmp/reply; echo node=$AWS_BATCH_JOB_NODE_INDEX main=$AWS_BATCH_JOB_MAIN_NODE_INDEX id=$AWS_BATCH_JOB_ID; until echo done $AWS_BATCH_JOB_NODE_INDEX | nc -w 2 $AWS_BATCH_JOB_MAIN_NODE_PRIVATE_IPV4_ADDRESS 7000 > /tmp/ack 2>/dev/null && grep -q \"^done $AWS_BATCH_JOB_NODE_INDEX\" /tmp/ack; do sleep 0.2; done; sleep 300']\n\
          \x20       resourceRequirements: [{{type: VCPU, value: '1'}}, {{type: MEMORY, value: '64'}}]\n"
     )
 }
