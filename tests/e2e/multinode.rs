@@ -13,8 +13,8 @@ use crate::support::{stderr, stdout, Server};
 /// its input), until both workers have said `done`; it prints the distinct greetings it got.
 /// Each worker sends its greeting, then its `done`, each until an answer shows the main node kept
 /// it: an answer alone does not say so, since the main node's `nc` may end with its input before
-/// reading what a worker starved of CPU sends late (under the whole suite that lost a `done`
-/// once, and the main node waited out the attempt's timeout). A worker prints the first answer
+/// reading what a worker starved of CPU sends late (the likely cause of a retried attempt, under
+/// the whole suite, waiting out its timeout for a `done`). A worker prints the first answer
 /// and its variables, then would sleep for five minutes — it ends only because the main node
 /// did. The main node fails its first attempt after the exchange when `FAIL_FIRST` is set, so a
 /// retry is seen to start every node again.
