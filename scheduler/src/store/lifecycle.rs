@@ -662,9 +662,9 @@ fn unfinished_in_queue(dialect: Dialect) -> String {
             };
             format!(
                 "SELECT job_id, status FROM jobs{} WHERE array_parent IS NULL AND job_queue = $1 \
-                 AND status = '{}'",
+                 AND {}",
                 indexed_by(dialect, index),
-                status.as_str()
+                super::jobs::status_is(status)
             )
         })
         .collect();

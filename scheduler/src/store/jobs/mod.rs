@@ -183,10 +183,10 @@ fn tag_condition(
 
 /// How a page of `jobs` is read: the index SQLite is to use, if the query names one, then the
 /// conditions and the order.
-pub(super) struct ListingPlan {
-    pub(super) index: Option<&'static str>,
-    pub(super) conditions: Vec<String>,
-    pub(super) order: String,
+struct ListingPlan {
+    index: Option<&'static str>,
+    conditions: Vec<String>,
+    order: String,
 }
 
 /// Whether the top-level listing indexes (`jobs_top_level_by_status`,
@@ -224,7 +224,7 @@ pub(in crate::store) fn in_top_level_indexes(status: JobStatus) -> bool {
 /// never a HOT update), and those two cost the dispatch about a sixth (BENCHMARKS.md).
 ///
 /// `floor` bounds a list filtered by name or tag to the sequence numbers at or above it.
-pub(super) fn listing_plan(
+fn listing_plan(
     dialect: Dialect,
     filter: &JobFilter,
     floor: Option<i64>,
@@ -235,13 +235,12 @@ pub(super) fn listing_plan(
         format!("${n_parameters}")
     };
     let parent = filter.array_parent.as_ref().map(|_| next_parameter());
+    // The queue's key; the status is written as a literal (`status_is`).
     let mut keys = Vec::new();
     if filter.queue.is_some() {
         keys.push(("job_queue", next_parameter()));
     }
-    if let Some(status) = filter.status {
-        keys.push(("status", moves::sql_literal(status.as_str())));
-    }
+    let status_condition = filter.status.map(status_is);
     // Not keys of any index: checked on the rows the keys lead to.
     let mut name: Vec<String> = filter
         .name
@@ -261,6 +260,7 @@ pub(super) fn listing_plan(
     if let Some(parent) = parent {
         let mut conditions = vec!["seq < $1".to_string(), format!("array_parent = {parent}")];
         conditions.extend(keys.iter().map(|(column, p)| format!("{column} = {p}")));
+        conditions.extend(status_condition);
         conditions.extend(name);
         return ListingPlan {
             index: None,
@@ -285,6 +285,7 @@ pub(super) fn listing_plan(
         (Dialect::Sqlite, status) => {
             let mut conditions = vec!["seq < $1".to_string(), "array_parent IS NULL".into()];
             conditions.extend(keys.iter().map(|(column, p)| format!("{column} = {p}")));
+            conditions.extend(status_condition);
             let index = status
                 .filter(|status| !in_top_level_indexes(*status))
                 .map(|_| "jobs_by_status");
@@ -319,26 +320,33 @@ fn index_range(keys: &[(&str, String)]) -> (Vec<String>, String) {
     )
 }
 
+/// `status = 'S'`: a status as a literal, from which a planner can prove a partial index's
+/// condition (it cannot from a placeholder).
+pub(in crate::store) fn status_is(status: JobStatus) -> String {
+    format!("status = {}", moves::sql_literal(status.as_str()))
+}
+
 /// On Postgres, the conditions and order that read the top-level jobs in `status` with the
-/// values `keys` give their columns (the status's among them), below seq `$1`, newest first:
-/// a range of the top-level index by (queue,) status and seq where that index holds the status,
+/// values `keys` give their columns (the queue's, if any), below seq `$1`, newest first: a
+/// range of the top-level index by (queue,) status and seq where that index holds the status,
 /// with the status's equality spelled out so the planner can prove the index's condition; else
 /// the status's range of `jobs_by_status`, the queue checked on its rows.
 fn status_range(keys: &[(&str, String)], status: JobStatus) -> (Vec<String>, String) {
-    let equal = format!("status = {}", moves::sql_literal(status.as_str()));
     match in_top_level_indexes(status) {
         true => {
-            let (mut conditions, order) = index_range(keys);
-            conditions.push(equal);
+            let mut keys = keys.to_vec();
+            keys.push(("status", moves::sql_literal(status.as_str())));
+            let (mut conditions, order) = index_range(&keys);
+            conditions.push(status_is(status));
             (conditions, order)
         }
         false => {
-            let mut conditions = vec![equal, "seq < $1".to_string(), "array_parent IS NULL".into()];
-            conditions.extend(
-                keys.iter()
-                    .filter(|(column, _)| *column != "status")
-                    .map(|(column, p)| format!("{column} = {p}")),
-            );
+            let mut conditions = vec![
+                status_is(status),
+                "seq < $1".to_string(),
+                "array_parent IS NULL".into(),
+            ];
+            conditions.extend(keys.iter().map(|(column, p)| format!("{column} = {p}")));
             (conditions, "seq DESC".into())
         }
     }
@@ -351,9 +359,7 @@ fn merged_by_status(keys: &[(&str, String)], unindexed: &[String], limit: usize)
     let ranges: Vec<String> = JobStatus::ALL
         .iter()
         .map(|status| {
-            let mut keys = keys.to_vec();
-            keys.push(("status", moves::sql_literal(status.as_str())));
-            let (mut range, order) = status_range(&keys, *status);
+            let (mut range, order) = status_range(keys, *status);
             range.extend(unindexed.iter().cloned());
             format!(
                 "(SELECT seq FROM jobs WHERE {} ORDER BY {order} LIMIT ${limit})",
