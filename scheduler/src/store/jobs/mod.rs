@@ -224,11 +224,7 @@ pub(in crate::store) fn in_top_level_indexes(status: JobStatus) -> bool {
 /// never a HOT update), and those two cost the dispatch about a sixth (BENCHMARKS.md).
 ///
 /// `floor` bounds a list filtered by name or tag to the sequence numbers at or above it.
-fn listing_plan(
-    dialect: Dialect,
-    filter: &JobFilter,
-    floor: Option<i64>,
-) -> ListingPlan {
+fn listing_plan(dialect: Dialect, filter: &JobFilter, floor: Option<i64>) -> ListingPlan {
     let mut n_parameters = 1;
     let mut next_parameter = || {
         n_parameters += 1;
