@@ -106,7 +106,8 @@ fn a_full_disk_loses_no_acknowledged_job_and_passes_by_itself() {
     // the disk was full run, and the log grows until a checkpoint lets it start over (1,000
     // pages, 4 MiB, by default), keeping its size after. With 1.5 MiB of ballast on a 6 MiB
     // disk that growth could leave less than the 1 MiB `/healthz` asks for, or not, depending
-    // on how many of those jobs ran before the check: twice under the whole suite it did.
+    // on how many of those jobs ran before the check: the likely cause of this test failing
+    // twice under the whole suite (about 975 KB free after the ballast went).
     let ballast = filesystem.path().join("ballast");
     std::fs::write(&ballast, vec![1u8; 6 * 1024 * 1024]).unwrap();
     let data_dir: PathBuf = filesystem.path().join("data");
@@ -209,7 +210,7 @@ fn a_full_disk_loses_no_acknowledged_job_and_passes_by_itself() {
     assert_eq!(integrity, "ok");
 }
 
-/// Each file under `dir` (one level down too) with its size, for a failure message.
+/// Each file under `dir` and its directories with its size, for a failure message.
 fn sizes(dir: &Path) -> String {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
