@@ -19,6 +19,7 @@ store_suite!(
     idempotency_keys_return_the_first_job,
     transitions_are_compare_and_set,
     an_attempt_end_records_the_attempt_once,
+    a_write_that_loses_some_moves_keeps_the_others_once,
     job_lists_page_newest_first_and_filter,
     logs_keep_bytes_and_resume_cursor,
     stop_requests_only_reach_active_jobs,
@@ -365,6 +366,36 @@ async fn an_attempt_end_records_the_attempt_once(store: Store) {
         job.status_reason.as_deref(),
         Some("Essential container in task exited with code 3")
     );
+}
+
+/// A batch in which some compare-and-sets lose: the write learns which from the count of rows it
+/// changed, and when that falls short it is rolled back and made again row by row (see
+/// `apply_transitions`). The winners apply once, with one attempt record each, not two.
+async fn a_write_that_loses_some_moves_keeps_the_others_once(store: Store) {
+    for id in ["a", "b", "c"] {
+        runnable_job(&store, id).await;
+    }
+    let placements = [placed("a", 1), placed("b", 1), placed("c", 1)];
+    store.apply_transitions(&placements, 3).await.unwrap();
+    let b_ended = ended("b", 1, JobStatus::Starting, JobStatus::Failed);
+    assert_eq!(
+        store.apply_transitions(&[b_ended], 4).await.unwrap(),
+        [true]
+    );
+    let ends = [
+        ended("a", 1, JobStatus::Starting, JobStatus::Failed),
+        ended("b", 1, JobStatus::Starting, JobStatus::Failed),
+        ended("c", 1, JobStatus::Starting, JobStatus::Failed),
+    ];
+    assert_eq!(
+        store.apply_transitions(&ends, 5).await.unwrap(),
+        [true, false, true]
+    );
+    for id in ["a", "b", "c"] {
+        let job = store.job(&JobId(id.into())).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Failed, "{id}");
+        assert_eq!((job.n_attempts, job.attempts.len()), (1, 1), "{id}");
+    }
 }
 
 async fn job_lists_page_newest_first_and_filter(store: Store) {

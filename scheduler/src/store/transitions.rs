@@ -5,7 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::any::AnyRow;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
 use sqlx::{Any, Row, Transaction};
 
 use super::events::{emit_moved, Emission, MovedJob};
@@ -157,15 +158,69 @@ impl Kind {
     }
 }
 
+/// How a write learns which of its compare-and-sets won.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readback {
+    /// From the count of rows changed: when every row of every statement changed, all won. No
+    /// row comes back: on SQLite each returned row is a hand-off between sqlx's connection
+    /// thread and the caller, and a drained job's placement and end returned one each (its
+    /// head read's row remains). See BENCHMARKS.md, session 18.
+    Counted,
+    /// From the rows `RETURNING` gives back: which won, and what their events need.
+    Returned,
+}
+
+/// A write in `Readback::Counted` that found some row no longer in its `from` status: it was
+/// rolled back, to be made again with `Readback::Returned`.
+struct SomeLost;
+
 impl Store {
     /// Applies each transition with compare-and-set, all in one transaction, and returns per
     /// transition whether it applied (false: the job was no longer in `from`). Transitions of one
     /// job are applied in the order given.
+    /// Unless events are stored, the write first only counts the rows it changed; in the rare
+    /// case that some job moved meanwhile (a cancel racing a placement), that transaction is
+    /// rolled back and the write made again, learning row by row which moves won.
     pub async fn apply_transitions(
         &self,
         transitions: &[Transition],
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
+        let emission = self.emission();
+        let applied = match emission.wanted {
+            true => None,
+            false => self
+                .apply_transitions_once(transitions, now, emission, Readback::Counted)
+                .await?
+                .ok(),
+        };
+        let applied = match applied {
+            Some(applied) => applied,
+            None => match self
+                .apply_transitions_once(transitions, now, emission, Readback::Returned)
+                .await?
+            {
+                Ok(applied) => applied,
+                Err(SomeLost) => unreachable!("a write that reads back its rows loses none"),
+            },
+        };
+        self.finish_waits.announce(
+            transitions
+                .iter()
+                .zip(&applied)
+                .filter(|(transition, applied)| **applied && transition.to.is_terminal())
+                .map(|(transition, _)| &transition.job_id),
+        );
+        Ok(applied)
+    }
+
+    async fn apply_transitions_once(
+        &self,
+        transitions: &[Transition],
+        now: i64,
+        emission: Emission,
+        readback: Readback,
+    ) -> Result<Result<Vec<bool>, SomeLost>, StoreError> {
         let mut applied = vec![false; transitions.len()];
         let mut transaction = self.begin_fenced().await?;
         for wave in waves(transitions) {
@@ -177,9 +232,20 @@ impl Store {
                     .collect();
                 for chunk in members.chunks(ROWS_PER_STATEMENT) {
                     let rows: Vec<&Transition> = chunk.iter().map(|&i| &transitions[i]).collect();
-                    let emission = self.emission();
-                    let returned =
-                        update(&mut transaction, self.dialect, emission, kind, &rows, now).await?;
+                    let sql = update_sql(self.dialect, emission, kind, rows.len(), readback);
+                    let statement = bind_rows(&sql, &rows, now);
+                    if readback == Readback::Counted {
+                        let changed = statement.execute(&mut *transaction).await?;
+                        if changed.rows_affected() != rows.len() as u64 {
+                            transaction.rollback().await?;
+                            return Ok(Err(SomeLost));
+                        }
+                        for &i in chunk {
+                            applied[i] = true;
+                        }
+                        continue;
+                    }
+                    let returned = statement.fetch_all(&mut *transaction).await?;
                     let changed = returned
                         .iter()
                         .map(|row| row.try_get::<String, _>("job_id"))
@@ -225,14 +291,7 @@ impl Store {
             }
         }
         transaction.commit().await?;
-        self.finish_waits.announce(
-            transitions
-                .iter()
-                .zip(&applied)
-                .filter(|(transition, applied)| **applied && transition.to.is_terminal())
-                .map(|(transition, _)| &transition.job_id),
-        );
-        Ok(applied)
+        Ok(Ok(applied))
     }
 }
 
@@ -252,27 +311,34 @@ fn waves(transitions: &[Transition]) -> Vec<Vec<usize>> {
     waves
 }
 
-async fn update(
-    transaction: &mut Transaction<'static, Any>,
+/// The compare-and-set of `n` rows of `kind`, reading back what `readback` says (see `bind_rows`).
+fn update_sql(
     dialect: Dialect,
     emission: Emission,
     kind: Kind,
-    rows: &[&Transition],
-    now: i64,
-) -> Result<Vec<AnyRow>, StoreError> {
-    let returning = emission.returning();
+    n: usize,
+    readback: Readback,
+) -> String {
+    let returning = match readback {
+        Readback::Counted => "",
+        Readback::Returned => emission.returning(),
+    };
     let (extra_columns, assignments, condition) = kind.shape();
     let columns = 3 + extra_columns;
     // `now` comes first in the text, so it is the first parameter.
-    let sql = format!(
+    format!(
         "UPDATE jobs SET status = v.column3, {assignments}, updated_at = {} \
          FROM (VALUES {}) AS v \
          WHERE jobs.job_id = v.column1 AND jobs.status = v.column2{condition} \
          {returning}",
         placeholder(dialect, 1),
-        placeholders(dialect, rows.len(), columns, 2)
-    );
-    let mut query = sqlx::query(&sql).bind(now);
+        placeholders(dialect, n, columns, 2)
+    )
+}
+
+/// `update_sql`'s statement for `rows`, all of one kind, with their values bound.
+fn bind_rows<'q>(sql: &'q str, rows: &[&Transition], now: i64) -> Query<'q, Any, AnyArguments<'q>> {
+    let mut query = sqlx::query(sql).bind(now);
     for transition in rows {
         query = query
             .bind(transition.job_id.0.clone())
@@ -306,7 +372,7 @@ async fn update(
             }
         };
     }
-    Ok(query.fetch_all(&mut **transaction).await?)
+    query
 }
 
 /// Records NON_REPLENISHABLE consumable resources as used up by a placement.
