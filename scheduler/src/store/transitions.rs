@@ -1,7 +1,8 @@
 //! Applying transitions in bulk. Each statement is `UPDATE jobs … FROM (VALUES …) WHERE jobs.job_id =
-//! v.column1 AND jobs.status = v.column2 RETURNING job_id`: still a compare-and-set per row, and
-//! RETURNING says which rows won, but one round trip for hundreds of jobs. Both SQLite (3.33+) and
-//! Postgres name the columns of a VALUES list column1, column2, ….
+//! v.column1 AND jobs.status = v.column2`: still a compare-and-set per row, but one round trip for
+//! hundreds of jobs. The count of rows it changed says whether all won; when some lost, the write
+//! is made again with `RETURNING job_id`, which says which (see `Readback`). Both SQLite (3.33+)
+//! and Postgres name the columns of a VALUES list column1, column2, ….
 
 use std::collections::{HashMap, HashSet};
 
