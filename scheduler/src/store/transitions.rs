@@ -171,10 +171,6 @@ enum Readback {
     Returned,
 }
 
-/// A write in `Readback::Counted` that found some row no longer in its `from` status: it was
-/// rolled back, to be made again with `Readback::Returned`.
-struct SomeLost;
-
 impl Store {
     /// Applies each transition with compare-and-set, all in one transaction, and returns per
     /// transition whether it applied (false: the job was no longer in `from`). Transitions of one
@@ -188,22 +184,20 @@ impl Store {
         now: i64,
     ) -> Result<Vec<bool>, StoreError> {
         let emission = self.emission();
-        let applied = match emission.wanted {
-            true => None,
-            false => self
-                .apply_transitions_once(transitions, now, emission, Readback::Counted)
-                .await?
-                .ok(),
+        let mut readback = match emission.wanted {
+            true => Readback::Returned,
+            false => Readback::Counted,
         };
-        let applied = match applied {
-            Some(applied) => applied,
-            None => match self
-                .apply_transitions_once(transitions, now, emission, Readback::Returned)
+        // At most twice: a counted write that lost some move is made again reading rows back,
+        // which always answers.
+        let applied = loop {
+            match self
+                .apply_transitions_once(transitions, now, emission, readback)
                 .await?
             {
-                Ok(applied) => applied,
-                Err(SomeLost) => unreachable!("a write that reads back its rows loses none"),
-            },
+                Some(applied) => break applied,
+                None => readback = Readback::Returned,
+            }
         };
         self.finish_waits.announce(
             transitions
@@ -215,13 +209,15 @@ impl Store {
         Ok(applied)
     }
 
+    /// One try of `apply_transitions`; `None` when a `Readback::Counted` write found some move
+    /// lost, and was rolled back.
     async fn apply_transitions_once(
         &self,
         transitions: &[Transition],
         now: i64,
         emission: Emission,
         readback: Readback,
-    ) -> Result<Result<Vec<bool>, SomeLost>, StoreError> {
+    ) -> Result<Option<Vec<bool>>, StoreError> {
         let mut applied = vec![false; transitions.len()];
         let mut transaction = self.begin_fenced().await?;
         for wave in waves(transitions) {
@@ -235,18 +231,20 @@ impl Store {
                     let rows: Vec<&Transition> = chunk.iter().map(|&i| &transitions[i]).collect();
                     let sql = update_sql(self.dialect, emission, kind, rows.len(), readback);
                     let statement = bind_rows(&sql, &rows, now);
-                    if readback == Readback::Counted {
-                        let changed = statement.execute(&mut *transaction).await?;
-                        if changed.rows_affected() != rows.len() as u64 {
-                            transaction.rollback().await?;
-                            return Ok(Err(SomeLost));
+                    let returned = match readback {
+                        Readback::Counted => {
+                            let changed = statement.execute(&mut *transaction).await?;
+                            if changed.rows_affected() != rows.len() as u64 {
+                                transaction.rollback().await?;
+                                return Ok(None);
+                            }
+                            for &i in chunk {
+                                applied[i] = true;
+                            }
+                            continue;
                         }
-                        for &i in chunk {
-                            applied[i] = true;
-                        }
-                        continue;
-                    }
-                    let returned = statement.fetch_all(&mut *transaction).await?;
+                        Readback::Returned => statement.fetch_all(&mut *transaction).await?,
+                    };
                     let changed = returned
                         .iter()
                         .map(|row| row.try_get::<String, _>("job_id"))
@@ -292,7 +290,7 @@ impl Store {
             }
         }
         transaction.commit().await?;
-        Ok(Ok(applied))
+        Ok(Some(applied))
     }
 }
 
