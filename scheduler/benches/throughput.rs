@@ -1,8 +1,14 @@
 //! Submit rate, dispatch rate and submit-to-start latency with a no-op executor, on SQLite and
 //! Postgres. A bench binary, not a timed test: `cargo bench -p batchctl-scheduler --bench throughput
 //! -- [--jobs N] [--runs R] [--only sqlite|postgres] [--job-events] [--fenced]
-//! [--max-running-jobs N] [--throttles]`. Postgres comes from
-//! BATCHCTL_TEST_DATABASE_URL (see .ci/postgres). Figures and method: BENCHMARKS.md.
+//! [--max-running-jobs N] [--throttles] [--peer pgqueuer [--peer-processes P]]`. Postgres comes
+//! from BATCHCTL_TEST_DATABASE_URL (see .ci/postgres). Figures and method: BENCHMARKS.md.
+//!
+//! With `--peer pgqueuer`, each Postgres run is followed by one of PgQueuer 1.6 on the same
+//! database server (`benches/peers/pgqueuer_drain.py`: the same number of no-op jobs enqueued,
+//! then drained with dequeue batches of 100 by P worker processes, 2 by default), and the last
+//! line holds both medians and their ratio: issue 13's target 5 is measured against PgQueuer
+//! in the same run, not against a figure from another machine.
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +47,12 @@ async fn main() {
     // With a concurrency limit and a consumable resource configured (neither binding), placement
     // keys, counts and books every job.
     let throttles = arguments.flag("--throttles");
+    let peer = arguments.value("--peer");
+    if let Some(other) = peer.as_deref().filter(|peer| *peer != "pgqueuer") {
+        panic!("--peer takes pgqueuer, not {other}");
+    }
+    let peer_processes: usize = arguments.number("--peer-processes", 2);
+    let mut pgqueuer = Vec::new();
     println!(
         "jobs per run: {jobs}, runs: {runs}, submitters: {SUBMITTERS}, cores: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
@@ -86,6 +98,14 @@ async fn main() {
                 result.submit_per_second, result.baseline_submit_per_second, result.dispatch_per_second, result.latency_p50_ms, result.latency_p99_ms
             );
             figures.push(result);
+            if database == "postgres" && peer.is_some() {
+                let peer = pgqueuer_run(jobs, peer_processes);
+                println!(
+                    "pgqueuer run {run}: enqueue {:.0}/s, drain {:.0}/s",
+                    peer.enqueue_per_second, peer.drain_per_second
+                );
+                pgqueuer.push(peer);
+            }
         }
         if figures.is_empty() {
             continue;
@@ -114,12 +134,73 @@ async fn main() {
             }),
         );
     }
+    if !pgqueuer.is_empty() {
+        let drain = common::median(pgqueuer.iter().map(|p| p.drain_per_second));
+        let ours = summary["postgres"]["dispatch_per_second"]
+            .as_f64()
+            .unwrap_or(0.0);
+        println!(
+            "pgqueuer median: drain {drain:.0}/s; batchctl's Postgres dispatch is {:.2}x it",
+            ours / drain
+        );
+        summary.insert(
+            "pgqueuer".into(),
+            serde_json::json!({
+                "enqueue_per_second": common::median(pgqueuer.iter().map(|p| p.enqueue_per_second)).round(),
+                "drain_per_second": drain.round(),
+                "processes": peer_processes,
+                "batch_size": 100,
+                "postgres_dispatch_over_pgqueuer_drain": (ours / drain * 100.0).round() / 100.0,
+            }),
+        );
+    }
     summary.insert("bench".into(), "throughput".into());
     summary.insert("jobs".into(), jobs.into());
     summary.insert("runs".into(), runs.into());
     summary.insert("max_running_jobs".into(), max_running_jobs.into());
     summary.insert("throttles".into(), throttles.into());
     println!("{}", serde_json::Value::Object(summary));
+}
+
+struct PeerFigures {
+    enqueue_per_second: f64,
+    drain_per_second: f64,
+}
+
+/// One PgQueuer run on the Postgres server of BATCHCTL_TEST_DATABASE_URL (a database of its own,
+/// dropped after). Panics when Python or PgQueuer is missing: a peer asked for is not skipped.
+fn pgqueuer_run(jobs: usize, processes: usize) -> PeerFigures {
+    let url = std::env::var("BATCHCTL_TEST_DATABASE_URL")
+        .expect("--peer pgqueuer runs on BATCHCTL_TEST_DATABASE_URL's server");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/peers/pgqueuer_drain.py"
+    );
+    let output = std::process::Command::new("python3")
+        .args([script, "--dsn", &url, "--jobs", &jobs.to_string()])
+        .args(["--processes", &processes.to_string()])
+        .output()
+        .expect("python3 runs the PgQueuer peer");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the PgQueuer peer failed (pip install pgqueuer==1.6.0 asyncpg):\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("the PgQueuer peer printed no JSON line: {stdout}"));
+    let figure = |key: &str| {
+        line[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("the PgQueuer peer's line lacks {key}: {line}"))
+    };
+    PeerFigures {
+        enqueue_per_second: figure("enqueue_per_second"),
+        drain_per_second: figure("drain_per_second"),
+    }
 }
 
 /// Submits `jobs` from SUBMITTERS concurrent tasks through `submit`; returns jobs per second.
