@@ -312,6 +312,15 @@ impl Dispatcher {
         if plan.is_empty() {
             return Ok(0);
         }
+        // A queue or environment changed while this pass planned against what it had read
+        // before: the API raises the flag after its change commits and before it answers, so a
+        // job submitted after that answer, which this plan may hold, could be placed by a queue
+        // now held or disabled. The plan is dropped unwritten (nothing is reserved before the
+        // write) and the next pass, woken by the same change, reads it and plans again.
+        if self.handle.resources_changed.load(Ordering::Acquire) {
+            self.placement_dirty = true;
+            return Ok(0);
+        }
         let now = now_millis();
         let placed = transition(JobStatus::Runnable, JobEvent::Placed)?;
         let transitions: Vec<Transition> = plan
