@@ -28,12 +28,33 @@ pub enum Call {
     Remove(AttemptHandle),
 }
 
+/// Whether the executor keeps the record `calls` returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CallLog {
+    /// Every call, in order, for tests that check what the dispatcher asked.
+    #[default]
+    Kept,
+    /// None: for benchmarks, which only count starts. A kept record holds a copy of every
+    /// attempt's spec for the whole run (about 1 KB a job), which a real executor does not.
+    Dropped,
+}
+
 #[derive(Default)]
 struct State {
+    call_log: CallLog,
     calls: Vec<Call>,
     attempts: HashMap<AttemptHandle, FakeAttempt>,
     unavailable: Option<String>,
     started: usize,
+}
+
+impl State {
+    fn record(&mut self, call: impl FnOnce() -> Call) {
+        match self.call_log {
+            CallLog::Kept => self.calls.push(call()),
+            CallLog::Dropped => {}
+        }
+    }
 }
 
 struct FakeAttempt {
@@ -53,7 +74,14 @@ impl FakeExecutor {
         FakeExecutor::default()
     }
 
-    /// Every call made so far, in order.
+    /// An executor that keeps `call_log`'s record: `new` keeps every call, benchmarks drop them.
+    pub fn with_call_log(call_log: CallLog) -> FakeExecutor {
+        let executor = FakeExecutor::default();
+        executor.lock().call_log = call_log;
+        executor
+    }
+
+    /// Every call made so far, in order (none when made `with_call_log(CallLog::Dropped)`).
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
     }
@@ -150,7 +178,7 @@ impl Executor for FakeExecutor {
                     reason: reason.clone(),
                 });
             }
-            state.calls.push(Call::Start(Box::new(spec.clone())));
+            state.record(|| Call::Start(Box::new(spec.clone())));
             state.started += 1;
             state.attempts.insert(
                 handle.clone(),
@@ -225,7 +253,7 @@ impl Executor for FakeExecutor {
     }
 
     async fn kill(&self, handle: &AttemptHandle, _grace: Duration) -> Result<(), ExecutorError> {
-        self.lock().calls.push(Call::Kill(handle.clone()));
+        self.lock().record(|| Call::Kill(handle.clone()));
         self.finish(
             handle,
             AttemptOutcome::Exited {
@@ -260,7 +288,7 @@ impl Executor for FakeExecutor {
 
     async fn remove(&self, handle: &AttemptHandle) -> Result<(), ExecutorError> {
         let mut state = self.lock();
-        state.calls.push(Call::Remove(handle.clone()));
+        state.record(|| Call::Remove(handle.clone()));
         state.attempts.remove(handle);
         Ok(())
     }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use batchctl_executor::fake::FakeExecutor;
+use batchctl_executor::fake::{CallLog, FakeExecutor};
 use batchctl_scheduler::core::model::{DefinitionRef, EnvironmentType, Job, QueueName};
 use batchctl_scheduler::dispatcher::{Dispatcher, DispatcherConfig, Executors};
 use batchctl_scheduler::manifest::{self, build_job, SubmitContext, SubmitJobRequest};
@@ -56,7 +56,8 @@ pub fn median(values: impl Iterator<Item = f64>) -> f64 {
 /// A dispatcher on `store` whose process environments run on a no-op executor (returned, to
 /// count what it started), with logs flushed every 50 ms, as every bench here runs it.
 pub fn noop_dispatcher(store: &Store) -> (Dispatcher, FakeExecutor) {
-    let fake = FakeExecutor::new();
+    // Benches count starts only; a record of every call would hold a copy of every spec.
+    let fake = FakeExecutor::with_call_log(CallLog::Dropped);
     let executors = Executors::default().with(EnvironmentType::Process, Arc::new(fake.clone()));
     let dispatcher = Dispatcher::new(
         store.clone(),
