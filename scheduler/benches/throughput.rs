@@ -136,9 +136,10 @@ async fn main() {
     }
     if !pgqueuer.is_empty() {
         let drain = common::median(pgqueuer.iter().map(|p| p.drain_per_second));
+        // A peer runs only after a Postgres run, whose median is in the summary.
         let ours = summary["postgres"]["dispatch_per_second"]
             .as_f64()
-            .unwrap_or(0.0);
+            .expect("the Postgres runs' median");
         println!(
             "pgqueuer median: drain {drain:.0}/s; batchctl's Postgres dispatch is {:.2}x it",
             ours / drain
@@ -149,7 +150,7 @@ async fn main() {
                 "enqueue_per_second": common::median(pgqueuer.iter().map(|p| p.enqueue_per_second)).round(),
                 "drain_per_second": drain.round(),
                 "processes": peer_processes,
-                "batch_size": 100,
+                "batch_size": pgqueuer[0].batch_size as u64,
                 "postgres_dispatch_over_pgqueuer_drain": (ours / drain * 100.0).round() / 100.0,
             }),
         );
@@ -163,6 +164,7 @@ async fn main() {
 }
 
 struct PeerFigures {
+    batch_size: f64,
     enqueue_per_second: f64,
     drain_per_second: f64,
 }
@@ -198,6 +200,7 @@ fn pgqueuer_run(jobs: usize, processes: usize) -> PeerFigures {
             .unwrap_or_else(|| panic!("the PgQueuer peer's line lacks {key}: {line}"))
     };
     PeerFigures {
+        batch_size: figure("batch_size"),
         enqueue_per_second: figure("enqueue_per_second"),
         drain_per_second: figure("drain_per_second"),
     }

@@ -2,8 +2,8 @@
 
 Enqueues N no-op jobs into a fresh database, then times PgQueuer workers draining them with the
 given dequeue batch size (100 by default, as the issue's figure was measured), and prints one
-JSON line. Workers run in `--processes` processes (Python runs one core per process), each with
-`--workers` queue managers on connections of their own. Run by `cargo bench -p
+JSON line. Workers run in `--processes` processes (Python runs one core per process), each one
+queue manager on a connection of its own. Run by `cargo bench -p
 batchctl-scheduler --bench throughput -- --peer pgqueuer` against the same Postgres as
 batchctl's runs; needs `pip install pgqueuer==1.6.0 asyncpg`.
 
@@ -29,40 +29,42 @@ def database_url(dsn: str, database: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(path="/" + database))
 
 
-async def drain(url: str, batch_size: int, workers: int, barrier) -> tuple[int, float, float]:
-    """Runs `workers` queue managers until the queue is empty: (jobs run, start, end)."""
+# How long a worker process may take to get ready, and the whole drain; past either the run
+# fails rather than waits for a process that died.
+READY_SECONDS = 60
+DRAIN_SECONDS = 600
+
+
+async def drain(url: str, batch_size: int, barrier) -> tuple[int, float, float]:
+    """Runs one queue manager until the queue is empty: (jobs run, start, end)."""
     done = 0
-    managers, connections = [], []
-    for _ in range(workers):
-        connections.append(await asyncpg.connect(url))
-        manager = QueueManager(Queries(AsyncpgDriver(connections[-1])))
+    connection = await asyncpg.connect(url)
+    manager = QueueManager(Queries(AsyncpgDriver(connection)))
 
-        @manager.entrypoint("noop")
-        async def noop(job: Job) -> None:
-            nonlocal done
-            done += 1
+    @manager.entrypoint("noop")
+    async def noop(job: Job) -> None:
+        nonlocal done
+        done += 1
 
-        managers.append(manager)
-    barrier.wait()
+    barrier.wait(READY_SECONDS)
     started = time.time()
-    await asyncio.gather(
-        *(
-            manager.run(
-                batch_size=batch_size,
-                mode=QueueExecutionMode.drain,
-                log_aggregation_interval=timedelta(0),
-            )
-            for manager in managers
-        )
+    await manager.run(
+        batch_size=batch_size,
+        mode=QueueExecutionMode.drain,
+        log_aggregation_interval=timedelta(0),
     )
     ended = time.time()
-    for connection in connections:
-        await connection.close()
+    await connection.close()
     return done, started, ended
 
 
-def drain_process(url: str, batch_size: int, workers: int, barrier, results) -> None:
-    results.put(asyncio.run(drain(url, batch_size, workers, barrier)))
+def drain_process(url: str, batch_size: int, barrier, results) -> None:
+    """Puts the drain's figures, or its error, so the parent never waits on a dead process."""
+    try:
+        results.put(asyncio.run(drain(url, batch_size, barrier)))
+    except BaseException as error:  # reported to the parent, which fails the run
+        barrier.abort()
+        results.put(f"{type(error).__name__}: {error}")
 
 
 async def enqueue(url: str, jobs: int, enqueue_batch: int) -> float:
@@ -99,7 +101,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--enqueue-batch", type=int, default=1_000)
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=1)
     arguments = parser.parse_args()
     name = f"pgqueuer_bench_{os.getpid()}"
     url = database_url(arguments.dsn, name)
@@ -112,15 +113,18 @@ def main() -> None:
         processes = [
             multiprocessing.Process(
                 target=drain_process,
-                args=(url, arguments.batch_size, arguments.workers, barrier, results),
+                args=(url, arguments.batch_size, barrier, results),
             )
             for _ in range(arguments.processes)
         ]
         for process in processes:
             process.start()
-        outcomes = [results.get() for _ in processes]
+        outcomes = [results.get(timeout=DRAIN_SECONDS) for _ in processes]
         for process in processes:
             process.join()
+        failed = [outcome for outcome in outcomes if isinstance(outcome, str)]
+        if failed:
+            raise SystemExit(f"a pgqueuer worker process failed: {failed}")
         done = sum(outcome[0] for outcome in outcomes)
         drain_seconds = max(o[2] for o in outcomes) - min(o[1] for o in outcomes)
         left = asyncio.run(left_in_queue(url))
@@ -135,7 +139,6 @@ def main() -> None:
                 "jobs": arguments.jobs,
                 "batch_size": arguments.batch_size,
                 "processes": arguments.processes,
-                "workers_per_process": arguments.workers,
                 "enqueue_per_second": round(arguments.jobs / enqueue_seconds),
                 "drain_per_second": round(arguments.jobs / drain_seconds),
             }
